@@ -1,0 +1,144 @@
+// The layout of a topic region in shared memory. Everything here is plain data:
+// fixed capacity, no pointers (offsets from the region's base), trivially
+// copyable apart from the atomics, and every shared atomic is lock-free.
+//
+// Region:   TopicHeader | ProducerSeat[max_producers]
+//         | (GroupEntry + MemberSeat[max_members])[max_groups] | Slot[slot_count]
+//
+// Stamps. Slot `s & mask` holds sequence s. Its stamp says what it holds:
+//   stamp_published(s) = 2s+2  the message s is complete and readable
+//   stamp_abandoned(s) = 2s+3  s was claimed, then given up; readers skip it
+//   stamp_writing(s)   = 2s+1  a producer is writing s (previous occupant gone)
+// A reader of s sees: < 2s+1 .. 2s+1 "not yet"; 2s+2 ready; 2s+3 skip;
+// > 2s+3 "lapped" (the slot moved on to s + k*slot_count).
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+namespace shmbus::detail {
+
+inline constexpr std::uint64_t kMagic = 0x31'53'55'42'4d'48'53'00ULL;  // "\0SHMBUS1"
+inline constexpr std::uint32_t kLayoutVersion = 1;
+inline constexpr std::size_t kCacheLine = 64;
+// Two lines: keeps adjacent-line prefetch from coupling hot fields.
+inline constexpr std::size_t kHotAlign = 128;
+inline constexpr std::uint64_t kNone = ~std::uint64_t{0};
+inline constexpr std::size_t kNameMax = 63;  // topic and group names, bytes
+inline constexpr std::size_t kSlotHeaderSize = 32;
+
+constexpr std::uint64_t stamp_writing(std::uint64_t s) noexcept { return 2 * s + 1; }
+constexpr std::uint64_t stamp_published(std::uint64_t s) noexcept { return 2 * s + 2; }
+constexpr std::uint64_t stamp_abandoned(std::uint64_t s) noexcept { return 2 * s + 3; }
+
+// Sleep/wake without lost wake-ups (see docs/memory-ordering.md, "Event counts").
+// `seq` is the 32-bit futex word (shared, not private, futex); `waiters` says
+// whether anyone may be asleep, so a notifier with no sleepers makes no syscall.
+struct EventCount {
+  std::atomic<std::uint32_t> seq;
+  std::atomic<std::uint32_t> waiters;
+};
+
+enum class SeatState : std::uint32_t { Free = 0, Claimed = 1, Active = 2 };
+
+enum GroupFlags : std::uint32_t {
+  kGroupDurable = 1u << 0,
+  kGroupPrivate = 1u << 1,  // one member only, consumes without CAS
+};
+
+struct alignas(kHotAlign) TopicHeader {
+  // Written once at creation; `magic` last with release (see Region::create),
+  // read first with acquire (Region::open).
+  std::atomic<std::uint64_t> magic;
+  std::uint32_t layout_version;
+  std::uint32_t header_size;
+  std::uint64_t generation;      // random at creation; tells a re-created topic apart
+  std::uint64_t region_size;
+  std::uint32_t slot_count;
+  std::uint32_t slot_size;
+  std::uint32_t stride;          // bytes from one slot to the next
+  std::uint8_t policy;
+  std::uint8_t single_producer;
+  std::uint16_t reserved0;
+  std::uint32_t max_producers;
+  std::uint32_t max_groups;
+  std::uint32_t max_members;
+  std::uint32_t group_stride;    // bytes per GroupEntry including its members
+  std::uint64_t producers_offset;
+  std::uint64_t groups_offset;
+  std::uint64_t slots_offset;
+  char name[kNameMax + 1];
+  // Control-plane lock (joins, leaves, seat allocation): pid of the holder, 0 free.
+  // Never taken on the data path.
+  std::atomic<std::uint32_t> control_lock;
+
+  alignas(kHotAlign) std::atomic<std::uint64_t> tail;  // next sequence to claim
+  alignas(kHotAlign) EventCount data_event;            // consumers sleep here
+  alignas(kHotAlign) EventCount space_event;           // producers sleep here (full ring)
+};
+
+struct alignas(kCacheLine) ProducerSeat {
+  std::atomic<std::uint32_t> state;      // SeatState
+  std::atomic<std::uint32_t> pid;
+  std::atomic<std::uint64_t> session;
+  std::atomic<std::uint64_t> in_flight;  // sequence claimed and not yet published, or kNone
+  std::atomic<std::uint64_t> published;  // count, relaxed (statistics)
+};
+
+struct alignas(kCacheLine) MemberSeat {
+  std::atomic<std::uint32_t> state;  // SeatState
+  std::atomic<std::uint32_t> pid;
+  std::atomic<std::uint64_t> session;
+  // Hazard: the oldest sequence this member still reads, or kNone. Producers
+  // never overwrite a slot at or after min(cursor, held) of a gating group.
+  std::atomic<std::uint64_t> held;
+  std::atomic<std::uint64_t> received;  // count, relaxed (statistics)
+};
+
+struct alignas(kHotAlign) GroupEntry {
+  std::atomic<std::uint32_t> state;    // SeatState
+  std::atomic<std::uint32_t> flags;    // GroupFlags
+  std::atomic<std::uint32_t> members;  // live members (gates producers when > 0)
+  std::uint32_t reserved0;
+  char name[kNameMax + 1];
+  std::atomic<std::uint64_t> lost;     // messages skipped after being overrun
+  std::atomic<std::uint64_t> corrupt;  // messages skipped for an invalid header
+  // Claim cursor: the next sequence a member of this group will take.
+  alignas(kHotAlign) std::atomic<std::uint64_t> cursor;
+  // MemberSeat[max_members] follows at offset sizeof(GroupEntry).
+};
+
+struct SlotHeader {  // each slot starts on a cache line (stride is a multiple of 64)
+  std::atomic<std::uint64_t> stamp;
+  // The fields below are written by the producer before its release store of
+  // `stamp` and read by consumers after the acquire load that sees it. They
+  // are atomics (relaxed) only so that a reader racing an overwrite (policy
+  // overwrite) reads a stale value instead of invoking undefined behaviour.
+  std::atomic<std::uint32_t> length;
+  std::atomic<std::uint32_t> producer_id;
+  std::atomic<std::uint64_t> timestamp_ns;
+  std::uint64_t reserved0;
+  // payload[slot_size] follows at kSlotHeaderSize.
+};
+
+// ---- layout invariants ------------------------------------------------------
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
+static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
+static_assert(std::is_standard_layout_v<TopicHeader>);
+static_assert(std::is_standard_layout_v<GroupEntry>);
+static_assert(std::is_standard_layout_v<SlotHeader>);
+static_assert(offsetof(TopicHeader, tail) % kHotAlign == 0);
+static_assert(offsetof(TopicHeader, data_event) - offsetof(TopicHeader, tail) >= kHotAlign,
+              "tail and the data event must not share a line");
+static_assert(offsetof(TopicHeader, space_event) - offsetof(TopicHeader, data_event) >= kHotAlign);
+static_assert(offsetof(GroupEntry, cursor) % kHotAlign == 0);
+static_assert(offsetof(GroupEntry, cursor) >= kHotAlign, "cursor on its own line");
+static_assert(sizeof(GroupEntry) % kHotAlign == 0);
+static_assert(sizeof(MemberSeat) == kCacheLine, "one member per line: no false sharing");
+static_assert(sizeof(ProducerSeat) == kCacheLine);
+static_assert(offsetof(SlotHeader, stamp) == 0);
+static_assert(sizeof(SlotHeader) == kSlotHeaderSize, "payload starts 32 bytes into the slot's first line");
+
+}  // namespace shmbus::detail

@@ -1,0 +1,133 @@
+// A mapped topic region: the mapping plus accessors that turn the header's
+// validated offsets into pointers. Created or opened by src/region.cpp, which
+// checks every field read from the file before any accessor is used.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "shmbus/detail/layout.hpp"
+#include "shmbus/options.hpp"
+
+namespace shmbus::detail {
+
+class Region {
+ public:
+  // Creates the named region (fails with AlreadyExists) or opens and validates it.
+  static std::shared_ptr<Region> create(const std::string& shm_name, std::string_view topic,
+                                        const TopicOptions& options);
+  static std::shared_ptr<Region> open(const std::string& shm_name);
+  // Unlinks the region's name; processes that mapped it keep their mapping.
+  static bool remove(const std::string& shm_name);
+
+  Region(const Region&) = delete;
+  Region& operator=(const Region&) = delete;
+  ~Region();
+
+  [[nodiscard]] TopicHeader& header() const noexcept { return *header_; }
+  [[nodiscard]] std::uint64_t slot_count() const noexcept { return slot_count_; }
+  [[nodiscard]] std::uint64_t mask() const noexcept { return slot_count_ - 1; }
+  [[nodiscard]] std::uint32_t slot_size() const noexcept { return slot_size_; }
+  [[nodiscard]] Policy policy() const noexcept { return policy_; }
+  [[nodiscard]] bool single_producer() const noexcept { return single_producer_; }
+  [[nodiscard]] std::uint32_t max_producers() const noexcept { return max_producers_; }
+  [[nodiscard]] std::uint32_t max_groups() const noexcept { return max_groups_; }
+  [[nodiscard]] std::uint32_t max_members() const noexcept { return max_members_; }
+  [[nodiscard]] const std::string& shm_name() const noexcept { return shm_name_; }
+
+  [[nodiscard]] SlotHeader& slot(std::uint64_t seq) const noexcept {
+    return *reinterpret_cast<SlotHeader*>(slots_ + (seq & mask()) * stride_);
+  }
+  [[nodiscard]] static std::byte* payload(SlotHeader& s) noexcept {
+    return reinterpret_cast<std::byte*>(&s) + kSlotHeaderSize;
+  }
+  [[nodiscard]] ProducerSeat& producer(std::uint32_t i) const noexcept {
+    return reinterpret_cast<ProducerSeat*>(base_ + producers_offset_)[i];
+  }
+  [[nodiscard]] GroupEntry& group(std::uint32_t g) const noexcept {
+    return *reinterpret_cast<GroupEntry*>(base_ + groups_offset_ +
+                                          std::size_t{g} * group_stride_);
+  }
+  [[nodiscard]] MemberSeat& member(std::uint32_t g, std::uint32_t m) const noexcept {
+    return reinterpret_cast<MemberSeat*>(reinterpret_cast<std::byte*>(&group(g)) +
+                                         sizeof(GroupEntry))[m];
+  }
+
+  // The lowest position any gating group still needs (its claim cursor or a
+  // member's hazard), or kNone when nothing gates. A producer may fill
+  // sequence s only when s < gate + slot_count.
+  [[nodiscard]] std::uint64_t compute_gate() const noexcept {
+    std::uint64_t gate = kNone;
+    for (std::uint32_t g = 0; g < max_groups_; ++g) {
+      const GroupEntry& e = group(g);
+      // Acquire: pairs with the release in attach/detach, so a live group's
+      // cursor and seats are initialised when we see it active.
+      if (e.state.load(std::memory_order_acquire) != static_cast<std::uint32_t>(SeatState::Active))
+        continue;
+      const std::uint32_t flags = e.flags.load(std::memory_order_relaxed);
+      if (e.members.load(std::memory_order_acquire) == 0 && (flags & kGroupDurable) == 0) continue;
+      // SYNC POINT G1 (acquire): pairs with the release of a member's cursor
+      // CAS (or a private group's cursor store). Reading the cursor first makes
+      // the hazards stored before that CAS visible below.
+      gate = std::min(gate, e.cursor.load(std::memory_order_acquire));
+      if ((flags & kGroupPrivate) != 0) continue;
+      for (std::uint32_t m = 0; m < max_members_; ++m) {
+        // SYNC POINT G2 (acquire): pairs with a member's release of its hazard,
+        // so the member's reads of the slot happen before our overwrite.
+        gate = std::min(gate, member(g, m).held.load(std::memory_order_acquire));
+      }
+    }
+    return gate;
+  }
+
+  // Control-plane lock over seat and group allocation (never the data path).
+  // A holder that died is detected by pid and the lock is taken over.
+  void lock_control() const;
+  void unlock_control() const noexcept;
+
+ private:
+  Region() = default;
+  void init_accessors();
+
+  std::string shm_name_;
+  struct Mapping;  // Boost.Interprocess objects, kept out of public headers
+  std::unique_ptr<Mapping> mapping_;
+  std::byte* base_ = nullptr;
+  TopicHeader* header_ = nullptr;
+  std::byte* slots_ = nullptr;
+  std::uint64_t slot_count_ = 0;
+  std::uint64_t stride_ = 0;
+  std::uint64_t producers_offset_ = 0;
+  std::uint64_t groups_offset_ = 0;
+  std::uint64_t group_stride_ = 0;
+  std::uint32_t slot_size_ = 0;
+  std::uint32_t max_producers_ = 0;
+  std::uint32_t max_groups_ = 0;
+  std::uint32_t max_members_ = 0;
+  Policy policy_ = Policy::Block;
+  bool single_producer_ = false;
+};
+
+// Layout arithmetic shared by create (to size the region) and open (to check it).
+struct Layout {
+  std::uint64_t stride, group_stride, producers_offset, groups_offset, slots_offset, size;
+};
+[[nodiscard]] Layout compute_layout(std::uint32_t slot_count, std::uint32_t slot_size,
+                                    std::uint32_t max_producers, std::uint32_t max_groups,
+                                    std::uint32_t max_members) noexcept;
+
+class ControlLock {
+ public:
+  explicit ControlLock(const Region& r) : r_(r) { r_.lock_control(); }
+  ~ControlLock() { r_.unlock_control(); }
+  ControlLock(const ControlLock&) = delete;
+  ControlLock& operator=(const ControlLock&) = delete;
+
+ private:
+  const Region& r_;
+};
+
+}  // namespace shmbus::detail

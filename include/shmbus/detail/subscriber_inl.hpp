@@ -1,0 +1,325 @@
+// Inline hot path of Subscriber, Sample and Batch (included by subscriber.hpp).
+#pragma once
+
+#include <algorithm>
+#include <cstring>
+
+namespace shmbus {
+
+inline Sample& Sample::operator=(Sample&& o) noexcept {
+  if (this != &o) {
+    release();
+    sub_ = o.sub_;
+    slot_ = o.slot_;
+    seq_ = o.seq_;
+    timestamp_ns_ = o.timestamp_ns_;
+    size_ = o.size_;
+    producer_id_ = o.producer_id_;
+    hold_ = o.hold_;
+    o.sub_ = nullptr;
+    o.slot_ = nullptr;
+  }
+  return *this;
+}
+
+inline void Sample::release() noexcept {
+  if (slot_ == nullptr) return;
+  sub_->unhold(hold_);
+  slot_ = nullptr;
+  sub_ = nullptr;
+}
+
+inline Batch& Batch::operator=(Batch&& o) noexcept {
+  if (this != &o) {
+    release();
+    sub_ = o.sub_;
+    first_ = o.first_;
+    count_ = o.count_;
+    hold_ = o.hold_;
+    o.sub_ = nullptr;
+  }
+  return *this;
+}
+
+inline void Batch::release() noexcept {
+  if (sub_ == nullptr) return;
+  sub_->unhold(hold_);
+  sub_ = nullptr;
+}
+
+inline std::span<const std::byte> Batch::data(std::size_t i) const noexcept {
+  detail::SlotHeader& s = sub_->region_->slot(first_ + i);
+  // Bounded by the slot size: take() checked every length of the run.
+  const std::uint32_t n =
+      std::min(s.length.load(std::memory_order_relaxed), sub_->region_->slot_size());
+  return {detail::Region::payload(s), n};
+}
+
+inline MessageInfo Batch::info(std::size_t i) const noexcept {
+  detail::SlotHeader& s = sub_->region_->slot(first_ + i);
+  MessageInfo m;
+  m.sequence = first_ + i;
+  m.size = std::min(s.length.load(std::memory_order_relaxed), sub_->region_->slot_size());
+  m.timestamp_ns = s.timestamp_ns.load(std::memory_order_relaxed);
+  m.producer_id = s.producer_id.load(std::memory_order_relaxed);
+  return m;
+}
+
+inline bool Batch::intact() const noexcept {
+  if (sub_ == nullptr) return false;
+  std::atomic_thread_fence(std::memory_order_acquire);  // as in Sample::intact
+  for (std::uint32_t i = 0; i < count_; ++i)
+    if (sub_->region_->slot(first_ + i).stamp.load(std::memory_order_relaxed) !=
+        detail::stamp_published(first_ + i))
+      return false;
+  return true;
+}
+
+inline std::uint32_t Subscriber::hold(std::uint64_t seq) noexcept {
+  std::uint32_t i = 0;
+  while (held_[i] != detail::kNone) ++i;  // a free entry exists: take() checked the count
+  held_[i] = seq;
+  ++held_count_;
+  held_min_ = std::min(held_min_, seq);
+  return i;
+}
+
+inline void Subscriber::publish_hazard() noexcept {
+  if (private_) {
+    // SYNC POINT C2 (release): pairs with G1 in compute_gate. Our reads of
+    // the released slots happen before a producer that sees the new cursor
+    // overwrites them.
+    group_->cursor.store(held_count_ != 0 ? held_min_ : pos_, std::memory_order_release);
+  } else {
+    // SYNC POINT C3 (release): pairs with G2 in compute_gate, as C2.
+    member_->held.store(held_min_, std::memory_order_release);
+  }
+  if (region_->policy() == Policy::Block) detail::notify(region_->header().space_event);
+}
+
+inline void Subscriber::unhold(std::uint32_t index) noexcept {
+  const std::uint64_t seq = held_[index];
+  held_[index] = detail::kNone;
+  --held_count_;
+  if (seq == held_min_) {
+    held_min_ = detail::kNone;
+    if (held_count_ != 0)
+      for (std::uint64_t h : held_) held_min_ = std::min(held_min_, h);
+  }
+  publish_hazard();
+}
+
+// Moves the group's position from `from` to `to` (skipping abandoned, overrun
+// or corrupt messages). False if another member moved it first.
+inline bool Subscriber::advance(std::uint64_t from, std::uint64_t to) noexcept {
+  if (private_) {
+    pos_ = to;
+    if (held_count_ == 0)
+      // Release: as C2.
+      group_->cursor.store(to, std::memory_order_release);
+    return true;
+  }
+  // Release: as C4 below.
+  return group_->cursor.compare_exchange_strong(from, to, std::memory_order_release,
+                                                std::memory_order_relaxed);
+}
+
+inline Status Subscriber::take(std::uint64_t& first, std::uint32_t& count, std::uint32_t max,
+                               std::uint32_t& hold_index) noexcept {
+  if (held_count_ == kMaxHeld) [[unlikely]]
+    return Status::TooManyHeld;
+  for (;;) {
+    // Relaxed: the stamp's acquire load below is what makes the slot readable;
+    // a stale cursor only makes the CAS fail.
+    const std::uint64_t c = private_ ? pos_ : group_->cursor.load(std::memory_order_relaxed);
+    detail::SlotHeader& slot = region_->slot(c);
+    // SYNC POINT C1 (acquire): pairs with P1 (publish) and the abandon store.
+    const std::uint64_t st = slot.stamp.load(std::memory_order_acquire);
+    if (st < detail::stamp_published(c)) return Status::WouldBlock;
+    if (st == detail::stamp_published(c)) [[likely]] {
+      std::uint32_t k = 1;
+      // C1 again (acquire) for each further slot of the run.
+      // A run stops before a slot whose length is invalid, so that slot is
+      // taken alone and reported (fill) instead of inside a batch.
+      const std::uint32_t run_max =
+          slot.length.load(std::memory_order_relaxed) <= region_->slot_size() ? max : 1;
+      while (k < run_max && region_->slot(c + k).stamp.load(std::memory_order_acquire) ==
+                            detail::stamp_published(c + k) &&
+             region_->slot(c + k).length.load(std::memory_order_relaxed) <= region_->slot_size())
+        ++k;
+      if (private_) {
+        pos_ = c + k;  // the cursor (our gate) stays at c while the messages are held
+      } else {
+        // Hazard before claim: stored before the CAS, whose release makes it
+        // visible to any producer that reads the advanced cursor (G1, then G2).
+        if (held_count_ == 0) member_->held.store(c, std::memory_order_relaxed);
+        std::uint64_t expected = c;
+        // SYNC POINT C4 (release): pairs with G1; see above.
+        if (!group_->cursor.compare_exchange_strong(expected, c + k, std::memory_order_release,
+                                                    std::memory_order_relaxed)) {
+          // Another member took c. Relaxed: lowering back is only ever
+          // "more conservative" until the next attempt stores again.
+          if (held_count_ == 0) member_->held.store(detail::kNone, std::memory_order_relaxed);
+          continue;
+        }
+      }
+      first = c;
+      count = k;
+      hold_index = hold(c);
+      // Relaxed: a statistic, written only by this member.
+      member_->received.store(member_->received.load(std::memory_order_relaxed) + k,
+                              std::memory_order_relaxed);
+      return Status::Ok;
+    }
+    if (st == detail::stamp_abandoned(c)) {
+      (void)advance(c, c + 1);  // if another member moved on, retry from there
+      continue;
+    }
+    // Lapped: producers overwrote c (Policy::Overwrite, a group that had no
+    // members, or a start before what the ring retains). Resume at the oldest
+    // retained message and count what was skipped.
+    const std::uint64_t tail = region_->header().tail.load(std::memory_order_relaxed);
+    const std::uint64_t oldest = tail > slot_count_ ? tail - slot_count_ : 0;
+    const std::uint64_t to = std::max(c + 1, oldest);
+    if (advance(c, to))
+      // Relaxed: a counter; whoever moved the cursor counts the skip, once.
+      group_->lost.fetch_add(to - c, std::memory_order_relaxed);
+  }
+}
+
+inline Status Subscriber::fill(Sample& out, std::uint64_t seq, std::uint32_t hold_index) noexcept {
+  detail::SlotHeader& slot = region_->slot(seq);
+  const std::uint32_t len = slot.length.load(std::memory_order_relaxed);
+  if (len > region_->slot_size()) [[unlikely]] {
+    // A buggy or malicious writer: never read past the slot. Skip and count.
+    group_->corrupt.fetch_add(1, std::memory_order_relaxed);  // relaxed: a counter
+    unhold(hold_index);
+    return Status::Corrupt;
+  }
+  out.release();
+  out.sub_ = this;
+  out.slot_ = &slot;
+  out.seq_ = seq;
+  out.size_ = len;
+  out.timestamp_ns_ = slot.timestamp_ns.load(std::memory_order_relaxed);
+  out.producer_id_ = slot.producer_id.load(std::memory_order_relaxed);
+  out.hold_ = hold_index;
+  return Status::Ok;
+}
+
+inline Status Subscriber::try_receive(Sample& out) noexcept {
+  std::uint64_t first = 0;
+  std::uint32_t count = 0, hold_index = 0;
+  const Status st = take(first, count, 1, hold_index);
+  if (st != Status::Ok) return st;
+  return fill(out, first, hold_index);
+}
+
+template <class Attempt>
+inline Status Subscriber::wait_then(std::chrono::nanoseconds timeout, Attempt&& attempt) noexcept {
+  Status result = attempt();
+  if (result != Status::WouldBlock) return result;
+  const bool ready = detail::wait_for(region_->header().data_event, options_.wait, timeout, [&] {
+    result = attempt();
+    return result != Status::WouldBlock;
+  });
+  return ready ? result : Status::Timeout;
+}
+
+inline Status Subscriber::receive(Sample& out, std::chrono::nanoseconds timeout) noexcept {
+  return wait_then(timeout, [&] { return try_receive(out); });
+}
+
+inline Status Subscriber::receive_batch(Batch& out, std::size_t max,
+                                        std::chrono::nanoseconds timeout) noexcept {
+  if (max == 0) return Status::Invalid;
+  const auto limit = static_cast<std::uint32_t>(std::min<std::size_t>(max, slot_count_));
+  return wait_then(timeout, [&] {
+    std::uint64_t first = 0;
+    std::uint32_t count = 0, hold_index = 0;
+    const Status st = take(first, count, limit, hold_index);
+    if (st != Status::Ok) return st;
+    // take() ends a run before an invalid length, so only the first can be bad.
+    if (region_->slot(first).length.load(std::memory_order_relaxed) > region_->slot_size())
+        [[unlikely]] {
+      group_->corrupt.fetch_add(1, std::memory_order_relaxed);  // relaxed: a counter
+      unhold(hold_index);
+      return Status::Corrupt;
+    }
+    out.release();
+    out.sub_ = this;
+    out.first_ = first;
+    out.count_ = count;
+    out.hold_ = hold_index;
+    return Status::Ok;
+  });
+}
+
+namespace detail {
+// The seqlock reader's copy: under Policy::Overwrite a producer may be writing
+// the same bytes. The result is checked against the stamp afterwards and
+// discarded if torn, so the race is benign by design; TSan is told so here and
+// only here.
+#if defined(__clang__) || defined(__GNUC__)
+__attribute__((no_sanitize("thread")))
+#endif
+inline void copy_racy(std::byte* dst, const std::byte* src, std::size_t n) noexcept {
+  for (std::size_t i = 0; i < n; ++i) dst[i] = src[i];
+}
+}  // namespace detail
+
+inline Status Subscriber::receive_copy(std::span<std::byte> buffer, MessageInfo& info,
+                                       std::chrono::nanoseconds timeout) noexcept {
+  if (buffer.size() < region_->slot_size()) return Status::TooLarge;
+  return wait_then(timeout, [&] {
+    for (;;) {
+      Sample s;
+      const Status st = try_receive(s);
+      if (st != Status::Ok) return st;
+      const auto d = s.data();
+      if (region_->policy() == Policy::Overwrite)
+        detail::copy_racy(buffer.data(), d.data(), d.size());
+      else
+        std::memcpy(buffer.data(), d.data(), d.size());
+      if (!s.intact()) {
+        group_->lost.fetch_add(1, std::memory_order_relaxed);  // relaxed: a counter
+        continue;
+      }
+      info.sequence = s.sequence();
+      info.timestamp_ns = s.timestamp_ns();
+      info.size = static_cast<std::uint32_t>(d.size());
+      info.producer_id = s.producer_id();
+      return Status::Ok;
+    }
+  });
+}
+
+inline void Subscriber::seek(std::uint64_t sequence) noexcept {
+  if (private_) {
+    pos_ = sequence;
+    if (held_count_ == 0) group_->cursor.store(sequence, std::memory_order_release);  // as C2
+  } else {
+    group_->cursor.store(sequence, std::memory_order_release);  // as C4
+  }
+}
+
+inline std::uint64_t Subscriber::position() const noexcept {
+  // Relaxed: a snapshot for reporting.
+  return private_ ? pos_ : group_->cursor.load(std::memory_order_relaxed);
+}
+
+inline std::uint64_t Subscriber::lag() const noexcept {
+  const std::uint64_t tail = region_->header().tail.load(std::memory_order_relaxed);
+  const std::uint64_t p = position();
+  return tail > p ? tail - p : 0;
+}
+
+inline std::uint64_t Subscriber::lost() const noexcept {
+  return group_->lost.load(std::memory_order_relaxed);
+}
+
+inline std::uint64_t Subscriber::corrupt() const noexcept {
+  return group_->corrupt.load(std::memory_order_relaxed);
+}
+
+}  // namespace shmbus

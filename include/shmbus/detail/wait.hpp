@@ -1,0 +1,121 @@
+// Waiting: spinning, yielding, and sleeping on a shared futex without lost
+// wake-ups. The reasoning is in docs/memory-ordering.md ("Event counts").
+#pragma once
+
+#include <sched.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+
+#include "shmbus/detail/layout.hpp"
+#include "shmbus/options.hpp"
+
+namespace shmbus::detail {
+
+using Clock = std::chrono::steady_clock;
+
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield" ::: "memory");
+#else
+  asm volatile("" ::: "memory");
+#endif
+}
+
+// How long SpinFutex and SpinYield spin before they yield or sleep. Waking a
+// sleeping core costs ~30 us on the VMs here, so a stream of messages closer
+// together than this is served without a sleep.
+inline constexpr std::chrono::nanoseconds kSpinBudget = std::chrono::microseconds(50);
+
+// Shared (not private) futex: the word lives in a region mapped by many processes.
+// Returns false when the timeout passed; true when woken, interrupted or the
+// word no longer held `expected`.
+bool futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected,
+                std::chrono::nanoseconds timeout) noexcept;
+void futex_wake_all(std::atomic<std::uint32_t>& word) noexcept;
+
+// A deadline that treats huge timeouts as "never" instead of overflowing.
+class Deadline {
+ public:
+  explicit Deadline(std::chrono::nanoseconds timeout) noexcept
+      : forever_(timeout >= std::chrono::hours(24 * 365)),
+        at_(forever_ ? Clock::time_point::max() : Clock::now() + timeout) {}
+  [[nodiscard]] bool forever() const noexcept { return forever_; }
+  [[nodiscard]] std::chrono::nanoseconds remaining() const noexcept {
+    if (forever_) return std::chrono::hours(1);  // sleep in long slices, re-check
+    return std::max(std::chrono::nanoseconds(0),
+                    std::chrono::duration_cast<std::chrono::nanoseconds>(at_ - Clock::now()));
+  }
+  [[nodiscard]] bool passed() const noexcept { return !forever_ && Clock::now() >= at_; }
+
+ private:
+  bool forever_;
+  Clock::time_point at_;
+};
+
+// Wakes every sleeper on `ev`, if any may sleep. Call after the store that
+// makes the awaited condition true.
+inline void notify(EventCount& ev) noexcept {
+  // StoreLoad: the caller's store (stamp, cursor or hazard) must be ordered
+  // before our read of `waiters`. Pairs with the seq_cst fetch_add in wait_for:
+  // either the sleeper's re-check sees the store, or we see its waiters count.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (ev.waiters.load(std::memory_order_relaxed) != 0) {
+    // Release: a sleeper that reads the new seq sees the caller's store.
+    ev.seq.fetch_add(1, std::memory_order_release);
+    futex_wake_all(ev.seq);
+  }
+}
+
+// Waits until `ready()` returns true or the timeout passes. `ready` may have
+// side effects (a successful claim); it is called until it returns true once.
+// Returns true when ready.
+template <class Ready>
+bool wait_for(EventCount& ev, WaitStrategy strategy, std::chrono::nanoseconds timeout,
+              Ready&& ready) noexcept {
+  if (ready()) return true;
+  const Deadline deadline(timeout);
+  const auto spin_until = Clock::now() + kSpinBudget;
+  for (std::uint32_t i = 1;; ++i) {
+    if (ready()) return true;
+    cpu_relax();
+    if ((i & 255) == 0) {
+      if (deadline.passed()) return ready();
+      if (strategy != WaitStrategy::BusySpin && Clock::now() >= spin_until) break;
+    }
+  }
+  if (strategy == WaitStrategy::SpinYield) {
+    for (std::uint32_t i = 1;; ++i) {
+      if (ready()) return true;
+      ::sched_yield();
+      if ((i & 15) == 0 && deadline.passed()) return ready();
+    }
+  }
+  for (;;) {
+    // seq_cst: pairs with the fence in notify() (Dekker): the re-check below
+    // sees the awaited store, or the notifier sees waiters != 0.
+    ev.waiters.fetch_add(1, std::memory_order_seq_cst);
+    // Acquire: if this reads a value a notifier bumped, the re-check sees its store.
+    const std::uint32_t key = ev.seq.load(std::memory_order_acquire);
+    if (ready()) {
+      ev.waiters.fetch_sub(1, std::memory_order_relaxed);
+      return true;
+    }
+    const auto left = deadline.remaining();
+    if (left.count() == 0) {
+      ev.waiters.fetch_sub(1, std::memory_order_relaxed);
+      return false;
+    }
+    futex_wait(ev.seq, key, left);
+    // Relaxed: the count only decides whether notifiers call futex_wake.
+    ev.waiters.fetch_sub(1, std::memory_order_relaxed);
+    if (ready()) return true;
+    if (deadline.passed()) return false;
+  }
+}
+
+}  // namespace shmbus::detail

@@ -1,0 +1,59 @@
+// Options for topics, publishers and subscribers.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+namespace shmbus {
+
+// What a producer does when the ring is full (some gating group has not yet
+// consumed the message that the next slot holds).
+enum class Policy : std::uint8_t {
+  Block = 0,      // publish waits (spin, then sleep) up to its timeout
+  Reject = 1,     // publish returns WouldBlock at once
+  Overwrite = 2,  // producers never wait; readers that fall behind skip and count
+};
+
+// How a caller waits for data (subscriber) or for room (publisher).
+enum class WaitStrategy : std::uint8_t {
+  BusySpin = 0,   // spin with `pause`; lowest latency, owns a core
+  SpinYield = 1,  // spin a while, then sched_yield
+  SpinFutex = 2,  // spin a while, then sleep on a shared futex (default)
+};
+
+struct TopicOptions {
+  std::uint32_t slot_count = 1024;   // power of two, >= 2
+  std::uint32_t slot_size = 1024;    // bytes of payload per slot
+  Policy policy = Policy::Block;
+  bool single_producer = false;      // at most one publisher: claims without CAS
+  std::uint32_t max_producers = 16;
+  std::uint32_t max_groups = 16;
+  std::uint32_t max_members = 8;     // members per consumer group
+  std::uint32_t mode = 0600;         // permission bits of the region
+};
+
+struct PublisherOptions {
+  WaitStrategy wait = WaitStrategy::SpinFutex;
+  // How long a publish under Policy::Block waits for room before it returns
+  // Status::Timeout (the message is then not accepted, and the caller knows).
+  std::chrono::nanoseconds timeout = std::chrono::seconds(10);
+};
+
+enum class StartFrom : std::uint8_t {
+  Latest = 0,    // only messages published after the subscriber joined
+  Earliest = 1,  // the oldest message the ring still retains
+  Offset = 2,    // the sequence number in SubscriberOptions::offset
+};
+
+struct SubscriberOptions {
+  // Empty: a private group of its own. Named: members of one group compete,
+  // each message goes to exactly one member; every group sees every message.
+  std::string group;
+  StartFrom start = StartFrom::Latest;   // used when the group is created
+  std::uint64_t offset = 0;              // with StartFrom::Offset
+  bool durable = false;                  // the group gates producers even with no members
+  WaitStrategy wait = WaitStrategy::SpinFutex;
+};
+
+}  // namespace shmbus

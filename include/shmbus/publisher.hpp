@@ -1,0 +1,254 @@
+// Publisher and Loan: the producer side of a topic. The hot path is inline:
+// an uncontended publish is a claim (a plain store, or one CAS with several
+// producers), a payload copy, a release store of the slot's stamp, and a
+// fence plus one load to see whether a consumer sleeps. No syscall, no heap.
+#pragma once
+
+#include <time.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <span>
+
+#include "shmbus/detail/region.hpp"
+#include "shmbus/detail/wait.hpp"
+#include "shmbus/error.hpp"
+#include "shmbus/options.hpp"
+
+namespace shmbus {
+
+class Publisher;
+
+namespace detail {
+inline std::uint64_t now_ns() noexcept {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000ULL +
+         static_cast<std::uint64_t>(ts.tv_nsec);
+}
+}  // namespace detail
+
+// A slot claimed for writing in place. Write into data(), then publish().
+// Dropping a loan without publishing it publishes nothing: its sequence is
+// marked abandoned and consumers skip it. Only the thread that took the loan
+// may use it; it must not outlive its Publisher.
+class Loan {
+ public:
+  Loan() = default;
+  Loan(Loan&& o) noexcept { *this = std::move(o); }
+  Loan& operator=(Loan&& o) noexcept {
+    if (this != &o) {
+      abandon();
+      pub_ = o.pub_;
+      slot_ = o.slot_;
+      seq_ = o.seq_;
+      size_ = o.size_;
+      status_ = o.status_;
+      o.pub_ = nullptr;
+      o.slot_ = nullptr;
+    }
+    return *this;
+  }
+  Loan(const Loan&) = delete;
+  Loan& operator=(const Loan&) = delete;
+  ~Loan() { abandon(); }
+
+  // True when the loan holds a slot; otherwise status() says why not.
+  [[nodiscard]] explicit operator bool() const noexcept { return slot_ != nullptr; }
+  [[nodiscard]] Status status() const noexcept { return status_; }
+  // The writable payload, `size` bytes as requested (empty if no slot is held).
+  [[nodiscard]] std::span<std::byte> data() const noexcept {
+    return slot_ ? std::span<std::byte>(detail::Region::payload(*slot_), size_)
+                 : std::span<std::byte>();
+  }
+  [[nodiscard]] std::uint64_t sequence() const noexcept { return seq_; }
+  // Publishes the first `size` bytes (default: the size loaned; at most that).
+  [[nodiscard]] Status publish() noexcept { return publish(size_); }
+  [[nodiscard]] Status publish(std::size_t size) noexcept;
+  // Gives the slot up; consumers skip its sequence.
+  void abandon() noexcept;
+
+ private:
+  friend class Publisher;
+  Publisher* pub_ = nullptr;
+  detail::SlotHeader* slot_ = nullptr;
+  std::uint64_t seq_ = 0;
+  std::uint32_t size_ = 0;
+  Status status_ = Status::Invalid;
+};
+
+class Publisher {
+ public:
+  Publisher(std::shared_ptr<detail::Region> region, const PublisherOptions& options);
+  Publisher(Publisher&&) noexcept;
+  Publisher& operator=(Publisher&&) noexcept;
+  Publisher(const Publisher&) = delete;
+  Publisher& operator=(const Publisher&) = delete;
+  ~Publisher();
+
+  // Copies `data` into the next slot and publishes it. Under Policy::Block waits
+  // for room up to the publisher's timeout (Status::Timeout: not accepted).
+  [[nodiscard]] Status publish(std::span<const std::byte> data) noexcept {
+    return publish_impl(data, /*wait=*/true);
+  }
+  // Never waits: Status::WouldBlock when the ring is full (Block and Reject).
+  [[nodiscard]] Status try_publish(std::span<const std::byte> data) noexcept {
+    return publish_impl(data, /*wait=*/false);
+  }
+  // Claims a slot for `size` bytes written in place. Waits for room like publish.
+  [[nodiscard]] Loan loan(std::size_t size) noexcept { return loan_impl(size, true); }
+  [[nodiscard]] Loan try_loan(std::size_t size) noexcept { return loan_impl(size, false); }
+
+  [[nodiscard]] std::uint32_t max_message_size() const noexcept { return region_->slot_size(); }
+  [[nodiscard]] std::uint32_t id() const noexcept { return seat_index_; }
+  [[nodiscard]] const PublisherOptions& options() const noexcept { return options_; }
+
+ private:
+  friend class Loan;
+
+  Status publish_impl(std::span<const std::byte> data, bool wait) noexcept {
+    if (data.size() > region_->slot_size()) [[unlikely]]
+      return Status::TooLarge;
+    std::uint64_t s = 0;
+    detail::SlotHeader* slot = nullptr;
+    if (Status st = claim(wait, s, slot); st != Status::Ok) [[unlikely]]
+      return st;
+    if (!data.empty()) std::memcpy(detail::Region::payload(*slot), data.data(), data.size());
+    commit(*slot, s, static_cast<std::uint32_t>(data.size()));
+    return Status::Ok;
+  }
+
+  Loan loan_impl(std::size_t size, bool wait) noexcept {
+    Loan l;
+    if (size > region_->slot_size()) [[unlikely]] {
+      l.status_ = Status::TooLarge;
+      return l;
+    }
+    l.status_ = claim(wait, l.seq_, l.slot_);
+    if (l.status_ == Status::Ok) {
+      l.pub_ = this;
+      l.size_ = static_cast<std::uint32_t>(size);
+    } else {
+      l.slot_ = nullptr;
+    }
+    return l;
+  }
+
+  // True when sequence s may be filled: no gating group still needs the
+  // message its slot holds. Refreshes the cached gate only when it says full.
+  bool has_room(std::uint64_t s) noexcept {
+    if (s < gate_cache_ + slot_count_) [[likely]]
+      return true;
+    const std::uint64_t gate = region_->compute_gate();
+    // No gating group: nothing to wait for. Caching `s` makes the next
+    // slot_count claims skip the scan, then it is refreshed.
+    gate_cache_ = gate == detail::kNone ? s : gate;
+    return s < gate_cache_ + slot_count_;
+  }
+
+  // Claims the next sequence and waits until its slot is free to write; on Ok
+  // the slot's stamp says "being written" (seqlock-style, for overwrite readers).
+  Status claim(bool wait, std::uint64_t& s, detail::SlotHeader*& slot) noexcept {
+    detail::TopicHeader& h = region_->header();
+    const bool gated = region_->policy() != Policy::Overwrite;
+    if (single_producer_) {
+      s = next_;
+      if (gated && !has_room(s)) [[unlikely]] {
+        if (Status st = wait_for_room(s, wait); st != Status::Ok) return st;
+      }
+      next_ = s + 1;
+      // Relaxed: the tail only tells readers how far producers have claimed
+      // (lag, the overrun skip target); publication is the slot's stamp.
+      h.tail.store(s + 1, std::memory_order_relaxed);
+    } else {
+      // Relaxed: the claim reserves a number; ownership of the slot is settled
+      // by the gate loads (G1/G2) and the previous occupant's stamp (P0).
+      s = h.tail.load(std::memory_order_relaxed);
+      for (;;) {
+        if (gated && !has_room(s)) [[unlikely]] {
+          if (Status st = wait_for_room(s, wait); st != Status::Ok) return st;
+          s = h.tail.load(std::memory_order_relaxed);
+          continue;
+        }
+        if (h.tail.compare_exchange_weak(s, s + 1, std::memory_order_relaxed,
+                                         std::memory_order_relaxed))
+          break;
+      }
+    }
+    // Relaxed: read by the daemon after this process died, to mark the
+    // sequence abandoned; nothing synchronises through it.
+    seat_->in_flight.store(s, std::memory_order_relaxed);
+    slot = &region_->slot(s);
+    if (s >= slot_count_) {
+      // SYNC POINT P0 (acquire): pairs with P1 of the producer of s - slot_count,
+      // so its payload writes happen before ours. Normally already true; a
+      // producer can lap a slower one only when nothing gates (no live groups).
+      const std::uint64_t prev = detail::stamp_published(s - slot_count_);
+      if (slot->stamp.load(std::memory_order_acquire) < prev) [[unlikely]]
+        wait_for_previous(*slot, prev);
+    }
+    // Mark "being written" before the payload changes, so that a reader racing
+    // an overwrite sees a stamp change and discards what it read. The release
+    // fence orders this store before the payload stores that follow.
+    slot->stamp.store(detail::stamp_writing(s), std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_release);
+    return Status::Ok;
+  }
+
+  void commit(detail::SlotHeader& slot, std::uint64_t s, std::uint32_t size) noexcept {
+    // Relaxed: ordered before the stamp's release store below.
+    slot.length.store(size, std::memory_order_relaxed);
+    slot.producer_id.store(seat_index_, std::memory_order_relaxed);
+    slot.timestamp_ns.store(detail::now_ns(), std::memory_order_relaxed);
+    // SYNC POINT P1 (release): pairs with the consumer's acquire load of the
+    // stamp (C1 in subscriber.hpp); the payload and fields above are visible
+    // to a consumer that sees stamp_published(s).
+    slot.stamp.store(detail::stamp_published(s), std::memory_order_release);
+    seat_->in_flight.store(detail::kNone, std::memory_order_relaxed);
+    // Relaxed: a statistic, written only by this producer.
+    seat_->published.store(seat_->published.load(std::memory_order_relaxed) + 1,
+                           std::memory_order_relaxed);
+    detail::notify(region_->header().data_event);
+  }
+
+  void abandon(detail::SlotHeader& slot, std::uint64_t s) noexcept {
+    slot.length.store(0, std::memory_order_relaxed);
+    // Release: pairs with C1 like P1; consumers skip the sequence.
+    slot.stamp.store(detail::stamp_abandoned(s), std::memory_order_release);
+    seat_->in_flight.store(detail::kNone, std::memory_order_relaxed);
+    detail::notify(region_->header().data_event);
+  }
+
+  Status wait_for_room(std::uint64_t s, bool wait) noexcept;
+  void detach() noexcept;
+  void wait_for_previous(detail::SlotHeader& slot, std::uint64_t prev) noexcept;
+
+  std::shared_ptr<detail::Region> region_;
+  PublisherOptions options_;
+  detail::ProducerSeat* seat_ = nullptr;
+  std::uint64_t slot_count_ = 0;
+  std::uint64_t gate_cache_ = 0;  // a lower bound of the gate, this process only
+  std::uint64_t next_ = 0;        // single-producer: the next sequence to claim
+  std::uint32_t seat_index_ = 0;
+  bool single_producer_ = false;
+};
+
+inline Status Loan::publish(std::size_t size) noexcept {
+  if (slot_ == nullptr) return Status::Invalid;
+  if (size > size_) return Status::TooLarge;
+  pub_->commit(*slot_, seq_, static_cast<std::uint32_t>(size));
+  slot_ = nullptr;
+  pub_ = nullptr;
+  return Status::Ok;
+}
+
+inline void Loan::abandon() noexcept {
+  if (slot_ == nullptr) return;
+  pub_->abandon(*slot_, seq_);
+  slot_ = nullptr;
+  pub_ = nullptr;
+}
+
+}  // namespace shmbus

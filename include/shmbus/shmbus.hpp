@@ -1,0 +1,8 @@
+// Umbrella header: everything a shmbus user needs.
+#pragma once
+
+#include "shmbus/error.hpp"
+#include "shmbus/options.hpp"
+#include "shmbus/publisher.hpp"
+#include "shmbus/subscriber.hpp"
+#include "shmbus/topic.hpp"

@@ -1,0 +1,177 @@
+// Subscriber, Sample and Batch: the consumer side. A subscriber is a member of
+// a consumer group. Every group sees every message; members of one group
+// compete, each message going to exactly one of them. Reads are zero-copy: a
+// Sample views the slot in place until it is released.
+#pragma once
+
+#include <array>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "shmbus/detail/region.hpp"
+#include "shmbus/detail/wait.hpp"
+#include "shmbus/error.hpp"
+#include "shmbus/options.hpp"
+
+namespace shmbus {
+
+class Subscriber;
+
+// Metadata of a message, filled by the copying reads.
+struct MessageInfo {
+  std::uint64_t sequence = 0;
+  std::uint64_t timestamp_ns = 0;  // CLOCK_MONOTONIC at publish
+  std::uint32_t size = 0;
+  std::uint32_t producer_id = 0;
+};
+
+// A received message viewed in place. Valid until released (release() or the
+// destructor). Must not outlive its Subscriber; use from one thread at a time.
+// Under Policy::Overwrite a producer may overwrite the slot while the sample is
+// held: check intact() after reading to know that what was read is good.
+class Sample {
+ public:
+  Sample() = default;
+  Sample(Sample&& o) noexcept { *this = std::move(o); }
+  Sample& operator=(Sample&& o) noexcept;
+  Sample(const Sample&) = delete;
+  Sample& operator=(const Sample&) = delete;
+  ~Sample() { release(); }
+
+  [[nodiscard]] explicit operator bool() const noexcept { return slot_ != nullptr; }
+  [[nodiscard]] std::span<const std::byte> data() const noexcept {
+    return slot_ ? std::span<const std::byte>(detail::Region::payload(*slot_), size_)
+                 : std::span<const std::byte>();
+  }
+  [[nodiscard]] std::uint64_t sequence() const noexcept { return seq_; }
+  [[nodiscard]] std::uint64_t timestamp_ns() const noexcept { return timestamp_ns_; }
+  [[nodiscard]] std::uint32_t producer_id() const noexcept { return producer_id_; }
+  // True when the slot still holds this message, so everything read from
+  // data() so far is what was published. Always true under Block and Reject.
+  [[nodiscard]] bool intact() const noexcept {
+    if (slot_ == nullptr) return false;
+    // Acquire fence: the payload reads before it are ordered before the stamp
+    // load after it (the seqlock reader's second check).
+    std::atomic_thread_fence(std::memory_order_acquire);
+    return slot_->stamp.load(std::memory_order_relaxed) == detail::stamp_published(seq_);
+  }
+  // Ends the zero-copy read: producers may reuse the slot. Idempotent.
+  void release() noexcept;
+
+ private:
+  friend class Subscriber;
+  Subscriber* sub_ = nullptr;
+  detail::SlotHeader* slot_ = nullptr;
+  std::uint64_t seq_ = 0;
+  std::uint64_t timestamp_ns_ = 0;
+  std::uint32_t size_ = 0;
+  std::uint32_t producer_id_ = 0;
+  std::uint32_t hold_ = 0;
+};
+
+// A run of consecutive messages taken with one claim. Released as a whole.
+class Batch {
+ public:
+  Batch() = default;
+  Batch(Batch&& o) noexcept { *this = std::move(o); }
+  Batch& operator=(Batch&& o) noexcept;
+  Batch(const Batch&) = delete;
+  Batch& operator=(const Batch&) = delete;
+  ~Batch() { release(); }
+
+  [[nodiscard]] std::size_t size() const noexcept { return sub_ ? count_ : 0; }
+  [[nodiscard]] bool empty() const noexcept { return size() == 0; }
+  [[nodiscard]] std::uint64_t first_sequence() const noexcept { return first_; }
+  // The i-th message's payload and metadata (i < size()).
+  [[nodiscard]] std::span<const std::byte> data(std::size_t i) const noexcept;
+  [[nodiscard]] MessageInfo info(std::size_t i) const noexcept;
+  // True when no message of the batch was overwritten (see Sample::intact).
+  [[nodiscard]] bool intact() const noexcept;
+  void release() noexcept;
+
+ private:
+  friend class Subscriber;
+  Subscriber* sub_ = nullptr;
+  std::uint64_t first_ = 0;
+  std::uint32_t count_ = 0;
+  std::uint32_t hold_ = 0;
+};
+
+class Subscriber {
+ public:
+  // At most this many samples and batches may be held unreleased at once.
+  static constexpr std::uint32_t kMaxHeld = 64;
+
+  Subscriber(std::shared_ptr<detail::Region> region, const SubscriberOptions& options);
+  Subscriber(Subscriber&&) = delete;  // samples point at their subscriber
+  Subscriber& operator=(Subscriber&&) = delete;
+  Subscriber(const Subscriber&) = delete;
+  Subscriber& operator=(const Subscriber&) = delete;
+  ~Subscriber();
+
+  // Takes the next message of the group, if one is ready; never waits.
+  [[nodiscard]] Status try_receive(Sample& out) noexcept;
+  // Waits up to `timeout` for the next message (Status::Timeout if none came).
+  [[nodiscard]] Status receive(Sample& out, std::chrono::nanoseconds timeout) noexcept;
+  // Takes up to `max` consecutive ready messages with one claim; waits up to
+  // `timeout` for the first.
+  [[nodiscard]] Status receive_batch(Batch& out, std::size_t max,
+                                     std::chrono::nanoseconds timeout) noexcept;
+  // Copies the next message into `buffer` and releases its slot. The copy is
+  // checked after it is made, so under Policy::Overwrite a message overwritten
+  // mid-copy is skipped (and counted in lost()), never returned.
+  // Status::TooLarge if `buffer` is too small (the message stays unconsumed).
+  [[nodiscard]] Status receive_copy(std::span<std::byte> buffer, MessageInfo& info,
+                                    std::chrono::nanoseconds timeout) noexcept;
+
+  // Moves the group's position to `sequence` (clamped to what the ring retains
+  // when it is read). For a named group this moves every member.
+  void seek(std::uint64_t sequence) noexcept;
+  // Messages published but not yet taken by this group (a guess under concurrency).
+  [[nodiscard]] std::uint64_t lag() const noexcept;
+  // The group's position: the next sequence it will take.
+  [[nodiscard]] std::uint64_t position() const noexcept;
+  // Messages this group skipped because producers overwrote them first.
+  [[nodiscard]] std::uint64_t lost() const noexcept;
+  // Messages this group skipped because their slot header was invalid.
+  [[nodiscard]] std::uint64_t corrupt() const noexcept;
+  [[nodiscard]] const std::string& group() const noexcept { return group_name_; }
+  [[nodiscard]] std::uint32_t max_message_size() const noexcept { return region_->slot_size(); }
+
+ private:
+  friend class Sample;
+  friend class Batch;
+
+  // Tries to claim up to `max` messages starting at the group's position.
+  Status take(std::uint64_t& first, std::uint32_t& count, std::uint32_t max,
+              std::uint32_t& hold) noexcept;
+  bool advance(std::uint64_t from, std::uint64_t to) noexcept;
+  std::uint32_t hold(std::uint64_t seq) noexcept;
+  void unhold(std::uint32_t index) noexcept;
+  void publish_hazard() noexcept;
+  Status fill(Sample& out, std::uint64_t seq, std::uint32_t hold) noexcept;
+  template <class Attempt>
+  Status wait_then(std::chrono::nanoseconds timeout, Attempt&& attempt) noexcept;
+
+  std::shared_ptr<detail::Region> region_;
+  SubscriberOptions options_;
+  std::string group_name_;
+  detail::GroupEntry* group_ = nullptr;
+  detail::MemberSeat* member_ = nullptr;
+  std::uint32_t group_index_ = 0;
+  std::uint32_t member_index_ = 0;
+  bool private_ = false;
+  std::uint64_t pos_ = 0;  // private group: the next sequence to take
+  std::uint64_t slot_count_ = 0;
+  std::uint32_t held_count_ = 0;
+  std::uint64_t held_min_ = detail::kNone;
+  std::array<std::uint64_t, kMaxHeld> held_{};  // sequence held, or kNone
+};
+
+}  // namespace shmbus
+
+#include "shmbus/detail/subscriber_inl.hpp"

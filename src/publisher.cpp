@@ -1,0 +1,102 @@
+#include "shmbus/publisher.hpp"
+
+#include <unistd.h>
+
+namespace shmbus {
+
+Publisher::Publisher(std::shared_ptr<detail::Region> region, const PublisherOptions& options)
+    : region_(std::move(region)), options_(options) {
+  detail::Region& r = *region_;
+  slot_count_ = r.slot_count();
+  single_producer_ = r.single_producer();
+  detail::ControlLock lock(r);
+  std::uint32_t free_seat = r.max_producers();
+  for (std::uint32_t i = 0; i < r.max_producers(); ++i) {
+    // Relaxed: seats change only under the control lock, which we hold.
+    const auto st = r.producer(i).state.load(std::memory_order_relaxed);
+    if (st == static_cast<std::uint32_t>(detail::SeatState::Free)) {
+      if (free_seat == r.max_producers()) free_seat = i;
+    } else if (single_producer_) {
+      throw Error(ErrorCode::ResourceExhausted,
+                  "topic '" + std::string(r.header().name) +
+                      "' is single-producer and already has a publisher (pid " +
+                      std::to_string(r.producer(i).pid.load(std::memory_order_relaxed)) +
+                      "); close it first, or create the topic without single_producer");
+    }
+  }
+  if (free_seat == r.max_producers())
+    throw Error(ErrorCode::ResourceExhausted,
+                "topic '" + std::string(r.header().name) + "' has all " +
+                    std::to_string(r.max_producers()) +
+                    " producer seats taken; close a publisher or create the topic with a "
+                    "larger max_producers");
+  seat_index_ = free_seat;
+  seat_ = &r.producer(free_seat);
+  seat_->pid.store(static_cast<std::uint32_t>(::getpid()), std::memory_order_relaxed);
+  seat_->in_flight.store(detail::kNone, std::memory_order_relaxed);
+  seat_->published.store(0, std::memory_order_relaxed);
+  // Release: pairs with readers of the seat table (the daemon) that load state
+  // with acquire; the fields above are set when they see Active.
+  seat_->state.store(static_cast<std::uint32_t>(detail::SeatState::Active),
+                     std::memory_order_release);
+  // Relaxed: only this producer writes the tail of a single-producer topic.
+  next_ = r.header().tail.load(std::memory_order_relaxed);
+  const std::uint64_t gate = r.compute_gate();
+  gate_cache_ = gate == detail::kNone ? next_ : gate;
+}
+
+Publisher::Publisher(Publisher&& o) noexcept { *this = std::move(o); }
+
+Publisher& Publisher::operator=(Publisher&& o) noexcept {
+  if (this != &o) {
+    detach();
+    region_ = std::move(o.region_);
+    options_ = o.options_;
+    seat_ = o.seat_;
+    slot_count_ = o.slot_count_;
+    gate_cache_ = o.gate_cache_;
+    next_ = o.next_;
+    seat_index_ = o.seat_index_;
+    single_producer_ = o.single_producer_;
+    o.seat_ = nullptr;
+  }
+  return *this;
+}
+
+Publisher::~Publisher() { detach(); }
+
+void Publisher::detach() noexcept {
+  if (seat_ == nullptr || !region_) return;
+  // Seats are freed without the control lock: a store of Free by the owner
+  // cannot conflict with an allocator, which only claims Free seats under the lock.
+  // Release: pairs with the acquire of readers of the seat table.
+  seat_->state.store(static_cast<std::uint32_t>(detail::SeatState::Free),
+                     std::memory_order_release);
+  seat_ = nullptr;
+}
+
+Status Publisher::wait_for_room(std::uint64_t s, bool wait) noexcept {
+  if (!wait || region_->policy() == Policy::Reject) return Status::WouldBlock;
+  const bool ok = detail::wait_for(region_->header().space_event, options_.wait,
+                                   options_.timeout, [&] { return has_room(s); });
+  return ok ? Status::Ok : Status::Timeout;
+}
+
+void Publisher::wait_for_previous(detail::SlotHeader& slot, std::uint64_t prev) noexcept {
+  // The producer of the previous occupant is still writing it. It is live
+  // (a dead one's claim is repaired by the daemon), so this is short; after the
+  // publisher's timeout we stop waiting rather than hang.
+  const detail::Deadline deadline(options_.timeout);
+  for (std::uint32_t i = 1;; ++i) {
+    // Acquire: as P0 in claim().
+    if (slot.stamp.load(std::memory_order_acquire) >= prev) return;
+    if (i < 1024) {
+      detail::cpu_relax();
+    } else {
+      ::sched_yield();
+      if (deadline.passed()) return;
+    }
+  }
+}
+
+}  // namespace shmbus

@@ -1,0 +1,295 @@
+#include "shmbus/detail/region.hpp"
+
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <boost/interprocess/exceptions.hpp>
+#include <boost/interprocess/mapped_region.hpp>
+#include <boost/interprocess/permissions.hpp>
+#include <boost/interprocess/shared_memory_object.hpp>
+#include <cerrno>
+#include <cstring>
+#include <new>
+#include <random>
+#include <thread>
+
+#include "shmbus/detail/wait.hpp"
+#include "shmbus/error.hpp"
+
+namespace bip = boost::interprocess;
+
+namespace shmbus::detail {
+
+struct Region::Mapping {
+  bip::shared_memory_object shm;
+  bip::mapped_region map;
+};
+
+namespace {
+
+constexpr std::uint64_t round_up(std::uint64_t v, std::uint64_t a) { return (v + a - 1) / a * a; }
+
+constexpr std::uint32_t kMaxSlotCount = 1u << 24;
+constexpr std::uint32_t kMaxSlotSize = 64u << 20;
+constexpr std::uint32_t kMaxSeats = 1024;
+constexpr std::uint64_t kMaxRegionSize = 64ULL << 30;
+
+Error os_error(ErrorCode code, const std::string& what, const bip::interprocess_exception& e) {
+  return Error(code, what + ": " + e.what());
+}
+
+ErrorCode code_of(const bip::interprocess_exception& e) {
+  switch (e.get_error_code()) {
+    case bip::already_exists_error: return ErrorCode::AlreadyExists;
+    case bip::not_found_error: return ErrorCode::NotFound;
+    case bip::security_error: return ErrorCode::PermissionDenied;
+    default: break;
+  }
+  switch (e.get_native_error()) {
+    case ENOENT: return ErrorCode::NotFound;
+    case EEXIST: return ErrorCode::AlreadyExists;
+    case EACCES:
+    case EPERM: return ErrorCode::PermissionDenied;
+    default: return ErrorCode::SystemError;
+  }
+}
+
+std::string validate_options(const TopicOptions& o) {
+  if (o.slot_count < 2 || o.slot_count > kMaxSlotCount || (o.slot_count & (o.slot_count - 1)) != 0)
+    return "slot_count " + std::to_string(o.slot_count) +
+           " is not a power of two between 2 and 16777216; pick e.g. 1024";
+  if (o.slot_size == 0 || o.slot_size > kMaxSlotSize)
+    return "slot_size " + std::to_string(o.slot_size) + " must be between 1 and 67108864 bytes";
+  if (o.policy != Policy::Block && o.policy != Policy::Reject && o.policy != Policy::Overwrite)
+    return "policy must be block, reject or overwrite";
+  if (o.max_producers == 0 || o.max_producers > kMaxSeats || o.max_groups == 0 ||
+      o.max_groups > kMaxSeats || o.max_members == 0 || o.max_members > kMaxSeats)
+    return "max_producers, max_groups and max_members must be between 1 and 1024";
+  if ((o.mode & ~0777u) != 0) return "mode must be permission bits only (e.g. 0600)";
+  const Layout l = compute_layout(o.slot_count, o.slot_size, o.max_producers, o.max_groups,
+                                  o.max_members);
+  if (l.size > kMaxRegionSize)
+    return "slot_count x slot_size makes a region of " + std::to_string(l.size >> 20) +
+           " MiB, over the 64 GiB limit; use fewer or smaller slots";
+  return {};
+}
+
+}  // namespace
+
+Layout compute_layout(std::uint32_t slot_count, std::uint32_t slot_size,
+                      std::uint32_t max_producers, std::uint32_t max_groups,
+                      std::uint32_t max_members) noexcept {
+  Layout l{};
+  l.stride = round_up(kSlotHeaderSize + std::uint64_t{slot_size}, kCacheLine);
+  l.group_stride = round_up(sizeof(GroupEntry) + std::uint64_t{max_members} * sizeof(MemberSeat),
+                            kHotAlign);
+  l.producers_offset = round_up(sizeof(TopicHeader), kHotAlign);
+  l.groups_offset =
+      round_up(l.producers_offset + std::uint64_t{max_producers} * sizeof(ProducerSeat), kHotAlign);
+  l.slots_offset = round_up(l.groups_offset + std::uint64_t{max_groups} * l.group_stride, kHotAlign);
+  l.size = l.slots_offset + std::uint64_t{slot_count} * l.stride;
+  return l;
+}
+
+Region::~Region() = default;
+
+void Region::init_accessors() {
+  TopicHeader& h = *header_;
+  slot_count_ = h.slot_count;
+  slot_size_ = h.slot_size;
+  stride_ = h.stride;
+  producers_offset_ = h.producers_offset;
+  groups_offset_ = h.groups_offset;
+  group_stride_ = h.group_stride;
+  max_producers_ = h.max_producers;
+  max_groups_ = h.max_groups;
+  max_members_ = h.max_members;
+  policy_ = static_cast<Policy>(h.policy);
+  single_producer_ = h.single_producer != 0;
+  slots_ = base_ + h.slots_offset;
+}
+
+std::shared_ptr<Region> Region::create(const std::string& shm_name, std::string_view topic,
+                                       const TopicOptions& o) {
+  if (auto why = validate_options(o); !why.empty())
+    throw Error(ErrorCode::InvalidArgument, "topic '" + std::string(topic) + "': " + why);
+  const Layout l =
+      compute_layout(o.slot_count, o.slot_size, o.max_producers, o.max_groups, o.max_members);
+  std::shared_ptr<Region> r(new Region());
+  r->shm_name_ = shm_name;
+  auto m = std::make_unique<Mapping>();
+  try {
+    bip::permissions perm(static_cast<int>(o.mode));
+    m->shm = bip::shared_memory_object(bip::create_only, shm_name.c_str(), bip::read_write, perm);
+  } catch (const bip::interprocess_exception& e) {
+    const ErrorCode c = code_of(e);
+    if (c == ErrorCode::AlreadyExists)
+      throw Error(c, "topic '" + std::string(topic) + "' already exists (/dev/shm/" + shm_name +
+                         "); open it, or delete it first");
+    throw os_error(c, "cannot create /dev/shm/" + shm_name, e);
+  }
+  try {
+    m->shm.truncate(static_cast<bip::offset_t>(l.size));
+    m->map = bip::mapped_region(m->shm, bip::read_write);
+  } catch (const bip::interprocess_exception& e) {
+    bip::shared_memory_object::remove(shm_name.c_str());
+    throw os_error(code_of(e), "cannot size or map /dev/shm/" + shm_name + " (" +
+                                   std::to_string(l.size) + " bytes; is /dev/shm large enough?)",
+                   e);
+  }
+  // Boost applies `perm` through fchmod, so the umask does not widen or narrow it.
+  r->base_ = static_cast<std::byte*>(m->map.get_address());
+  r->mapping_ = std::move(m);
+  // A new region reads as zeros. The atomics below are lock-free integers whose
+  // zero bytes are a valid zero value; we construct them in place all the same.
+  auto* h = new (r->base_) TopicHeader{};
+  h->layout_version = kLayoutVersion;
+  h->header_size = sizeof(TopicHeader);
+  h->generation = std::random_device{}() | (std::uint64_t{std::random_device{}()} << 32);
+  h->region_size = l.size;
+  h->slot_count = o.slot_count;
+  h->slot_size = o.slot_size;
+  h->stride = static_cast<std::uint32_t>(l.stride);
+  h->policy = static_cast<std::uint8_t>(o.policy);
+  h->single_producer = o.single_producer ? 1 : 0;
+  h->max_producers = o.max_producers;
+  h->max_groups = o.max_groups;
+  h->max_members = o.max_members;
+  h->group_stride = static_cast<std::uint32_t>(l.group_stride);
+  h->producers_offset = l.producers_offset;
+  h->groups_offset = l.groups_offset;
+  h->slots_offset = l.slots_offset;
+  std::memset(h->name, 0, sizeof h->name);
+  std::memcpy(h->name, topic.data(), std::min(topic.size(), kNameMax));
+  r->header_ = h;
+  r->init_accessors();
+  for (std::uint32_t i = 0; i < o.max_producers; ++i)
+    new (&r->producer(i)) ProducerSeat{};
+  for (std::uint32_t i = 0; i < o.max_producers; ++i)
+    r->producer(i).in_flight.store(kNone, std::memory_order_relaxed);
+  for (std::uint32_t g = 0; g < o.max_groups; ++g) {
+    new (&r->group(g)) GroupEntry{};
+    for (std::uint32_t mbr = 0; mbr < o.max_members; ++mbr) {
+      new (&r->member(g, mbr)) MemberSeat{};
+      r->member(g, mbr).held.store(kNone, std::memory_order_relaxed);
+    }
+  }
+  for (std::uint64_t s = 0; s < o.slot_count; ++s) new (&r->slot(s)) SlotHeader{};
+  // SYNC POINT M1 (release): everything above is visible to an opener whose
+  // acquire load of `magic` (M2, in open) reads kMagic.
+  h->magic.store(kMagic, std::memory_order_release);
+  return r;
+}
+
+std::shared_ptr<Region> Region::open(const std::string& shm_name) {
+  std::shared_ptr<Region> r(new Region());
+  r->shm_name_ = shm_name;
+  auto m = std::make_unique<Mapping>();
+  bip::offset_t size = 0;
+  try {
+    m->shm = bip::shared_memory_object(bip::open_only, shm_name.c_str(), bip::read_write);
+    if (!m->shm.get_size(size)) size = 0;
+  } catch (const bip::interprocess_exception& e) {
+    const ErrorCode c = code_of(e);
+    if (c == ErrorCode::NotFound)
+      throw Error(c, "no topic region /dev/shm/" + shm_name + "; create the topic first");
+    if (c == ErrorCode::PermissionDenied)
+      throw Error(c, "no permission to open /dev/shm/" + shm_name +
+                         "; ask its owner to grant access to your uid or group");
+    throw os_error(c, "cannot open /dev/shm/" + shm_name, e);
+  }
+  const std::string where = "/dev/shm/" + shm_name;
+  if (size < static_cast<bip::offset_t>(sizeof(TopicHeader)))
+    throw Error(ErrorCode::Corrupt, where + " is " + std::to_string(size) +
+                                        " bytes, too small to be a shmbus topic; delete it "
+                                        "(rm " + where + ") and create the topic again");
+  try {
+    m->map = bip::mapped_region(m->shm, bip::read_write);
+  } catch (const bip::interprocess_exception& e) {
+    throw os_error(code_of(e), "cannot map " + where, e);
+  }
+  r->base_ = static_cast<std::byte*>(m->map.get_address());
+  r->mapping_ = std::move(m);
+  auto* h = reinterpret_cast<TopicHeader*>(r->base_);
+  // A creator may still be initialising a fresh region: wait briefly for magic.
+  // SYNC POINT M2 (acquire): pairs with M1 in create.
+  std::uint64_t magic = h->magic.load(std::memory_order_acquire);
+  for (int i = 0; magic == 0 && i < 200; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    magic = h->magic.load(std::memory_order_acquire);
+  }
+  if (magic != kMagic)
+    throw Error(ErrorCode::Corrupt,
+                where + " is not a shmbus topic (bad magic" +
+                    std::string(magic == 0 ? ": its creator never finished" : "") +
+                    "); delete it (rm " + where + ") and create the topic again");
+  if (h->layout_version != kLayoutVersion || h->header_size != sizeof(TopicHeader))
+    throw Error(ErrorCode::VersionMismatch,
+                where + " has layout version " + std::to_string(h->layout_version) +
+                    " but this library speaks version " + std::to_string(kLayoutVersion) +
+                    "; use a matching shmbus build, or delete and re-create the topic");
+  // Every field that sizes or places something is checked against the layout
+  // this library would compute for the same parameters and against the file size.
+  TopicOptions o;
+  o.slot_count = h->slot_count;
+  o.slot_size = h->slot_size;
+  o.policy = static_cast<Policy>(h->policy);
+  o.max_producers = h->max_producers;
+  o.max_groups = h->max_groups;
+  o.max_members = h->max_members;
+  o.mode = 0600;
+  if (auto why = validate_options(o); !why.empty())
+    throw Error(ErrorCode::Corrupt, where + " has an invalid header (" + why +
+                                        "); delete it and create the topic again");
+  const Layout l =
+      compute_layout(o.slot_count, o.slot_size, o.max_producers, o.max_groups, o.max_members);
+  if (h->stride != l.stride || h->group_stride != l.group_stride ||
+      h->producers_offset != l.producers_offset || h->groups_offset != l.groups_offset ||
+      h->slots_offset != l.slots_offset || h->region_size != l.size ||
+      static_cast<std::uint64_t>(size) < l.size || h->single_producer > 1)
+    throw Error(ErrorCode::Corrupt, where + " has a header that does not match its size (" +
+                                        std::to_string(size) + " bytes); delete it and create "
+                                        "the topic again");
+  r->header_ = h;
+  r->init_accessors();
+  return r;
+}
+
+bool Region::remove(const std::string& shm_name) {
+  return bip::shared_memory_object::remove(shm_name.c_str());
+}
+
+void Region::lock_control() const {
+  const auto me = static_cast<std::uint32_t>(::getpid());
+  std::atomic<std::uint32_t>& lock = header_->control_lock;
+  const auto start = Clock::now();
+  for (std::uint32_t i = 0;; ++i) {
+    std::uint32_t holder = 0;
+    // Acquire: pairs with the release in unlock_control; the previous holder's
+    // changes to seats and groups are visible to us.
+    if (lock.compare_exchange_weak(holder, me, std::memory_order_acquire,
+                                   std::memory_order_relaxed))
+      return;
+    if (holder != 0 && i % 64 == 63 && Clock::now() - start > std::chrono::milliseconds(200) &&
+        ::kill(static_cast<pid_t>(holder), 0) != 0 && errno == ESRCH) {
+      // The holder died inside its critical section (a few stores to seats);
+      // take the lock over. Acquire as above.
+      if (lock.compare_exchange_strong(holder, me, std::memory_order_acquire,
+                                       std::memory_order_relaxed))
+        return;
+    }
+    if (Clock::now() - start > std::chrono::seconds(10))
+      throw Error(ErrorCode::SystemError,
+                  "topic control lock of /dev/shm/" + shm_name_ + " held by pid " +
+                      std::to_string(holder) + " for over 10 s; is that process stuck?");
+    if (i < 64) cpu_relax(); else std::this_thread::yield();
+  }
+}
+
+void Region::unlock_control() const noexcept {
+  // Release: pairs with the acquire CAS in lock_control.
+  header_->control_lock.store(0, std::memory_order_release);
+}
+
+}  // namespace shmbus::detail

@@ -1,0 +1,113 @@
+#include "shmbus/subscriber.hpp"
+
+#include <unistd.h>
+
+#include <cstring>
+
+#include "shmbus/topic.hpp"
+
+namespace shmbus {
+
+namespace {
+constexpr auto kActive = static_cast<std::uint32_t>(detail::SeatState::Active);
+constexpr auto kFree = static_cast<std::uint32_t>(detail::SeatState::Free);
+}  // namespace
+
+Subscriber::Subscriber(std::shared_ptr<detail::Region> region, const SubscriberOptions& options)
+    : region_(std::move(region)), options_(options), group_name_(options.group) {
+  held_.fill(detail::kNone);
+  detail::Region& r = *region_;
+  slot_count_ = r.slot_count();
+  private_ = options.group.empty();
+  if (!private_) validate_name("group", options.group);
+  const std::string topic(r.header().name);
+
+  detail::ControlLock lock(r);
+  // Relaxed loads below: groups and seats change only under the control lock.
+  std::uint32_t g = r.max_groups();
+  std::uint32_t free_group = r.max_groups();
+  for (std::uint32_t i = 0; i < r.max_groups(); ++i) {
+    detail::GroupEntry& e = r.group(i);
+    const auto st = e.state.load(std::memory_order_relaxed);
+    if (st == kFree) {
+      if (free_group == r.max_groups()) free_group = i;
+      continue;
+    }
+    if (!private_ && (e.flags.load(std::memory_order_relaxed) & detail::kGroupPrivate) == 0 &&
+        std::strncmp(e.name, options.group.c_str(), detail::kNameMax) == 0) {
+      g = i;
+      break;
+    }
+  }
+  const bool fresh = g == r.max_groups();
+  if (fresh) {
+    if (free_group == r.max_groups())
+      throw Error(ErrorCode::ResourceExhausted,
+                  "topic '" + topic + "' has all " + std::to_string(r.max_groups()) +
+                      " consumer groups in use; close subscribers, delete unused groups, or "
+                      "create the topic with a larger max_groups");
+    g = free_group;
+    detail::GroupEntry& e = r.group(g);
+    std::memset(e.name, 0, sizeof e.name);
+    std::memcpy(e.name, options.group.data(), std::min(options.group.size(), detail::kNameMax));
+    // Relaxed: a producer tail snapshot to place the new group.
+    const std::uint64_t tail = r.header().tail.load(std::memory_order_relaxed);
+    std::uint64_t start = tail;
+    if (options.start == StartFrom::Earliest) start = tail > slot_count_ ? tail - slot_count_ : 0;
+    if (options.start == StartFrom::Offset) start = options.offset;
+    e.cursor.store(start, std::memory_order_relaxed);
+    e.lost.store(0, std::memory_order_relaxed);
+    e.corrupt.store(0, std::memory_order_relaxed);
+    e.members.store(0, std::memory_order_relaxed);
+    e.flags.store((private_ ? detail::kGroupPrivate : 0u) |
+                      (options.durable ? detail::kGroupDurable : 0u),
+                  std::memory_order_relaxed);
+    for (std::uint32_t m = 0; m < r.max_members(); ++m) {
+      r.member(g, m).state.store(kFree, std::memory_order_relaxed);
+      r.member(g, m).held.store(detail::kNone, std::memory_order_relaxed);
+    }
+    // Release: pairs with the acquire of state in compute_gate; a producer that
+    // sees the group active sees its cursor and seats initialised.
+    e.state.store(kActive, std::memory_order_release);
+  } else if (options.durable) {
+    r.group(g).flags.fetch_or(detail::kGroupDurable, std::memory_order_relaxed);
+  }
+  detail::GroupEntry& e = r.group(g);
+  std::uint32_t m = 0;
+  while (m < r.max_members() && r.member(g, m).state.load(std::memory_order_relaxed) != kFree) ++m;
+  if (m == r.max_members())
+    throw Error(ErrorCode::ResourceExhausted,
+                "group '" + options.group + "' of topic '" + topic + "' has all " +
+                    std::to_string(r.max_members()) +
+                    " member seats taken; create the topic with a larger max_members");
+  group_index_ = g;
+  member_index_ = m;
+  group_ = &e;
+  member_ = &r.member(g, m);
+  member_->pid.store(static_cast<std::uint32_t>(::getpid()), std::memory_order_relaxed);
+  member_->held.store(detail::kNone, std::memory_order_relaxed);
+  member_->received.store(0, std::memory_order_relaxed);
+  member_->state.store(kActive, std::memory_order_release);  // release: as the group's state
+  pos_ = e.cursor.load(std::memory_order_relaxed);
+  // seq_cst: the group starts gating here; pairs with compute_gate's acquire
+  // of members (a producer that counts us sees the cursor stored above).
+  e.members.fetch_add(1, std::memory_order_seq_cst);
+}
+
+Subscriber::~Subscriber() {
+  detail::Region& r = *region_;
+  try {
+    detail::ControlLock lock(r);
+    // Release: producers that read these (G2, compute_gate) see our reads done.
+    member_->held.store(detail::kNone, std::memory_order_release);
+    member_->state.store(kFree, std::memory_order_release);
+    group_->members.fetch_sub(1, std::memory_order_release);
+    if (private_) group_->state.store(kFree, std::memory_order_release);
+  } catch (...) {
+    // The control lock timed out (a stuck process holds it). Leaving the seat
+    // is the lesser harm: the daemon reclaims seats of dead processes.
+  }
+  if (r.policy() == Policy::Block) detail::notify(r.header().space_event);
+}
+
+}  // namespace shmbus
