@@ -93,7 +93,9 @@ TEST(Ring, LoanWritesInPlaceAndDroppedLoanPublishesNothing) {
     for (int i = 0; i < 8; ++i) {
       Loan x = pub.try_loan(8);
       ASSERT_TRUE(x) << to_string(x.status());
-      if (i % 2 == 0) ASSERT_EQ(x.publish(), Status::Ok);
+      if (i % 2 == 0) {
+        ASSERT_EQ(x.publish(), Status::Ok);
+      }
     }
     int got = 0;
     while (sub->try_receive(s) == Status::Ok) ++got;
@@ -288,8 +290,9 @@ TEST(Ring, CopyingReceive) {
 
 // Several producer threads and competing consumer threads in one process, so
 // that ThreadSanitizer can see every access of the protocol.
-void run_threads(Policy policy, WaitStrategy wait, int kPerProducer) {
+void run_threads(Policy policy, WaitStrategy wait, std::uint64_t per_producer) {
   constexpr int kProducers = 3, kMembers = 2;
+  const std::uint64_t total = kProducers * per_producer;
   TopicOptions o = small(64, 16, policy);
   ScopedTopic t("threads", o);
   SubscriberOptions shared, solo;
@@ -298,7 +301,7 @@ void run_threads(Policy policy, WaitStrategy wait, int kPerProducer) {
   std::vector<std::unique_ptr<Subscriber>> members;
   for (int i = 0; i < kMembers; ++i) members.push_back(t.topic.subscriber(shared));
   auto lone = t.topic.subscriber(solo);
-  std::atomic<int> remaining{kProducers * kPerProducer};
+  std::atomic<std::int64_t> remaining{static_cast<std::int64_t>(total)};
   std::vector<std::vector<std::uint64_t>> seen(kMembers);
   std::vector<std::thread> threads;
   for (int m = 0; m < kMembers; ++m) {
@@ -318,7 +321,7 @@ void run_threads(Policy policy, WaitStrategy wait, int kPerProducer) {
   std::uint64_t lone_count = 0;
   std::thread lone_thread([&] {
     Sample s;
-    while (lone_count < kProducers * kPerProducer) {
+    while (lone_count < total) {
       if (lone->receive(s, 2s) != Status::Ok) break;
       std::uint64_t v = 0;
       std::memcpy(&v, s.data().data(), sizeof v);
@@ -333,7 +336,7 @@ void run_threads(Policy policy, WaitStrategy wait, int kPerProducer) {
       PublisherOptions po;
       po.wait = wait;
       Publisher pub = t.topic.publisher(po);
-      for (std::uint64_t i = 0; i < kPerProducer; ++i) {
+      for (std::uint64_t i = 0; i < per_producer; ++i) {
         const std::uint64_t v = (std::uint64_t(p) << 32) | i;
         ASSERT_EQ(pub.publish(std::as_bytes(std::span(&v, 1))), Status::Ok);
       }
@@ -341,15 +344,15 @@ void run_threads(Policy policy, WaitStrategy wait, int kPerProducer) {
   }
   for (auto& th : threads) th.join();
   lone_thread.join();
-  EXPECT_EQ(lone_count, std::uint64_t{kProducers * kPerProducer});
+  EXPECT_EQ(lone_count, total);
   std::set<std::uint64_t> all;
-  std::size_t total = 0;
+  std::uint64_t received = 0;
   for (auto& v : seen) {
-    total += v.size();
+    received += v.size();
     all.insert(v.begin(), v.end());
   }
-  EXPECT_EQ(total, std::size_t{kProducers * kPerProducer});
-  EXPECT_EQ(all.size(), total) << "a message was delivered twice";
+  EXPECT_EQ(received, total);
+  EXPECT_EQ(all.size(), received) << "a message was delivered twice";
 }
 
 TEST(RingThreads, ManyProducersCompetingMembersSpinFutex) {
