@@ -63,8 +63,8 @@ int consume(const std::string& topic_name, const std::string& group, std::uint64
     std::uint64_t seq = 0;
     std::memcpy(&seq, s.data().data(), 8);
     if (seq != s.sequence()) ++r.checksum_errors;
-    latency.push_back(static_cast<std::uint32_t>(std::min<std::uint64_t>(
-        now_ns() - s.timestamp_ns(), UINT32_MAX)));
+    latency.push_back(static_cast<std::uint32_t>(
+        std::min<std::uint64_t>(now_ns() - s.timestamp_ns(), UINT32_MAX)));
     s.release();
     r.received.fetch_add(1, std::memory_order_relaxed);
     group_count.fetch_add(1, std::memory_order_relaxed);
@@ -72,7 +72,8 @@ int consume(const std::string& topic_name, const std::string& group, std::uint64
   r.seconds = std::chrono::duration<double>(Clock::now() - first).count();
   std::sort(latency.begin(), latency.end());
   const auto pct = [&](double q) {
-    return latency.empty() ? 0 : latency[std::min(latency.size() - 1, std::size_t(q * latency.size()))];
+    return latency.empty() ? 0
+                           : latency[std::min(latency.size() - 1, std::size_t(q * latency.size()))];
   };
   r.p50 = pct(0.50);
   r.p99 = pct(0.99);
@@ -99,7 +100,10 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "shmbus-demo: %s needs a positive number\n", a.c_str());
         return 2;
       }
-      if (a == "--messages") messages = v; else size = static_cast<std::uint32_t>(v);
+      if (a == "--messages")
+        messages = v;
+      else
+        size = static_cast<std::uint32_t>(v);
       continue;
     }
     std::fprintf(stderr, "shmbus-demo: unknown argument '%s' (try --help)\n", a.c_str());
@@ -120,8 +124,9 @@ int main(int argc, char** argv) {
   // Shared: per-process reports and per-group counts (competing members stop
   // when their group as a whole has everything).
   constexpr int kConsumers = 3;
-  auto* reports = static_cast<Report*>(mmap(nullptr, sizeof(Report) * kConsumers + 64,
-                                            PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+  auto* reports =
+      static_cast<Report*>(mmap(nullptr, sizeof(Report) * kConsumers + 64, PROT_READ | PROT_WRITE,
+                                MAP_SHARED | MAP_ANONYMOUS, -1, 0));
   auto* group_counts = reinterpret_cast<std::atomic<std::uint64_t>*>(reports + kConsumers);
   const char* groups[kConsumers] = {"audit", "workers", "workers"};
   const int group_of[kConsumers] = {0, 1, 1};
@@ -130,7 +135,9 @@ int main(int argc, char** argv) {
   std::vector<pid_t> children;
   for (int c = 0; c < kConsumers; ++c) {
     const pid_t pid = fork();
-    if (pid == 0) _exit(consume(name, groups[c], messages, group_counts[group_of[c]], group_counts[2], reports[c]));
+    if (pid == 0)
+      _exit(consume(name, groups[c], messages, group_counts[group_of[c]], group_counts[2],
+                    reports[c]));
     children.push_back(pid);
   }
   // Wait (bounded) until every consumer has joined, so both groups gate the producer.
@@ -138,7 +145,8 @@ int main(int argc, char** argv) {
   while (group_counts[2].load(std::memory_order_acquire) < kConsumers) {
     if (Clock::now() > join_deadline) {
       std::fprintf(stderr, "shmbus-demo: consumers did not join within 10 s\n");
-      for (pid_t p : children) kill(p, SIGKILL);
+      for (pid_t p : children)
+        kill(p, SIGKILL);
       shmbus::Topic::remove(name);
       return 1;
     }
@@ -165,15 +173,16 @@ int main(int argc, char** argv) {
   }
   shmbus::Topic::remove(name);
 
-  std::printf("shmbus demo: %llu messages of %u B, 1 producer process, groups 'audit' (1 member) "
-              "and 'workers' (2 competing members)\n\n",
-              static_cast<unsigned long long>(messages), size);
+  std::printf(
+      "shmbus demo: %llu messages of %u B, 1 producer process, groups 'audit' (1 member) "
+      "and 'workers' (2 competing members)\n\n",
+      static_cast<unsigned long long>(messages), size);
   std::printf("| consumer | group | received | msgs/s | latency p50 | p99 | p99.9 | max |\n");
   std::printf("|---|---|---:|---:|---:|---:|---:|---:|\n");
   for (int c = 0; c < kConsumers; ++c) {
     const Report& r = reports[c];
-    std::printf("| %d | %s | %llu | %.2f M | %llu ns | %llu ns | %llu ns | %llu ns |\n", c, groups[c],
-                static_cast<unsigned long long>(r.received.load()),
+    std::printf("| %d | %s | %llu | %.2f M | %llu ns | %llu ns | %llu ns | %llu ns |\n", c,
+                groups[c], static_cast<unsigned long long>(r.received.load()),
                 r.seconds > 0 ? double(r.received.load()) / r.seconds / 1e6 : 0.0,
                 static_cast<unsigned long long>(r.p50), static_cast<unsigned long long>(r.p99),
                 static_cast<unsigned long long>(r.p999), static_cast<unsigned long long>(r.max));

@@ -4,28 +4,44 @@ namespace shmbus {
 
 const char* to_string(ErrorCode code) noexcept {
   switch (code) {
-    case ErrorCode::InvalidArgument: return "InvalidArgument";
-    case ErrorCode::NotFound: return "NotFound";
-    case ErrorCode::AlreadyExists: return "AlreadyExists";
-    case ErrorCode::PermissionDenied: return "PermissionDenied";
-    case ErrorCode::VersionMismatch: return "VersionMismatch";
-    case ErrorCode::Corrupt: return "Corrupt";
-    case ErrorCode::ResourceExhausted: return "ResourceExhausted";
-    case ErrorCode::SystemError: return "SystemError";
-    case ErrorCode::DaemonUnavailable: return "DaemonUnavailable";
+    case ErrorCode::InvalidArgument:
+      return "InvalidArgument";
+    case ErrorCode::NotFound:
+      return "NotFound";
+    case ErrorCode::AlreadyExists:
+      return "AlreadyExists";
+    case ErrorCode::PermissionDenied:
+      return "PermissionDenied";
+    case ErrorCode::VersionMismatch:
+      return "VersionMismatch";
+    case ErrorCode::Corrupt:
+      return "Corrupt";
+    case ErrorCode::ResourceExhausted:
+      return "ResourceExhausted";
+    case ErrorCode::SystemError:
+      return "SystemError";
+    case ErrorCode::DaemonUnavailable:
+      return "DaemonUnavailable";
   }
   return "Unknown";
 }
 
 const char* to_string(Status status) noexcept {
   switch (status) {
-    case Status::Ok: return "Ok";
-    case Status::WouldBlock: return "WouldBlock";
-    case Status::Timeout: return "Timeout";
-    case Status::TooLarge: return "TooLarge";
-    case Status::TooManyHeld: return "TooManyHeld";
-    case Status::Corrupt: return "Corrupt";
-    case Status::Invalid: return "Invalid";
+    case Status::Ok:
+      return "Ok";
+    case Status::WouldBlock:
+      return "WouldBlock";
+    case Status::Timeout:
+      return "Timeout";
+    case Status::TooLarge:
+      return "TooLarge";
+    case Status::TooManyHeld:
+      return "TooManyHeld";
+    case Status::Corrupt:
+      return "Corrupt";
+    case Status::Invalid:
+      return "Invalid";
   }
   return "Unknown";
 }

@@ -45,7 +45,9 @@ Publisher::Publisher(std::shared_ptr<detail::Region> region, const PublisherOpti
   gate_cache_ = gate == detail::kNone ? next_ : gate;
 }
 
-Publisher::Publisher(Publisher&& o) noexcept { *this = std::move(o); }
+Publisher::Publisher(Publisher&& o) noexcept {
+  *this = std::move(o);
+}
 
 Publisher& Publisher::operator=(Publisher&& o) noexcept {
   if (this != &o) {
@@ -63,7 +65,9 @@ Publisher& Publisher::operator=(Publisher&& o) noexcept {
   return *this;
 }
 
-Publisher::~Publisher() { detach(); }
+Publisher::~Publisher() {
+  detach();
+}
 
 void Publisher::detach() noexcept {
   if (seat_ == nullptr || !region_) return;
@@ -77,8 +81,8 @@ void Publisher::detach() noexcept {
 
 Status Publisher::wait_for_room(std::uint64_t s, bool wait) noexcept {
   if (!wait || region_->policy() == Policy::Reject) return Status::WouldBlock;
-  const bool ok = detail::wait_for(region_->header().space_event, options_.wait,
-                                   options_.timeout, [&] { return has_room(s); });
+  const bool ok = detail::wait_for(region_->header().space_event, options_.wait, options_.timeout,
+                                   [&] { return has_room(s); });
   return ok ? Status::Ok : Status::Timeout;
 }
 

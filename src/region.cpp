@@ -28,7 +28,9 @@ struct Region::Mapping {
 
 namespace {
 
-constexpr std::uint64_t round_up(std::uint64_t v, std::uint64_t a) { return (v + a - 1) / a * a; }
+constexpr std::uint64_t round_up(std::uint64_t v, std::uint64_t a) {
+  return (v + a - 1) / a * a;
+}
 
 constexpr std::uint32_t kMaxSlotCount = 1u << 24;
 constexpr std::uint32_t kMaxSlotSize = 64u << 20;
@@ -41,17 +43,25 @@ Error os_error(ErrorCode code, const std::string& what, const bip::interprocess_
 
 ErrorCode code_of(const bip::interprocess_exception& e) {
   switch (e.get_error_code()) {
-    case bip::already_exists_error: return ErrorCode::AlreadyExists;
-    case bip::not_found_error: return ErrorCode::NotFound;
-    case bip::security_error: return ErrorCode::PermissionDenied;
-    default: break;
+    case bip::already_exists_error:
+      return ErrorCode::AlreadyExists;
+    case bip::not_found_error:
+      return ErrorCode::NotFound;
+    case bip::security_error:
+      return ErrorCode::PermissionDenied;
+    default:
+      break;
   }
   switch (e.get_native_error()) {
-    case ENOENT: return ErrorCode::NotFound;
-    case EEXIST: return ErrorCode::AlreadyExists;
+    case ENOENT:
+      return ErrorCode::NotFound;
+    case EEXIST:
+      return ErrorCode::AlreadyExists;
     case EACCES:
-    case EPERM: return ErrorCode::PermissionDenied;
-    default: return ErrorCode::SystemError;
+    case EPERM:
+      return ErrorCode::PermissionDenied;
+    default:
+      return ErrorCode::SystemError;
   }
 }
 
@@ -67,8 +77,8 @@ std::string validate_options(const TopicOptions& o) {
       o.max_groups > kMaxSeats || o.max_members == 0 || o.max_members > kMaxSeats)
     return "max_producers, max_groups and max_members must be between 1 and 1024";
   if ((o.mode & ~0777u) != 0) return "mode must be permission bits only (e.g. 0600)";
-  const Layout l = compute_layout(o.slot_count, o.slot_size, o.max_producers, o.max_groups,
-                                  o.max_members);
+  const Layout l =
+      compute_layout(o.slot_count, o.slot_size, o.max_producers, o.max_groups, o.max_members);
   if (l.size > kMaxRegionSize)
     return "slot_count x slot_size makes a region of " + std::to_string(l.size >> 20) +
            " MiB, over the 64 GiB limit; use fewer or smaller slots";
@@ -82,12 +92,13 @@ Layout compute_layout(std::uint32_t slot_count, std::uint32_t slot_size,
                       std::uint32_t max_members) noexcept {
   Layout l{};
   l.stride = round_up(kSlotHeaderSize + std::uint64_t{slot_size}, kCacheLine);
-  l.group_stride = round_up(sizeof(GroupEntry) + std::uint64_t{max_members} * sizeof(MemberSeat),
-                            kHotAlign);
+  l.group_stride =
+      round_up(sizeof(GroupEntry) + std::uint64_t{max_members} * sizeof(MemberSeat), kHotAlign);
   l.producers_offset = round_up(sizeof(TopicHeader), kHotAlign);
   l.groups_offset =
       round_up(l.producers_offset + std::uint64_t{max_producers} * sizeof(ProducerSeat), kHotAlign);
-  l.slots_offset = round_up(l.groups_offset + std::uint64_t{max_groups} * l.group_stride, kHotAlign);
+  l.slots_offset =
+      round_up(l.groups_offset + std::uint64_t{max_groups} * l.group_stride, kHotAlign);
   l.size = l.slots_offset + std::uint64_t{slot_count} * l.stride;
   return l;
 }
@@ -134,8 +145,9 @@ std::shared_ptr<Region> Region::create(const std::string& shm_name, std::string_
     m->map = bip::mapped_region(m->shm, bip::read_write);
   } catch (const bip::interprocess_exception& e) {
     bip::shared_memory_object::remove(shm_name.c_str());
-    throw os_error(code_of(e), "cannot size or map /dev/shm/" + shm_name + " (" +
-                                   std::to_string(l.size) + " bytes; is /dev/shm large enough?)",
+    throw os_error(code_of(e),
+                   "cannot size or map /dev/shm/" + shm_name + " (" + std::to_string(l.size) +
+                       " bytes; is /dev/shm large enough?)",
                    e);
   }
   // Boost applies `perm` through fchmod, so the umask does not widen or narrow it.
@@ -175,7 +187,8 @@ std::shared_ptr<Region> Region::create(const std::string& shm_name, std::string_
       r->member(g, mbr).held.store(kNone, std::memory_order_relaxed);
     }
   }
-  for (std::uint64_t s = 0; s < o.slot_count; ++s) new (&r->slot(s)) SlotHeader{};
+  for (std::uint64_t s = 0; s < o.slot_count; ++s)
+    new (&r->slot(s)) SlotHeader{};
   // SYNC POINT M1 (release): everything above is visible to an opener whose
   // acquire load of `magic` (M2, in open) reads kMagic.
   h->magic.store(kMagic, std::memory_order_release);
@@ -203,7 +216,8 @@ std::shared_ptr<Region> Region::open(const std::string& shm_name) {
   if (size < static_cast<bip::offset_t>(sizeof(TopicHeader)))
     throw Error(ErrorCode::Corrupt, where + " is " + std::to_string(size) +
                                         " bytes, too small to be a shmbus topic; delete it "
-                                        "(rm " + where + ") and create the topic again");
+                                        "(rm " +
+                                        where + ") and create the topic again");
   try {
     m->map = bip::mapped_region(m->shm, bip::read_write);
   } catch (const bip::interprocess_exception& e) {
@@ -249,7 +263,8 @@ std::shared_ptr<Region> Region::open(const std::string& shm_name) {
       h->slots_offset != l.slots_offset || h->region_size != l.size ||
       static_cast<std::uint64_t>(size) < l.size || h->single_producer > 1)
     throw Error(ErrorCode::Corrupt, where + " has a header that does not match its size (" +
-                                        std::to_string(size) + " bytes); delete it and create "
+                                        std::to_string(size) +
+                                        " bytes); delete it and create "
                                         "the topic again");
   r->header_ = h;
   r->init_accessors();
@@ -280,10 +295,13 @@ void Region::lock_control() const {
         return;
     }
     if (Clock::now() - start > std::chrono::seconds(10))
-      throw Error(ErrorCode::SystemError,
-                  "topic control lock of /dev/shm/" + shm_name_ + " held by pid " +
-                      std::to_string(holder) + " for over 10 s; is that process stuck?");
-    if (i < 64) cpu_relax(); else std::this_thread::yield();
+      throw Error(ErrorCode::SystemError, "topic control lock of /dev/shm/" + shm_name_ +
+                                              " held by pid " + std::to_string(holder) +
+                                              " for over 10 s; is that process stuck?");
+    if (i < 64)
+      cpu_relax();
+    else
+      std::this_thread::yield();
   }
 }
 

@@ -59,9 +59,9 @@ Subscriber::Subscriber(std::shared_ptr<detail::Region> region, const SubscriberO
     e.lost.store(0, std::memory_order_relaxed);
     e.corrupt.store(0, std::memory_order_relaxed);
     e.members.store(0, std::memory_order_relaxed);
-    e.flags.store((private_ ? detail::kGroupPrivate : 0u) |
-                      (options.durable ? detail::kGroupDurable : 0u),
-                  std::memory_order_relaxed);
+    e.flags.store(
+        (private_ ? detail::kGroupPrivate : 0u) | (options.durable ? detail::kGroupDurable : 0u),
+        std::memory_order_relaxed);
     for (std::uint32_t m = 0; m < r.max_members(); ++m) {
       r.member(g, m).state.store(kFree, std::memory_order_relaxed);
       r.member(g, m).held.store(detail::kNone, std::memory_order_relaxed);
@@ -74,7 +74,8 @@ Subscriber::Subscriber(std::shared_ptr<detail::Region> region, const SubscriberO
   }
   detail::GroupEntry& e = r.group(g);
   std::uint32_t m = 0;
-  while (m < r.max_members() && r.member(g, m).state.load(std::memory_order_relaxed) != kFree) ++m;
+  while (m < r.max_members() && r.member(g, m).state.load(std::memory_order_relaxed) != kFree)
+    ++m;
   if (m == r.max_members())
     throw Error(ErrorCode::ResourceExhausted,
                 "group '" + options.group + "' of topic '" + topic + "' has all " +

@@ -7,9 +7,8 @@ namespace shmbus {
 void validate_name(std::string_view what, std::string_view name) {
   const auto fail = [&](const std::string& why) {
     throw Error(ErrorCode::InvalidArgument,
-                std::string(what) + " name '" + std::string(name) + "' " + why +
-                    "; use 1 to " + std::to_string(detail::kNameMax) +
-                    " characters from A-Z a-z 0-9 . _ -");
+                std::string(what) + " name '" + std::string(name) + "' " + why + "; use 1 to " +
+                    std::to_string(detail::kNameMax) + " characters from A-Z a-z 0-9 . _ -");
   };
   if (name.empty()) fail("is empty");
   if (name.size() > detail::kNameMax) fail("is too long (" + std::to_string(name.size()) + ")");

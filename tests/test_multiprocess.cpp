@@ -22,7 +22,8 @@ std::uint64_t stress_messages() {
 
 std::uint64_t fnv1a(const std::byte* p, std::size_t n) {
   std::uint64_t h = 1469598103934665603ULL;
-  for (std::size_t i = 0; i < n; ++i) h = (h ^ static_cast<std::uint8_t>(p[i])) * 1099511628211ULL;
+  for (std::size_t i = 0; i < n; ++i)
+    h = (h ^ static_cast<std::uint8_t>(p[i])) * 1099511628211ULL;
   return h;
 }
 
@@ -77,7 +78,7 @@ TEST(MultiProcess, ProducersGroupsAndCompetingMembersExactlyOnce) {
   std::atomic<std::uint64_t>* duplicates = counters + 3;  // [3]
   std::atomic<std::uint64_t>* bad = counters + 6;         // [3]
   std::atomic<std::uint64_t>* ready = counters + 9;
-  std::atomic<std::uint64_t>* bitmap = counters + 16;     // [3][words]
+  std::atomic<std::uint64_t>* bitmap = counters + 16;  // [3][words]
 
   // Consumers: group "solo" (1 member), group "trio" (3 competing members),
   // and a private group. Each checks checksums and per-producer order (within
@@ -143,13 +144,15 @@ TEST(MultiProcess, ProducersGroupsAndCompetingMembersExactlyOnce) {
       return 0;
     }));
   }
-  for (pid_t pid : pids) EXPECT_EQ(wait_child(pid, 300s), 0) << "child " << pid;
+  for (pid_t pid : pids)
+    EXPECT_EQ(wait_child(pid, 300s), 0) << "child " << pid;
   for (int g = 0; g < kGroups; ++g) {
     EXPECT_EQ(delivered[g].load(), n) << "group " << g;
     EXPECT_EQ(duplicates[g].load(), 0u) << "group " << g;
     EXPECT_EQ(bad[g].load(), 0u) << "group " << g;
     std::uint64_t set = 0;
-    for (std::size_t w = 0; w < words; ++w) set += __builtin_popcountll(bitmap[g * words + w]);
+    for (std::size_t w = 0; w < words; ++w)
+      set += __builtin_popcountll(bitmap[g * words + w]);
     EXPECT_EQ(set, n) << "group " << g << ": every message exactly once";
   }
 }
@@ -201,7 +204,8 @@ TEST(MultiProcess, OverwriteSlowReaderSeesNoTornMessageAndExactLosses) {
         ++received;
         // Deliberately slow: lets the producer lap this reader.
         volatile std::uint64_t spin = 0;
-        for (int j = 0; j < 2000; ++j) spin = spin + j;
+        for (int j = 0; j < 2000; ++j)
+          spin = spin + j;
         continue;
       }
       if (st != Status::Timeout) return 6;

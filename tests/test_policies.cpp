@@ -23,7 +23,8 @@ TEST(PolicyReject, FullRingReturnsWouldBlockAtOnce) {
   ScopedTopic t("reject", ring(4, Policy::Reject));
   auto sub = t.topic.subscriber();
   Publisher pub = t.topic.publisher();
-  for (int i = 0; i < 4; ++i) ASSERT_EQ(pub.publish(bytes_of("x")), Status::Ok);
+  for (int i = 0; i < 4; ++i)
+    ASSERT_EQ(pub.publish(bytes_of("x")), Status::Ok);
   EXPECT_EQ(pub.publish(bytes_of("x")), Status::WouldBlock);  // even the waiting call
   EXPECT_EQ(pub.try_publish(bytes_of("x")), Status::WouldBlock);
   EXPECT_FALSE(pub.try_loan(1));
@@ -39,7 +40,8 @@ TEST(PolicyBlock, PublishTimesOutWhenNobodyConsumes) {
   PublisherOptions po;
   po.timeout = 20ms;
   Publisher pub = t.topic.publisher(po);
-  for (int i = 0; i < 4; ++i) ASSERT_EQ(pub.publish(bytes_of("x")), Status::Ok);
+  for (int i = 0; i < 4; ++i)
+    ASSERT_EQ(pub.publish(bytes_of("x")), Status::Ok);
   EXPECT_EQ(pub.try_publish(bytes_of("x")), Status::WouldBlock);
   EXPECT_EQ(pub.publish(bytes_of("x")), Status::Timeout);
   EXPECT_EQ(sub->lag(), 4u);  // nothing was half-accepted
@@ -47,7 +49,8 @@ TEST(PolicyBlock, PublishTimesOutWhenNobodyConsumes) {
 
 // A producer blocked on a full ring sleeps (futex) and is woken by a release.
 TEST(PolicyBlock, BlockedPublisherIsWokenByConsumer) {
-  for (WaitStrategy w : {WaitStrategy::SpinFutex, WaitStrategy::SpinYield, WaitStrategy::BusySpin}) {
+  for (WaitStrategy w :
+       {WaitStrategy::SpinFutex, WaitStrategy::SpinYield, WaitStrategy::BusySpin}) {
     ScopedTopic t("block-wake", ring(4, Policy::Block));
     SubscriberOptions so;
     so.wait = w;
@@ -89,11 +92,13 @@ TEST(PolicyBlock, OnlyGroupsWithMembersOrDurableGate) {
   ScopedTopic t("gating", ring(4, Policy::Block));
   Publisher pub = t.topic.publisher(PublisherOptions{WaitStrategy::SpinFutex, 1ms});
   // No subscribers: producers run free; the ring keeps the last 4.
-  for (int i = 0; i < 10; ++i) ASSERT_EQ(pub.publish(bytes_of("x")), Status::Ok);
+  for (int i = 0; i < 10; ++i)
+    ASSERT_EQ(pub.publish(bytes_of("x")), Status::Ok);
   SubscriberOptions g;
   g.group = "transient";
   { auto m = t.topic.subscriber(g); }  // joined and left: the group no longer gates
-  for (int i = 0; i < 10; ++i) ASSERT_EQ(pub.publish(bytes_of("x")), Status::Ok);
+  for (int i = 0; i < 10; ++i)
+    ASSERT_EQ(pub.publish(bytes_of("x")), Status::Ok);
   auto m = t.topic.subscriber(g);  // back: resumes at 10, which was overwritten
   Sample s;
   ASSERT_EQ(m->try_receive(s), Status::Ok);
@@ -105,7 +110,8 @@ TEST(PolicyBlock, OnlyGroupsWithMembersOrDurableGate) {
   d.durable = true;
   { auto a = t.topic.subscriber(d); }  // durable: gates with no members
   m.reset();
-  for (int i = 0; i < 4; ++i) ASSERT_EQ(pub.publish(bytes_of("x")), Status::Ok);
+  for (int i = 0; i < 4; ++i)
+    ASSERT_EQ(pub.publish(bytes_of("x")), Status::Ok);
   EXPECT_EQ(pub.publish(bytes_of("x")), Status::Timeout);
   auto a = t.topic.subscriber(d);
   EXPECT_EQ(a->lag(), 4u);
@@ -117,7 +123,8 @@ TEST(PolicyBlock, OnlyGroupsWithMembersOrDurableGate) {
 // Payload: sequence in the first 8 bytes, every other byte derived from it.
 void fill_pattern(std::span<std::byte> d, std::uint64_t v) {
   std::memcpy(d.data(), &v, 8);
-  for (std::size_t i = 8; i < d.size(); ++i) d[i] = static_cast<std::byte>((v * 131 + i) & 0xff);
+  for (std::size_t i = 8; i < d.size(); ++i)
+    d[i] = static_cast<std::byte>((v * 131 + i) & 0xff);
 }
 bool pattern_ok(std::span<const std::byte> d) {
   std::uint64_t v = 0;

@@ -25,7 +25,8 @@ TEST(Ring, PublishThenReceiveInOrderWithMetadata) {
   ScopedTopic t("basic", small());
   auto sub = t.topic.subscriber();
   Publisher pub = t.topic.publisher();
-  for (int i = 0; i < 5; ++i) ASSERT_EQ(pub.publish(bytes_of("m" + std::to_string(i))), Status::Ok);
+  for (int i = 0; i < 5; ++i)
+    ASSERT_EQ(pub.publish(bytes_of("m" + std::to_string(i))), Status::Ok);
   EXPECT_EQ(sub->lag(), 5u);
   for (int i = 0; i < 5; ++i) {
     Sample s;
@@ -98,7 +99,8 @@ TEST(Ring, LoanWritesInPlaceAndDroppedLoanPublishesNothing) {
       }
     }
     int got = 0;
-    while (sub->try_receive(s) == Status::Ok) ++got;
+    while (sub->try_receive(s) == Status::Ok)
+      ++got;
     s.release();
     EXPECT_EQ(got, 4);
   }
@@ -111,7 +113,8 @@ TEST(Ring, HeldSampleBlocksReuseOfItsSlot) {
   ASSERT_EQ(pub.publish(bytes_of("first")), Status::Ok);
   Sample held;
   ASSERT_EQ(sub->try_receive(held), Status::Ok);
-  for (int i = 0; i < 3; ++i) ASSERT_EQ(pub.try_publish(bytes_of("x")), Status::Ok);
+  for (int i = 0; i < 3; ++i)
+    ASSERT_EQ(pub.try_publish(bytes_of("x")), Status::Ok);
   EXPECT_EQ(pub.try_publish(bytes_of("x")), Status::WouldBlock);  // would overwrite `held`
   EXPECT_EQ(string_of(held.data()), "first");
   // Receiving more does not free the held slot either (out-of-order release).
@@ -130,9 +133,11 @@ TEST(Ring, TooManyHeldSamplesIsAStatusNotACrash) {
   ScopedTopic t("toomany", small(128, 8));
   auto sub = t.topic.subscriber();
   Publisher pub = t.topic.publisher();
-  for (int i = 0; i < 70; ++i) ASSERT_EQ(pub.publish(bytes_of("x")), Status::Ok);
+  for (int i = 0; i < 70; ++i)
+    ASSERT_EQ(pub.publish(bytes_of("x")), Status::Ok);
   std::vector<Sample> held(Subscriber::kMaxHeld);
-  for (auto& s : held) ASSERT_EQ(sub->try_receive(s), Status::Ok);
+  for (auto& s : held)
+    ASSERT_EQ(sub->try_receive(s), Status::Ok);
   Sample extra;
   EXPECT_EQ(sub->try_receive(extra), Status::TooManyHeld);
   held[10].release();
@@ -144,7 +149,8 @@ TEST(Ring, BatchReceiveTakesARunWithOneClaim) {
   ScopedTopic t("batch", small(16, 16));
   auto sub = t.topic.subscriber();
   Publisher pub = t.topic.publisher();
-  for (int i = 0; i < 10; ++i) ASSERT_EQ(pub.publish(bytes_of(std::to_string(i))), Status::Ok);
+  for (int i = 0; i < 10; ++i)
+    ASSERT_EQ(pub.publish(bytes_of(std::to_string(i))), Status::Ok);
   Batch b;
   ASSERT_EQ(sub->receive_batch(b, 4, 0ms), Status::Ok);
   ASSERT_EQ(b.size(), 4u);
@@ -169,7 +175,8 @@ TEST(Ring, EveryGroupSeesEveryMessageMembersCompete) {
   auto a1 = t.topic.subscriber(ga), a2 = t.topic.subscriber(ga), b1 = t.topic.subscriber(gb);
   auto priv = t.topic.subscriber();
   Publisher pub = t.topic.publisher();
-  for (int i = 0; i < 40; ++i) ASSERT_EQ(pub.publish(bytes_of(std::to_string(i))), Status::Ok);
+  for (int i = 0; i < 40; ++i)
+    ASSERT_EQ(pub.publish(bytes_of(std::to_string(i))), Status::Ok);
   std::multiset<std::uint64_t> group_a;
   Sample s;
   for (int i = 0; i < 20; ++i) {
@@ -197,9 +204,11 @@ TEST(Ring, NamedGroupKeepsItsPositionAcrossMembers) {
   Publisher pub = t.topic.publisher();
   {
     auto m = t.topic.subscriber(g);
-    for (int i = 0; i < 6; ++i) ASSERT_EQ(pub.publish(bytes_of(std::to_string(i))), Status::Ok);
+    for (int i = 0; i < 6; ++i)
+      ASSERT_EQ(pub.publish(bytes_of(std::to_string(i))), Status::Ok);
     Sample s;
-    for (int i = 0; i < 3; ++i) ASSERT_EQ(m->try_receive(s), Status::Ok);
+    for (int i = 0; i < 3; ++i)
+      ASSERT_EQ(m->try_receive(s), Status::Ok);
   }
   g.start = StartFrom::Latest;  // ignored: the group exists and resumes where it was
   auto m = t.topic.subscriber(g);
@@ -213,7 +222,8 @@ TEST(Ring, NamedGroupKeepsItsPositionAcrossMembers) {
 TEST(Ring, StartPositionsAndSeek) {
   ScopedTopic t("start", small(8, 16));
   Publisher pub = t.topic.publisher();
-  for (int i = 0; i < 12; ++i) ASSERT_EQ(pub.publish(bytes_of(std::to_string(i))), Status::Ok);
+  for (int i = 0; i < 12; ++i)
+    ASSERT_EQ(pub.publish(bytes_of(std::to_string(i))), Status::Ok);
   Sample s;
   SubscriberOptions latest, earliest, offset, old;
   earliest.start = StartFrom::Earliest;
@@ -248,7 +258,8 @@ TEST(Ring, CorruptLengthIsReportedAndSkipped) {
   ScopedTopic t("corrupt", small(8, 16));
   auto sub = t.topic.subscriber();
   Publisher pub = t.topic.publisher();
-  for (int i = 0; i < 3; ++i) ASSERT_EQ(pub.publish(bytes_of("ok")), Status::Ok);
+  for (int i = 0; i < 3; ++i)
+    ASSERT_EQ(pub.publish(bytes_of("ok")), Status::Ok);
   // A buggy process scribbles over slot 1's length field.
   auto region = detail::Region::open(region_name("default", t.name));
   region->slot(1).length.store(1u << 30, std::memory_order_relaxed);
@@ -263,7 +274,8 @@ TEST(Ring, CorruptLengthIsReportedAndSkipped) {
   EXPECT_EQ(s.data().size(), 2u);
   s.release();
   // Batches stop before a corrupt slot and report it on its own.
-  for (int i = 0; i < 3; ++i) ASSERT_EQ(pub.publish(bytes_of("ok")), Status::Ok);
+  for (int i = 0; i < 3; ++i)
+    ASSERT_EQ(pub.publish(bytes_of("ok")), Status::Ok);
   region->slot(4).length.store(999, std::memory_order_relaxed);
   Batch b;
   ASSERT_EQ(sub->receive_batch(b, 8, 0ms), Status::Ok);
@@ -299,7 +311,8 @@ void run_threads(Policy policy, WaitStrategy wait, std::uint64_t per_producer) {
   shared.group = "shared";
   shared.wait = solo.wait = wait;
   std::vector<std::unique_ptr<Subscriber>> members;
-  for (int i = 0; i < kMembers; ++i) members.push_back(t.topic.subscriber(shared));
+  for (int i = 0; i < kMembers; ++i)
+    members.push_back(t.topic.subscriber(shared));
   auto lone = t.topic.subscriber(solo);
   std::atomic<std::int64_t> remaining{static_cast<std::int64_t>(total)};
   std::vector<std::vector<std::uint64_t>> seen(kMembers);
@@ -342,7 +355,8 @@ void run_threads(Policy policy, WaitStrategy wait, std::uint64_t per_producer) {
       }
     });
   }
-  for (auto& th : threads) th.join();
+  for (auto& th : threads)
+    th.join();
   lone_thread.join();
   EXPECT_EQ(lone_count, total);
   std::set<std::uint64_t> all;

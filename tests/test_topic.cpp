@@ -38,8 +38,8 @@ std::string message_of(const std::function<void()>& f) {
 }
 
 TEST(TopicNames, RejectsInvalidNamesWithAClearMessage) {
-  for (const std::string& bad : std::vector<std::string>{"", std::string(64, 'a'), "a/b", "a b", std::string("a\x01"), "..",
-                                "ä"}) {
+  for (const std::string& bad : std::vector<std::string>{"", std::string(64, 'a'), "a/b", "a b",
+                                                         std::string("a\x01"), "..", "ä"}) {
     EXPECT_EQ(code_of([&] { Topic::create(bad, {}); }), ErrorCode::InvalidArgument) << bad;
   }
   EXPECT_NE(message_of([] { Topic::create("a/b", {}); }).find("contains '/'"), std::string::npos);
@@ -97,7 +97,7 @@ TEST(TopicCreate, RegionHasTheRequestedMode) {
     o.mode = 0640;
     return o;
   }());
-  struct stat st{};
+  struct stat st {};
   ASSERT_EQ(::stat(("/dev/shm/" + region_name("default", t.name)).c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0640u);
 }
@@ -132,10 +132,10 @@ ErrorCode open_tampered(Change change) {
   const std::string path = "/dev/shm/" + region_name("default", t.name);
   const int fd = ::open(path.c_str(), O_RDWR);
   EXPECT_GE(fd, 0);
-  struct stat st{};
+  struct stat st {};
   ::fstat(fd, &st);
-  void* p = ::mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ | PROT_WRITE, MAP_SHARED,
-                   fd, 0);
+  void* p =
+      ::mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   ::close(fd);
   change(*static_cast<detail::TopicHeader*>(p), path);
   ::munmap(p, static_cast<size_t>(st.st_size));
@@ -151,8 +151,7 @@ TEST(TopicOpen, RefusesTamperedHeaders) {
             ErrorCode::Corrupt);
   EXPECT_EQ(open_tampered([](detail::TopicHeader& h, auto&) { h.slots_offset += 64; }),
             ErrorCode::Corrupt);
-  EXPECT_EQ(open_tampered([](detail::TopicHeader& h, auto&) { h.stride = 8; }),
-            ErrorCode::Corrupt);
+  EXPECT_EQ(open_tampered([](detail::TopicHeader& h, auto&) { h.stride = 8; }), ErrorCode::Corrupt);
   EXPECT_EQ(open_tampered([](detail::TopicHeader& h, auto&) { h.max_members = 100000; }),
             ErrorCode::Corrupt);
   EXPECT_EQ(open_tampered([](detail::TopicHeader&, const std::string& path) {

@@ -9,23 +9,22 @@
 namespace shmbus {
 
 enum class ErrorCode : std::uint8_t {
-  InvalidArgument,   // a name, size or option is out of range
-  NotFound,          // no topic region by that name
-  AlreadyExists,     // a topic region by that name exists already
-  PermissionDenied,  // the OS refused access to the region
-  VersionMismatch,   // the region was made by another layout version
-  Corrupt,           // the region's header does not describe a valid topic
-  ResourceExhausted, // no free producer seat, group or member seat
-  SystemError,       // a POSIX call failed; the message carries errno text
-  DaemonUnavailable, // reserved for the control plane (shmbusd)
+  InvalidArgument,    // a name, size or option is out of range
+  NotFound,           // no topic region by that name
+  AlreadyExists,      // a topic region by that name exists already
+  PermissionDenied,   // the OS refused access to the region
+  VersionMismatch,    // the region was made by another layout version
+  Corrupt,            // the region's header does not describe a valid topic
+  ResourceExhausted,  // no free producer seat, group or member seat
+  SystemError,        // a POSIX call failed; the message carries errno text
+  DaemonUnavailable,  // reserved for the control plane (shmbusd)
 };
 
 [[nodiscard]] const char* to_string(ErrorCode code) noexcept;
 
 class Error : public std::runtime_error {
  public:
-  Error(ErrorCode code, const std::string& message)
-      : std::runtime_error(message), code_(code) {}
+  Error(ErrorCode code, const std::string& message) : std::runtime_error(message), code_(code) {}
   [[nodiscard]] ErrorCode code() const noexcept { return code_; }
 
  private:

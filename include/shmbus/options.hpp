@@ -23,14 +23,14 @@ enum class WaitStrategy : std::uint8_t {
 };
 
 struct TopicOptions {
-  std::uint32_t slot_count = 1024;   // power of two, >= 2
-  std::uint32_t slot_size = 1024;    // bytes of payload per slot
+  std::uint32_t slot_count = 1024;  // power of two, >= 2
+  std::uint32_t slot_size = 1024;   // bytes of payload per slot
   Policy policy = Policy::Block;
-  bool single_producer = false;      // at most one publisher: claims without CAS
+  bool single_producer = false;  // at most one publisher: claims without CAS
   std::uint32_t max_producers = 16;
   std::uint32_t max_groups = 16;
-  std::uint32_t max_members = 8;     // members per consumer group
-  std::uint32_t mode = 0600;         // permission bits of the region
+  std::uint32_t max_members = 8;  // members per consumer group
+  std::uint32_t mode = 0600;      // permission bits of the region
 };
 
 struct PublisherOptions {
@@ -50,9 +50,9 @@ struct SubscriberOptions {
   // Empty: a private group of its own. Named: members of one group compete,
   // each message goes to exactly one member; every group sees every message.
   std::string group;
-  StartFrom start = StartFrom::Latest;   // used when the group is created
-  std::uint64_t offset = 0;              // with StartFrom::Offset
-  bool durable = false;                  // the group gates producers even with no members
+  StartFrom start = StartFrom::Latest;  // used when the group is created
+  std::uint64_t offset = 0;             // with StartFrom::Offset
+  bool durable = false;                 // the group gates producers even with no members
   WaitStrategy wait = WaitStrategy::SpinFutex;
 };
 

@@ -1,7 +1,7 @@
-#include <cstdio>
-#include <string>
 #include <unistd.h>
+#include <cstdio>
 #include <shmbus/shmbus.hpp>
+#include <string>
 
 int main() {
   const std::string name = "install-check-" + std::to_string(getpid());

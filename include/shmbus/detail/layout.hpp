@@ -29,9 +29,15 @@ inline constexpr std::uint64_t kNone = ~std::uint64_t{0};
 inline constexpr std::size_t kNameMax = 63;  // topic and group names, bytes
 inline constexpr std::size_t kSlotHeaderSize = 32;
 
-constexpr std::uint64_t stamp_writing(std::uint64_t s) noexcept { return 2 * s + 1; }
-constexpr std::uint64_t stamp_published(std::uint64_t s) noexcept { return 2 * s + 2; }
-constexpr std::uint64_t stamp_abandoned(std::uint64_t s) noexcept { return 2 * s + 3; }
+constexpr std::uint64_t stamp_writing(std::uint64_t s) noexcept {
+  return 2 * s + 1;
+}
+constexpr std::uint64_t stamp_published(std::uint64_t s) noexcept {
+  return 2 * s + 2;
+}
+constexpr std::uint64_t stamp_abandoned(std::uint64_t s) noexcept {
+  return 2 * s + 3;
+}
 
 // Sleep/wake without lost wake-ups (see docs/memory-ordering.md, "Event counts").
 // `seq` is the 32-bit futex word (shared, not private, futex); `waiters` says
@@ -54,18 +60,18 @@ struct alignas(kHotAlign) TopicHeader {
   std::atomic<std::uint64_t> magic;
   std::uint32_t layout_version;
   std::uint32_t header_size;
-  std::uint64_t generation;      // random at creation; tells a re-created topic apart
+  std::uint64_t generation;  // random at creation; tells a re-created topic apart
   std::uint64_t region_size;
   std::uint32_t slot_count;
   std::uint32_t slot_size;
-  std::uint32_t stride;          // bytes from one slot to the next
+  std::uint32_t stride;  // bytes from one slot to the next
   std::uint8_t policy;
   std::uint8_t single_producer;
   std::uint16_t reserved0;
   std::uint32_t max_producers;
   std::uint32_t max_groups;
   std::uint32_t max_members;
-  std::uint32_t group_stride;    // bytes per GroupEntry including its members
+  std::uint32_t group_stride;  // bytes per GroupEntry including its members
   std::uint64_t producers_offset;
   std::uint64_t groups_offset;
   std::uint64_t slots_offset;
@@ -80,7 +86,7 @@ struct alignas(kHotAlign) TopicHeader {
 };
 
 struct alignas(kCacheLine) ProducerSeat {
-  std::atomic<std::uint32_t> state;      // SeatState
+  std::atomic<std::uint32_t> state;  // SeatState
   std::atomic<std::uint32_t> pid;
   std::atomic<std::uint64_t> session;
   std::atomic<std::uint64_t> in_flight;  // sequence claimed and not yet published, or kNone
@@ -139,6 +145,7 @@ static_assert(sizeof(GroupEntry) % kHotAlign == 0);
 static_assert(sizeof(MemberSeat) == kCacheLine, "one member per line: no false sharing");
 static_assert(sizeof(ProducerSeat) == kCacheLine);
 static_assert(offsetof(SlotHeader, stamp) == 0);
-static_assert(sizeof(SlotHeader) == kSlotHeaderSize, "payload starts 32 bytes into the slot's first line");
+static_assert(sizeof(SlotHeader) == kSlotHeaderSize,
+              "payload starts 32 bytes into the slot's first line");
 
 }  // namespace shmbus::detail

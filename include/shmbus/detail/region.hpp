@@ -48,8 +48,7 @@ class Region {
     return reinterpret_cast<ProducerSeat*>(base_ + producers_offset_)[i];
   }
   [[nodiscard]] GroupEntry& group(std::uint32_t g) const noexcept {
-    return *reinterpret_cast<GroupEntry*>(base_ + groups_offset_ +
-                                          std::size_t{g} * group_stride_);
+    return *reinterpret_cast<GroupEntry*>(base_ + groups_offset_ + std::size_t{g} * group_stride_);
   }
   [[nodiscard]] MemberSeat& member(std::uint32_t g, std::uint32_t m) const noexcept {
     return reinterpret_cast<MemberSeat*>(reinterpret_cast<std::byte*>(&group(g)) +

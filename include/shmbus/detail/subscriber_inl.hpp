@@ -77,7 +77,8 @@ inline bool Batch::intact() const noexcept {
 
 inline std::uint32_t Subscriber::hold(std::uint64_t seq) noexcept {
   std::uint32_t i = 0;
-  while (held_[i] != detail::kNone) ++i;  // a free entry exists: take() checked the count
+  while (held_[i] != detail::kNone)
+    ++i;  // a free entry exists: take() checked the count
   held_[i] = seq;
   ++held_count_;
   held_min_ = std::min(held_min_, seq);
@@ -104,7 +105,8 @@ inline void Subscriber::unhold(std::uint32_t index) noexcept {
   if (seq == held_min_) {
     held_min_ = detail::kNone;
     if (held_count_ != 0)
-      for (std::uint64_t h : held_) held_min_ = std::min(held_min_, h);
+      for (std::uint64_t h : held_)
+        held_min_ = std::min(held_min_, h);
   }
   publish_hazard();
 }
@@ -143,8 +145,9 @@ inline Status Subscriber::take(std::uint64_t& first, std::uint32_t& count, std::
       // taken alone and reported (fill) instead of inside a batch.
       const std::uint32_t run_max =
           slot.length.load(std::memory_order_relaxed) <= region_->slot_size() ? max : 1;
-      while (k < run_max && region_->slot(c + k).stamp.load(std::memory_order_acquire) ==
-                            detail::stamp_published(c + k) &&
+      while (k < run_max &&
+             region_->slot(c + k).stamp.load(std::memory_order_acquire) ==
+                 detail::stamp_published(c + k) &&
              region_->slot(c + k).length.load(std::memory_order_relaxed) <= region_->slot_size())
         ++k;
       if (private_) {
@@ -263,8 +266,10 @@ namespace detail {
 #if defined(__clang__) || defined(__GNUC__)
 __attribute__((no_sanitize("thread")))
 #endif
-inline void copy_racy(std::byte* dst, const std::byte* src, std::size_t n) noexcept {
-  for (std::size_t i = 0; i < n; ++i) dst[i] = src[i];
+inline void
+copy_racy(std::byte* dst, const std::byte* src, std::size_t n) noexcept {
+  for (std::size_t i = 0; i < n; ++i)
+    dst[i] = src[i];
 }
 }  // namespace detail
 
