@@ -18,7 +18,7 @@ Publisher::Publisher(std::shared_ptr<detail::Region> region, const PublisherOpti
       if (free_seat == r.max_producers()) free_seat = i;
     } else if (single_producer_) {
       throw Error(ErrorCode::ResourceExhausted,
-                  "topic '" + std::string(r.header().name) +
+                  "topic '" + r.topic_name() +
                       "' is single-producer and already has a publisher (pid " +
                       std::to_string(r.producer(i).pid.load(std::memory_order_relaxed)) +
                       "); close it first, or create the topic without single_producer");
@@ -26,8 +26,7 @@ Publisher::Publisher(std::shared_ptr<detail::Region> region, const PublisherOpti
   }
   if (free_seat == r.max_producers())
     throw Error(ErrorCode::ResourceExhausted,
-                "topic '" + std::string(r.header().name) + "' has all " +
-                    std::to_string(r.max_producers()) +
+                "topic '" + r.topic_name() + "' has all " + std::to_string(r.max_producers()) +
                     " producer seats taken; close a publisher or create the topic with a "
                     "larger max_producers");
   seat_index_ = free_seat;
@@ -41,8 +40,10 @@ Publisher::Publisher(std::shared_ptr<detail::Region> region, const PublisherOpti
                      std::memory_order_release);
   // Relaxed: only this producer writes the tail of a single-producer topic.
   next_ = r.header().tail.load(std::memory_order_relaxed);
-  const std::uint64_t gate = r.compute_gate();
-  gate_cache_ = gate == detail::kNone ? next_ : gate;
+  // seq_cst as J2: the epoch first, then the scan; a join after this load is
+  // seen at our first claim.
+  epoch_ = r.header().join_epoch.load(std::memory_order_seq_cst);
+  refresh_gate(next_);
 }
 
 Publisher::Publisher(Publisher&& o) noexcept {
@@ -58,6 +59,7 @@ Publisher& Publisher::operator=(Publisher&& o) noexcept {
     slot_count_ = o.slot_count_;
     gate_cache_ = o.gate_cache_;
     next_ = o.next_;
+    epoch_ = o.epoch_;
     seat_index_ = o.seat_index_;
     single_producer_ = o.single_producer_;
     o.seat_ = nullptr;
@@ -79,28 +81,29 @@ void Publisher::detach() noexcept {
   seat_ = nullptr;
 }
 
-Status Publisher::wait_for_room(std::uint64_t s, bool wait) noexcept {
-  if (!wait || region_->policy() == Policy::Reject) return Status::WouldBlock;
+Status Publisher::wait_for_room(std::uint64_t s, bool wait, bool gated) noexcept {
+  if (!wait) return Status::WouldBlock;
+  const bool full = gated && !has_room(s);
+  // Reject refuses a full ring at once; a slot still being written by a
+  // slower producer (or by our own unpublished loan) is waited for as below.
+  if (full && region_->policy() == Policy::Reject) return Status::WouldBlock;
   const bool ok = detail::wait_for(region_->header().space_event, options_.wait, options_.timeout,
-                                   [&] { return has_room(s); });
+                                   [&] { return (!gated || has_room(s)) && slot_free(s); });
   return ok ? Status::Ok : Status::Timeout;
 }
 
-void Publisher::wait_for_previous(detail::SlotHeader& slot, std::uint64_t prev) noexcept {
-  // The producer of the previous occupant is still writing it. It is live
-  // (a dead one's claim is repaired by the daemon), so this is short; after the
-  // publisher's timeout we stop waiting rather than hang.
-  const detail::Deadline deadline(options_.timeout);
-  for (std::uint32_t i = 1;; ++i) {
-    // Acquire: as P0 in claim().
-    if (slot.stamp.load(std::memory_order_acquire) >= prev) return;
-    if (i < 1024) {
-      detail::cpu_relax();
-    } else {
-      ::sched_yield();
-      if (deadline.passed()) return;
-    }
-  }
+void Publisher::after_join(std::uint64_t s, std::uint64_t epoch) noexcept {
+  // A group started gating after our cache was computed. We own s already:
+  // rescan, and if the new group still needs the message in s's slot, wait
+  // for it (the joiner placed itself at most slot_count behind the tail, so
+  // this is the normal full-ring wait). The publisher's timeout bounds it; past
+  // that we write anyway and the group sees the overwrite as a lost message
+  // (stamp check), which is the lesser harm than stranding s.
+  epoch_ = epoch;
+  refresh_gate(s);
+  if (s < gate_cache_ + slot_count_) return;
+  (void)detail::wait_for(region_->header().space_event, options_.wait, options_.timeout,
+                         [&] { return has_room(s); });
 }
 
 }  // namespace shmbus

@@ -105,20 +105,21 @@ Layout compute_layout(std::uint32_t slot_count, std::uint32_t slot_size,
 
 Region::~Region() = default;
 
-void Region::init_accessors() {
-  TopicHeader& h = *header_;
-  slot_count_ = h.slot_count;
-  slot_size_ = h.slot_size;
-  stride_ = h.stride;
-  producers_offset_ = h.producers_offset;
-  groups_offset_ = h.groups_offset;
-  group_stride_ = h.group_stride;
-  max_producers_ = h.max_producers;
-  max_groups_ = h.max_groups;
-  max_members_ = h.max_members;
-  policy_ = static_cast<Policy>(h.policy);
-  single_producer_ = h.single_producer != 0;
-  slots_ = base_ + h.slots_offset;
+// Accessors come from the validated copies, never from a second read of the
+// header: another process could change the header after it was checked.
+void Region::init_accessors(const TopicOptions& o, const Layout& l) {
+  slot_count_ = o.slot_count;
+  slot_size_ = o.slot_size;
+  stride_ = l.stride;
+  producers_offset_ = l.producers_offset;
+  groups_offset_ = l.groups_offset;
+  group_stride_ = l.group_stride;
+  max_producers_ = o.max_producers;
+  max_groups_ = o.max_groups;
+  max_members_ = o.max_members;
+  policy_ = o.policy;
+  single_producer_ = o.single_producer;
+  slots_ = base_ + l.slots_offset;
 }
 
 std::shared_ptr<Region> Region::create(const std::string& shm_name, std::string_view topic,
@@ -175,7 +176,7 @@ std::shared_ptr<Region> Region::create(const std::string& shm_name, std::string_
   std::memset(h->name, 0, sizeof h->name);
   std::memcpy(h->name, topic.data(), std::min(topic.size(), kNameMax));
   r->header_ = h;
-  r->init_accessors();
+  r->init_accessors(o, l);
   for (std::uint32_t i = 0; i < o.max_producers; ++i)
     new (&r->producer(i)) ProducerSeat{};
   for (std::uint32_t i = 0; i < o.max_producers; ++i)
@@ -266,8 +267,9 @@ std::shared_ptr<Region> Region::open(const std::string& shm_name) {
                                         std::to_string(size) +
                                         " bytes); delete it and create "
                                         "the topic again");
+  o.single_producer = h->single_producer != 0;
   r->header_ = h;
-  r->init_accessors();
+  r->init_accessors(o, l);
   return r;
 }
 

@@ -20,7 +20,7 @@ Subscriber::Subscriber(std::shared_ptr<detail::Region> region, const SubscriberO
   slot_count_ = r.slot_count();
   private_ = options.group.empty();
   if (!private_) validate_name("group", options.group);
-  const std::string topic(r.header().name);
+  const std::string topic = r.topic_name();
 
   detail::ControlLock lock(r);
   // Relaxed loads below: groups and seats change only under the control lock.
@@ -50,7 +50,7 @@ Subscriber::Subscriber(std::shared_ptr<detail::Region> region, const SubscriberO
     detail::GroupEntry& e = r.group(g);
     std::memset(e.name, 0, sizeof e.name);
     std::memcpy(e.name, options.group.data(), std::min(options.group.size(), detail::kNameMax));
-    // Relaxed: a producer tail snapshot to place the new group.
+    // Relaxed: a first estimate; the join below corrects it.
     const std::uint64_t tail = r.header().tail.load(std::memory_order_relaxed);
     std::uint64_t start = tail;
     if (options.start == StartFrom::Earliest) start = tail > slot_count_ ? tail - slot_count_ : 0;
@@ -69,8 +69,6 @@ Subscriber::Subscriber(std::shared_ptr<detail::Region> region, const SubscriberO
     // Release: pairs with the acquire of state in compute_gate; a producer that
     // sees the group active sees its cursor and seats initialised.
     e.state.store(kActive, std::memory_order_release);
-  } else if (options.durable) {
-    r.group(g).flags.fetch_or(detail::kGroupDurable, std::memory_order_relaxed);
   }
   detail::GroupEntry& e = r.group(g);
   std::uint32_t m = 0;
@@ -89,10 +87,40 @@ Subscriber::Subscriber(std::shared_ptr<detail::Region> region, const SubscriberO
   member_->held.store(detail::kNone, std::memory_order_relaxed);
   member_->received.store(0, std::memory_order_relaxed);
   member_->state.store(kActive, std::memory_order_release);  // release: as the group's state
-  pos_ = e.cursor.load(std::memory_order_relaxed);
-  // seq_cst: the group starts gating here; pairs with compute_gate's acquire
-  // of members (a producer that counts us sees the cursor stored above).
+  const bool was_gating =
+      !fresh && (e.members.load(std::memory_order_relaxed) > 0 ||
+                 (e.flags.load(std::memory_order_relaxed) & detail::kGroupDurable) != 0);
+  if (options.durable) e.flags.fetch_or(detail::kGroupDurable, std::memory_order_relaxed);
+  // seq_cst: the group gates from here (compute_gate reads members).
   e.members.fetch_add(1, std::memory_order_seq_cst);
+  if (!was_gating) start_gating(fresh);
+  pos_ = e.cursor.load(std::memory_order_relaxed);
+}
+
+// The group has just become visible to producers, but a producer may hold a
+// gate cache computed before that and keep claiming up to slot_count past it.
+// Producers read the join epoch after every claim (J2): bumping it here means
+// every later claim rescans and sees this group. A claim that did not see the
+// bump is already counted in the tail we load after it (J3, Dekker), and can
+// only overwrite a message more than slot_count behind that tail. So the group
+// starts no lower than tail - slot_count, and what it skips is counted as lost
+// (for a group that existed, or an explicit offset), never returned torn.
+void Subscriber::start_gating(bool fresh) {
+  detail::TopicHeader& h = region_->header();
+  // SYNC POINT J3 (seq_cst, both): pairs with J1/J2 in Publisher::claim.
+  h.join_epoch.fetch_add(1, std::memory_order_seq_cst);
+  const std::uint64_t tail = h.tail.load(std::memory_order_seq_cst);
+  std::uint64_t floor = tail > slot_count_ ? tail - slot_count_ : 0;
+  if (fresh && options_.start == StartFrom::Latest) floor = tail;
+  // Relaxed: we hold the control lock and the group had no members, so no
+  // one else moves this cursor; producers read it with acquire (G1) after
+  // the seq_cst operations above.
+  const std::uint64_t cursor = group_->cursor.load(std::memory_order_relaxed);
+  if (cursor >= floor) return;
+  group_->cursor.store(floor, std::memory_order_release);
+  const bool counts_as_lost = !fresh || options_.start == StartFrom::Offset;
+  if (counts_as_lost)
+    group_->lost.fetch_add(floor - cursor, std::memory_order_relaxed);  // relaxed: a counter
 }
 
 Subscriber::~Subscriber() {

@@ -141,54 +141,76 @@ class Publisher {
   bool has_room(std::uint64_t s) noexcept {
     if (s < gate_cache_ + slot_count_) [[likely]]
       return true;
-    const std::uint64_t gate = region_->compute_gate();
-    // No gating group: nothing to wait for. Caching `s` makes the next
-    // slot_count claims skip the scan, then it is refreshed.
-    gate_cache_ = gate == detail::kNone ? s : gate;
+    refresh_gate(s);
     return s < gate_cache_ + slot_count_;
   }
 
-  // Claims the next sequence and waits until its slot is free to write; on Ok
-  // the slot's stamp says "being written" (seqlock-style, for overwrite readers).
+  // The cache never exceeds `s` (a sequence this producer is about to claim,
+  // so at most the tail): the join protocol relies on that (see join_epoch).
+  void refresh_gate(std::uint64_t s) noexcept {
+    // seq_cst fence: our earlier claims (tail stores) are ordered before the
+    // scan's loads, against a joiner's members.fetch_add / tail load (Dekker).
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    gate_cache_ = std::min(region_->compute_gate(), s);
+  }
+
+  // True when the previous occupant of s's slot (s - slot_count) is complete,
+  // so s may be written there. A producer can lap a slower one (or one of its
+  // own loans) when nothing gates: under overwrite, or with no live group.
+  bool slot_free(std::uint64_t s) const noexcept {
+    if (s < slot_count_) return true;
+    // SYNC POINT P0 (acquire): pairs with P1 (or the abandon store) of the
+    // producer of s - slot_count, so its payload writes happen before ours.
+    return region_->slot(s).stamp.load(std::memory_order_acquire) >=
+           detail::stamp_published(s - slot_count_);
+  }
+
+  // Claims the next sequence once its slot may be written; on Ok the slot's
+  // stamp says "being written" (seqlock-style, for overwrite readers). Nothing
+  // is claimed unless Ok is returned.
   Status claim(bool wait, std::uint64_t& s, detail::SlotHeader*& slot) noexcept {
     detail::TopicHeader& h = region_->header();
     const bool gated = region_->policy() != Policy::Overwrite;
     if (single_producer_) {
       s = next_;
-      if (gated && !has_room(s)) [[unlikely]] {
-        if (Status st = wait_for_room(s, wait); st != Status::Ok) return st;
+      if ((gated && !has_room(s)) || !slot_free(s)) [[unlikely]] {
+        if (Status st = wait_for_room(s, wait, gated); st != Status::Ok) return st;
       }
       next_ = s + 1;
-      // Relaxed: the tail only tells readers how far producers have claimed
-      // (lag, the overrun skip target); publication is the slot's stamp.
-      h.tail.store(s + 1, std::memory_order_relaxed);
+      // SYNC POINT J1 (seq_cst): the claim is ordered before our load of the
+      // join epoch below (J2), against a joiner's epoch bump and tail load (J3).
+      // The tail tells no one that data is ready (the stamp does).
+      h.tail.store(s + 1, std::memory_order_seq_cst);
     } else {
-      // Relaxed: the claim reserves a number; ownership of the slot is settled
-      // by the gate loads (G1/G2) and the previous occupant's stamp (P0).
+      // Relaxed: a candidate; the CAS below decides.
       s = h.tail.load(std::memory_order_relaxed);
       for (;;) {
-        if (gated && !has_room(s)) [[unlikely]] {
-          if (Status st = wait_for_room(s, wait); st != Status::Ok) return st;
+        if ((gated && !has_room(s)) || !slot_free(s)) [[unlikely]] {
+          if (Status st = wait_for_room(s, wait, gated); st != Status::Ok) return st;
           s = h.tail.load(std::memory_order_relaxed);
           continue;
         }
-        if (h.tail.compare_exchange_weak(s, s + 1, std::memory_order_relaxed,
+        // J1 as above (seq_cst; on x86 the same locked instruction as relaxed).
+        // The checks above were for exactly this s, so when the CAS succeeds
+        // its slot is free: a completed occupant's stamp never goes back.
+        if (h.tail.compare_exchange_weak(s, s + 1, std::memory_order_seq_cst,
                                          std::memory_order_relaxed))
           break;
       }
+    }
+    if (gated) {
+      // SYNC POINT J2 (seq_cst): pairs with J3 in the subscriber's join. Either
+      // we see the bump and rescan (the new group then gates us), or the
+      // joiner's tail load sees our claim and starts the group above what
+      // this claim may overwrite.
+      const std::uint64_t epoch = h.join_epoch.load(std::memory_order_seq_cst);
+      if (epoch != epoch_) [[unlikely]]
+        after_join(s, epoch);
     }
     // Relaxed: read by the daemon after this process died, to mark the
     // sequence abandoned; nothing synchronises through it.
     seat_->in_flight.store(s, std::memory_order_relaxed);
     slot = &region_->slot(s);
-    if (s >= slot_count_) {
-      // SYNC POINT P0 (acquire): pairs with P1 of the producer of s - slot_count,
-      // so its payload writes happen before ours. Normally already true; a
-      // producer can lap a slower one only when nothing gates (no live groups).
-      const std::uint64_t prev = detail::stamp_published(s - slot_count_);
-      if (slot->stamp.load(std::memory_order_acquire) < prev) [[unlikely]]
-        wait_for_previous(*slot, prev);
-    }
     // Mark "being written" before the payload changes, so that a reader racing
     // an overwrite sees a stamp change and discards what it read. The release
     // fence orders this store before the payload stores that follow.
@@ -221,9 +243,9 @@ class Publisher {
     detail::notify(region_->header().data_event);
   }
 
-  Status wait_for_room(std::uint64_t s, bool wait) noexcept;
+  Status wait_for_room(std::uint64_t s, bool wait, bool gated) noexcept;
+  void after_join(std::uint64_t s, std::uint64_t epoch) noexcept;
   void detach() noexcept;
-  void wait_for_previous(detail::SlotHeader& slot, std::uint64_t prev) noexcept;
 
   std::shared_ptr<detail::Region> region_;
   PublisherOptions options_;
@@ -231,6 +253,7 @@ class Publisher {
   std::uint64_t slot_count_ = 0;
   std::uint64_t gate_cache_ = 0;  // a lower bound of the gate, this process only
   std::uint64_t next_ = 0;        // single-producer: the next sequence to claim
+  std::uint64_t epoch_ = 0;       // the join epoch gate_cache_ was computed in
   std::uint32_t seat_index_ = 0;
   bool single_producer_ = false;
 };

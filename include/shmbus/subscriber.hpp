@@ -150,6 +150,8 @@ class Subscriber {
   Status take(std::uint64_t& first, std::uint32_t& count, std::uint32_t max,
               std::uint32_t& hold) noexcept;
   bool advance(std::uint64_t from, std::uint64_t to) noexcept;
+  void start_gating(bool fresh);
+  void room_made() noexcept;
   std::uint32_t hold(std::uint64_t seq) noexcept;
   void unhold(std::uint32_t index) noexcept;
   void publish_hazard() noexcept;

@@ -83,6 +83,9 @@ struct alignas(kHotAlign) TopicHeader {
   alignas(kHotAlign) std::atomic<std::uint64_t> tail;  // next sequence to claim
   alignas(kHotAlign) EventCount data_event;            // consumers sleep here
   alignas(kHotAlign) EventCount space_event;           // producers sleep here (full ring)
+  // Bumped when a group starts gating (a join); producers read it after each
+  // claim and rescan the gate when it changed. Written only on joins.
+  alignas(kHotAlign) std::atomic<std::uint64_t> join_epoch;
 };
 
 struct alignas(kCacheLine) ProducerSeat {

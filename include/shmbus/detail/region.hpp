@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -13,6 +14,14 @@
 #include "shmbus/options.hpp"
 
 namespace shmbus::detail {
+
+// Layout arithmetic shared by create (to size the region) and open (to check it).
+struct Layout {
+  std::uint64_t stride, group_stride, producers_offset, groups_offset, slots_offset, size;
+};
+[[nodiscard]] Layout compute_layout(std::uint32_t slot_count, std::uint32_t slot_size,
+                                    std::uint32_t max_producers, std::uint32_t max_groups,
+                                    std::uint32_t max_members) noexcept;
 
 class Region {
  public:
@@ -37,6 +46,10 @@ class Region {
   [[nodiscard]] std::uint32_t max_groups() const noexcept { return max_groups_; }
   [[nodiscard]] std::uint32_t max_members() const noexcept { return max_members_; }
   [[nodiscard]] const std::string& shm_name() const noexcept { return shm_name_; }
+  // The topic's name as stored in the header (bounded: the field may lack a NUL).
+  [[nodiscard]] std::string topic_name() const {
+    return std::string(header_->name, ::strnlen(header_->name, sizeof header_->name));
+  }
 
   [[nodiscard]] SlotHeader& slot(std::uint64_t seq) const noexcept {
     return *reinterpret_cast<SlotHeader*>(slots_ + (seq & mask()) * stride_);
@@ -89,7 +102,7 @@ class Region {
 
  private:
   Region() = default;
-  void init_accessors();
+  void init_accessors(const TopicOptions& validated, const Layout& layout);
 
   std::string shm_name_;
   struct Mapping;  // Boost.Interprocess objects, kept out of public headers
@@ -109,14 +122,6 @@ class Region {
   Policy policy_ = Policy::Block;
   bool single_producer_ = false;
 };
-
-// Layout arithmetic shared by create (to size the region) and open (to check it).
-struct Layout {
-  std::uint64_t stride, group_stride, producers_offset, groups_offset, slots_offset, size;
-};
-[[nodiscard]] Layout compute_layout(std::uint32_t slot_count, std::uint32_t slot_size,
-                                    std::uint32_t max_producers, std::uint32_t max_groups,
-                                    std::uint32_t max_members) noexcept;
 
 class ControlLock {
  public:

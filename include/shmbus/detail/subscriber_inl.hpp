@@ -95,7 +95,7 @@ inline void Subscriber::publish_hazard() noexcept {
     // SYNC POINT C3 (release): pairs with G2 in compute_gate, as C2.
     member_->held.store(held_min_, std::memory_order_release);
   }
-  if (region_->policy() == Policy::Block) detail::notify(region_->header().space_event);
+  room_made();
 }
 
 inline void Subscriber::unhold(std::uint32_t index) noexcept {
@@ -116,14 +116,20 @@ inline void Subscriber::unhold(std::uint32_t index) noexcept {
 inline bool Subscriber::advance(std::uint64_t from, std::uint64_t to) noexcept {
   if (private_) {
     pos_ = to;
-    if (held_count_ == 0)
-      // Release: as C2.
-      group_->cursor.store(to, std::memory_order_release);
-    return true;
+    if (held_count_ != 0) return true;  // the gate stays at the oldest held sample
+    // Release: as C2.
+    group_->cursor.store(to, std::memory_order_release);
+  } else if (!group_->cursor.compare_exchange_strong(from, to, std::memory_order_release,
+                                                     std::memory_order_relaxed)) {
+    return false;  // release on success: as C4 below
   }
-  // Release: as C4 below.
-  return group_->cursor.compare_exchange_strong(from, to, std::memory_order_release,
-                                                std::memory_order_relaxed);
+  room_made();  // skipping moved the gate: a blocked producer may go on
+  return true;
+}
+
+// Wakes producers blocked on a full ring, after the gate moved.
+inline void Subscriber::room_made() noexcept {
+  if (region_->policy() == Policy::Block) detail::notify(region_->header().space_event);
 }
 
 inline Status Subscriber::take(std::uint64_t& first, std::uint32_t& count, std::uint32_t max,
@@ -155,14 +161,15 @@ inline Status Subscriber::take(std::uint64_t& first, std::uint32_t& count, std::
       } else {
         // Hazard before claim: stored before the CAS, whose release makes it
         // visible to any producer that reads the advanced cursor (G1, then G2).
-        if (held_count_ == 0) member_->held.store(c, std::memory_order_relaxed);
+        // Release (not relaxed): a producer that reads this value through
+        // another member's later CAS must still see our earlier reads done.
+        if (held_count_ == 0) member_->held.store(c, std::memory_order_release);
         std::uint64_t expected = c;
         // SYNC POINT C4 (release): pairs with G1; see above.
         if (!group_->cursor.compare_exchange_strong(expected, c + k, std::memory_order_release,
                                                     std::memory_order_relaxed)) {
-          // Another member took c. Relaxed: lowering back is only ever
-          // "more conservative" until the next attempt stores again.
-          if (held_count_ == 0) member_->held.store(detail::kNone, std::memory_order_relaxed);
+          // Another member took c: withdraw the hazard (release, as C3).
+          if (held_count_ == 0) member_->held.store(detail::kNone, std::memory_order_release);
           continue;
         }
       }
@@ -306,6 +313,7 @@ inline void Subscriber::seek(std::uint64_t sequence) noexcept {
   } else {
     group_->cursor.store(sequence, std::memory_order_release);  // as C4
   }
+  room_made();
 }
 
 inline std::uint64_t Subscriber::position() const noexcept {

@@ -99,6 +99,9 @@ bool wait_for(EventCount& ev, WaitStrategy strategy, std::chrono::nanoseconds ti
     // seq_cst: pairs with the fence in notify() (Dekker): the re-check below
     // sees the awaited store, or the notifier sees waiters != 0.
     ev.waiters.fetch_add(1, std::memory_order_seq_cst);
+    // The fence makes the Dekker pairing formal under the C++ model (a fence on
+    // each side); on x86 the locked add above already is one.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
     // Acquire: if this reads a value a notifier bumped, the re-check sees its store.
     const std::uint32_t key = ev.seq.load(std::memory_order_acquire);
     if (ready()) {

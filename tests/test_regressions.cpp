@@ -1,0 +1,121 @@
+// Regression tests for races found in review (docs/memory-ordering.md).
+#include "shmbus/detail/region.hpp"
+#include "test_util.hpp"
+
+namespace shmbus::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+std::uint64_t value_of(const Sample& s) {
+  std::uint64_t v = 0;
+  std::memcpy(&v, s.data().data(), 8);
+  return v;
+}
+Status publish_value(Publisher& p, std::uint64_t v) {
+  return p.publish(std::as_bytes(std::span(&v, 1)));
+}
+
+// A group that stopped gating (its last member left) rejoins while a producer
+// holds a gate cache computed without it: the producer must not overwrite a
+// sample the rejoined member holds.
+TEST(Regression, RejoinedGroupIsGatedDespiteProducersStaleCache) {
+  TopicOptions o;
+  o.slot_count = 8;
+  o.slot_size = 64;
+  ScopedTopic t("rejoin", o);
+  SubscriberOptions g;
+  g.group = "g";
+  auto sub = t.topic.subscriber(g);
+  PublisherOptions po;
+  po.timeout = 50ms;
+  Publisher pub = t.topic.publisher(po);
+  for (std::uint64_t i = 0; i < 4; ++i) ASSERT_EQ(publish_value(pub, i), Status::Ok);
+  for (int i = 0; i < 4; ++i) {
+    Sample s;
+    ASSERT_EQ(sub->try_receive(s), Status::Ok);
+  }
+  sub.reset();  // the group stops gating; the producer's next scan caches "free"
+  for (std::uint64_t i = 4; i < 9; ++i) ASSERT_EQ(publish_value(pub, i), Status::Ok);
+  auto back = t.topic.subscriber(g);
+  Sample held;
+  ASSERT_EQ(back->try_receive(held), Status::Ok);
+  const std::uint64_t seq = held.sequence(), val = value_of(held);
+  EXPECT_EQ(val, seq);
+  // Fill the ring: whatever is accepted must not touch the held slot.
+  for (std::uint64_t i = 9; i < 20; ++i) (void)pub.try_publish(std::as_bytes(std::span(&i, 1)));
+  EXPECT_TRUE(held.intact());
+  EXPECT_EQ(value_of(held), val);
+  held.release();
+}
+
+// Skipping abandoned sequences frees room: a producer asleep on the full ring
+// must be woken by the skip, not by its timeout.
+TEST(Regression, SkippingAbandonedSequencesWakesABlockedProducer) {
+  for (const char* group : {"", "g"}) {
+    TopicOptions o;
+    o.slot_count = 4;
+    o.slot_size = 64;
+    ScopedTopic t("skipwake", o);
+    SubscriberOptions so;
+    so.group = group;
+    auto sub = t.topic.subscriber(so);
+    auto region = detail::Region::open(region_name("default", t.name));
+    PublisherOptions po;
+    po.timeout = 60s;  // a lost wake-up shows as a 60 s stall and fails below
+    Publisher pub = t.topic.publisher(po);
+    for (int i = 0; i < 4; ++i) (void)pub.loan(8);  // dropped: sequences 0-3 abandoned
+    std::atomic<bool> published{false};
+    std::thread producer([&] {
+      EXPECT_EQ(publish_value(pub, 4), Status::Ok);
+      published.store(true);
+    });
+    // Wait until the producer sleeps on the full ring, then skip 0-3.
+    ASSERT_TRUE(wait_until(
+        [&] { return region->header().space_event.waiters.load(std::memory_order_relaxed) > 0; },
+        10s));
+    Sample s;
+    EXPECT_EQ(sub->try_receive(s), Status::WouldBlock);  // skips 0-3, nothing ready yet
+    EXPECT_TRUE(wait_until([&] { return published.load(); }, 10s)) << "producer not woken";
+    producer.join();
+    ASSERT_EQ(sub->receive(s, 10s), Status::Ok);
+    EXPECT_EQ(s.sequence(), 4u);
+  }
+}
+
+// A producer must not lap a slot whose previous occupant is still being
+// written (here its own unpublished loan): it waits or says WouldBlock, and
+// never writes over it.
+TEST(Regression, ProducerNeverLapsAnUnfinishedSlot) {
+  for (Policy policy : {Policy::Overwrite, Policy::Block}) {
+    TopicOptions o;
+    o.slot_count = 4;
+    o.slot_size = 64;
+    o.policy = policy;
+    ScopedTopic t("lap", o);
+    PublisherOptions po;
+    po.timeout = 20ms;
+    Publisher pub = t.topic.publisher(po);
+    Loan loan = pub.loan(8);  // sequence 0, unpublished
+    const std::uint64_t v0 = 1000;
+    std::memcpy(loan.data().data(), &v0, 8);
+    SubscriberOptions so;
+    so.start = StartFrom::Earliest;
+    auto sub = t.topic.subscriber(so);
+    for (std::uint64_t i = 1; i < 4; ++i) ASSERT_EQ(publish_value(pub, i), Status::Ok);
+    const std::uint64_t four = 4;
+    EXPECT_EQ(pub.try_publish(std::as_bytes(std::span(&four, 1))), Status::WouldBlock);
+    EXPECT_EQ(pub.publish(std::as_bytes(std::span(&four, 1))), Status::Timeout);
+    ASSERT_EQ(loan.publish(), Status::Ok);
+    Sample s;
+    ASSERT_EQ(sub->try_receive(s), Status::Ok);
+    EXPECT_EQ(s.sequence(), 0u);
+    EXPECT_EQ(value_of(s), 1000u);
+    EXPECT_TRUE(s.intact());
+    s.release();
+    EXPECT_EQ(sub->lost(), 0u);
+  }
+}
+
+}  // namespace
+}  // namespace shmbus::test
