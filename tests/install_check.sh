@@ -4,10 +4,11 @@
 set -euo pipefail
 build_dir=$1
 source_dir=$2
+shift 2  # the rest: flags for the consumer's configure (a sanitizer build's flags)
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 cmake --install "$build_dir" --prefix "$scratch/prefix" >/dev/null
 cmake -S "$source_dir/tests/install" -B "$scratch/build" -G Ninja \
-  -DCMAKE_PREFIX_PATH="$scratch/prefix" >/dev/null
+  -DCMAKE_PREFIX_PATH="$scratch/prefix" "$@" >/dev/null
 cmake --build "$scratch/build" >/dev/null
 "$scratch/build/consumer"

@@ -1,7 +1,8 @@
 // Publisher and Loan: the producer side of a topic. The hot path is inline:
-// an uncontended publish is a claim (a plain store, or one CAS with several
-// producers), a payload copy, a release store of the slot's stamp, and a
-// fence plus one load to see whether a consumer sleeps. No syscall, no heap.
+// an uncontended publish is two loads (room, slot free), a claim (one CAS, or an
+// xchg for a single producer), a load of the join epoch, a payload copy, a
+// release store of the slot's stamp, and a fence plus one load to see whether a
+// consumer sleeps. No syscall, no heap.
 #pragma once
 
 #include <time.h>
