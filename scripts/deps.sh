@@ -4,7 +4,8 @@
 set -euo pipefail
 
 packages=(build-essential cmake ninja-build pkg-config
-          libboost-dev libconcurrentqueue-dev libbenchmark-dev libgtest-dev)
+          libboost-dev libconcurrentqueue-dev libbenchmark-dev libgtest-dev
+          libspdlog-dev libcli11-dev libtomlplusplus-dev clang libclang-rt-14-dev)
 
 missing=()
 for p in "${packages[@]}"; do

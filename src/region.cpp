@@ -1,6 +1,7 @@
 #include "shmbus/detail/region.hpp"
 
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -22,8 +23,16 @@ namespace bip = boost::interprocess;
 namespace shmbus::detail {
 
 struct Region::Mapping {
-  bip::shared_memory_object shm;
+  bip::shared_memory_object shm;  // by name (create, open)
   bip::mapped_region map;
+  void* raw = nullptr;  // or mapped from a descriptor (from_fd)
+  std::size_t raw_size = 0;
+  Mapping() = default;
+  Mapping(const Mapping&) = delete;
+  Mapping& operator=(const Mapping&) = delete;
+  ~Mapping() {
+    if (raw != nullptr) ::munmap(raw, raw_size);
+  }
 };
 
 namespace {
@@ -226,7 +235,42 @@ std::shared_ptr<Region> Region::open(const std::string& shm_name) {
   }
   r->base_ = static_cast<std::byte*>(m->map.get_address());
   r->mapping_ = std::move(m);
-  auto* h = reinterpret_cast<TopicHeader*>(r->base_);
+  r->validate(where, static_cast<std::uint64_t>(size));
+  return r;
+}
+
+std::shared_ptr<Region> Region::from_fd(int fd, const std::string& shm_name) {
+  const std::string where = "/dev/shm/" + shm_name;
+  struct stat st {};
+  if (::fstat(fd, &st) != 0)
+    throw Error(ErrorCode::SystemError,
+                "cannot stat the region of " + where + ": " + std::strerror(errno));
+  const auto size = static_cast<std::uint64_t>(st.st_size);
+  if (size < sizeof(TopicHeader) || size > (64ULL << 30) + (1ULL << 30))
+    throw Error(ErrorCode::Corrupt, where + " has an impossible size (" + std::to_string(size) +
+                                        " bytes); delete the topic and create it again");
+  void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED)
+    throw Error(ErrorCode::SystemError, "cannot map " + where + ": " + std::strerror(errno));
+  std::shared_ptr<Region> r(new Region());
+  r->shm_name_ = shm_name;
+  r->mapping_ = std::make_unique<Mapping>();
+  r->mapping_->raw = p;
+  r->mapping_->raw_size = size;
+  r->base_ = static_cast<std::byte*>(p);
+  r->validate(where, size);
+  return r;
+}
+
+int Region::fd() const noexcept {
+  return mapping_->raw != nullptr ? -1
+                                  : static_cast<int>(mapping_->shm.get_mapping_handle().handle);
+}
+
+// Checks every header field that sizes or places something, then sets the
+// accessors from the checked copies.
+void Region::validate(const std::string& where, std::uint64_t size) {
+  auto* h = reinterpret_cast<TopicHeader*>(base_);
   // A creator may still be initialising a fresh region: wait briefly for magic.
   // SYNC POINT M2 (acquire): pairs with M1 in create.
   std::uint64_t magic = h->magic.load(std::memory_order_acquire);
@@ -239,11 +283,17 @@ std::shared_ptr<Region> Region::open(const std::string& shm_name) {
                 where + " is not a shmbus topic (bad magic" +
                     std::string(magic == 0 ? ": its creator never finished" : "") +
                     "); delete it (rm " + where + ") and create the topic again");
-  if (h->layout_version != kLayoutVersion || h->header_size != sizeof(TopicHeader))
+  if (h->layout_version != kLayoutVersion)
     throw Error(ErrorCode::VersionMismatch,
                 where + " has layout version " + std::to_string(h->layout_version) +
                     " but this library speaks version " + std::to_string(kLayoutVersion) +
                     "; use a matching shmbus build, or delete and re-create the topic");
+  if (h->header_size != sizeof(TopicHeader))
+    throw Error(ErrorCode::VersionMismatch,
+                where + " has a " + std::to_string(h->header_size) + "-byte header where this " +
+                    "build expects " + std::to_string(sizeof(TopicHeader)) +
+                    " (another build of layout version " + std::to_string(kLayoutVersion) +
+                    "); use a matching shmbus build, or delete and re-create the topic");
   // Every field that sizes or places something is checked against the layout
   // this library would compute for the same parameters and against the file size.
   TopicOptions o;
@@ -261,20 +311,70 @@ std::shared_ptr<Region> Region::open(const std::string& shm_name) {
       compute_layout(o.slot_count, o.slot_size, o.max_producers, o.max_groups, o.max_members);
   if (h->stride != l.stride || h->group_stride != l.group_stride ||
       h->producers_offset != l.producers_offset || h->groups_offset != l.groups_offset ||
-      h->slots_offset != l.slots_offset || h->region_size != l.size ||
-      static_cast<std::uint64_t>(size) < l.size || h->single_producer > 1)
+      h->slots_offset != l.slots_offset || h->region_size != l.size || size < l.size ||
+      h->single_producer > 1)
     throw Error(ErrorCode::Corrupt, where + " has a header that does not match its size (" +
                                         std::to_string(size) +
                                         " bytes); delete it and create "
                                         "the topic again");
   o.single_producer = h->single_producer != 0;
-  r->header_ = h;
-  r->init_accessors(o, l);
-  return r;
+  header_ = h;
+  init_accessors(o, l);
 }
 
 bool Region::remove(const std::string& shm_name) {
   return bip::shared_memory_object::remove(shm_name.c_str());
+}
+
+bool Region::abandon_unpublished(std::uint64_t s) noexcept {
+  SlotHeader& sl = slot(s);
+  // Acquire: pairs with P1/P0; we inspect what the dead producer left.
+  std::uint64_t st = sl.stamp.load(std::memory_order_acquire);
+  // A claim of s is made only once the previous occupant is complete (P0), so
+  // a slot claimed for s shows that occupant's final stamp or writing(s).
+  const std::uint64_t floor = s >= slot_count_ ? stamp_published(s - slot_count_) : 0;
+  while (st >= floor && st < stamp_published(s)) {
+    // Release: pairs with C1 like the abandon of a dropped loan.
+    if (sl.stamp.compare_exchange_weak(st, stamp_abandoned(s), std::memory_order_release,
+                                       std::memory_order_acquire)) {
+      sl.length.store(0, std::memory_order_relaxed);
+      notify(header_->data_event);
+      return true;
+    }
+  }
+  return false;
+}
+
+void Region::reclaim_producer(std::uint32_t i) {
+  if (i >= max_producers_) return;
+  ProducerSeat& seat = producer(i);
+  {
+    ControlLock lock(*this);
+    // Acquire: the dead producer's last claim, if it stored one.
+    const std::uint64_t s = seat.in_flight.load(std::memory_order_acquire);
+    if (s != kNone) abandon_unpublished(s);
+    seat.in_flight.store(kNone, std::memory_order_relaxed);
+    // Release: pairs with the acquire of a later attach.
+    seat.state.store(static_cast<std::uint32_t>(SeatState::Free), std::memory_order_release);
+  }
+}
+
+void Region::reclaim_member(std::uint32_t g, std::uint32_t m) {
+  if (g >= max_groups_ || m >= max_members_) return;
+  {
+    ControlLock lock(*this);
+    GroupEntry& e = group(g);
+    MemberSeat& seat = member(g, m);
+    if (seat.state.load(std::memory_order_relaxed) == static_cast<std::uint32_t>(SeatState::Free))
+      return;
+    // Release: producers that read the cleared hazard (G2) may reuse the slot.
+    seat.held.store(kNone, std::memory_order_release);
+    seat.state.store(static_cast<std::uint32_t>(SeatState::Free), std::memory_order_release);
+    e.members.fetch_sub(1, std::memory_order_release);
+    if ((e.flags.load(std::memory_order_relaxed) & kGroupPrivate) != 0)
+      e.state.store(static_cast<std::uint32_t>(SeatState::Free), std::memory_order_release);
+  }
+  notify(header_->space_event);
 }
 
 void Region::lock_control() const {

@@ -30,20 +30,23 @@ TEST(Regression, RejoinedGroupIsGatedDespiteProducersStaleCache) {
   PublisherOptions po;
   po.timeout = 50ms;
   Publisher pub = t.topic.publisher(po);
-  for (std::uint64_t i = 0; i < 4; ++i) ASSERT_EQ(publish_value(pub, i), Status::Ok);
+  for (std::uint64_t i = 0; i < 4; ++i)
+    ASSERT_EQ(publish_value(pub, i), Status::Ok);
   for (int i = 0; i < 4; ++i) {
     Sample s;
     ASSERT_EQ(sub->try_receive(s), Status::Ok);
   }
   sub.reset();  // the group stops gating; the producer's next scan caches "free"
-  for (std::uint64_t i = 4; i < 9; ++i) ASSERT_EQ(publish_value(pub, i), Status::Ok);
+  for (std::uint64_t i = 4; i < 9; ++i)
+    ASSERT_EQ(publish_value(pub, i), Status::Ok);
   auto back = t.topic.subscriber(g);
   Sample held;
   ASSERT_EQ(back->try_receive(held), Status::Ok);
   const std::uint64_t seq = held.sequence(), val = value_of(held);
   EXPECT_EQ(val, seq);
   // Fill the ring: whatever is accepted must not touch the held slot.
-  for (std::uint64_t i = 9; i < 20; ++i) (void)pub.try_publish(std::as_bytes(std::span(&i, 1)));
+  for (std::uint64_t i = 9; i < 20; ++i)
+    (void)pub.try_publish(std::as_bytes(std::span(&i, 1)));
   EXPECT_TRUE(held.intact());
   EXPECT_EQ(value_of(held), val);
   held.release();
@@ -64,7 +67,8 @@ TEST(Regression, SkippingAbandonedSequencesWakesABlockedProducer) {
     PublisherOptions po;
     po.timeout = 60s;  // a lost wake-up shows as a 60 s stall and fails below
     Publisher pub = t.topic.publisher(po);
-    for (int i = 0; i < 4; ++i) (void)pub.loan(8);  // dropped: sequences 0-3 abandoned
+    for (int i = 0; i < 4; ++i)
+      (void)pub.loan(8);  // dropped: sequences 0-3 abandoned
     std::atomic<bool> published{false};
     std::thread producer([&] {
       EXPECT_EQ(publish_value(pub, 4), Status::Ok);
@@ -105,7 +109,8 @@ TEST(Regression, ProducerNeverLapsAnUnfinishedSlot) {
     SubscriberOptions so;
     so.start = StartFrom::Earliest;
     auto sub = t.topic.subscriber(so);
-    for (std::uint64_t i = 1; i < 4; ++i) ASSERT_EQ(publish_value(pub, i), Status::Ok);
+    for (std::uint64_t i = 1; i < 4; ++i)
+      ASSERT_EQ(publish_value(pub, i), Status::Ok);
     const std::uint64_t four = 4;
     EXPECT_EQ(pub.try_publish(std::as_bytes(std::span(&four, 1))), Status::WouldBlock);
     EXPECT_EQ(pub.publish(std::as_bytes(std::span(&four, 1))), Status::Timeout);

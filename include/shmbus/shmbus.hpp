@@ -1,8 +1,10 @@
 // Umbrella header: everything a shmbus user needs.
 #pragma once
 
+#include "shmbus/bus.hpp"
 #include "shmbus/error.hpp"
 #include "shmbus/options.hpp"
 #include "shmbus/publisher.hpp"
 #include "shmbus/subscriber.hpp"
 #include "shmbus/topic.hpp"
+#include "shmbus/topic_status.hpp"

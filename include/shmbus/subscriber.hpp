@@ -140,6 +140,9 @@ class Subscriber {
   // Messages this group skipped because their slot header was invalid.
   [[nodiscard]] std::uint64_t corrupt() const noexcept;
   [[nodiscard]] const std::string& group() const noexcept { return group_name_; }
+  // Where this member sits in the region's tables (for shmbusd's bookkeeping).
+  [[nodiscard]] std::uint32_t group_index() const noexcept { return group_index_; }
+  [[nodiscard]] std::uint32_t member_index() const noexcept { return member_index_; }
   [[nodiscard]] std::uint32_t max_message_size() const noexcept { return region_->slot_size(); }
 
  private:

@@ -45,6 +45,7 @@ class Topic {
   [[nodiscard]] const std::string& name() const noexcept { return name_; }
 
  private:
+  friend class Bus;
   Topic(std::string name, std::shared_ptr<detail::Region> region)
       : name_(std::move(name)), region_(std::move(region)) {}
   std::string name_;

@@ -29,6 +29,13 @@ class Region {
   static std::shared_ptr<Region> create(const std::string& shm_name, std::string_view topic,
                                         const TopicOptions& options);
   static std::shared_ptr<Region> open(const std::string& shm_name);
+  // Maps and validates a region passed as a descriptor (from shmbusd over its
+  // socket); the caller keeps ownership of fd and may close it afterwards.
+  static std::shared_ptr<Region> from_fd(int fd, const std::string& shm_name);
+  // The descriptor of a region opened by name (to pass to a client), or -1.
+  [[nodiscard]] int fd() const noexcept;
+  // Keeps `owner` alive as long as this mapping (a client's daemon connection).
+  void set_owner(std::shared_ptr<void> owner) { owner_ = std::move(owner); }
   // Unlinks the region's name; processes that mapped it keep their mapping.
   static bool remove(const std::string& shm_name);
 
@@ -95,6 +102,16 @@ class Region {
     return gate;
   }
 
+  // ---- repair after a process died (shmbusd) ----------------------------------
+  // Frees a producer seat whose process is gone; a sequence it claimed and never
+  // published is marked abandoned so consumers skip it.
+  void reclaim_producer(std::uint32_t seat);
+  // Frees a member seat whose process is gone: its hazard no longer gates.
+  void reclaim_member(std::uint32_t group, std::uint32_t member);
+  // Marks claimed-but-unpublished sequence s abandoned. False if it was
+  // published (or abandoned) meanwhile, or s's slot was never claimed for s.
+  bool abandon_unpublished(std::uint64_t s) noexcept;
+
   // Control-plane lock over seat and group allocation (never the data path).
   // A holder that died is detected by pid and the lock is taken over.
   void lock_control() const;
@@ -103,10 +120,12 @@ class Region {
  private:
   Region() = default;
   void init_accessors(const TopicOptions& validated, const Layout& layout);
+  void validate(const std::string& where, std::uint64_t size);
 
   std::string shm_name_;
   struct Mapping;  // Boost.Interprocess objects, kept out of public headers
   std::unique_ptr<Mapping> mapping_;
+  std::shared_ptr<void> owner_;
   std::byte* base_ = nullptr;
   TopicHeader* header_ = nullptr;
   std::byte* slots_ = nullptr;

@@ -1,0 +1,113 @@
+#include <toml++/toml.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "daemon.hpp"
+#include "shmbus/error.hpp"
+
+namespace shmbus::daemon {
+
+namespace {
+
+[[noreturn]] void bad(const std::string& origin, const std::string& what) {
+  throw Error(ErrorCode::InvalidArgument, origin + ": " + what);
+}
+
+Principals principals(const toml::node_view<const toml::node> v, const std::string& origin,
+                      const std::string& key) {
+  Principals p;
+  if (!v) return p;
+  if (auto s = v.value<std::string>(); s && *s == "*") {
+    p.anyone = true;
+    return p;
+  }
+  const toml::table* t = v.as_table();
+  if (t == nullptr)
+    bad(origin, key + " must be \"*\" or a table like { uids = [1000], gids = [100] }");
+  for (const auto& [k, node] : *t) {
+    const std::string name(k.str());
+    if (name != "uids" && name != "gids")
+      bad(origin, key + "." + name + " is not a known key (uids, gids)");
+    const toml::array* a = node.as_array();
+    if (a == nullptr) bad(origin, key + "." + name + " must be an array of numbers");
+    for (const auto& e : *a) {
+      auto id = e.value<std::int64_t>();
+      if (!id || *id < 0 || *id > 0xffffffffLL) bad(origin, key + "." + name + " holds a non-id");
+      if (name == "uids")
+        p.uids.push_back(static_cast<uid_t>(*id));
+      else
+        p.gids.push_back(static_cast<gid_t>(*id));
+    }
+  }
+  return p;
+}
+
+std::uint32_t u32_of(const toml::table& t, const char* key, std::uint32_t dflt,
+                     const std::string& origin) {
+  const auto node = t[key];
+  if (!node) return dflt;
+  auto v = node.value<std::int64_t>();
+  if (!v || *v <= 0 || *v > 0xffffffffLL)
+    bad(origin, std::string(key) + " must be a positive integer");
+  return static_cast<std::uint32_t>(*v);
+}
+
+}  // namespace
+
+Config parse_config(const std::string& text, const std::string& origin) {
+  toml::table root;
+  try {
+    root = toml::parse(text, origin);
+  } catch (const toml::parse_error& e) {
+    std::ostringstream os;
+    os << e.description() << " at line " << e.source().begin.line;
+    bad(origin, os.str());
+  }
+  Config c;
+  for (const auto& [k, node] : root) {
+    const std::string key(k.str());
+    if (key != "bus" && key != "socket" && key != "log_level" && key != "defaults" &&
+        key != "topic")
+      bad(origin, "unknown key '" + key + "' (known: bus, socket, log_level, defaults, [[topic]])");
+  }
+  if (auto v = root["bus"].value<std::string>()) c.bus = *v;
+  if (auto v = root["socket"].value<std::string>()) c.socket_path = *v;
+  if (auto v = root["log_level"].value<std::string>()) c.log_level = *v;
+  if (const toml::table* d = root["defaults"].as_table()) {
+    c.defaults.slot_count = u32_of(*d, "slot_count", c.defaults.slot_count, origin);
+    c.defaults.slot_size = u32_of(*d, "slot_size", c.defaults.slot_size, origin);
+    c.defaults.max_producers = u32_of(*d, "max_producers", c.defaults.max_producers, origin);
+    c.defaults.max_groups = u32_of(*d, "max_groups", c.defaults.max_groups, origin);
+    c.defaults.max_members = u32_of(*d, "max_members", c.defaults.max_members, origin);
+  }
+  if (auto topics = root["topic"]) {
+    const toml::array* a = topics.as_array();
+    if (a == nullptr) bad(origin, "topic must be an array of tables: [[topic]]");
+    for (const auto& n : *a) {
+      const toml::table* t = n.as_table();
+      if (t == nullptr) bad(origin, "each [[topic]] must be a table");
+      TopicRule r;
+      auto name = (*t)["name"].value<std::string>();
+      if (!name || name->empty())
+        bad(origin, "[[topic]] needs name = \"...\" (exact, prefix*, or \"*\")");
+      r.pattern = *name;
+      const toml::node_view<const toml::node> view{t};
+      r.create = principals(view["create"], origin, r.pattern + ".create");
+      r.publish = principals(view["publish"], origin, r.pattern + ".publish");
+      r.subscribe = principals(view["subscribe"], origin, r.pattern + ".subscribe");
+      c.rules.push_back(std::move(r));
+    }
+  }
+  return c;
+}
+
+Config load_config(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw Error(ErrorCode::NotFound, "cannot read configuration file " + path);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return parse_config(ss.str(), path);
+}
+
+}  // namespace shmbus::daemon

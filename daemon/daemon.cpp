@@ -1,0 +1,589 @@
+#include "daemon.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/timerfd.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+
+#include "shmbus/detail/protocol.hpp"
+#include "shmbus/detail/region.hpp"
+#include "shmbus/detail/socket_io.hpp"
+#include "shmbus/error.hpp"
+#include "shmbus/topic.hpp"
+
+namespace shmbus::daemon {
+
+namespace proto = detail::proto;
+using proto::Type;
+
+namespace {
+
+enum Right { kCreate = 0, kPublish = 1, kSubscribe = 2 };
+
+std::string errno_text() {
+  return std::strerror(errno);
+}
+
+// A zombie (killed, not yet reaped by its parent) counts as dead: it will
+// never touch the region again.
+bool pid_alive(pid_t pid) {
+  if (pid <= 0) return false;
+  if (::kill(pid, 0) != 0 && errno != EPERM) return false;
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+  FILE* f = std::fopen(path, "re");
+  if (f == nullptr) return true;  // no /proc: trust kill()
+  char state = 0;
+  const int got = std::fscanf(f, "%*d (%*[^)]) %c", &state);
+  std::fclose(f);
+  return !(got == 1 && (state == 'Z' || state == 'X'));
+}
+
+std::int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+bool matches(const std::string& pattern, const std::string& name) {
+  if (pattern == "*") return true;
+  if (!pattern.empty() && pattern.back() == '*')
+    return name.compare(0, pattern.size() - 1, pattern, 0, pattern.size() - 1) == 0;
+  return pattern == name;
+}
+
+bool in(const Principals& p, uid_t uid, gid_t gid) {
+  if (p.anyone) return true;
+  for (uid_t u : p.uids)
+    if (u == uid) return true;
+  for (gid_t g : p.gids)
+    if (g == gid) return true;
+  return false;
+}
+
+void make_dirs(const std::string& dir) {
+  std::string path;
+  for (std::size_t i = 0; i <= dir.size(); ++i) {
+    if (i == dir.size() || (dir[i] == '/' && i > 0)) {
+      path = dir.substr(0, i);
+      if (::mkdir(path.c_str(), 0755) != 0 && errno != EEXIST)
+        throw Error(ErrorCode::SystemError, "cannot create " + path + ": " + errno_text());
+    }
+  }
+}
+
+std::vector<std::byte> error_frame(std::uint32_t id, ErrorCode code, const std::string& msg) {
+  proto::Writer w(Type::Error, id);
+  w.u8(static_cast<std::uint8_t>(code)).str(msg);
+  return w.finish();
+}
+
+TopicStatus status_of(const std::string& name, const detail::Region& r) {
+  TopicStatus t;
+  t.name = name;
+  t.options.slot_count = static_cast<std::uint32_t>(r.slot_count());
+  t.options.slot_size = r.slot_size();
+  t.options.policy = r.policy();
+  t.options.single_producer = r.single_producer();
+  t.options.max_producers = r.max_producers();
+  t.options.max_groups = r.max_groups();
+  t.options.max_members = r.max_members();
+  // Relaxed loads below: a snapshot for reporting.
+  t.tail = r.header().tail.load(std::memory_order_relaxed);
+  for (std::uint32_t i = 0; i < r.max_producers(); ++i) {
+    const detail::ProducerSeat& p = r.producer(i);
+    if (p.state.load(std::memory_order_relaxed) == 0) continue;
+    ++t.producers;
+    t.published += p.published.load(std::memory_order_relaxed);
+  }
+  for (std::uint32_t g = 0; g < r.max_groups(); ++g) {
+    const detail::GroupEntry& e = r.group(g);
+    if (e.state.load(std::memory_order_relaxed) !=
+        static_cast<std::uint32_t>(detail::SeatState::Active))
+      continue;
+    GroupStatus gs;
+    const std::uint32_t flags = e.flags.load(std::memory_order_relaxed);
+    gs.name = (flags & detail::kGroupPrivate) != 0
+                  ? std::string()
+                  : std::string(e.name, ::strnlen(e.name, sizeof e.name));
+    gs.members = e.members.load(std::memory_order_relaxed);
+    gs.durable = (flags & detail::kGroupDurable) != 0;
+    gs.position = e.cursor.load(std::memory_order_relaxed);
+    gs.lag = t.tail > gs.position ? t.tail - gs.position : 0;
+    gs.lost = e.lost.load(std::memory_order_relaxed);
+    t.groups.push_back(std::move(gs));
+  }
+  return t;
+}
+
+}  // namespace
+
+Daemon::Daemon(Config config) : config_(std::move(config)) {
+  validate_name("bus", config_.bus);
+  socket_path_ =
+      config_.socket_path.empty() ? detail::default_socket_path(config_.bus) : config_.socket_path;
+}
+
+Daemon::~Daemon() {
+  for (auto& [fd, c] : clients_)
+    ::close(fd);
+  for (int fd : {listen_fd_, epoll_fd_, wake_fd_, timer_fd_})
+    if (fd >= 0) ::close(fd);
+  if (listen_fd_ >= 0) ::unlink(socket_path_.c_str());
+  if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the flock
+}
+
+void Daemon::start() {
+  spdlog::set_level(spdlog::level::from_str(config_.log_level));
+  sockaddr_un addr{};
+  if (socket_path_.size() >= sizeof addr.sun_path)
+    throw Error(ErrorCode::InvalidArgument, "socket path '" + socket_path_ + "' is longer than " +
+                                                std::to_string(sizeof addr.sun_path - 1) +
+                                                " bytes; pick a shorter --socket");
+  const auto slash = socket_path_.rfind('/');
+  if (slash != std::string::npos && slash > 0) make_dirs(socket_path_.substr(0, slash));
+  // One daemon per socket: an exclusive flock on "<socket>.lock", held for life.
+  const std::string lock_path = socket_path_ + ".lock";
+  lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (lock_fd_ < 0)
+    throw Error(ErrorCode::SystemError, "cannot open " + lock_path + ": " + errno_text());
+  if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0)
+    throw Error(ErrorCode::AlreadyExists,
+                "another shmbusd already serves " + socket_path_ +
+                    "; stop it first (shmbus daemon stop) or use another --socket");
+  ::unlink(socket_path_.c_str());  // a stale socket from a daemon that died
+  listen_fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (listen_fd_ < 0) throw Error(ErrorCode::SystemError, "socket: " + errno_text());
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, socket_path_.c_str(), socket_path_.size() + 1);
+  if (::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
+    throw Error(ErrorCode::SystemError, "cannot bind " + socket_path_ + ": " + errno_text());
+  // Anyone may connect; every request is checked against SO_PEERCRED and the rules.
+  ::chmod(socket_path_.c_str(), 0666);
+  if (::listen(listen_fd_, 64) != 0) throw Error(ErrorCode::SystemError, "listen: " + errno_text());
+  epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
+  wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  timer_fd_ = ::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+  if (epoll_fd_ < 0 || wake_fd_ < 0 || timer_fd_ < 0)
+    throw Error(ErrorCode::SystemError, "epoll/eventfd/timerfd: " + errno_text());
+  itimerspec its{};
+  its.it_interval.tv_sec = config_.housekeeping_ms / 1000;
+  its.it_interval.tv_nsec = (config_.housekeeping_ms % 1000) * 1'000'000L;
+  its.it_value = its.it_interval;
+  ::timerfd_settime(timer_fd_, 0, &its, nullptr);
+  for (int fd : {listen_fd_, wake_fd_, timer_fd_}) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = fd;
+    ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev);
+  }
+  adopt_regions();
+  spdlog::info("shmbusd serving bus '{}' on {} ({} topics adopted)", config_.bus, socket_path_,
+               topics_.size());
+}
+
+void Daemon::stop() noexcept {
+  stopping_.store(true, std::memory_order_relaxed);  // relaxed: the eventfd write wakes run()
+  if (wake_fd_ >= 0) {
+    const std::uint64_t one = 1;
+    [[maybe_unused]] const auto n = ::write(wake_fd_, &one, sizeof one);
+  }
+}
+
+void Daemon::run() {
+  epoll_event events[64];
+  while (!stopping_.load(std::memory_order_relaxed)) {
+    const int n = ::epoll_wait(epoll_fd_, events, 64, 1000);
+    if (n < 0 && errno != EINTR) throw Error(ErrorCode::SystemError, "epoll_wait: " + errno_text());
+    for (int i = 0; i < n; ++i) {
+      const int fd = events[i].data.fd;
+      if (fd == listen_fd_) {
+        accept_clients();
+      } else if (fd == timer_fd_) {
+        std::uint64_t ticks = 0;
+        [[maybe_unused]] const auto r = ::read(timer_fd_, &ticks, sizeof ticks);
+        housekeeping();
+      } else if (fd == wake_fd_) {
+        std::uint64_t v = 0;
+        [[maybe_unused]] const auto r = ::read(wake_fd_, &v, sizeof v);
+      } else if (auto it = clients_.find(fd); it != clients_.end()) {
+        serve(it->second);
+      }
+    }
+  }
+  spdlog::info("shmbusd stopping");
+}
+
+void Daemon::accept_clients() {
+  for (;;) {
+    const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) return;
+    ucred cred{};
+    socklen_t len = sizeof cred;
+    if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+      ::close(fd);
+      continue;
+    }
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLRDHUP;
+    ev.data.fd = fd;
+    ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev);
+    clients_.emplace(fd, Client{fd, cred.pid, cred.uid, cred.gid, {}, {}});
+    spdlog::debug("client pid {} uid {} connected", cred.pid, cred.uid);
+  }
+}
+
+void Daemon::serve(Client& c) {
+  std::byte buf[8192];
+  for (;;) {
+    const ssize_t n = ::recv(c.fd, buf, sizeof buf, 0);
+    if (n > 0) {
+      c.inbuf.insert(c.inbuf.end(), buf, buf + n);
+      continue;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+    if (n < 0 && errno == EINTR) continue;
+    drop(c.fd);  // closed or failed: the process is gone (or gave up its bus)
+    return;
+  }
+  // Whole frames only; a bad length prefix ends the connection (the stream
+  // cannot be resynchronised), anything inside a frame gets an error reply.
+  std::size_t used = 0;
+  while (c.inbuf.size() - used >= 4) {
+    std::uint32_t len = 0;
+    std::memcpy(&len, c.inbuf.data() + used, 4);
+    if (len > proto::kMaxFrame) {
+      spdlog::warn("pid {}: frame of {} bytes over the {} limit; closing", c.pid, len,
+                   proto::kMaxFrame);
+      const auto f = error_frame(0, ErrorCode::InvalidArgument,
+                                 "frame of " + std::to_string(len) + " bytes is over the limit");
+      detail::send_frame(c.fd, f);
+      drop(c.fd);
+      return;
+    }
+    if (c.inbuf.size() - used - 4 < len) break;
+    handle(c, std::span(c.inbuf.data() + used + 4, len));
+    used += 4 + len;
+    if (!clients_.count(c.fd)) return;  // handle() dropped it
+  }
+  c.inbuf.erase(c.inbuf.begin(), c.inbuf.begin() + static_cast<std::ptrdiff_t>(used));
+}
+
+void Daemon::drop(int fd) {
+  auto it = clients_.find(fd);
+  if (it == clients_.end()) return;
+  Client& c = it->second;
+  // The process is gone (or closed its bus): free what it held, at once.
+  for (const Seat& s : c.seats) {
+    auto t = topics_.find(s.topic);
+    if (t == topics_.end()) continue;
+    detail::Region& r = *t->second.region;
+    try {
+      if (s.producer) {
+        // Relaxed: the seat's pid tells whose it is now; only its owner or we change it.
+        if (r.producer(s.a).pid.load(std::memory_order_relaxed) ==
+                static_cast<std::uint32_t>(c.pid) &&
+            !pid_alive(c.pid))
+          r.reclaim_producer(s.a);
+      } else if (r.member(s.a, s.b).pid.load(std::memory_order_relaxed) ==
+                     static_cast<std::uint32_t>(c.pid) &&
+                 !pid_alive(c.pid)) {
+        r.reclaim_member(s.a, s.b);
+      }
+    } catch (const std::exception& e) {
+      spdlog::warn("freeing seats of pid {}: {}", c.pid, e.what());
+    }
+  }
+  spdlog::debug("client pid {} disconnected ({} seats)", c.pid, c.seats.size());
+  ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
+  ::close(fd);
+  clients_.erase(it);
+}
+
+bool Daemon::allowed(const Client& c, const std::string& topic, int what) const {
+  if (c.uid == 0 || c.uid == ::geteuid()) return true;
+  for (const TopicRule& r : config_.rules) {
+    if (!matches(r.pattern, topic)) continue;
+    const Principals& p = what == kCreate ? r.create : what == kPublish ? r.publish : r.subscribe;
+    return in(p, c.uid, c.gid);  // the first rule that names the topic decides
+  }
+  return false;
+}
+
+void Daemon::handle(Client& c, std::span<const std::byte> body) {
+  proto::Reader r(body);
+  const std::uint32_t id = r.request_id();
+  const auto reply = [&](const std::vector<std::byte>& f, int fd = -1) {
+    if (!detail::send_frame(c.fd, f, fd)) spdlog::warn("pid {}: reply not sent", c.pid);
+  };
+  const auto fail = [&](ErrorCode code, const std::string& msg) {
+    spdlog::debug("pid {}: {}", c.pid, msg);
+    reply(error_frame(id, code, msg));
+  };
+  if (!r.ok()) return fail(ErrorCode::InvalidArgument, r.error());
+  if (r.version() != proto::kVersion)
+    return fail(ErrorCode::VersionMismatch, "protocol version " + std::to_string(r.version()) +
+                                                " is not spoken here (shmbusd "
+                                                "speaks " +
+                                                std::to_string(proto::kVersion) +
+                                                "); use a matching shmbus build");
+  if (!proto::known_type(r.type()))
+    return fail(ErrorCode::InvalidArgument, "unknown request type " + std::to_string(r.type()));
+  const auto region_for = [&](const std::string& name) -> TopicEntry* {
+    auto it = topics_.find(name);
+    return it == topics_.end() ? nullptr : &it->second;
+  };
+  const auto topic_reply = [&](const std::string& name, const detail::Region& region) {
+    proto::Writer w(Type::TopicReply, id);
+    const TopicStatus st = status_of(name, region);
+    proto::encode(w, proto::TopicSpec{name, st.options});
+    reply(w.finish(), region.fd());
+  };
+  try {
+    switch (static_cast<Type>(r.type())) {
+      case Type::Hello: {
+        const std::string client = r.str();
+        if (!r.done()) return fail(ErrorCode::InvalidArgument, "malformed hello");
+        proto::Writer w(Type::HelloReply, id);
+        w.str(config_.bus).u32(static_cast<std::uint32_t>(::getpid()));
+        return reply(w.finish());
+      }
+      case Type::CreateTopic: {
+        proto::TopicSpec spec;
+        if (!proto::decode(r, spec) || !r.done())
+          return fail(ErrorCode::InvalidArgument, "malformed create request");
+        validate_name("topic", spec.name);
+        if (!allowed(c, spec.name, kCreate))
+          return fail(ErrorCode::PermissionDenied,
+                      "uid " + std::to_string(c.uid) + " may not create topic '" + spec.name +
+                          "'; ask the bus owner to add a create rule for it");
+        TopicOptions& o = spec.options;
+        const TopicOptions& d = config_.defaults;
+        if (o.slot_count == 0) o.slot_count = d.slot_count;
+        if (o.slot_size == 0) o.slot_size = d.slot_size;
+        if (o.max_producers == 0) o.max_producers = d.max_producers;
+        if (o.max_groups == 0) o.max_groups = d.max_groups;
+        if (o.max_members == 0) o.max_members = d.max_members;
+        o.mode = 0600;  // only shmbusd maps by name; clients get a descriptor
+        auto region = detail::Region::create(region_name(config_.bus, spec.name), spec.name, o);
+        topics_[spec.name] = TopicEntry{region, {}};
+        spdlog::info("pid {} uid {} created topic '{}' ({} x {} B, {})", c.pid, c.uid, spec.name,
+                     o.slot_count, o.slot_size, static_cast<int>(o.policy));
+        return topic_reply(spec.name, *region);
+      }
+      case Type::OpenTopic: {
+        const std::string name = r.str();
+        if (!r.done()) return fail(ErrorCode::InvalidArgument, "malformed open request");
+        validate_name("topic", name);
+        TopicEntry* t = region_for(name);
+        if (t == nullptr)
+          return fail(ErrorCode::NotFound, "no topic '" + name + "' on bus '" + config_.bus +
+                                               "'; create it first (shmbus topic create " + name +
+                                               ")");
+        if (!allowed(c, name, kPublish) && !allowed(c, name, kSubscribe))
+          return fail(ErrorCode::PermissionDenied, "uid " + std::to_string(c.uid) +
+                                                       " may neither publish nor subscribe to '" +
+                                                       name + "'; ask the bus owner for a rule");
+        return topic_reply(name, *t->region);
+      }
+      case Type::DeleteTopic: {
+        const std::string name = r.str();
+        if (!r.done()) return fail(ErrorCode::InvalidArgument, "malformed delete request");
+        validate_name("topic", name);
+        if (region_for(name) == nullptr)
+          return fail(ErrorCode::NotFound, "no topic '" + name + "' to delete");
+        if (!allowed(c, name, kCreate))
+          return fail(ErrorCode::PermissionDenied,
+                      "uid " + std::to_string(c.uid) + " may not delete topic '" + name + "'");
+        detail::Region::remove(region_name(config_.bus, name));
+        topics_.erase(name);
+        spdlog::info("pid {} deleted topic '{}'", c.pid, name);
+        return reply(proto::Writer(Type::Ok, id).finish());
+      }
+      case Type::ListTopics:
+      case Type::Describe: {
+        const bool one = static_cast<Type>(r.type()) == Type::Describe;
+        std::string name;
+        if (one) name = r.str();
+        if (!r.done()) return fail(ErrorCode::InvalidArgument, "malformed list/describe request");
+        proto::Writer w(one ? Type::Description : Type::TopicList, id);
+        if (one) {
+          TopicEntry* t = region_for(name);
+          if (t == nullptr) return fail(ErrorCode::NotFound, "no topic '" + name + "'");
+          proto::encode(w, status_of(name, *t->region));
+        } else {
+          w.u32(static_cast<std::uint32_t>(topics_.size()));
+          for (auto& [n, t] : topics_)
+            proto::encode(w, status_of(n, *t.region));
+        }
+        return reply(w.finish());
+      }
+      case Type::AttachProducer:
+      case Type::AttachMember: {
+        const bool producer = static_cast<Type>(r.type()) == Type::AttachProducer;
+        const std::string name = r.str();
+        const std::uint32_t a = r.u32();
+        const std::uint32_t b = producer ? 0 : r.u32();
+        if (!r.done()) return fail(ErrorCode::InvalidArgument, "malformed attach request");
+        TopicEntry* t = region_for(name);
+        if (t == nullptr) return fail(ErrorCode::NotFound, "no topic '" + name + "'");
+        if (!allowed(c, name, producer ? kPublish : kSubscribe))
+          return fail(ErrorCode::PermissionDenied, "uid " + std::to_string(c.uid) + " may not " +
+                                                       (producer ? "publish to" : "subscribe to") +
+                                                       " topic '" + name +
+                                                       "'; ask the bus owner for a rule");
+        detail::Region& reg = *t->region;
+        const bool in_range =
+            producer ? a < reg.max_producers() : a < reg.max_groups() && b < reg.max_members();
+        if (!in_range) return fail(ErrorCode::InvalidArgument, "seat index out of range");
+        // Relaxed: we only compare the seat's owner with the peer.
+        const std::uint32_t owner = producer ? reg.producer(a).pid.load(std::memory_order_relaxed)
+                                             : reg.member(a, b).pid.load(std::memory_order_relaxed);
+        if (owner != static_cast<std::uint32_t>(c.pid))
+          return fail(ErrorCode::PermissionDenied, "that seat belongs to another process");
+        c.seats.push_back(Seat{name, producer, a, b});
+        return reply(proto::Writer(Type::Ok, id).finish());
+      }
+      case Type::Detach: {
+        const std::string name = r.str();
+        const std::uint8_t producer = r.u8();
+        const std::uint32_t a = r.u32(), b = r.u32();
+        if (!r.done()) return fail(ErrorCode::InvalidArgument, "malformed detach request");
+        std::erase_if(c.seats, [&](const Seat& s) {
+          return s.topic == name && s.producer == (producer != 0) && s.a == a && s.b == b;
+        });
+        return reply(proto::Writer(Type::Ok, id).finish());
+      }
+      case Type::Shutdown: {
+        if (!r.done()) return fail(ErrorCode::InvalidArgument, "malformed shutdown request");
+        if (c.uid != 0 && c.uid != ::geteuid())
+          return fail(ErrorCode::PermissionDenied, "only root or the daemon's user may stop it");
+        reply(proto::Writer(Type::Ok, id).finish());
+        stop();
+        return;
+      }
+      default:
+        return fail(ErrorCode::InvalidArgument,
+                    "request type " + std::to_string(r.type()) + " is a reply, not a request");
+    }
+  } catch (const Error& e) {
+    return fail(e.code(), e.what());
+  } catch (const std::exception& e) {
+    return fail(ErrorCode::SystemError, e.what());
+  }
+}
+
+void Daemon::adopt_regions() {
+  const std::string prefix = "shmbus." + config_.bus + ".";
+  DIR* d = ::opendir("/dev/shm");
+  if (d == nullptr) return;
+  while (dirent* e = ::readdir(d)) {
+    const std::string file = e->d_name;
+    if (file.rfind(prefix, 0) != 0) continue;
+    const std::string name = file.substr(prefix.size());
+    try {
+      validate_name("topic", name);
+      topics_[name] = TopicEntry{detail::Region::open(file), {}};
+      spdlog::info("adopted topic '{}' (tail {})", name,
+                   topics_[name].region->header().tail.load(std::memory_order_relaxed));
+    } catch (const std::exception& ex) {
+      spdlog::warn("not adopting /dev/shm/{}: {}", file, ex.what());
+    }
+  }
+  ::closedir(d);
+  housekeeping();  // processes may have died while no daemon ran
+}
+
+void Daemon::free_dead_seats(TopicEntry& t) {
+  detail::Region& r = *t.region;
+  // Relaxed loads: a scan for owners that no longer exist; reclaim_* re-checks
+  // under the region's control lock.
+  for (std::uint32_t i = 0; i < r.max_producers(); ++i) {
+    const detail::ProducerSeat& p = r.producer(i);
+    if (p.state.load(std::memory_order_acquire) == 0) continue;
+    const auto pid = static_cast<pid_t>(p.pid.load(std::memory_order_relaxed));
+    if (!pid_alive(pid)) {
+      spdlog::info("producer seat {} of pid {} (dead) freed", i, pid);
+      r.reclaim_producer(i);
+    }
+  }
+  for (std::uint32_t g = 0; g < r.max_groups(); ++g) {
+    if (r.group(g).state.load(std::memory_order_acquire) == 0) continue;
+    for (std::uint32_t m = 0; m < r.max_members(); ++m) {
+      const detail::MemberSeat& s = r.member(g, m);
+      if (s.state.load(std::memory_order_acquire) == 0) continue;
+      const auto pid = static_cast<pid_t>(s.pid.load(std::memory_order_relaxed));
+      if (!pid_alive(pid)) {
+        spdlog::info("member seat {}/{} of pid {} (dead) freed", g, m, pid);
+        r.reclaim_member(g, m);
+      }
+    }
+  }
+}
+
+// A group waiting on a sequence that was claimed but is not being published
+// (its producer died between claim and recording the claim) would wait for
+// ever: after stuck_ms with no live producer claiming it, mark it abandoned.
+void Daemon::repair_stuck(const std::string& name, TopicEntry& t) {
+  detail::Region& r = *t.region;
+  const std::uint64_t tail = r.header().tail.load(std::memory_order_acquire);
+  const std::int64_t now = now_ms();
+  for (std::uint32_t g = 0; g < r.max_groups(); ++g) {
+    const detail::GroupEntry& e = r.group(g);
+    if (e.state.load(std::memory_order_acquire) == 0) {
+      t.stuck.erase(g);
+      continue;
+    }
+    const std::uint64_t c = e.cursor.load(std::memory_order_acquire);
+    const bool waiting =
+        c < tail && r.slot(c).stamp.load(std::memory_order_acquire) < detail::stamp_published(c);
+    if (!waiting) {
+      t.stuck.erase(g);
+      continue;
+    }
+    auto [it, fresh] = t.stuck.try_emplace(g, c, now);
+    if (fresh || it->second.first != c) {
+      it->second = {c, now};
+      continue;
+    }
+    if (now - it->second.second < config_.stuck_ms) continue;
+    bool claimed_by_live = false;
+    for (std::uint32_t i = 0; i < r.max_producers(); ++i) {
+      const detail::ProducerSeat& p = r.producer(i);
+      if (p.state.load(std::memory_order_acquire) != 0 &&
+          p.in_flight.load(std::memory_order_relaxed) == c &&
+          pid_alive(static_cast<pid_t>(p.pid.load(std::memory_order_relaxed))))
+        claimed_by_live = true;
+    }
+    if (!claimed_by_live && r.abandon_unpublished(c))
+      spdlog::warn("topic '{}': sequence {} was claimed and never published; marked abandoned",
+                   name, c);
+    t.stuck.erase(g);
+  }
+}
+
+void Daemon::housekeeping() {
+  for (auto& [name, t] : topics_) {
+    try {
+      free_dead_seats(t);
+      repair_stuck(name, t);
+    } catch (const std::exception& e) {
+      spdlog::warn("housekeeping of '{}': {}", name, e.what());
+    }
+  }
+}
+
+}  // namespace shmbus::daemon

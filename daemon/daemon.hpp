@@ -1,0 +1,108 @@
+// shmbusd as a library: the coordinator's control plane. `main` only parses
+// flags and the configuration and runs a Daemon, so tests can run one in-process.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstddef>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "shmbus/options.hpp"
+
+namespace shmbus::detail {
+class Region;
+}
+
+namespace shmbus::daemon {
+
+// Who may do something with a topic. Root and the daemon's own uid always may.
+struct Principals {
+  std::vector<uid_t> uids;
+  std::vector<gid_t> gids;
+  bool anyone = false;
+};
+
+struct TopicRule {
+  std::string pattern;  // exact name, or a prefix ending in '*', or "*"
+  Principals create, publish, subscribe;
+};
+
+struct Config {
+  std::string bus = "default";
+  std::string socket_path;  // empty: the default for the bus
+  TopicOptions defaults;    // for create requests that leave a field 0
+  std::vector<TopicRule> rules;
+  std::string log_level = "info";
+  int housekeeping_ms = 250;  // dead-process and stuck-sequence scan period
+  int stuck_ms = 1000;        // a claimed, unpublished sequence this old is repaired
+};
+
+// Reads a TOML configuration; throws shmbus::Error(InvalidArgument) saying
+// which key is wrong.
+Config load_config(const std::string& path);
+Config parse_config(const std::string& toml_text, const std::string& origin);
+
+class Daemon {
+ public:
+  explicit Daemon(Config config);
+  ~Daemon();
+  Daemon(const Daemon&) = delete;
+  Daemon& operator=(const Daemon&) = delete;
+
+  // Binds the socket (refusing when another daemon serves it, removing a
+  // stale one), adopts existing regions. Throws shmbus::Error.
+  void start();
+  // Serves until stop(). start() must have succeeded.
+  void run();
+  // Async-signal-safe and thread-safe.
+  void stop() noexcept;
+  [[nodiscard]] const std::string& socket_path() const noexcept { return socket_path_; }
+
+ private:
+  struct Seat {
+    std::string topic;
+    bool producer;
+    std::uint32_t a, b;  // producer seat, or group + member
+  };
+  struct Client {
+    int fd;
+    pid_t pid;
+    uid_t uid;
+    gid_t gid;
+    std::vector<std::byte> inbuf;
+    std::vector<Seat> seats;
+  };
+  struct TopicEntry {
+    std::shared_ptr<detail::Region> region;
+    // Stuck-sequence detector: per group, the cursor last seen waiting and since when.
+    std::map<std::uint32_t, std::pair<std::uint64_t, std::int64_t>> stuck;
+  };
+
+  void accept_clients();
+  void serve(Client& c);
+  void drop(int fd);
+  void handle(Client& c, std::span<const std::byte> body);
+  void housekeeping();
+  void adopt_regions();
+  void free_dead_seats(TopicEntry& t);
+  void repair_stuck(const std::string& name, TopicEntry& t);
+  [[nodiscard]] bool allowed(const Client& c, const std::string& topic, int what) const;
+
+  Config config_;
+  std::string socket_path_;
+  int listen_fd_ = -1;
+  int lock_fd_ = -1;
+  int epoll_fd_ = -1;
+  int wake_fd_ = -1;  // eventfd: stop()
+  int timer_fd_ = -1;
+  std::atomic<bool> stopping_{false};
+  std::map<int, Client> clients_;
+  std::map<std::string, TopicEntry> topics_;
+};
+
+}  // namespace shmbus::daemon

@@ -1,0 +1,64 @@
+// shmbusd: parses flags and configuration, then runs shmbus::daemon::Daemon.
+#include <signal.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+
+#include "daemon.hpp"
+#include "shmbus/error.hpp"
+
+namespace {
+shmbus::daemon::Daemon* g_daemon = nullptr;
+void on_signal(int) {
+  if (g_daemon != nullptr) g_daemon->stop();
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "shmbusd: the shmbus coordinator. Creates topic regions, hands out seats,\n"
+      "enforces access rules and cleans up after processes that die. Runs in the\n"
+      "foreground and logs to stderr; the data path never goes through it."};
+  std::string config_path, bus, socket, log_level;
+  app.add_option("-c,--config", config_path,
+                 "TOML configuration file (topic defaults, access rules)")
+      ->check(CLI::ExistingFile);
+  app.add_option("-b,--bus", bus, "bus name (default: default)");
+  app.add_option("-s,--socket", socket,
+                 "socket path (default: $SHMBUS_SOCKET, $XDG_RUNTIME_DIR/shmbus/<bus>.sock or "
+                 "/tmp/shmbus-<uid>/<bus>.sock)");
+  app.add_option("-l,--log-level", log_level, "trace, debug, info, warn, error (default: info)")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
+  CLI11_PARSE(app, argc, argv);
+
+  spdlog::set_default_logger(spdlog::stderr_color_mt("shmbusd"));
+  spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ [pid %P] %v");
+  try {
+    shmbus::daemon::Config config;
+    if (!config_path.empty()) config = shmbus::daemon::load_config(config_path);
+    if (!bus.empty()) config.bus = bus;
+    if (!socket.empty()) config.socket_path = socket;
+    if (!log_level.empty()) config.log_level = log_level;
+    spdlog::set_level(spdlog::level::from_str(config.log_level));
+    shmbus::daemon::Daemon daemon(config);
+    daemon.start();
+    g_daemon = &daemon;
+    struct sigaction sa {};
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, nullptr);
+    sigaction(SIGINT, &sa, nullptr);
+    signal(SIGPIPE, SIG_IGN);
+    daemon.run();
+    g_daemon = nullptr;
+    return 0;
+  } catch (const shmbus::Error& e) {
+    spdlog::error("{}", e.what());
+    return e.code() == shmbus::ErrorCode::AlreadyExists ? 3 : 1;
+  } catch (const std::exception& e) {
+    spdlog::error("{}", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,65 @@
+// Bus: the client of shmbusd. Connects (starting a daemon when none runs),
+// creates and opens topics through it, and registers this process's seats so
+// the daemon can clean up if the process dies. The data path never goes
+// through the daemon; if it dies, publishing and receiving go on, and the Bus
+// reconnects and re-registers in the background.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "shmbus/options.hpp"
+#include "shmbus/topic.hpp"
+#include "shmbus/topic_status.hpp"
+
+namespace shmbus {
+
+namespace detail {
+class Connection;
+}
+
+struct BusOptions {
+  std::string bus = "default";
+  std::string socket_path;  // empty: SHMBUS_SOCKET or the default for `bus`
+  // Start shmbusd when none answers (unless SHMBUS_NO_AUTOSPAWN=1).
+  bool autospawn = true;
+  // The daemon binary: empty means SHMBUS_DAEMON, then `shmbusd` beside this
+  // program or in the build tree, then `shmbusd` on PATH.
+  std::string daemon_path;
+  std::chrono::milliseconds timeout = std::chrono::seconds(5);  // per request / to start
+};
+
+class Bus {
+ public:
+  // Throws Error(DaemonUnavailable) when no daemon answers and none can be started.
+  static Bus connect(const BusOptions& options = {});
+
+  Topic create_topic(std::string_view name, const TopicOptions& options = {});
+  Topic open_topic(std::string_view name);
+  void delete_topic(std::string_view name);
+  std::vector<TopicStatus> topics();
+  TopicStatus describe(std::string_view name);
+
+  // Opens the topic, attaches a seat and registers it with the daemon.
+  Publisher publisher(std::string_view topic, const PublisherOptions& options = {});
+  std::unique_ptr<Subscriber> subscriber(std::string_view topic,
+                                         const SubscriberOptions& options = {});
+  // The same, for a topic already opened through this bus.
+  Publisher publisher(const Topic& topic, const PublisherOptions& options = {});
+  std::unique_ptr<Subscriber> subscriber(const Topic& topic, const SubscriberOptions& options = {});
+
+  // Asks the daemon to exit (only root or the daemon's own user may).
+  void shutdown_daemon();
+  [[nodiscard]] const std::string& socket_path() const noexcept;
+  [[nodiscard]] int daemon_pid() const noexcept;  // as the daemon reported it at the last hello
+
+ private:
+  explicit Bus(std::shared_ptr<detail::Connection> c) : conn_(std::move(c)) {}
+  Topic make_topic(int fd, std::string_view name);
+  std::shared_ptr<detail::Connection> conn_;
+};
+
+}  // namespace shmbus

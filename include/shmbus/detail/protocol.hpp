@@ -1,0 +1,123 @@
+// The control protocol between clients and shmbusd: small, versioned,
+// length-prefixed binary frames over a Unix-domain stream socket. Every field
+// is decoded with bounds checks; a malformed frame is an error, never a crash.
+//
+// Frame:  u32 body_length | body
+// Body:   u16 version | u16 type | u32 request_id | fields...
+// Fields: u8/u16/u32/u64 little-endian; strings as u16 length + bytes.
+// A reply carries the request's id; an error reply is type Error with
+// (u8 code, string message). Topic regions travel as a file descriptor
+// (SCM_RIGHTS) beside the reply that describes them.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "shmbus/error.hpp"
+#include "shmbus/options.hpp"
+#include "shmbus/topic_status.hpp"
+
+namespace shmbus::detail::proto {
+
+inline constexpr std::uint16_t kVersion = 1;
+inline constexpr std::uint32_t kMaxFrame = 64 * 1024;  // bytes of body
+inline constexpr std::size_t kMaxString = 1024;
+
+enum class Type : std::uint16_t {
+  Error = 0,
+  Ok = 1,
+  Hello = 2,
+  HelloReply = 3,
+  CreateTopic = 10,
+  OpenTopic = 11,
+  TopicReply = 12,  // + region fd
+  DeleteTopic = 13,
+  ListTopics = 14,
+  TopicList = 15,
+  Describe = 16,
+  Description = 17,
+  AttachProducer = 20,
+  AttachMember = 21,
+  Detach = 22,
+  Shutdown = 30,
+};
+
+[[nodiscard]] bool known_type(std::uint16_t t) noexcept;
+
+class Writer {
+ public:
+  Writer(Type type, std::uint32_t request_id);
+  Writer& u8(std::uint8_t v);
+  Writer& u16(std::uint16_t v);
+  Writer& u32(std::uint32_t v);
+  Writer& u64(std::uint64_t v);
+  Writer& str(std::string_view s);
+  // The finished frame: length prefix + body.
+  [[nodiscard]] std::vector<std::byte> finish() const;
+
+ private:
+  void raw(const void* p, std::size_t n);
+  std::vector<std::byte> body_;
+};
+
+// Reads a frame body. Every read checks bounds; after the first failure all
+// reads return zero values and ok() is false, so a decoder reads all its fields
+// and checks once.
+class Reader {
+ public:
+  explicit Reader(std::span<const std::byte> body) noexcept;
+  [[nodiscard]] std::uint16_t version() const noexcept { return version_; }
+  [[nodiscard]] std::uint16_t type() const noexcept { return type_; }
+  [[nodiscard]] std::uint32_t request_id() const noexcept { return request_id_; }
+  std::uint8_t u8() noexcept;
+  std::uint16_t u16() noexcept;
+  std::uint32_t u32() noexcept;
+  std::uint64_t u64() noexcept;
+  std::string str() noexcept;
+  [[nodiscard]] bool ok() const noexcept { return ok_; }
+  // True when every byte was consumed and nothing failed.
+  [[nodiscard]] bool done() const noexcept { return ok_ && pos_ == body_.size(); }
+  [[nodiscard]] const std::string& error() const noexcept { return error_; }
+
+ private:
+  bool take(void* out, std::size_t n) noexcept;
+  std::span<const std::byte> body_;
+  std::size_t pos_ = 0;
+  bool ok_ = true;
+  std::string error_;
+  std::uint16_t version_ = 0, type_ = 0;
+  std::uint32_t request_id_ = 0;
+};
+
+// ---- typed messages ----------------------------------------------------------
+
+struct TopicSpec {
+  std::string name;
+  TopicOptions options;
+};
+void encode(Writer& w, const TopicSpec& t);
+[[nodiscard]] bool decode(Reader& r, TopicSpec& t);
+
+void encode(Writer& w, const TopicStatus& t);
+[[nodiscard]] bool decode(Reader& r, TopicStatus& t);
+
+// Splits a byte stream into frames. feed() appends; next() yields a body when
+// a whole frame is buffered. A length over kMaxFrame is a protocol error.
+class FrameBuffer {
+ public:
+  void feed(const std::byte* p, std::size_t n);
+  // nullopt: need more bytes. On an oversized frame sets bad() and returns nullopt.
+  std::optional<std::vector<std::byte>> next();
+  [[nodiscard]] bool bad() const noexcept { return bad_; }
+
+ private:
+  std::vector<std::byte> buf_;
+  bool bad_ = false;
+};
+
+}  // namespace shmbus::detail::proto

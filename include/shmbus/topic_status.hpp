@@ -1,0 +1,30 @@
+// What the daemon reports about a topic (list, describe, `shmbus stat`).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "shmbus/options.hpp"
+
+namespace shmbus {
+
+struct GroupStatus {
+  std::string name;  // empty for a private group
+  std::uint32_t members = 0;
+  bool durable = false;
+  std::uint64_t position = 0;  // next sequence the group takes
+  std::uint64_t lag = 0;       // tail - position
+  std::uint64_t lost = 0;      // skipped after being overrun
+};
+
+struct TopicStatus {
+  std::string name;
+  TopicOptions options;
+  std::uint64_t tail = 0;       // next sequence to be claimed
+  std::uint32_t producers = 0;  // live producer seats
+  std::uint64_t published = 0;  // messages published by the live producers (a guess)
+  std::vector<GroupStatus> groups;
+};
+
+}  // namespace shmbus

@@ -1,0 +1,389 @@
+#include "shmbus/bus.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <climits>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <thread>
+
+#include "shmbus/detail/protocol.hpp"
+#include "shmbus/detail/region.hpp"
+#include "shmbus/detail/socket_io.hpp"
+
+namespace shmbus {
+
+namespace proto = detail::proto;
+using proto::Type;
+
+namespace detail {
+
+struct SeatRecord {
+  std::string topic;
+  bool producer;
+  std::uint32_t a, b;
+};
+
+namespace {
+
+bool file_executable(const std::string& p) {
+  return !p.empty() && ::access(p.c_str(), X_OK) == 0;
+}
+
+std::string self_dir() {
+  char buf[PATH_MAX];
+  const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) return {};
+  std::string p(buf, static_cast<std::size_t>(n));
+  return p.substr(0, p.rfind('/'));
+}
+
+std::string find_daemon(const std::string& configured) {
+  if (!configured.empty()) return configured;
+  if (const char* e = std::getenv("SHMBUS_DAEMON"); e != nullptr && *e != '\0') return e;
+  const std::string dir = self_dir();
+  // Beside this program, or in the build tree (bin/, tests/, examples/ ... next to daemon/).
+  for (const std::string& c : {dir + "/shmbusd", dir + "/../daemon/shmbusd",
+                               dir + "/../../daemon/shmbusd", dir + "/../bin/shmbusd"})
+    if (file_executable(c)) return c;
+  return "shmbusd";  // PATH
+}
+
+int connect_socket(const std::string& path) {
+  sockaddr_un addr{};
+  if (path.size() >= sizeof addr.sun_path) return -1;
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+}  // namespace
+
+// One connection to shmbusd, shared by a Bus and everything opened through it
+// (each mapped region keeps it alive). A background thread notices when the
+// daemon goes away, reconnects (starting one if allowed) and re-registers
+// this process's seats.
+class Connection {
+ public:
+  explicit Connection(const BusOptions& o) : options_(o) {
+    validate_name("bus", options_.bus);
+    path_ = options_.socket_path.empty() ? default_socket_path(options_.bus) : options_.socket_path;
+    const char* no = std::getenv("SHMBUS_NO_AUTOSPAWN");
+    if (no != nullptr && std::strcmp(no, "1") == 0) options_.autospawn = false;
+    std::lock_guard lock(mu_);
+    if (!reconnect_locked(true))
+      throw Error(ErrorCode::DaemonUnavailable,
+                  "no shmbusd answers on " + path_ +
+                      (options_.autospawn
+                           ? " and starting one failed (" + spawn_error_ +
+                                 "); start it yourself: shmbusd --bus " + options_.bus
+                           : "; start it (shmbusd --bus " + options_.bus + ") or allow autospawn"));
+    monitor_ = std::thread([this] { monitor(); });
+  }
+
+  ~Connection() {
+    stop_.store(true, std::memory_order_relaxed);  // relaxed: the thread polls with a timeout
+    if (monitor_.joinable()) monitor_.join();
+    if (fd_ >= 0) ::close(fd_);
+  }
+
+  struct Reply {
+    std::vector<std::byte> body;
+    int fd = -1;
+  };
+
+  // Sends a request and returns its reply; an Error reply is thrown.
+  Reply request(const proto::Writer& w, Type expected) {
+    std::lock_guard lock(mu_);
+    for (int attempt = 0;; ++attempt) {
+      if (fd_ < 0 && !reconnect_locked(true))
+        throw Error(ErrorCode::DaemonUnavailable,
+                    "shmbusd on " + path_ + " is gone and could not be restarted");
+      const auto frame = w.finish();
+      Received r;
+      if (send_frame(fd_, frame))
+        r = recv_frame(fd_, options_.timeout);
+      else
+        r.closed = true, r.error = "shmbusd closed the connection";
+      if (r.error.empty()) {
+        proto::Reader rd(r.body);
+        if (rd.type() == static_cast<std::uint16_t>(Type::Error)) {
+          const std::uint8_t code = rd.u8();
+          const std::string msg = rd.str();
+          if (r.fd >= 0) ::close(r.fd);
+          throw Error(code <= static_cast<std::uint8_t>(ErrorCode::DaemonUnavailable)
+                          ? static_cast<ErrorCode>(code)
+                          : ErrorCode::SystemError,
+                      msg);
+        }
+        if (!rd.ok() || rd.type() != static_cast<std::uint16_t>(expected)) {
+          if (r.fd >= 0) ::close(r.fd);
+          throw Error(ErrorCode::SystemError, "shmbusd sent an unexpected reply");
+        }
+        return Reply{std::move(r.body), r.fd};
+      }
+      ::close(fd_);
+      fd_ = -1;
+      if (!r.closed || attempt > 0)
+        throw Error(ErrorCode::DaemonUnavailable, r.error + " (socket " + path_ + ")");
+    }
+  }
+
+  void remember(SeatRecord s) {
+    std::lock_guard lock(mu_);
+    seats_.push_back(std::move(s));
+  }
+
+  [[nodiscard]] const std::string& path() const noexcept { return path_; }
+  [[nodiscard]] const std::string& bus() const noexcept { return options_.bus; }
+  [[nodiscard]] int daemon_pid() const noexcept {
+    return daemon_pid_.load(std::memory_order_relaxed);
+  }
+
+ private:
+  // Connects (starting a daemon if allowed and needed), says hello, and
+  // re-registers the seats this process holds. Holds mu_.
+  bool reconnect_locked(bool spawn) {
+    fd_ = connect_socket(path_);
+    if (fd_ < 0 && spawn && options_.autospawn && spawn_daemon()) {
+      const auto until = std::chrono::steady_clock::now() + options_.timeout;
+      while (fd_ < 0 && std::chrono::steady_clock::now() < until) {
+        // The daemon binds its socket within milliseconds of starting.
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        fd_ = connect_socket(path_);
+      }
+    }
+    if (fd_ < 0) return false;
+    proto::Writer hello(Type::Hello, next_id_++);
+    hello.str("shmbus-client");
+    Received r;
+    if (send_frame(fd_, hello.finish()))
+      r = recv_frame(fd_, options_.timeout);
+    else
+      r.error = "send failed";
+    proto::Reader rd(r.body);
+    if (!r.error.empty() || rd.type() != static_cast<std::uint16_t>(Type::HelloReply)) {
+      if (rd.type() == static_cast<std::uint16_t>(Type::Error)) {
+        rd.u8();
+        spawn_error_ = rd.str();
+      }
+      ::close(fd_);
+      fd_ = -1;
+      return false;
+    }
+    rd.str();
+    daemon_pid_.store(static_cast<int>(rd.u32()), std::memory_order_relaxed);
+    // Re-register seats (a restarted daemon knows nothing of them). Seats this
+    // process has since freed are refused by the daemon and forgotten here.
+    std::vector<SeatRecord> kept;
+    for (const SeatRecord& s : seats_) {
+      proto::Writer w(s.producer ? Type::AttachProducer : Type::AttachMember, next_id_++);
+      w.str(s.topic).u32(s.a);
+      if (!s.producer) w.u32(s.b);
+      Received a;
+      if (send_frame(fd_, w.finish())) a = recv_frame(fd_, options_.timeout);
+      if (a.fd >= 0) ::close(a.fd);
+      if (a.error.empty() && proto::Reader(a.body).type() == static_cast<std::uint16_t>(Type::Ok))
+        kept.push_back(s);
+    }
+    seats_ = std::move(kept);
+    return true;
+  }
+
+  bool spawn_daemon() {
+    const std::string bin = find_daemon(options_.daemon_path);
+    const std::string log = path_ + ".log";
+    const auto slash = path_.rfind('/');
+    if (slash != std::string::npos && slash > 0) {
+      // The daemon creates the directory too; we need it for the log file.
+      std::string dir = path_.substr(0, slash);
+      for (std::size_t i = 1; i <= dir.size(); ++i)
+        if (i == dir.size() || dir[i] == '/') ::mkdir(dir.substr(0, i).c_str(), 0755);
+    }
+    const pid_t child = ::fork();
+    if (child < 0) {
+      spawn_error_ = std::string("fork: ") + std::strerror(errno);
+      return false;
+    }
+    if (child == 0) {
+      // Detach twice so the daemon is nobody's child here and outlives us.
+      ::setsid();
+      if (::fork() != 0) ::_exit(0);
+      const int null = ::open("/dev/null", O_RDONLY);
+      const int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+      if (null >= 0) ::dup2(null, 0);
+      if (out >= 0) {
+        ::dup2(out, 1);
+        ::dup2(out, 2);
+      }
+      ::execlp(bin.c_str(), "shmbusd", "--bus", options_.bus.c_str(), "--socket", path_.c_str(),
+               static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    int status = 0;
+    ::waitpid(child, &status, 0);
+    spawn_error_ = "started " + bin + ", see " + log;
+    return true;
+  }
+
+  void monitor() {
+    while (!stop_.load(std::memory_order_relaxed)) {
+      int fd;
+      {
+        std::lock_guard lock(mu_);
+        fd = fd_;
+      }
+      if (fd < 0) {
+        std::unique_lock lock(mu_, std::try_to_lock);
+        if (lock.owns_lock() && fd_ < 0) reconnect_locked(true);
+        if (fd_ < 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));  // retry pace
+        continue;
+      }
+      // events = 0: only hang-up and errors are reported; replies are read by request().
+      pollfd p{fd, 0, 0};
+      if (::poll(&p, 1, 100) > 0 && (p.revents & (POLLHUP | POLLERR)) != 0) {
+        std::lock_guard lock(mu_);
+        if (fd_ == fd) {
+          ::close(fd_);
+          fd_ = -1;
+          reconnect_locked(true);
+        }
+      }
+    }
+  }
+
+  BusOptions options_;
+  std::string path_;
+  std::mutex mu_;
+  int fd_ = -1;
+  std::uint32_t next_id_ = 1;
+  std::vector<SeatRecord> seats_;
+  std::string spawn_error_ = "autospawn disabled";
+  std::atomic<int> daemon_pid_{0};
+  std::atomic<bool> stop_{false};
+  std::thread monitor_;
+};
+
+}  // namespace detail
+
+Bus Bus::connect(const BusOptions& options) {
+  return Bus(std::make_shared<detail::Connection>(options));
+}
+
+Topic Bus::make_topic(int fd, std::string_view name) {
+  if (fd < 0) throw Error(ErrorCode::SystemError, "shmbusd sent no region descriptor");
+  std::shared_ptr<detail::Region> region;
+  try {
+    region = detail::Region::from_fd(fd, region_name(conn_->bus(), name));
+  } catch (...) {
+    ::close(fd);
+    throw;
+  }
+  ::close(fd);
+  region->set_owner(conn_);  // the connection lives as long as anything mapped through it
+  return Topic(std::string(name), std::move(region));
+}
+
+Topic Bus::create_topic(std::string_view name, const TopicOptions& options) {
+  validate_name("topic", name);
+  proto::Writer w(Type::CreateTopic, 0);
+  proto::encode(w, proto::TopicSpec{std::string(name), options});
+  return make_topic(conn_->request(w, Type::TopicReply).fd, name);
+}
+
+Topic Bus::open_topic(std::string_view name) {
+  validate_name("topic", name);
+  proto::Writer w(Type::OpenTopic, 0);
+  w.str(name);
+  return make_topic(conn_->request(w, Type::TopicReply).fd, name);
+}
+
+void Bus::delete_topic(std::string_view name) {
+  validate_name("topic", name);
+  proto::Writer w(Type::DeleteTopic, 0);
+  w.str(name);
+  (void)conn_->request(w, Type::Ok);
+}
+
+std::vector<TopicStatus> Bus::topics() {
+  proto::Writer w(Type::ListTopics, 0);
+  auto r = conn_->request(w, Type::TopicList);
+  proto::Reader rd(r.body);
+  const std::uint32_t n = rd.u32();
+  std::vector<TopicStatus> out;
+  for (std::uint32_t i = 0; i < n && rd.ok() && i < 100000; ++i) {
+    TopicStatus t;
+    if (!proto::decode(rd, t)) break;
+    out.push_back(std::move(t));
+  }
+  if (!rd.done()) throw Error(ErrorCode::SystemError, "shmbusd sent a malformed topic list");
+  return out;
+}
+
+TopicStatus Bus::describe(std::string_view name) {
+  validate_name("topic", name);
+  proto::Writer w(Type::Describe, 0);
+  w.str(name);
+  auto r = conn_->request(w, Type::Description);
+  proto::Reader rd(r.body);
+  TopicStatus t;
+  if (!proto::decode(rd, t) || !rd.done())
+    throw Error(ErrorCode::SystemError, "shmbusd sent a malformed description");
+  return t;
+}
+
+Publisher Bus::publisher(const Topic& topic, const PublisherOptions& options) {
+  Publisher p = topic.publisher(options);
+  proto::Writer w(Type::AttachProducer, 0);
+  w.str(topic.name()).u32(p.id());
+  (void)conn_->request(w, Type::Ok);  // throws PermissionDenied if the rules say no
+  conn_->remember({topic.name(), true, p.id(), 0});
+  return p;
+}
+
+std::unique_ptr<Subscriber> Bus::subscriber(const Topic& topic, const SubscriberOptions& options) {
+  auto s = topic.subscriber(options);
+  proto::Writer w(Type::AttachMember, 0);
+  w.str(topic.name()).u32(s->group_index()).u32(s->member_index());
+  (void)conn_->request(w, Type::Ok);
+  conn_->remember({topic.name(), false, s->group_index(), s->member_index()});
+  return s;
+}
+
+Publisher Bus::publisher(std::string_view topic, const PublisherOptions& options) {
+  return publisher(open_topic(topic), options);
+}
+
+std::unique_ptr<Subscriber> Bus::subscriber(std::string_view topic,
+                                            const SubscriberOptions& options) {
+  return subscriber(open_topic(topic), options);
+}
+
+void Bus::shutdown_daemon() {
+  proto::Writer w(Type::Shutdown, 0);
+  (void)conn_->request(w, Type::Ok);
+}
+
+const std::string& Bus::socket_path() const noexcept {
+  return conn_->path();
+}
+int Bus::daemon_pid() const noexcept {
+  return conn_->daemon_pid();
+}
+
+}  // namespace shmbus

@@ -1,0 +1,340 @@
+// shmbusd over its real socket: every request and its errors, malformed frames,
+// one daemon per socket, stale sockets, autospawn, and access rules checked
+// against a child that drops to another uid.
+#include <fcntl.h>
+#include <sys/mman.h>
+
+#include <thread>
+
+#include "daemon.hpp"
+#include "daemon_util.hpp"
+#include "shmbus/detail/protocol.hpp"
+#include "shmbus/detail/socket_io.hpp"
+
+namespace shmbus::test {
+namespace {
+
+using namespace std::chrono_literals;
+namespace proto = detail::proto;
+
+ErrorCode code_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.code();
+  }
+  return static_cast<ErrorCode>(255);
+}
+
+// The daemon as a library, in a thread of the test process.
+struct InProcessDaemon {
+  daemon::Daemon d;
+  std::thread t;
+  explicit InProcessDaemon(daemon::Config c) : d(std::move(c)) {
+    d.start();
+    t = std::thread([this] { d.run(); });
+  }
+  ~InProcessDaemon() {
+    d.stop();
+    t.join();
+  }
+};
+
+daemon::Config config_for(const BusFixture& f) {
+  daemon::Config c;
+  c.bus = f.bus;
+  c.socket_path = f.socket;
+  c.log_level = "warn";
+  return c;
+}
+
+TEST(Daemon, EveryRequestThroughTheBus) {
+  BusFixture f;
+  InProcessDaemon d(config_for(f));
+  Bus bus = Bus::connect(f.options());
+  EXPECT_EQ(bus.daemon_pid(), ::getpid());
+  EXPECT_TRUE(bus.topics().empty());
+  TopicOptions o;
+  o.slot_count = 32;
+  o.slot_size = 128;
+  o.policy = Policy::Reject;
+  Topic t = bus.create_topic("orders", o);
+  EXPECT_EQ(code_of([&] { bus.create_topic("orders", o); }), ErrorCode::AlreadyExists);
+  EXPECT_EQ(code_of([&] { bus.open_topic("missing"); }), ErrorCode::NotFound);
+  EXPECT_EQ(code_of([&] { bus.delete_topic("missing"); }), ErrorCode::NotFound);
+  EXPECT_EQ(code_of([&] { bus.describe("missing"); }), ErrorCode::NotFound);
+  EXPECT_EQ(code_of([&] { bus.create_topic("bad/name", o); }), ErrorCode::InvalidArgument);
+  TopicOptions bad = o;
+  bad.slot_count = 3;
+  EXPECT_EQ(code_of([&] { bus.create_topic("odd", bad); }), ErrorCode::InvalidArgument);
+
+  SubscriberOptions g;
+  g.group = "billing";
+  auto sub = bus.subscriber("orders", g);
+  Publisher pub = bus.publisher("orders");
+  for (int i = 0; i < 5; ++i)
+    ASSERT_EQ(pub.publish(bytes_of("m")), Status::Ok);
+  Sample s;
+  ASSERT_EQ(sub->receive(s, 1s), Status::Ok);
+  s.release();
+
+  const TopicStatus st = bus.describe("orders");
+  EXPECT_EQ(st.name, "orders");
+  EXPECT_EQ(st.options.slot_count, 32u);
+  EXPECT_EQ(st.options.slot_size, 128u);
+  EXPECT_EQ(st.options.policy, Policy::Reject);
+  EXPECT_EQ(st.tail, 5u);
+  EXPECT_EQ(st.producers, 1u);
+  EXPECT_EQ(st.published, 5u);
+  ASSERT_EQ(st.groups.size(), 1u);
+  EXPECT_EQ(st.groups[0].name, "billing");
+  EXPECT_EQ(st.groups[0].members, 1u);
+  EXPECT_EQ(st.groups[0].position, 1u);
+  EXPECT_EQ(st.groups[0].lag, 4u);
+  const auto all = bus.topics();
+  ASSERT_EQ(all.size(), 1u);
+  EXPECT_EQ(all[0].name, "orders");
+
+  // The region is private to the daemon's uid (mode 0600); clients got a descriptor.
+  struct stat sb {};
+  ASSERT_EQ(::stat(("/dev/shm/shmbus." + f.bus + ".orders").c_str(), &sb), 0);
+  EXPECT_EQ(sb.st_mode & 0777, 0600u);
+
+  bus.delete_topic("orders");
+  EXPECT_EQ(code_of([&] { bus.open_topic("orders"); }), ErrorCode::NotFound);
+  // What was mapped keeps working after the name is gone.
+  ASSERT_EQ(pub.publish(bytes_of("after")), Status::Ok);
+  ASSERT_EQ(sub->receive(s, 1s), Status::Ok);
+}
+
+// A raw client: sends bytes, reads one reply.
+struct RawClient {
+  int fd;
+  explicit RawClient(const std::string& path) {
+    fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::snprintf(a.sun_path, sizeof a.sun_path, "%s", path.c_str());
+    EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  }
+  ~RawClient() { ::close(fd); }
+  void send_raw(const std::vector<std::byte>& b) const {
+    ASSERT_EQ(::send(fd, b.data(), b.size(), MSG_NOSIGNAL), static_cast<ssize_t>(b.size()));
+  }
+  // Returns (type, error code, message) of the reply.
+  std::tuple<std::uint16_t, int, std::string> reply() const {
+    auto r = detail::recv_frame(fd, 5s);
+    if (!r.error.empty()) return {0xffff, -1, r.error};
+    proto::Reader rd(r.body);
+    if (rd.type() == 0) {
+      const int code = rd.u8();
+      return {0, code, rd.str()};
+    }
+    return {rd.type(), -1, {}};
+  }
+};
+
+std::vector<std::byte> frame_of(std::vector<std::byte> body) {
+  const auto n = static_cast<std::uint32_t>(body.size());
+  std::vector<std::byte> f(4);
+  std::memcpy(f.data(), &n, 4);
+  f.insert(f.end(), body.begin(), body.end());
+  return f;
+}
+
+TEST(Daemon, MalformedFramesGetErrorRepliesAndTheDaemonServesOn) {
+  BusFixture f;
+  InProcessDaemon d(config_for(f));
+  RawClient c(f.socket);
+  const auto bad = [&](std::vector<std::byte> body, const std::string& expect) {
+    c.send_raw(frame_of(std::move(body)));
+    auto [type, code, msg] = c.reply();
+    EXPECT_EQ(type, 0) << expect;
+    EXPECT_NE(msg.find(expect), std::string::npos) << "got: " << msg;
+  };
+  bad({std::byte{1}, std::byte{0}, std::byte{2}}, "shorter than its 8-byte header");
+  {
+    proto::Writer w(proto::Type::Hello, 7);
+    auto fr = w.finish();
+    fr[4] = std::byte{9};  // version 9
+    c.send_raw(fr);
+    auto [type, code, msg] = c.reply();
+    EXPECT_EQ(code, static_cast<int>(ErrorCode::VersionMismatch));
+    EXPECT_NE(msg.find("protocol version 9"), std::string::npos);
+  }
+  {
+    proto::Writer w(static_cast<proto::Type>(999), 1);
+    c.send_raw(w.finish());
+    auto [type, code, msg] = c.reply();
+    EXPECT_NE(msg.find("unknown request type 999"), std::string::npos);
+  }
+  {
+    proto::Writer w(proto::Type::OpenTopic, 1);
+    w.u16(500).u8(1);  // a string claiming 500 bytes with 1 present
+    c.send_raw(w.finish());
+    auto [type, code, msg] = c.reply();
+    EXPECT_EQ(code, static_cast<int>(ErrorCode::InvalidArgument));
+  }
+  {
+    proto::Writer w(proto::Type::OpenTopic, 1);
+    w.str("../etc");
+    c.send_raw(w.finish());
+    auto [type, code, msg] = c.reply();
+    EXPECT_EQ(code, static_cast<int>(ErrorCode::InvalidArgument));
+  }
+  {
+    proto::Writer w(proto::Type::CreateTopic, 1);
+    w.str("x").u32(1000);  // truncated create
+    c.send_raw(w.finish());
+    auto [type, code, msg] = c.reply();
+    EXPECT_EQ(code, static_cast<int>(ErrorCode::InvalidArgument));
+  }
+  {
+    proto::Writer w(proto::Type::TopicList, 1);  // a reply type sent as a request
+    c.send_raw(w.finish());
+    auto [type, code, msg] = c.reply();
+    EXPECT_NE(msg.find("is a reply"), std::string::npos);
+  }
+  {
+    proto::Writer w(proto::Type::AttachProducer, 1);  // a seat that is not ours
+    w.str("nope").u32(0);
+    c.send_raw(w.finish());
+    auto [type, code, msg] = c.reply();
+    EXPECT_EQ(code, static_cast<int>(ErrorCode::NotFound));
+  }
+  // Garbage length: the stream cannot be resynchronised, so that client is
+  // closed, and everyone else is still served.
+  RawClient g(f.socket);
+  g.send_raw({std::byte{0xff}, std::byte{0xff}, std::byte{0xff}, std::byte{0x7f}});
+  auto [type, code, msg] = g.reply();
+  EXPECT_NE(msg.find("over the limit"), std::string::npos);
+  EXPECT_EQ(std::get<0>(g.reply()), 0xffff);  // then closed
+  {
+    proto::Writer w(proto::Type::Hello, 3);
+    w.str("still here");
+    c.send_raw(w.finish());
+    EXPECT_EQ(std::get<0>(c.reply()), static_cast<std::uint16_t>(proto::Type::HelloReply));
+  }
+  Bus bus = Bus::connect(f.options());
+  EXPECT_TRUE(bus.topics().empty());
+}
+
+TEST(Daemon, OneDaemonPerSocketStaleSocketRemovedCleanStop) {
+  BusFixture f;
+  // A stale socket file left by a daemon that died.
+  {
+    const int s = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::snprintf(a.sun_path, sizeof a.sun_path, "%s", f.socket.c_str());
+    ASSERT_EQ(::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    ::close(s);
+  }
+  DaemonProcess first(f.bus, f.socket);
+  ASSERT_TRUE(first.start());
+  DaemonProcess second(f.bus, f.socket);
+  EXPECT_EQ(second.run_expecting_exit(), 3);  // refused: another daemon serves the socket
+  Bus bus = Bus::connect(f.options());
+  EXPECT_EQ(bus.daemon_pid(), first.pid());
+  EXPECT_EQ(first.stop(SIGTERM), 0);
+  struct stat sb {};
+  EXPECT_NE(::stat(f.socket.c_str(), &sb), 0) << "socket removed on a clean stop";
+}
+
+TEST(Daemon, AutospawnStartsADaemonAndCanBeDisabled) {
+  BusFixture f;
+  BusOptions o = f.options();
+  o.autospawn = true;
+  o.daemon_path = SHMBUSD_PATH;
+  {
+    ::setenv("SHMBUS_NO_AUTOSPAWN", "1", 1);
+    EXPECT_EQ(code_of([&] { Bus::connect(o); }), ErrorCode::DaemonUnavailable);
+    ::unsetenv("SHMBUS_NO_AUTOSPAWN");
+  }
+  Bus bus = Bus::connect(o);
+  const int pid = bus.daemon_pid();
+  EXPECT_GT(pid, 0);
+  EXPECT_NE(pid, ::getpid());
+  Topic t = bus.create_topic("auto", {});
+  EXPECT_EQ(bus.topics().size(), 1u);
+  bus.shutdown_daemon();
+  EXPECT_TRUE(wait_until([&] { return process_gone(pid); }, 10s)) << "daemon did not exit";
+}
+
+TEST(DaemonConfig, ParsesRulesAndRejectsBadKeysClearly) {
+  const auto c = daemon::parse_config(R"(
+bus = "plant"
+[defaults]
+slot_count = 256
+[[topic]]
+name = "telemetry.*"
+create = { uids = [1000] }
+publish = { uids = [1000, 1001], gids = [50] }
+subscribe = "*"
+)",
+                                      "test.toml");
+  EXPECT_EQ(c.bus, "plant");
+  EXPECT_EQ(c.defaults.slot_count, 256u);
+  ASSERT_EQ(c.rules.size(), 1u);
+  EXPECT_EQ(c.rules[0].pattern, "telemetry.*");
+  EXPECT_EQ(c.rules[0].publish.uids.size(), 2u);
+  EXPECT_EQ(c.rules[0].publish.gids[0], 50u);
+  EXPECT_TRUE(c.rules[0].subscribe.anyone);
+  const auto msg = [](const char* text) {
+    try {
+      daemon::parse_config(text, "t.toml");
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  EXPECT_NE(msg("colour = 1").find("unknown key 'colour'"), std::string::npos);
+  EXPECT_NE(msg("[[topic]]\ncreate = \"*\"").find("needs name"), std::string::npos);
+  EXPECT_NE(msg("[[topic]]\nname=\"a\"\npublish = { users = [1] }").find("not a known key"),
+            std::string::npos);
+  EXPECT_NE(msg("[defaults]\nslot_count = -4").find("positive integer"), std::string::npos);
+  EXPECT_NE(msg("bus = ").find("t.toml"), std::string::npos);
+}
+
+// Run as root (CI is): a child drops to uid/gid 65534 and is checked against the rules.
+TEST(DaemonAccess, RulesDecideAndTheRegionCannotBeMappedWithoutThem) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to switch uid";
+  BusFixture f;
+  const std::string cfg = f.dir.path + "/shmbusd.toml";
+  std::ofstream(cfg) << "[[topic]]\nname = \"public.*\"\nsubscribe = \"*\"\n"
+                        "[[topic]]\nname = \"shared\"\npublish = { uids = [65534] }\n"
+                        "subscribe = { gids = [65534] }\ncreate = { uids = [65534] }\n";
+  DaemonProcess d(f.bus, f.socket, cfg);
+  ASSERT_TRUE(d.start());
+  Bus owner = Bus::connect(f.options());
+  owner.create_topic("secret", {});
+  owner.create_topic("public.news", {});
+  const BusOptions opts = f.options();
+  const std::string bus_name = f.bus;
+  const pid_t child = spawn([&]() -> int {
+    if (::setresgid(65534, 65534, 65534) != 0 || ::setresuid(65534, 65534, 65534) != 0) return 10;
+    Bus bus = Bus::connect(opts);
+    if (code_of([&] { bus.open_topic("secret"); }) != ErrorCode::PermissionDenied) return 11;
+    if (code_of([&] { bus.create_topic("mine", {}); }) != ErrorCode::PermissionDenied) return 12;
+    if (code_of([&] { bus.delete_topic("secret"); }) != ErrorCode::PermissionDenied) return 13;
+    // Nor can it map the region by name: it is 0600 and owned by root.
+    const std::string shm = "/shmbus." + bus_name + ".secret";
+    if (::shm_open(shm.c_str(), O_RDWR, 0) >= 0 || errno != EACCES) return 14;
+    // public.*: subscribe yes, publish no.
+    auto sub = bus.subscriber("public.news");
+    if (code_of([&] { (void)bus.publisher("public.news"); }) != ErrorCode::PermissionDenied)
+      return 15;
+    // shared: create, publish and subscribe allowed for this uid/gid.
+    Topic t = bus.create_topic("shared", {});
+    Publisher p = bus.publisher(t);
+    auto s = bus.subscriber(t);
+    if (p.publish(bytes_of("x")) != Status::Ok) return 16;
+    Sample sm;
+    if (s->receive(sm, 5s) != Status::Ok) return 17;
+    return 0;
+  });
+  EXPECT_EQ(wait_child(child, 60s), 0);
+}
+
+}  // namespace
+}  // namespace shmbus::test
