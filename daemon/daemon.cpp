@@ -324,8 +324,9 @@ bool Daemon::allowed(const Client& c, const std::string& topic, int what) const 
 }
 
 void Daemon::handle(Client& c, std::span<const std::byte> body) {
-  proto::Reader r(body);
-  const std::uint32_t id = r.request_id();
+  proto::Request q;
+  const bool parsed = proto::parse_request(body, q);
+  const std::uint32_t id = q.id;
   const auto reply = [&](const std::vector<std::byte>& f, int fd = -1) {
     if (!detail::send_frame(c.fd, f, fd)) spdlog::warn("pid {}: reply not sent", c.pid);
   };
@@ -333,44 +334,35 @@ void Daemon::handle(Client& c, std::span<const std::byte> body) {
     spdlog::debug("pid {}: {}", c.pid, msg);
     reply(error_frame(id, code, msg));
   };
-  if (!r.ok()) return fail(ErrorCode::InvalidArgument, r.error());
-  if (r.version() != proto::kVersion)
-    return fail(ErrorCode::VersionMismatch, "protocol version " + std::to_string(r.version()) +
-                                                " is not spoken here (shmbusd "
-                                                "speaks " +
-                                                std::to_string(proto::kVersion) +
-                                                "); use a matching shmbus build");
-  if (!proto::known_type(r.type()))
-    return fail(ErrorCode::InvalidArgument, "unknown request type " + std::to_string(r.type()));
-  const auto region_for = [&](const std::string& name) -> TopicEntry* {
+  if (!parsed) return fail(q.error_code, q.error);
+  const std::string& name = q.name;
+  TopicEntry* const t = [&]() -> TopicEntry* {
     auto it = topics_.find(name);
     return it == topics_.end() ? nullptr : &it->second;
+  }();
+  const auto not_found = [&] {
+    fail(ErrorCode::NotFound, "no topic '" + name + "' on bus '" + config_.bus +
+                                  "'; create it first (shmbus topic create " + name + ")");
   };
-  const auto topic_reply = [&](const std::string& name, const detail::Region& region) {
+  const auto denied = [&](const std::string& what) {
+    fail(ErrorCode::PermissionDenied, "uid " + std::to_string(c.uid) + " may not " + what +
+                                          " topic '" + name + "'; ask the bus owner for a rule");
+  };
+  const auto topic_reply = [&](const detail::Region& region) {
     proto::Writer w(Type::TopicReply, id);
-    const TopicStatus st = status_of(name, region);
-    proto::encode(w, proto::TopicSpec{name, st.options});
+    proto::encode(w, proto::TopicSpec{name, status_of(name, region).options});
     reply(w.finish(), region.fd());
   };
   try {
-    switch (static_cast<Type>(r.type())) {
+    switch (q.type) {
       case Type::Hello: {
-        const std::string client = r.str();
-        if (!r.done()) return fail(ErrorCode::InvalidArgument, "malformed hello");
         proto::Writer w(Type::HelloReply, id);
         w.str(config_.bus).u32(static_cast<std::uint32_t>(::getpid()));
         return reply(w.finish());
       }
       case Type::CreateTopic: {
-        proto::TopicSpec spec;
-        if (!proto::decode(r, spec) || !r.done())
-          return fail(ErrorCode::InvalidArgument, "malformed create request");
-        validate_name("topic", spec.name);
-        if (!allowed(c, spec.name, kCreate))
-          return fail(ErrorCode::PermissionDenied,
-                      "uid " + std::to_string(c.uid) + " may not create topic '" + spec.name +
-                          "'; ask the bus owner to add a create rule for it");
-        TopicOptions& o = spec.options;
+        if (!allowed(c, name, kCreate)) return denied("create");
+        TopicOptions o = q.spec.options;
         const TopicOptions& d = config_.defaults;
         if (o.slot_count == 0) o.slot_count = d.slot_count;
         if (o.slot_size == 0) o.slot_size = d.slot_size;
@@ -378,106 +370,67 @@ void Daemon::handle(Client& c, std::span<const std::byte> body) {
         if (o.max_groups == 0) o.max_groups = d.max_groups;
         if (o.max_members == 0) o.max_members = d.max_members;
         o.mode = 0600;  // only shmbusd maps by name; clients get a descriptor
-        auto region = detail::Region::create(region_name(config_.bus, spec.name), spec.name, o);
-        topics_[spec.name] = TopicEntry{region, {}};
-        spdlog::info("pid {} uid {} created topic '{}' ({} x {} B, {})", c.pid, c.uid, spec.name,
+        auto region = detail::Region::create(region_name(config_.bus, name), name, o);
+        topics_[name] = TopicEntry{region, {}};
+        spdlog::info("pid {} uid {} created topic '{}' ({} x {} B, policy {})", c.pid, c.uid, name,
                      o.slot_count, o.slot_size, static_cast<int>(o.policy));
-        return topic_reply(spec.name, *region);
+        return topic_reply(*region);
       }
-      case Type::OpenTopic: {
-        const std::string name = r.str();
-        if (!r.done()) return fail(ErrorCode::InvalidArgument, "malformed open request");
-        validate_name("topic", name);
-        TopicEntry* t = region_for(name);
-        if (t == nullptr)
-          return fail(ErrorCode::NotFound, "no topic '" + name + "' on bus '" + config_.bus +
-                                               "'; create it first (shmbus topic create " + name +
-                                               ")");
+      case Type::OpenTopic:
+        if (t == nullptr) return not_found();
         if (!allowed(c, name, kPublish) && !allowed(c, name, kSubscribe))
-          return fail(ErrorCode::PermissionDenied, "uid " + std::to_string(c.uid) +
-                                                       " may neither publish nor subscribe to '" +
-                                                       name + "'; ask the bus owner for a rule");
-        return topic_reply(name, *t->region);
-      }
-      case Type::DeleteTopic: {
-        const std::string name = r.str();
-        if (!r.done()) return fail(ErrorCode::InvalidArgument, "malformed delete request");
-        validate_name("topic", name);
-        if (region_for(name) == nullptr)
-          return fail(ErrorCode::NotFound, "no topic '" + name + "' to delete");
-        if (!allowed(c, name, kCreate))
-          return fail(ErrorCode::PermissionDenied,
-                      "uid " + std::to_string(c.uid) + " may not delete topic '" + name + "'");
+          return denied("open (neither publish to nor subscribe to)");
+        return topic_reply(*t->region);
+      case Type::DeleteTopic:
+        if (t == nullptr) return not_found();
+        if (!allowed(c, name, kCreate)) return denied("delete");
         detail::Region::remove(region_name(config_.bus, name));
         topics_.erase(name);
         spdlog::info("pid {} deleted topic '{}'", c.pid, name);
         return reply(proto::Writer(Type::Ok, id).finish());
-      }
-      case Type::ListTopics:
       case Type::Describe: {
-        const bool one = static_cast<Type>(r.type()) == Type::Describe;
-        std::string name;
-        if (one) name = r.str();
-        if (!r.done()) return fail(ErrorCode::InvalidArgument, "malformed list/describe request");
-        proto::Writer w(one ? Type::Description : Type::TopicList, id);
-        if (one) {
-          TopicEntry* t = region_for(name);
-          if (t == nullptr) return fail(ErrorCode::NotFound, "no topic '" + name + "'");
-          proto::encode(w, status_of(name, *t->region));
-        } else {
-          w.u32(static_cast<std::uint32_t>(topics_.size()));
-          for (auto& [n, t] : topics_)
-            proto::encode(w, status_of(n, *t.region));
-        }
+        if (t == nullptr) return not_found();
+        proto::Writer w(Type::Description, id);
+        proto::encode(w, status_of(name, *t->region));
+        return reply(w.finish());
+      }
+      case Type::ListTopics: {
+        proto::Writer w(Type::TopicList, id);
+        w.u32(static_cast<std::uint32_t>(topics_.size()));
+        for (auto& [n, e] : topics_) proto::encode(w, status_of(n, *e.region));
         return reply(w.finish());
       }
       case Type::AttachProducer:
       case Type::AttachMember: {
-        const bool producer = static_cast<Type>(r.type()) == Type::AttachProducer;
-        const std::string name = r.str();
-        const std::uint32_t a = r.u32();
-        const std::uint32_t b = producer ? 0 : r.u32();
-        if (!r.done()) return fail(ErrorCode::InvalidArgument, "malformed attach request");
-        TopicEntry* t = region_for(name);
-        if (t == nullptr) return fail(ErrorCode::NotFound, "no topic '" + name + "'");
-        if (!allowed(c, name, producer ? kPublish : kSubscribe))
-          return fail(ErrorCode::PermissionDenied, "uid " + std::to_string(c.uid) + " may not " +
-                                                       (producer ? "publish to" : "subscribe to") +
-                                                       " topic '" + name +
-                                                       "'; ask the bus owner for a rule");
+        if (t == nullptr) return not_found();
+        if (!allowed(c, name, q.producer ? kPublish : kSubscribe))
+          return denied(q.producer ? "publish to" : "subscribe to");
         detail::Region& reg = *t->region;
-        const bool in_range =
-            producer ? a < reg.max_producers() : a < reg.max_groups() && b < reg.max_members();
+        const bool in_range = q.producer ? q.a < reg.max_producers()
+                                         : q.a < reg.max_groups() && q.b < reg.max_members();
         if (!in_range) return fail(ErrorCode::InvalidArgument, "seat index out of range");
         // Relaxed: we only compare the seat's owner with the peer.
-        const std::uint32_t owner = producer ? reg.producer(a).pid.load(std::memory_order_relaxed)
-                                             : reg.member(a, b).pid.load(std::memory_order_relaxed);
+        const std::uint32_t owner = q.producer
+                                        ? reg.producer(q.a).pid.load(std::memory_order_relaxed)
+                                        : reg.member(q.a, q.b).pid.load(std::memory_order_relaxed);
         if (owner != static_cast<std::uint32_t>(c.pid))
           return fail(ErrorCode::PermissionDenied, "that seat belongs to another process");
-        c.seats.push_back(Seat{name, producer, a, b});
+        c.seats.push_back(Seat{name, q.producer, q.a, q.b});
         return reply(proto::Writer(Type::Ok, id).finish());
       }
-      case Type::Detach: {
-        const std::string name = r.str();
-        const std::uint8_t producer = r.u8();
-        const std::uint32_t a = r.u32(), b = r.u32();
-        if (!r.done()) return fail(ErrorCode::InvalidArgument, "malformed detach request");
+      case Type::Detach:
         std::erase_if(c.seats, [&](const Seat& s) {
-          return s.topic == name && s.producer == (producer != 0) && s.a == a && s.b == b;
+          return s.topic == name && s.producer == q.producer && s.a == q.a && s.b == q.b;
         });
         return reply(proto::Writer(Type::Ok, id).finish());
-      }
-      case Type::Shutdown: {
-        if (!r.done()) return fail(ErrorCode::InvalidArgument, "malformed shutdown request");
+      case Type::Shutdown:
         if (c.uid != 0 && c.uid != ::geteuid())
           return fail(ErrorCode::PermissionDenied, "only root or the daemon's user may stop it");
         reply(proto::Writer(Type::Ok, id).finish());
         stop();
         return;
-      }
       default:
-        return fail(ErrorCode::InvalidArgument,
-                    "request type " + std::to_string(r.type()) + " is a reply, not a request");
+        return fail(ErrorCode::InvalidArgument, "not a request");
     }
   } catch (const Error& e) {
     return fail(e.code(), e.what());

@@ -14,6 +14,14 @@ for preset in tsan asan; do
   ctest --preset "$preset" -j 1
 done
 
+echo "== fuzz: the daemon's request decoder under libFuzzer (clang, ASan+UBSan), 30 s"
+cmake --preset fuzz >/dev/null
+cmake --build --preset fuzz -j "$jobs"
+corpus=$(mktemp -d)
+cp tests/fuzz/corpus/* "$corpus"/
+build/fuzz/tests/fuzz/fuzz_request -max_total_time=30 -print_final_stats=0 "$corpus" 2>&1 | tail -n 2
+rm -rf "$corpus"
+
 echo "== release build and tests"
 cmake --preset release >/dev/null
 cmake --build --preset release -j "$jobs"

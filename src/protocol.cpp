@@ -2,6 +2,8 @@
 
 #include <cstring>
 
+#include "shmbus/topic.hpp"
+
 namespace shmbus::detail::proto {
 
 bool known_type(std::uint16_t t) noexcept {
@@ -179,6 +181,76 @@ bool decode(Reader& r, TopicStatus& t) {
     t.groups.push_back(std::move(g));
   }
   return r.ok();
+}
+
+bool parse_request(std::span<const std::byte> body, Request& q) {
+  Reader r(body);
+  q.id = r.request_id();
+  const auto fail = [&](ErrorCode code, std::string msg) {
+    q.error_code = code;
+    q.error = std::move(msg);
+    return false;
+  };
+  if (!r.ok()) return fail(ErrorCode::InvalidArgument, r.error());
+  if (r.version() != kVersion)
+    return fail(ErrorCode::VersionMismatch,
+                "protocol version " + std::to_string(r.version()) +
+                    " is not spoken here (shmbusd speaks " + std::to_string(kVersion) +
+                    "); use a matching shmbus build");
+  if (!known_type(r.type()))
+    return fail(ErrorCode::InvalidArgument, "unknown request type " + std::to_string(r.type()));
+  q.type = static_cast<Type>(r.type());
+  bool named = true;  // the request carries a topic name to validate
+  switch (q.type) {
+    case Type::Hello:
+      q.name = r.str();
+      named = false;
+      break;
+    case Type::CreateTopic:
+      if (!decode(r, q.spec)) return fail(ErrorCode::InvalidArgument, "malformed create request");
+      q.name = q.spec.name;
+      break;
+    case Type::OpenTopic:
+    case Type::DeleteTopic:
+    case Type::Describe:
+      q.name = r.str();
+      break;
+    case Type::ListTopics:
+    case Type::Shutdown:
+      named = false;
+      break;
+    case Type::AttachProducer:
+      q.name = r.str();
+      q.producer = true;
+      q.a = r.u32();
+      break;
+    case Type::AttachMember:
+      q.name = r.str();
+      q.a = r.u32();
+      q.b = r.u32();
+      break;
+    case Type::Detach:
+      q.name = r.str();
+      q.producer = r.u8() != 0;
+      q.a = r.u32();
+      q.b = r.u32();
+      break;
+    default:
+      return fail(ErrorCode::InvalidArgument,
+                  "request type " + std::to_string(r.type()) + " is a reply, not a request");
+  }
+  if (!r.done())
+    return fail(ErrorCode::InvalidArgument,
+                r.ok() ? "request type " + std::to_string(r.type()) + " has trailing bytes"
+                       : "malformed request type " + std::to_string(r.type()) + ": " + r.error());
+  if (named) {
+    try {
+      validate_name("topic", q.name);
+    } catch (const Error& e) {
+      return fail(e.code(), e.what());
+    }
+  }
+  return true;
 }
 
 void FrameBuffer::feed(const std::byte* p, std::size_t n) {

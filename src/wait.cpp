@@ -1,4 +1,5 @@
 #include <linux/futex.h>
+#include <sched.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -22,6 +23,16 @@ bool futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected,
   const long rc = ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAIT,
                             expected, &ts, nullptr, 0);
   return !(rc == -1 && errno == ETIMEDOUT);
+}
+
+bool single_cpu_thread() noexcept {
+  thread_local int cached = -1;
+  if (cached < 0) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    cached = ::sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) == 1 ? 1 : 0;
+  }
+  return cached == 1;
 }
 
 void futex_wake_all(std::atomic<std::uint32_t>& word) noexcept {

@@ -106,6 +106,21 @@ void encode(Writer& w, const TopicSpec& t);
 void encode(Writer& w, const TopicStatus& t);
 [[nodiscard]] bool decode(Reader& r, TopicStatus& t);
 
+// A request as the daemon understands it, decoded and checked: every field
+// present, nothing left over, names valid. The one decoder the daemon uses
+// (and the fuzz target drives).
+struct Request {
+  Type type = Type::Error;
+  std::uint32_t id = 0;
+  std::string name;   // topic (or the client's name in Hello)
+  TopicSpec spec;     // CreateTopic
+  bool producer = false;  // Attach*/Detach: a producer seat (a) or a member seat (a, b)
+  std::uint32_t a = 0, b = 0;
+  ErrorCode error_code = ErrorCode::InvalidArgument;
+  std::string error;  // set when parse_request returns false
+};
+[[nodiscard]] bool parse_request(std::span<const std::byte> body, Request& out);
+
 // Splits a byte stream into frames. feed() appends; next() yields a body when
 // a whole frame is buffered. A length over kMaxFrame is a protocol error.
 class FrameBuffer {

@@ -31,6 +31,11 @@ inline void cpu_relax() noexcept {
 // together than this is served without a sleep.
 inline constexpr std::chrono::nanoseconds kSpinBudget = std::chrono::microseconds(50);
 
+// True when this thread may run on one CPU only: spinning for a peer is then
+// pointless (the peer needs this very CPU), so waits skip the spin phase.
+// Computed once per thread (affinity rarely changes after start-up).
+bool single_cpu_thread() noexcept;
+
 // Shared (not private) futex: the word lives in a region mapped by many processes.
 // Returns false when the timeout passed; true when woken, interrupted or the
 // word no longer held `expected`.
@@ -79,8 +84,9 @@ bool wait_for(EventCount& ev, WaitStrategy strategy, std::chrono::nanoseconds ti
               Ready&& ready) noexcept {
   if (ready()) return true;
   const Deadline deadline(timeout);
+  const bool spin = strategy == WaitStrategy::BusySpin || !single_cpu_thread();
   const auto spin_until = Clock::now() + kSpinBudget;
-  for (std::uint32_t i = 1;; ++i) {
+  for (std::uint32_t i = 1; spin; ++i) {
     if (ready()) return true;
     cpu_relax();
     if ((i & 255) == 0) {
