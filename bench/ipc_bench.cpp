@@ -631,10 +631,12 @@ void shmbus_pinger(const LatencyPlan& plan, std::size_t size, const std::string&
   shmbus::Topic pong = shmbus::Topic::open(pong_name);
   shmbus::PublisherOptions po;
   po.wait = wait;
+  if (g_yield_spin) po.spin = std::chrono::nanoseconds(0);  // one core: spinning only delays the peer
   po.timeout = kTimeout;
   shmbus::Publisher pub = ping.publisher(po);
   shmbus::SubscriberOptions so;
   so.wait = wait;
+  if (g_yield_spin) so.spin = std::chrono::nanoseconds(0);
   auto sub = pong.subscriber(so);  // attached before the handshake: no pong can be missed
   handshake();
   pinger_loop(plan, [&](std::uint64_t i) {
@@ -662,10 +664,12 @@ void shmbus_ponger(std::uint64_t total, std::size_t size, const std::string& pin
   shmbus::Topic pong = shmbus::Topic::open(pong_name);
   shmbus::PublisherOptions po;
   po.wait = wait;
+  if (g_yield_spin) po.spin = std::chrono::nanoseconds(0);  // one core: spinning only delays the peer
   po.timeout = kTimeout;
   shmbus::Publisher pub = pong.publisher(po);
   shmbus::SubscriberOptions so;
   so.wait = wait;
+  if (g_yield_spin) so.spin = std::chrono::nanoseconds(0);
   auto sub = ping.subscriber(so);
   handshake();
   for (std::uint64_t i = 0; i < total; ++i) {
@@ -775,6 +779,7 @@ void shmbus_producer(const std::string& name, std::uint64_t count, std::size_t s
   shmbus::Topic topic = shmbus::Topic::open(name);
   shmbus::PublisherOptions po;
   po.wait = wait;
+  if (g_yield_spin) po.spin = std::chrono::nanoseconds(0);  // one core: spinning only delays the peer
   po.timeout = kTimeout;
   shmbus::Publisher pub = topic.publisher(po);
   auto src = make_payload(size);
@@ -794,6 +799,7 @@ void shmbus_consumer(const std::string& name, std::uint64_t count, std::size_t s
   shmbus::Topic topic = shmbus::Topic::open(name);
   shmbus::SubscriberOptions so;
   so.wait = wait;
+  if (g_yield_spin) so.spin = std::chrono::nanoseconds(0);
   auto sub = topic.subscriber(so);
   const std::uint64_t expect_sum = pattern_sum(size);
   handshake();

@@ -87,7 +87,7 @@ Status Publisher::wait_for_room(std::uint64_t s, bool wait, bool gated) noexcept
   // Reject refuses a full ring at once; a slot still being written by a
   // slower producer (or by our own unpublished loan) is waited for as below.
   if (full && region_->policy() == Policy::Reject) return Status::WouldBlock;
-  const bool ok = detail::wait_for(region_->header().space_event, options_.wait, options_.timeout,
+  const bool ok = detail::wait_for(region_->header().space_event, options_.wait, options_.timeout, options_.spin,
                                    [&] { return (!gated || has_room(s)) && slot_free(s); });
   return ok ? Status::Ok : Status::Timeout;
 }
@@ -103,7 +103,7 @@ void Publisher::after_join(std::uint64_t s, std::uint64_t epoch) noexcept {
   refresh_gate(s);
   if (s < gate_cache_ + slot_count_) return;
   (void)detail::wait_for(region_->header().space_event, options_.wait, options_.timeout,
-                         [&] { return has_room(s); });
+                         options_.spin, [&] { return has_room(s); });
 }
 
 }  // namespace shmbus

@@ -25,14 +25,9 @@ bool futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected,
   return !(rc == -1 && errno == ETIMEDOUT);
 }
 
-bool single_cpu_thread() noexcept {
-  thread_local int cached = -1;
-  if (cached < 0) {
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    cached = ::sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) == 1 ? 1 : 0;
-  }
-  return cached == 1;
+bool single_cpu_machine() noexcept {
+  static const bool one = ::sysconf(_SC_NPROCESSORS_ONLN) == 1;
+  return one;
 }
 
 void futex_wake_all(std::atomic<std::uint32_t>& word) noexcept {

@@ -38,6 +38,9 @@ struct PublisherOptions {
   // How long a publish under Policy::Block waits for room before it returns
   // Status::Timeout (the message is then not accepted, and the caller knows).
   std::chrono::nanoseconds timeout = std::chrono::seconds(10);
+  // How long SpinFutex/SpinYield spin before they yield or sleep. 0: sleep at
+  // once (right when both sides share one core: spinning only delays the peer).
+  std::chrono::nanoseconds spin = std::chrono::microseconds(50);
 };
 
 enum class StartFrom : std::uint8_t {
@@ -54,6 +57,8 @@ struct SubscriberOptions {
   std::uint64_t offset = 0;             // with StartFrom::Offset
   bool durable = false;                 // the group gates producers even with no members
   WaitStrategy wait = WaitStrategy::SpinFutex;
+  // As PublisherOptions::spin.
+  std::chrono::nanoseconds spin = std::chrono::microseconds(50);
 };
 
 }  // namespace shmbus

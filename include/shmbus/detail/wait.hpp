@@ -26,15 +26,15 @@ inline void cpu_relax() noexcept {
 #endif
 }
 
-// How long SpinFutex and SpinYield spin before they yield or sleep. Waking a
-// sleeping core costs ~30 us on the VMs here, so a stream of messages closer
-// together than this is served without a sleep.
+// Default for how long SpinFutex and SpinYield spin before they yield or
+// sleep (PublisherOptions::spin, SubscriberOptions::spin). Waking a sleeping
+// core costs ~30 us on the VMs here, so a stream of messages closer together
+// than this is served without a sleep.
 inline constexpr std::chrono::nanoseconds kSpinBudget = std::chrono::microseconds(50);
 
-// True when this thread may run on one CPU only: spinning for a peer is then
+// True on a machine with one online CPU: spinning for a peer is then
 // pointless (the peer needs this very CPU), so waits skip the spin phase.
-// Computed once per thread (affinity rarely changes after start-up).
-bool single_cpu_thread() noexcept;
+bool single_cpu_machine() noexcept;
 
 // Shared (not private) futex: the word lives in a region mapped by many processes.
 // Returns false when the timeout passed; true when woken, interrupted or the
@@ -81,11 +81,12 @@ inline void notify(EventCount& ev) noexcept {
 // Returns true when ready.
 template <class Ready>
 bool wait_for(EventCount& ev, WaitStrategy strategy, std::chrono::nanoseconds timeout,
-              Ready&& ready) noexcept {
+              std::chrono::nanoseconds spin_budget, Ready&& ready) noexcept {
   if (ready()) return true;
   const Deadline deadline(timeout);
-  const bool spin = strategy == WaitStrategy::BusySpin || !single_cpu_thread();
-  const auto spin_until = Clock::now() + kSpinBudget;
+  const bool spin = strategy == WaitStrategy::BusySpin ||
+                    (spin_budget.count() > 0 && !single_cpu_machine());
+  const auto spin_until = Clock::now() + spin_budget;
   for (std::uint32_t i = 1; spin; ++i) {
     if (ready()) return true;
     cpu_relax();
