@@ -1,4 +1,5 @@
-// The main job's demo: one producer process and two consumer groups in
+// The main job's demo: connects to the bus (starting shmbusd if none runs),
+// creates a topic, and runs one producer process and two consumer groups in
 // separate processes (group "audit" with one member, group "workers" with two
 // competing members). Prints messages/s and end-to-end latency percentiles.
 #include <sched.h>
@@ -46,11 +47,12 @@ std::uint64_t now_ns() {
 int consume(const std::string& topic_name, const std::string& group, std::uint64_t expected_total,
             std::atomic<std::uint64_t>& group_count, std::atomic<std::uint64_t>& joined,
             Report& r) {
-  shmbus::Topic topic = shmbus::Topic::open(topic_name);
+  // A Bus does not survive fork: each process connects on its own.
+  shmbus::Bus bus = shmbus::Bus::connect();
   shmbus::SubscriberOptions so;
   so.group = group;
   so.start = shmbus::StartFrom::Earliest;
-  auto sub = topic.subscriber(so);
+  auto sub = bus.subscriber(topic_name, so);
   joined.fetch_add(1, std::memory_order_release);
   std::vector<std::uint32_t> latency;
   latency.reserve(expected_total);
@@ -119,7 +121,15 @@ int main(int argc, char** argv) {
   o.slot_count = 4096;
   o.slot_size = size;
   o.single_producer = true;
-  shmbus::Topic topic = shmbus::Topic::create(name, o);
+  std::string daemon_note;
+  try {
+    shmbus::Bus bus = shmbus::Bus::connect();  // starts shmbusd when none answers
+    bus.create_topic(name, o);
+    daemon_note = "shmbusd pid " + std::to_string(bus.daemon_pid()) + " on " + bus.socket_path();
+  } catch (const shmbus::Error& e) {
+    std::fprintf(stderr, "shmbus-demo: %s\n", e.what());
+    return 1;
+  }
 
   // Shared: per-process reports and per-group counts (competing members stop
   // when their group as a whole has everything).
@@ -147,7 +157,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "shmbus-demo: consumers did not join within 10 s\n");
       for (pid_t p : children)
         kill(p, SIGKILL);
-      shmbus::Topic::remove(name);
+      shmbus::Bus::connect().delete_topic(name);
       return 1;
     }
     sched_yield();
@@ -155,7 +165,8 @@ int main(int argc, char** argv) {
 
   const pid_t producer = fork();
   if (producer == 0) {
-    shmbus::Publisher pub = topic.publisher();
+    shmbus::Bus bus = shmbus::Bus::connect();
+    shmbus::Publisher pub = bus.publisher(name);
     for (std::uint64_t i = 0; i < messages; ++i) {
       shmbus::Loan l = pub.loan(size);
       if (!l) _exit(3);
@@ -171,12 +182,12 @@ int main(int argc, char** argv) {
     waitpid(p, &status, 0);
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) rc = 1;
   }
-  shmbus::Topic::remove(name);
+  shmbus::Bus::connect().delete_topic(name);
 
   std::printf(
       "shmbus demo: %llu messages of %u B, 1 producer process, groups 'audit' (1 member) "
-      "and 'workers' (2 competing members)\n\n",
-      static_cast<unsigned long long>(messages), size);
+      "and 'workers' (2 competing members)\n%s\n\n",
+      static_cast<unsigned long long>(messages), size, daemon_note.c_str());
   std::printf("| consumer | group | received | msgs/s | latency p50 | p99 | p99.9 | max |\n");
   std::printf("|---|---|---:|---:|---:|---:|---:|---:|\n");
   for (int c = 0; c < kConsumers; ++c) {
