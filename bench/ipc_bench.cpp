@@ -123,15 +123,8 @@ std::string ratio_label(double r) {
   return strprintf("%.2fx", r);
 }
 
-inline void cpu_pause() noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  asm volatile("yield" ::: "memory");
-#else
-  asm volatile("" ::: "memory");
-#endif
-}
+// The same pause the library's spin loops use, so baselines and shmbus spin alike.
+inline void cpu_pause() noexcept { shmbus::detail::cpu_relax(); }
 
 // ---- the shared control block (anonymous MAP_SHARED, inherited across fork) ----
 

@@ -12,11 +12,7 @@ namespace {
 using namespace std::chrono_literals;
 
 TopicOptions ring(std::uint32_t slots, Policy p, std::uint32_t size = 64) {
-  TopicOptions o;
-  o.slot_count = slots;
-  o.slot_size = size;
-  o.policy = p;
-  return o;
+  return ring_options(slots, size, p);
 }
 
 TEST(PolicyReject, FullRingReturnsWouldBlockAtOnce) {

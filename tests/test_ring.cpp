@@ -14,11 +14,7 @@ namespace {
 using namespace std::chrono_literals;
 
 TopicOptions small(std::uint32_t slots = 8, std::uint32_t size = 64, Policy p = Policy::Block) {
-  TopicOptions o;
-  o.slot_count = slots;
-  o.slot_size = size;
-  o.policy = p;
-  return o;
+  return ring_options(slots, size, p);
 }
 
 TEST(Ring, PublishThenReceiveInOrderWithMetadata) {

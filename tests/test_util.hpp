@@ -23,6 +23,16 @@ inline std::string unique_name(const std::string& base) {
          std::to_string(counter.fetch_add(1, std::memory_order_relaxed));
 }
 
+// Topic options for tests: a small ring of small slots.
+inline TopicOptions ring_options(std::uint32_t slots = 8, std::uint32_t size = 64,
+                                 Policy policy = Policy::Block) {
+  TopicOptions o;
+  o.slot_count = slots;
+  o.slot_size = size;
+  o.policy = policy;
+  return o;
+}
+
 // Creates a topic and removes its name when the test ends.
 struct ScopedTopic {
   std::string name;
