@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -58,6 +59,21 @@ std::string find_daemon(const std::string& configured) {
   return "shmbusd";  // PATH
 }
 
+// The executable `name` names (a path, or a command searched on PATH), or "".
+std::string resolve_executable(const std::string& name) {
+  if (name.find('/') != std::string::npos) return file_executable(name) ? name : std::string();
+  const char* path = std::getenv("PATH");
+  std::string dirs = path != nullptr ? path : "/usr/local/bin:/usr/bin:/bin";
+  std::size_t start = 0;
+  while (start <= dirs.size()) {
+    const std::size_t end = std::min(dirs.find(':', start), dirs.size());
+    const std::string candidate = dirs.substr(start, end - start) + "/" + name;
+    if (end > start && file_executable(candidate)) return candidate;
+    start = end + 1;
+  }
+  return {};
+}
+
 int connect_socket(const std::string& path) {
   sockaddr_un addr{};
   if (path.size() >= sizeof addr.sun_path) return -1;
@@ -85,6 +101,9 @@ class Connection {
     path_ = options_.socket_path.empty() ? default_socket_path(options_.bus) : options_.socket_path;
     const char* no = std::getenv("SHMBUS_NO_AUTOSPAWN");
     if (no != nullptr && std::strcmp(no, "1") == 0) options_.autospawn = false;
+    wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (wake_fd_ < 0)
+      throw Error(ErrorCode::SystemError, std::string("eventfd: ") + std::strerror(errno));
     std::lock_guard lock(mu_);
     if (!reconnect_locked(true))
       throw Error(ErrorCode::DaemonUnavailable,
@@ -97,9 +116,12 @@ class Connection {
   }
 
   ~Connection() {
-    stop_.store(true, std::memory_order_relaxed);  // relaxed: the thread polls with a timeout
+    stop_.store(true, std::memory_order_relaxed);  // relaxed: the eventfd write wakes the thread
+    const std::uint64_t one = 1;
+    [[maybe_unused]] const auto n = ::write(wake_fd_, &one, sizeof one);
     if (monitor_.joinable()) monitor_.join();
     if (fd_ >= 0) ::close(fd_);
+    ::close(wake_fd_);
   }
 
   struct Reply {
@@ -206,7 +228,12 @@ class Connection {
   }
 
   bool spawn_daemon() {
-    const std::string bin = find_daemon(options_.daemon_path);
+    const std::string bin = resolve_executable(find_daemon(options_.daemon_path));
+    if (bin.empty()) {
+      spawn_error_ = "no shmbusd executable found (looked at " + find_daemon(options_.daemon_path) +
+                     "); set SHMBUS_DAEMON or BusOptions::daemon_path, or put shmbusd on PATH";
+      return false;
+    }
     const std::string log = path_ + ".log";
     const auto slash = path_.rfind('/');
     if (slash != std::string::npos && slash > 0) {
@@ -241,29 +268,40 @@ class Connection {
     return true;
   }
 
+  // Waits up to `ms` for the destructor's wake-up; true if woken.
+  bool sleep_or_wake(int ms) {
+    pollfd p{wake_fd_, POLLIN, 0};
+    return ::poll(&p, 1, ms) > 0;
+  }
+
   void monitor() {
+    bool respawn = true;
     while (!stop_.load(std::memory_order_relaxed)) {
       int fd;
       {
         std::lock_guard lock(mu_);
         fd = fd_;
+        if (fd < 0) reconnect_locked(respawn);
+        fd = fd_;
       }
       if (fd < 0) {
-        std::unique_lock lock(mu_, std::try_to_lock);
-        if (lock.owns_lock() && fd_ < 0) reconnect_locked(true);
-        if (fd_ < 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));  // retry pace
+        sleep_or_wake(50);  // retry pace
         continue;
       }
-      // events = 0: only hang-up and errors are reported; replies are read by request().
-      pollfd p{fd, 0, 0};
-      if (::poll(&p, 1, 100) > 0 && (p.revents & (POLLHUP | POLLERR)) != 0) {
-        std::lock_guard lock(mu_);
-        if (fd_ == fd) {
-          ::close(fd_);
-          fd_ = -1;
-          reconnect_locked(true);
-        }
-      }
+      // events = 0 on the socket: only hang-up and errors are reported;
+      // replies are read by request(). The eventfd ends the wait on destruction.
+      pollfd p[2] = {{fd, 0, 0}, {wake_fd_, POLLIN, 0}};
+      if (::poll(p, 2, -1) <= 0 || (p[0].revents & (POLLHUP | POLLERR)) == 0) continue;
+      std::lock_guard lock(mu_);
+      if (fd_ != fd) continue;
+      ::close(fd_);
+      fd_ = -1;
+      // A daemon that was stopped on purpose removed its socket: do not start
+      // another behind the user's back (the next explicit request may). One that
+      // crashed left the socket file: start a new one if allowed.
+      struct stat st {};
+      respawn = ::stat(path_.c_str(), &st) == 0;
+      reconnect_locked(respawn);
     }
   }
 
@@ -276,6 +314,7 @@ class Connection {
   std::string spawn_error_ = "autospawn disabled";
   std::atomic<int> daemon_pid_{0};
   std::atomic<bool> stop_{false};
+  int wake_fd_ = -1;
   std::thread monitor_;
 };
 

@@ -1,2 +1,349 @@
 #!/usr/bin/env bash
-echo "cli e2e: not written yet"
+# End-to-end test of the `shmbus` command line against a real shmbusd, started
+# by autospawn on a private socket and a bus name of its own.
+#
+#   tests/cli_e2e.sh <path-to-shmbus> <path-to-shmbusd>
+#
+# Every wait is bounded (`timeout 20` around each command, or a polled
+# condition with a 20 s limit). Prints "cli e2e: N passed, 0 failed" on
+# success; on the first failed check says what was expected and what came,
+# and exits 1.
+set -euo pipefail
+
+if [[ $# -ne 2 ]]; then
+  echo "usage: $0 <path-to-shmbus> <path-to-shmbusd>" >&2
+  exit 64
+fi
+SHMBUS=$(realpath "$1")
+SHMBUSD=$(realpath "$2")
+[[ -x $SHMBUS && -x $SHMBUSD ]] || { echo "not executable: $SHMBUS or $SHMBUSD" >&2; exit 1; }
+
+tmp=$(mktemp -d /tmp/shmbus-cli-e2e.XXXXXX)
+bus="e2e$$"
+sock="$tmp/bus.sock"
+daemon_pid=""
+passed=0
+
+cleanup() {
+  local rc=$?
+  trap - EXIT
+  # Background subscribers this script started (by pid).
+  local p
+  for p in $(jobs -p); do kill "$p" 2>/dev/null || true; done
+  timeout 10 "$SHMBUS" daemon stop --bus "$bus" --socket "$sock" >/dev/null 2>&1 || true
+  # The daemon this test spawned, should it not have stopped.
+  if [[ -n $daemon_pid ]] && kill -0 "$daemon_pid" 2>/dev/null; then
+    kill "$daemon_pid" 2>/dev/null || true
+  fi
+  rm -rf "$tmp"
+  rm -f /dev/shm/shmbus."$bus".*
+  exit "$rc"
+}
+trap cleanup EXIT
+
+# ---- helpers ------------------------------------------------------------------
+
+# shmbus with this test's bus, socket and daemon binary; never waits over 20 s.
+cli() {
+  timeout 20 "$SHMBUS" "$@" --bus "$bus" --socket "$sock" --daemon "$SHMBUSD"
+}
+
+# run CMD...: runs it, keeping its stdout in $out, stderr in $err, status in $rc.
+run() {
+  set +e
+  out=$("$@" 2>"$tmp/stderr")
+  rc=$?
+  set -e
+  err=$(<"$tmp/stderr")
+}
+
+fail() {  # WHAT EXPECTED GOT
+  echo "FAILED: $1" >&2
+  echo "  expected: $2" >&2
+  echo "  got:      $3" >&2
+  [[ -z ${out-} ]] || echo "  stdout:   $out" >&2
+  [[ -z ${err-} ]] || echo "  stderr:   $err" >&2
+  echo "cli e2e: $passed passed, 1 failed"
+  exit 1
+}
+pass() { passed=$((passed + 1)); }
+
+expect_rc() {  # CODE WHAT
+  [[ $rc -eq $1 ]] || fail "$2 (exit code)" "$1" "$rc"
+  pass
+}
+expect_out() {  # TEXT WHAT: stdout is exactly TEXT
+  [[ $out == "$1" ]] || fail "$2 (stdout)" "$(printf '%q' "$1")" "$(printf '%q' "$out")"
+  pass
+}
+expect_match() {  # REGEX TEXT WHAT: some line of TEXT matches the extended REGEX
+  grep -Eq -- "$1" <<<"$2" || fail "$3" "a line matching /$1/" "$(printf '%q' "$2")"
+  pass
+}
+expect_no_match() {  # REGEX TEXT WHAT
+  ! grep -Eq -- "$1" <<<"$2" || fail "$3" "no line matching /$1/" "$(printf '%q' "$2")"
+  pass
+}
+
+# wait_until WHAT CMD...: polls CMD (every 50 ms) until it succeeds, at most 20 s.
+wait_until() {
+  local what=$1
+  shift
+  local deadline=$((SECONDS + 20))
+  until "$@"; do
+    ((SECONDS < deadline)) || fail "$what" "within 20 s" "still not after 20 s"
+    sleep 0.05
+  done
+}
+
+# ---- usage ----------------------------------------------------------------------
+
+run timeout 20 "$SHMBUS" --version
+expect_rc 0 "--version"
+expect_match '^shmbus [0-9]+\.[0-9]+\.[0-9]+$' "$out" "--version prints the version"
+
+run timeout 20 "$SHMBUS" --help
+expect_rc 0 "--help"
+expect_match 'Exit codes' "$out" "--help documents the exit codes"
+
+run timeout 20 "$SHMBUS" topic create --help
+expect_rc 0 "topic create --help"
+expect_match '--slot-size' "$out" "topic create --help lists --slot-size"
+
+run cli topic create
+expect_rc 64 "topic create without a name is a usage error"
+
+run cli sub x --from sometime
+expect_rc 64 "sub --from with a bad value is a usage error"
+
+run cli pub x --lines
+expect_rc 64 "pub --lines without --file is a usage error"
+
+# ---- no daemon yet: status must not start one ------------------------------------
+
+run cli daemon status
+expect_rc 1 "daemon status with no daemon"
+expect_match 'no shmbusd answers' "$err" "daemon status says no daemon answers"
+[[ ! -e $sock ]] || fail "daemon status must not autospawn" "no socket at $sock" "a socket"
+pass
+
+run cli topic list --no-autospawn
+expect_rc 5 "topic list --no-autospawn with no daemon (daemon unavailable)"
+
+# ---- topics ---------------------------------------------------------------------
+
+run cli topic create orders --slots 8 --slot-size 64
+expect_rc 0 "topic create orders (autospawns the daemon)"
+expect_match "^created topic 'orders' on bus '$bus': 8 slots x 64 bytes, policy block" "$out" \
+  "topic create prints what it created"
+
+run cli daemon status
+expect_rc 0 "daemon status after autospawn"
+daemon_pid=$(sed -nE 's/^pid: +([0-9]+)$/\1/p' <<<"$out")
+[[ $daemon_pid =~ ^[0-9]+$ ]] || fail "daemon status prints the pid" "pid: N" "$out"
+pass
+
+run cli topic create orders
+expect_rc 1 "topic create of an existing topic"
+expect_match "already exists" "$err" "topic create says the topic exists"
+
+run cli topic create orders --if-not-exists
+expect_rc 0 "topic create --if-not-exists of an existing topic"
+
+run cli topic create bad/name
+expect_rc 1 "topic create with an invalid name"
+expect_match "contains '/'" "$err" "the invalid name is explained"
+
+run cli topic list
+expect_rc 0 "topic list"
+expect_match '^NAME +SLOTS +SLOT_SIZE +POLICY +TAIL +PRODUCERS +GROUPS$' "$out" "topic list header"
+expect_match '^orders +8 +64 +block +0 +0 +0$' "$out" "topic list shows orders"
+
+run cli topic list --json
+expect_rc 0 "topic list --json"
+expect_match '^\[\{"name":"orders","slots":8,"slot_size":64,"policy":"block"' "$out" \
+  "topic list --json"
+
+# ---- pub and sub ------------------------------------------------------------------
+
+run cli pub orders <<<$'one\ntwo\nthree\nfour\nfive'
+expect_rc 0 "pub of five lines"
+expect_match "^shmbus: published 5 messages \(19 bytes\) to 'orders'$" "$err" "pub reports the count"
+
+run cli sub orders --from earliest --count 5
+expect_rc 0 "sub --from earliest --count 5"
+expect_out $'one\ntwo\nthree\nfour\nfive' "sub prints each message as a line"
+
+run cli sub orders --from 1 --count 2 --show-offset
+expect_rc 0 "sub --from 1 --show-offset"
+expect_out $'1: two\n2: three' "sub --show-offset prefixes the offset"
+
+run cli sub orders --from earliest --count 1 --hex
+expect_rc 0 "sub --hex"
+expect_out '6f6e65' "sub --hex prints hex bytes"
+
+# A named group keeps its position: a second member goes on where the first stopped.
+run cli sub orders --group g --from earliest --count 2
+expect_rc 0 "sub --group g (first member)"
+expect_out $'one\ntwo' "group g takes the first two"
+run cli sub orders --group g --count 2
+expect_rc 0 "sub --group g (next member)"
+expect_out $'three\nfour' "group g goes on from its position"
+
+run cli topic describe orders
+expect_rc 0 "topic describe orders"
+expect_match '^tail: +5$' "$out" "describe shows the tail"
+expect_match '^slot size: +64 bytes$' "$out" "describe shows the slot size"
+expect_match '^policy: +block$' "$out" "describe shows the policy"
+expect_match '^ +GROUP +MEMBERS +DURABLE +POSITION +LAG +LOST$' "$out" "describe group header"
+expect_match '^ +g +0 +no +4 +1 +0$' "$out" "describe shows group g at position 4, lag 1"
+
+run cli topic describe orders --json
+expect_rc 0 "topic describe --json"
+expect_match '"tail":5' "$out" "describe --json tail"
+expect_match '\{"name":"g","private":false,"members":0,"durable":false,"position":4,"lag":1,"lost":0\}' \
+  "$out" "describe --json group g"
+
+# --file: whole file as one message, or line by line; --repeat.
+printf 'alpha\nbeta\n' >"$tmp/two-lines"
+run cli topic create files --slot-size 64
+expect_rc 0 "topic create files"
+run cli pub files --file "$tmp/two-lines"
+expect_rc 0 "pub --file"
+run cli pub files --file "$tmp/two-lines" --lines --repeat 2
+expect_rc 0 "pub --file --lines --repeat 2"
+expect_match 'published 4 messages' "$err" "pub --repeat 2 sends the input twice"
+run cli sub files --from earliest --count 5 --hex
+expect_rc 0 "sub of files"
+expect_out $'616c7068610a626574610a\n616c706861\n62657461\n616c706861\n62657461' \
+  "pub --file sends the whole file; --lines each line"
+
+run cli pub missing <<<"x"
+expect_rc 3 "pub to a topic that does not exist"
+
+# Members of one group compete: 20 messages, two members of 10 each, every
+# message exactly once across them.
+run cli topic create work
+expect_rc 0 "topic create work"
+run cli pub work < <(seq 1 20)
+expect_rc 0 "pub of 20 messages"
+cli sub work --group workers --from earliest --count 10 -q >"$tmp/w1" 2>"$tmp/w1.err" &
+w1=$!
+cli sub work --group workers --from earliest --count 10 -q >"$tmp/w2" 2>"$tmp/w2.err" &
+w2=$!
+rc=0
+wait "$w1" || rc=$?
+expect_rc 0 "first member of workers"
+rc=0
+wait "$w2" || rc=$?
+expect_rc 0 "second member of workers"
+[[ $(wc -l <"$tmp/w1") -eq 10 && $(wc -l <"$tmp/w2") -eq 10 ]] ||
+  fail "each member takes 10" "10 and 10 lines" "$(wc -l <"$tmp/w1") and $(wc -l <"$tmp/w2")"
+pass
+out=$(sort -n "$tmp/w1" "$tmp/w2")
+expect_out "$(seq 1 20)" "the group's members together took every message exactly once"
+
+# sub flushes per message: a live subscriber's first line shows while it still waits.
+run cli topic create live
+expect_rc 0 "topic create live"
+cli sub live --count 2 >"$tmp/live" 2>"$tmp/live.err" &
+live=$!
+private_member() { cli topic describe live --json 2>/dev/null | grep -q '"private":true,"members":1'; }
+wait_until "the live subscriber joins" private_member
+run cli pub live <<<"first"
+expect_rc 0 "pub first"
+first_shown() { grep -qx first "$tmp/live"; }
+wait_until "sub prints 'first' while it waits for more" first_shown
+kill -0 "$live" 2>/dev/null || fail "sub still runs after one of --count 2" "running" "exited"
+pass
+run cli pub live <<<"second"
+expect_rc 0 "pub second"
+rc=0
+wait "$live" || rc=$?
+expect_rc 0 "live sub exits after --count 2"
+out=$(<"$tmp/live")
+expect_out $'first\nsecond' "live sub output"
+
+# ---- failures -------------------------------------------------------------------
+
+run cli pub orders < <(head -c 100 /dev/zero | tr '\0' x)
+expect_rc 1 "pub of a message over the slot size"
+expect_match '100 bytes, larger than the 64-byte slot size' "$err" "the error names both sizes"
+
+# Under policy block a full ring times the publish out, and it is reported.
+run cli topic create tiny --slots 2 --slot-size 8
+expect_rc 0 "topic create tiny"
+run cli sub tiny --group slow --durable --timeout 0
+expect_rc 2 "a durable group that reads nothing (timeout 0 on an empty topic)"
+run cli pub tiny --timeout 0.2 <<<$'a\nb\nc'
+expect_rc 2 "pub into a full ring under block times out"
+expect_match 'message 3 was not published' "$err" "the timed-out message is reported"
+expect_match 'published 2 messages' "$err" "the count of what went out is reported"
+
+run cli topic create rejecting --slots 2 --policy reject
+expect_rc 0 "topic create rejecting"
+run cli sub rejecting --group slow --durable --timeout 0
+expect_rc 2 "durable group on rejecting"
+run cli pub rejecting <<<$'a\nb\nc'
+expect_rc 1 "pub into a full ring under reject"
+expect_match 'policy is reject' "$err" "the reject is reported"
+
+run cli topic create empty
+expect_rc 0 "topic create empty"
+run cli sub empty --timeout 0.3
+expect_rc 2 "sub --timeout on an empty topic"
+expect_out '' "nothing printed"
+
+# ---- stat -------------------------------------------------------------------------
+
+run cli stat --once --json --interval 0.2
+expect_rc 0 "stat --once --json"
+expect_match '^\{"time":[0-9.]+,"bus":"'"$bus"'","interval_s":[0-9.]+,"topics":\[' "$out" \
+  "stat --json object"
+expect_match '"name":"orders","slots":8,"slot_size":64,"policy":"block","tail":5,"producers":0,"msgs_per_sec":0\.000' \
+  "$out" "stat --json reports orders"
+run cli stat --once --interval 0.2
+expect_rc 0 "stat --once"
+expect_match '^TOPIC +MSGS/S +BYTES/S +TAIL +PRODUCERS +GROUPS$' "$out" "stat table header"
+expect_match '^orders +0\.0 +0 B/s +5 +0 +1$' "$out" "stat row of orders"
+expect_match '^orders +g +0 +4 +1 +0 +0\.0$' "$out" "stat group row with its lag"
+
+# ---- delete -----------------------------------------------------------------------
+
+run cli topic delete orders
+expect_rc 0 "topic delete orders"
+expect_out "deleted topic 'orders' from bus '$bus'" "topic delete output"
+run cli topic describe orders
+expect_rc 3 "topic describe of a deleted topic"
+expect_match '^shmbus: .*orders' "$err" "a friendly message names the topic"
+run cli topic delete orders
+expect_rc 3 "topic delete of a deleted topic"
+run cli topic list
+expect_no_match '^orders ' "$out" "orders is no longer listed"
+
+# ---- daemon ---------------------------------------------------------------------
+
+run cli daemon status
+expect_rc 0 "daemon status"
+expect_match '^shmbusd is running$' "$out" "daemon status headline"
+expect_match "^socket: +$sock\$" "$out" "daemon status prints the socket"
+expect_match "^pid: +$daemon_pid\$" "$out" "daemon status prints the pid"
+expect_match '^topics: +6$' "$out" "daemon status prints the topic count"
+
+run cli daemon stop
+expect_rc 0 "daemon stop"
+expect_match "^stopped shmbusd \(pid $daemon_pid\)" "$out" "daemon stop output"
+
+run cli daemon status
+[[ $rc -eq 1 || $rc -eq 5 ]] || fail "daemon status after stop (exit code)" "1 or 5" "$rc"
+pass
+[[ ! -e $sock ]] || fail "daemon status after stop must not autospawn" "no socket" "a socket"
+pass
+daemon_gone() { ! kill -0 "$daemon_pid" 2>/dev/null; }
+wait_until "the daemon process exits" daemon_gone
+pass
+
+run cli daemon stop
+expect_rc 5 "daemon stop with no daemon"
+
+echo "cli e2e: $passed passed, 0 failed"
