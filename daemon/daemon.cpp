@@ -397,7 +397,8 @@ void Daemon::handle(Client& c, std::span<const std::byte> body) {
       case Type::ListTopics: {
         proto::Writer w(Type::TopicList, id);
         w.u32(static_cast<std::uint32_t>(topics_.size()));
-        for (auto& [n, e] : topics_) proto::encode(w, status_of(n, *e.region));
+        for (auto& [n, e] : topics_)
+          proto::encode(w, status_of(n, *e.region));
         return reply(w.finish());
       }
       case Type::AttachProducer:

@@ -193,10 +193,10 @@ bool parse_request(std::span<const std::byte> body, Request& q) {
   };
   if (!r.ok()) return fail(ErrorCode::InvalidArgument, r.error());
   if (r.version() != kVersion)
-    return fail(ErrorCode::VersionMismatch,
-                "protocol version " + std::to_string(r.version()) +
-                    " is not spoken here (shmbusd speaks " + std::to_string(kVersion) +
-                    "); use a matching shmbus build");
+    return fail(ErrorCode::VersionMismatch, "protocol version " + std::to_string(r.version()) +
+                                                " is not spoken here (shmbusd speaks " +
+                                                std::to_string(kVersion) +
+                                                "); use a matching shmbus build");
   if (!known_type(r.type()))
     return fail(ErrorCode::InvalidArgument, "unknown request type " + std::to_string(r.type()));
   q.type = static_cast<Type>(r.type());

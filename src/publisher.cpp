@@ -87,8 +87,9 @@ Status Publisher::wait_for_room(std::uint64_t s, bool wait, bool gated) noexcept
   // Reject refuses a full ring at once; a slot still being written by a
   // slower producer (or by our own unpublished loan) is waited for as below.
   if (full && region_->policy() == Policy::Reject) return Status::WouldBlock;
-  const bool ok = detail::wait_for(region_->header().space_event, options_.wait, options_.timeout, options_.spin,
-                                   [&] { return (!gated || has_room(s)) && slot_free(s); });
+  const bool ok =
+      detail::wait_for(region_->header().space_event, options_.wait, options_.timeout,
+                       options_.spin, [&] { return (!gated || has_room(s)) && slot_free(s); });
   return ok ? Status::Ok : Status::Timeout;
 }
 

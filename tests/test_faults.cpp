@@ -15,8 +15,8 @@ struct Shared {
   std::atomic<std::uint64_t> v[32];
 };
 Shared* shared_block() {
-  void* p = ::mmap(nullptr, sizeof(Shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
-                   -1, 0);
+  void* p =
+      ::mmap(nullptr, sizeof(Shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   return new (p) Shared{};
 }
 
@@ -146,7 +146,7 @@ TEST(Faults, DaemonKilledMidTrafficLosesNothingAndIsAdoptedOnRestart) {
     Bus bus = Bus::connect(f.options());
     bus.create_topic("t", ring(256));
   }
-  Shared* sh = shared_block();  // [0] consumer joined, [1] progress, [2] new daemon pid
+  Shared* sh = shared_block();          // [0] consumer joined, [1] progress, [2] new daemon pid
   const BusOptions opts = f.options();  // autospawn off: the test restarts the daemon
   const pid_t consumer = spawn([&]() -> int {
     Bus b = Bus::connect(opts);

@@ -112,8 +112,8 @@ void encode(Writer& w, const TopicStatus& t);
 struct Request {
   Type type = Type::Error;
   std::uint32_t id = 0;
-  std::string name;   // topic (or the client's name in Hello)
-  TopicSpec spec;     // CreateTopic
+  std::string name;       // topic (or the client's name in Hello)
+  TopicSpec spec;         // CreateTopic
   bool producer = false;  // Attach*/Detach: a producer seat (a) or a member seat (a, b)
   std::uint32_t a = 0, b = 0;
   ErrorCode error_code = ErrorCode::InvalidArgument;

@@ -229,11 +229,11 @@ template <class Attempt>
 inline Status Subscriber::wait_then(std::chrono::nanoseconds timeout, Attempt&& attempt) noexcept {
   Status result = attempt();
   if (result != Status::WouldBlock) return result;
-  const bool ready = detail::wait_for(region_->header().data_event, options_.wait, timeout,
-                                     options_.spin, [&] {
-    result = attempt();
-    return result != Status::WouldBlock;
-  });
+  const bool ready =
+      detail::wait_for(region_->header().data_event, options_.wait, timeout, options_.spin, [&] {
+        result = attempt();
+        return result != Status::WouldBlock;
+      });
   return ready ? result : Status::Timeout;
 }
 

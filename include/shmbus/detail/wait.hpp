@@ -84,8 +84,8 @@ bool wait_for(EventCount& ev, WaitStrategy strategy, std::chrono::nanoseconds ti
               std::chrono::nanoseconds spin_budget, Ready&& ready) noexcept {
   if (ready()) return true;
   const Deadline deadline(timeout);
-  const bool spin = strategy == WaitStrategy::BusySpin ||
-                    (spin_budget.count() > 0 && !single_cpu_machine());
+  const bool spin =
+      strategy == WaitStrategy::BusySpin || (spin_budget.count() > 0 && !single_cpu_machine());
   const auto spin_until = Clock::now() + spin_budget;
   for (std::uint32_t i = 1; spin; ++i) {
     if (ready()) return true;
