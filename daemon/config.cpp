@@ -1,6 +1,8 @@
 #include <toml++/toml.h>
 
+#include <algorithm>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 
 #include "daemon.hpp"
@@ -71,10 +73,31 @@ Config parse_config(const std::string& text, const std::string& origin) {
         key != "topic")
       bad(origin, "unknown key '" + key + "' (known: bus, socket, log_level, defaults, [[topic]])");
   }
-  if (auto v = root["bus"].value<std::string>()) c.bus = *v;
-  if (auto v = root["socket"].value<std::string>()) c.socket_path = *v;
-  if (auto v = root["log_level"].value<std::string>()) c.log_level = *v;
+  const auto text_of = [&](const char* key, std::string& out) {
+    if (!root[key]) return;
+    auto v = root[key].value<std::string>();
+    if (!v) bad(origin, std::string(key) + " must be a string");
+    out = *v;
+  };
+  text_of("bus", c.bus);
+  text_of("socket", c.socket_path);
+  text_of("log_level", c.log_level);
+  static const char* const kLevels[] = {"trace", "debug", "info", "warn", "error", "off"};
+  if (std::none_of(std::begin(kLevels), std::end(kLevels),
+                   [&](const char* l) { return c.log_level == l; }))
+    bad(origin,
+        "log_level '" + c.log_level + "' is not one of trace, debug, info, warn, error, off");
+  if (root["defaults"] && !root["defaults"].as_table())
+    bad(origin, "defaults must be a table: [defaults]");
   if (const toml::table* d = root["defaults"].as_table()) {
+    for (const auto& [k, node] : *d) {
+      const std::string key(k.str());
+      if (key != "slot_count" && key != "slot_size" && key != "max_producers" &&
+          key != "max_groups" && key != "max_members")
+        bad(origin, "defaults." + key +
+                        " is not a known key (slot_count, slot_size, max_producers, max_groups, "
+                        "max_members)");
+    }
     c.defaults.slot_count = u32_of(*d, "slot_count", c.defaults.slot_count, origin);
     c.defaults.slot_size = u32_of(*d, "slot_size", c.defaults.slot_size, origin);
     c.defaults.max_producers = u32_of(*d, "max_producers", c.defaults.max_producers, origin);
@@ -87,6 +110,12 @@ Config parse_config(const std::string& text, const std::string& origin) {
     for (const auto& n : *a) {
       const toml::table* t = n.as_table();
       if (t == nullptr) bad(origin, "each [[topic]] must be a table");
+      for (const auto& [k, node] : *t) {
+        const std::string key(k.str());
+        if (key != "name" && key != "create" && key != "publish" && key != "subscribe")
+          bad(origin,
+              "[[topic]] key '" + key + "' is not known (name, create, publish, subscribe)");
+      }
       TopicRule r;
       auto name = (*t)["name"].value<std::string>();
       if (!name || name->empty())

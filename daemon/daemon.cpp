@@ -7,12 +7,14 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/timerfd.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -33,23 +35,31 @@ namespace {
 
 enum Right { kCreate = 0, kPublish = 1, kSubscribe = 2 };
 
+constexpr std::size_t kMaxSeatsPerClient = 4096;
+
 std::string errno_text() {
   return std::strerror(errno);
 }
 
 // A zombie (killed, not yet reaped by its parent) counts as dead: it will
-// never touch the region again.
+// never touch the region again. A process whose main thread exited while
+// others run shows state Z too, but more than one thread: alive.
 bool pid_alive(pid_t pid) {
   if (pid <= 0) return false;
   if (::kill(pid, 0) != 0 && errno != EPERM) return false;
   char path[64];
-  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+  std::snprintf(path, sizeof path, "/proc/%d/status", static_cast<int>(pid));
   FILE* f = std::fopen(path, "re");
   if (f == nullptr) return true;  // no /proc: trust kill()
+  char line[256];
   char state = 0;
-  const int got = std::fscanf(f, "%*d (%*[^)]) %c", &state);
+  long threads = 1;
+  while (std::fgets(line, sizeof line, f) != nullptr) {
+    if (std::strncmp(line, "State:", 6) == 0) std::sscanf(line + 6, " %c", &state);
+    if (std::strncmp(line, "Threads:", 8) == 0) threads = std::strtol(line + 8, nullptr, 10);
+  }
   std::fclose(f);
-  return !(got == 1 && (state == 'Z' || state == 'X'));
+  return !((state == 'Z' || state == 'X') && threads <= 1);
 }
 
 std::int64_t now_ms() {
@@ -140,7 +150,7 @@ Daemon::Daemon(Config config) : config_(std::move(config)) {
 Daemon::~Daemon() {
   for (auto& [fd, c] : clients_)
     ::close(fd);
-  for (int fd : {listen_fd_, epoll_fd_, wake_fd_, timer_fd_})
+  for (int fd : {listen_fd_, epoll_fd_, wake_fd_, timer_fd_, spare_fd_})
     if (fd >= 0) ::close(fd);
   if (listen_fd_ >= 0) ::unlink(socket_path_.c_str());
   if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the flock
@@ -174,6 +184,14 @@ void Daemon::start() {
   // Anyone may connect; every request is checked against SO_PEERCRED and the rules.
   ::chmod(socket_path_.c_str(), 0666);
   if (::listen(listen_fd_, 64) != 0) throw Error(ErrorCode::SystemError, "listen: " + errno_text());
+  // One descriptor per client and per topic: raise the soft limit to the hard
+  // one, and keep a spare to refuse clients cleanly when even that runs out.
+  rlimit lim{};
+  if (::getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
+    lim.rlim_cur = lim.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &lim);
+  }
+  spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
   wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   timer_fd_ = ::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
@@ -230,6 +248,17 @@ void Daemon::run() {
 void Daemon::accept_clients() {
   for (;;) {
     const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0 && (errno == EMFILE || errno == ENFILE) && spare_fd_ >= 0) {
+      // Out of descriptors: refuse this client (accept and close it with the
+      // spare descriptor) rather than leave it pending and spin on it.
+      ::close(spare_fd_);
+      const int refused = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (refused >= 0) ::close(refused);
+      spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+      spdlog::warn("out of file descriptors ({} clients, {} topics): refused a client",
+                   clients_.size(), topics_.size());
+      continue;
+    }
     if (fd < 0) return;
     ucred cred{};
     socklen_t len = sizeof cred;
@@ -270,14 +299,17 @@ void Daemon::serve(Client& c) {
                    proto::kMaxFrame);
       const auto f = error_frame(0, ErrorCode::InvalidArgument,
                                  "frame of " + std::to_string(len) + " bytes is over the limit");
-      detail::send_frame(c.fd, f);
+      detail::send_frame(c.fd, f, -1, /*may_wait=*/false);
       drop(c.fd);
       return;
     }
     if (c.inbuf.size() - used - 4 < len) break;
     handle(c, std::span(c.inbuf.data() + used + 4, len));
     used += 4 + len;
-    if (!clients_.count(c.fd)) return;  // handle() dropped it
+    if (c.broken) {
+      drop(c.fd);
+      return;
+    }
   }
   c.inbuf.erase(c.inbuf.begin(), c.inbuf.begin() + static_cast<std::ptrdiff_t>(used));
 }
@@ -288,21 +320,15 @@ void Daemon::drop(int fd) {
   Client& c = it->second;
   // The process is gone (or closed its bus): free what it held, at once.
   for (const Seat& s : c.seats) {
-    auto t = topics_.find(s.topic);
-    if (t == topics_.end()) continue;
-    detail::Region& r = *t->second.region;
+    // The region the seat was attached in (kept alive by the seat), even if
+    // the topic was deleted or re-created since; indices were checked then.
+    detail::Region& r = *s.region;
+    if (pid_alive(c.pid)) break;  // closed its bus but lives: its objects free their own seats
     try {
-      if (s.producer) {
-        // Relaxed: the seat's pid tells whose it is now; only its owner or we change it.
-        if (r.producer(s.a).pid.load(std::memory_order_relaxed) ==
-                static_cast<std::uint32_t>(c.pid) &&
-            !pid_alive(c.pid))
-          r.reclaim_producer(s.a);
-      } else if (r.member(s.a, s.b).pid.load(std::memory_order_relaxed) ==
-                     static_cast<std::uint32_t>(c.pid) &&
-                 !pid_alive(c.pid)) {
-        r.reclaim_member(s.a, s.b);
-      }
+      if (s.producer)
+        r.reclaim_producer(s.a, static_cast<std::uint32_t>(c.pid));
+      else
+        r.reclaim_member(s.a, s.b, static_cast<std::uint32_t>(c.pid));
     } catch (const std::exception& e) {
       spdlog::warn("freeing seats of pid {}: {}", c.pid, e.what());
     }
@@ -328,7 +354,12 @@ void Daemon::handle(Client& c, std::span<const std::byte> body) {
   const bool parsed = proto::parse_request(body, q);
   const std::uint32_t id = q.id;
   const auto reply = [&](const std::vector<std::byte>& f, int fd = -1) {
-    if (!detail::send_frame(c.fd, f, fd)) spdlog::warn("pid {}: reply not sent", c.pid);
+    // Never wait for a client: one that does not read its replies (its socket
+    // buffer is full) is dropped instead of stalling everyone else.
+    if (!detail::send_frame(c.fd, f, fd, /*may_wait=*/false)) {
+      spdlog::warn("pid {}: reply not sent (client not reading?); dropping it", c.pid);
+      c.broken = true;
+    }
   };
   const auto fail = [&](ErrorCode code, const std::string& msg) {
     spdlog::debug("pid {}: {}", c.pid, msg);
@@ -382,23 +413,39 @@ void Daemon::handle(Client& c, std::span<const std::byte> body) {
           return denied("open (neither publish to nor subscribe to)");
         return topic_reply(*t->region);
       case Type::DeleteTopic:
-        if (t == nullptr) return not_found();
         if (!allowed(c, name, kCreate)) return denied("delete");
+        if (t == nullptr) {
+          // A region file the daemon did not adopt (stale layout, foreign owner):
+          // deleting it is how one gets rid of it.
+          if (detail::Region::remove(region_name(config_.bus, name))) {
+            spdlog::info("pid {} deleted the unadopted region of '{}'", c.pid, name);
+            return reply(proto::Writer(Type::Ok, id).finish());
+          }
+          return not_found();
+        }
         detail::Region::remove(region_name(config_.bus, name));
         topics_.erase(name);
         spdlog::info("pid {} deleted topic '{}'", c.pid, name);
         return reply(proto::Writer(Type::Ok, id).finish());
       case Type::Describe: {
         if (t == nullptr) return not_found();
+        if (!allowed(c, name, kPublish) && !allowed(c, name, kSubscribe) &&
+            !allowed(c, name, kCreate))
+          return denied("describe");
         proto::Writer w(Type::Description, id);
         proto::encode(w, status_of(name, *t->region));
         return reply(w.finish());
       }
       case Type::ListTopics: {
-        proto::Writer w(Type::TopicList, id);
-        w.u32(static_cast<std::uint32_t>(topics_.size()));
+        // Only the topics this client may use.
+        std::vector<const std::string*> visible;
         for (auto& [n, e] : topics_)
-          proto::encode(w, status_of(n, *e.region));
+          if (allowed(c, n, kPublish) || allowed(c, n, kSubscribe) || allowed(c, n, kCreate))
+            visible.push_back(&n);
+        proto::Writer w(Type::TopicList, id);
+        w.u32(static_cast<std::uint32_t>(visible.size()));
+        for (const std::string* n : visible)
+          proto::encode(w, status_of(*n, *topics_[*n].region));
         return reply(w.finish());
       }
       case Type::AttachProducer:
@@ -416,7 +463,16 @@ void Daemon::handle(Client& c, std::span<const std::byte> body) {
                                         : reg.member(q.a, q.b).pid.load(std::memory_order_relaxed);
         if (owner != static_cast<std::uint32_t>(c.pid))
           return fail(ErrorCode::PermissionDenied, "that seat belongs to another process");
-        c.seats.push_back(Seat{name, q.producer, q.a, q.b});
+        const bool known = std::any_of(c.seats.begin(), c.seats.end(), [&](const Seat& x) {
+          return x.region == t->region && x.producer == q.producer && x.a == q.a && x.b == q.b;
+        });
+        if (!known) {
+          if (c.seats.size() >= kMaxSeatsPerClient)
+            return fail(ErrorCode::ResourceExhausted,
+                        "this connection registered " + std::to_string(kMaxSeatsPerClient) +
+                            " seats already; close publishers and subscribers you no longer use");
+          c.seats.push_back(Seat{name, t->region, q.producer, q.a, q.b});
+        }
         return reply(proto::Writer(Type::Ok, id).finish());
       }
       case Type::Detach:
@@ -450,7 +506,16 @@ void Daemon::adopt_regions() {
     const std::string name = file.substr(prefix.size());
     try {
       validate_name("topic", name);
-      topics_[name] = TopicEntry{detail::Region::open(file), {}};
+      auto region = detail::Region::open(file);
+      struct stat st {};
+      if (::fstat(region->fd(), &st) != 0 || st.st_uid != ::geteuid() || (st.st_mode & 077) != 0) {
+        spdlog::warn(
+            "not adopting /dev/shm/{}: owned by uid {} with mode {:o}, not created by "
+            "this daemon's user; delete it (shmbus topic delete {})",
+            file, st.st_uid, st.st_mode & 0777, name);
+        continue;
+      }
+      topics_[name] = TopicEntry{std::move(region), {}};
       spdlog::info("adopted topic '{}' (tail {})", name,
                    topics_[name].region->header().tail.load(std::memory_order_relaxed));
     } catch (const std::exception& ex) {
@@ -471,7 +536,7 @@ void Daemon::free_dead_seats(TopicEntry& t) {
     const auto pid = static_cast<pid_t>(p.pid.load(std::memory_order_relaxed));
     if (!pid_alive(pid)) {
       spdlog::info("producer seat {} of pid {} (dead) freed", i, pid);
-      r.reclaim_producer(i);
+      r.reclaim_producer(i, static_cast<std::uint32_t>(pid));
     }
   }
   for (std::uint32_t g = 0; g < r.max_groups(); ++g) {
@@ -482,7 +547,7 @@ void Daemon::free_dead_seats(TopicEntry& t) {
       const auto pid = static_cast<pid_t>(s.pid.load(std::memory_order_relaxed));
       if (!pid_alive(pid)) {
         spdlog::info("member seat {}/{} of pid {} (dead) freed", g, m, pid);
-        r.reclaim_member(g, m);
+        r.reclaim_member(g, m, static_cast<std::uint32_t>(pid));
       }
     }
   }
@@ -517,10 +582,11 @@ void Daemon::repair_stuck(const std::string& name, TopicEntry& t) {
     bool claimed_by_live = false;
     for (std::uint32_t i = 0; i < r.max_producers(); ++i) {
       const detail::ProducerSeat& p = r.producer(i);
-      if (p.state.load(std::memory_order_acquire) != 0 &&
-          p.in_flight.load(std::memory_order_relaxed) == c &&
-          pid_alive(static_cast<pid_t>(p.pid.load(std::memory_order_relaxed))))
-        claimed_by_live = true;
+      if (p.state.load(std::memory_order_acquire) == 0 ||
+          !pid_alive(static_cast<pid_t>(p.pid.load(std::memory_order_relaxed))))
+        continue;
+      for (const auto& f : p.in_flight)
+        if (f.load(std::memory_order_relaxed) == c) claimed_by_live = true;
     }
     if (!claimed_by_live && r.abandon_unpublished(c))
       spdlog::warn("topic '{}': sequence {} was claimed and never published; marked abandoned",

@@ -66,6 +66,7 @@ class Daemon {
  private:
   struct Seat {
     std::string topic;
+    std::shared_ptr<detail::Region> region;  // where it was attached (outlives a delete)
     bool producer;
     std::uint32_t a, b;  // producer seat, or group + member
   };
@@ -76,6 +77,7 @@ class Daemon {
     gid_t gid;
     std::vector<std::byte> inbuf;
     std::vector<Seat> seats;
+    bool broken = false;  // a reply could not be sent: drop after this request
   };
   struct TopicEntry {
     std::shared_ptr<detail::Region> region;
@@ -100,6 +102,7 @@ class Daemon {
   int epoll_fd_ = -1;
   int wake_fd_ = -1;  // eventfd: stop()
   int timer_fd_ = -1;
+  int spare_fd_ = -1;  // given up to refuse a client when descriptors run out
   std::atomic<bool> stopping_{false};
   std::map<int, Client> clients_;
   std::map<std::string, TopicEntry> topics_;

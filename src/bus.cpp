@@ -131,12 +131,18 @@ class Connection {
 
   // Sends a request and returns its reply; an Error reply is thrown.
   Reply request(const proto::Writer& w, Type expected) {
+    if (::getpid() != owner_pid_)
+      throw Error(ErrorCode::InvalidArgument,
+                  "this Bus was connected by process " + std::to_string(owner_pid_) +
+                      " before a fork; call Bus::connect() again in this process");
     std::lock_guard lock(mu_);
     for (int attempt = 0;; ++attempt) {
       if (fd_ < 0 && !reconnect_locked(true))
         throw Error(ErrorCode::DaemonUnavailable,
                     "shmbusd on " + path_ + " is gone and could not be restarted");
-      const auto frame = w.finish();
+      auto frame = w.finish();
+      const std::uint32_t id = next_id_++;
+      std::memcpy(frame.data() + 8, &id, 4);  // length(4) version(2) type(2) | request id
       Received r;
       if (send_frame(fd_, frame))
         r = recv_frame(fd_, options_.timeout);
@@ -144,10 +150,20 @@ class Connection {
         r.closed = true, r.error = "shmbusd closed the connection";
       if (r.error.empty()) {
         proto::Reader rd(r.body);
+        // A descriptor comes only with a topic reply; close any other.
+        if (r.fd >= 0 && (expected != Type::TopicReply ||
+                          rd.type() != static_cast<std::uint16_t>(Type::TopicReply))) {
+          ::close(r.fd);
+          r.fd = -1;
+        }
+        if (rd.ok() && rd.request_id() != id) {
+          // Out of step with the daemon: start over on a fresh connection.
+          drop_connection_locked();
+          throw Error(ErrorCode::SystemError, "shmbusd answered another request; reconnecting");
+        }
         if (rd.type() == static_cast<std::uint16_t>(Type::Error)) {
           const std::uint8_t code = rd.u8();
           const std::string msg = rd.str();
-          if (r.fd >= 0) ::close(r.fd);
           throw Error(code <= static_cast<std::uint8_t>(ErrorCode::DaemonUnavailable)
                           ? static_cast<ErrorCode>(code)
                           : ErrorCode::SystemError,
@@ -159,15 +175,28 @@ class Connection {
         }
         return Reply{std::move(r.body), r.fd};
       }
-      ::close(fd_);
-      fd_ = -1;
+      drop_connection_locked();
       if (!r.closed || attempt > 0)
         throw Error(ErrorCode::DaemonUnavailable, r.error + " (socket " + path_ + ")");
     }
   }
 
+  // Ends the current connection. shutdown() first, so that the monitor thread
+  // polling this descriptor wakes up (a close alone would leave it waiting).
+  void drop_connection_locked() {
+    if (fd_ < 0) return;
+    ::shutdown(fd_, SHUT_RDWR);
+    ::close(fd_);
+    fd_ = -1;
+    ++generation_;
+  }
+
   void remember(SeatRecord s) {
     std::lock_guard lock(mu_);
+    // A seat index is reused once freed: keep one record per seat.
+    std::erase_if(seats_, [&](const SeatRecord& x) {
+      return x.topic == s.topic && x.producer == s.producer && x.a == s.a && x.b == s.b;
+    });
     seats_.push_back(std::move(s));
   }
 
@@ -181,6 +210,7 @@ class Connection {
   // Connects (starting a daemon if allowed and needed), says hello, and
   // re-registers the seats this process holds. Holds mu_.
   bool reconnect_locked(bool spawn) {
+    ++generation_;
     fd_ = connect_socket(path_);
     if (fd_ < 0 && spawn && options_.autospawn && spawn_daemon()) {
       const auto until = std::chrono::steady_clock::now() + options_.timeout;
@@ -198,14 +228,14 @@ class Connection {
       r = recv_frame(fd_, options_.timeout);
     else
       r.error = "send failed";
+    if (r.fd >= 0) ::close(r.fd);  // a hello reply carries no descriptor
     proto::Reader rd(r.body);
     if (!r.error.empty() || rd.type() != static_cast<std::uint16_t>(Type::HelloReply)) {
       if (rd.type() == static_cast<std::uint16_t>(Type::Error)) {
         rd.u8();
         spawn_error_ = rd.str();
       }
-      ::close(fd_);
-      fd_ = -1;
+      drop_connection_locked();
       return false;
     }
     rd.str();
@@ -258,6 +288,8 @@ class Connection {
         ::dup2(out, 1);
         ::dup2(out, 2);
       }
+      // The daemon must not hold the application's descriptors (pipes, sockets).
+      ::close_range(3, ~0U, 0);
       ::execlp(bin.c_str(), "shmbusd", "--bus", options_.bus.c_str(), "--socket", path_.c_str(),
                static_cast<char*>(nullptr));
       ::_exit(127);
@@ -278,11 +310,12 @@ class Connection {
     bool respawn = true;
     while (!stop_.load(std::memory_order_relaxed)) {
       int fd;
+      std::uint64_t gen;
       {
         std::lock_guard lock(mu_);
+        if (fd_ < 0) reconnect_locked(respawn);
         fd = fd_;
-        if (fd < 0) reconnect_locked(respawn);
-        fd = fd_;
+        gen = generation_;
       }
       if (fd < 0) {
         sleep_or_wake(50);  // retry pace
@@ -291,11 +324,10 @@ class Connection {
       // events = 0 on the socket: only hang-up and errors are reported;
       // replies are read by request(). The eventfd ends the wait on destruction.
       pollfd p[2] = {{fd, 0, 0}, {wake_fd_, POLLIN, 0}};
-      if (::poll(p, 2, -1) <= 0 || (p[0].revents & (POLLHUP | POLLERR)) == 0) continue;
+      if (::poll(p, 2, -1) <= 0 || (p[0].revents & (POLLHUP | POLLERR | POLLNVAL)) == 0) continue;
       std::lock_guard lock(mu_);
-      if (fd_ != fd) continue;
-      ::close(fd_);
-      fd_ = -1;
+      if (generation_ != gen) continue;  // request() already replaced that connection
+      drop_connection_locked();
       // A daemon that was stopped on purpose removed its socket: do not start
       // another behind the user's back (the next explicit request may). One that
       // crashed left the socket file: start a new one if allowed.
@@ -315,6 +347,8 @@ class Connection {
   std::atomic<int> daemon_pid_{0};
   std::atomic<bool> stop_{false};
   int wake_fd_ = -1;
+  std::uint64_t generation_ = 0;  // bumped whenever the connection is replaced (under mu_)
+  pid_t owner_pid_ = ::getpid();  // a Bus does not survive fork
   std::thread monitor_;
 };
 

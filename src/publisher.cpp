@@ -32,7 +32,8 @@ Publisher::Publisher(std::shared_ptr<detail::Region> region, const PublisherOpti
   seat_index_ = free_seat;
   seat_ = &r.producer(free_seat);
   seat_->pid.store(static_cast<std::uint32_t>(::getpid()), std::memory_order_relaxed);
-  seat_->in_flight.store(detail::kNone, std::memory_order_relaxed);
+  for (auto& f : seat_->in_flight)
+    f.store(detail::kNone, std::memory_order_relaxed);
   seat_->published.store(0, std::memory_order_relaxed);
   // Release: pairs with readers of the seat table (the daemon) that load state
   // with acquire; the fields above are set when they see Active.
@@ -60,6 +61,7 @@ Publisher& Publisher::operator=(Publisher&& o) noexcept {
     gate_cache_ = o.gate_cache_;
     next_ = o.next_;
     epoch_ = o.epoch_;
+    claims_used_ = o.claims_used_;
     seat_index_ = o.seat_index_;
     single_producer_ = o.single_producer_;
     o.seat_ = nullptr;
@@ -73,11 +75,18 @@ Publisher::~Publisher() {
 
 void Publisher::detach() noexcept {
   if (seat_ == nullptr || !region_) return;
-  // Seats are freed without the control lock: a store of Free by the owner
-  // cannot conflict with an allocator, which only claims Free seats under the lock.
-  // Release: pairs with the acquire of readers of the seat table.
-  seat_->state.store(static_cast<std::uint32_t>(detail::SeatState::Free),
-                     std::memory_order_release);
+  // Freed under the control lock, and only if still ours: the daemon may have
+  // reclaimed it (judging this process dead) and another process taken it.
+  try {
+    detail::ControlLock lock(*region_);
+    // Relaxed: seats change only under the control lock.
+    if (seat_->pid.load(std::memory_order_relaxed) == static_cast<std::uint32_t>(::getpid()))
+      // Release: pairs with the acquire of readers of the seat table.
+      seat_->state.store(static_cast<std::uint32_t>(detail::SeatState::Free),
+                         std::memory_order_release);
+  } catch (...) {
+    // The control lock timed out; the daemon reclaims the seat when we are gone.
+  }
   seat_ = nullptr;
 }
 

@@ -1,5 +1,6 @@
 #include "shmbus/detail/region.hpp"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -152,6 +153,17 @@ std::shared_ptr<Region> Region::create(const std::string& shm_name, std::string_
   }
   try {
     m->shm.truncate(static_cast<bip::offset_t>(l.size));
+    // Reserve the memory now: tmpfs allocates lazily, and touching a page it
+    // cannot back later would kill the process with SIGBUS.
+    const int rc = ::posix_fallocate(static_cast<int>(m->shm.get_mapping_handle().handle), 0,
+                                     static_cast<off_t>(l.size));
+    if (rc != 0) {
+      bip::shared_memory_object::remove(shm_name.c_str());
+      throw Error(rc == ENOSPC ? ErrorCode::ResourceExhausted : ErrorCode::SystemError,
+                  "cannot reserve " + std::to_string(l.size >> 20) +
+                      " MiB in /dev/shm for topic '" + std::string(topic) + "': " +
+                      std::strerror(rc) + "; free space there or use fewer or smaller slots");
+    }
     m->map = bip::mapped_region(m->shm, bip::read_write);
   } catch (const bip::interprocess_exception& e) {
     bip::shared_memory_object::remove(shm_name.c_str());
@@ -189,7 +201,8 @@ std::shared_ptr<Region> Region::create(const std::string& shm_name, std::string_
   for (std::uint32_t i = 0; i < o.max_producers; ++i)
     new (&r->producer(i)) ProducerSeat{};
   for (std::uint32_t i = 0; i < o.max_producers; ++i)
-    r->producer(i).in_flight.store(kNone, std::memory_order_relaxed);
+    for (auto& f : r->producer(i).in_flight)
+      f.store(kNone, std::memory_order_relaxed);
   for (std::uint32_t g = 0; g < o.max_groups; ++g) {
     new (&r->group(g)) GroupEntry{};
     for (std::uint32_t mbr = 0; mbr < o.max_members; ++mbr) {
@@ -345,27 +358,36 @@ bool Region::abandon_unpublished(std::uint64_t s) noexcept {
   return false;
 }
 
-void Region::reclaim_producer(std::uint32_t i) {
+void Region::reclaim_producer(std::uint32_t i, std::uint32_t dead_pid) {
   if (i >= max_producers_) return;
   ProducerSeat& seat = producer(i);
   {
     ControlLock lock(*this);
-    // Acquire: the dead producer's last claim, if it stored one.
-    const std::uint64_t s = seat.in_flight.load(std::memory_order_acquire);
-    if (s != kNone) abandon_unpublished(s);
-    seat.in_flight.store(kNone, std::memory_order_relaxed);
+    // Re-checked under the lock: the seat may have been freed and taken by a
+    // new process since the caller looked. Relaxed: seats change under the lock.
+    if (seat.state.load(std::memory_order_relaxed) == static_cast<std::uint32_t>(SeatState::Free) ||
+        seat.pid.load(std::memory_order_relaxed) != dead_pid)
+      return;
+    for (auto& f : seat.in_flight) {
+      // Acquire: the dead producer's claims, as it recorded them.
+      const std::uint64_t s = f.load(std::memory_order_acquire);
+      if (s != kNone) abandon_unpublished(s);
+      f.store(kNone, std::memory_order_relaxed);
+    }
     // Release: pairs with the acquire of a later attach.
     seat.state.store(static_cast<std::uint32_t>(SeatState::Free), std::memory_order_release);
   }
 }
 
-void Region::reclaim_member(std::uint32_t g, std::uint32_t m) {
+void Region::reclaim_member(std::uint32_t g, std::uint32_t m, std::uint32_t dead_pid) {
   if (g >= max_groups_ || m >= max_members_) return;
   {
     ControlLock lock(*this);
     GroupEntry& e = group(g);
     MemberSeat& seat = member(g, m);
-    if (seat.state.load(std::memory_order_relaxed) == static_cast<std::uint32_t>(SeatState::Free))
+    // Re-checked under the lock, as in reclaim_producer.
+    if (seat.state.load(std::memory_order_relaxed) == static_cast<std::uint32_t>(SeatState::Free) ||
+        seat.pid.load(std::memory_order_relaxed) != dead_pid)
       return;
     // Release: producers that read the cleared hazard (G2) may reuse the slot.
     seat.held.store(kNone, std::memory_order_release);

@@ -19,7 +19,7 @@ std::string default_socket_path(const std::string& bus) {
   return "/tmp/shmbus-" + std::to_string(::getuid()) + "/" + bus + ".sock";
 }
 
-bool send_frame(int sock, std::span<const std::byte> frame, int fd) noexcept {
+bool send_frame(int sock, std::span<const std::byte> frame, int fd, bool may_wait) noexcept {
   std::size_t sent = 0;
   bool fd_pending = fd >= 0;
   while (sent < frame.size()) {
@@ -40,7 +40,7 @@ bool send_frame(int sock, std::span<const std::byte> frame, int fd) noexcept {
     const ssize_t n = ::sendmsg(sock, &msg, MSG_NOSIGNAL);
     if (n < 0) {
       if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      if ((errno == EAGAIN || errno == EWOULDBLOCK) && may_wait) {
         pollfd p{sock, POLLOUT, 0};
         if (::poll(&p, 1, 1000) <= 0) return false;  // a peer that reads nothing for 1 s
         continue;
@@ -106,8 +106,8 @@ Received recv_frame(int sock, std::chrono::milliseconds timeout) {
     if (want == 4 && buf.size() == 4) {
       std::uint32_t len = 0;
       std::memcpy(&len, buf.data(), 4);
-      if (len > proto::kMaxFrame) {
-        r.error = "shmbusd sent an oversized frame";
+      if (len > proto::kMaxReply) {
+        r.error = "shmbusd sent a frame of " + std::to_string(len) + " bytes, over the limit";
         r.closed = true;
         break;
       }

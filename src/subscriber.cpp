@@ -127,11 +127,17 @@ Subscriber::~Subscriber() {
   detail::Region& r = *region_;
   try {
     detail::ControlLock lock(r);
-    // Release: producers that read these (G2, compute_gate) see our reads done.
-    member_->held.store(detail::kNone, std::memory_order_release);
-    member_->state.store(kFree, std::memory_order_release);
-    group_->members.fetch_sub(1, std::memory_order_release);
-    if (private_) group_->state.store(kFree, std::memory_order_release);
+    // Only if the seat is still ours: the daemon may have reclaimed it (it
+    // judged this process dead), and freeing it twice would corrupt the count.
+    // Relaxed loads: seats change only under the control lock, which we hold.
+    if (member_->state.load(std::memory_order_relaxed) == kActive &&
+        member_->pid.load(std::memory_order_relaxed) == static_cast<std::uint32_t>(::getpid())) {
+      // Release: producers that read these (G2, compute_gate) see our reads done.
+      member_->held.store(detail::kNone, std::memory_order_release);
+      member_->state.store(kFree, std::memory_order_release);
+      group_->members.fetch_sub(1, std::memory_order_release);
+      if (private_) group_->state.store(kFree, std::memory_order_release);
+    }
   } catch (...) {
     // The control lock timed out (a stuck process holds it). Leaving the seat
     // is the lesser harm: the daemon reclaims seats of dead processes.

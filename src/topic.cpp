@@ -22,6 +22,12 @@ void validate_name(std::string_view what, std::string_view name) {
     fail(std::string("contains '") + ch + "'");
   }
   if (name == "." || name == "..") fail("is reserved");
+  // A bus name is part of every region name (shmbus.<bus>.<topic>): a '.' in it
+  // would let one bus's names be read as another's.
+  if (what == "bus" && name.find('.') != std::string_view::npos)
+    throw Error(
+        ErrorCode::InvalidArgument,
+        "bus name '" + std::string(name) + "' contains '.'; use A-Z a-z 0-9 _ - for bus names");
 }
 
 std::string region_name(std::string_view bus, std::string_view topic) {

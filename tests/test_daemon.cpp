@@ -342,3 +342,152 @@ TEST(DaemonAccess, RulesDecideAndTheRegionCannotBeMappedWithoutThem) {
 
 }  // namespace
 }  // namespace shmbus::test
+
+namespace shmbus::test {
+namespace {
+
+// Review findings, each a regression test.
+
+TEST(DaemonRobustness, AClientThatNeverReadsIsDroppedOthersAreServed) {
+  BusFixture f;
+  InProcessDaemon d(config_for(f));
+  RawClient greedy(f.socket);
+  proto::Writer w(proto::Type::ListTopics, 1);
+  const auto one = w.finish();
+  std::vector<std::byte> many;
+  for (int i = 0; i < 20000; ++i)
+    many.insert(many.end(), one.begin(), one.end());
+  // Send without reading a single reply (non-blocking: the daemon may drop us first).
+  std::size_t sent = 0;
+  while (sent < many.size()) {
+    const ssize_t n =
+        ::send(greedy.fd, many.data() + sent, many.size() - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n <= 0) break;
+    sent += static_cast<std::size_t>(n);
+  }
+  Bus bus = Bus::connect(f.options());  // answered at once, not after the greedy backlog
+  EXPECT_TRUE(bus.topics().empty());
+}
+
+TEST(DaemonRobustness, SeatsOfADeletedAndRecreatedTopicAreFreedSafely) {
+  BusFixture f;
+  InProcessDaemon d(config_for(f));
+  {
+    Bus bus = Bus::connect(f.options());
+    TopicOptions o;
+    o.max_members = 8;
+    bus.create_topic("t", o);
+  }
+  auto* sh = static_cast<std::atomic<int>*>(
+      ::mmap(nullptr, 64, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+  sh->store(0);
+  const BusOptions opts = f.options();
+  const pid_t child = spawn([&]() -> int {
+    Bus b = Bus::connect(opts);
+    SubscriberOptions so;
+    so.group = "g";
+    std::vector<std::unique_ptr<Subscriber>> members;
+    for (int i = 0; i < 6; ++i)
+      members.push_back(b.subscriber("t", so));  // member seats 0..5
+    sh->store(1);
+    wait_until([] { return false; }, 60s);
+    return 0;
+  });
+  ASSERT_TRUE(wait_until([&] { return sh->load() == 1; }, 20s));
+  Bus bus = Bus::connect(f.options());
+  bus.delete_topic("t");
+  TopicOptions small;
+  small.max_members = 1;
+  bus.create_topic("t", small);  // same name, smaller seat table
+  ::kill(child, SIGKILL);
+  EXPECT_EQ(wait_child(child, 10s), 128 + SIGKILL);
+  // The daemon freed the dead child's seats in the old region and still serves.
+  EXPECT_TRUE(wait_until(
+      [&] {
+        const auto st = bus.describe("t");
+        return st.options.max_members == 1;
+      },
+      5s));
+  EXPECT_EQ(bus.topics().size(), 1u);
+}
+
+TEST(DaemonRobustness, ABusUsedAfterForkSaysSo) {
+  BusFixture f;
+  InProcessDaemon d(config_for(f));
+  Bus bus = Bus::connect(f.options());
+  const pid_t child = spawn([&]() -> int {
+    try {
+      (void)bus.topics();
+    } catch (const Error& e) {
+      return e.code() == ErrorCode::InvalidArgument &&
+                     std::string(e.what()).find("before a fork") != std::string::npos
+                 ? 0
+                 : 1;
+    }
+    return 2;
+  });
+  EXPECT_EQ(wait_child(child, 20s), 0);
+  EXPECT_TRUE(bus.topics().empty());  // the parent's connection is intact
+}
+
+TEST(DaemonRobustness, BusNamesCannotAliasOtherBuses) {
+  EXPECT_EQ(code_of([] {
+              BusOptions o;
+              o.bus = "a.b";
+              o.autospawn = false;
+              Bus::connect(o);
+            }),
+            ErrorCode::InvalidArgument);
+}
+
+TEST(DaemonRobustness, ConfigRejectsUnknownKeysEverywhere) {
+  const auto msg = [](const char* text) {
+    try {
+      daemon::parse_config(text, "t.toml");
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  EXPECT_NE(msg("[defaults]\nslots = 4").find("defaults.slots is not a known key"),
+            std::string::npos);
+  EXPECT_NE(msg("[[topic]]\nname = \"x\"\nsubcribe = \"*\"").find("'subcribe' is not known"),
+            std::string::npos);
+  EXPECT_NE(msg("bus = 7").find("bus must be a string"), std::string::npos);
+  EXPECT_NE(msg("log_level = \"verbose\"").find("not one of"), std::string::npos);
+}
+
+// A producer with two loans open publishes the second: the first is still
+// claimed by a live process and must never be repaired as stuck.
+TEST(DaemonRobustness, AnOpenLoanIsNotRepairedWhileAnotherIsPublished) {
+  BusFixture f;
+  daemon::Config c = config_for(f);
+  c.housekeeping_ms = 10;
+  c.stuck_ms = 30;
+  InProcessDaemon d(c);
+  Bus bus = Bus::connect(f.options());
+  Topic t = bus.create_topic("t", {});
+  auto sub = bus.subscriber(t);
+  Publisher pub = bus.publisher(t);
+  Loan first = pub.loan(8);
+  Loan second = pub.loan(8);
+  ASSERT_TRUE(first && second);
+  ASSERT_EQ(second.publish(), Status::Ok);
+  // Give the daemon ten times its repair delay to (wrongly) act; nothing to wait on.
+  std::this_thread::sleep_for(300ms);
+  const std::uint64_t v = 42;
+  std::memcpy(first.data().data(), &v, 8);
+  ASSERT_EQ(first.publish(), Status::Ok);
+  Sample s;
+  ASSERT_EQ(sub->receive(s, 5s), Status::Ok);
+  EXPECT_EQ(s.sequence(), 0u);
+  std::uint64_t got = 0;
+  std::memcpy(&got, s.data().data(), 8);
+  EXPECT_EQ(got, 42u);
+  s.release();
+  ASSERT_EQ(sub->receive(s, 5s), Status::Ok);
+  EXPECT_EQ(s.sequence(), 1u);
+}
+
+}  // namespace
+}  // namespace shmbus::test

@@ -7,6 +7,7 @@
 
 #include <time.h>
 
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -47,6 +48,7 @@ class Loan {
       seq_ = o.seq_;
       size_ = o.size_;
       status_ = o.status_;
+      claim_ = o.claim_;
       o.pub_ = nullptr;
       o.slot_ = nullptr;
     }
@@ -77,6 +79,7 @@ class Loan {
   detail::SlotHeader* slot_ = nullptr;
   std::uint64_t seq_ = 0;
   std::uint32_t size_ = 0;
+  std::uint32_t claim_ = 0;  // index of this claim in the seat's in_flight table
   Status status_ = Status::Invalid;
 };
 
@@ -114,10 +117,11 @@ class Publisher {
       return Status::TooLarge;
     std::uint64_t s = 0;
     detail::SlotHeader* slot = nullptr;
-    if (Status st = claim(wait, s, slot); st != Status::Ok) [[unlikely]]
+    std::uint32_t c = 0;
+    if (Status st = claim(wait, s, slot, c); st != Status::Ok) [[unlikely]]
       return st;
     if (!data.empty()) std::memcpy(detail::Region::payload(*slot), data.data(), data.size());
-    commit(*slot, s, static_cast<std::uint32_t>(data.size()));
+    commit(*slot, s, static_cast<std::uint32_t>(data.size()), c);
     return Status::Ok;
   }
 
@@ -127,7 +131,12 @@ class Publisher {
       l.status_ = Status::TooLarge;
       return l;
     }
-    l.status_ = claim(wait, l.seq_, l.slot_);
+    // One claim stays free for publish(): at most kMaxInFlight - 1 loans.
+    if (std::popcount(claims_used_) >= static_cast<int>(detail::kMaxInFlight) - 1) [[unlikely]] {
+      l.status_ = Status::TooManyHeld;
+      return l;
+    }
+    l.status_ = claim(wait, l.seq_, l.slot_, l.claim_);
     if (l.status_ == Status::Ok) {
       l.pub_ = this;
       l.size_ = static_cast<std::uint32_t>(size);
@@ -169,8 +178,11 @@ class Publisher {
   // Claims the next sequence once its slot may be written; on Ok the slot's
   // stamp says "being written" (seqlock-style, for overwrite readers). Nothing
   // is claimed unless Ok is returned.
-  Status claim(bool wait, std::uint64_t& s, detail::SlotHeader*& slot) noexcept {
+  Status claim(bool wait, std::uint64_t& s, detail::SlotHeader*& slot,
+               std::uint32_t& index) noexcept {
     detail::TopicHeader& h = region_->header();
+    // A free entry in the seat's in_flight table (loan_impl keeps one free).
+    index = static_cast<std::uint32_t>(std::countr_one(claims_used_));
     const bool gated = region_->policy() != Policy::Overwrite;
     if (single_producer_) {
       s = next_;
@@ -199,6 +211,12 @@ class Publisher {
           break;
       }
     }
+    // Relaxed: read by the daemon after this process died, to mark the
+    // sequence abandoned, and to leave it alone while we live; stored at once
+    // after the claim so that the window in which a claim is unrecorded is a
+    // few instructions. Nothing synchronises through it.
+    seat_->in_flight[index].store(s, std::memory_order_relaxed);
+    claims_used_ = static_cast<std::uint8_t>(claims_used_ | (1u << index));
     if (gated) {
       // SYNC POINT J2 (seq_cst): pairs with J3 in the subscriber's join. Either
       // we see the bump and rescan (the new group then gates us), or the
@@ -208,9 +226,6 @@ class Publisher {
       if (epoch != epoch_) [[unlikely]]
         after_join(s, epoch);
     }
-    // Relaxed: read by the daemon after this process died, to mark the
-    // sequence abandoned; nothing synchronises through it.
-    seat_->in_flight.store(s, std::memory_order_relaxed);
     slot = &region_->slot(s);
     if (!gated) {
       // Overwrite: a reader may still be reading the previous occupant. Mark
@@ -225,7 +240,14 @@ class Publisher {
     return Status::Ok;
   }
 
-  void commit(detail::SlotHeader& slot, std::uint64_t s, std::uint32_t size) noexcept {
+  void release_claim(std::uint32_t index) noexcept {
+    // Relaxed: as the store in claim().
+    seat_->in_flight[index].store(detail::kNone, std::memory_order_relaxed);
+    claims_used_ = static_cast<std::uint8_t>(claims_used_ & ~(1u << index));
+  }
+
+  void commit(detail::SlotHeader& slot, std::uint64_t s, std::uint32_t size,
+              std::uint32_t index) noexcept {
     // Relaxed: ordered before the stamp's release store below.
     slot.length.store(size, std::memory_order_relaxed);
     slot.producer_id.store(seat_index_, std::memory_order_relaxed);
@@ -234,18 +256,18 @@ class Publisher {
     // stamp (C1 in subscriber.hpp); the payload and fields above are visible
     // to a consumer that sees stamp_published(s).
     slot.stamp.store(detail::stamp_published(s), std::memory_order_release);
-    seat_->in_flight.store(detail::kNone, std::memory_order_relaxed);
+    release_claim(index);
     // Relaxed: a statistic, written only by this producer.
     seat_->published.store(seat_->published.load(std::memory_order_relaxed) + 1,
                            std::memory_order_relaxed);
     detail::notify(region_->header().data_event);
   }
 
-  void abandon(detail::SlotHeader& slot, std::uint64_t s) noexcept {
+  void abandon(detail::SlotHeader& slot, std::uint64_t s, std::uint32_t index) noexcept {
     slot.length.store(0, std::memory_order_relaxed);
     // Release: pairs with C1 like P1; consumers skip the sequence.
     slot.stamp.store(detail::stamp_abandoned(s), std::memory_order_release);
-    seat_->in_flight.store(detail::kNone, std::memory_order_relaxed);
+    release_claim(index);
     detail::notify(region_->header().data_event);
   }
 
@@ -260,6 +282,7 @@ class Publisher {
   std::uint64_t gate_cache_ = 0;  // a lower bound of the gate, this process only
   std::uint64_t next_ = 0;        // single-producer: the next sequence to claim
   std::uint64_t epoch_ = 0;       // the join epoch gate_cache_ was computed in
+  std::uint8_t claims_used_ = 0;  // which in_flight entries hold a claim
   std::uint32_t seat_index_ = 0;
   bool single_producer_ = false;
 };
@@ -267,7 +290,7 @@ class Publisher {
 inline Status Loan::publish(std::size_t size) noexcept {
   if (slot_ == nullptr) return Status::Invalid;
   if (size > size_) return Status::TooLarge;
-  pub_->commit(*slot_, seq_, static_cast<std::uint32_t>(size));
+  pub_->commit(*slot_, seq_, static_cast<std::uint32_t>(size), claim_);
   slot_ = nullptr;
   pub_ = nullptr;
   return Status::Ok;
@@ -275,7 +298,7 @@ inline Status Loan::publish(std::size_t size) noexcept {
 
 inline void Loan::abandon() noexcept {
   if (slot_ == nullptr) return;
-  pub_->abandon(*slot_, seq_);
+  pub_->abandon(*slot_, seq_, claim_);
   slot_ = nullptr;
   pub_ = nullptr;
 }

@@ -88,12 +88,18 @@ struct alignas(kHotAlign) TopicHeader {
   alignas(kHotAlign) std::atomic<std::uint64_t> join_epoch;
 };
 
+// Claims a producer may hold unpublished at once (loans, plus one publish).
+inline constexpr std::uint32_t kMaxInFlight = 8;
+
 struct alignas(kCacheLine) ProducerSeat {
   std::atomic<std::uint32_t> state;  // SeatState
   std::atomic<std::uint32_t> pid;
   std::atomic<std::uint64_t> session;
-  std::atomic<std::uint64_t> in_flight;  // sequence claimed and not yet published, or kNone
   std::atomic<std::uint64_t> published;  // count, relaxed (statistics)
+  // Sequences claimed and not yet published (or kNone): the daemon marks
+  // them abandoned if the producer dies, and never repairs one listed here
+  // while the producer lives.
+  std::atomic<std::uint64_t> in_flight[kMaxInFlight];
 };
 
 struct alignas(kCacheLine) MemberSeat {
@@ -146,7 +152,7 @@ static_assert(offsetof(GroupEntry, cursor) % kHotAlign == 0);
 static_assert(offsetof(GroupEntry, cursor) >= kHotAlign, "cursor on its own line");
 static_assert(sizeof(GroupEntry) % kHotAlign == 0);
 static_assert(sizeof(MemberSeat) == kCacheLine, "one member per line: no false sharing");
-static_assert(sizeof(ProducerSeat) == kCacheLine);
+static_assert(sizeof(ProducerSeat) == 2 * kCacheLine);
 static_assert(offsetof(SlotHeader, stamp) == 0);
 static_assert(sizeof(SlotHeader) == kSlotHeaderSize,
               "payload starts 32 bytes into the slot's first line");

@@ -105,9 +105,11 @@ class Region {
   // ---- repair after a process died (shmbusd) ----------------------------------
   // Frees a producer seat whose process is gone; a sequence it claimed and never
   // published is marked abandoned so consumers skip it.
-  void reclaim_producer(std::uint32_t seat);
+  // Does nothing unless the seat is still held by `dead_pid` (checked under
+  // the control lock: it may have been freed and reused meanwhile).
+  void reclaim_producer(std::uint32_t seat, std::uint32_t dead_pid);
   // Frees a member seat whose process is gone: its hazard no longer gates.
-  void reclaim_member(std::uint32_t group, std::uint32_t member);
+  void reclaim_member(std::uint32_t group, std::uint32_t member, std::uint32_t dead_pid);
   // Marks claimed-but-unpublished sequence s abandoned. False if it was
   // published (or abandoned) meanwhile, or s's slot was never claimed for s.
   bool abandon_unpublished(std::uint64_t s) noexcept;

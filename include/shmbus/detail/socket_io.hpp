@@ -14,8 +14,11 @@ namespace shmbus::detail {
 // else /tmp/shmbus-<uid>/<bus>.sock.
 std::string default_socket_path(const std::string& bus);
 
-// Sends all of `frame`, with `fd` attached when >= 0. False on error (errno set).
-bool send_frame(int sock, std::span<const std::byte> frame, int fd = -1) noexcept;
+// Sends all of `frame`, with `fd` attached when >= 0. False on error (errno
+// set). With may_wait false a full socket buffer is an error (a peer that
+// does not read); otherwise it waits up to 1 s for room.
+bool send_frame(int sock, std::span<const std::byte> frame, int fd = -1,
+                bool may_wait = true) noexcept;
 
 struct Received {
   std::vector<std::byte> body;
