@@ -148,11 +148,13 @@ Daemon::Daemon(Config config) : config_(std::move(config)) {
 }
 
 Daemon::~Daemon() {
-  for (auto& [fd, c] : clients_)
-    ::close(fd);
+  // The socket file goes first: a client that sees its connection drop checks
+  // for it to tell a clean stop (no file: do not restart) from a crash.
+  if (listen_fd_ >= 0) ::unlink(socket_path_.c_str());
   for (int fd : {listen_fd_, epoll_fd_, wake_fd_, timer_fd_, spare_fd_})
     if (fd >= 0) ::close(fd);
-  if (listen_fd_ >= 0) ::unlink(socket_path_.c_str());
+  for (auto& [fd, c] : clients_)
+    ::close(fd);
   if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the flock
 }
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every test: install what is missing, then build and run the suites under
 # ThreadSanitizer, AddressSanitizer+UBSan, and finally the Release build
-# (which also checks `cmake --install` + find_package). Ends with ctest's summary.
+# (which also checks `cmake --install` + find_package), then the Python module's
+# pytest suite (tests/python). Ends with pytest's summary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
@@ -26,3 +27,7 @@ echo "== release build and tests"
 cmake --preset release >/dev/null
 cmake --build --preset release -j "$jobs"
 ctest --preset release -j 1
+
+echo "== python: the shmbus module (bindings/python) under pytest"
+PYTHONPATH="$PWD/build/release/bindings/python${PYTHONPATH:+:$PYTHONPATH}" \
+  SHMBUS_BUILD_DIR="$PWD/build/release" /usr/bin/python3 -m pytest tests/python -q

@@ -116,12 +116,28 @@ class Connection {
   }
 
   ~Connection() {
+    if (::getpid() != owner_pid_) {
+      // A copy inherited through fork: the monitor thread does not exist here
+      // and the descriptors are shared with the parent. Close our copies only.
+      // Leak the thread handle: joining or detaching a thread that does not
+      // exist in this process is undefined; an unowned handle is inert.
+      (void)new std::thread(std::move(monitor_));
+      if (fd_ >= 0) ::close(fd_);
+      ::close(wake_fd_);
+      return;
+    }
     stop_.store(true, std::memory_order_relaxed);  // relaxed: the eventfd write wakes the thread
     const std::uint64_t one = 1;
     [[maybe_unused]] const auto n = ::write(wake_fd_, &one, sizeof one);
     if (monitor_.joinable()) monitor_.join();
     if (fd_ >= 0) ::close(fd_);
     ::close(wake_fd_);
+  }
+
+  // After a deliberate shutdown the monitor must not start a new daemon.
+  void daemon_stopped() {
+    std::lock_guard lock(mu_);
+    no_respawn_ = true;
   }
 
   struct Reply {
@@ -332,7 +348,7 @@ class Connection {
       // another behind the user's back (the next explicit request may). One that
       // crashed left the socket file: start a new one if allowed.
       struct stat st {};
-      respawn = ::stat(path_.c_str(), &st) == 0;
+      respawn = !no_respawn_ && ::stat(path_.c_str(), &st) == 0;
       reconnect_locked(respawn);
     }
   }
@@ -349,6 +365,7 @@ class Connection {
   int wake_fd_ = -1;
   std::uint64_t generation_ = 0;  // bumped whenever the connection is replaced (under mu_)
   pid_t owner_pid_ = ::getpid();  // a Bus does not survive fork
+  bool no_respawn_ = false;       // shutdown_daemon() was called (under mu_)
   std::thread monitor_;
 };
 
@@ -448,6 +465,7 @@ std::unique_ptr<Subscriber> Bus::subscriber(std::string_view topic,
 }
 
 void Bus::shutdown_daemon() {
+  conn_->daemon_stopped();  // before the request: the hang-up may come at once
   proto::Writer w(Type::Shutdown, 0);
   (void)conn_->request(w, Type::Ok);
 }

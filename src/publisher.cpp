@@ -2,6 +2,9 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
+
 namespace shmbus {
 
 Publisher::Publisher(std::shared_ptr<detail::Region> region, const PublisherOptions& options)
@@ -112,8 +115,12 @@ void Publisher::after_join(std::uint64_t s, std::uint64_t epoch) noexcept {
   epoch_ = epoch;
   refresh_gate(s);
   if (s < gate_cache_ + slot_count_) return;
-  (void)detail::wait_for(region_->header().space_event, options_.wait, options_.timeout,
-                         options_.spin, [&] { return has_room(s); });
+  // At least 10 s whatever the publisher's own timeout: a caller that polls
+  // with short timeouts (the Python binding waits in 50 ms slices) must not
+  // turn a joining group's normal catch-up into lost messages.
+  const auto bound = std::max<std::chrono::nanoseconds>(options_.timeout, std::chrono::seconds(10));
+  (void)detail::wait_for(region_->header().space_event, options_.wait, bound, options_.spin,
+                         [&] { return has_room(s); });
 }
 
 }  // namespace shmbus

@@ -1,0 +1,286 @@
+// Bus, Topic and the status records for Python. Every call here talks to
+// shmbusd over its socket, so each runs with the GIL released.
+#include <pybind11/stl.h>
+
+#include <variant>
+
+#include "common.hpp"
+#include "pubsub.hpp"
+#include "shmbus/bus.hpp"
+#include "shmbus/topic.hpp"
+#include "shmbus/topic_status.hpp"
+
+namespace shmbus::python {
+
+namespace {
+
+using TopicArg = std::variant<std::string, Topic>;
+
+Topic resolve(Bus& bus, const TopicArg& t) {
+  if (const auto* topic = std::get_if<Topic>(&t)) return *topic;
+  const std::string& name = std::get<std::string>(t);
+  py::gil_scoped_release nogil;
+  return bus.open_topic(name);
+}
+
+std::string repr_topic_status(const TopicStatus& t) {
+  return "<shmbus.TopicStatus name='" + t.name + "' slots=" + std::to_string(t.options.slot_count) +
+         " slot_size=" + std::to_string(t.options.slot_size) + " policy='" +
+         policy_name(t.options.policy) + "' tail=" + std::to_string(t.tail) +
+         " producers=" + std::to_string(t.producers) +
+         " groups=" + std::to_string(t.groups.size()) + ">";
+}
+
+py::dict group_dict(const GroupStatus& g) {
+  py::dict d;
+  d["name"] = g.name.empty() ? py::object(py::none()) : py::object(py::str(g.name));
+  d["members"] = g.members;
+  d["durable"] = g.durable;
+  d["position"] = g.position;
+  d["lag"] = g.lag;
+  d["lost"] = g.lost;
+  return d;
+}
+
+py::dict topic_dict(const TopicStatus& t) {
+  py::dict d;
+  d["name"] = t.name;
+  d["slots"] = t.options.slot_count;
+  d["slot_size"] = t.options.slot_size;
+  d["policy"] = policy_name(t.options.policy);
+  d["single_producer"] = t.options.single_producer;
+  d["max_producers"] = t.options.max_producers;
+  d["max_groups"] = t.options.max_groups;
+  d["max_members"] = t.options.max_members;
+  d["mode"] = t.options.mode;
+  d["tail"] = t.tail;
+  d["producers"] = t.producers;
+  d["published"] = t.published;
+  py::list groups;
+  for (const GroupStatus& g : t.groups) groups.append(group_dict(g));
+  d["groups"] = groups;
+  return d;
+}
+
+}  // namespace
+
+void bind_bus(py::module_& m) {
+  py::class_<GroupStatus>(m, "GroupStatus", "A consumer group of a topic, as shmbusd reports it.")
+      .def_property_readonly(
+          "name",
+          [](const GroupStatus& g) -> std::optional<std::string> {
+            if (g.name.empty()) return std::nullopt;
+            return g.name;
+          },
+          "The group's name, or None for a private group.")
+      .def_readonly("members", &GroupStatus::members, "Live members.")
+      .def_readonly("durable", &GroupStatus::durable,
+                    "The group gates producers even with no members.")
+      .def_readonly("position", &GroupStatus::position, "The next sequence the group takes.")
+      .def_readonly("lag", &GroupStatus::lag, "tail - position.")
+      .def_readonly("lost", &GroupStatus::lost, "Messages skipped after being overrun.")
+      .def("as_dict", &group_dict, "as_dict() -> dict\n\nThe fields as a dict.")
+      .def("__repr__", [](const GroupStatus& g) {
+        return "<shmbus.GroupStatus name=" + (g.name.empty() ? "None" : "'" + g.name + "'") +
+               " members=" + std::to_string(g.members) + " position=" +
+               std::to_string(g.position) + " lag=" + std::to_string(g.lag) +
+               " lost=" + std::to_string(g.lost) + ">";
+      });
+
+  py::class_<TopicStatus>(m, "TopicStatus",
+                          "What shmbusd reports about a topic (Bus.topics(), Bus.describe()).")
+      .def_readonly("name", &TopicStatus::name)
+      .def_property_readonly(
+          "slots", [](const TopicStatus& t) { return t.options.slot_count; },
+          "Number of slots in the ring.")
+      .def_property_readonly(
+          "slot_size", [](const TopicStatus& t) { return t.options.slot_size; },
+          "Payload bytes per slot (the largest message).")
+      .def_property_readonly(
+          "policy", [](const TopicStatus& t) { return policy_name(t.options.policy); },
+          "'block', 'reject' or 'overwrite'.")
+      .def_property_readonly(
+          "single_producer", [](const TopicStatus& t) { return t.options.single_producer; })
+      .def_property_readonly("max_producers",
+                             [](const TopicStatus& t) { return t.options.max_producers; })
+      .def_property_readonly("max_groups", [](const TopicStatus& t) { return t.options.max_groups; })
+      .def_property_readonly("max_members",
+                             [](const TopicStatus& t) { return t.options.max_members; })
+      .def_property_readonly(
+          "mode", [](const TopicStatus& t) { return t.options.mode; },
+          "Permission bits of the region.")
+      .def_readonly("tail", &TopicStatus::tail, "The next sequence to be claimed.")
+      .def_readonly("producers", &TopicStatus::producers, "Live producer seats.")
+      .def_readonly("published", &TopicStatus::published,
+                    "Messages published by the live producers (an estimate).")
+      .def_readonly("groups", &TopicStatus::groups, "The consumer groups (list of GroupStatus).")
+      .def("as_dict", &topic_dict, "as_dict() -> dict\n\nThe fields as a dict (groups as a list of dicts).")
+      .def("__repr__", &repr_topic_status);
+
+  py::class_<TopicInfo>(m, "TopicInfo", "A topic's geometry, read from its region.")
+      .def_readonly("name", &TopicInfo::name)
+      .def_readonly("slots", &TopicInfo::slot_count)
+      .def_readonly("slot_size", &TopicInfo::slot_size)
+      .def_property_readonly("policy", [](const TopicInfo& t) { return policy_name(t.policy); })
+      .def_readonly("single_producer", &TopicInfo::single_producer)
+      .def_readonly("tail", &TopicInfo::tail, "The next sequence to be claimed (a snapshot).")
+      .def("__repr__", [](const TopicInfo& t) {
+        return "<shmbus.TopicInfo name='" + t.name + "' slots=" + std::to_string(t.slot_count) +
+               " slot_size=" + std::to_string(t.slot_size) + " policy='" +
+               policy_name(t.policy) + "' tail=" + std::to_string(t.tail) + ">";
+      });
+
+  py::class_<Topic, ForkSafePtr<Topic>>(m, "Topic",
+                    "An opened topic (Bus.create_topic / Bus.open_topic). Pass it to\n"
+                    "Bus.publisher / Bus.subscriber to skip opening it again.")
+      .def_property_readonly("name", &Topic::name)
+      .def("info", &Topic::info, "info() -> TopicInfo\n\nThe topic's geometry and current tail.")
+      .def("__repr__", [](const Topic& t) { return "<shmbus.Topic name='" + t.name() + "'>"; });
+
+  py::class_<PyBus, ForkSafePtr<PyBus>>(m, "Bus", R"doc(
+A connection to shmbusd (made by shmbus.connect). Creates, opens and deletes
+topics through the daemon, and makes publishers and subscribers. The data
+path never goes through the daemon.
+
+Objects made through a Bus keep what they need alive by themselves; the Bus
+object may be dropped before them.
+)doc")
+      .def(
+          "create_topic",
+          [](PyBus& b, const std::string& name, std::uint32_t slots, std::uint32_t slot_size,
+             const std::string& policy, bool single_producer, std::uint32_t max_producers,
+             std::uint32_t max_groups, std::uint32_t max_members, std::uint32_t mode) {
+            Bus& bus = b.get();
+            TopicOptions o;
+            o.slot_count = slots;
+            o.slot_size = slot_size;
+            o.policy = parse_policy(policy);
+            o.single_producer = single_producer;
+            o.max_producers = max_producers;
+            o.max_groups = max_groups;
+            o.max_members = max_members;
+            o.mode = mode;
+            py::gil_scoped_release nogil;
+            return bus.create_topic(name, o);
+          },
+          py::arg("name"), py::arg("slots") = 1024, py::arg("slot_size") = 1024,
+          py::arg("policy") = "block", py::arg("single_producer") = false, py::kw_only(),
+          py::arg("max_producers") = 16, py::arg("max_groups") = 16, py::arg("max_members") = 8,
+          py::arg("mode") = 0600,
+          R"doc(create_topic(name: str, slots: int = 1024, slot_size: int = 1024, policy: str = 'block', single_producer: bool = False, *, max_producers: int = 16, max_groups: int = 16, max_members: int = 8, mode: int = 0o600) -> Topic
+
+Creates a topic: `slots` (a power of two >= 2) slots of `slot_size` bytes.
+
+policy: what a publisher does on a full ring: 'block' (wait), 'reject'
+(refuse at once) or 'overwrite' (overwrite the oldest; slow readers skip and
+count). Raises AlreadyExists if the topic exists, InvalidArgument for bad values.)doc")
+      .def(
+          "open_topic",
+          [](PyBus& b, const std::string& name) {
+            Bus& bus = b.get();
+            py::gil_scoped_release nogil;
+            return bus.open_topic(name);
+          },
+          py::arg("name"), "open_topic(name: str) -> Topic\n\nOpens an existing topic (NotFound if there is none).")
+      .def(
+          "delete_topic",
+          [](PyBus& b, const std::string& name) {
+            Bus& bus = b.get();
+            py::gil_scoped_release nogil;
+            bus.delete_topic(name);
+          },
+          py::arg("name"),
+          "delete_topic(name: str) -> None\n\nDeletes a topic's name; processes that have it open keep using it.")
+      .def(
+          "topics",
+          [](PyBus& b) {
+            Bus& bus = b.get();
+            py::gil_scoped_release nogil;
+            return bus.topics();
+          },
+          "topics() -> list[TopicStatus]\n\nEvery topic of the bus.")
+      .def(
+          "describe",
+          [](PyBus& b, const std::string& name) {
+            Bus& bus = b.get();
+            py::gil_scoped_release nogil;
+            return bus.describe(name);
+          },
+          py::arg("name"), "describe(name: str) -> TopicStatus\n\nOne topic's status (NotFound if there is none).")
+      .def(
+          "publisher",
+          [](PyBus& b, const TopicArg& topic, std::optional<double> timeout,
+             const std::string& wait, double spin) {
+            Bus& bus = b.get();
+            return make_publisher(bus, resolve(bus, topic), timeout, wait, spin);
+          },
+          py::arg("topic"), py::kw_only(), py::arg("timeout") = 10.0, py::arg("wait") = "futex",
+          py::arg("spin") = 50e-6,
+          R"doc(publisher(topic: str | Topic, *, timeout: float | None = 10.0, wait: str = 'futex', spin: float = 50e-6) -> Publisher
+
+A Publisher for `topic` (a name or a Topic).
+
+timeout: seconds publish()/loan() wait for room under policy 'block' (None:
+for ever). wait: 'futex' (spin `spin` seconds, then sleep), 'yield' or 'busy'.)doc")
+      .def(
+          "subscriber",
+          [](PyBus& b, const TopicArg& topic, const std::optional<std::string>& group,
+             const py::object& start, bool durable, const std::string& wait, double spin) {
+            Bus& bus = b.get();
+            return make_subscriber(bus, resolve(bus, topic), group, start, durable, wait, spin);
+          },
+          py::arg("topic"), py::arg("group") = py::none(), py::arg("start") = "latest",
+          py::kw_only(), py::arg("durable") = false, py::arg("wait") = "futex",
+          py::arg("spin") = 50e-6,
+          R"doc(subscriber(topic: str | Topic, group: str | None = None, start: str | int = 'latest', *, durable: bool = False, wait: str = 'futex', spin: float = 50e-6) -> Subscriber
+
+A Subscriber of `topic` (a name or a Topic).
+
+group: None for a private group; a name to join (or create) a consumer group
+whose members compete for messages. start (used when the group is created):
+'latest' (only messages published from now on), 'earliest' (the oldest the
+ring retains) or a sequence number. durable: the group gates producers even
+while it has no members. wait/spin: as for publisher().)doc")
+      .def(
+          "shutdown_daemon",
+          [](PyBus& b) {
+            Bus& bus = b.get();
+            py::gil_scoped_release nogil;
+            bus.shutdown_daemon();
+          },
+          "shutdown_daemon() -> None\n\nAsks shmbusd to exit (only root or the daemon's own user may).")
+      .def_property_readonly("socket_path", [](PyBus& b) { return b.bus.socket_path(); }, "The daemon's socket.")
+      .def_property_readonly("daemon_pid", [](PyBus& b) { return b.bus.daemon_pid(); },
+                             "The daemon's pid, as it reported at the last hello.")
+      .def("__enter__", [](py::object self) { return self; }, "__enter__() -> Bus")
+      .def(
+          "__exit__", [](PyBus&, const py::args&) { return false; },
+          "__exit__(*exc) -> False\n\nDoes nothing: a Bus needs no closing (drop it).")
+      .def("__repr__",
+           [](const PyBus& b) { return "<shmbus.Bus socket='" + b.bus.socket_path() + "'>"; });
+
+  m.def(
+      "_connect",
+      [](const std::string& name, bool autospawn, const std::optional<std::string>& socket,
+         const std::optional<std::string>& daemon, double timeout) {
+        BusOptions o;
+        o.bus = name;
+        o.autospawn = autospawn;
+        o.socket_path = socket.value_or("");
+        o.daemon_path = daemon.value_or("");
+        o.timeout = std::chrono::duration_cast<std::chrono::milliseconds>(
+            seconds_to_ns(timeout, "timeout"));
+        auto b = std::make_unique<PyBus>(PyBus{[&] {
+          py::gil_scoped_release nogil;
+          return Bus::connect(o);
+        }()});
+        return py::cast(b.release(), py::return_value_policy::take_ownership);
+      },
+      py::arg("name"), py::arg("autospawn"), py::arg("socket"), py::arg("daemon"),
+      py::arg("timeout"));
+
+  for (const char* name : {"GroupStatus", "TopicStatus", "TopicInfo", "Topic", "Bus"})
+    set_public_module(m.attr(name));
+}
+
+}  // namespace shmbus::python

@@ -1,0 +1,140 @@
+// Shared pieces of the Python bindings: the exception classes, timeouts given
+// in seconds, and a mutex that is taken without ever blocking other Python
+// threads on the GIL.
+#pragma once
+
+#include <pybind11/pybind11.h>
+#include <sys/types.h>
+
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include "shmbus/error.hpp"
+#include "shmbus/options.hpp"
+
+namespace shmbus::python {
+
+namespace py = pybind11;
+
+// Blocking calls wait in slices of this length, with the GIL released, and
+// check for signals (Ctrl-C) between slices with the GIL held.
+inline constexpr std::chrono::milliseconds kWaitSlice{50};
+// Messages at least this large are copied with the GIL released.
+inline constexpr std::size_t kReleaseGilBytes = 64 * 1024;
+
+// The exception classes (created once at import, owned by the module).
+struct Exceptions {
+  PyObject* error = nullptr;  // shmbus.Error
+  PyObject* by_code[9] = {};  // indexed by shmbus::ErrorCode
+  PyObject* timeout = nullptr;
+  PyObject* would_block = nullptr;
+  PyObject* too_large = nullptr;
+  PyObject* too_many_held = nullptr;
+  PyObject* closed = nullptr;
+};
+Exceptions& exceptions();
+void register_exceptions(py::module_& m);
+
+// Sets a Python exception of `type` and unwinds to pybind11 (GIL held).
+[[noreturn]] void raise(PyObject* type, const std::string& message);
+
+// A timeout in seconds from Python: None means "wait forever".
+class Deadline {
+ public:
+  using Clock = std::chrono::steady_clock;
+  explicit Deadline(std::optional<double> seconds);
+  [[nodiscard]] bool forever() const noexcept { return forever_; }
+  // True when the caller asked not to wait at all (timeout=0).
+  [[nodiscard]] bool zero() const noexcept { return zero_; }
+  [[nodiscard]] bool passed() const noexcept { return !forever_ && Clock::now() >= at_; }
+  // The next wait slice: kWaitSlice, or what is left if that is less.
+  [[nodiscard]] std::chrono::nanoseconds slice() const noexcept;
+
+ private:
+  bool forever_ = false;
+  bool zero_ = false;
+  Clock::time_point at_{};
+};
+
+// Raises KeyboardInterrupt (or what a signal handler raised) if a signal came.
+inline void check_signals() {
+  if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+}
+
+// Locks `m` with the GIL held by the caller. When another thread holds the
+// mutex (it may be waiting in a receive slice with the GIL released), this
+// thread waits for it with the GIL released, and never holds the mutex while
+// waiting for the GIL: so the two never deadlock, and a thread that waits
+// for the GIL (up to the interpreter's switch interval) does not hold up the
+// others.
+class GilSafeLock {
+ public:
+  explicit GilSafeLock(std::mutex& m) : m_(m) {
+    while (!m_.try_lock()) {
+      py::gil_scoped_release nogil;
+      std::lock_guard wait_for_holder(m_);
+    }
+  }
+  ~GilSafeLock() { m_.unlock(); }
+  GilSafeLock(const GilSafeLock&) = delete;
+  GilSafeLock& operator=(const GilSafeLock&) = delete;
+
+ private:
+  std::mutex& m_;
+};
+
+// ---- fork() --------------------------------------------------------------------
+// A process made by fork() inherits the parent's objects: their seats, their
+// daemon connection (whose background thread does not exist in the child)
+// and their held slots. Using them there would act on the parent's behalf,
+// and destroying them would free the parent's seats or wait for a thread
+// that is not there. So every object remembers the process that made it:
+// in another process its methods raise, and it is never destroyed (leaked,
+// on purpose: the child's own objects are unaffected).
+
+// getpid(), kept current across fork() by a pthread_atfork handler.
+pid_t current_pid() noexcept;
+void install_fork_handler();
+// Raises shmbus.Error if `creator` is not this process.
+void check_process(pid_t creator, const char* what);
+
+// The pybind11 holder of every class that refers to shared memory or to the
+// daemon: a unique_ptr that leaks its object instead of destroying it in a
+// fork() child.
+template <class T>
+class ForkSafePtr {
+ public:
+  ForkSafePtr() = default;
+  explicit ForkSafePtr(T* p) noexcept : p_(p), pid_(current_pid()) {}
+  ForkSafePtr(ForkSafePtr&& o) noexcept : p_(std::move(o.p_)), pid_(o.pid_) {}
+  ForkSafePtr& operator=(ForkSafePtr&&) = delete;
+  ForkSafePtr(const ForkSafePtr&) = delete;
+  ForkSafePtr& operator=(const ForkSafePtr&) = delete;
+  ~ForkSafePtr() {
+    if (p_ && pid_ != current_pid()) (void)p_.release();
+  }
+  [[nodiscard]] T* get() const noexcept { return p_.get(); }
+
+ private:
+  std::unique_ptr<T> p_;
+  pid_t pid_ = 0;
+};
+
+// Converts between Python strings and the C++ enums.
+Policy parse_policy(const std::string& s);
+const char* policy_name(Policy p) noexcept;
+WaitStrategy parse_wait(const std::string& s);
+std::chrono::nanoseconds seconds_to_ns(double seconds, const char* what);
+
+// Gives a pybind11-made type the module name users import ("shmbus").
+void set_public_module(py::handle type);
+
+void bind_bus(py::module_& m);
+void bind_pubsub(py::module_& m);
+
+}  // namespace shmbus::python
+
+PYBIND11_DECLARE_HOLDER_TYPE(T, shmbus::python::ForkSafePtr<T>)

@@ -1,0 +1,72 @@
+"""Child-process roles for the shmbus Python tests (run by conftest.BusEnv.worker).
+
+    _worker.py <bus> <socket> member <topic> <group>
+        joins <group>, prints "ready", receives until a STOP message, prints
+        the JSON list of indices (u64 little endian at offset 0) it got.
+    _worker.py <bus> <socket> block-receive <topic>
+        prints "waiting", blocks in receive() with no timeout; on Ctrl-C
+        prints "interrupted" and exits 0.
+    _worker.py <bus> <socket> block-publish <topic>
+        fills the (policy 'block') ring, prints "waiting", blocks in publish()
+        with no timeout; on Ctrl-C prints "interrupted" and exits 0.
+"""
+
+import json
+import struct
+import sys
+import time
+
+import shmbus
+
+STOP = 2**64 - 1
+
+
+def main():
+    bus_name, socket, role, topic = sys.argv[1:5]
+    bus = shmbus.connect(bus_name, socket=socket, autospawn=False)
+    if role == "member":
+        group = sys.argv[5]
+        sub = bus.subscriber(topic, group=group)
+        print("ready", flush=True)
+        got = []
+        while True:
+            s = sub.receive(timeout=30)
+            if s is None:
+                print("error: nothing for 30 s", flush=True)
+                return 1
+            (index,) = struct.unpack_from("<Q", s)
+            s.release()
+            if index == STOP:
+                break
+            got.append(index)
+            time.sleep(0.0002)  # be slow enough that the members really compete
+        print(json.dumps(got), flush=True)
+        return 0
+    if role == "block-receive":
+        sub = bus.subscriber(topic)
+        print("waiting", flush=True)
+        try:
+            sub.receive()
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+            return 0
+        print("error: receive returned", flush=True)
+        return 1
+    if role == "block-publish":
+        pub = bus.publisher(topic, timeout=None)
+        while pub.try_publish(b"x"):
+            pass
+        print("waiting", flush=True)
+        try:
+            pub.publish(b"y")
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+            return 0
+        print("error: publish returned", flush=True)
+        return 1
+    print(f"unknown role {role}", flush=True)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
