@@ -1,0 +1,181 @@
+// Boost.Interprocess message_queue (header-only; Debian's libboost-dev).
+//
+// Two modes, both documented: blocking send()/receive() (a process-shared
+// mutex and condition variable: the receiver sleeps), and polling
+// try_send()/try_receive() in a spin loop, its fastest mode on spare cores.
+// A message is copied into the queue and out of it (the API has no loans).
+
+#include <boost/interprocess/ipc/message_queue.hpp>
+#include <boost/version.hpp>
+
+#include <cinttypes>
+#include <memory>
+#include <vector>
+
+#include "compare.hpp"
+
+namespace shmbus_bench {
+namespace {
+
+namespace bip = boost::interprocess;
+
+class BoostMq : public System {
+ public:
+  explicit BoostMq(bool polling) : polling_(polling) {
+    key = polling ? "boost-mq-poll" : "boost-mq";
+    name = polling ? "Boost.Interprocess message_queue, try_send/try_receive polling"
+                   : "Boost.Interprocess message_queue, blocking";
+    blocking = slow = !polling;
+  }
+
+  bool has_spaced() const override { return !polling_; }
+
+  void prepare(const Scenario& sc) override {
+    const std::string base =
+        strprintf("shmbus-cmp-%d-%d-%s", static_cast<int>(::getpid()), sc.run_id, key.c_str());
+    ab_ = base + "-ab";
+    ba_ = base + "-ba";
+    const std::size_t depth = sc.mode == Mode::Throughput ? sc.slots : 4;
+    for (const std::string* n : {&ab_, &ba_}) {
+      bip::message_queue::remove(n->c_str());
+      cleanup_on_interrupt("/" + *n);
+      // Created here, opened by each side after the fork; the handle is dropped
+      // at once (the queue lives until remove()).
+      bip::message_queue q(bip::create_only, n->c_str(), depth, sc.size);
+    }
+  }
+
+  void cleanup() override {
+    for (const std::string* n : {&ab_, &ba_})
+      if (!n->empty()) bip::message_queue::remove(n->c_str());
+    ab_.clear();
+    ba_.clear();
+  }
+
+  void ping(const Scenario& sc) override {
+    bip::message_queue out(bip::open_only, ab_.c_str()), in(bip::open_only, ba_.c_str());
+    auto buf = make_payload(sc.size);
+    std::vector<std::byte> rbuf(sc.size);
+    handshake();
+    pinger_loop(sc.plan, [&](std::uint64_t i) {
+      put_seq(buf.data(), i);
+      send(out, buf.data(), sc.size, i);
+      const std::size_t got = receive(in, rbuf.data(), sc.size, i);
+      if (got != sc.size || get_seq(rbuf.data()) != i)
+        fail("%s: expected pong %" PRIu64 ", got %" PRIu64 " of %zu B", key.c_str(), i,
+             get_seq(rbuf.data()), got);
+    });
+    put_seq(buf.data(), kStop);
+    send(out, buf.data(), sc.size, kStop);
+  }
+
+  void pong(const Scenario& sc) override {
+    bip::message_queue in(bip::open_only, ab_.c_str()), out(bip::open_only, ba_.c_str());
+    auto buf = make_payload(sc.size);
+    std::vector<std::byte> rbuf(sc.size);
+    handshake();
+    for (std::uint64_t i = 0;; ++i) {
+      const std::size_t got = receive(in, rbuf.data(), sc.size, i);
+      if (got == sc.size && get_seq(rbuf.data()) == kStop) return;
+      if (got != sc.size || get_seq(rbuf.data()) != i)
+        fail("%s: expected ping %" PRIu64 ", got %" PRIu64 " of %zu B", key.c_str(), i,
+             get_seq(rbuf.data()), got);
+      put_seq(buf.data(), i);
+      send(out, buf.data(), sc.size, i);
+      heartbeat(i);
+    }
+  }
+
+  void produce(const Scenario& sc) override {
+    bip::message_queue out(bip::open_only, ab_.c_str());
+    auto buf = make_payload(sc.size);
+    handshake();
+    g_ctl->t_start_ns = now_ns();
+    for (std::uint64_t i = 0; i < sc.count; ++i) {
+      put_seq(buf.data(), i);
+      send(out, buf.data(), sc.size, i);
+      heartbeat(i);
+    }
+  }
+
+  void consume(const Scenario& sc) override {
+    bip::message_queue in(bip::open_only, ab_.c_str());
+    const std::uint64_t expect_sum = pattern_sum(sc.size);
+    std::vector<std::byte> rbuf(sc.size);
+    handshake();
+    for (std::uint64_t i = 0; i < sc.count; ++i) {
+      const std::size_t got = receive(in, rbuf.data(), sc.size, i);
+      check_message(key.c_str(), rbuf.data(), got, sc.size, i, expect_sum);
+      heartbeat(i);
+    }
+    g_ctl->t_end_ns = now_ns();
+    g_ctl->received = sc.count;
+  }
+
+  void spaced_send(const Scenario& sc) override {
+    bip::message_queue out(bip::open_only, ab_.c_str());
+    auto buf = make_payload(sc.size);
+    handshake();
+    std::uint64_t next = now_ns();
+    for (std::uint64_t i = 0; i < sc.count; ++i) {
+      next += sc.gap_ns;
+      sleep_until_ns(next);
+      put_seq(buf.data(), i);
+      put_time(buf.data(), now_ns());
+      send(out, buf.data(), sc.size, i);
+      heartbeat(i);
+    }
+  }
+
+  void spaced_recv(const Scenario& sc) override {
+    bip::message_queue in(bip::open_only, ab_.c_str());
+    std::vector<std::byte> rbuf(sc.size);
+    SpacedRecorder rec(sc.count);
+    handshake();
+    for (std::uint64_t i = 0; i < sc.count; ++i) {
+      receive(in, rbuf.data(), sc.size, i);
+      rec.add(rbuf.data());
+      if (get_seq(rbuf.data()) != i) fail("%s: expected message %" PRIu64, key.c_str(), i);
+      heartbeat(i);
+    }
+    rec.finish();
+  }
+
+ private:
+  // Blocking calls have no timeout here (a timed call would read the clock for
+  // every message): a side that hangs is killed by the harness's watchdog.
+  void send(bip::message_queue& q, const std::byte* p, std::size_t n, std::uint64_t seq) {
+    if (!polling_) {
+      q.send(p, n, 0);
+      return;
+    }
+    spin_until([&] { return q.try_send(p, n, 0); }, "room in the queue for message", seq);
+  }
+
+  std::size_t receive(bip::message_queue& q, std::byte* p, std::size_t cap, std::uint64_t seq) {
+    bip::message_queue::size_type got = 0;
+    unsigned int prio = 0;
+    if (!polling_) {
+      q.receive(p, cap, got, prio);
+      return got;
+    }
+    spin_until([&] { return q.try_receive(p, cap, got, prio); }, "message", seq);
+    return got;
+  }
+
+  bool polling_;
+  std::string ab_, ba_;
+};
+
+}  // namespace
+
+std::unique_ptr<System> make_boost_mq(bool polling) {
+  return std::make_unique<BoostMq>(polling);
+}
+
+std::string boost_version_string() {
+  return strprintf("%d.%d.%d", BOOST_VERSION / 100000, BOOST_VERSION / 100 % 1000,
+                   BOOST_VERSION % 100);
+}
+
+}  // namespace shmbus_bench

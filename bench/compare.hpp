@@ -1,0 +1,146 @@
+// shmbus-compare: the systems it measures, behind one interface.
+//
+// A System is driven by the harness in bench_common.hpp: the parent calls
+// prepare() before it forks the two sides (pinned to their cores), side A and
+// side B run one of the role functions below in their own process, and the
+// parent calls cleanup() once both have ended, whatever happened. Each
+// comparator lives in its own translation unit (cmp_*.cpp), compiled only when
+// its package was found; the factories below are then defined.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "bench_common.hpp"
+
+namespace shmbus_bench {
+
+enum class Mode { Latency, Throughput, Spaced };
+
+// What one run of a pair needs to know.
+struct Scenario {
+  Mode mode = Mode::Latency;
+  std::size_t size = 64;       // payload bytes (>= 16: sequence number and send time)
+  std::uint64_t count = 0;     // throughput and spaced runs: messages to send
+  std::uint64_t slots = 1024;  // throughput: queue depth, where the system has one
+  std::uint64_t gap_ns = 0;    // spaced runs: time between two messages
+  LatencyPlan plan;            // latency runs
+  int run_id = 0;              // unique within this process: names of queues, services
+  int cpu_a = 0, cpu_b = 1;    // where the sides run (an in-process system pins its threads)
+};
+
+class System {
+ public:
+  virtual ~System() = default;
+
+  std::string key;          // stable id for JSON and the plot, e.g. "uds"
+  std::string name;         // for the tables
+  bool baseline = false;    // a physical limit, not a product
+  bool blocking = false;    // its receiver sleeps in the kernel while it waits
+  bool slow = false;        // microseconds per message: fewer latency rounds
+  bool in_process = false;  // two threads of side A's process; side B idles
+
+  virtual bool has_latency() const { return true; }
+  virtual bool has_throughput() const { return true; }
+  virtual bool has_spaced() const { return false; }
+
+  // In the parent, before the fork. May throw (the row then fails, others run).
+  virtual void prepare(const Scenario&) {}
+  // In the parent, after both sides ended.
+  virtual void cleanup() {}
+
+  // Ping-pong. ping() sends ping i and waits for pong i inside pinger_loop()
+  // (which records the round trips), then tells pong() to end; every message
+  // carries its sequence number in its first 8 bytes, checked at the other end.
+  virtual void ping(const Scenario&) {}
+  virtual void pong(const Scenario&) {}
+  // Streaming: `count` messages, the consumer checks each one's sequence
+  // number and reads the payload (one word per cache line, compared with the
+  // pattern). The producer stores t_start_ns after the handshake; the consumer
+  // stores t_end_ns and received after the last message.
+  virtual void produce(const Scenario&) {}
+  virtual void consume(const Scenario&) {}
+  // Spaced one-way: side A sends `count` messages gap_ns apart, each with its
+  // send time (CLOCK_MONOTONIC) at offset 8; side B records arrival - send time
+  // and stores the statistics (scale 1) itself.
+  virtual void spaced_send(const Scenario&) {}
+  virtual void spaced_recv(const Scenario&) {}
+};
+
+// A comparator: either a system or the reason it is not there.
+struct Comparator {
+  std::unique_ptr<System> system;
+  std::string key, name;
+  std::string skipped;  // non-empty: why it is not measured
+};
+
+// ---- helpers for the comparators ----------------------------------------------
+
+// The payload of a spaced message: sequence number at 0, send time at 8.
+inline void put_time(std::byte* p, std::uint64_t t) noexcept {
+  std::memcpy(p + 8, &t, 8);
+}
+inline std::uint64_t get_time(const std::byte* p) noexcept {
+  std::uint64_t v;
+  std::memcpy(&v, p + 8, 8);
+  return v;
+}
+
+// Side B of a spaced run: the samples, then the statistics into the control block.
+struct SpacedRecorder {
+  explicit SpacedRecorder(std::uint64_t count) { samples.reserve(count); }
+  void add(const std::byte* msg) {
+    const std::uint64_t now = now_ns();
+    const std::uint64_t sent = get_time(msg);
+    samples.push_back(now > sent ? now - sent : 0);
+  }
+  void finish() { g_ctl->lat = one_way_stats(samples, 1.0, &g_ctl->hist); }
+  std::vector<std::uint64_t> samples;
+};
+
+// Sleeps until `t` (CLOCK_MONOTONIC ns): the sender of a spaced run is idle
+// between messages, as the receiver is.
+inline void sleep_until_ns(std::uint64_t t) {
+  timespec ts{static_cast<time_t>(t / 1'000'000'000ULL), static_cast<long>(t % 1'000'000'000ULL)};
+  while (::clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr) == EINTR) {
+  }
+}
+
+// Checks a received message of a stream: its sequence number and, read in
+// place, one word per cache line of its payload. Fails the side otherwise.
+inline void check_message(const char* who, const std::byte* p, std::size_t got, std::size_t size,
+                          std::uint64_t want, std::uint64_t expect_sum) {
+  if (got != size || get_seq(p) != want)
+    fail("%s: expected message %" PRIu64 " of %zu B, got seq %" PRIu64 " of %zu B", who, want, size,
+         got >= 8 ? get_seq(p) : kStop, got);
+  if (line_sum(p, size) != expect_sum)
+    fail("%s: message %" PRIu64 ": payload differs from what was sent", who, want);
+}
+
+// ---- the comparators (cmp_*.cpp) ----------------------------------------------
+
+// Always built: Unix-domain socket and pipe (blocking).
+std::unique_ptr<System> make_uds();
+std::unique_ptr<System> make_pipe();
+// Optional (each defined only when its package was found at build time).
+std::unique_ptr<System> make_boost_mq(bool polling);
+std::unique_ptr<System> make_zmq();
+std::unique_ptr<System> make_iceoryx();
+std::unique_ptr<System> make_moodycamel();
+
+// iceoryx's daemon, started and stopped by the benchmark (cmp_iceoryx.cpp):
+// `roudi` is the iox-roudi binary; its configuration (mempools for `sizes`)
+// and log go to work_dir. The pid is kept in g_daemon_pid, so that an
+// interrupted run stops it too.
+bool iceoryx_start_roudi(const std::string& roudi, const std::string& work_dir,
+                         const std::vector<std::size_t>& sizes, std::string& error);
+void iceoryx_stop_roudi();
+std::string iceoryx_version();
+
+std::string zmq_version_string();
+std::string boost_version_string();
+
+}  // namespace shmbus_bench
