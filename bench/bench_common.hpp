@@ -978,6 +978,30 @@ inline void shmbus_consumer(const std::string& name, std::uint64_t count, std::s
   std::exit(2);
 }
 
+// One command-line option: "--opt=value" or "--opt value". The loop index is
+// advanced past a separate value when value() takes it.
+struct Arg {
+  std::string name;
+  std::string inline_value;
+  bool has_inline = false;
+  int argc;
+  char** argv;
+  int& i;
+  Arg(int c, char** v, int& index) : argc(c), argv(v), i(index) {
+    name = argv[i];
+    if (const auto eq = name.find('='); name.rfind("--", 0) == 0 && eq != std::string::npos) {
+      inline_value = name.substr(eq + 1);
+      name = name.substr(0, eq);
+      has_inline = true;
+    }
+  }
+  std::string value() {
+    if (has_inline) return inline_value;
+    if (i + 1 >= argc) usage_error(name + " needs a value");
+    return argv[++i];
+  }
+};
+
 inline std::uint64_t parse_count(const std::string& opt, const std::string& v) {
   char* end = nullptr;
   errno = 0;

@@ -346,19 +346,9 @@ Options parse_args(int argc, char** argv) {
   for (int i = 1; i < argc; ++i)
     o.command += std::string(" ") + argv[i];
   for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    std::string val;
-    bool has_inline = false;
-    if (const auto eq = a.find('='); a.rfind("--", 0) == 0 && eq != std::string::npos) {
-      val = a.substr(eq + 1);
-      a = a.substr(0, eq);
-      has_inline = true;
-    }
-    const auto value = [&]() -> std::string {
-      if (has_inline) return val;
-      if (i + 1 >= argc) usage_error(a + " needs a value");
-      return argv[++i];
-    };
+    Arg arg(argc, argv, i);
+    const std::string& a = arg.name;
+    const auto value = [&] { return arg.value(); };
     if (a == "-h" || a == "--help") {
       usage(stdout);
       std::exit(0);

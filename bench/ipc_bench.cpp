@@ -63,73 +63,63 @@ struct Options {
   int cpu_a = -1, cpu_b = -1;
 };
 
-constexpr std::size_t kLargeSize = 256 * 1024;       // fewer round trips from here on
-constexpr std::uint64_t kByteBudget = 2ULL << 30;    // throughput bytes per scenario
-constexpr std::uint64_t kRingBytes = 64ULL << 20;    // throughput ring size cap
+constexpr std::size_t kLargeSize = 256 * 1024;     // fewer round trips from here on
+constexpr std::uint64_t kByteBudget = 2ULL << 30;  // throughput bytes per scenario
+constexpr std::uint64_t kRingBytes = 64ULL << 20;  // throughput ring size cap
 // Repetitions after the first round of a size block run only while the block
 // has taken less than this: a loaded machine keeps the run well under 2 minutes.
 constexpr std::uint64_t kRepeatBudgetNs = 20'000'000'000ULL;
 
 void usage(FILE* f) {
   std::fprintf(f,
-      "Usage: shmbus-ipc-bench [options]\n"
-      "\n"
-      "Cross-process latency (ping-pong) and throughput of shmbus, beside the\n"
-      "physical limits measured in the same run: a bare cache line, a bare memcpy\n"
-      "through shared memory, a raw futex ping-pong and a bare SPSC ring. Two real\n"
-      "processes (fork), pinned to two cores. Prints Markdown tables.\n"
-      "\n"
-      "Options:\n"
-      "  --sizes LIST     payload sizes, e.g. 64,4KiB,1MiB (default); suffixes\n"
-      "                   B, K/KiB, M/MiB; at least 8 bytes (the sequence number)\n"
-      "  --iters N        measured round trips per latency row (default 100000;\n"
-      "                   sizes >= 256 KiB and the raw futex row use fewer)\n"
-      "  --warmup N       round trips before measuring (default 10000; scaled likewise)\n"
-      "  --count N        throughput messages of 64 B or less (default 10000000);\n"
-      "                   larger sizes send at most 2 GiB per row\n"
-      "  --repeat N       runs of each throughput row, round-robin; the median is\n"
-      "                   reported with the range (default 3: the rate is bimodal);\n"
-      "                   rounds after the first stop once a size block took 20 s\n"
-      "  --read-payload   throughput consumers read one word per cache line of every\n"
-      "                   message and check it (default: the sequence number only)\n"
-      "  --sections LIST  latency,throughput (default both)\n"
-      "  --cores A,B      the two CPUs (default 0,1, else the first two allowed)\n"
-      "  --same-core      put both processes on CPU A (spinners yield the core;\n"
-      "                   busy-spin rows are skipped: they would burn whole time slices)\n"
-      "  --quick          a short smoke run: --iters 10000 --warmup 1000 --count 1000000\n"
-      "                   --repeat 1\n"
-      "  --json FILE      also write the figures as JSON to FILE\n"
-      "  -h, --help       this text\n"
-      "\n"
-      "Every wait times out after %d s: the scenario then fails with a message, the\n"
-      "other scenarios still run, and the exit status is 1. Exit status 2: bad usage.\n",
-      kTimeoutSeconds);
+               "Usage: shmbus-ipc-bench [options]\n"
+               "\n"
+               "Cross-process latency (ping-pong) and throughput of shmbus, beside the\n"
+               "physical limits measured in the same run: a bare cache line, a bare memcpy\n"
+               "through shared memory, a raw futex ping-pong and a bare SPSC ring. Two real\n"
+               "processes (fork), pinned to two cores. Prints Markdown tables.\n"
+               "\n"
+               "Options:\n"
+               "  --sizes LIST     payload sizes, e.g. 64,4KiB,1MiB (default); suffixes\n"
+               "                   B, K/KiB, M/MiB; at least 8 bytes (the sequence number)\n"
+               "  --iters N        measured round trips per latency row (default 100000;\n"
+               "                   sizes >= 256 KiB and the raw futex row use fewer)\n"
+               "  --warmup N       round trips before measuring (default 10000; scaled likewise)\n"
+               "  --count N        throughput messages of 64 B or less (default 10000000);\n"
+               "                   larger sizes send at most 2 GiB per row\n"
+               "  --repeat N       runs of each throughput row, round-robin; the median is\n"
+               "                   reported with the range (default 3: the rate is bimodal);\n"
+               "                   rounds after the first stop once a size block took 20 s\n"
+               "  --read-payload   throughput consumers read one word per cache line of every\n"
+               "                   message and check it (default: the sequence number only)\n"
+               "  --sections LIST  latency,throughput (default both)\n"
+               "  --cores A,B      the two CPUs (default 0,1, else the first two allowed)\n"
+               "  --same-core      put both processes on CPU A (spinners yield the core;\n"
+               "                   busy-spin rows are skipped: they would burn whole time slices)\n"
+               "  --quick          a short smoke run: --iters 10000 --warmup 1000 --count 1000000\n"
+               "                   --repeat 1\n"
+               "  --json FILE      also write the figures as JSON to FILE\n"
+               "  -h, --help       this text\n"
+               "\n"
+               "Every wait times out after %d s: the scenario then fails with a message, the\n"
+               "other scenarios still run, and the exit status is 1. Exit status 2: bad usage.\n",
+               kTimeoutSeconds);
 }
 
 Options parse_args(int argc, char** argv) {
   Options o;
   bool iters_set = false, warm_set = false, count_set = false, repeat_set = false, quick = false;
   for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    std::string val;
-    const auto eq = a.find('=');
-    bool has_inline = false;
-    if (a.rfind("--", 0) == 0 && eq != std::string::npos) {
-      val = a.substr(eq + 1);
-      a = a.substr(0, eq);
-      has_inline = true;
-    }
-    const auto value = [&]() -> std::string {
-      if (has_inline) return val;
-      if (i + 1 >= argc) usage_error(a + " needs a value");
-      return argv[++i];
-    };
+    Arg arg(argc, argv, i);
+    const std::string& a = arg.name;
+    const auto value = [&] { return arg.value(); };
     if (a == "-h" || a == "--help") {
       usage(stdout);
       std::exit(0);
     } else if (a == "--sizes") {
       o.sizes.clear();
-      for (const auto& t : split(value(), ',')) o.sizes.push_back(parse_size(t));
+      for (const auto& t : split(value(), ','))
+        o.sizes.push_back(parse_size(t));
     } else if (a == "--iters") {
       o.iters = parse_count(a, value());
       iters_set = true;
@@ -159,9 +149,12 @@ Options parse_args(int argc, char** argv) {
     } else if (a == "--sections") {
       o.latency = o.throughput = false;
       for (const auto& t : split(value(), ',')) {
-        if (t == "latency") o.latency = true;
-        else if (t == "throughput") o.throughput = true;
-        else usage_error("unknown section '" + t + "' (latency, throughput)");
+        if (t == "latency")
+          o.latency = true;
+        else if (t == "throughput")
+          o.throughput = true;
+        else
+          usage_error("unknown section '" + t + "' (latency, throughput)");
       }
     } else {
       usage_error("unknown option '" + a + "'");
@@ -209,7 +202,8 @@ struct TputRow {
   // The median repetition by rate (the lower middle one for an even count).
   [[nodiscard]] const TputRun& median() const {
     std::vector<const TputRun*> v;
-    for (const auto& r : runs) v.push_back(&r);
+    for (const auto& r : runs)
+      v.push_back(&r);
     std::sort(v.begin(), v.end(), [&](auto* a, auto* b) { return rate(*a) < rate(*b); });
     return *v[(v.size() - 1) / 2];
   }
@@ -217,12 +211,14 @@ struct TputRow {
   [[nodiscard]] double bytes_per_s() const { return msgs_per_s() * static_cast<double>(size); }
   [[nodiscard]] double min_rate() const {
     double m = 0;
-    for (const auto& r : runs) m = (m == 0 || rate(r) < m) ? rate(r) : m;
+    for (const auto& r : runs)
+      m = (m == 0 || rate(r) < m) ? rate(r) : m;
     return m;
   }
   [[nodiscard]] double max_rate() const {
     double m = 0;
-    for (const auto& r : runs) m = std::max(m, rate(r));
+    for (const auto& r : runs)
+      m = std::max(m, rate(r));
     return m;
   }
 };
@@ -284,8 +280,10 @@ Bracket Bench::bracket() {
   Bracket b;
   b.ok = r.ok;
   b.error = r.error;
-  if (r.ok) b.rt_ns = 2 * g_ctl->lat.p50;
-  else failures_.push_back("bracket: " + r.error);
+  if (r.ok)
+    b.rt_ns = 2 * g_ctl->lat.p50;
+  else
+    failures_.push_back("bracket: " + r.error);
   return b;
 }
 
@@ -294,8 +292,10 @@ void Bench::latency_section() {
   const auto record = [&](LatRow row, const PairResult& r) {
     row.ok = r.ok;
     row.error = r.error;
-    if (r.ok) row.st = g_ctl->lat;
-    else failures_.push_back(row.system + " " + size_label(row.size) + ": " + r.error);
+    if (r.ok)
+      row.st = g_ctl->lat;
+    else
+      failures_.push_back(row.system + " " + size_label(row.size) + ": " + r.error);
     lat_.push_back(row);
   };
 
@@ -308,8 +308,9 @@ void Bench::latency_section() {
     row.system = "raw futex wait/wake";
     row.key = "raw-futex";
     row.baseline = true;
-    record(row, run_pair("latency: raw futex", [&] { futex_pinger(plan); },
-                         [&] { futex_ponger(); }, ca, cb));
+    record(row,
+           run_pair(
+               "latency: raw futex", [&] { futex_pinger(plan); }, [&] { futex_ponger(); }, ca, cb));
   }
 
   for (const std::size_t size : opt_.sizes) {
@@ -323,9 +324,10 @@ void Bench::latency_section() {
       row.key = "bare-line";
       row.size = size;
       row.baseline = true;
-      record(row, run_pair("latency: " + row.system + ", before the " + size_label(size) + " rows",
-                           [&] { bare_pinger(line_plan, 0, nullptr, nullptr); },
-                           [&] { bare_ponger(0, nullptr, nullptr); }, ca, cb));
+      record(row, run_pair(
+                      "latency: " + row.system + ", before the " + size_label(size) + " rows",
+                      [&] { bare_pinger(line_plan, 0, nullptr, nullptr); },
+                      [&] { bare_ponger(0, nullptr, nullptr); }, ca, cb));
     }
     {
       SharedBuffer ping(size), pong(size);
@@ -334,9 +336,10 @@ void Bench::latency_section() {
       row.key = "bare-memcpy";
       row.size = size;
       row.baseline = true;
-      record(row, run_pair("latency: bare memcpy " + size_label(size),
-                           [&] { bare_pinger(plan, size, ping.data, pong.data); },
-                           [&] { bare_ponger(size, ping.data, pong.data); }, ca, cb));
+      record(row, run_pair(
+                      "latency: bare memcpy " + size_label(size),
+                      [&] { bare_pinger(plan, size, ping.data, pong.data); },
+                      [&] { bare_ponger(size, ping.data, pong.data); }, ca, cb));
     }
     struct Mode {
       shmbus::WaitStrategy wait;
@@ -344,7 +347,8 @@ void Bench::latency_section() {
       const char* key;
     };
     std::vector<Mode> modes;
-    if (!opt_.same_core) modes.push_back({shmbus::WaitStrategy::BusySpin, "busy-spin", "shmbus-busy-spin"});
+    if (!opt_.same_core)
+      modes.push_back({shmbus::WaitStrategy::BusySpin, "busy-spin", "shmbus-busy-spin"});
     modes.push_back({shmbus::WaitStrategy::SpinFutex, "spin-futex", "shmbus-spin-futex"});
     for (const Mode& m : modes) {
       shmbus::TopicOptions to;
@@ -357,10 +361,10 @@ void Bench::latency_section() {
       row.size = size;
       try {
         ScopedTopic ping("ping", to), pong("pong", to);
-        record(row, run_pair("latency: " + row.system + " " + size_label(size),
-                             [&] { shmbus_pinger(plan, size, ping.name, pong.name, {m.wait}); },
-                             [&] { shmbus_ponger(size, ping.name, pong.name, {m.wait}); },
-                             ca, cb));
+        record(row, run_pair(
+                        "latency: " + row.system + " " + size_label(size),
+                        [&] { shmbus_pinger(plan, size, ping.name, pong.name, {m.wait}); },
+                        [&] { shmbus_ponger(size, ping.name, pong.name, {m.wait}); }, ca, cb));
       } catch (const std::exception& e) {
         record(row, PairResult{false, std::string("set-up: ") + e.what()});
       }
@@ -372,30 +376,34 @@ void Bench::latency_section() {
 void Bench::throughput_section() {
   const int ca = opt_.cpu_a, cb = cpu_b();
   // On one core a busy spinner holds the core for its whole time slice.
-  const auto wait = opt_.same_core ? shmbus::WaitStrategy::SpinYield : shmbus::WaitStrategy::BusySpin;
+  const auto wait =
+      opt_.same_core ? shmbus::WaitStrategy::SpinYield : shmbus::WaitStrategy::BusySpin;
   const char* wait_label = opt_.same_core ? "spin-yield" : "busy-spin";
   for (const std::size_t size : opt_.sizes) {
     const std::uint64_t count = count_for(size);
     const std::size_t stride = (size + 63) / 64 * 64;
     std::uint64_t slots = 1024;
-    while (slots > 64 && slots * (stride + 64) > kRingBytes) slots /= 2;
+    while (slots > 64 && slots * (stride + 64) > kRingBytes)
+      slots /= 2;
     const std::size_t first = tput_.size();
 
     for (const std::uint64_t every : {1, 16}) {
       TputRow row;
-      row.system = every == 1
-                       ? strprintf("bare SPSC ring (%" PRIu64 " slots, index per message)", slots)
-                       : strprintf("bare SPSC ring (%" PRIu64 " slots, index every %" PRIu64
-                                   " messages)", slots, every);
+      row.system =
+          every == 1
+              ? strprintf("bare SPSC ring (%" PRIu64 " slots, index per message)", slots)
+              : strprintf("bare SPSC ring (%" PRIu64 " slots, index every %" PRIu64 " messages)",
+                          slots, every);
       row.key = every == 1 ? "bare-ring" : "bare-ring-every16";
       row.size = size;
       row.baseline = true;
       row.run = [=, label = row.system] {
         SharedBuffer mem(slots * stride);
         const BareRing ring{mem.data, stride, slots, every};
-        return run_pair("throughput: " + label + " " + size_label(size),
-                        [&] { ring_producer(ring, count, size); },
-                        [&] { ring_consumer(ring, count, size); }, ca, cb);
+        return run_pair(
+            "throughput: " + label + " " + size_label(size),
+            [&] { ring_producer(ring, count, size); }, [&] { ring_consumer(ring, count, size); },
+            ca, cb);
       };
       tput_.push_back(std::move(row));
     }
@@ -423,9 +431,10 @@ void Bench::throughput_section() {
       row.run = [=]() -> PairResult {
         try {
           ScopedTopic topic("tput", to);  // a fresh topic for every repetition
-          return run_pair("throughput: shmbus " + std::string(v.label) + " " + size_label(size),
-                          [&] { shmbus_producer(topic.name, count, size, {wait}); },
-                          [&] { shmbus_consumer(topic.name, count, size, {wait}, v.batch); }, ca, cb);
+          return run_pair(
+              "throughput: shmbus " + std::string(v.label) + " " + size_label(size),
+              [&] { shmbus_producer(topic.name, count, size, {wait}); },
+              [&] { shmbus_consumer(topic.name, count, size, {wait}, v.batch); }, ca, cb);
         } catch (const std::exception& e) {
           return PairResult{false, std::string("set-up: ") + e.what()};
         }
@@ -467,9 +476,11 @@ void Bench::throughput_section() {
 void Bench::print_latency_table(std::size_t size) {
   const LatRow* line = find_lat("bare-line", size);
   const LatRow* copy = find_lat("bare-memcpy", size);
-  std::printf("\n### One-way latency, %s (ns; round trip / 2)%s\n\n", size_label(size).c_str(),
-              line ? strprintf(", bare line of this block: %s", state_of(2 * line->st.p50)).c_str() : "");
-  std::printf("| system | rounds | p50 | p99 | p99.9 | max | p50 vs bare line | p50 vs bare memcpy |\n");
+  std::printf(
+      "\n### One-way latency, %s (ns; round trip / 2)%s\n\n", size_label(size).c_str(),
+      line ? strprintf(", bare line of this block: %s", state_of(2 * line->st.p50)).c_str() : "");
+  std::printf(
+      "| system | rounds | p50 | p99 | p99.9 | max | p50 vs bare line | p50 vs bare memcpy |\n");
   std::printf("|---|---:|---:|---:|---:|---:|---:|---:|\n");
   std::vector<const LatRow*> rows;  // baselines first, the limit on top
   for (const char* key : {"bare-line", "bare-memcpy", "raw-futex"})
@@ -478,16 +489,17 @@ void Bench::print_latency_table(std::size_t size) {
   for (const auto& r : lat_)
     if (r.size == size && !r.baseline) rows.push_back(&r);
   for (const LatRow* r : rows) {
-    std::string name = r->system + (r->size && r->key != "bare-line" ? " " + size_label(r->size) : "");
+    std::string name =
+        r->system + (r->size && r->key != "bare-line" ? " " + size_label(r->size) : "");
     if (r->baseline) name = "*" + name + "*";
     if (!r->ok) {
       std::printf("| %s | FAILED: %s | | | | | | |\n", name.c_str(), r->error.c_str());
       continue;
     }
     std::printf("| %s | %s | %s | %s | %s | %s | %s | %s |\n", name.c_str(),
-                group_digits(static_cast<double>(r->st.rounds)).c_str(), group_digits(r->st.p50).c_str(),
-                group_digits(r->st.p99).c_str(), group_digits(r->st.p999).c_str(),
-                group_digits(r->st.max).c_str(),
+                group_digits(static_cast<double>(r->st.rounds)).c_str(),
+                group_digits(r->st.p50).c_str(), group_digits(r->st.p99).c_str(),
+                group_digits(r->st.p999).c_str(), group_digits(r->st.max).c_str(),
                 line ? ratio_label(r->st.p50 / line->st.p50).c_str() : "-",
                 copy ? ratio_label(r->st.p50 / copy->st.p50).c_str() : "-");
   }
@@ -515,8 +527,9 @@ void Bench::print_throughput_table(std::size_t size) {
     if (r.size == size && r.key == "bare-ring" && r.ok) ring = &r;
   std::printf("\n### Throughput, %s, one producer process, one consumer process\n\n",
               size_label(size).c_str());
-  std::printf("| system | messages | median messages/s | range (runs) | median bytes/s | msgs per "
-              "consumer fetch | vs bare ring (index per message) |\n");
+  std::printf(
+      "| system | messages | median messages/s | range (runs) | median bytes/s | msgs per "
+      "consumer fetch | vs bare ring (index per message) |\n");
   std::printf("|---|---:|---:|---:|---:|---:|---:|\n");
   for (const auto& r : tput_) {
     if (r.size != size) continue;
@@ -527,14 +540,14 @@ void Bench::print_throughput_table(std::size_t size) {
     }
     const TputRun& med = r.median();
     const std::string per_fetch =
-        med.fetches ? strprintf("%.1f", static_cast<double>(r.count) / static_cast<double>(med.fetches))
-                    : std::string("-");
+        med.fetches
+            ? strprintf("%.1f", static_cast<double>(r.count) / static_cast<double>(med.fetches))
+            : std::string("-");
     std::printf("| %s | %s | %s | %s - %s (%zu) | %s | %s | %s |\n", name.c_str(),
                 group_digits(static_cast<double>(r.count)).c_str(),
                 rate_label(r.msgs_per_s(), "msg/s").c_str(), rate_label(r.min_rate(), "").c_str(),
                 rate_label(r.max_rate(), "").c_str(), r.runs.size(),
-                rate_label(r.bytes_per_s(), "B/s").c_str(),
-                per_fetch.c_str(),
+                rate_label(r.bytes_per_s(), "B/s").c_str(), per_fetch.c_str(),
                 ring ? ratio_label(r.msgs_per_s() / ring->msgs_per_s()).c_str() : "-");
   }
   std::printf("\n");
@@ -549,7 +562,8 @@ void Bench::print_throughput_table(std::size_t size) {
 
 void Bench::write_json(const MachineInfo& m) {
   std::string j = "{\n";
-  j += strprintf("  \"tool\": \"shmbus-ipc-bench\",\n  \"shmbus_version\": \"%s\",\n", SHMBUS_BENCH_VERSION);
+  j += strprintf("  \"tool\": \"shmbus-ipc-bench\",\n  \"shmbus_version\": \"%s\",\n",
+                 SHMBUS_BENCH_VERSION);
   j += "  \"machine\": {";
   j += "\"nproc\": " + std::to_string(m.nproc);
   j += ", \"cpu_model\": \"" + json_escape(m.cpu_model) + "\"";
@@ -561,26 +575,31 @@ void Bench::write_json(const MachineInfo& m) {
   j += ", \"date\": \"" + json_escape(m.date) + "\"},\n";
   j += strprintf("  \"placement\": {\"same_core\": %s, \"cpu_a\": %d, \"cpu_b\": %d},\n",
                  opt_.same_core ? "true" : "false", opt_.cpu_a, cpu_b());
-  j += strprintf("  \"throughput_consumer_reads_payload\": %s,\n", opt_.read_payload ? "true" : "false");
+  j += strprintf("  \"throughput_consumer_reads_payload\": %s,\n",
+                 opt_.read_payload ? "true" : "false");
   const auto br = [&](const Bracket& b) {
     if (!b.ok) return std::string("null");
     return strprintf("{\"round_trip_ns\": %.1f, \"state\": \"%s\"}", b.rt_ns, state_of(b.rt_ns));
   };
   std::string state = "unknown";
   if (start_.ok && end_.ok)
-    state = std::string(state_of(start_.rt_ns)) == state_of(end_.rt_ns) ? state_of(start_.rt_ns) : "mixed";
+    state = std::string(state_of(start_.rt_ns)) == state_of(end_.rt_ns) ? state_of(start_.rt_ns)
+                                                                        : "mixed";
   j += "  \"bracket\": {\"start\": " + br(start_) + ", \"end\": " + br(end_) + ", \"state\": \"" +
        state + "\"},\n";
-  j += strprintf("  \"load_average_1min\": {\"start\": %.2f, \"end\": %.2f},\n", load_start_, load_end_);
+  j += strprintf("  \"load_average_1min\": {\"start\": %.2f, \"end\": %.2f},\n", load_start_,
+                 load_end_);
   j += "  \"latency\": [";
   for (std::size_t i = 0; i < lat_.size(); ++i) {
     const auto& r = lat_[i];
     j += i ? ",\n    " : "\n    ";
     j += "{\"system\": \"" + json_escape(r.system) + "\", \"key\": \"" + r.key + "\"";
-    j += ", \"size\": " + std::to_string(r.size) + ", \"baseline\": " + (r.baseline ? "true" : "false");
+    j += ", \"size\": " + std::to_string(r.size) +
+         ", \"baseline\": " + (r.baseline ? "true" : "false");
     j += ", \"ok\": " + std::string(r.ok ? "true" : "false");
     if (r.ok)
-      j += strprintf(", \"rounds\": %" PRIu64 ", \"one_way_ns\": {\"min\": %.1f, \"p50\": %.1f, "
+      j += strprintf(", \"rounds\": %" PRIu64
+                     ", \"one_way_ns\": {\"min\": %.1f, \"p50\": %.1f, "
                      "\"p99\": %.1f, \"p99_9\": %.1f, \"max\": %.1f}",
                      r.st.rounds, r.st.min, r.st.p50, r.st.p99, r.st.p999, r.st.max);
     else
@@ -592,16 +611,18 @@ void Bench::write_json(const MachineInfo& m) {
     const auto& r = tput_[i];
     j += i ? ",\n    " : "\n    ";
     j += "{\"system\": \"" + json_escape(r.system) + "\", \"key\": \"" + r.key + "\"";
-    j += ", \"size\": " + std::to_string(r.size) + ", \"baseline\": " + (r.baseline ? "true" : "false");
+    j += ", \"size\": " + std::to_string(r.size) +
+         ", \"baseline\": " + (r.baseline ? "true" : "false");
     j += ", \"ok\": " + std::string(r.ok ? "true" : "false");
     j += ", \"messages\": " + std::to_string(r.count);
     if (r.ok) {
-      j += strprintf(", \"median_messages_per_s\": %.1f, \"median_bytes_per_s\": %.1f", r.msgs_per_s(),
-                     r.bytes_per_s());
+      j += strprintf(", \"median_messages_per_s\": %.1f, \"median_bytes_per_s\": %.1f",
+                     r.msgs_per_s(), r.bytes_per_s());
       j += ", \"runs\": [";
       for (std::size_t k = 0; k < r.runs.size(); ++k)
-        j += strprintf("%s{\"seconds\": %.6f, \"messages_per_s\": %.1f, \"consumer_fetches\": %" PRIu64 "}",
-                       k ? ", " : "", r.runs[k].seconds, r.rate(r.runs[k]), r.runs[k].fetches);
+        j += strprintf(
+            "%s{\"seconds\": %.6f, \"messages_per_s\": %.1f, \"consumer_fetches\": %" PRIu64 "}",
+            k ? ", " : "", r.runs[k].seconds, r.rate(r.runs[k]), r.runs[k].fetches);
       j += "]";
     } else {
       j += ", \"error\": \"" + json_escape(r.error) + "\"";
@@ -616,7 +637,8 @@ void Bench::write_json(const MachineInfo& m) {
   f << j;
   f.close();
   if (!f) {
-    std::fprintf(stderr, "shmbus-ipc-bench: cannot write %s: %s\n", opt_.json.c_str(), std::strerror(errno));
+    std::fprintf(stderr, "shmbus-ipc-bench: cannot write %s: %s\n", opt_.json.c_str(),
+                 std::strerror(errno));
     failures_.push_back("cannot write " + opt_.json);
   }
 }
@@ -659,13 +681,15 @@ int Bench::run() {
   std::printf("| kernel | %s |\n", m.kernel.c_str());
   std::printf("| compiler | %s, %s |\n", m.compiler.c_str(), SHMBUS_BENCH_BUILD);
   std::printf("| shmbus | %s |\n", SHMBUS_BENCH_VERSION);
-  std::printf("| placement | %s |\n",
-              opt_.same_core ? strprintf("both processes on CPU %d (spinners yield)", opt_.cpu_a).c_str()
-                             : strprintf("side A on CPU %d, side B on CPU %d", opt_.cpu_a, opt_.cpu_b).c_str());
+  std::printf(
+      "| placement | %s |\n",
+      opt_.same_core
+          ? strprintf("both processes on CPU %d (spinners yield)", opt_.cpu_a).c_str()
+          : strprintf("side A on CPU %d, side B on CPU %d", opt_.cpu_a, opt_.cpu_b).c_str());
   std::printf("| date | %s |\n", m.date.c_str());
   std::printf("| plan | latency: %" PRIu64 " round trips after %" PRIu64
-              " warm-up (/10 from %s); throughput: %" PRIu64 " messages (at most %s per row), %" PRIu64
-              " runs per row |\n",
+              " warm-up (/10 from %s); throughput: %" PRIu64
+              " messages (at most %s per row), %" PRIu64 " runs per row |\n",
               opt_.iters, opt_.warmup, size_label(kLargeSize).c_str(), opt_.count,
               size_label(kByteBudget >> 20 << 20).c_str(), opt_.repeat);
   std::fflush(stdout);
@@ -679,28 +703,32 @@ int Bench::run() {
 
   if (opt_.latency) {
     std::printf("\n## Latency (ping-pong; one steady_clock read per round trip)\n");
-    std::printf("\nshmbus rows: topics of 64 slots, slot size = payload, policy block; the sender\n"
-                "loans a slot and writes only the 8-byte sequence number; the receiver checks it\n"
-                "in place. Baselines in *italics*. Raw futex is size-independent (%s rounds).\n"
-                "Spin-futex spins for the library's spin budget (50 us) before it sleeps, so with\n"
-                "a peer on another core it seldom sleeps here; compare it with raw futex in\n"
-                "--same-core runs.\n",
-                group_digits(static_cast<double>(std::min<std::uint64_t>(opt_.iters, 20'000))).c_str());
+    std::printf(
+        "\nshmbus rows: topics of 64 slots, slot size = payload, policy block; the sender\n"
+        "loans a slot and writes only the 8-byte sequence number; the receiver checks it\n"
+        "in place. Baselines in *italics*. Raw futex is size-independent (%s rounds).\n"
+        "Spin-futex spins for the library's spin budget (50 us) before it sleeps, so with\n"
+        "a peer on another core it seldom sleeps here; compare it with raw futex in\n"
+        "--same-core runs.\n",
+        group_digits(static_cast<double>(std::min<std::uint64_t>(opt_.iters, 20'000))).c_str());
     latency_section();
   }
   if (opt_.throughput) {
     std::printf("\n## Throughput (producer process -> consumer process; %s)\n",
                 opt_.same_core ? "one CPU" : "cores split");
-    std::printf("\nshmbus rows: publish() copies the payload; policy block; the consumer checks the\n"
-                "sequence number of every message. Bare ring: same slot count, memcpy per message.\n"
-                "Msgs per consumer fetch: ~1 when the consumer keeps up (each message is its own\n"
-                "cache-line hand-off), large when the producer runs ahead and the consumer streams.\n");
+    std::printf(
+        "\nshmbus rows: publish() copies the payload; policy block; the consumer checks the\n"
+        "sequence number of every message. Bare ring: same slot count, memcpy per message.\n"
+        "Msgs per consumer fetch: ~1 when the consumer keeps up (each message is its own\n"
+        "cache-line hand-off), large when the producer runs ahead and the consumer streams.\n");
     if (opt_.read_payload)
-      std::printf("The consumer reads one word per cache line of every message (--read-payload):\n"
-                  "bytes/s is payload delivered to the other core.\n");
+      std::printf(
+          "The consumer reads one word per cache line of every message (--read-payload):\n"
+          "bytes/s is payload delivered to the other core.\n");
     else
-      std::printf("The consumer reads only the first 8 bytes of a message: above 64 B, bytes/s is\n"
-                  "the rate the producer copies into shared memory (see --read-payload).\n");
+      std::printf(
+          "The consumer reads only the first 8 bytes of a message: above 64 B, bytes/s is\n"
+          "the rate the producer copies into shared memory (see --read-payload).\n");
     throughput_section();
   }
 
@@ -710,16 +738,17 @@ int Bench::run() {
   std::printf("| bracket | bare-line round trip p50 | state |\n|---|---:|---|\n");
   for (const auto* b : {&start_, &end_}) {
     if (b->ok)
-      std::printf("| %s | %.0f ns | %s |\n", b == &start_ ? "start" : "end", b->rt_ns, state_of(b->rt_ns));
+      std::printf("| %s | %.0f ns | %s |\n", b == &start_ ? "start" : "end", b->rt_ns,
+                  state_of(b->rt_ns));
     else
       std::printf("| %s | FAILED: %s | |\n", b == &start_ ? "start" : "end", b->error.c_str());
   }
   if (start_.ok && end_.ok) {
     const bool same = std::string(state_of(start_.rt_ns)) == state_of(end_.rt_ns);
-    std::printf("\nRun tagged **%s**%s. Total time %.1f s.\n",
-                same ? state_of(start_.rt_ns) : "mixed",
-                same ? "" : " (the host moved the vCPUs during the run: do not compare its figures)",
-                static_cast<double>(now_ns() - t0) / 1e9);
+    std::printf(
+        "\nRun tagged **%s**%s. Total time %.1f s.\n", same ? state_of(start_.rt_ns) : "mixed",
+        same ? "" : " (the host moved the vCPUs during the run: do not compare its figures)",
+        static_cast<double>(now_ns() - t0) / 1e9);
   }
   std::printf("\nLoad average (1 min) at start %.2f, at end %.2f%s\n", load_start_, load_end_,
               std::max(load_start_, load_end_) > 0.5
@@ -728,7 +757,8 @@ int Bench::run() {
   if (!opt_.json.empty()) write_json(m);
   if (!failures_.empty()) {
     std::printf("\n## FAILURES (%zu)\n\n", failures_.size());
-    for (const auto& f : failures_) std::printf("- %s\n", f.c_str());
+    for (const auto& f : failures_)
+      std::printf("- %s\n", f.c_str());
     std::fflush(stdout);
     return 1;
   }
@@ -743,7 +773,7 @@ int main(int argc, char** argv) {
   Options opt = parse_args(argc, argv);
   g_ctl = static_cast<Control*>(map_shared(sizeof(Control)));
   new (g_ctl) Control{};
-  struct sigaction sa{};
+  struct sigaction sa {};
   sa.sa_handler = on_interrupt;
   sigemptyset(&sa.sa_mask);
   ::sigaction(SIGINT, &sa, nullptr);

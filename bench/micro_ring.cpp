@@ -167,8 +167,12 @@ void try_publish_bench(benchmark::State& state, bool single_producer) {
   }
   state.SetItemsProcessed(state.iterations());
 }
-void BM_TryPublish_MultiProducer(benchmark::State& state) { try_publish_bench(state, false); }
-void BM_TryPublish_SingleProducer(benchmark::State& state) { try_publish_bench(state, true); }
+void BM_TryPublish_MultiProducer(benchmark::State& state) {
+  try_publish_bench(state, false);
+}
+void BM_TryPublish_SingleProducer(benchmark::State& state) {
+  try_publish_bench(state, true);
+}
 BENCHMARK(BM_TryPublish_MultiProducer)->Arg(64);
 BENCHMARK(BM_TryPublish_SingleProducer)->Arg(64);
 

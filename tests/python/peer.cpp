@@ -24,7 +24,8 @@ std::uint32_t crc32(const std::byte* p, std::size_t n) {
     std::array<std::uint32_t, 256> t{};
     for (std::uint32_t i = 0; i < 256; ++i) {
       std::uint32_t c = i;
-      for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+      for (int k = 0; k < 8; ++k)
+        c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
       t[i] = c;
     }
     return t;
@@ -50,7 +51,8 @@ std::size_t encode(std::uint64_t index, std::byte* out) {
   const auto n = static_cast<std::uint32_t>(index * 7919 % 241);
   put(out, index);
   put(out + 8, n);
-  for (std::uint32_t j = 0; j < n; ++j) out[12 + j] = static_cast<std::byte>((index + j) & 0xff);
+  for (std::uint32_t j = 0; j < n; ++j)
+    out[12 + j] = static_cast<std::byte>((index + j) & 0xff);
   put(out + 12 + n, crc32(out, 12 + n));
   return 16 + n;
 }

@@ -57,7 +57,8 @@ py::dict topic_dict(const TopicStatus& t) {
   d["producers"] = t.producers;
   d["published"] = t.published;
   py::list groups;
-  for (const GroupStatus& g : t.groups) groups.append(group_dict(g));
+  for (const GroupStatus& g : t.groups)
+    groups.append(group_dict(g));
   d["groups"] = groups;
   return d;
 }
@@ -82,9 +83,8 @@ void bind_bus(py::module_& m) {
       .def("as_dict", &group_dict, "as_dict() -> dict\n\nThe fields as a dict.")
       .def("__repr__", [](const GroupStatus& g) {
         return "<shmbus.GroupStatus name=" + (g.name.empty() ? "None" : "'" + g.name + "'") +
-               " members=" + std::to_string(g.members) + " position=" +
-               std::to_string(g.position) + " lag=" + std::to_string(g.lag) +
-               " lost=" + std::to_string(g.lost) + ">";
+               " members=" + std::to_string(g.members) + " position=" + std::to_string(g.position) +
+               " lag=" + std::to_string(g.lag) + " lost=" + std::to_string(g.lost) + ">";
       });
 
   py::class_<TopicStatus>(m, "TopicStatus",
@@ -99,11 +99,12 @@ void bind_bus(py::module_& m) {
       .def_property_readonly(
           "policy", [](const TopicStatus& t) { return policy_name(t.options.policy); },
           "'block', 'reject' or 'overwrite'.")
-      .def_property_readonly(
-          "single_producer", [](const TopicStatus& t) { return t.options.single_producer; })
+      .def_property_readonly("single_producer",
+                             [](const TopicStatus& t) { return t.options.single_producer; })
       .def_property_readonly("max_producers",
                              [](const TopicStatus& t) { return t.options.max_producers; })
-      .def_property_readonly("max_groups", [](const TopicStatus& t) { return t.options.max_groups; })
+      .def_property_readonly("max_groups",
+                             [](const TopicStatus& t) { return t.options.max_groups; })
       .def_property_readonly("max_members",
                              [](const TopicStatus& t) { return t.options.max_members; })
       .def_property_readonly(
@@ -114,7 +115,8 @@ void bind_bus(py::module_& m) {
       .def_readonly("published", &TopicStatus::published,
                     "Messages published by the live producers (an estimate).")
       .def_readonly("groups", &TopicStatus::groups, "The consumer groups (list of GroupStatus).")
-      .def("as_dict", &topic_dict, "as_dict() -> dict\n\nThe fields as a dict (groups as a list of dicts).")
+      .def("as_dict", &topic_dict,
+           "as_dict() -> dict\n\nThe fields as a dict (groups as a list of dicts).")
       .def("__repr__", &repr_topic_status);
 
   py::class_<TopicInfo>(m, "TopicInfo", "A topic's geometry, read from its region.")
@@ -126,13 +128,14 @@ void bind_bus(py::module_& m) {
       .def_readonly("tail", &TopicInfo::tail, "The next sequence to be claimed (a snapshot).")
       .def("__repr__", [](const TopicInfo& t) {
         return "<shmbus.TopicInfo name='" + t.name + "' slots=" + std::to_string(t.slot_count) +
-               " slot_size=" + std::to_string(t.slot_size) + " policy='" +
-               policy_name(t.policy) + "' tail=" + std::to_string(t.tail) + ">";
+               " slot_size=" + std::to_string(t.slot_size) + " policy='" + policy_name(t.policy) +
+               "' tail=" + std::to_string(t.tail) + ">";
       });
 
-  py::class_<Topic, ForkSafePtr<Topic>>(m, "Topic",
-                    "An opened topic (Bus.create_topic / Bus.open_topic). Pass it to\n"
-                    "Bus.publisher / Bus.subscriber to skip opening it again.")
+  py::class_<Topic, ForkSafePtr<Topic>>(
+      m, "Topic",
+      "An opened topic (Bus.create_topic / Bus.open_topic). Pass it to\n"
+      "Bus.publisher / Bus.subscriber to skip opening it again.")
       .def_property_readonly("name", &Topic::name)
       .def("info", &Topic::info, "info() -> TopicInfo\n\nThe topic's geometry and current tail.")
       .def("__repr__", [](const Topic& t) { return "<shmbus.Topic name='" + t.name() + "'>"; });
@@ -181,7 +184,8 @@ count). Raises AlreadyExists if the topic exists, InvalidArgument for bad values
             py::gil_scoped_release nogil;
             return bus.open_topic(name);
           },
-          py::arg("name"), "open_topic(name: str) -> Topic\n\nOpens an existing topic (NotFound if there is none).")
+          py::arg("name"),
+          "open_topic(name: str) -> Topic\n\nOpens an existing topic (NotFound if there is none).")
       .def(
           "delete_topic",
           [](PyBus& b, const std::string& name) {
@@ -190,7 +194,8 @@ count). Raises AlreadyExists if the topic exists, InvalidArgument for bad values
             bus.delete_topic(name);
           },
           py::arg("name"),
-          "delete_topic(name: str) -> None\n\nDeletes a topic's name; processes that have it open keep using it.")
+          "delete_topic(name: str) -> None\n\nDeletes a topic's name; processes that have it open "
+          "keep using it.")
       .def(
           "topics",
           [](PyBus& b) {
@@ -206,7 +211,8 @@ count). Raises AlreadyExists if the topic exists, InvalidArgument for bad values
             py::gil_scoped_release nogil;
             return bus.describe(name);
           },
-          py::arg("name"), "describe(name: str) -> TopicStatus\n\nOne topic's status (NotFound if there is none).")
+          py::arg("name"),
+          "describe(name: str) -> TopicStatus\n\nOne topic's status (NotFound if there is none).")
       .def(
           "publisher",
           [](PyBus& b, const TopicArg& topic, std::optional<double> timeout,
@@ -248,11 +254,15 @@ while it has no members. wait/spin: as for publisher().)doc")
             py::gil_scoped_release nogil;
             bus.shutdown_daemon();
           },
-          "shutdown_daemon() -> None\n\nAsks shmbusd to exit (only root or the daemon's own user may).")
-      .def_property_readonly("socket_path", [](PyBus& b) { return b.bus.socket_path(); }, "The daemon's socket.")
-      .def_property_readonly("daemon_pid", [](PyBus& b) { return b.bus.daemon_pid(); },
-                             "The daemon's pid, as it reported at the last hello.")
-      .def("__enter__", [](py::object self) { return self; }, "__enter__() -> Bus")
+          "shutdown_daemon() -> None\n\nAsks shmbusd to exit (only root or the daemon's own user "
+          "may).")
+      .def_property_readonly(
+          "socket_path", [](PyBus& b) { return b.bus.socket_path(); }, "The daemon's socket.")
+      .def_property_readonly(
+          "daemon_pid", [](PyBus& b) { return b.bus.daemon_pid(); },
+          "The daemon's pid, as it reported at the last hello.")
+      .def(
+          "__enter__", [](py::object self) { return self; }, "__enter__() -> Bus")
       .def(
           "__exit__", [](PyBus&, const py::args&) { return false; },
           "__exit__(*exc) -> False\n\nDoes nothing: a Bus needs no closing (drop it).")

@@ -74,26 +74,25 @@ void register_exceptions(py::module_& m) {
       "A system call failed (C++ ErrorCode::SystemError); the message carries the errno text.",
       nullptr, "system_error");
   sub(ErrorCode::DaemonUnavailable, "DaemonUnavailable",
-      "No shmbusd answers on the socket and none could be started.", nullptr,
-      "daemon_unavailable");
+      "No shmbusd answers on the socket and none could be started.", nullptr, "daemon_unavailable");
   e.timeout = new_exception(
       m, "Timeout",
       "A blocking call's timeout passed first: publish/loan found the ring full until the\n"
       "publisher's timeout (policy 'block'). Also a TimeoutError.",
       bases(e.error, PyExc_TimeoutError), "timeout");
-  e.would_block = new_exception(
-      m, "WouldBlock",
-      "publish/loan found the ring full and the topic's policy is 'reject'\n"
-      "(or timeout=0). Also a BlockingIOError.",
-      bases(e.error, PyExc_BlockingIOError), "would_block");
+  e.would_block =
+      new_exception(m, "WouldBlock",
+                    "publish/loan found the ring full and the topic's policy is 'reject'\n"
+                    "(or timeout=0). Also a BlockingIOError.",
+                    bases(e.error, PyExc_BlockingIOError), "would_block");
   e.too_large = new_exception(m, "TooLarge",
                               "The message is larger than the topic's slot size (also a "
                               "ValueError).",
                               bases(e.error, PyExc_ValueError), "too_large");
-  e.too_many_held = new_exception(
-      m, "TooManyHeld",
-      "The subscriber holds the most unreleased samples it may (64): release some.",
-      bases(e.error), "too_many_held");
+  e.too_many_held =
+      new_exception(m, "TooManyHeld",
+                    "The subscriber holds the most unreleased samples it may (64): release some.",
+                    bases(e.error), "too_many_held");
   e.closed = new_exception(
       m, "Closed",
       "The object was released, published or closed: a Sample after release(), a Loan after\n"
@@ -151,7 +150,8 @@ Deadline::Deadline(std::optional<double> seconds) {
     forever_ = true;
     return;
   }
-  at_ = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
+  at_ =
+      Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
 }
 
 std::chrono::nanoseconds Deadline::slice() const noexcept {
@@ -171,9 +171,12 @@ Policy parse_policy(const std::string& s) {
 
 const char* policy_name(Policy p) noexcept {
   switch (p) {
-    case Policy::Block: return "block";
-    case Policy::Reject: return "reject";
-    case Policy::Overwrite: return "overwrite";
+    case Policy::Block:
+      return "block";
+    case Policy::Reject:
+      return "reject";
+    case Policy::Overwrite:
+      return "overwrite";
   }
   return "unknown";
 }

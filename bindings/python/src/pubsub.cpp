@@ -58,9 +58,9 @@ std::string seconds_text(std::optional<double> t) {
             "topic '" + pp.topic + "' stayed full for " + seconds_text(timeout) +
                 " (policy 'block'): no room for the message; consumers are slow or gone");
     case Status::WouldBlock:
-      raise(exceptions().would_block,
-            "topic '" + pp.topic + "' is full (policy '" + policy_name(pp.policy) +
-                "'): the message was not accepted");
+      raise(exceptions().would_block, "topic '" + pp.topic + "' is full (policy '" +
+                                          policy_name(pp.policy) +
+                                          "'): the message was not accepted");
     case Status::TooLarge:
       raise(exceptions().too_large, "message of " + std::to_string(size) +
                                         " bytes is larger than topic '" + pp.topic +
@@ -116,8 +116,7 @@ int sample_getbuffer(PyObject* obj, Py_buffer* view, int flags) {
     return -1;
   }
   const auto d = s->sample.data();
-  void* buf = d.empty() ? static_cast<void*>(&g_empty_payload)
-                        : const_cast<std::byte*>(d.data());
+  void* buf = d.empty() ? static_cast<void*>(&g_empty_payload) : const_cast<std::byte*>(d.data());
   if (PyBuffer_FillInfo(view, obj, buf, static_cast<Py_ssize_t>(d.size()), 1, flags) != 0)
     return -1;
   ++s->exports;
@@ -147,10 +146,9 @@ int loan_getbuffer(PyObject* obj, Py_buffer* view, int flags) {
   }
   if (l->pid != current_pid()) return forked_error(l->pid, "Loan");
   if (l->done) {
-    PyErr_SetString(exceptions().closed,
-                    ("loan " + std::to_string(l->sequence) + " of topic '" + l->pub->topic +
-                     "' was already published or abandoned")
-                        .c_str());
+    PyErr_SetString(exceptions().closed, ("loan " + std::to_string(l->sequence) + " of topic '" +
+                                          l->pub->topic + "' was already published or abandoned")
+                                             .c_str());
     return -1;
   }
   const auto d = l->loan.data();
@@ -213,17 +211,21 @@ py::object receive(const py::object& self, std::optional<double> timeout) {
     }
   }
   switch (st) {
-    case Status::Ok: return wrap_sample(self, ps, out);
+    case Status::Ok:
+      return wrap_sample(self, ps, out);
     case Status::WouldBlock:
-    case Status::Timeout: return py::none();
+    case Status::Timeout:
+      return py::none();
     case Status::TooManyHeld:
       raise(exceptions().too_many_held,
             "the subscriber of topic '" + ps.topic + "' holds " +
                 std::to_string(Subscriber::kMaxHeld) +
                 " samples not yet released (the most it may); release them: sample.release(), "
                 "a with block, or drop the arrays and memoryviews made from them");
-    case Status::Invalid: raise(exceptions().closed, "the subscriber of '" + ps.topic + "' is closed");
-    default: raise(exceptions().error, std::string("receive failed: ") + to_string(st));
+    case Status::Invalid:
+      raise(exceptions().closed, "the subscriber of '" + ps.topic + "' is closed");
+    default:
+      raise(exceptions().error, std::string("receive failed: ") + to_string(st));
   }
 }
 
@@ -420,11 +422,12 @@ PyLoan::~PyLoan() {
 
 void PyLoan::publish(std::size_t n) {
   check_process(pid, "Loan");
-  if (done) raise(exceptions().closed, "loan " + std::to_string(sequence) + " of topic '" +
-                                           pub->topic + "' was already published or abandoned");
+  if (done)
+    raise(exceptions().closed, "loan " + std::to_string(sequence) + " of topic '" + pub->topic +
+                                   "' was already published or abandoned");
   if (n > size)
-    raise(exceptions().too_large, "cannot publish " + std::to_string(n) + " bytes of a loan of " +
-                                      std::to_string(size));
+    raise(exceptions().too_large,
+          "cannot publish " + std::to_string(n) + " bytes of a loan of " + std::to_string(size));
   done = true;  // before anything that may let another thread in
   release_enter_view(*this);
   GilSafeLock lk(pub->mu);
@@ -522,7 +525,8 @@ struct SampleIterator {
 
 void bind_pubsub(py::module_& m) {
   // -- Sample
-  py::class_<PySample, ForkSafePtr<PySample>> sample(m, "Sample", py::buffer_protocol(), py::is_final(), R"doc(
+  py::class_<PySample, ForkSafePtr<PySample>> sample(m, "Sample", py::buffer_protocol(),
+                                                     py::is_final(), R"doc(
 A received message, viewed in place in the topic's shared memory (zero copy).
 
 Supports the buffer protocol, read-only: ``memoryview(sample)``,
@@ -600,7 +604,8 @@ Ends the sample: its data may no longer be accessed, and its slot is given back.
 Returns True when the slot was given back now, False when buffers exported
 earlier (NumPy arrays, memoryviews) are still alive: they stay valid, and the
 slot is given back when the last one is dropped. Idempotent.)doc")
-      .def("__enter__", [](py::object self) { return self; }, "__enter__() -> Sample")
+      .def(
+          "__enter__", [](py::object self) { return self; }, "__enter__() -> Sample")
       .def(
           "__exit__",
           [](PySample& s, const py::args&) {
@@ -609,10 +614,11 @@ slot is given back when the last one is dropped. Idempotent.)doc")
             if (s.exports == 0) s.really_release();
             return false;
           },
-          "__exit__(*exc) -> False\n\nReleases the sample (deferred while exported buffers are alive).")
+          "__exit__(*exc) -> False\n\nReleases the sample (deferred while exported buffers are "
+          "alive).")
       .def("__repr__", [](const PySample& s) {
-        return "<shmbus.Sample topic='" + s.sub->topic + "' sequence=" +
-               std::to_string(s.sequence) + " size=" + std::to_string(s.size) +
+        return "<shmbus.Sample topic='" + s.sub->topic +
+               "' sequence=" + std::to_string(s.sequence) + " size=" + std::to_string(s.size) +
                (s.closed ? " released" : "") + ">";
       });
 
@@ -620,7 +626,8 @@ slot is given back when the last one is dropped. Idempotent.)doc")
   py::class_<SampleIterator>(m, "SampleIterator",
                              "Iterator over a subscriber's samples that ends when none comes "
                              "within its timeout (see Subscriber.iter).")
-      .def("__iter__", [](py::object self) { return self; }, "__iter__() -> SampleIterator")
+      .def(
+          "__iter__", [](py::object self) { return self; }, "__iter__() -> SampleIterator")
       .def(
           "__next__",
           [](SampleIterator& it) {
@@ -660,13 +667,15 @@ Waits up to `timeout` seconds (None: for ever) for the next message.
 Returns a Sample, or None when the timeout passed. timeout=0 never waits.
 Raises TooManyHeld when 64 samples are held unreleased, Closed after close().)doc")
       .def(
-          "try_receive",
-          [](const py::object& self) { return receive(self, 0.0); },
-          "try_receive() -> Sample | None\n\nThe next message if one is ready, else None; never waits.")
-      .def("__iter__", [](py::object self) { return self; }, "__iter__() -> Subscriber")
+          "try_receive", [](const py::object& self) { return receive(self, 0.0); },
+          "try_receive() -> Sample | None\n\nThe next message if one is ready, else None; never "
+          "waits.")
+      .def(
+          "__iter__", [](py::object self) { return self; }, "__iter__() -> Subscriber")
       .def(
           "__next__", [](const py::object& self) { return next_sample(self, std::nullopt); },
-          "__next__() -> Sample\n\nReleases the sample yielded before, then waits for ever (interruptible) for\n"
+          "__next__() -> Sample\n\nReleases the sample yielded before, then waits for ever "
+          "(interruptible) for\n"
           "the next message.")
       .def(
           "iter",
@@ -675,7 +684,8 @@ Raises TooManyHeld when 64 samples are held unreleased, Closed after close().)do
             return SampleIterator{std::move(self), timeout};
           },
           py::arg("timeout") = py::none(),
-          "iter(timeout: float | None = None) -> SampleIterator\n\nAn iterator over samples that stops when none comes within `timeout` seconds.")
+          "iter(timeout: float | None = None) -> SampleIterator\n\nAn iterator over samples that "
+          "stops when none comes within `timeout` seconds.")
       .def(
           "seek",
           [](PySubscriber& ps, std::uint64_t sequence) {
@@ -684,7 +694,8 @@ Raises TooManyHeld when 64 samples are held unreleased, Closed after close().)do
             ps.open_or_raise().seek(sequence);
           },
           py::arg("sequence"),
-          "seek(sequence: int) -> None\n\nMoves the group's position to `sequence` (clamped to what the ring retains when\n"
+          "seek(sequence: int) -> None\n\nMoves the group's position to `sequence` (clamped to "
+          "what the ring retains when\n"
           "read). For a named group this moves every member.")
       .def_property_readonly(
           "lag",
@@ -750,8 +761,7 @@ Raises TooManyHeld when 64 samples are held unreleased, Closed after close().)do
           },
           "How many received samples still hold their slot.")
       .def_property_readonly(
-          "closed", [](const PySubscriber& ps) { return ps.closing; },
-          "True after close().")
+          "closed", [](const PySubscriber& ps) { return ps.closing; }, "True after close().")
       .def(
           "close",
           [](PySubscriber& ps) {
@@ -760,9 +770,11 @@ Raises TooManyHeld when 64 samples are held unreleased, Closed after close().)do
             ps.closing = true;
             ps.finish_close_locked();
           },
-          "close() -> None\n\nLeaves the group. Samples still held stay valid; the seat is freed when the\n"
+          "close() -> None\n\nLeaves the group. Samples still held stay valid; the seat is freed "
+          "when the\n"
           "last of them is released. Further calls raise Closed. Idempotent.")
-      .def("__enter__", [](py::object self) { return self; }, "__enter__() -> Subscriber")
+      .def(
+          "__enter__", [](py::object self) { return self; }, "__enter__() -> Subscriber")
       .def(
           "__exit__",
           [](PySubscriber& ps, const py::args&) {
@@ -776,7 +788,8 @@ Raises TooManyHeld when 64 samples are held unreleased, Closed after close().)do
       .def("__repr__", [](const PySubscriber& ps) { return subscriber_repr(ps); });
 
   // -- Loan
-  py::class_<PyLoan, ForkSafePtr<PyLoan>> loan(m, "Loan", py::buffer_protocol(), py::is_final(), R"doc(
+  py::class_<PyLoan, ForkSafePtr<PyLoan>> loan(m, "Loan", py::buffer_protocol(), py::is_final(),
+                                               R"doc(
 A slot claimed for writing in place (made by Publisher.loan).
 
     with pub.loan(n) as buf:          # buf: a writable memoryview of n bytes
@@ -808,21 +821,24 @@ not keep them.
           "publish",
           [](PyLoan& l, std::optional<std::size_t> size) { l.publish(size.value_or(l.size)); },
           py::arg("size") = py::none(),
-          "publish(size: int | None = None) -> None\n\nPublishes the first `size` bytes (default: all that was loaned).")
+          "publish(size: int | None = None) -> None\n\nPublishes the first `size` bytes (default: "
+          "all that was loaned).")
       .def(
           "abandon",
           [](PyLoan& l) {
             check_process(l.pid, "Loan");
             l.abandon();
           },
-          "abandon() -> None\n\nGives the slot up unpublished; consumers skip its sequence. Idempotent.")
+          "abandon() -> None\n\nGives the slot up unpublished; consumers skip its sequence. "
+          "Idempotent.")
       .def(
           "__enter__",
           [](py::object self) {
             PyLoan& l = self.cast<PyLoan&>();
             check_process(l.pid, "Loan");
             if (l.done)
-              raise(exceptions().closed, "loan " + std::to_string(l.sequence) + " was already ended");
+              raise(exceptions().closed,
+                    "loan " + std::to_string(l.sequence) + " was already ended");
             py::object mv = py::reinterpret_steal<py::object>(PyMemoryView_FromObject(self.ptr()));
             if (!mv) throw py::error_already_set();
             l.view = py::module_::import("weakref").attr("ref")(mv);
@@ -865,26 +881,31 @@ Timeouts are honoured to within 50 ms (waits run in 50 ms slices).
 Close with close() or a with block (deferred until open loans end).
 )doc")
       .def(
-          "publish",
-          [](PyPublisher& pp, const py::object& data) { (void)publish(pp, data, true); },
+          "publish", [](PyPublisher& pp, const py::object& data) { (void)publish(pp, data, true); },
           py::arg("data"),
-          "publish(data: Buffer) -> None\n\nCopies `data` (any C-contiguous buffer) into the next slot and publishes it.\n"
+          "publish(data: Buffer) -> None\n\nCopies `data` (any C-contiguous buffer) into the next "
+          "slot and publishes it.\n"
           "Raises Timeout / WouldBlock when the ring stays full (see the class doc),\n"
           "TooLarge when larger than the slot size.")
       .def(
           "try_publish",
           [](PyPublisher& pp, const py::object& data) { return publish(pp, data, false); },
-          py::arg("data"), "try_publish(data: Buffer) -> bool\n\nLike publish but never waits: False when the ring is full.")
+          py::arg("data"),
+          "try_publish(data: Buffer) -> bool\n\nLike publish but never waits: False when the ring "
+          "is full.")
       .def(
           "loan",
           [](const py::object& self, std::size_t size) { return take_loan(self, size, true); },
           py::arg("size"),
-          "loan(size: int) -> Loan\n\nClaims a slot for `size` bytes written in place; waits for room like publish.\n"
+          "loan(size: int) -> Loan\n\nClaims a slot for `size` bytes written in place; waits for "
+          "room like publish.\n"
           "Use as `with pub.loan(n) as buf: ...` (see Loan).")
       .def(
           "try_loan",
           [](const py::object& self, std::size_t size) { return take_loan(self, size, false); },
-          py::arg("size"), "try_loan(size: int) -> Loan | None\n\nLike loan but never waits: None when the ring is full.")
+          py::arg("size"),
+          "try_loan(size: int) -> Loan | None\n\nLike loan but never waits: None when the ring is "
+          "full.")
       .def_property(
           "timeout", [](const PyPublisher& pp) { return pp.timeout; },
           [](PyPublisher& pp, std::optional<double> t) {
@@ -923,8 +944,10 @@ Close with close() or a with block (deferred until open loans end).
             pp.closing = true;
             pp.finish_close_locked();
           },
-          "close() -> None\n\nFrees the producer seat (once open loans end). Further calls raise Closed.")
-      .def("__enter__", [](py::object self) { return self; }, "__enter__() -> Publisher")
+          "close() -> None\n\nFrees the producer seat (once open loans end). Further calls raise "
+          "Closed.")
+      .def(
+          "__enter__", [](py::object self) { return self; }, "__enter__() -> Publisher")
       .def(
           "__exit__",
           [](PyPublisher& pp, const py::args&) {

@@ -37,8 +37,8 @@ class PySubscriber {
   std::unique_ptr<Subscriber> sub;  // null once closed (and every sample released)
   std::string topic;
   Policy policy;
-  bool closing = false;        // close() was called: no new calls
-  std::uint32_t holding = 0;   // samples that still hold a slot (under mu)
+  bool closing = false;       // close() was called: no new calls
+  std::uint32_t holding = 0;  // samples that still hold a slot (under mu)
   // The sample iteration yielded last; released when the next is asked for
   // (GIL). Cleared by that sample's destructor.
   class PySample* last_yielded = nullptr;
@@ -58,13 +58,13 @@ class PySample {
   // subscriber may go away.
   py::object owner;  // the Subscriber object
   PySubscriber* sub;
-  Sample sample;     // holds the slot until `really_release`
+  Sample sample;  // holds the slot until `really_release`
   std::uint64_t sequence;
   std::uint64_t timestamp_ns;
   std::uint32_t size;
   std::uint32_t producer_id;
   pid_t pid = current_pid();
-  bool closed = false;   // release() was called: the data may no longer be used
+  bool closed = false;        // release() was called: the data may no longer be used
   std::uint32_t exports = 0;  // live buffer exports (memoryviews, arrays)
 
   // Gives the slot back now (GIL held; takes the subscriber's mutex).
@@ -100,8 +100,8 @@ class PyLoan {
   std::uint64_t sequence;
   std::size_t size;
   pid_t pid = current_pid();
-  bool done = false;   // published or abandoned
-  py::object view;     // weak reference to the memoryview __enter__ returned
+  bool done = false;  // published or abandoned
+  py::object view;    // weak reference to the memoryview __enter__ returned
 
   // Publishes the first `n` bytes (GIL held).
   void publish(std::size_t n);
