@@ -8,7 +8,7 @@
 // Stamps. Slot `s & mask` holds sequence s. Its stamp says what it holds:
 //   stamp_published(s) = 2s+2  the message s is complete and readable
 //   stamp_abandoned(s) = 2s+3  s was claimed, then given up; readers skip it
-//   stamp_writing(s)   = 2s+1  a producer is writing s (previous occupant gone)
+//   stamp_writing(s)   = 2s+1  a producer is writing s (overwrite policy only)
 // A reader of s sees: < 2s+1 .. 2s+1 "not yet"; 2s+2 ready; 2s+3 skip;
 // > 2s+3 "lapped" (the slot moved on to s + k*slot_count).
 #pragma once
