@@ -328,9 +328,9 @@ void Daemon::drop(int fd) {
     if (pid_alive(c.pid)) break;  // closed its bus but lives: its objects free their own seats
     try {
       if (s.producer)
-        r.reclaim_producer(s.a, static_cast<std::uint32_t>(c.pid));
+        r.free_producer(s.a, static_cast<std::uint32_t>(c.pid));
       else
-        r.reclaim_member(s.a, s.b, static_cast<std::uint32_t>(c.pid));
+        r.free_member(s.a, s.b, static_cast<std::uint32_t>(c.pid));
     } catch (const std::exception& e) {
       spdlog::warn("freeing seats of pid {}: {}", c.pid, e.what());
     }
@@ -530,7 +530,7 @@ void Daemon::adopt_regions() {
 
 void Daemon::free_dead_seats(TopicEntry& t) {
   detail::Region& r = *t.region;
-  // Relaxed loads: a scan for owners that no longer exist; reclaim_* re-checks
+  // Relaxed loads: a scan for owners that no longer exist; free_* re-checks
   // under the region's control lock.
   for (std::uint32_t i = 0; i < r.max_producers(); ++i) {
     const detail::ProducerSeat& p = r.producer(i);
@@ -538,7 +538,7 @@ void Daemon::free_dead_seats(TopicEntry& t) {
     const auto pid = static_cast<pid_t>(p.pid.load(std::memory_order_relaxed));
     if (!pid_alive(pid)) {
       spdlog::info("producer seat {} of pid {} (dead) freed", i, pid);
-      r.reclaim_producer(i, static_cast<std::uint32_t>(pid));
+      r.free_producer(i, static_cast<std::uint32_t>(pid));
     }
   }
   for (std::uint32_t g = 0; g < r.max_groups(); ++g) {
@@ -549,7 +549,7 @@ void Daemon::free_dead_seats(TopicEntry& t) {
       const auto pid = static_cast<pid_t>(s.pid.load(std::memory_order_relaxed));
       if (!pid_alive(pid)) {
         spdlog::info("member seat {}/{} of pid {} (dead) freed", g, m, pid);
-        r.reclaim_member(g, m, static_cast<std::uint32_t>(pid));
+        r.free_member(g, m, static_cast<std::uint32_t>(pid));
       }
     }
   }
@@ -560,6 +560,10 @@ void Daemon::free_dead_seats(TopicEntry& t) {
 // ever: after stuck_ms with no live producer claiming it, mark it abandoned.
 void Daemon::repair_stuck(const std::string& name, TopicEntry& t) {
   detail::Region& r = *t.region;
+  // Acquire loads (tail, states, cursors, stamps): enough to suspect a stuck
+  // sequence. A stale view only delays a repair; a live producer's claim is
+  // protected by its in_flight record and the stuck_ms wait, and
+  // abandon_unpublished() acts by CAS on the stamp it read.
   const std::uint64_t tail = r.header().tail.load(std::memory_order_acquire);
   const std::int64_t now = now_ms();
   for (std::uint32_t g = 0; g < r.max_groups(); ++g) {

@@ -78,17 +78,13 @@ Publisher::~Publisher() {
 
 void Publisher::detach() noexcept {
   if (seat_ == nullptr || !region_) return;
-  // Freed under the control lock, and only if still ours: the daemon may have
-  // reclaimed it (judging this process dead) and another process taken it.
   try {
-    detail::ControlLock lock(*region_);
-    // Relaxed: seats change only under the control lock.
-    if (seat_->pid.load(std::memory_order_relaxed) == static_cast<std::uint32_t>(::getpid()))
-      // Release: pairs with the acquire of readers of the seat table.
-      seat_->state.store(static_cast<std::uint32_t>(detail::SeatState::Free),
-                         std::memory_order_release);
+    // The same release the daemon performs for a dead producer, only if the
+    // seat is still ours; a claim still open (a loan that outlived its
+    // publisher) is marked abandoned rather than left to stall consumers.
+    region_->free_producer(seat_index_, static_cast<std::uint32_t>(::getpid()));
   } catch (...) {
-    // The control lock timed out; the daemon reclaims the seat when we are gone.
+    // The control lock timed out; the daemon frees the seat when we are gone.
   }
   seat_ = nullptr;
 }

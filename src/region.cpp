@@ -358,18 +358,18 @@ bool Region::abandon_unpublished(std::uint64_t s) noexcept {
   return false;
 }
 
-void Region::reclaim_producer(std::uint32_t i, std::uint32_t dead_pid) {
+void Region::free_producer(std::uint32_t i, std::uint32_t pid) {
   if (i >= max_producers_) return;
   ProducerSeat& seat = producer(i);
   {
     ControlLock lock(*this);
-    // Re-checked under the lock: the seat may have been freed and taken by a
-    // new process since the caller looked. Relaxed: seats change under the lock.
+    // Checked under the lock: the seat may have been freed and taken by another
+    // process since the caller looked. Relaxed: seats change under the lock.
     if (seat.state.load(std::memory_order_relaxed) == static_cast<std::uint32_t>(SeatState::Free) ||
-        seat.pid.load(std::memory_order_relaxed) != dead_pid)
+        seat.pid.load(std::memory_order_relaxed) != pid)
       return;
     for (auto& f : seat.in_flight) {
-      // Acquire: the dead producer's claims, as it recorded them.
+      // Acquire: the producer's open claims, as it recorded them.
       const std::uint64_t s = f.load(std::memory_order_acquire);
       if (s != kNone) abandon_unpublished(s);
       f.store(kNone, std::memory_order_relaxed);
@@ -379,15 +379,15 @@ void Region::reclaim_producer(std::uint32_t i, std::uint32_t dead_pid) {
   }
 }
 
-void Region::reclaim_member(std::uint32_t g, std::uint32_t m, std::uint32_t dead_pid) {
+void Region::free_member(std::uint32_t g, std::uint32_t m, std::uint32_t pid) {
   if (g >= max_groups_ || m >= max_members_) return;
   {
     ControlLock lock(*this);
     GroupEntry& e = group(g);
     MemberSeat& seat = member(g, m);
-    // Re-checked under the lock, as in reclaim_producer.
+    // Re-checked under the lock, as in free_producer.
     if (seat.state.load(std::memory_order_relaxed) == static_cast<std::uint32_t>(SeatState::Free) ||
-        seat.pid.load(std::memory_order_relaxed) != dead_pid)
+        seat.pid.load(std::memory_order_relaxed) != pid)
       return;
     // Release: producers that read the cleared hazard (G2) may reuse the slot.
     seat.held.store(kNone, std::memory_order_release);

@@ -124,25 +124,15 @@ void Subscriber::start_gating(bool fresh) {
 }
 
 Subscriber::~Subscriber() {
-  detail::Region& r = *region_;
   try {
-    detail::ControlLock lock(r);
-    // Only if the seat is still ours: the daemon may have reclaimed it (it
-    // judged this process dead), and freeing it twice would corrupt the count.
-    // Relaxed loads: seats change only under the control lock, which we hold.
-    if (member_->state.load(std::memory_order_relaxed) == kActive &&
-        member_->pid.load(std::memory_order_relaxed) == static_cast<std::uint32_t>(::getpid())) {
-      // Release: producers that read these (G2, compute_gate) see our reads done.
-      member_->held.store(detail::kNone, std::memory_order_release);
-      member_->state.store(kFree, std::memory_order_release);
-      group_->members.fetch_sub(1, std::memory_order_release);
-      if (private_) group_->state.store(kFree, std::memory_order_release);
-    }
+    // The same release the daemon performs for a dead member: only if the seat
+    // is still ours (the daemon may have reclaimed it, judging us dead), so it
+    // is never freed twice. Wakes producers blocked on the ring.
+    region_->free_member(group_index_, member_index_, static_cast<std::uint32_t>(::getpid()));
   } catch (...) {
     // The control lock timed out (a stuck process holds it). Leaving the seat
-    // is the lesser harm: the daemon reclaims seats of dead processes.
+    // is the lesser harm: the daemon frees seats of dead processes.
   }
-  if (r.policy() == Policy::Block) detail::notify(r.header().space_event);
 }
 
 }  // namespace shmbus

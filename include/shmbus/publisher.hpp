@@ -264,6 +264,7 @@ class Publisher {
   }
 
   void abandon(detail::SlotHeader& slot, std::uint64_t s, std::uint32_t index) noexcept {
+    // Relaxed: ordered before the stamp's release store below.
     slot.length.store(0, std::memory_order_relaxed);
     // Release: pairs with C1 like P1; consumers skip the sequence.
     slot.stamp.store(detail::stamp_abandoned(s), std::memory_order_release);

@@ -102,14 +102,15 @@ class Region {
     return gate;
   }
 
-  // ---- repair after a process died (shmbusd) ----------------------------------
-  // Frees a producer seat whose process is gone; a sequence it claimed and never
-  // published is marked abandoned so consumers skip it.
-  // Does nothing unless the seat is still held by `dead_pid` (checked under
-  // the control lock: it may have been freed and reused meanwhile).
-  void reclaim_producer(std::uint32_t seat, std::uint32_t dead_pid);
-  // Frees a member seat whose process is gone: its hazard no longer gates.
-  void reclaim_member(std::uint32_t group, std::uint32_t member, std::uint32_t dead_pid);
+  // ---- freeing seats: by their owner on close, by shmbusd when the owner died --
+  // Each does nothing unless the seat is still held by `pid` (checked under the
+  // control lock: it may have been freed, and reused, meanwhile), so a seat is
+  // never freed twice.
+  // Frees a producer seat; sequences it claimed and never published are marked
+  // abandoned so consumers skip them.
+  void free_producer(std::uint32_t seat, std::uint32_t pid);
+  // Frees a member seat: its hazard no longer gates; wakes blocked producers.
+  void free_member(std::uint32_t group, std::uint32_t member, std::uint32_t pid);
   // Marks claimed-but-unpublished sequence s abandoned. False if it was
   // published (or abandoned) meanwhile, or s's slot was never claimed for s.
   bool abandon_unpublished(std::uint64_t s) noexcept;

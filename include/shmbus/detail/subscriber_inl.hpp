@@ -59,6 +59,7 @@ inline MessageInfo Batch::info(std::size_t i) const noexcept {
   detail::SlotHeader& s = sub_->region_->slot(first_ + i);
   MessageInfo m;
   m.sequence = first_ + i;
+  // Relaxed: ordered after the stamp's acquire (C1) in take(), like fill().
   m.size = std::min(s.length.load(std::memory_order_relaxed), sub_->region_->slot_size());
   m.timestamp_ns = s.timestamp_ns.load(std::memory_order_relaxed);
   m.producer_id = s.producer_id.load(std::memory_order_relaxed);
@@ -148,7 +149,8 @@ inline Status Subscriber::take(std::uint64_t& first, std::uint32_t& count, std::
       std::uint32_t k = 1;
       // C1 again (acquire) for each further slot of the run.
       // A run stops before a slot whose length is invalid, so that slot is
-      // taken alone and reported (fill) instead of inside a batch.
+      // taken alone and reported (fill) instead of inside a batch. Length loads
+      // are relaxed: each follows that slot's acquire stamp load (C1).
       const std::uint32_t run_max =
           slot.length.load(std::memory_order_relaxed) <= region_->slot_size() ? max : 1;
       while (k < run_max &&
@@ -199,6 +201,8 @@ inline Status Subscriber::take(std::uint64_t& first, std::uint32_t& count, std::
 
 inline Status Subscriber::fill(Sample& out, std::uint64_t seq, std::uint32_t hold_index) noexcept {
   detail::SlotHeader& slot = region_->slot(seq);
+  // Relaxed loads of the slot's fields: the acquire load of its stamp (C1) in
+  // take() already made the producer's stores before P1 visible.
   const std::uint32_t len = slot.length.load(std::memory_order_relaxed);
   if (len > region_->slot_size()) [[unlikely]] {
     // A buggy or malicious writer: never read past the slot. Skip and count.
