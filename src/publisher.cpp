@@ -10,8 +10,9 @@ namespace shmbus {
 Publisher::Publisher(std::shared_ptr<detail::Region> region, const PublisherOptions& options)
     : region_(std::move(region)), options_(options) {
   detail::Region& r = *region_;
-  slot_count_ = r.slot_count();
+  ring_ = r.ring();
   single_producer_ = r.single_producer();
+  gated_ = ring_.policy != Policy::Overwrite;
   detail::ControlLock lock(r);
   std::uint32_t free_seat = r.max_producers();
   for (std::uint32_t i = 0; i < r.max_producers(); ++i) {
@@ -60,13 +61,14 @@ Publisher& Publisher::operator=(Publisher&& o) noexcept {
     region_ = std::move(o.region_);
     options_ = o.options_;
     seat_ = o.seat_;
-    slot_count_ = o.slot_count_;
+    ring_ = o.ring_;
     gate_cache_ = o.gate_cache_;
     next_ = o.next_;
     epoch_ = o.epoch_;
     claims_used_ = o.claims_used_;
     seat_index_ = o.seat_index_;
     single_producer_ = o.single_producer_;
+    gated_ = o.gated_;
     o.seat_ = nullptr;
   }
   return *this;
@@ -89,15 +91,32 @@ void Publisher::detach() noexcept {
   seat_ = nullptr;
 }
 
-Status Publisher::wait_for_room(std::uint64_t s, bool wait, bool gated) noexcept {
+void Publisher::refresh_gate(std::uint64_t s) noexcept {
+  // seq_cst fence: our earlier claims (tail stores) are ordered before the
+  // scan's loads, against a joiner's members.fetch_add / tail load (Dekker).
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  gate_cache_ = std::min(region_->compute_gate(), s);
+}
+
+Status Publisher::claim_contended(bool wait, std::uint64_t& s) noexcept {
+  for (;;) {
+    // try_claim failed for s: either s may not be written yet (wait for room,
+    // then try again) or another producer claimed it first (try the next).
+    if (!may_write(s)) {
+      if (Status st = wait_for_room(s, wait); st != Status::Ok) return st;
+    }
+    if (try_claim(s)) return Status::Ok;
+  }
+}
+
+Status Publisher::wait_for_room(std::uint64_t s, bool wait) noexcept {
   if (!wait) return Status::WouldBlock;
-  const bool full = gated && !has_room(s);
   // Reject refuses a full ring at once; a slot still being written by a
   // slower producer (or by our own unpublished loan) is waited for as below.
-  if (full && region_->policy() == Policy::Reject) return Status::WouldBlock;
-  const bool ok =
-      detail::wait_for(region_->header().space_event, options_.wait, options_.timeout,
-                       options_.spin, [&] { return (!gated || has_room(s)) && slot_free(s); });
+  if (ring_.policy == Policy::Reject && !has_room(s)) return Status::WouldBlock;
+  const bool ok = detail::wait_for(
+      ring_.header->space_event, options_.wait, options_.timeout, options_.spin,
+      [&] { return may_write(s); }, detail::kSpaceRecheck);
   return ok ? Status::Ok : Status::Timeout;
 }
 
@@ -110,13 +129,14 @@ void Publisher::after_join(std::uint64_t s, std::uint64_t epoch) noexcept {
   // (stamp check), which is the lesser harm than stranding s.
   epoch_ = epoch;
   refresh_gate(s);
-  if (s < gate_cache_ + slot_count_) return;
+  if (s < gate_cache_ + ring_.count) return;
   // At least 10 s whatever the publisher's own timeout: a caller that polls
   // with short timeouts (the Python binding waits in 50 ms slices) must not
   // turn a joining group's normal catch-up into lost messages.
   const auto bound = std::max<std::chrono::nanoseconds>(options_.timeout, std::chrono::seconds(10));
-  (void)detail::wait_for(region_->header().space_event, options_.wait, bound, options_.spin,
-                         [&] { return has_room(s); });
+  (void)detail::wait_for(
+      ring_.header->space_event, options_.wait, bound, options_.spin, [&] { return has_room(s); },
+      detail::kSpaceRecheck);
 }
 
 }  // namespace shmbus

@@ -118,18 +118,18 @@ Region::~Region() = default;
 // Accessors come from the validated copies, never from a second read of the
 // header: another process could change the header after it was checked.
 void Region::init_accessors(const TopicOptions& o, const Layout& l) {
-  slot_count_ = o.slot_count;
-  slot_size_ = o.slot_size;
-  stride_ = l.stride;
+  ring_.count = o.slot_count;
+  ring_.slot_size = o.slot_size;
+  ring_.stride = l.stride;
   producers_offset_ = l.producers_offset;
   groups_offset_ = l.groups_offset;
   group_stride_ = l.group_stride;
   max_producers_ = o.max_producers;
   max_groups_ = o.max_groups;
   max_members_ = o.max_members;
-  policy_ = o.policy;
+  ring_.policy = o.policy;
   single_producer_ = o.single_producer;
-  slots_ = base_ + l.slots_offset;
+  ring_.slots = base_ + l.slots_offset;
 }
 
 std::shared_ptr<Region> Region::create(const std::string& shm_name, std::string_view topic,
@@ -196,7 +196,7 @@ std::shared_ptr<Region> Region::create(const std::string& shm_name, std::string_
   h->slots_offset = l.slots_offset;
   std::memset(h->name, 0, sizeof h->name);
   std::memcpy(h->name, topic.data(), std::min(topic.size(), kNameMax));
-  r->header_ = h;
+  r->ring_.header = h;
   r->init_accessors(o, l);
   for (std::uint32_t i = 0; i < o.max_producers; ++i)
     new (&r->producer(i)) ProducerSeat{};
@@ -331,7 +331,7 @@ void Region::validate(const std::string& where, std::uint64_t size) {
                                         " bytes); delete it and create "
                                         "the topic again");
   o.single_producer = h->single_producer != 0;
-  header_ = h;
+  ring_.header = h;
   init_accessors(o, l);
 }
 
@@ -345,13 +345,13 @@ bool Region::abandon_unpublished(std::uint64_t s) noexcept {
   std::uint64_t st = sl.stamp.load(std::memory_order_acquire);
   // A claim of s is made only once the previous occupant is complete (P0), so
   // a slot claimed for s shows that occupant's final stamp or writing(s).
-  const std::uint64_t floor = s >= slot_count_ ? stamp_published(s - slot_count_) : 0;
+  const std::uint64_t floor = s >= ring_.count ? stamp_published(s - ring_.count) : 0;
   while (st >= floor && st < stamp_published(s)) {
     // Release: pairs with C1 like the abandon of a dropped loan.
     if (sl.stamp.compare_exchange_weak(st, stamp_abandoned(s), std::memory_order_release,
                                        std::memory_order_acquire)) {
       sl.length.store(0, std::memory_order_relaxed);
-      notify(header_->data_event);
+      notify(ring_.header->data_event);
       return true;
     }
   }
@@ -396,12 +396,12 @@ void Region::free_member(std::uint32_t g, std::uint32_t m, std::uint32_t pid) {
     if ((e.flags.load(std::memory_order_relaxed) & kGroupPrivate) != 0)
       e.state.store(static_cast<std::uint32_t>(SeatState::Free), std::memory_order_release);
   }
-  notify(header_->space_event);
+  notify(ring_.header->space_event);
 }
 
 void Region::lock_control() const {
   const auto me = static_cast<std::uint32_t>(::getpid());
-  std::atomic<std::uint32_t>& lock = header_->control_lock;
+  std::atomic<std::uint32_t>& lock = ring_.header->control_lock;
   const auto start = Clock::now();
   for (std::uint32_t i = 0;; ++i) {
     std::uint32_t holder = 0;
@@ -431,7 +431,7 @@ void Region::lock_control() const {
 
 void Region::unlock_control() const noexcept {
   // Release: pairs with the acquire CAS in lock_control.
-  header_->control_lock.store(0, std::memory_order_release);
+  ring_.header->control_lock.store(0, std::memory_order_release);
 }
 
 }  // namespace shmbus::detail

@@ -17,7 +17,7 @@ Subscriber::Subscriber(std::shared_ptr<detail::Region> region, const SubscriberO
     : region_(std::move(region)), options_(options), group_name_(options.group) {
   held_.fill(detail::kNone);
   detail::Region& r = *region_;
-  slot_count_ = r.slot_count();
+  ring_ = r.ring();
   private_ = options.group.empty();
   if (!private_) validate_name("group", options.group);
   const std::string topic = r.topic_name();
@@ -53,7 +53,7 @@ Subscriber::Subscriber(std::shared_ptr<detail::Region> region, const SubscriberO
     // Relaxed: a first estimate; the join below corrects it.
     const std::uint64_t tail = r.header().tail.load(std::memory_order_relaxed);
     std::uint64_t start = tail;
-    if (options.start == StartFrom::Earliest) start = tail > slot_count_ ? tail - slot_count_ : 0;
+    if (options.start == StartFrom::Earliest) start = tail > ring_.count ? tail - ring_.count : 0;
     if (options.start == StartFrom::Offset) start = options.offset;
     e.cursor.store(start, std::memory_order_relaxed);
     e.lost.store(0, std::memory_order_relaxed);
@@ -110,7 +110,7 @@ void Subscriber::start_gating(bool fresh) {
   // SYNC POINT J3 (seq_cst, both): pairs with J1/J2 in Publisher::claim.
   h.join_epoch.fetch_add(1, std::memory_order_seq_cst);
   const std::uint64_t tail = h.tail.load(std::memory_order_seq_cst);
-  std::uint64_t floor = tail > slot_count_ ? tail - slot_count_ : 0;
+  std::uint64_t floor = tail > ring_.count ? tail - ring_.count : 0;
   if (fresh && options_.start == StartFrom::Latest) floor = tail;
   // Relaxed: we hold the control lock and the group had no members, so no
   // one else moves this cursor; producers read it with acquire (G1) after
@@ -121,6 +121,15 @@ void Subscriber::start_gating(bool fresh) {
   const bool counts_as_lost = !fresh || options_.start == StartFrom::Offset;
   if (counts_as_lost)
     group_->lost.fetch_add(floor - cursor, std::memory_order_relaxed);  // relaxed: a counter
+}
+
+// Out of line: keeps try_receive small enough to inline into wait loops.
+Status Subscriber::try_receive_slow(Sample& out) noexcept {
+  std::uint64_t first = 0;
+  std::uint32_t count = 0, hold_index = 0;
+  const Status st = take(first, count, 1, hold_index);
+  if (st != Status::Ok) return st;
+  return fill(out, first, hold_index);
 }
 
 Subscriber::~Subscriber() {

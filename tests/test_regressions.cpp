@@ -127,5 +127,43 @@ TEST(Regression, ProducerNeverLapsAnUnfinishedSlot) {
   }
 }
 
+// A producer that laps an unfinished slot (here: another publisher's open
+// loan, on an overwrite topic) sleeps on the space event; the loan's publish
+// notifies only the data event. The sleeper must still go on: it re-checks at
+// least every kSpaceRecheck instead of sleeping until its timeout.
+TEST(Regression, ProducerWaitingForAnUnfinishedSlotGoesOnOnceItIsPublished) {
+  ScopedTopic t("lap-wake", ring_options(4, 64, Policy::Overwrite));
+  auto region = detail::Region::open(region_name("default", t.name));
+  Publisher holder = t.topic.publisher();
+  Loan loan = holder.loan(8);  // sequence 0, unpublished
+  ASSERT_TRUE(loan);
+  PublisherOptions po;
+  po.wait = WaitStrategy::SpinFutex;
+  po.timeout = 20s;
+  std::atomic<int> fourth{-1};
+  std::thread lapper([&] {
+    Publisher pub = t.topic.publisher(po);
+    for (std::uint64_t i = 1; i < 4; ++i)
+      ASSERT_EQ(publish_value(pub, i), Status::Ok);
+    // Needs slot 0: waits for the loan. Relaxed: joined before it is read
+    // for the verdict; the polling below only watches for progress.
+    fourth.store(static_cast<int>(publish_value(pub, 4)), std::memory_order_relaxed);
+  });
+  // The lapper is asleep on the space event (past its spin phase).
+  const bool asleep = wait_until(
+      [&] { return region->header().space_event.waiters.load(std::memory_order_relaxed) > 0; },
+      10s);
+  const std::uint64_t v0 = 1000;
+  std::memcpy(loan.data().data(), &v0, 8);
+  ASSERT_EQ(loan.publish(), Status::Ok);
+  // Goes on within a re-check (1 ms), long before its own 20 s timeout (at
+  // which a last check would also pass, hiding a missed wake-up).
+  const bool went_on = wait_until([&] { return fourth.load(std::memory_order_relaxed) != -1; }, 5s);
+  lapper.join();
+  EXPECT_TRUE(asleep);
+  EXPECT_TRUE(went_on) << "the lapping producer slept until its timeout";
+  EXPECT_EQ(fourth.load(std::memory_order_relaxed), static_cast<int>(Status::Ok));
+}
+
 }  // namespace
 }  // namespace shmbus::test

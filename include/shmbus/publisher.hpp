@@ -113,35 +113,39 @@ class Publisher {
   friend class Loan;
 
   Status publish_impl(std::span<const std::byte> data, bool wait) noexcept {
-    if (data.size() > region_->slot_size()) [[unlikely]]
+    if (data.size() > ring_.slot_size) [[unlikely]]
       return Status::TooLarge;
+    // A free entry in the seat's in_flight table (loan_impl keeps one free).
+    const auto index = static_cast<std::uint32_t>(std::countr_one(claims_used_));
     std::uint64_t s = 0;
-    detail::SlotHeader* slot = nullptr;
-    std::uint32_t c = 0;
-    if (Status st = claim(wait, s, slot, c); st != Status::Ok) [[unlikely]]
+    if (Status st = claim(wait, index, s); st != Status::Ok) [[unlikely]]
       return st;
-    if (!data.empty()) std::memcpy(detail::Region::payload(*slot), data.data(), data.size());
-    commit(*slot, s, static_cast<std::uint32_t>(data.size()), c);
+    detail::SlotHeader& slot = ring_.slot(s);
+    if (!data.empty()) std::memcpy(detail::Region::payload(slot), data.data(), data.size());
+    commit(slot, s, static_cast<std::uint32_t>(data.size()), index);
     return Status::Ok;
   }
 
   Loan loan_impl(std::size_t size, bool wait) noexcept {
     Loan l;
-    if (size > region_->slot_size()) [[unlikely]] {
+    if (size > ring_.slot_size) [[unlikely]] {
       l.status_ = Status::TooLarge;
       return l;
     }
-    // One claim stays free for publish(): at most kMaxInFlight - 1 loans.
-    if (std::popcount(claims_used_) >= static_cast<int>(detail::kMaxInFlight) - 1) [[unlikely]] {
+    // Loans take the lowest free entries and publish() returns its own at
+    // once, so kMaxInFlight - 1 loans held fill exactly the entries below it:
+    // one stays free for publish().
+    const auto index = static_cast<std::uint32_t>(std::countr_one(claims_used_));
+    if (index >= detail::kMaxInFlight - 1) [[unlikely]] {
       l.status_ = Status::TooManyHeld;
       return l;
     }
-    l.status_ = claim(wait, l.seq_, l.slot_, l.claim_);
-    if (l.status_ == Status::Ok) {
+    l.status_ = claim(wait, index, l.seq_);
+    if (l.status_ == Status::Ok) [[likely]] {
       l.pub_ = this;
+      l.slot_ = &ring_.slot(l.seq_);
       l.size_ = static_cast<std::uint32_t>(size);
-    } else {
-      l.slot_ = nullptr;
+      l.claim_ = index;
     }
     return l;
   }
@@ -149,67 +153,62 @@ class Publisher {
   // True when sequence s may be filled: no gating group still needs the
   // message its slot holds. Refreshes the cached gate only when it says full.
   bool has_room(std::uint64_t s) noexcept {
-    if (s < gate_cache_ + slot_count_) [[likely]]
+    if (s < gate_cache_ + ring_.count) [[likely]]
       return true;
     refresh_gate(s);
-    return s < gate_cache_ + slot_count_;
+    return s < gate_cache_ + ring_.count;
   }
 
   // The cache never exceeds `s` (a sequence this producer is about to claim,
   // so at most the tail): the join protocol relies on that (see join_epoch).
-  void refresh_gate(std::uint64_t s) noexcept {
-    // seq_cst fence: our earlier claims (tail stores) are ordered before the
-    // scan's loads, against a joiner's members.fetch_add / tail load (Dekker).
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-    gate_cache_ = std::min(region_->compute_gate(), s);
-  }
+  void refresh_gate(std::uint64_t s) noexcept;  // out of line: once per ring lap
 
   // True when the previous occupant of s's slot (s - slot_count) is complete,
   // so s may be written there. A producer can lap a slower one (or one of its
   // own loans) when nothing gates: under overwrite, or with no live group.
   bool slot_free(std::uint64_t s) const noexcept {
-    if (s < slot_count_) return true;
+    if (s < ring_.count) return true;
     // SYNC POINT P0 (acquire): pairs with P1 (or the abandon store) of the
     // producer of s - slot_count, so its payload writes happen before ours.
-    return region_->slot(s).stamp.load(std::memory_order_acquire) >=
-           detail::stamp_published(s - slot_count_);
+    return ring_.slot(s).stamp.load(std::memory_order_acquire) >=
+           detail::stamp_published(s - ring_.count);
   }
 
-  // Claims the next sequence once its slot may be written; on Ok the slot's
-  // stamp says "being written" (seqlock-style, for overwrite readers). Nothing
-  // is claimed unless Ok is returned.
-  Status claim(bool wait, std::uint64_t& s, detail::SlotHeader*& slot,
-               std::uint32_t& index) noexcept {
-    detail::TopicHeader& h = region_->header();
-    // A free entry in the seat's in_flight table (loan_impl keeps one free).
-    index = static_cast<std::uint32_t>(std::countr_one(claims_used_));
-    const bool gated = region_->policy() != Policy::Overwrite;
+  bool may_write(std::uint64_t s) noexcept { return (!gated_ || has_room(s)) && slot_free(s); }
+
+  // One attempt to claim the next sequence, without waiting. False when the
+  // ring has no room for it, or another producer claimed it first; `s` is
+  // then the sequence that was tried.
+  bool try_claim(std::uint64_t& s) noexcept {
+    detail::TopicHeader& h = *ring_.header;
     if (single_producer_) {
       s = next_;
-      if ((gated && !has_room(s)) || !slot_free(s)) [[unlikely]] {
-        if (Status st = wait_for_room(s, wait, gated); st != Status::Ok) return st;
-      }
+      if (!may_write(s)) [[unlikely]]
+        return false;
       next_ = s + 1;
       // SYNC POINT J1 (seq_cst): the claim is ordered before our load of the
-      // join epoch below (J2), against a joiner's epoch bump and tail load (J3).
-      // The tail tells no one that data is ready (the stamp does).
+      // join epoch (J2, in claim), against a joiner's epoch bump and tail load
+      // (J3). The tail tells no one that data is ready (the stamp does).
       h.tail.store(s + 1, std::memory_order_seq_cst);
-    } else {
-      // Relaxed: a candidate; the CAS below decides.
-      s = h.tail.load(std::memory_order_relaxed);
-      for (;;) {
-        if ((gated && !has_room(s)) || !slot_free(s)) [[unlikely]] {
-          if (Status st = wait_for_room(s, wait, gated); st != Status::Ok) return st;
-          s = h.tail.load(std::memory_order_relaxed);
-          continue;
-        }
-        // J1 as above (seq_cst; on x86 the same locked instruction as relaxed).
-        // The checks above were for exactly this s, so when the CAS succeeds
-        // its slot is free: a completed occupant's stamp never goes back.
-        if (h.tail.compare_exchange_weak(s, s + 1, std::memory_order_seq_cst,
-                                         std::memory_order_relaxed))
-          break;
-      }
+      return true;
+    }
+    // Relaxed: a candidate; the CAS below decides.
+    s = h.tail.load(std::memory_order_relaxed);
+    if (!may_write(s)) [[unlikely]]
+      return false;
+    // J1 as above (seq_cst; on x86 the same locked instruction as relaxed).
+    // The checks above were for exactly this s, so when the CAS succeeds its
+    // slot is free: a completed occupant's stamp never goes back.
+    return h.tail.compare_exchange_strong(s, s + 1, std::memory_order_seq_cst,
+                                          std::memory_order_relaxed);
+  }
+
+  // Claims the next sequence into in_flight entry `index` once its slot may be
+  // written; under overwrite the slot's stamp then says "being written"
+  // (seqlock-style, for readers). Nothing is claimed unless Ok is returned.
+  Status claim(bool wait, std::uint32_t index, std::uint64_t& s) noexcept {
+    if (!try_claim(s)) [[unlikely]] {
+      if (Status st = claim_contended(wait, s); st != Status::Ok) return st;
     }
     // Relaxed: read by the daemon after this process died, to mark the
     // sequence abandoned, and to leave it alone while we live; stored at once
@@ -217,24 +216,22 @@ class Publisher {
     // few instructions. Nothing synchronises through it.
     seat_->in_flight[index].store(s, std::memory_order_relaxed);
     claims_used_ = static_cast<std::uint8_t>(claims_used_ | (1u << index));
-    if (gated) {
+    if (gated_) {
       // SYNC POINT J2 (seq_cst): pairs with J3 in the subscriber's join. Either
       // we see the bump and rescan (the new group then gates us), or the
       // joiner's tail load sees our claim and starts the group above what
       // this claim may overwrite.
-      const std::uint64_t epoch = h.join_epoch.load(std::memory_order_seq_cst);
+      const std::uint64_t epoch = ring_.header->join_epoch.load(std::memory_order_seq_cst);
       if (epoch != epoch_) [[unlikely]]
         after_join(s, epoch);
-    }
-    slot = &region_->slot(s);
-    if (!gated) {
+    } else {
       // Overwrite: a reader may still be reading the previous occupant. Mark
       // "being written" before the payload changes, so that it sees the stamp
       // change and discards what it read. The release fence orders this store
       // before the payload stores that follow. Under block and reject no
       // reader can be on this slot (the gate and the join protocol see to
       // it), and skipping the store saves a cache-line transfer per message.
-      slot->stamp.store(detail::stamp_writing(s), std::memory_order_relaxed);
+      ring_.slot(s).stamp.store(detail::stamp_writing(s), std::memory_order_relaxed);
       std::atomic_thread_fence(std::memory_order_release);
     }
     return Status::Ok;
@@ -248,10 +245,11 @@ class Publisher {
 
   void commit(detail::SlotHeader& slot, std::uint64_t s, std::uint32_t size,
               std::uint32_t index) noexcept {
+    const std::uint64_t now = detail::now_ns();
     // Relaxed: ordered before the stamp's release store below.
     slot.length.store(size, std::memory_order_relaxed);
     slot.producer_id.store(seat_index_, std::memory_order_relaxed);
-    slot.timestamp_ns.store(detail::now_ns(), std::memory_order_relaxed);
+    slot.timestamp_ns.store(now, std::memory_order_relaxed);
     // SYNC POINT P1 (release): pairs with the consumer's acquire load of the
     // stamp (C1 in subscriber.hpp); the payload and fields above are visible
     // to a consumer that sees stamp_published(s).
@@ -260,7 +258,7 @@ class Publisher {
     // Relaxed: a statistic, written only by this producer.
     seat_->published.store(seat_->published.load(std::memory_order_relaxed) + 1,
                            std::memory_order_relaxed);
-    detail::notify(region_->header().data_event);
+    detail::notify(ring_.header->data_event);
   }
 
   void abandon(detail::SlotHeader& slot, std::uint64_t s, std::uint32_t index) noexcept {
@@ -269,23 +267,26 @@ class Publisher {
     // Release: pairs with C1 like P1; consumers skip the sequence.
     slot.stamp.store(detail::stamp_abandoned(s), std::memory_order_release);
     release_claim(index);
-    detail::notify(region_->header().data_event);
+    detail::notify(ring_.header->data_event);
   }
 
-  Status wait_for_room(std::uint64_t s, bool wait, bool gated) noexcept;
+  // The slow path of claim: retries after a lost race, waits for room.
+  Status claim_contended(bool wait, std::uint64_t& s) noexcept;
+  Status wait_for_room(std::uint64_t s, bool wait) noexcept;
   void after_join(std::uint64_t s, std::uint64_t epoch) noexcept;
   void detach() noexcept;
 
   std::shared_ptr<detail::Region> region_;
   PublisherOptions options_;
   detail::ProducerSeat* seat_ = nullptr;
-  std::uint64_t slot_count_ = 0;
+  detail::Ring ring_;             // the region's geometry, copied
   std::uint64_t gate_cache_ = 0;  // a lower bound of the gate, this process only
   std::uint64_t next_ = 0;        // single-producer: the next sequence to claim
   std::uint64_t epoch_ = 0;       // the join epoch gate_cache_ was computed in
   std::uint8_t claims_used_ = 0;  // which in_flight entries hold a claim
   std::uint32_t seat_index_ = 0;
   bool single_producer_ = false;
+  bool gated_ = true;  // policy is not overwrite: gating groups hold producers back
 };
 
 inline Status Loan::publish(std::size_t size) noexcept {

@@ -143,22 +143,27 @@ class Subscriber {
   // Where this member sits in the region's tables (for shmbusd's bookkeeping).
   [[nodiscard]] std::uint32_t group_index() const noexcept { return group_index_; }
   [[nodiscard]] std::uint32_t member_index() const noexcept { return member_index_; }
-  [[nodiscard]] std::uint32_t max_message_size() const noexcept { return region_->slot_size(); }
+  [[nodiscard]] std::uint32_t max_message_size() const noexcept { return ring_.slot_size; }
 
  private:
   friend class Sample;
   friend class Batch;
 
   // Tries to claim up to `max` messages starting at the group's position.
+  Status try_receive_slow(Sample& out) noexcept;
   Status take(std::uint64_t& first, std::uint32_t& count, std::uint32_t max,
               std::uint32_t& hold) noexcept;
   bool advance(std::uint64_t from, std::uint64_t to) noexcept;
   void start_gating(bool fresh);
   void room_made() noexcept;
+  bool may_have_data() const noexcept;
   std::uint32_t hold(std::uint64_t seq) noexcept;
   void unhold(std::uint32_t index) noexcept;
   void publish_hazard() noexcept;
   Status fill(Sample& out, std::uint64_t seq, std::uint32_t hold) noexcept;
+  void set_sample(Sample& out, detail::SlotHeader& slot, std::uint64_t seq, std::uint32_t len,
+                  std::uint32_t hold) noexcept;
+  void count_received(std::uint32_t k) noexcept;
   template <class Attempt>
   Status wait_then(std::chrono::nanoseconds timeout, Attempt&& attempt) noexcept;
 
@@ -171,7 +176,7 @@ class Subscriber {
   std::uint32_t member_index_ = 0;
   bool private_ = false;
   std::uint64_t pos_ = 0;  // private group: the next sequence to take
-  std::uint64_t slot_count_ = 0;
+  detail::Ring ring_;      // the region's geometry, copied
   std::uint32_t held_count_ = 0;
   std::uint64_t held_min_ = detail::kNone;
   std::array<std::uint64_t, kMaxHeld> held_{};  // sequence held, or kNone

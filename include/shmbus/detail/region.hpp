@@ -23,6 +23,22 @@ struct Layout {
                                     std::uint32_t max_producers, std::uint32_t max_groups,
                                     std::uint32_t max_members) noexcept;
 
+// What the data path needs to reach a slot. Publishers and subscribers keep
+// a copy, so that a publish or receive computes a slot's address from its own
+// members instead of through the shared_ptr to the Region.
+struct Ring {
+  std::byte* slots = nullptr;
+  TopicHeader* header = nullptr;
+  std::uint64_t count = 0;  // slot_count, a power of two
+  std::uint64_t stride = 0;
+  std::uint32_t slot_size = 0;
+  Policy policy = Policy::Block;
+
+  [[nodiscard]] SlotHeader& slot(std::uint64_t seq) const noexcept {
+    return *reinterpret_cast<SlotHeader*>(slots + (seq & (count - 1)) * stride);
+  }
+};
+
 class Region {
  public:
   // Creates the named region (fails with AlreadyExists) or opens and validates it.
@@ -43,11 +59,12 @@ class Region {
   Region& operator=(const Region&) = delete;
   ~Region();
 
-  [[nodiscard]] TopicHeader& header() const noexcept { return *header_; }
-  [[nodiscard]] std::uint64_t slot_count() const noexcept { return slot_count_; }
-  [[nodiscard]] std::uint64_t mask() const noexcept { return slot_count_ - 1; }
-  [[nodiscard]] std::uint32_t slot_size() const noexcept { return slot_size_; }
-  [[nodiscard]] Policy policy() const noexcept { return policy_; }
+  [[nodiscard]] const Ring& ring() const noexcept { return ring_; }
+  [[nodiscard]] TopicHeader& header() const noexcept { return *ring_.header; }
+  [[nodiscard]] std::uint64_t slot_count() const noexcept { return ring_.count; }
+  [[nodiscard]] std::uint64_t mask() const noexcept { return ring_.count - 1; }
+  [[nodiscard]] std::uint32_t slot_size() const noexcept { return ring_.slot_size; }
+  [[nodiscard]] Policy policy() const noexcept { return ring_.policy; }
   [[nodiscard]] bool single_producer() const noexcept { return single_producer_; }
   [[nodiscard]] std::uint32_t max_producers() const noexcept { return max_producers_; }
   [[nodiscard]] std::uint32_t max_groups() const noexcept { return max_groups_; }
@@ -55,12 +72,11 @@ class Region {
   [[nodiscard]] const std::string& shm_name() const noexcept { return shm_name_; }
   // The topic's name as stored in the header (bounded: the field may lack a NUL).
   [[nodiscard]] std::string topic_name() const {
-    return std::string(header_->name, ::strnlen(header_->name, sizeof header_->name));
+    const TopicHeader& h = header();
+    return std::string(h.name, ::strnlen(h.name, sizeof h.name));
   }
 
-  [[nodiscard]] SlotHeader& slot(std::uint64_t seq) const noexcept {
-    return *reinterpret_cast<SlotHeader*>(slots_ + (seq & mask()) * stride_);
-  }
+  [[nodiscard]] SlotHeader& slot(std::uint64_t seq) const noexcept { return ring_.slot(seq); }
   [[nodiscard]] static std::byte* payload(SlotHeader& s) noexcept {
     return reinterpret_cast<std::byte*>(&s) + kSlotHeaderSize;
   }
@@ -130,18 +146,13 @@ class Region {
   std::unique_ptr<Mapping> mapping_;
   std::shared_ptr<void> owner_;
   std::byte* base_ = nullptr;
-  TopicHeader* header_ = nullptr;
-  std::byte* slots_ = nullptr;
-  std::uint64_t slot_count_ = 0;
-  std::uint64_t stride_ = 0;
+  Ring ring_;
   std::uint64_t producers_offset_ = 0;
   std::uint64_t groups_offset_ = 0;
   std::uint64_t group_stride_ = 0;
-  std::uint32_t slot_size_ = 0;
   std::uint32_t max_producers_ = 0;
   std::uint32_t max_groups_ = 0;
   std::uint32_t max_members_ = 0;
-  Policy policy_ = Policy::Block;
   bool single_producer_ = false;
 };
 

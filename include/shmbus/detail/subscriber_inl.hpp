@@ -48,19 +48,18 @@ inline void Batch::release() noexcept {
 }
 
 inline std::span<const std::byte> Batch::data(std::size_t i) const noexcept {
-  detail::SlotHeader& s = sub_->region_->slot(first_ + i);
+  detail::SlotHeader& s = sub_->ring_.slot(first_ + i);
   // Bounded by the slot size: take() checked every length of the run.
-  const std::uint32_t n =
-      std::min(s.length.load(std::memory_order_relaxed), sub_->region_->slot_size());
+  const std::uint32_t n = std::min(s.length.load(std::memory_order_relaxed), sub_->ring_.slot_size);
   return {detail::Region::payload(s), n};
 }
 
 inline MessageInfo Batch::info(std::size_t i) const noexcept {
-  detail::SlotHeader& s = sub_->region_->slot(first_ + i);
+  detail::SlotHeader& s = sub_->ring_.slot(first_ + i);
   MessageInfo m;
   m.sequence = first_ + i;
   // Relaxed: ordered after the stamp's acquire (C1) in take(), like fill().
-  m.size = std::min(s.length.load(std::memory_order_relaxed), sub_->region_->slot_size());
+  m.size = std::min(s.length.load(std::memory_order_relaxed), sub_->ring_.slot_size);
   m.timestamp_ns = s.timestamp_ns.load(std::memory_order_relaxed);
   m.producer_id = s.producer_id.load(std::memory_order_relaxed);
   return m;
@@ -70,7 +69,7 @@ inline bool Batch::intact() const noexcept {
   if (sub_ == nullptr) return false;
   std::atomic_thread_fence(std::memory_order_acquire);  // as in Sample::intact
   for (std::uint32_t i = 0; i < count_; ++i)
-    if (sub_->region_->slot(first_ + i).stamp.load(std::memory_order_relaxed) !=
+    if (sub_->ring_.slot(first_ + i).stamp.load(std::memory_order_relaxed) !=
         detail::stamp_published(first_ + i))
       return false;
   return true;
@@ -128,9 +127,12 @@ inline bool Subscriber::advance(std::uint64_t from, std::uint64_t to) noexcept {
   return true;
 }
 
-// Wakes producers blocked on a full ring, after the gate moved.
+// Wakes producers blocked on a full ring, after the gate moved. A hint, with
+// no fence: a producer that goes to sleep at this moment may miss it, and is
+// then woken by our notify() before we wait (wait_then) or by its own re-check
+// (kSpaceRecheck). See docs/memory-ordering.md, "Event counts".
 inline void Subscriber::room_made() noexcept {
-  if (region_->policy() == Policy::Block) detail::notify(region_->header().space_event);
+  if (ring_.policy == Policy::Block) detail::notify_hint(ring_.header->space_event);
 }
 
 inline Status Subscriber::take(std::uint64_t& first, std::uint32_t& count, std::uint32_t max,
@@ -141,7 +143,7 @@ inline Status Subscriber::take(std::uint64_t& first, std::uint32_t& count, std::
     // Relaxed: the stamp's acquire load below is what makes the slot readable;
     // a stale cursor only makes the CAS fail.
     const std::uint64_t c = private_ ? pos_ : group_->cursor.load(std::memory_order_relaxed);
-    detail::SlotHeader& slot = region_->slot(c);
+    detail::SlotHeader& slot = ring_.slot(c);
     // SYNC POINT C1 (acquire): pairs with P1 (publish) and the abandon store.
     const std::uint64_t st = slot.stamp.load(std::memory_order_acquire);
     if (st < detail::stamp_published(c)) return Status::WouldBlock;
@@ -152,11 +154,11 @@ inline Status Subscriber::take(std::uint64_t& first, std::uint32_t& count, std::
       // taken alone and reported (fill) instead of inside a batch. Length loads
       // are relaxed: each follows that slot's acquire stamp load (C1).
       const std::uint32_t run_max =
-          slot.length.load(std::memory_order_relaxed) <= region_->slot_size() ? max : 1;
+          slot.length.load(std::memory_order_relaxed) <= ring_.slot_size ? max : 1;
       while (k < run_max &&
-             region_->slot(c + k).stamp.load(std::memory_order_acquire) ==
+             ring_.slot(c + k).stamp.load(std::memory_order_acquire) ==
                  detail::stamp_published(c + k) &&
-             region_->slot(c + k).length.load(std::memory_order_relaxed) <= region_->slot_size())
+             ring_.slot(c + k).length.load(std::memory_order_relaxed) <= ring_.slot_size)
         ++k;
       if (private_) {
         pos_ = c + k;  // the cursor (our gate) stays at c while the messages are held
@@ -178,9 +180,7 @@ inline Status Subscriber::take(std::uint64_t& first, std::uint32_t& count, std::
       first = c;
       count = k;
       hold_index = hold(c);
-      // Relaxed: a statistic, written only by this member.
-      member_->received.store(member_->received.load(std::memory_order_relaxed) + k,
-                              std::memory_order_relaxed);
+      count_received(k);
       return Status::Ok;
     }
     if (st == detail::stamp_abandoned(c)) {
@@ -190,8 +190,8 @@ inline Status Subscriber::take(std::uint64_t& first, std::uint32_t& count, std::
     // Lapped: producers overwrote c (Policy::Overwrite, a group that had no
     // members, or a start before what the ring retains). Resume at the oldest
     // retained message and count what was skipped.
-    const std::uint64_t tail = region_->header().tail.load(std::memory_order_relaxed);
-    const std::uint64_t oldest = tail > slot_count_ ? tail - slot_count_ : 0;
+    const std::uint64_t tail = ring_.header->tail.load(std::memory_order_relaxed);
+    const std::uint64_t oldest = tail > ring_.count ? tail - ring_.count : 0;
     const std::uint64_t to = std::max(c + 1, oldest);
     if (advance(c, to))
       // Relaxed: a counter; whoever moved the cursor counts the skip, once.
@@ -200,45 +200,86 @@ inline Status Subscriber::take(std::uint64_t& first, std::uint32_t& count, std::
 }
 
 inline Status Subscriber::fill(Sample& out, std::uint64_t seq, std::uint32_t hold_index) noexcept {
-  detail::SlotHeader& slot = region_->slot(seq);
+  detail::SlotHeader& slot = ring_.slot(seq);
   // Relaxed loads of the slot's fields: the acquire load of its stamp (C1) in
   // take() already made the producer's stores before P1 visible.
   const std::uint32_t len = slot.length.load(std::memory_order_relaxed);
-  if (len > region_->slot_size()) [[unlikely]] {
+  if (len > ring_.slot_size) [[unlikely]] {
     // A buggy or malicious writer: never read past the slot. Skip and count.
     group_->corrupt.fetch_add(1, std::memory_order_relaxed);  // relaxed: a counter
     unhold(hold_index);
     return Status::Corrupt;
   }
+  set_sample(out, slot, seq, len, hold_index);
+  return Status::Ok;
+}
+
+inline void Subscriber::set_sample(Sample& out, detail::SlotHeader& slot, std::uint64_t seq,
+                                   std::uint32_t len, std::uint32_t hold_index) noexcept {
   out.release();
   out.sub_ = this;
   out.slot_ = &slot;
   out.seq_ = seq;
   out.size_ = len;
+  // Relaxed: ordered after the stamp's acquire load (C1) that found it published.
   out.timestamp_ns_ = slot.timestamp_ns.load(std::memory_order_relaxed);
   out.producer_id_ = slot.producer_id.load(std::memory_order_relaxed);
   out.hold_ = hold_index;
-  return Status::Ok;
 }
 
+inline void Subscriber::count_received(std::uint32_t k) noexcept {
+  // Relaxed: a statistic, written only by this member.
+  member_->received.store(member_->received.load(std::memory_order_relaxed) + k,
+                          std::memory_order_relaxed);
+}
+
+// The common case inline: a private group, the next message published and
+// well-formed. Everything else (competing members, skips, a full hold table,
+// a corrupt length) takes the general path, which decides from scratch.
 inline Status Subscriber::try_receive(Sample& out) noexcept {
-  std::uint64_t first = 0;
-  std::uint32_t count = 0, hold_index = 0;
-  const Status st = take(first, count, 1, hold_index);
-  if (st != Status::Ok) return st;
-  return fill(out, first, hold_index);
+  if (private_ && held_count_ != kMaxHeld) [[likely]] {
+    const std::uint64_t c = pos_;
+    detail::SlotHeader& slot = ring_.slot(c);
+    // C1 (acquire), as in take().
+    const std::uint64_t st = slot.stamp.load(std::memory_order_acquire);
+    if (st < detail::stamp_published(c)) return Status::WouldBlock;
+    // Relaxed: ordered after the stamp's acquire load (C1), as in fill().
+    const std::uint32_t len = slot.length.load(std::memory_order_relaxed);
+    if (st == detail::stamp_published(c) && len <= ring_.slot_size) [[likely]] {
+      pos_ = c + 1;  // the cursor (our gate) stays at c while the sample is held
+      count_received(1);
+      set_sample(out, slot, c, len, hold(c));
+      return Status::Ok;
+    }
+  }
+  return try_receive_slow(out);
 }
 
 template <class Attempt>
 inline Status Subscriber::wait_then(std::chrono::nanoseconds timeout, Attempt&& attempt) noexcept {
   Status result = attempt();
   if (result != Status::WouldBlock) return result;
+  // Before we wait: the fenced notify that room_made() leaves out, so that a
+  // producer that missed one of our hints does not sleep while we do.
+  if (ring_.policy == Policy::Block) detail::notify(ring_.header->space_event);
   const bool ready =
-      detail::wait_for(region_->header().data_event, options_.wait, timeout, options_.spin, [&] {
+      detail::wait_for(ring_.header->data_event, options_.wait, timeout, options_.spin, [&] {
+        // The cheap look first: a spinning wait polls one stamp per turn.
+        if (!may_have_data()) return false;
         result = attempt();
         return result != Status::WouldBlock;
       });
   return ready ? result : Status::Timeout;
+}
+
+// False only when the next message to take is not yet published. A hint:
+// whatever it says, take() decides with its own acquire load.
+inline bool Subscriber::may_have_data() const noexcept {
+  // Relaxed (both): take() loads cursor and stamp again. After the waiter's
+  // seq_cst fence in wait_for (Dekker with notify), the stamp load here still
+  // sees a publish that the notifier did not wake us for.
+  const std::uint64_t c = private_ ? pos_ : group_->cursor.load(std::memory_order_relaxed);
+  return ring_.slot(c).stamp.load(std::memory_order_relaxed) >= detail::stamp_published(c);
 }
 
 inline Status Subscriber::receive(Sample& out, std::chrono::nanoseconds timeout) noexcept {
@@ -248,15 +289,14 @@ inline Status Subscriber::receive(Sample& out, std::chrono::nanoseconds timeout)
 inline Status Subscriber::receive_batch(Batch& out, std::size_t max,
                                         std::chrono::nanoseconds timeout) noexcept {
   if (max == 0) return Status::Invalid;
-  const auto limit = static_cast<std::uint32_t>(std::min<std::size_t>(max, slot_count_));
+  const auto limit = static_cast<std::uint32_t>(std::min<std::size_t>(max, ring_.count));
   return wait_then(timeout, [&] {
     std::uint64_t first = 0;
     std::uint32_t count = 0, hold_index = 0;
     const Status st = take(first, count, limit, hold_index);
     if (st != Status::Ok) return st;
     // take() ends a run before an invalid length, so only the first can be bad.
-    if (region_->slot(first).length.load(std::memory_order_relaxed) > region_->slot_size())
-        [[unlikely]] {
+    if (ring_.slot(first).length.load(std::memory_order_relaxed) > ring_.slot_size) [[unlikely]] {
       group_->corrupt.fetch_add(1, std::memory_order_relaxed);  // relaxed: a counter
       unhold(hold_index);
       return Status::Corrupt;
@@ -287,14 +327,14 @@ copy_racy(std::byte* dst, const std::byte* src, std::size_t n) noexcept {
 
 inline Status Subscriber::receive_copy(std::span<std::byte> buffer, MessageInfo& info,
                                        std::chrono::nanoseconds timeout) noexcept {
-  if (buffer.size() < region_->slot_size()) return Status::TooLarge;
+  if (buffer.size() < ring_.slot_size) return Status::TooLarge;
   return wait_then(timeout, [&] {
     for (;;) {
       Sample s;
       const Status st = try_receive(s);
       if (st != Status::Ok) return st;
       const auto d = s.data();
-      if (region_->policy() == Policy::Overwrite)
+      if (ring_.policy == Policy::Overwrite)
         detail::copy_racy(buffer.data(), d.data(), d.size());
       else
         std::memcpy(buffer.data(), d.data(), d.size());
@@ -327,7 +367,7 @@ inline std::uint64_t Subscriber::position() const noexcept {
 }
 
 inline std::uint64_t Subscriber::lag() const noexcept {
-  const std::uint64_t tail = region_->header().tail.load(std::memory_order_relaxed);
+  const std::uint64_t tail = ring_.header->tail.load(std::memory_order_relaxed);
   const std::uint64_t p = position();
   return tail > p ? tail - p : 0;
 }

@@ -46,9 +46,9 @@ void futex_wake_all(std::atomic<std::uint32_t>& word) noexcept;
 // A deadline that treats huge timeouts as "never" instead of overflowing.
 class Deadline {
  public:
-  explicit Deadline(std::chrono::nanoseconds timeout) noexcept
+  Deadline(std::chrono::nanoseconds timeout, Clock::time_point now) noexcept
       : forever_(timeout >= std::chrono::hours(24 * 365)),
-        at_(forever_ ? Clock::time_point::max() : Clock::now() + timeout) {}
+        at_(forever_ ? Clock::time_point::max() : now + timeout) {}
   [[nodiscard]] bool forever() const noexcept { return forever_; }
   [[nodiscard]] std::chrono::nanoseconds remaining() const noexcept {
     if (forever_) return std::chrono::hours(1);  // sleep in long slices, re-check
@@ -62,31 +62,53 @@ class Deadline {
   Clock::time_point at_;
 };
 
+// Wakes every sleeper on `ev`.
+inline void wake(EventCount& ev) noexcept {
+  // Release: a sleeper that reads the new seq sees the caller's store.
+  ev.seq.fetch_add(1, std::memory_order_release);
+  futex_wake_all(ev.seq);
+}
+
 // Wakes every sleeper on `ev`, if any may sleep. Call after the store that
-// makes the awaited condition true.
+// makes the awaited condition true. Never misses a sleeper.
 inline void notify(EventCount& ev) noexcept {
   // StoreLoad: the caller's store (stamp, cursor or hazard) must be ordered
   // before our read of `waiters`. Pairs with the seq_cst fetch_add in wait_for:
   // either the sleeper's re-check sees the store, or we see its waiters count.
   std::atomic_thread_fence(std::memory_order_seq_cst);
-  if (ev.waiters.load(std::memory_order_relaxed) != 0) {
-    // Release: a sleeper that reads the new seq sees the caller's store.
-    ev.seq.fetch_add(1, std::memory_order_release);
-    futex_wake_all(ev.seq);
-  }
+  if (ev.waiters.load(std::memory_order_relaxed) != 0) wake(ev);
 }
 
-// Waits until `ready()` returns true or the timeout passes. `ready` may have
-// side effects (a successful claim); it is called until it returns true once.
+// notify() without the fence, for the consumer's release (a fence there would
+// sit on every message's path). It can miss a sleeper that is going to sleep
+// at this very moment. The space event is therefore used so that a miss only
+// delays: producers asleep on it re-check at least every kSpaceRecheck, and a
+// consumer calls the full notify() before it waits itself (docs/memory-ordering.md,
+// "Event counts").
+inline void notify_hint(EventCount& ev) noexcept {
+  // Relaxed: a hint; nothing is ordered by it (see above).
+  if (ev.waiters.load(std::memory_order_relaxed) != 0) wake(ev);
+}
+
+// The longest a producer sleeps on the space event before it re-checks: the
+// bound on a wake-up missed by notify_hint(), and on waiting for a slot a
+// slower producer completes (producers do not notify the space event).
+inline constexpr std::chrono::nanoseconds kSpaceRecheck = std::chrono::milliseconds(1);
+
+// Waits until `ready()` returns true or the timeout passes. Callers have just
+// found it false, so the first call comes after the clock is read. `ready` may
+// have side effects (a successful claim); it is called until it returns true
+// once. Each sleep lasts at most `max_sleep` before `ready` is re-checked.
 // Returns true when ready.
 template <class Ready>
 bool wait_for(EventCount& ev, WaitStrategy strategy, std::chrono::nanoseconds timeout,
-              std::chrono::nanoseconds spin_budget, Ready&& ready) noexcept {
-  if (ready()) return true;
-  const Deadline deadline(timeout);
+              std::chrono::nanoseconds spin_budget, Ready&& ready,
+              std::chrono::nanoseconds max_sleep = std::chrono::nanoseconds::max()) noexcept {
+  const auto start = Clock::now();  // one clock read for both limits
+  const Deadline deadline(timeout, start);
   const bool spin =
       strategy == WaitStrategy::BusySpin || (spin_budget.count() > 0 && !single_cpu_machine());
-  const auto spin_until = Clock::now() + spin_budget;
+  const auto spin_until = start + spin_budget;
   for (std::uint32_t i = 1; spin; ++i) {
     if (ready()) return true;
     cpu_relax();
@@ -120,7 +142,7 @@ bool wait_for(EventCount& ev, WaitStrategy strategy, std::chrono::nanoseconds ti
       ev.waiters.fetch_sub(1, std::memory_order_relaxed);
       return false;
     }
-    futex_wait(ev.seq, key, left);
+    futex_wait(ev.seq, key, std::min(left, max_sleep));
     // Relaxed: the count only decides whether notifiers call futex_wake.
     ev.waiters.fetch_sub(1, std::memory_order_relaxed);
     if (ready()) return true;
