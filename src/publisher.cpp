@@ -98,14 +98,14 @@ void Publisher::refresh_gate(std::uint64_t s) noexcept {
   gate_cache_ = std::min(region_->compute_gate(), s);
 }
 
-Status Publisher::claim_contended(bool wait, std::uint64_t& s) noexcept {
+Status Publisher::claim_contended(bool wait, Attempt a, std::uint64_t& s) noexcept {
   for (;;) {
-    // try_claim failed for s: either s may not be written yet (wait for room,
-    // then try again) or another producer claimed it first (try the next).
-    if (!may_write(s)) {
+    // No room for s: wait for it, then try again. Raced: try the next.
+    if (a == Attempt::NoRoom) {
       if (Status st = wait_for_room(s, wait); st != Status::Ok) return st;
     }
-    if (try_claim(s)) return Status::Ok;
+    a = try_claim(s);
+    if (a == Attempt::Claimed) return Status::Ok;
   }
 }
 
@@ -114,9 +114,7 @@ Status Publisher::wait_for_room(std::uint64_t s, bool wait) noexcept {
   // Reject refuses a full ring at once; a slot still being written by a
   // slower producer (or by our own unpublished loan) is waited for as below.
   if (ring_.policy == Policy::Reject && !has_room(s)) return Status::WouldBlock;
-  const bool ok = detail::wait_for(
-      ring_.header->space_event, options_.wait, options_.timeout, options_.spin,
-      [&] { return may_write(s); }, detail::kSpaceRecheck);
+  const bool ok = wait_for_space(options_.timeout, [&] { return may_write(s); });
   return ok ? Status::Ok : Status::Timeout;
 }
 
@@ -134,9 +132,7 @@ void Publisher::after_join(std::uint64_t s, std::uint64_t epoch) noexcept {
   // with short timeouts (the Python binding waits in 50 ms slices) must not
   // turn a joining group's normal catch-up into lost messages.
   const auto bound = std::max<std::chrono::nanoseconds>(options_.timeout, std::chrono::seconds(10));
-  (void)detail::wait_for(
-      ring_.header->space_event, options_.wait, bound, options_.spin, [&] { return has_room(s); },
-      detail::kSpaceRecheck);
+  (void)wait_for_space(bound, [&] { return has_room(s); });
 }
 
 }  // namespace shmbus

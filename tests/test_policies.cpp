@@ -64,12 +64,23 @@ TEST(PolicyBlock, BlockedPublisherIsWokenByConsumer) {
       }
     });
     Sample s;
+    bool asleep = false;
+    int sleeps = 0, woken_by_release = 0;
     for (std::uint64_t i = 0; i < kCount; ++i) {
       ASSERT_EQ(sub->receive(s, 20s), Status::Ok);
       std::uint64_t v = 0;
       std::memcpy(&v, s.data().data(), 8);
       ASSERT_EQ(v, i);
+      const std::uint32_t seq_before = region->header().space_event.seq.load();
       s.release();
+      if (asleep) {
+        // Did the release wake the sleeping producer (bump the futex word)?
+        // This thread saw `waiters` > 0 before releasing, so the release's
+        // hint sees it too, unless the producer was just then inside its own
+        // 1 ms re-check: counted, and required of at least one sleep below.
+        if (region->header().space_event.seq.load() != seq_before) ++woken_by_release;
+        asleep = false;
+      }
       if (i % 500 == 0 && w == WaitStrategy::SpinFutex) {
         // Let the producer fill the ring and fall asleep on the futex: the
         // wake-up is what this tests.
@@ -78,8 +89,12 @@ TEST(PolicyBlock, BlockedPublisherIsWokenByConsumer) {
               return region->header().space_event.waiters.load(std::memory_order_relaxed) > 0;
             },
             10s));
+        asleep = true;
+        ++sleeps;
       }
     }
+    if (sleeps > 0)
+      EXPECT_GT(woken_by_release, 0) << "releases woke none of " << sleeps << " sleeps";
     producer.join();
   }
 }

@@ -78,10 +78,14 @@ TEST(Regression, SkippingAbandonedSequencesWakesABlockedProducer) {
     ASSERT_TRUE(wait_until(
         [&] { return region->header().space_event.waiters.load(std::memory_order_relaxed) > 0; },
         10s));
+    // The wake-up itself, not the producer's own 1 ms re-check: the skip
+    // bumps the futex word (seq) of the space event.
+    const std::uint32_t seq_before = region->header().space_event.seq.load();
     Sample s;
     // Skips 0-3; the woken producer may already have published 4 by the time
     // this returns, so either outcome is right here.
     const Status first = sub->try_receive(s);
+    EXPECT_NE(region->header().space_event.seq.load(), seq_before) << "the skip woke nobody";
     EXPECT_TRUE(first == Status::WouldBlock || first == Status::Ok) << to_string(first);
     EXPECT_TRUE(wait_until([&] { return published.load(); }, 10s)) << "producer not woken";
     producer.join();

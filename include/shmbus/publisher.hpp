@@ -8,11 +8,13 @@
 #include <time.h>
 
 #include <bit>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <memory>
 #include <span>
+#include <utility>
 
 #include "shmbus/detail/region.hpp"
 #include "shmbus/detail/wait.hpp"
@@ -176,39 +178,43 @@ class Publisher {
 
   bool may_write(std::uint64_t s) noexcept { return (!gated_ || has_room(s)) && slot_free(s); }
 
-  // One attempt to claim the next sequence, without waiting. False when the
-  // ring has no room for it, or another producer claimed it first; `s` is
-  // then the sequence that was tried.
-  bool try_claim(std::uint64_t& s) noexcept {
+  enum class Attempt : std::uint8_t { Claimed, NoRoom, Raced };
+
+  // One attempt to claim the next sequence, without waiting: Claimed; NoRoom
+  // when `s` (the sequence tried) may not be written yet; Raced when another
+  // producer claimed it first (`s` is then the tail that won).
+  Attempt try_claim(std::uint64_t& s) noexcept {
     detail::TopicHeader& h = *ring_.header;
     if (single_producer_) {
       s = next_;
       if (!may_write(s)) [[unlikely]]
-        return false;
+        return Attempt::NoRoom;
       next_ = s + 1;
       // SYNC POINT J1 (seq_cst): the claim is ordered before our load of the
       // join epoch (J2, in claim), against a joiner's epoch bump and tail load
       // (J3). The tail tells no one that data is ready (the stamp does).
       h.tail.store(s + 1, std::memory_order_seq_cst);
-      return true;
+      return Attempt::Claimed;
     }
     // Relaxed: a candidate; the CAS below decides.
     s = h.tail.load(std::memory_order_relaxed);
     if (!may_write(s)) [[unlikely]]
-      return false;
+      return Attempt::NoRoom;
     // J1 as above (seq_cst; on x86 the same locked instruction as relaxed).
     // The checks above were for exactly this s, so when the CAS succeeds its
     // slot is free: a completed occupant's stamp never goes back.
     return h.tail.compare_exchange_strong(s, s + 1, std::memory_order_seq_cst,
-                                          std::memory_order_relaxed);
+                                          std::memory_order_relaxed)
+               ? Attempt::Claimed
+               : Attempt::Raced;
   }
 
   // Claims the next sequence into in_flight entry `index` once its slot may be
   // written; under overwrite the slot's stamp then says "being written"
   // (seqlock-style, for readers). Nothing is claimed unless Ok is returned.
   Status claim(bool wait, std::uint32_t index, std::uint64_t& s) noexcept {
-    if (!try_claim(s)) [[unlikely]] {
-      if (Status st = claim_contended(wait, s); st != Status::Ok) return st;
+    if (const Attempt a = try_claim(s); a != Attempt::Claimed) [[unlikely]] {
+      if (Status st = claim_contended(wait, a, s); st != Status::Ok) return st;
     }
     // Relaxed: read by the daemon after this process died, to mark the
     // sequence abandoned, and to leave it alone while we live; stored at once
@@ -270,9 +276,17 @@ class Publisher {
     detail::notify(ring_.header->data_event);
   }
 
-  // The slow path of claim: retries after a lost race, waits for room.
-  Status claim_contended(bool wait, std::uint64_t& s) noexcept;
+  // The slow path of claim, after attempt `a` failed for `s`: waits for room,
+  // retries after a lost race.
+  Status claim_contended(bool wait, Attempt a, std::uint64_t& s) noexcept;
   Status wait_for_room(std::uint64_t s, bool wait) noexcept;
+  // Every wait on the space event goes through here: it bounds each sleep by
+  // kSpaceRecheck (consumers only hint on release, see detail::notify_hint).
+  template <class Ready>
+  bool wait_for_space(std::chrono::nanoseconds timeout, Ready&& ready) noexcept {
+    return detail::wait_for(ring_.header->space_event, options_.wait, timeout, options_.spin,
+                            std::forward<Ready>(ready), detail::kSpaceRecheck);
+  }
   void after_join(std::uint64_t s, std::uint64_t epoch) noexcept;
   void detach() noexcept;
 

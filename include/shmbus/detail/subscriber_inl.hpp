@@ -95,7 +95,12 @@ inline void Subscriber::publish_hazard() noexcept {
     // SYNC POINT C3 (release): pairs with G2 in compute_gate, as C2.
     member_->held.store(held_min_, std::memory_order_release);
   }
-  room_made();
+  // On every message's path (a consumer releases, then typically publishes
+  // its answer): a hint, with no fence. A producer that goes to sleep at this
+  // moment may miss it; it is then woken by our notify() before we wait
+  // (wait_then) or by its own re-check (kSpaceRecheck). See
+  // docs/memory-ordering.md, "Event counts".
+  if (ring_.policy == Policy::Block) detail::notify_hint(ring_.header->space_event);
 }
 
 inline void Subscriber::unhold(std::uint32_t index) noexcept {
@@ -127,12 +132,10 @@ inline bool Subscriber::advance(std::uint64_t from, std::uint64_t to) noexcept {
   return true;
 }
 
-// Wakes producers blocked on a full ring, after the gate moved. A hint, with
-// no fence: a producer that goes to sleep at this moment may miss it, and is
-// then woken by our notify() before we wait (wait_then) or by its own re-check
-// (kSpaceRecheck). See docs/memory-ordering.md, "Event counts".
+// Wakes producers blocked on a full ring, after a skip or seek moved the gate
+// (rare: the full, fenced notify; a release only hints, see publish_hazard).
 inline void Subscriber::room_made() noexcept {
-  if (ring_.policy == Policy::Block) detail::notify_hint(ring_.header->space_event);
+  if (ring_.policy == Policy::Block) detail::notify(ring_.header->space_event);
 }
 
 inline Status Subscriber::take(std::uint64_t& first, std::uint32_t& count, std::uint32_t max,
@@ -259,7 +262,7 @@ template <class Attempt>
 inline Status Subscriber::wait_then(std::chrono::nanoseconds timeout, Attempt&& attempt) noexcept {
   Status result = attempt();
   if (result != Status::WouldBlock) return result;
-  // Before we wait: the fenced notify that room_made() leaves out, so that a
+  // Before we wait: the fenced notify that a release leaves out, so that a
   // producer that missed one of our hints does not sleep while we do.
   if (ring_.policy == Policy::Block) detail::notify(ring_.header->space_event);
   const bool ready =

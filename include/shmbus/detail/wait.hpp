@@ -82,9 +82,9 @@ inline void notify(EventCount& ev) noexcept {
 // notify() without the fence, for the consumer's release (a fence there would
 // sit on every message's path). It can miss a sleeper that is going to sleep
 // at this very moment. The space event is therefore used so that a miss only
-// delays: producers asleep on it re-check at least every kSpaceRecheck, and a
-// consumer calls the full notify() before it waits itself (docs/memory-ordering.md,
-// "Event counts").
+// delays: producers asleep on it re-check at least every kSpaceRecheck
+// (Publisher::wait_for_space), and a consumer calls the full notify() before
+// it waits itself (docs/memory-ordering.md, "Event counts").
 inline void notify_hint(EventCount& ev) noexcept {
   // Relaxed: a hint; nothing is ordered by it (see above).
   if (ev.waiters.load(std::memory_order_relaxed) != 0) wake(ev);
@@ -124,29 +124,26 @@ bool wait_for(EventCount& ev, WaitStrategy strategy, std::chrono::nanoseconds ti
       if ((i & 15) == 0 && deadline.passed()) return ready();
     }
   }
+  // The sleeper is counted once for the whole sleeping phase, re-checks
+  // included: a notifier never sees it gone while it may still sleep.
+  // seq_cst: pairs with the fence in notify() (Dekker): each re-check below
+  // sees the awaited store, or the notifier sees waiters != 0.
+  ev.waiters.fetch_add(1, std::memory_order_seq_cst);
+  struct Uncount {
+    EventCount& ev;
+    // Relaxed: the count only decides whether notifiers call futex_wake.
+    ~Uncount() { ev.waiters.fetch_sub(1, std::memory_order_relaxed); }
+  } uncount{ev};
   for (;;) {
-    // seq_cst: pairs with the fence in notify() (Dekker): the re-check below
-    // sees the awaited store, or the notifier sees waiters != 0.
-    ev.waiters.fetch_add(1, std::memory_order_seq_cst);
     // The fence makes the Dekker pairing formal under the C++ model (a fence on
-    // each side); on x86 the locked add above already is one.
+    // each side); on x86 the locked add above already is one, the first time.
     std::atomic_thread_fence(std::memory_order_seq_cst);
     // Acquire: if this reads a value a notifier bumped, the re-check sees its store.
     const std::uint32_t key = ev.seq.load(std::memory_order_acquire);
-    if (ready()) {
-      ev.waiters.fetch_sub(1, std::memory_order_relaxed);
-      return true;
-    }
-    const auto left = deadline.remaining();
-    if (left.count() == 0) {
-      ev.waiters.fetch_sub(1, std::memory_order_relaxed);
-      return false;
-    }
-    futex_wait(ev.seq, key, std::min(left, max_sleep));
-    // Relaxed: the count only decides whether notifiers call futex_wake.
-    ev.waiters.fetch_sub(1, std::memory_order_relaxed);
     if (ready()) return true;
-    if (deadline.passed()) return false;
+    const auto left = deadline.remaining();
+    if (left.count() == 0) return false;
+    futex_wait(ev.seq, key, std::min(left, max_sleep));
   }
 }
 
