@@ -67,11 +67,12 @@ std::uint64_t seq_of(std::span<const std::byte> d) {
   return v;
 }
 
-// publish() of 64 B then try_receive() of it on a private-group subscriber:
-// one message through the whole ring, producer and consumer side.
-void BM_PublishTryReceive(benchmark::State& state) {
+// One message through the whole ring per iteration, producer and consumer
+// side: publish() (or try_publish()) of it, then try_receive() on a
+// private-group subscriber, so the gate (consumer cursor) is live as in real use.
+void publish_then_receive(benchmark::State& state, bool single_producer, bool try_variant) {
   const auto size = static_cast<std::size_t>(state.range(0));
-  ScratchTopic topic(topic_options(size));
+  ScratchTopic topic(topic_options(size, single_producer));
   shmbus::Publisher pub = topic->publisher(busy_publisher());
   auto sub = topic->subscriber();
   std::vector<std::byte> msg(size, std::byte{0x5a});
@@ -79,8 +80,8 @@ void BM_PublishTryReceive(benchmark::State& state) {
   shmbus::Sample s;
   for (auto _ : state) {
     std::memcpy(msg.data(), &seq, sizeof seq);
-    if (pub.publish(msg) != shmbus::Status::Ok) {
-      state.SkipWithError("publish failed");
+    if ((try_variant ? pub.try_publish(msg) : pub.publish(msg)) != shmbus::Status::Ok) {
+      state.SkipWithError(try_variant ? "try_publish failed" : "publish failed");
       break;
     }
     if (sub->try_receive(s) != shmbus::Status::Ok || seq_of(s.data()) != seq) {
@@ -92,6 +93,10 @@ void BM_PublishTryReceive(benchmark::State& state) {
   }
   state.SetItemsProcessed(state.iterations());
   state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(size));
+}
+
+void BM_PublishTryReceive(benchmark::State& state) {
+  publish_then_receive(state, false, false);
 }
 BENCHMARK(BM_PublishTryReceive)->Arg(64);
 
@@ -176,36 +181,12 @@ void BM_TryPublish_SingleProducer(benchmark::State& state) {
 BENCHMARK(BM_TryPublish_MultiProducer)->Arg(64);
 BENCHMARK(BM_TryPublish_SingleProducer)->Arg(64);
 
-// The same with a private-group subscriber draining every message, so the
-// gate (consumer cursor) is live as in real use.
-void try_publish_drained_bench(benchmark::State& state, bool single_producer) {
-  const auto size = static_cast<std::size_t>(state.range(0));
-  ScratchTopic topic(topic_options(size, single_producer));
-  shmbus::Publisher pub = topic->publisher(busy_publisher());
-  auto sub = topic->subscriber();
-  std::vector<std::byte> msg(size, std::byte{0x5a});
-  std::uint64_t seq = 0;
-  shmbus::Sample s;
-  for (auto _ : state) {
-    std::memcpy(msg.data(), &seq, sizeof seq);
-    if (pub.try_publish(msg) != shmbus::Status::Ok) {
-      state.SkipWithError("try_publish failed");
-      break;
-    }
-    if (sub->try_receive(s) != shmbus::Status::Ok || seq_of(s.data()) != seq) {
-      state.SkipWithError("try_receive did not return the message just published");
-      break;
-    }
-    s.release();
-    ++seq;
-  }
-  state.SetItemsProcessed(state.iterations());
-}
+// try_publish() with a subscriber draining every message (see publish_then_receive).
 void BM_TryPublishDrained_MultiProducer(benchmark::State& state) {
-  try_publish_drained_bench(state, false);
+  publish_then_receive(state, false, true);
 }
 void BM_TryPublishDrained_SingleProducer(benchmark::State& state) {
-  try_publish_drained_bench(state, true);
+  publish_then_receive(state, true, true);
 }
 BENCHMARK(BM_TryPublishDrained_MultiProducer)->Arg(64);
 BENCHMARK(BM_TryPublishDrained_SingleProducer)->Arg(64);
