@@ -1080,78 +1080,49 @@ void Compare::evaluate_targets() {
     }
     targets_.push_back(t);
   };
+  // A latency ratio (p50 of a over p50 of b) and a throughput ratio (median
+  // rates); `le`: the ratio must be at most `bound`, else at least.
+  const auto lat_target = [&](std::string what, std::string rule, const LatRow* a, const LatRow* b,
+                              bool le, double bound, bool with_states) {
+    add(std::move(what), std::move(rule),
+        a && b ? std::optional<double>(a->st.p50 / b->st.p50) : std::nullopt, le, bound,
+        a && b ? strprintf("%s vs %s", ns_label(a->st.p50).c_str(), ns_label(b->st.p50).c_str()) +
+                     (with_states ? states(a, b) : "")
+               : "not measured");
+  };
+  const auto tput_target = [&](std::string what, std::string rule, const TputRow* a,
+                               const TputRow* b, bool le, double bound) {
+    add(std::move(what), std::move(rule),
+        a && b ? std::optional<double>(a->median_rate() / b->median_rate()) : std::nullopt, le,
+        bound,
+        a && b
+            ? rate_label(a->median_rate(), "msg/s") + " vs " + rate_label(b->median_rate(), "msg/s")
+            : "not measured");
+  };
   const std::size_t kSmall = 64, kBig = 1 << 20;
-  {
-    const LatRow* a = lat("shmbus-busy-spin", kSmall);
-    const LatRow* b = lat("bare-line", kSmall);
-    add("64 B latency p50: shmbus busy-spin vs bare line", "<= 1.5x",
-        a && b ? std::optional<double>(a->st.p50 / b->st.p50) : std::nullopt, true, 1.5,
-        a && b ? strprintf("%.0f ns vs %.0f ns", a->st.p50, b->st.p50) : "not measured");
-  }
-  {
-    const LatRow* a = lat("shmbus-busy-spin", kSmall);
-    const LatRow* b = lat("iceoryx", kSmall);
-    add("64 B latency p50: shmbus busy-spin vs iceoryx", "<= 1/10x",
-        a && b ? std::optional<double>(a->st.p50 / b->st.p50) : std::nullopt, true, 0.1,
-        a && b ? strprintf("%.0f ns vs %.0f ns", a->st.p50, b->st.p50) + states(a, b)
-               : "not measured");
-  }
-  {
-    const LatRow* a = lat("shmbus-busy-spin", kBig);
-    const LatRow* b = lat("shmbus-busy-spin", kSmall);
-    add("1 MiB latency p50: shmbus busy-spin vs its own 64 B", "<= 2x",
-        a && b ? std::optional<double>(a->st.p50 / b->st.p50) : std::nullopt, true, 2.0,
-        a && b ? strprintf("%.0f ns vs %.0f ns", a->st.p50, b->st.p50) + states(a, b)
-               : "not measured");
-  }
-  {
-    const LatRow* a = lat("shmbus-busy-spin", kBig);
-    const LatRow* b = lat("iceoryx", kBig);
-    add("1 MiB latency p50: shmbus busy-spin vs iceoryx 1 MiB", "<= 1/10x",
-        a && b ? std::optional<double>(a->st.p50 / b->st.p50) : std::nullopt, true, 0.1,
-        a && b ? strprintf("%.0f ns vs %.0f ns", a->st.p50, b->st.p50) + states(a, b)
-               : "not measured");
-  }
-  {
-    const TputRow* a = find_tput("shmbus-busy-spin", kSmall);
-    const TputRow* b = find_tput("bare-ring", kSmall);
-    add("64 B throughput: shmbus busy-spin vs bare SPSC ring (index per message)", ">= 0.5x",
-        a && b ? std::optional<double>(a->median_rate() / b->median_rate()) : std::nullopt, false,
-        0.5,
-        a && b
-            ? rate_label(a->median_rate(), "msg/s") + " vs " + rate_label(b->median_rate(), "msg/s")
-            : "not measured");
-  }
-  {
-    const TputRow* a = find_tput("shmbus-busy-spin", kSmall);
-    const TputRow* b = find_tput("iceoryx", kSmall);
-    add("64 B throughput: shmbus busy-spin vs iceoryx", ">= 5x",
-        a && b ? std::optional<double>(a->median_rate() / b->median_rate()) : std::nullopt, false,
-        5.0,
-        a && b
-            ? rate_label(a->median_rate(), "msg/s") + " vs " + rate_label(b->median_rate(), "msg/s")
-            : "not measured");
-  }
-  {
-    const LatRow* a = find_lat("blocking-split", "shmbus-sleep", kSmall);
-    const LatRow* b = find_lat("blocking-split", "uds", kSmall);
-    add("wake-up p50 (receiver asleep): shmbus spin-futex, spin 0 vs UDS blocking ping-pong, cores "
-        "split",
-        "<= 1x", a && b ? std::optional<double>(a->st.p50 / b->st.p50) : std::nullopt, true, 1.0,
-        a && b ? strprintf("%s vs %s", ns_label(a->st.p50).c_str(), ns_label(b->st.p50).c_str())
-               : "not measured");
-  }
-  {
-    const TputRow* a = find_tput("shmbus-busy-spin", kSmall);
-    const TputRow* b = find_tput("shmbus-spin-futex", kSmall);
-    add("64 B streaming: shmbus busy-spin vs spin-futex throughput (spin-futex may be at most 2x "
-        "slower)",
-        "<= 2x", a && b ? std::optional<double>(a->median_rate() / b->median_rate()) : std::nullopt,
-        true, 2.0,
-        a && b
-            ? rate_label(a->median_rate(), "msg/s") + " vs " + rate_label(b->median_rate(), "msg/s")
-            : "not measured");
-  }
+  // The bare line of the same block is the reference: always the same state.
+  lat_target("64 B latency p50: shmbus busy-spin vs bare line", "<= 1.5x",
+             lat("shmbus-busy-spin", kSmall), lat("bare-line", kSmall), true, 1.5, false);
+  lat_target("64 B latency p50: shmbus busy-spin vs iceoryx", "<= 1/10x",
+             lat("shmbus-busy-spin", kSmall), lat("iceoryx", kSmall), true, 0.1, true);
+  lat_target("1 MiB latency p50: shmbus busy-spin vs its own 64 B", "<= 2x",
+             lat("shmbus-busy-spin", kBig), lat("shmbus-busy-spin", kSmall), true, 2.0, true);
+  lat_target("1 MiB latency p50: shmbus busy-spin vs iceoryx 1 MiB", "<= 1/10x",
+             lat("shmbus-busy-spin", kBig), lat("iceoryx", kBig), true, 0.1, true);
+  tput_target("64 B throughput: shmbus busy-spin vs bare SPSC ring (index per message)", ">= 0.5x",
+              find_tput("shmbus-busy-spin", kSmall), find_tput("bare-ring", kSmall), false, 0.5);
+  tput_target("64 B throughput: shmbus busy-spin vs iceoryx", ">= 5x",
+              find_tput("shmbus-busy-spin", kSmall), find_tput("iceoryx", kSmall), false, 5.0);
+  lat_target(
+      "wake-up p50 (receiver asleep): shmbus spin-futex, spin 0 vs UDS blocking ping-pong, cores "
+      "split",
+      "<= 1x", find_lat("blocking-split", "shmbus-sleep", kSmall),
+      find_lat("blocking-split", "uds", kSmall), true, 1.0, false);
+  tput_target(
+      "64 B streaming: shmbus busy-spin vs spin-futex throughput (spin-futex may be at most 2x "
+      "slower)",
+      "<= 2x", find_tput("shmbus-busy-spin", kSmall), find_tput("shmbus-spin-futex", kSmall), true,
+      2.0);
 
   out("\n## Targets (issue 4)\n\n");
   for (const auto& t : targets_) {
