@@ -193,6 +193,20 @@ BENCHMARK(BM_TryPublishDrained_SingleProducer)->Arg(64);
 
 constexpr std::size_t kBatch = 16;
 
+// Publishes sequences seq .. seq + kBatch - 1; false (the error reported) on a failure.
+bool publish_run(benchmark::State& state, shmbus::Publisher& pub, std::vector<std::byte>& msg,
+                 std::uint64_t seq) {
+  for (std::size_t k = 0; k < kBatch; ++k) {
+    const std::uint64_t v = seq + k;
+    std::memcpy(msg.data(), &v, sizeof v);
+    if (pub.try_publish(msg) != shmbus::Status::Ok) {
+      state.SkipWithError("try_publish failed");
+      return false;
+    }
+  }
+  return true;
+}
+
 // 16 publishes, then receive_batch(16): one claim for 16 messages. Items are messages.
 void BM_ReceiveBatch16(benchmark::State& state) {
   const auto size = static_cast<std::size_t>(state.range(0));
@@ -203,14 +217,7 @@ void BM_ReceiveBatch16(benchmark::State& state) {
   std::uint64_t seq = 0;
   shmbus::Batch b;
   for (auto _ : state) {
-    for (std::size_t k = 0; k < kBatch; ++k) {
-      const std::uint64_t v = seq + k;
-      std::memcpy(msg.data(), &v, sizeof v);
-      if (pub.try_publish(msg) != shmbus::Status::Ok) {
-        state.SkipWithError("try_publish failed");
-        return;
-      }
-    }
+    if (!publish_run(state, pub, msg, seq)) return;
     if (sub->receive_batch(b, kBatch, std::chrono::nanoseconds(0)) != shmbus::Status::Ok ||
         b.size() != kBatch) {
       state.SkipWithError("receive_batch did not return the 16 messages just published");
@@ -239,14 +246,7 @@ void BM_TryReceive16(benchmark::State& state) {
   std::uint64_t seq = 0;
   shmbus::Sample s;
   for (auto _ : state) {
-    for (std::size_t k = 0; k < kBatch; ++k) {
-      const std::uint64_t v = seq + k;
-      std::memcpy(msg.data(), &v, sizeof v);
-      if (pub.try_publish(msg) != shmbus::Status::Ok) {
-        state.SkipWithError("try_publish failed");
-        return;
-      }
-    }
+    if (!publish_run(state, pub, msg, seq)) return;
     for (std::size_t k = 0; k < kBatch; ++k) {
       if (sub->try_receive(s) != shmbus::Status::Ok || seq_of(s.data()) != seq + k) {
         state.SkipWithError("try_receive returned a wrong or no message");
