@@ -728,25 +728,25 @@ struct ShmbusWait {
   std::int64_t spin_ns = -1;
 };
 
-inline shmbus::PublisherOptions publisher_options(const ShmbusWait& w) {
-  shmbus::PublisherOptions po;
-  po.wait = w.wait;
+// Sets the wait strategy and spin budget of either side's options from `w`.
+template <class Options>
+inline Options with_wait(Options o, const ShmbusWait& w) {
+  o.wait = w.wait;
   if (w.spin_ns >= 0)
-    po.spin = std::chrono::nanoseconds(w.spin_ns);
+    o.spin = std::chrono::nanoseconds(w.spin_ns);
   else if (g_yield_spin)
-    po.spin = std::chrono::nanoseconds(0);
+    o.spin = std::chrono::nanoseconds(0);
+  return o;
+}
+
+inline shmbus::PublisherOptions publisher_options(const ShmbusWait& w) {
+  shmbus::PublisherOptions po = with_wait(shmbus::PublisherOptions{}, w);
   po.timeout = kTimeout;
   return po;
 }
 
 inline shmbus::SubscriberOptions subscriber_options(const ShmbusWait& w) {
-  shmbus::SubscriberOptions so;
-  so.wait = w.wait;
-  if (w.spin_ns >= 0)
-    so.spin = std::chrono::nanoseconds(w.spin_ns);
-  else if (g_yield_spin)
-    so.spin = std::chrono::nanoseconds(0);
-  return so;
+  return with_wait(shmbus::SubscriberOptions{}, w);
 }
 
 // The pinger ends the ping-pong with a message whose sequence number is kStop
