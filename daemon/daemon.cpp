@@ -610,6 +610,8 @@ void Daemon::housekeeping() {
       spdlog::warn("housekeeping of '{}': {}", name, e.what());
     }
   }
+  // Release: see housekeeping_rounds(). Only this thread writes the count.
+  housekeeping_rounds_.fetch_add(1, std::memory_order_release);
 }
 
 }  // namespace shmbus::daemon

@@ -62,6 +62,13 @@ class Daemon {
   // Async-signal-safe and thread-safe.
   void stop() noexcept;
   [[nodiscard]] const std::string& socket_path() const noexcept { return socket_path_; }
+  // Housekeeping rounds completed (dead seats freed, stuck sequences repaired)
+  // since start: lets a caller wait for the daemon to have looked, not guess.
+  [[nodiscard]] std::uint64_t housekeeping_rounds() const noexcept {
+    // Acquire: pairs with the release increment after each round, so the
+    // round's repairs in shared memory are visible to whoever sees the count.
+    return housekeeping_rounds_.load(std::memory_order_acquire);
+  }
 
  private:
   struct Seat {
@@ -104,6 +111,7 @@ class Daemon {
   int timer_fd_ = -1;
   int spare_fd_ = -1;  // given up to refuse a client when descriptors run out
   std::atomic<bool> stopping_{false};
+  std::atomic<std::uint64_t> housekeeping_rounds_{0};
   std::map<int, Client> clients_;
   std::map<std::string, TopicEntry> topics_;
 };

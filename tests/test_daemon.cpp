@@ -473,8 +473,14 @@ TEST(DaemonRobustness, AnOpenLoanIsNotRepairedWhileAnotherIsPublished) {
   Loan second = pub.loan(8);
   ASSERT_TRUE(first && second);
   ASSERT_EQ(second.publish(), Status::Ok);
-  // Give the daemon ten times its repair delay to (wrongly) act; nothing to wait on.
-  std::this_thread::sleep_for(300ms);
+  // Let the daemon look at least ten times, over at least three times its
+  // repair delay (30 ms), so a wrong repair would have happened by now.
+  const std::uint64_t seen = d.d.housekeeping_rounds();
+  ASSERT_TRUE(wait_until([&] { return d.d.housekeeping_rounds() >= seen + 10; }, 10s));
+  // Sequence 0 is still open: a wrongful repair would have marked it
+  // abandoned and let the subscriber skip to 1 here.
+  Sample early;
+  EXPECT_EQ(sub->try_receive(early), Status::WouldBlock);
   const std::uint64_t v = 42;
   std::memcpy(first.data().data(), &v, 8);
   ASSERT_EQ(first.publish(), Status::Ok);
