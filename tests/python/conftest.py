@@ -14,6 +14,7 @@ Environment:
 import glob
 import os
 import pathlib
+import platform
 import select
 import shutil
 import signal
@@ -52,6 +53,35 @@ def process_gone(pid):
     except (OSError, IndexError):
         return True
     return state in ("Z", "X")
+
+
+# futex(2)'s number, for reading /proc/<pid>/syscall.
+FUTEX_NR = {"x86_64": 202, "aarch64": 98}.get(platform.machine())
+
+
+def asleep_on_shmbus(pid, tid=None):
+    """True while the thread is inside a futex wait on a word in a shmbus
+    region: /proc says which syscall it is blocked in and on which address,
+    and /proc/<pid>/maps whether that address is in a /dev/shm/shmbus.* file.
+    (A thread waiting for the GIL also sleeps in futex, but not on shmbus's.)"""
+    task = f"/proc/{pid}/task/{tid}" if tid is not None else f"/proc/{pid}"
+    try:
+        with open(f"{task}/syscall") as f:
+            fields = f.read().split()
+        with open(f"/proc/{pid}/maps") as f:
+            maps = f.read().splitlines()
+    except OSError:
+        return False
+    if FUTEX_NR is None or len(fields) < 2 or fields[0] != str(FUTEX_NR):
+        return False
+    addr = int(fields[1], 16)
+    for line in maps:
+        parts = line.split()
+        if len(parts) >= 6 and "/dev/shm/shmbus." in parts[5]:
+            lo, hi = (int(x, 16) for x in parts[0].split("-"))
+            if lo <= addr < hi:
+                return True
+    return False
 
 
 def wait_until(pred, timeout, step=0.01):

@@ -8,7 +8,7 @@ import time
 import pytest
 
 import shmbus
-from conftest import read_line, stop_process
+from conftest import asleep_on_shmbus, read_line, stop_process, wait_until
 
 
 def test_receive_timeout(bus):
@@ -75,7 +75,8 @@ def test_receive_releases_the_gil(bus):
     got = []
     th = threading.Thread(target=lambda: got.append(sub.receive(timeout=5)))
     th.start()
-    time.sleep(0.1)  # the thread now waits in receive; this thread still runs
+    # The thread is asleep inside receive (on the topic's futex, not the GIL's).
+    assert wait_until(lambda: asleep_on_shmbus(os.getpid(), th.native_id), 10)
     n = 0
     t0 = time.monotonic()
     while time.monotonic() - t0 < 0.1:
@@ -130,7 +131,8 @@ def _interrupt(busenv, role):
     proc = busenv.worker(role, "t")
     try:
         assert read_line(proc, 20) == "waiting"
-        time.sleep(0.3)  # inside the blocking call by now
+        # Inside the blocking call: asleep on the topic's futex.
+        assert wait_until(lambda: asleep_on_shmbus(proc.pid), 10)
         t0 = time.monotonic()
         proc.send_signal(signal.SIGINT)
         assert read_line(proc, 5) == "interrupted"
