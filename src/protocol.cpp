@@ -39,23 +39,6 @@ void Writer::raw(const void* p, std::size_t n) {
   const auto* b = static_cast<const std::byte*>(p);
   body_.insert(body_.end(), b, b + n);
 }
-// The machine is little-endian (x86-64, aarch64 Linux); both ends are on one host.
-Writer& Writer::u8(std::uint8_t v) {
-  raw(&v, 1);
-  return *this;
-}
-Writer& Writer::u16(std::uint16_t v) {
-  raw(&v, 2);
-  return *this;
-}
-Writer& Writer::u32(std::uint32_t v) {
-  raw(&v, 4);
-  return *this;
-}
-Writer& Writer::u64(std::uint64_t v) {
-  raw(&v, 8);
-  return *this;
-}
 Writer& Writer::str(std::string_view s) {
   const std::size_t n = std::min(s.size(), kMaxString);
   u16(static_cast<std::uint16_t>(n));
@@ -88,27 +71,6 @@ bool Reader::take(void* out, std::size_t n) noexcept {
   std::memcpy(out, body_.data() + pos_, n);
   pos_ += n;
   return true;
-}
-
-std::uint8_t Reader::u8() noexcept {
-  std::uint8_t v;
-  take(&v, 1);
-  return v;
-}
-std::uint16_t Reader::u16() noexcept {
-  std::uint16_t v;
-  take(&v, 2);
-  return v;
-}
-std::uint32_t Reader::u32() noexcept {
-  std::uint32_t v;
-  take(&v, 4);
-  return v;
-}
-std::uint64_t Reader::u64() noexcept {
-  std::uint64_t v;
-  take(&v, 8);
-  return v;
 }
 
 std::string Reader::str() noexcept {

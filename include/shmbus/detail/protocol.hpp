@@ -53,15 +53,22 @@ enum class Type : std::uint16_t {
 class Writer {
  public:
   Writer(Type type, std::uint32_t request_id);
-  Writer& u8(std::uint8_t v);
-  Writer& u16(std::uint16_t v);
-  Writer& u32(std::uint32_t v);
-  Writer& u64(std::uint64_t v);
+  Writer& u8(std::uint8_t v) { return number(v); }
+  Writer& u16(std::uint16_t v) { return number(v); }
+  Writer& u32(std::uint32_t v) { return number(v); }
+  Writer& u64(std::uint64_t v) { return number(v); }
   Writer& str(std::string_view s);
   // The finished frame: length prefix + body.
   [[nodiscard]] std::vector<std::byte> finish() const;
 
  private:
+  // Native byte order: the machine is little-endian (x86-64, aarch64 Linux)
+  // and both ends are on one host.
+  template <class T>
+  Writer& number(T v) {
+    raw(&v, sizeof v);
+    return *this;
+  }
   void raw(const void* p, std::size_t n);
   std::vector<std::byte> body_;
 };
@@ -75,10 +82,10 @@ class Reader {
   [[nodiscard]] std::uint16_t version() const noexcept { return version_; }
   [[nodiscard]] std::uint16_t type() const noexcept { return type_; }
   [[nodiscard]] std::uint32_t request_id() const noexcept { return request_id_; }
-  std::uint8_t u8() noexcept;
-  std::uint16_t u16() noexcept;
-  std::uint32_t u32() noexcept;
-  std::uint64_t u64() noexcept;
+  std::uint8_t u8() noexcept { return number<std::uint8_t>(); }
+  std::uint16_t u16() noexcept { return number<std::uint16_t>(); }
+  std::uint32_t u32() noexcept { return number<std::uint32_t>(); }
+  std::uint64_t u64() noexcept { return number<std::uint64_t>(); }
   std::string str() noexcept;
   [[nodiscard]] bool ok() const noexcept { return ok_; }
   // True when every byte was consumed and nothing failed.
@@ -86,6 +93,13 @@ class Reader {
   [[nodiscard]] const std::string& error() const noexcept { return error_; }
 
  private:
+  // Zero when the field overruns the body (take() zero-fills and fails).
+  template <class T>
+  T number() noexcept {
+    T v;
+    take(&v, sizeof v);
+    return v;
+  }
   bool take(void* out, std::size_t n) noexcept;
   std::span<const std::byte> body_;
   std::size_t pos_ = 0;
