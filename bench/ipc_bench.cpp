@@ -589,14 +589,18 @@ void Bench::write_json(const MachineInfo& m) {
        state + "\"},\n";
   j += strprintf("  \"load_average_1min\": {\"start\": %.2f, \"end\": %.2f},\n", load_start_,
                  load_end_);
+  // The fields every row has, latency or throughput.
+  const auto row_head = [](const auto& r) {
+    return "{\"system\": \"" + json_escape(r.system) + "\", \"key\": \"" + r.key +
+           "\", \"size\": " + std::to_string(r.size) +
+           ", \"baseline\": " + (r.baseline ? "true" : "false") +
+           ", \"ok\": " + (r.ok ? "true" : "false");
+  };
   j += "  \"latency\": [";
   for (std::size_t i = 0; i < lat_.size(); ++i) {
     const auto& r = lat_[i];
     j += i ? ",\n    " : "\n    ";
-    j += "{\"system\": \"" + json_escape(r.system) + "\", \"key\": \"" + r.key + "\"";
-    j += ", \"size\": " + std::to_string(r.size) +
-         ", \"baseline\": " + (r.baseline ? "true" : "false");
-    j += ", \"ok\": " + std::string(r.ok ? "true" : "false");
+    j += row_head(r);
     if (r.ok)
       j += strprintf(", \"rounds\": %" PRIu64
                      ", \"one_way_ns\": {\"min\": %.1f, \"p50\": %.1f, "
@@ -610,10 +614,7 @@ void Bench::write_json(const MachineInfo& m) {
   for (std::size_t i = 0; i < tput_.size(); ++i) {
     const auto& r = tput_[i];
     j += i ? ",\n    " : "\n    ";
-    j += "{\"system\": \"" + json_escape(r.system) + "\", \"key\": \"" + r.key + "\"";
-    j += ", \"size\": " + std::to_string(r.size) +
-         ", \"baseline\": " + (r.baseline ? "true" : "false");
-    j += ", \"ok\": " + std::string(r.ok ? "true" : "false");
+    j += row_head(r);
     j += ", \"messages\": " + std::to_string(r.count);
     if (r.ok) {
       j += strprintf(", \"median_messages_per_s\": %.1f, \"median_bytes_per_s\": %.1f",
