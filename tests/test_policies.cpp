@@ -93,8 +93,9 @@ TEST(PolicyBlock, BlockedPublisherIsWokenByConsumer) {
         ++sleeps;
       }
     }
-    if (sleeps > 0)
+    if (sleeps > 0) {
       EXPECT_GT(woken_by_release, 0) << "releases woke none of " << sleeps << " sleeps";
+    }
     producer.join();
   }
 }
