@@ -347,10 +347,13 @@ bool Region::abandon_unpublished(std::uint64_t s) noexcept {
   // a slot claimed for s shows that occupant's final stamp or writing(s).
   const std::uint64_t floor = s >= ring_.count ? stamp_published(s - ring_.count) : 0;
   while (st >= floor && st < stamp_published(s)) {
-    // Release: pairs with C1 like the abandon of a dropped loan.
+    // Release on success: pairs with C1 like the abandon of a dropped loan.
+    // Acquire on failure: the stamp read back is examined as the load above.
+    // Nothing else is written: readers look at a slot's fields only when its
+    // stamp says published, and once the CAS succeeds the slot may already
+    // belong to s + slot_count.
     if (sl.stamp.compare_exchange_weak(st, stamp_abandoned(s), std::memory_order_release,
                                        std::memory_order_acquire)) {
-      sl.length.store(0, std::memory_order_relaxed);
       notify(ring_.header->data_event);
       return true;
     }
@@ -369,9 +372,12 @@ void Region::free_producer(std::uint32_t i, std::uint32_t pid) {
         seat.pid.load(std::memory_order_relaxed) != pid)
       return;
     for (auto& f : seat.in_flight) {
-      // Acquire: the producer's open claims, as it recorded them.
-      const std::uint64_t s = f.load(std::memory_order_acquire);
+      // Relaxed: only says which sequences to look at; abandon_unpublished
+      // decides from the slot's stamp (acquire load, CAS).
+      const std::uint64_t s = f.load(std::memory_order_relaxed);
       if (s != kNone) abandon_unpublished(s);
+      // Relaxed: under the control lock; the release store of state below
+      // publishes the cleared seat to the next attach.
       f.store(kNone, std::memory_order_relaxed);
     }
     // Release: pairs with the acquire of a later attach.
@@ -391,9 +397,14 @@ void Region::free_member(std::uint32_t g, std::uint32_t m, std::uint32_t pid) {
       return;
     // Release: producers that read the cleared hazard (G2) may reuse the slot.
     seat.held.store(kNone, std::memory_order_release);
+    // Release: pairs with the acquire of a later attach (the seat is cleared).
     seat.state.store(static_cast<std::uint32_t>(SeatState::Free), std::memory_order_release);
+    // Release: pairs with the acquire of members in compute_gate; a producer
+    // that sees the group without members sees the hazard cleared above.
     e.members.fetch_sub(1, std::memory_order_release);
+    // Relaxed: flags change only under the control lock, which we hold.
     if ((e.flags.load(std::memory_order_relaxed) & kGroupPrivate) != 0)
+      // Release: pairs with the acquire of state in compute_gate and attach.
       e.state.store(static_cast<std::uint32_t>(SeatState::Free), std::memory_order_release);
   }
   notify(ring_.header->space_event);

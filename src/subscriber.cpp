@@ -90,6 +90,8 @@ Subscriber::Subscriber(std::shared_ptr<detail::Region> region, const SubscriberO
   const bool was_gating =
       !fresh && (e.members.load(std::memory_order_relaxed) > 0 ||
                  (e.flags.load(std::memory_order_relaxed) & detail::kGroupDurable) != 0);
+  // Relaxed: ordered before the seq_cst fetch_add below, which producers
+  // read (acquire) before they read flags.
   if (options.durable) e.flags.fetch_or(detail::kGroupDurable, std::memory_order_relaxed);
   // seq_cst: the group gates from here (compute_gate reads members).
   e.members.fetch_add(1, std::memory_order_seq_cst);
@@ -117,6 +119,7 @@ void Subscriber::start_gating(bool fresh) {
   // the seq_cst operations above.
   const std::uint64_t cursor = group_->cursor.load(std::memory_order_relaxed);
   if (cursor >= floor) return;
+  // Release: as C2/C4; producers read the cursor with acquire (G1).
   group_->cursor.store(floor, std::memory_order_release);
   const bool counts_as_lost = !fresh || options_.start == StartFrom::Offset;
   if (counts_as_lost)

@@ -268,9 +268,8 @@ class Publisher {
   }
 
   void abandon(detail::SlotHeader& slot, std::uint64_t s, std::uint32_t index) noexcept {
-    // Relaxed: ordered before the stamp's release store below.
-    slot.length.store(0, std::memory_order_relaxed);
-    // Release: pairs with C1 like P1; consumers skip the sequence.
+    // Release: pairs with C1 like P1; consumers skip the sequence (and never
+    // look at an abandoned slot's other fields).
     slot.stamp.store(detail::stamp_abandoned(s), std::memory_order_release);
     release_claim(index);
     detail::notify(ring_.header->data_event);

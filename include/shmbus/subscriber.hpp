@@ -160,6 +160,7 @@ class Subscriber {
   std::uint32_t hold(std::uint64_t seq) noexcept;
   void unhold(std::uint32_t index) noexcept;
   void publish_hazard() noexcept;
+  void store_private_gate() noexcept;
   Status fill(Sample& out, std::uint64_t seq, std::uint32_t hold) noexcept;
   void set_sample(Sample& out, detail::SlotHeader& slot, std::uint64_t seq, std::uint32_t len,
                   std::uint32_t hold) noexcept;

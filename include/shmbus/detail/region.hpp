@@ -102,8 +102,13 @@ class Region {
       // cursor and seats are initialised when we see it active.
       if (e.state.load(std::memory_order_acquire) != static_cast<std::uint32_t>(SeatState::Active))
         continue;
+      // Acquire: pairs with the release fetch_sub in free_member (a group seen
+      // without members has its last hazard cleared) and orders the flags load
+      // after it, so a durable flag set by a joiner whose member we saw
+      // counted is seen too. Relaxed flags: ordered by that acquire.
+      const std::uint32_t members = e.members.load(std::memory_order_acquire);
       const std::uint32_t flags = e.flags.load(std::memory_order_relaxed);
-      if (e.members.load(std::memory_order_acquire) == 0 && (flags & kGroupDurable) == 0) continue;
+      if (members == 0 && (flags & kGroupDurable) == 0) continue;
       // SYNC POINT G1 (acquire): pairs with the release of a member's cursor
       // CAS (or a private group's cursor store). Reading the cursor first makes
       // the hazards stored before that CAS visible below.

@@ -85,12 +85,17 @@ inline std::uint32_t Subscriber::hold(std::uint64_t seq) noexcept {
   return i;
 }
 
+// A private group's gate: the oldest sample still held, else the position.
+inline void Subscriber::store_private_gate() noexcept {
+  // SYNC POINT C2 (release): pairs with G1 in compute_gate. Our reads of the
+  // released slots happen before a producer that sees the new cursor
+  // overwrites them.
+  group_->cursor.store(held_count_ != 0 ? held_min_ : pos_, std::memory_order_release);
+}
+
 inline void Subscriber::publish_hazard() noexcept {
   if (private_) {
-    // SYNC POINT C2 (release): pairs with G1 in compute_gate. Our reads of
-    // the released slots happen before a producer that sees the new cursor
-    // overwrites them.
-    group_->cursor.store(held_count_ != 0 ? held_min_ : pos_, std::memory_order_release);
+    store_private_gate();
   } else {
     // SYNC POINT C3 (release): pairs with G2 in compute_gate, as C2.
     member_->held.store(held_min_, std::memory_order_release);
@@ -122,8 +127,7 @@ inline bool Subscriber::advance(std::uint64_t from, std::uint64_t to) noexcept {
   if (private_) {
     pos_ = to;
     if (held_count_ != 0) return true;  // the gate stays at the oldest held sample
-    // Release: as C2.
-    group_->cursor.store(to, std::memory_order_release);
+    store_private_gate();
   } else if (!group_->cursor.compare_exchange_strong(from, to, std::memory_order_release,
                                                      std::memory_order_relaxed)) {
     return false;  // release on success: as C4 below
@@ -249,6 +253,11 @@ inline Status Subscriber::try_receive(Sample& out) noexcept {
     // Relaxed: ordered after the stamp's acquire load (C1), as in fill().
     const std::uint32_t len = slot.length.load(std::memory_order_relaxed);
     if (st == detail::stamp_published(c) && len <= ring_.slot_size) [[likely]] {
+      // The sample `out` held goes first (as set_sample would do last): in
+      // the usual `Sample s; while (receive(s))` loop it is the oldest held,
+      // and releasing it after holding c would rescan the whole hold table.
+      // Before pos_ moves, so that its release leaves the gate at c.
+      out.release();
       pos_ = c + 1;  // the cursor (our gate) stays at c while the sample is held
       count_received(1);
       set_sample(out, slot, c, len, hold(c));
@@ -357,9 +366,12 @@ inline Status Subscriber::receive_copy(std::span<std::byte> buffer, MessageInfo&
 inline void Subscriber::seek(std::uint64_t sequence) noexcept {
   if (private_) {
     pos_ = sequence;
-    if (held_count_ == 0) group_->cursor.store(sequence, std::memory_order_release);  // as C2
+    store_private_gate();
   } else {
-    group_->cursor.store(sequence, std::memory_order_release);  // as C4
+    // Release, as C4, and a read-modify-write: it continues the cursor's
+    // release sequence, so a producer that reads the sought value still
+    // synchronises with the members' earlier CASes and sees their hazards.
+    (void)group_->cursor.exchange(sequence, std::memory_order_release);
   }
   room_made();
 }
