@@ -219,6 +219,7 @@ class Connection {
   [[nodiscard]] const std::string& path() const noexcept { return path_; }
   [[nodiscard]] const std::string& bus() const noexcept { return options_.bus; }
   [[nodiscard]] int daemon_pid() const noexcept {
+    // Relaxed: an informational value; nothing else is read through it.
     return daemon_pid_.load(std::memory_order_relaxed);
   }
 
@@ -255,6 +256,7 @@ class Connection {
       return false;
     }
     rd.str();
+    // Relaxed: see daemon_pid().
     daemon_pid_.store(static_cast<int>(rd.u32()), std::memory_order_relaxed);
     // Re-register seats (a restarted daemon knows nothing of them). Seats this
     // process has since freed are refused by the daemon and forgotten here.
@@ -324,6 +326,8 @@ class Connection {
 
   void monitor() {
     bool respawn = true;
+    // Relaxed: pairs with nothing; the eventfd write that follows the store
+    // wakes this loop, which then sees the flag.
     while (!stop_.load(std::memory_order_relaxed)) {
       int fd;
       std::uint64_t gen;

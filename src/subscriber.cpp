@@ -96,6 +96,8 @@ Subscriber::Subscriber(std::shared_ptr<detail::Region> region, const SubscriberO
   // seq_cst: the group gates from here (compute_gate reads members).
   e.members.fetch_add(1, std::memory_order_seq_cst);
   if (!was_gating) start_gating(fresh);
+  // Relaxed: pos_ is used only by a private group, whose cursor only this
+  // (new, sole) member writes, under the control lock we hold.
   pos_ = e.cursor.load(std::memory_order_relaxed);
 }
 

@@ -50,6 +50,7 @@ inline void Batch::release() noexcept {
 inline std::span<const std::byte> Batch::data(std::size_t i) const noexcept {
   detail::SlotHeader& s = sub_->ring_.slot(first_ + i);
   // Bounded by the slot size: take() checked every length of the run.
+  // Relaxed: ordered after that slot's acquire stamp load (C1) in take().
   const std::uint32_t n = std::min(s.length.load(std::memory_order_relaxed), sub_->ring_.slot_size);
   return {detail::Region::payload(s), n};
 }
@@ -197,6 +198,8 @@ inline Status Subscriber::take(std::uint64_t& first, std::uint32_t& count, std::
     // Lapped: producers overwrote c (Policy::Overwrite, a group that had no
     // members, or a start before what the ring retains). Resume at the oldest
     // retained message and count what was skipped.
+    // Relaxed: only where to resume; a stale tail resumes lower, and the
+    // stamps checked there decide (a still-overwritten slot is skipped again).
     const std::uint64_t tail = ring_.header->tail.load(std::memory_order_relaxed);
     const std::uint64_t oldest = tail > ring_.count ? tail - ring_.count : 0;
     const std::uint64_t to = std::max(c + 1, oldest);
@@ -308,6 +311,7 @@ inline Status Subscriber::receive_batch(Batch& out, std::size_t max,
     const Status st = take(first, count, limit, hold_index);
     if (st != Status::Ok) return st;
     // take() ends a run before an invalid length, so only the first can be bad.
+    // Relaxed: after the stamp's acquire load (C1) in take().
     if (ring_.slot(first).length.load(std::memory_order_relaxed) > ring_.slot_size) [[unlikely]] {
       group_->corrupt.fetch_add(1, std::memory_order_relaxed);  // relaxed: a counter
       unhold(hold_index);
@@ -382,12 +386,14 @@ inline std::uint64_t Subscriber::position() const noexcept {
 }
 
 inline std::uint64_t Subscriber::lag() const noexcept {
+  // Relaxed: a snapshot for reporting, like position().
   const std::uint64_t tail = ring_.header->tail.load(std::memory_order_relaxed);
   const std::uint64_t p = position();
   return tail > p ? tail - p : 0;
 }
 
 inline std::uint64_t Subscriber::lost() const noexcept {
+  // Relaxed (here and in corrupt()): counters, read for reporting.
   return group_->lost.load(std::memory_order_relaxed);
 }
 
