@@ -259,7 +259,7 @@ std::shared_ptr<Region> Region::from_fd(int fd, const std::string& shm_name) {
     throw Error(ErrorCode::SystemError,
                 "cannot stat the region of " + where + ": " + std::strerror(errno));
   const auto size = static_cast<std::uint64_t>(st.st_size);
-  if (size < sizeof(TopicHeader) || size > (64ULL << 30) + (1ULL << 30))
+  if (size < sizeof(TopicHeader) || size > kMaxRegionSize + (1ULL << 30))
     throw Error(ErrorCode::Corrupt, where + " has an impossible size (" + std::to_string(size) +
                                         " bytes); delete the topic and create it again");
   void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);

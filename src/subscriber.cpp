@@ -53,7 +53,7 @@ Subscriber::Subscriber(std::shared_ptr<detail::Region> region, const SubscriberO
     // Relaxed: a first estimate; the join below corrects it.
     const std::uint64_t tail = r.header().tail.load(std::memory_order_relaxed);
     std::uint64_t start = tail;
-    if (options.start == StartFrom::Earliest) start = tail > ring_.count ? tail - ring_.count : 0;
+    if (options.start == StartFrom::Earliest) start = ring_.oldest(tail);
     if (options.start == StartFrom::Offset) start = options.offset;
     e.cursor.store(start, std::memory_order_relaxed);
     e.lost.store(0, std::memory_order_relaxed);
@@ -114,7 +114,7 @@ void Subscriber::start_gating(bool fresh) {
   // SYNC POINT J3 (seq_cst, both): pairs with J1/J2 in Publisher::claim.
   h.join_epoch.fetch_add(1, std::memory_order_seq_cst);
   const std::uint64_t tail = h.tail.load(std::memory_order_seq_cst);
-  std::uint64_t floor = tail > ring_.count ? tail - ring_.count : 0;
+  std::uint64_t floor = ring_.oldest(tail);
   if (fresh && options_.start == StartFrom::Latest) floor = tail;
   // Relaxed: we hold the control lock and the group had no members, so no
   // one else moves this cursor; producers read it with acquire (G1) after

@@ -165,6 +165,7 @@ class Subscriber {
   void set_sample(Sample& out, detail::SlotHeader& slot, std::uint64_t seq, std::uint32_t len,
                   std::uint32_t hold) noexcept;
   void count_received(std::uint32_t k) noexcept;
+  Status reject_corrupt(std::uint32_t hold) noexcept;
   template <class Attempt>
   Status wait_then(std::chrono::nanoseconds timeout, Attempt&& attempt) noexcept;
 

@@ -37,6 +37,10 @@ struct Ring {
   [[nodiscard]] SlotHeader& slot(std::uint64_t seq) const noexcept {
     return *reinterpret_cast<SlotHeader*>(slots + (seq & (count - 1)) * stride);
   }
+  // The oldest sequence the ring still retains when `tail` is the next to claim.
+  [[nodiscard]] std::uint64_t oldest(std::uint64_t tail) const noexcept {
+    return tail > count ? tail - count : 0;
+  }
 };
 
 class Region {
@@ -62,7 +66,6 @@ class Region {
   [[nodiscard]] const Ring& ring() const noexcept { return ring_; }
   [[nodiscard]] TopicHeader& header() const noexcept { return *ring_.header; }
   [[nodiscard]] std::uint64_t slot_count() const noexcept { return ring_.count; }
-  [[nodiscard]] std::uint64_t mask() const noexcept { return ring_.count - 1; }
   [[nodiscard]] std::uint32_t slot_size() const noexcept { return ring_.slot_size; }
   [[nodiscard]] Policy policy() const noexcept { return ring_.policy; }
   [[nodiscard]] bool single_producer() const noexcept { return single_producer_; }

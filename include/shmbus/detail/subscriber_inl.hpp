@@ -201,7 +201,7 @@ inline Status Subscriber::take(std::uint64_t& first, std::uint32_t& count, std::
     // Relaxed: only where to resume; a stale tail resumes lower, and the
     // stamps checked there decide (a still-overwritten slot is skipped again).
     const std::uint64_t tail = ring_.header->tail.load(std::memory_order_relaxed);
-    const std::uint64_t oldest = tail > ring_.count ? tail - ring_.count : 0;
+    const std::uint64_t oldest = ring_.oldest(tail);
     const std::uint64_t to = std::max(c + 1, oldest);
     if (advance(c, to))
       // Relaxed: a counter; whoever moved the cursor counts the skip, once.
@@ -214,14 +214,18 @@ inline Status Subscriber::fill(Sample& out, std::uint64_t seq, std::uint32_t hol
   // Relaxed loads of the slot's fields: the acquire load of its stamp (C1) in
   // take() already made the producer's stores before P1 visible.
   const std::uint32_t len = slot.length.load(std::memory_order_relaxed);
-  if (len > ring_.slot_size) [[unlikely]] {
-    // A buggy or malicious writer: never read past the slot. Skip and count.
-    group_->corrupt.fetch_add(1, std::memory_order_relaxed);  // relaxed: a counter
-    unhold(hold_index);
-    return Status::Corrupt;
-  }
+  if (len > ring_.slot_size) [[unlikely]]
+    return reject_corrupt(hold_index);
   set_sample(out, slot, seq, len, hold_index);
   return Status::Ok;
+}
+
+// A taken message whose length exceeds the slot (a buggy or malicious writer):
+// never read past the slot; count it, give it up, and say so.
+inline Status Subscriber::reject_corrupt(std::uint32_t hold_index) noexcept {
+  group_->corrupt.fetch_add(1, std::memory_order_relaxed);  // relaxed: a counter
+  unhold(hold_index);
+  return Status::Corrupt;
 }
 
 inline void Subscriber::set_sample(Sample& out, detail::SlotHeader& slot, std::uint64_t seq,
@@ -312,11 +316,8 @@ inline Status Subscriber::receive_batch(Batch& out, std::size_t max,
     if (st != Status::Ok) return st;
     // take() ends a run before an invalid length, so only the first can be bad.
     // Relaxed: after the stamp's acquire load (C1) in take().
-    if (ring_.slot(first).length.load(std::memory_order_relaxed) > ring_.slot_size) [[unlikely]] {
-      group_->corrupt.fetch_add(1, std::memory_order_relaxed);  // relaxed: a counter
-      unhold(hold_index);
-      return Status::Corrupt;
-    }
+    if (ring_.slot(first).length.load(std::memory_order_relaxed) > ring_.slot_size) [[unlikely]]
+      return reject_corrupt(hold_index);
     out.release();
     out.sub_ = this;
     out.first_ = first;

@@ -26,12 +26,6 @@ inline void cpu_relax() noexcept {
 #endif
 }
 
-// Default for how long SpinFutex and SpinYield spin before they yield or
-// sleep (PublisherOptions::spin, SubscriberOptions::spin). Waking a sleeping
-// core costs ~30 us on the VMs here, so a stream of messages closer together
-// than this is served without a sleep.
-inline constexpr std::chrono::nanoseconds kSpinBudget = std::chrono::microseconds(50);
-
 // True on a machine with one online CPU: spinning for a peer is then
 // pointless (the peer needs this very CPU), so waits skip the spin phase.
 bool single_cpu_machine() noexcept;
@@ -49,7 +43,6 @@ class Deadline {
   Deadline(std::chrono::nanoseconds timeout, Clock::time_point now) noexcept
       : forever_(timeout >= std::chrono::hours(24 * 365)),
         at_(forever_ ? Clock::time_point::max() : now + timeout) {}
-  [[nodiscard]] bool forever() const noexcept { return forever_; }
   [[nodiscard]] std::chrono::nanoseconds remaining() const noexcept {
     if (forever_) return std::chrono::hours(1);  // sleep in long slices, re-check
     return std::max(std::chrono::nanoseconds(0),
