@@ -7,6 +7,11 @@
 
 namespace shmbus {
 
+namespace {
+// The least a claim waits for a group that joined under it (see after_join).
+constexpr std::chrono::nanoseconds kJoinCatchUpWait = std::chrono::seconds(10);
+}  // namespace
+
 Publisher::Publisher(std::shared_ptr<detail::Region> region, const PublisherOptions& options)
     : region_(std::move(region)), options_(options) {
   detail::Region& r = *region_;
@@ -131,7 +136,7 @@ void Publisher::after_join(std::uint64_t s, std::uint64_t epoch) noexcept {
   // At least 10 s whatever the publisher's own timeout: a caller that polls
   // with short timeouts (the Python binding waits in 50 ms slices) must not
   // turn a joining group's normal catch-up into lost messages.
-  const auto bound = std::max<std::chrono::nanoseconds>(options_.timeout, std::chrono::seconds(10));
+  const auto bound = std::max<std::chrono::nanoseconds>(options_.timeout, kJoinCatchUpWait);
   (void)wait_for_space(bound, [&] { return has_room(s); });
 }
 
