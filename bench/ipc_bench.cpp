@@ -59,6 +59,8 @@ struct Options {
   bool read_payload = false;
   bool latency = true;
   bool throughput = true;
+  bool ratio = false;
+  std::uint64_t pairs = 15;
   std::string json;
   int cpu_a = -1, cpu_b = -1;
 };
@@ -92,7 +94,10 @@ void usage(FILE* f) {
                "                   rounds after the first stop once a size block took 20 s\n"
                "  --read-payload   throughput consumers read one word per cache line of every\n"
                "                   message and check it (default: the sequence number only)\n"
-               "  --sections LIST  latency,throughput (default both)\n"
+               "  --sections LIST  latency,throughput,ratio (default latency,throughput);\n"
+               "                   ratio alternates short bare-line and shmbus busy-spin\n"
+               "                   ping-pongs and reports the ratio of each adjacent pair\n"
+               "  --pairs N        bare line / shmbus pairs of the ratio section (default 15)\n"
                "  --cores A,B      the two CPUs (default 0,1, else the first two allowed)\n"
                "  --same-core      put both processes on CPU A (spinners yield the core;\n"
                "                   busy-spin rows are skipped: they would burn whole time slices)\n"
@@ -133,6 +138,8 @@ Options parse_args(int argc, char** argv) {
     } else if (a == "--repeat") {
       o.repeat = parse_count(a, value());
       repeat_set = true;
+    } else if (a == "--pairs") {
+      o.pairs = parse_count(a, value());
     } else if (a == "--same-core") {
       o.same_core = true;
     } else if (a == "--read-payload") {
@@ -147,14 +154,16 @@ Options parse_args(int argc, char** argv) {
       o.cpu_a = parse_cpu(parts[0]);
       o.cpu_b = parse_cpu(parts[1]);
     } else if (a == "--sections") {
-      o.latency = o.throughput = false;
+      o.latency = o.throughput = o.ratio = false;
       for (const auto& t : split(value(), ',')) {
         if (t == "latency")
           o.latency = true;
         else if (t == "throughput")
           o.throughput = true;
+        else if (t == "ratio")
+          o.ratio = true;
         else
-          usage_error("unknown section '" + t + "' (latency, throughput)");
+          usage_error("unknown section '" + t + "' (latency, throughput, ratio)");
       }
     } else {
       usage_error("unknown option '" + a + "'");
@@ -237,7 +246,13 @@ class Bench {
  private:
   Bracket bracket();
   void latency_section();
+  void ratio_section();
   void throughput_section();
+  // One bare-line ping-pong, or one shmbus zero-copy ping-pong of `size` bytes
+  // over two fresh topics; the statistics are in g_ctl->lat when ok.
+  PairResult run_bare_line(const LatencyPlan& plan, const std::string& what);
+  PairResult run_shmbus_pingpong(std::size_t size, const LatencyPlan& plan,
+                                 shmbus::WaitStrategy wait, const std::string& what);
   void print_latency_table(std::size_t size);
   void print_throughput_table(std::size_t size);
   void write_json(const MachineInfo& m);
@@ -261,6 +276,11 @@ class Bench {
   Options opt_;
   std::vector<LatRow> lat_;
   std::vector<TputRow> tput_;
+  struct RatioPair {
+    std::size_t size = 0;
+    double line_p50 = 0, shmbus_p50 = 0;
+  };
+  std::vector<RatioPair> pairs_;
   Bracket start_, end_;
   double load_start_ = -1, load_end_ = -1;
   std::vector<std::string> failures_;
@@ -324,10 +344,8 @@ void Bench::latency_section() {
       row.key = "bare-line";
       row.size = size;
       row.baseline = true;
-      record(row, run_pair(
-                      "latency: " + row.system + ", before the " + size_label(size) + " rows",
-                      [&] { bare_pinger(line_plan, 0, nullptr, nullptr); },
-                      [&] { bare_ponger(0, nullptr, nullptr); }, ca, cb));
+      record(row, run_bare_line(line_plan, "latency: " + row.system + ", before the " +
+                                               size_label(size) + " rows"));
     }
     {
       SharedBuffer ping(size), pong(size);
@@ -351,25 +369,102 @@ void Bench::latency_section() {
       modes.push_back({shmbus::WaitStrategy::BusySpin, "busy-spin", "shmbus-busy-spin"});
     modes.push_back({shmbus::WaitStrategy::SpinFutex, "spin-futex", "shmbus-spin-futex"});
     for (const Mode& m : modes) {
-      shmbus::TopicOptions to;
-      to.slot_count = 64;
-      to.slot_size = static_cast<std::uint32_t>(size);
-      to.policy = shmbus::Policy::Block;
       LatRow row;
       row.system = std::string("shmbus zero-copy, ") + m.label;
       row.key = m.key;
       row.size = size;
-      try {
-        ScopedTopic ping("ping", to), pong("pong", to);
-        record(row, run_pair(
-                        "latency: " + row.system + " " + size_label(size),
-                        [&] { shmbus_pinger(plan, size, ping.name, pong.name, {m.wait}); },
-                        [&] { shmbus_ponger(size, ping.name, pong.name, {m.wait}); }, ca, cb));
-      } catch (const std::exception& e) {
-        record(row, PairResult{false, std::string("set-up: ") + e.what()});
-      }
+      record(row, run_shmbus_pingpong(size, plan, m.wait,
+                                      "latency: " + row.system + " " + size_label(size)));
     }
     print_latency_table(size);
+  }
+}
+
+PairResult Bench::run_bare_line(const LatencyPlan& plan, const std::string& what) {
+  return run_pair(
+      what, [&] { bare_pinger(plan, 0, nullptr, nullptr); },
+      [&] { bare_ponger(0, nullptr, nullptr); }, opt_.cpu_a, cpu_b());
+}
+
+PairResult Bench::run_shmbus_pingpong(std::size_t size, const LatencyPlan& plan,
+                                      shmbus::WaitStrategy wait, const std::string& what) {
+  shmbus::TopicOptions to;
+  to.slot_count = 64;
+  to.slot_size = static_cast<std::uint32_t>(size);
+  to.policy = shmbus::Policy::Block;
+  try {
+    ScopedTopic ping("ping", to), pong("pong", to);
+    return run_pair(
+        what, [&] { shmbus_pinger(plan, size, ping.name, pong.name, {wait}); },
+        [&] { shmbus_ponger(size, ping.name, pong.name, {wait}); }, opt_.cpu_a, cpu_b());
+  } catch (const std::exception& e) {
+    return PairResult{false, std::string("set-up: ") + e.what()};
+  }
+}
+
+// The host moves the vCPUs, and the bare line itself has more than one mode
+// here (its p50 jumps between ~30-40 and ~60-70 ns one way from one process
+// pair to the next). A ratio of two rows measured seconds apart mixes those
+// states. This section alternates short runs of the two and takes the ratio
+// of each adjacent pair; the order within a pair alternates too, so a drift
+// during the section does not favour either side.
+void Bench::ratio_section() {
+  if (opt_.same_core) {
+    std::printf("\nSkipped: busy-spin ping-pong needs two CPUs (--same-core was given).\n");
+    return;
+  }
+  for (const std::size_t size : opt_.sizes) {
+    const LatencyPlan plan{warmup_for(size), iters_for(size), 0};
+    std::printf("\n### Bare line vs shmbus zero-copy busy-spin, %s, %" PRIu64 " pairs\n\n",
+                size_label(size).c_str(), opt_.pairs);
+    std::printf("| pair | bare line p50 (ns) | shmbus p50 (ns) | ratio |\n|---:|---:|---:|---:|\n");
+    std::vector<double> ratios, lines;
+    for (std::uint64_t k = 0; k < opt_.pairs; ++k) {
+      RatioPair p;
+      p.size = size;
+      std::string error;
+      for (int half = 0; half < 2 && error.empty(); ++half) {
+        const bool line_turn = (half == 0) == (k % 2 == 0);
+        const std::string what =
+            strprintf("ratio pair %" PRIu64 ": %s %s", k + 1,
+                      line_turn ? "bare line" : "shmbus busy-spin", size_label(size).c_str());
+        const PairResult r =
+            line_turn ? run_bare_line(plan, what)
+                      : run_shmbus_pingpong(size, plan, shmbus::WaitStrategy::BusySpin, what);
+        if (!r.ok) {
+          error = r.error;
+          failures_.push_back(what + ": " + r.error);
+        } else {
+          (line_turn ? p.line_p50 : p.shmbus_p50) = g_ctl->lat.p50;
+        }
+      }
+      if (!error.empty()) {
+        std::printf("| %" PRIu64 " | FAILED: %s | | |\n", k + 1, error.c_str());
+        continue;
+      }
+      pairs_.push_back(p);
+      ratios.push_back(p.shmbus_p50 / p.line_p50);
+      lines.push_back(p.line_p50);
+      std::printf("| %" PRIu64 " | %s | %s | %s |\n", k + 1, group_digits(p.line_p50).c_str(),
+                  group_digits(p.shmbus_p50).c_str(), ratio_label(ratios.back()).c_str());
+      std::fflush(stdout);
+    }
+    if (ratios.empty()) continue;
+    const auto within =
+        std::count_if(ratios.begin(), ratios.end(), [](double r) { return r <= 1.5; });
+    std::sort(ratios.begin(), ratios.end());
+    std::sort(lines.begin(), lines.end());
+    const auto at = [](const std::vector<double>& v, double q) {
+      return v[static_cast<std::size_t>(q * static_cast<double>(v.size() - 1) + 0.5)];
+    };
+    std::printf(
+        "\nshmbus / bare line, p50 of %s: median %s (quartiles %s and %s, range %s-%s); %zu of "
+        "%zu pairs within 1.5x. Bare line p50 over the pairs: %s-%s ns (median %s).\n",
+        size_label(size).c_str(), ratio_label(at(ratios, 0.5)).c_str(),
+        ratio_label(at(ratios, 0.25)).c_str(), ratio_label(at(ratios, 0.75)).c_str(),
+        ratio_label(ratios.front()).c_str(), ratio_label(ratios.back()).c_str(),
+        static_cast<std::size_t>(within), ratios.size(), group_digits(lines.front()).c_str(),
+        group_digits(lines.back()).c_str(), group_digits(at(lines, 0.5)).c_str());
   }
 }
 
@@ -630,6 +725,11 @@ void Bench::write_json(const MachineInfo& m) {
     }
     j += "}";
   }
+  j += "\n  ],\n  \"latency_ratio_pairs\": [";
+  for (std::size_t i = 0; i < pairs_.size(); ++i)
+    j += strprintf(
+        "%s{\"size\": %zu, \"bare_line_p50_ns\": %.1f, \"shmbus_busy_spin_p50_ns\": %.1f}",
+        i ? ",\n    " : "\n    ", pairs_[i].size, pairs_[i].line_p50, pairs_[i].shmbus_p50);
   j += "\n  ],\n  \"failures\": [";
   for (std::size_t i = 0; i < failures_.size(); ++i)
     j += (i ? ", \"" : "\"") + json_escape(failures_[i]) + "\"";
@@ -713,6 +813,15 @@ int Bench::run() {
         "--same-core runs.\n",
         group_digits(static_cast<double>(std::min<std::uint64_t>(opt_.iters, 20'000))).c_str());
     latency_section();
+  }
+  if (opt_.ratio) {
+    std::printf("\n## Latency ratio, interleaved (bare line / shmbus pairs)\n");
+    std::printf(
+        "\nEach pair runs the bare line and shmbus zero-copy busy-spin (as in the latency\n"
+        "rows) back to back in fresh process pairs, alternating which goes first. One\n"
+        "ratio per pair: the run-to-run states of the host and of the bare line itself\n"
+        "(it has a fast and a slow mode here) then show as spread, not as bias.\n");
+    ratio_section();
   }
   if (opt_.throughput) {
     std::printf("\n## Throughput (producer process -> consumer process; %s)\n",
