@@ -14,7 +14,7 @@ constexpr auto kFree = static_cast<std::uint32_t>(detail::SeatState::Free);
 }  // namespace
 
 Subscriber::Subscriber(std::shared_ptr<detail::Region> region, const SubscriberOptions& options)
-    : region_(std::move(region)), options_(options), group_name_(options.group) {
+    : region_(std::move(region)), options_(options) {
   held_.fill(detail::kNone);
   detail::Region& r = *region_;
   ring_ = r.ring();

@@ -139,7 +139,7 @@ class Subscriber {
   [[nodiscard]] std::uint64_t lost() const noexcept;
   // Messages this group skipped because their slot header was invalid.
   [[nodiscard]] std::uint64_t corrupt() const noexcept;
-  [[nodiscard]] const std::string& group() const noexcept { return group_name_; }
+  [[nodiscard]] const std::string& group() const noexcept { return options_.group; }
   // Where this member sits in the region's tables (for shmbusd's bookkeeping).
   [[nodiscard]] std::uint32_t group_index() const noexcept { return group_index_; }
   [[nodiscard]] std::uint32_t member_index() const noexcept { return member_index_; }
@@ -171,7 +171,6 @@ class Subscriber {
 
   std::shared_ptr<detail::Region> region_;
   SubscriberOptions options_;
-  std::string group_name_;
   detail::GroupEntry* group_ = nullptr;
   detail::MemberSeat* member_ = nullptr;
   std::uint32_t group_index_ = 0;
