@@ -169,5 +169,64 @@ TEST(Regression, ProducerWaitingForAnUnfinishedSlotGoesOnOnceItIsPublished) {
   EXPECT_EQ(fourth.load(std::memory_order_relaxed), static_cast<int>(Status::Ok));
 }
 
+// Room at the gate does not make a slot free. A group that starts past an
+// unfinished message (here: another publisher's open loan of sequence 0) has
+// not taken it, so a producer lapping onto that slot must still wait for the
+// loan (P0). Guards any shortcut that infers P0 from the gate: one was tried
+// (skip P0 when every gating group has passed the previous occupant), and it
+// is only sound if it accounts for such starts and for seeks.
+TEST(Regression, AGroupStartingPastAnOpenLoanDoesNotLetProducersOverwriteIt) {
+  ScopedTopic t("jump-start", ring_options(4, 64, Policy::Block));
+  Publisher holder = t.topic.publisher();
+  Loan loan = holder.loan(8);  // sequence 0, unpublished
+  ASSERT_TRUE(loan);
+  SubscriberOptions so;
+  so.start = StartFrom::Latest;  // starts at 1, past the open loan
+  auto sub = t.topic.subscriber(so);
+  Publisher pub = t.topic.publisher();
+  for (std::uint64_t i = 1; i < 4; ++i)
+    ASSERT_EQ(publish_value(pub, i), Status::Ok);
+  // Sequence 4 goes into sequence 0's slot: there is room (the group is at 1),
+  // but the loan is still being written.
+  std::uint64_t v = 4;
+  EXPECT_EQ(pub.try_publish(std::as_bytes(std::span(&v, 1))), Status::WouldBlock);
+  const std::uint64_t v0 = 1000;
+  std::memcpy(loan.data().data(), &v0, 8);
+  ASSERT_EQ(loan.publish(), Status::Ok);
+  EXPECT_EQ(pub.try_publish(std::as_bytes(std::span(&v, 1))), Status::Ok);
+  for (std::uint64_t i = 1; i <= 4; ++i) {
+    Sample s;
+    ASSERT_EQ(sub->try_receive(s), Status::Ok);
+    EXPECT_EQ(s.sequence(), i);
+    EXPECT_EQ(value_of(s), i);
+  }
+}
+
+// The same for a seek past the open loan, in a private and in a named group.
+TEST(Regression, ASeekPastAnOpenLoanDoesNotLetProducersOverwriteIt) {
+  for (const std::string group : {"", "g"}) {
+    SCOPED_TRACE("group '" + group + "'");
+    ScopedTopic t("jump-seek", ring_options(4, 64, Policy::Block));
+    SubscriberOptions so;
+    so.group = group;
+    so.start = StartFrom::Earliest;  // at 0
+    auto sub = t.topic.subscriber(so);
+    Publisher holder = t.topic.publisher();
+    Loan loan = holder.loan(8);  // sequence 0, unpublished
+    ASSERT_TRUE(loan);
+    Publisher pub = t.topic.publisher();
+    for (std::uint64_t i = 1; i < 4; ++i)
+      ASSERT_EQ(publish_value(pub, i), Status::Ok);
+    sub->seek(1);  // past the open loan
+    std::uint64_t v = 4;
+    EXPECT_EQ(pub.try_publish(std::as_bytes(std::span(&v, 1))), Status::WouldBlock);
+    ASSERT_EQ(loan.publish(), Status::Ok);
+    EXPECT_EQ(pub.try_publish(std::as_bytes(std::span(&v, 1))), Status::Ok);
+    Sample s;
+    ASSERT_EQ(sub->try_receive(s), Status::Ok);
+    EXPECT_EQ(s.sequence(), 1u);
+  }
+}
+
 }  // namespace
 }  // namespace shmbus::test
