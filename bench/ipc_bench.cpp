@@ -402,12 +402,11 @@ PairResult Bench::run_shmbus_pingpong(std::size_t size, const LatencyPlan& plan,
   }
 }
 
-// The host moves the vCPUs, and the bare line itself has more than one mode
-// here (its p50 jumps between ~30-40 and ~60-70 ns one way from one process
-// pair to the next). A ratio of two rows measured seconds apart mixes those
-// states. This section alternates short runs of the two and takes the ratio
-// of each adjacent pair; the order within a pair alternates too, so a drift
-// during the section does not favour either side.
+// The host moves the vCPUs, and shmbus's p50 itself steps by 5-10 ns from one
+// process pair to the next, so a ratio of two rows measured seconds apart says
+// little about a 1.5x target. This section alternates short runs of the two
+// and takes the ratio of each adjacent pair; the order within a pair
+// alternates too, so a drift during the section favours neither side.
 void Bench::ratio_section() {
   if (opt_.same_core) {
     std::printf("\nSkipped: busy-spin ping-pong needs two CPUs (--same-core was given).\n");
@@ -819,8 +818,8 @@ int Bench::run() {
     std::printf(
         "\nEach pair runs the bare line and shmbus zero-copy busy-spin (as in the latency\n"
         "rows) back to back in fresh process pairs, alternating which goes first. One\n"
-        "ratio per pair: the run-to-run states of the host and of the bare line itself\n"
-        "(it has a fast and a slow mode here) then show as spread, not as bias.\n");
+        "ratio per pair: the run-to-run states of the host and of each process pair\n"
+        "then show as spread, not as bias.\n");
     ratio_section();
   }
   if (opt_.throughput) {
