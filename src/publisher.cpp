@@ -68,6 +68,7 @@ Publisher& Publisher::operator=(Publisher&& o) noexcept {
     seat_ = o.seat_;
     ring_ = o.ring_;
     gate_cache_ = o.gate_cache_;
+    proven_floor_ = o.proven_floor_;
     next_ = o.next_;
     epoch_ = o.epoch_;
     claims_used_ = o.claims_used_;
@@ -100,7 +101,12 @@ void Publisher::refresh_gate(std::uint64_t s) noexcept {
   // seq_cst fence: our earlier claims (tail stores) are ordered before the
   // scan's loads, against a joiner's members.fetch_add / tail load (Dekker).
   std::atomic_thread_fence(std::memory_order_seq_cst);
-  gate_cache_ = std::min(region_->compute_gate(), s);
+  const std::uint64_t gate = region_->compute_gate();
+  gate_cache_ = std::min(gate, s);
+  // Relaxed: after the scan's acquire loads (state, G1), so it is at least
+  // the mark raised before any group or cursor value the scan saw.
+  proven_floor_ = gate == detail::kNone ? detail::kNone
+                                        : ring_.header->jump_mark.load(std::memory_order_relaxed);
 }
 
 Status Publisher::claim_contended(bool wait, Attempt a, std::uint64_t& s) noexcept {

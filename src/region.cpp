@@ -119,6 +119,7 @@ Region::~Region() = default;
 // header: another process could change the header after it was checked.
 void Region::init_accessors(const TopicOptions& o, const Layout& l) {
   ring_.count = o.slot_count;
+  ring_.swap = o.slot_count >= 4 ? 3 : 0;
   ring_.slot_size = o.slot_size;
   ring_.stride = l.stride;
   producers_offset_ = l.producers_offset;

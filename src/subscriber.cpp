@@ -55,6 +55,7 @@ Subscriber::Subscriber(std::shared_ptr<detail::Region> region, const SubscriberO
     std::uint64_t start = tail;
     if (options.start == StartFrom::Earliest) start = ring_.oldest(tail);
     if (options.start == StartFrom::Offset) start = options.offset;
+    ring_.raise_jump_mark(start);  // published by the release of state below
     e.cursor.store(start, std::memory_order_relaxed);
     e.lost.store(0, std::memory_order_relaxed);
     e.corrupt.store(0, std::memory_order_relaxed);
@@ -121,6 +122,7 @@ void Subscriber::start_gating(bool fresh) {
   // the seq_cst operations above.
   const std::uint64_t cursor = group_->cursor.load(std::memory_order_relaxed);
   if (cursor >= floor) return;
+  ring_.raise_jump_mark(floor);
   // Release: as C2/C4; producers read the cursor with acquire (G1).
   group_->cursor.store(floor, std::memory_order_release);
   const bool counts_as_lost = !fresh || options_.start == StartFrom::Offset;

@@ -17,6 +17,40 @@ TopicOptions small(std::uint32_t slots = 8, std::uint32_t size = 64, Policy p = 
   return ring_options(slots, size, p);
 }
 
+// Sequences fill each block of four slots in the order 0, 2, 1, 3 (see
+// detail::Ring::slot); every sequence of a lap gets its own slot.
+TEST(Ring, SlotOrderSwapsTheMiddleOfEachBlockOfFour) {
+  for (const std::uint64_t count : {2u, 4u, 8u, 1024u}) {
+    SCOPED_TRACE("slot_count " + std::to_string(count));
+    std::vector<std::byte> slots(count * 128);
+    detail::Ring r;
+    r.slots = slots.data();
+    r.count = count;
+    r.stride = 128;
+    r.swap = count >= 4 ? 3 : 0;
+    const auto index = [&](std::uint64_t seq) {
+      return static_cast<std::uint64_t>(reinterpret_cast<std::byte*>(&r.slot(seq)) - r.slots) /
+             r.stride;
+    };
+    std::set<std::uint64_t> used;
+    for (std::uint64_t seq = 0; seq < count; ++seq) {
+      const std::uint64_t i = index(seq);
+      EXPECT_LT(i, count);
+      used.insert(i);
+      EXPECT_EQ(index(seq + 5 * count), i) << "the same slot on every lap";
+    }
+    EXPECT_EQ(used.size(), count);
+    if (count >= 4) {
+      const std::uint64_t expect[] = {0, 2, 1, 3, 4, 6, 5, 7};
+      for (std::uint64_t seq = 0; seq < std::min<std::uint64_t>(count, 8); ++seq)
+        EXPECT_EQ(index(seq), expect[seq]) << "sequence " << seq;
+    } else {
+      EXPECT_EQ(index(0), 0u);
+      EXPECT_EQ(index(1), 1u);
+    }
+  }
+}
+
 TEST(Ring, PublishThenReceiveInOrderWithMetadata) {
   ScopedTopic t("basic", small());
   auto sub = t.topic.subscriber();

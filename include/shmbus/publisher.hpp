@@ -167,13 +167,22 @@ class Publisher {
 
   // True when the previous occupant of s's slot (s - slot_count) is complete,
   // so s may be written there. A producer can lap a slower one (or one of its
-  // own loans) when nothing gates: under overwrite, or with no live group.
+  // own loans) when nothing gates: under overwrite, or with no live group; and
+  // a group that started or sought past an unfinished message does not wait
+  // for it either.
   bool slot_free(std::uint64_t s) const noexcept {
     if (s < ring_.count) return true;
+    const std::uint64_t prev = s - ring_.count;
+    // Proven by the last gate scan: every gating group had passed prev, and
+    // prev is at or above every start and seek (jump_mark), so each of them
+    // took it, which it does only once prev is complete. Its writer's stores
+    // happen before ours: P1, the consumer's C1, its release of the cursor
+    // (C2/C4) and our acquire of that cursor (G1). This saves the stamp load
+    // below, a load of the very line the consumer spins on.
+    if (gated_ && prev >= proven_floor_ && prev < gate_cache_) return true;
     // SYNC POINT P0 (acquire): pairs with P1 (or the abandon store) of the
-    // producer of s - slot_count, so its payload writes happen before ours.
-    return ring_.slot(s).stamp.load(std::memory_order_acquire) >=
-           detail::stamp_published(s - ring_.count);
+    // producer of prev, so its payload writes happen before ours.
+    return ring_.slot(s).stamp.load(std::memory_order_acquire) >= detail::stamp_published(prev);
   }
 
   bool may_write(std::uint64_t s) noexcept { return (!gated_ || has_room(s)) && slot_free(s); }
@@ -294,6 +303,9 @@ class Publisher {
   detail::ProducerSeat* seat_ = nullptr;
   detail::Ring ring_;             // the region's geometry, copied
   std::uint64_t gate_cache_ = 0;  // a lower bound of the gate, this process only
+  // The jump mark of the scan that set gate_cache_ (kNone when nothing gated):
+  // sequences in [proven_floor_, gate_cache_) are complete (see slot_free).
+  std::uint64_t proven_floor_ = detail::kNone;
   std::uint64_t next_ = 0;        // single-producer: the next sequence to claim
   std::uint64_t epoch_ = 0;       // the join epoch gate_cache_ was computed in
   std::uint8_t claims_used_ = 0;  // which in_flight entries hold a claim

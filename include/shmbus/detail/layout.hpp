@@ -21,7 +21,8 @@
 namespace shmbus::detail {
 
 inline constexpr std::uint64_t kMagic = 0x31'53'55'42'4d'48'53'00ULL;  // "\0SHMBUS1"
-inline constexpr std::uint32_t kLayoutVersion = 1;
+// 2: slots are filled in the order 0, 2, 1, 3 within each block of four.
+inline constexpr std::uint32_t kLayoutVersion = 2;
 inline constexpr std::size_t kCacheLine = 64;
 // Two lines: keeps adjacent-line prefetch from coupling hot fields.
 inline constexpr std::size_t kHotAlign = 128;
@@ -86,6 +87,12 @@ struct alignas(kHotAlign) TopicHeader {
   // Bumped when a group starts gating (a join); producers read it after each
   // claim and rescan the gate when it changed. Written only on joins.
   alignas(kHotAlign) std::atomic<std::uint64_t> join_epoch;
+  // The highest position a group's cursor was ever set to other than by taking
+  // messages: a start (attach, join) or a seek. Only grows. A sequence at or
+  // above it that every gating group has passed was taken by each of them, so
+  // it is complete: producers then skip the slot-free check (P0). Written on
+  // joins and seeks only; on join_epoch's line, which producers already read.
+  std::atomic<std::uint64_t> jump_mark;
 };
 
 // Claims a producer may hold unpublished at once (loans, plus one publish).

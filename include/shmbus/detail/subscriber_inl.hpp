@@ -369,6 +369,9 @@ inline Status Subscriber::receive_copy(std::span<std::byte> buffer, MessageInfo&
 }
 
 inline void Subscriber::seek(std::uint64_t sequence) noexcept {
+  // Jumping over messages is not taking them: producers must not infer from
+  // this cursor that they are complete (TopicHeader::jump_mark).
+  ring_.raise_jump_mark(sequence);
   if (private_) {
     pos_ = sequence;
     store_private_gate();
