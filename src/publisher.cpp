@@ -14,6 +14,7 @@ constexpr std::chrono::nanoseconds kJoinCatchUpWait = std::chrono::seconds(10);
 
 Publisher::Publisher(std::shared_ptr<detail::Region> region, const PublisherOptions& options)
     : region_(std::move(region)), options_(options) {
+  detail::StampClock::prepare();
   detail::Region& r = *region_;
   ring_ = r.ring();
   single_producer_ = r.single_producer();
@@ -67,6 +68,7 @@ Publisher& Publisher::operator=(Publisher&& o) noexcept {
     options_ = o.options_;
     seat_ = o.seat_;
     ring_ = o.ring_;
+    clock_ = o.clock_;
     gate_cache_ = o.gate_cache_;
     proven_floor_ = o.proven_floor_;
     next_ = o.next_;

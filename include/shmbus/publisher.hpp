@@ -5,8 +5,6 @@
 // consumer sleeps. No syscall, no heap.
 #pragma once
 
-#include <time.h>
-
 #include <bit>
 #include <chrono>
 #include <cstddef>
@@ -16,6 +14,7 @@
 #include <span>
 #include <utility>
 
+#include "shmbus/detail/clock.hpp"
 #include "shmbus/detail/region.hpp"
 #include "shmbus/detail/wait.hpp"
 #include "shmbus/error.hpp"
@@ -24,15 +23,6 @@
 namespace shmbus {
 
 class Publisher;
-
-namespace detail {
-inline std::uint64_t now_ns() noexcept {
-  timespec ts{};
-  ::clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000ULL +
-         static_cast<std::uint64_t>(ts.tv_nsec);
-}
-}  // namespace detail
 
 // A slot claimed for writing in place. Write into data(), then publish().
 // Dropping a loan without publishing it publishes nothing: its sequence is
@@ -260,7 +250,7 @@ class Publisher {
 
   void commit(detail::SlotHeader& slot, std::uint64_t s, std::uint32_t size,
               std::uint32_t index) noexcept {
-    const std::uint64_t now = detail::now_ns();
+    const std::uint64_t now = clock_.now();
     // Relaxed: ordered before the stamp's release store below.
     slot.length.store(size, std::memory_order_relaxed);
     slot.producer_id.store(seat_index_, std::memory_order_relaxed);
@@ -302,6 +292,7 @@ class Publisher {
   PublisherOptions options_;
   detail::ProducerSeat* seat_ = nullptr;
   detail::Ring ring_;             // the region's geometry, copied
+  detail::StampClock clock_;      // the slots' timestamps
   std::uint64_t gate_cache_ = 0;  // a lower bound of the gate, this process only
   // The jump mark of the scan that set gate_cache_ (kNone when nothing gated):
   // sequences in [proven_floor_, gate_cache_) are complete (see slot_free).

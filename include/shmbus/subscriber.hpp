@@ -24,7 +24,8 @@ class Subscriber;
 // Metadata of a message, filled by the copying reads.
 struct MessageInfo {
   std::uint64_t sequence = 0;
-  std::uint64_t timestamp_ns = 0;  // CLOCK_MONOTONIC at publish
+  // CLOCK_MONOTONIC at publish, to about 10 ns (detail::StampClock).
+  std::uint64_t timestamp_ns = 0;
   std::uint32_t size = 0;
   std::uint32_t producer_id = 0;
 };
@@ -48,6 +49,7 @@ class Sample {
                  : std::span<const std::byte>();
   }
   [[nodiscard]] std::uint64_t sequence() const noexcept { return seq_; }
+  // As MessageInfo::timestamp_ns.
   [[nodiscard]] std::uint64_t timestamp_ns() const noexcept { return timestamp_ns_; }
   [[nodiscard]] std::uint32_t producer_id() const noexcept { return producer_id_; }
   // True when the slot still holds this message, so everything read from

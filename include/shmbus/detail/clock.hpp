@@ -1,0 +1,73 @@
+// The publish timestamp: CLOCK_MONOTONIC in nanoseconds, without a
+// clock_gettime per message. clock_gettime orders the TSC read (lfence or
+// rdtscp), so on the publish path it holds back the slot's stores. With the
+// slot order of layout 2 that is the largest single cost left in a 64 B
+// ping-pong (bench/README.md). StampClock reads the clock once per anchor and
+// extrapolates from it with a bare rdtsc.
+#pragma once
+
+#include <time.h>
+
+#include <cstdint>
+
+namespace shmbus::detail {
+
+inline std::uint64_t now_ns() noexcept {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000ULL +
+         static_cast<std::uint64_t>(ts.tv_nsec);
+}
+
+// A per-object clock (not thread-safe: one per publisher).
+//
+// Each anchor is an exact (TSC, CLOCK_MONOTONIC) pair. For kAnchorNs after
+// it, now() is anchor + elapsed ticks x rate. The rate is measured from the
+// process's first anchor, so its error falls as the process lives. Rates are
+// only used once that first anchor is kMinRateNs old. Until then, or where the
+// TSC is not the kernel's clocksource, or off x86-64, every call reads the
+// clock.
+//
+// Error bound: the rate error times kAnchorNs. NTP slews CLOCK_MONOTONIC by at
+// most 500 ppm, so that is 10 ns. now() never goes back: a new anchor
+// starts no lower than what the old one would have given.
+class StampClock {
+ public:
+  static constexpr std::uint64_t kAnchorNs = 20'000;       // 20 us between clock reads
+  static constexpr std::uint64_t kMinRateNs = 10'000'000;  // 10 ms of history for a rate
+
+  std::uint64_t now() noexcept {
+#if defined(__x86_64__)
+    const std::uint64_t dt = __builtin_ia32_rdtsc() - anchor_tsc_;
+    // rate_ == 0 makes limit_ 0: no extrapolation. A TSC read that is behind
+    // the anchor (another CPU's) wraps dt and takes a new anchor too. No
+    // overflow: dt * rate_ is the elapsed ns * 2^32, < 20 us * 2^32 < 2^47.
+    if (dt < limit_) [[likely]]
+      return anchor_ns_ + ((dt * rate_) >> 32);
+#endif
+    return reanchor();
+  }
+
+  // Reads the process-wide set-up (the clocksource, the first anchor) now, so
+  // that the first now() on a publish path does not. Publishers call it.
+  static void prepare() noexcept;
+
+  // True where now() may extrapolate: x86-64 with the TSC as the kernel's
+  // clocksource.
+  static bool tsc_usable() noexcept;
+
+  // True once now() extrapolates (for tests).
+  [[nodiscard]] bool extrapolating() const noexcept {
+    return rate_ != 0;
+  }
+
+ private:
+  std::uint64_t reanchor() noexcept;  // out of line: src/clock.cpp
+
+  std::uint64_t anchor_tsc_ = 0;
+  std::uint64_t anchor_ns_ = 0;
+  std::uint64_t rate_ = 0;   // ns per tick, fixed point << 32; 0 until measured
+  std::uint64_t limit_ = 0;  // ticks in kAnchorNs (0 while rate_ is 0)
+};
+
+}  // namespace shmbus::detail
