@@ -8,6 +8,7 @@
 
 #include <time.h>
 
+#include <algorithm>
 #include <cstdint>
 
 namespace shmbus::detail {
@@ -28,9 +29,12 @@ inline std::uint64_t now_ns() noexcept {
 // TSC is not the kernel's clocksource, or off x86-64, every call reads the
 // clock.
 //
-// Error bound: the rate error times kAnchorNs. NTP slews CLOCK_MONOTONIC by at
-// most 500 ppm, so that is 10 ns. now() never goes back: a new anchor
-// starts no lower than what the old one would have given.
+// Error bound: the rate error times the time since the anchor. An anchor is
+// always the exact clock, so errors do not add up across anchors. NTP slews
+// CLOCK_MONOTONIC by at most 500 ppm: 10 ns over kAnchorNs. now() never goes
+// back (the TSC runs in step on all CPUs where it is the clocksource): until
+// the next anchor it returns at least floor_, what the previous anchor would
+// give at the moment of the new one. That is 20 ns ahead of the clock at most.
 class StampClock {
  public:
   static constexpr std::uint64_t kAnchorNs = 20'000;       // 20 us between clock reads
@@ -43,7 +47,7 @@ class StampClock {
     // the anchor (another CPU's) wraps dt and takes a new anchor too. No
     // overflow: dt * rate_ is the elapsed ns * 2^32, < 20 us * 2^32 < 2^47.
     if (dt < limit_) [[likely]]
-      return anchor_ns_ + ((dt * rate_) >> 32);
+      return std::max(anchor_ns_ + ((dt * rate_) >> 32), floor_);
 #endif
     return reanchor();
   }
@@ -68,6 +72,7 @@ class StampClock {
   std::uint64_t anchor_ns_ = 0;
   std::uint64_t rate_ = 0;   // ns per tick, fixed point << 32; 0 until measured
   std::uint64_t limit_ = 0;  // ticks in kAnchorNs (0 while rate_ is 0)
+  std::uint64_t floor_ = 0;  // the least now() returns until the next anchor
 };
 
 }  // namespace shmbus::detail
