@@ -25,40 +25,42 @@ bool tsc_is_clocksource() noexcept {
 }
 
 // An exact (TSC, CLOCK_MONOTONIC) pair: the clock read between two TSC reads,
-// paired with their midpoint, so it is off by at most half their distance.
-// That is ~80 ticks here (30 ns); an interrupt in between makes it thousands,
-// and such a pair would put every value of its anchor off by as much: read
-// again (at most 16 times, keeping the tightest).
+// paired with their midpoint, so it is off by at most half their distance
+// (the width). That is ~80 ticks here (30 ns); an interrupt in between makes
+// it thousands, and such a pair would put every value of its anchor off by
+// as much. So it is read again until the width is at most `tight` (at most
+// 16 times, keeping the tightest).
 struct Pair {
   std::uint64_t tsc = 0, ns = 0;
+  std::uint64_t width = ~std::uint64_t{0};
 };
-Pair read_pair() noexcept {
-  constexpr std::uint64_t kTightTicks = 400;
+Pair read_pair(std::uint64_t tight) noexcept {
   Pair best;
-  std::uint64_t best_width = ~std::uint64_t{0};
-  for (int attempt = 0; attempt < 16 && best_width > kTightTicks; ++attempt) {
+  for (int attempt = 0; attempt < 16 && best.width > tight; ++attempt) {
     const std::uint64_t t1 = __builtin_ia32_rdtsc();
     const std::uint64_t ns = now_ns();
     const std::uint64_t t2 = __builtin_ia32_rdtsc();
-    if (t2 - t1 < best_width) {
-      best_width = t2 - t1;
-      best = {t1 + (t2 - t1) / 2, ns};
-    }
+    if (t2 - t1 < best.width) best = {t1 + (t2 - t1) / 2, ns, t2 - t1};
   }
   return best;
 }
 
 struct Origin {
   bool usable = false;
-  Pair at;
+  Pair at;                  // the process's first anchor
+  std::uint64_t tight = 0;  // the width a later pair may have: twice the best seen here
 };
 
-// The process's first anchor; thread-safe, once.
+// Thread-safe, once. The tightest of 16 pairs sets what "tight" means on this
+// machine (a clock_gettime that is a system call, not a vDSO read, is slower).
 const Origin& origin() noexcept {
   static const Origin o = [] {
     Origin r;
     r.usable = tsc_is_clocksource();
-    if (r.usable) r.at = read_pair();
+    if (r.usable) {
+      r.at = read_pair(0);
+      r.tight = 2 * r.at.width;
+    }
     return r;
   }();
   return o;
@@ -85,7 +87,7 @@ std::uint64_t StampClock::reanchor() noexcept {
 #if defined(__x86_64__)
   const Origin& o = origin();
   if (!o.usable) return now_ns();
-  const Pair p = read_pair();
+  const Pair p = read_pair(o.tight);
   // The anchor is always the exact clock, so errors never add up from one
   // anchor to the next. So that now() never goes back, values of the new
   // anchor are held at least at what the old one would give now, which is

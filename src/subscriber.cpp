@@ -55,8 +55,11 @@ Subscriber::Subscriber(std::shared_ptr<detail::Region> region, const SubscriberO
     std::uint64_t start = tail;
     if (options.start == StartFrom::Earliest) start = ring_.oldest(tail);
     if (options.start == StartFrom::Offset) start = options.offset;
-    ring_.raise_jump_mark(start);  // published by the release of state below
-    e.cursor.store(start, std::memory_order_relaxed);
+    ring_.raise_jump_mark(start);
+    // Release: a producer whose scan reads this cursor (G1, acquire) sees the
+    // raised mark even if it reads the entry's old state and members (a
+    // reused entry); the release of state below is not enough for that.
+    e.cursor.store(start, std::memory_order_release);
     e.lost.store(0, std::memory_order_relaxed);
     e.corrupt.store(0, std::memory_order_relaxed);
     e.members.store(0, std::memory_order_relaxed);

@@ -38,9 +38,10 @@ struct Ring {
   std::uint64_t swap = 0;
 
   // Sequences fill each block of four slots in the order 0, 2, 1, 3 (bits 0
-  // and 1 of the index swapped), so the next sequence never sits in the next
-  // slot. In a sequential walk the CPU's prefetchers pull in the slot after
-  // the one just read, which is the slot the consumer waits on and the
+  // and 1 of the index swapped), so the next sequence sits in the next slot
+  // only from the end of one block to the start of the next (and in rings of
+  // two slots). In a sequential walk the CPU's prefetchers pull in the slot
+  // after the one just read, which is the slot the consumer waits on and the
   // producer is about to write: on Zen 3 that costs 10-15 ns one way in a
   // ping-pong (bench/README.md). Streaming still covers each block in one pass.
   [[nodiscard]] SlotHeader& slot(std::uint64_t seq) const noexcept {
