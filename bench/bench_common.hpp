@@ -36,10 +36,12 @@
 #include <exception>
 #include <fstream>
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <span>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "shmbus/shmbus.hpp"
@@ -1053,6 +1055,23 @@ inline std::vector<std::string> split(const std::string& s, char sep) {
     b = e + 1;
   }
   return out;
+}
+
+// A --sections list: sets the flag of each section named in `list` and clears
+// the others; an unknown name is a usage error that lists the known ones.
+inline void parse_sections(const std::string& list,
+                           std::initializer_list<std::pair<const char*, bool*>> sections) {
+  std::string known;
+  for (const auto& [name, flag] : sections) {
+    *flag = false;
+    known += (known.empty() ? "" : ", ") + std::string(name);
+  }
+  for (const auto& t : split(list, ',')) {
+    bool found = false;
+    for (const auto& [name, flag] : sections)
+      if (t == name) *flag = found = true;
+    if (!found) usage_error("unknown section '" + t + "' (" + known + ")");
+  }
 }
 
 // ---- machine info -------------------------------------------------------------

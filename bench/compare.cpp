@@ -362,17 +362,9 @@ Options parse_args(int argc, char** argv) {
     } else if (a == "--systems") {
       o.only = split(value(), ',');
     } else if (a == "--sections") {
-      o.latency = o.throughput = o.blocking = false;
-      for (const auto& t : split(value(), ',')) {
-        if (t == "latency")
-          o.latency = true;
-        else if (t == "throughput")
-          o.throughput = true;
-        else if (t == "blocking")
-          o.blocking = true;
-        else
-          usage_error("unknown section '" + t + "' (latency, throughput, blocking)");
-      }
+      parse_sections(
+          value(),
+          {{"latency", &o.latency}, {"throughput", &o.throughput}, {"blocking", &o.blocking}});
     } else if (a == "--repeat") {
       o.repeat = parse_count(a, value());
       repeat_set = true;

@@ -154,17 +154,8 @@ Options parse_args(int argc, char** argv) {
       o.cpu_a = parse_cpu(parts[0]);
       o.cpu_b = parse_cpu(parts[1]);
     } else if (a == "--sections") {
-      o.latency = o.throughput = o.ratio = false;
-      for (const auto& t : split(value(), ',')) {
-        if (t == "latency")
-          o.latency = true;
-        else if (t == "throughput")
-          o.throughput = true;
-        else if (t == "ratio")
-          o.ratio = true;
-        else
-          usage_error("unknown section '" + t + "' (latency, throughput, ratio)");
-      }
+      parse_sections(value(),
+                     {{"latency", &o.latency}, {"throughput", &o.throughput}, {"ratio", &o.ratio}});
     } else {
       usage_error("unknown option '" + a + "'");
     }
