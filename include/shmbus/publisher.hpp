@@ -1,8 +1,10 @@
 // Publisher and Loan: the producer side of a topic. The hot path is inline:
-// an uncontended publish is two loads (room, slot free), a claim (one CAS, or an
-// xchg for a single producer), a load of the join epoch, a payload copy, a
-// release store of the slot's stamp, and a fence plus one load to see whether a
-// consumer sleeps. No syscall, no heap.
+// an uncontended publish checks room and a free slot against its cached gate
+// (loading the slot's stamp only when the gate does not prove it free), claims
+// (one CAS, or an xchg for a single producer), loads the join epoch, copies the
+// payload, reads the TSC for the timestamp, release-stores the slot's stamp,
+// and does a fence plus one load to see whether a consumer sleeps. No syscall,
+// no heap.
 #pragma once
 
 #include <bit>

@@ -21,7 +21,8 @@
 namespace shmbus::detail {
 
 inline constexpr std::uint64_t kMagic = 0x31'53'55'42'4d'48'53'00ULL;  // "\0SHMBUS1"
-// 2: slots are filled in the order 0, 2, 1, 3 within each block of four.
+// 2: slots are filled in the order 0, 2, 1, 3 within each block of four
+//    (Ring::slot), and TopicHeader::jump_mark.
 inline constexpr std::uint32_t kLayoutVersion = 2;
 inline constexpr std::size_t kCacheLine = 64;
 // Two lines: keeps adjacent-line prefetch from coupling hot fields.
