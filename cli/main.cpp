@@ -32,20 +32,18 @@
 #include <utility>
 #include <vector>
 
+#include "os.hpp"
 #include "shmbus/bus.hpp"
 #include "shmbus/detail/region.hpp"
-#include "shmbus/detail/socket_io.hpp"
 #include "shmbus/error.hpp"
 #include "shmbus/topic.hpp"
 #include "shmbus/topic_status.hpp"
+#include "shmbus/version.hpp"
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
-
-// The project version (CMakeLists.txt: project(shmbus VERSION ...)).
-constexpr const char* kVersion = "0.1.0";
 
 // ---- exit codes -------------------------------------------------------------
 
@@ -191,32 +189,6 @@ std::string g_daemon_option;
 shmbus::Bus connect(const Globals& g) {
   g_daemon_option = g.daemon;
   return shmbus::Bus::connect(bus_options(g, true));
-}
-
-// True when something accepts connections on the socket at `path`.
-bool socket_answers(const std::string& path) {
-  sockaddr_un addr{};
-  if (path.size() >= sizeof addr.sun_path) return false;
-  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return false;
-  addr.sun_family = AF_UNIX;
-  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-  const bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
-  ::close(fd);
-  return ok;
-}
-
-// True while process `pid` exists and has not exited (a zombie counts as gone).
-bool process_alive(int pid) {
-  if (::kill(pid, 0) != 0 && errno == ESRCH) return false;
-  char path[64];
-  std::snprintf(path, sizeof path, "/proc/%d/stat", pid);
-  FILE* f = std::fopen(path, "re");
-  if (f == nullptr) return true;  // no /proc: trust kill()
-  char state = 0;
-  const int got = std::fscanf(f, "%*d (%*[^)]) %c", &state);
-  std::fclose(f);
-  return !(got == 1 && (state == 'Z' || state == 'X'));
 }
 
 // ---- formatting ---------------------------------------------------------------
@@ -571,8 +543,9 @@ class PubSession {
     }
     if (args_.rate > 0) {
       if (count_ == 0 && start_ == Clock::time_point{}) start_ = Clock::now();
-      const auto due = start_ + std::chrono::duration_cast<Clock::duration>(
-                                    std::chrono::duration<double>(paced_ / args_.rate));
+      const auto due =
+          start_ + std::chrono::duration_cast<Clock::duration>(
+                       std::chrono::duration<double>(static_cast<double>(paced_) / args_.rate));
       ++paced_;
       if (!sleep_until(due)) return signal_exit();
     }
@@ -1011,7 +984,7 @@ int cmd_daemon_stop(const Globals& g, double wait_seconds) {
   // The daemon replies, then leaves its loop, removes its socket and exits:
   // wait for that, so that a following `daemon status` sees it gone.
   const auto until = Clock::now() + seconds_to_ns(wait_seconds);
-  while (pid > 0 ? process_alive(pid) : socket_answers(path)) {
+  while (pid > 0 ? shmbus::detail::process_alive(pid) : shmbus::detail::socket_answers(path)) {
     if (Clock::now() >= until)
       fail(kExitError, strf("asked shmbusd (pid %d) to stop, but it is still there after %gs", pid,
                             wait_seconds));
@@ -1019,7 +992,7 @@ int cmd_daemon_stop(const Globals& g, double wait_seconds) {
   }
   // A client of the bus that may autospawn starts a new daemon as soon as the
   // old one is gone. Say so, rather than claim the bus has no daemon now.
-  if (socket_answers(path)) {
+  if (shmbus::detail::socket_answers(path)) {
     if (auto again = connect_existing(g); again && again->daemon_pid() != pid)
       fail(kExitError,
            strf("stopped shmbusd (pid %d), but a client of bus '%s' started a new one at once "
@@ -1064,7 +1037,7 @@ int run(int argc, char** argv) {
       "shmbus: the command line of a shmbus bus (shared-memory topics on one host).\n"
       "Manages topics through shmbusd (started on demand), publishes and prints messages,\n"
       "and shows rates and consumer lag."};
-  app.set_version_flag("--version", std::string("shmbus ") + kVersion);
+  app.set_version_flag("--version", std::string("shmbus ") + shmbus::version());
   app.footer(kFooter);
   app.fallthrough();  // global options may come after a subcommand's name too
   app.require_subcommand(1);

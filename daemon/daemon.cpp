@@ -20,9 +20,9 @@
 #include <cstdio>
 #include <cstring>
 
-#include "shmbus/detail/protocol.hpp"
+#include "os.hpp"
+#include "protocol.hpp"
 #include "shmbus/detail/region.hpp"
-#include "shmbus/detail/socket_io.hpp"
 #include "shmbus/error.hpp"
 #include "shmbus/topic.hpp"
 
@@ -36,31 +36,6 @@ namespace {
 enum Right { kCreate = 0, kPublish = 1, kSubscribe = 2 };
 
 constexpr std::size_t kMaxSeatsPerClient = 4096;
-
-std::string errno_text() {
-  return std::strerror(errno);
-}
-
-// A zombie (killed, not yet reaped by its parent) counts as dead: it will
-// never touch the region again. A process whose main thread exited while
-// others run shows state Z too, but more than one thread: alive.
-bool pid_alive(pid_t pid) {
-  if (pid <= 0) return false;
-  if (::kill(pid, 0) != 0 && errno != EPERM) return false;
-  char path[64];
-  std::snprintf(path, sizeof path, "/proc/%d/status", static_cast<int>(pid));
-  FILE* f = std::fopen(path, "re");
-  if (f == nullptr) return true;  // no /proc: trust kill()
-  char line[256];
-  char state = 0;
-  long threads = 1;
-  while (std::fgets(line, sizeof line, f) != nullptr) {
-    if (std::strncmp(line, "State:", 6) == 0) std::sscanf(line + 6, " %c", &state);
-    if (std::strncmp(line, "Threads:", 8) == 0) threads = std::strtol(line + 8, nullptr, 10);
-  }
-  std::fclose(f);
-  return !((state == 'Z' || state == 'X') && threads <= 1);
-}
 
 std::int64_t now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -82,17 +57,6 @@ bool in(const Principals& p, uid_t uid, gid_t gid) {
   for (gid_t g : p.gids)
     if (g == gid) return true;
   return false;
-}
-
-void make_dirs(const std::string& dir) {
-  std::string path;
-  for (std::size_t i = 0; i <= dir.size(); ++i) {
-    if (i == dir.size() || (dir[i] == '/' && i > 0)) {
-      path = dir.substr(0, i);
-      if (::mkdir(path.c_str(), 0755) != 0 && errno != EEXIST)
-        throw Error(ErrorCode::SystemError, "cannot create " + path + ": " + errno_text());
-    }
-  }
 }
 
 std::vector<std::byte> error_frame(std::uint32_t id, ErrorCode code, const std::string& msg) {
@@ -166,26 +130,30 @@ void Daemon::start() {
                                                 std::to_string(sizeof addr.sun_path - 1) +
                                                 " bytes; pick a shorter --socket");
   const auto slash = socket_path_.rfind('/');
-  if (slash != std::string::npos && slash > 0) make_dirs(socket_path_.substr(0, slash));
+  if (slash != std::string::npos && slash > 0)
+    detail::make_dirs(socket_path_.substr(0, slash), 0755);
   // One daemon per socket: an exclusive flock on "<socket>.lock", held for life.
   const std::string lock_path = socket_path_ + ".lock";
   lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (lock_fd_ < 0)
-    throw Error(ErrorCode::SystemError, "cannot open " + lock_path + ": " + errno_text());
+    throw Error(ErrorCode::SystemError,
+                "cannot open " + lock_path + ": " + detail::errno_text(errno));
   if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0)
     throw Error(ErrorCode::AlreadyExists,
                 "another shmbusd already serves " + socket_path_ +
                     "; stop it first (shmbus daemon stop) or use another --socket");
   ::unlink(socket_path_.c_str());  // a stale socket from a daemon that died
   listen_fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (listen_fd_ < 0) throw Error(ErrorCode::SystemError, "socket: " + errno_text());
+  if (listen_fd_ < 0) throw Error(ErrorCode::SystemError, "socket: " + detail::errno_text(errno));
   addr.sun_family = AF_UNIX;
   std::memcpy(addr.sun_path, socket_path_.c_str(), socket_path_.size() + 1);
   if (::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
-    throw Error(ErrorCode::SystemError, "cannot bind " + socket_path_ + ": " + errno_text());
+    throw Error(ErrorCode::SystemError,
+                "cannot bind " + socket_path_ + ": " + detail::errno_text(errno));
   // Anyone may connect; every request is checked against SO_PEERCRED and the rules.
   ::chmod(socket_path_.c_str(), 0666);
-  if (::listen(listen_fd_, 64) != 0) throw Error(ErrorCode::SystemError, "listen: " + errno_text());
+  if (::listen(listen_fd_, 64) != 0)
+    throw Error(ErrorCode::SystemError, "listen: " + detail::errno_text(errno));
   // One descriptor per client and per topic: raise the soft limit to the hard
   // one, and keep a spare to refuse clients cleanly when even that runs out.
   rlimit lim{};
@@ -198,7 +166,7 @@ void Daemon::start() {
   wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   timer_fd_ = ::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
   if (epoll_fd_ < 0 || wake_fd_ < 0 || timer_fd_ < 0)
-    throw Error(ErrorCode::SystemError, "epoll/eventfd/timerfd: " + errno_text());
+    throw Error(ErrorCode::SystemError, "epoll/eventfd/timerfd: " + detail::errno_text(errno));
   itimerspec its{};
   its.it_interval.tv_sec = config_.housekeeping_ms / 1000;
   its.it_interval.tv_nsec = (config_.housekeeping_ms % 1000) * 1'000'000L;
@@ -227,7 +195,8 @@ void Daemon::run() {
   epoll_event events[64];
   while (!stopping_.load(std::memory_order_relaxed)) {
     const int n = ::epoll_wait(epoll_fd_, events, 64, 1000);
-    if (n < 0 && errno != EINTR) throw Error(ErrorCode::SystemError, "epoll_wait: " + errno_text());
+    if (n < 0 && errno != EINTR)
+      throw Error(ErrorCode::SystemError, "epoll_wait: " + detail::errno_text(errno));
     for (int i = 0; i < n; ++i) {
       const int fd = events[i].data.fd;
       if (fd == listen_fd_) {
@@ -301,7 +270,9 @@ void Daemon::serve(Client& c) {
                    proto::kMaxFrame);
       const auto f = error_frame(0, ErrorCode::InvalidArgument,
                                  "frame of " + std::to_string(len) + " bytes is over the limit");
-      detail::send_frame(c.fd, f, -1, /*may_wait=*/false);
+      // Best effort: the connection is dropped whether or not the peer reads it.
+      if (!detail::send_frame(c.fd, f, -1, /*may_wait=*/false))
+        spdlog::debug("pid {}: error reply not sent: {}", c.pid, detail::errno_text(errno));
       drop(c.fd);
       return;
     }
@@ -325,7 +296,8 @@ void Daemon::drop(int fd) {
     // The region the seat was attached in (kept alive by the seat), even if
     // the topic was deleted or re-created since; indices were checked then.
     detail::Region& r = *s.region;
-    if (pid_alive(c.pid)) break;  // closed its bus but lives: its objects free their own seats
+    if (detail::process_alive(c.pid))
+      break;  // closed its bus but lives: its objects free their own seats
     try {
       if (s.producer)
         r.free_producer(s.a, static_cast<std::uint32_t>(c.pid));
@@ -536,7 +508,7 @@ void Daemon::free_dead_seats(TopicEntry& t) {
     const detail::ProducerSeat& p = r.producer(i);
     if (p.state.load(std::memory_order_acquire) == 0) continue;
     const auto pid = static_cast<pid_t>(p.pid.load(std::memory_order_relaxed));
-    if (!pid_alive(pid)) {
+    if (!detail::process_alive(pid)) {
       spdlog::info("producer seat {} of pid {} (dead) freed", i, pid);
       r.free_producer(i, static_cast<std::uint32_t>(pid));
     }
@@ -547,7 +519,7 @@ void Daemon::free_dead_seats(TopicEntry& t) {
       const detail::MemberSeat& s = r.member(g, m);
       if (s.state.load(std::memory_order_acquire) == 0) continue;
       const auto pid = static_cast<pid_t>(s.pid.load(std::memory_order_relaxed));
-      if (!pid_alive(pid)) {
+      if (!detail::process_alive(pid)) {
         spdlog::info("member seat {}/{} of pid {} (dead) freed", g, m, pid);
         r.free_member(g, m, static_cast<std::uint32_t>(pid));
       }
@@ -589,7 +561,7 @@ void Daemon::repair_stuck(const std::string& name, TopicEntry& t) {
     for (std::uint32_t i = 0; i < r.max_producers(); ++i) {
       const detail::ProducerSeat& p = r.producer(i);
       if (p.state.load(std::memory_order_acquire) == 0 ||
-          !pid_alive(static_cast<pid_t>(p.pid.load(std::memory_order_relaxed))))
+          !detail::process_alive(static_cast<pid_t>(p.pid.load(std::memory_order_relaxed))))
         continue;
       for (const auto& f : p.in_flight)
         if (f.load(std::memory_order_relaxed) == c) claimed_by_live = true;

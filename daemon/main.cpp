@@ -8,6 +8,7 @@
 
 #include "daemon.hpp"
 #include "shmbus/error.hpp"
+#include "shmbus/version.hpp"
 
 namespace {
 shmbus::daemon::Daemon* g_daemon = nullptr;
@@ -31,6 +32,7 @@ int main(int argc, char** argv) {
                  "/tmp/shmbus-<uid>/<bus>.sock)");
   app.add_option("-l,--log-level", log_level, "trace, debug, info, warn, error (default: info)")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
+  app.set_version_flag("--version", std::string("shmbusd ") + shmbus::version());
   CLI11_PARSE(app, argc, argv);
 
   spdlog::set_default_logger(spdlog::stderr_color_mt("shmbusd"));

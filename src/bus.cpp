@@ -17,9 +17,9 @@
 #include <mutex>
 #include <thread>
 
-#include "shmbus/detail/protocol.hpp"
+#include "os.hpp"
+#include "protocol.hpp"
 #include "shmbus/detail/region.hpp"
-#include "shmbus/detail/socket_io.hpp"
 
 namespace shmbus {
 
@@ -74,20 +74,6 @@ std::string resolve_executable(const std::string& name) {
   return {};
 }
 
-int connect_socket(const std::string& path) {
-  sockaddr_un addr{};
-  if (path.size() >= sizeof addr.sun_path) return -1;
-  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
-  addr.sun_family = AF_UNIX;
-  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
-
 }  // namespace
 
 // One connection to shmbusd, shared by a Bus and everything opened through it
@@ -103,7 +89,7 @@ class Connection {
     if (no != nullptr && std::strcmp(no, "1") == 0) options_.autospawn = false;
     wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (wake_fd_ < 0)
-      throw Error(ErrorCode::SystemError, std::string("eventfd: ") + std::strerror(errno));
+      throw Error(ErrorCode::SystemError, std::string("eventfd: ") + errno_text(errno));
     std::lock_guard lock(mu_);
     if (!reconnect_locked(true))
       throw Error(ErrorCode::DaemonUnavailable,
@@ -228,13 +214,13 @@ class Connection {
   // re-registers the seats this process holds. Holds mu_.
   bool reconnect_locked(bool spawn) {
     ++generation_;
-    fd_ = connect_socket(path_);
+    fd_ = connect_unix(path_);
     if (fd_ < 0 && spawn && options_.autospawn && spawn_daemon()) {
       const auto until = std::chrono::steady_clock::now() + options_.timeout;
       while (fd_ < 0 && std::chrono::steady_clock::now() < until) {
         // The daemon binds its socket within milliseconds of starting.
         std::this_thread::sleep_for(std::chrono::milliseconds(5));
-        fd_ = connect_socket(path_);
+        fd_ = connect_unix(path_);
       }
     }
     if (fd_ < 0) return false;
@@ -286,13 +272,16 @@ class Connection {
     const auto slash = path_.rfind('/');
     if (slash != std::string::npos && slash > 0) {
       // The daemon creates the directory too; we need it for the log file.
-      std::string dir = path_.substr(0, slash);
-      for (std::size_t i = 1; i <= dir.size(); ++i)
-        if (i == dir.size() || dir[i] == '/') ::mkdir(dir.substr(0, i).c_str(), 0755);
+      try {
+        make_dirs(path_.substr(0, slash), 0755);
+      } catch (const Error& e) {
+        spawn_error_ = e.what();
+        return false;
+      }
     }
     const pid_t child = ::fork();
     if (child < 0) {
-      spawn_error_ = std::string("fork: ") + std::strerror(errno);
+      spawn_error_ = std::string("fork: ") + errno_text(errno);
       return false;
     }
     if (child == 0) {

@@ -1,4 +1,4 @@
-#include "shmbus/detail/protocol.hpp"
+#include "protocol.hpp"
 
 #include <cstring>
 

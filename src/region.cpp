@@ -1,5 +1,7 @@
 #include "shmbus/detail/region.hpp"
 
+#include "os.hpp"
+
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -423,7 +425,7 @@ void Region::lock_control() const {
                                    std::memory_order_relaxed))
       return;
     if (holder != 0 && i % 64 == 63 && Clock::now() - start > std::chrono::milliseconds(200) &&
-        ::kill(static_cast<pid_t>(holder), 0) != 0 && errno == ESRCH) {
+        !process_alive(static_cast<pid_t>(holder))) {
       // The holder died inside its critical section (a few stores to seats);
       // take the lock over. Acquire as above.
       if (lock.compare_exchange_strong(holder, me, std::memory_order_acquire,

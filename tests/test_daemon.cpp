@@ -8,8 +8,8 @@
 
 #include "daemon.hpp"
 #include "daemon_util.hpp"
-#include "shmbus/detail/protocol.hpp"
-#include "shmbus/detail/socket_io.hpp"
+#include "protocol.hpp"
+#include "os.hpp"
 
 namespace shmbus::test {
 namespace {

@@ -96,8 +96,11 @@ TEST(Faults, ConsumerKilledWhileHoldingSamplesDoesNotBlockProducers) {
   consumer.join();
   EXPECT_EQ(wait_child(victim, 10s), 128 + SIGKILL);
   const TopicStatus st = bus.describe("t");
-  for (const GroupStatus& g : st.groups)
-    if (g.name == "slow") EXPECT_EQ(g.members, 0u);
+  for (const GroupStatus& g : st.groups) {
+    if (g.name == "slow") {
+      EXPECT_EQ(g.members, 0u);
+    }
+  }
 }
 
 TEST(Faults, ProducerKilledBetweenClaimAndPublishIsSkipped) {

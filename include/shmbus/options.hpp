@@ -3,7 +3,9 @@
 
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <string_view>
 
 namespace shmbus {
 
@@ -66,5 +68,32 @@ struct SubscriberOptions {
   // As PublisherOptions::spin.
   std::chrono::nanoseconds spin = kDefaultSpin;
 };
+
+// ---- names ------------------------------------------------------------------
+// One spelling per concept, used by the CLI (`--policy`, `--wait`, `--from`),
+// the Python module (`policy=`, `wait=`, `start=`) and every status print-out.
+// The parsers accept exactly the names to_string returns (case-insensitive),
+// and, for WaitStrategy, the short forms "busy", "yield" and "futex".
+
+[[nodiscard]] std::string_view to_string(Policy p) noexcept;  // block|reject|overwrite
+[[nodiscard]] std::string_view to_string(
+    WaitStrategy w) noexcept;                                    // busy_spin|spin_yield|spin_futex
+[[nodiscard]] std::string_view to_string(StartFrom s) noexcept;  // latest|earliest|offset
+
+[[nodiscard]] std::optional<Policy> parse_policy(std::string_view s) noexcept;
+[[nodiscard]] std::optional<WaitStrategy> parse_wait_strategy(std::string_view s) noexcept;
+
+// A start position as a user writes it: "earliest", "latest" or a decimal offset.
+struct StartPosition {
+  StartFrom from = StartFrom::Latest;
+  std::uint64_t offset = 0;  // with StartFrom::Offset
+};
+[[nodiscard]] std::optional<StartPosition> parse_start(std::string_view s) noexcept;
+
+// What the parsers accept, for error messages: "block, reject or overwrite".
+inline constexpr std::string_view kPolicyNames = "block, reject or overwrite";
+inline constexpr std::string_view kWaitStrategyNames =
+    "busy_spin (busy), spin_yield (yield) or spin_futex (futex)";
+inline constexpr std::string_view kStartNames = "earliest, latest or an offset";
 
 }  // namespace shmbus

@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <span>
 
-#include "shmbus/detail/protocol.hpp"
+#include "protocol.hpp"
 
 using namespace shmbus::detail::proto;
 

@@ -93,7 +93,7 @@ try:  # written by the build: where shmbusd is in the build tree (None once inst
 except ImportError:  # pragma: no cover
     _BUILD_DAEMON = None
 
-__version__ = "0.1.0"
+from ._shmbus import __version__  # noqa: E402  (the library's, set by CMake)
 
 __all__ = [
     "connect",

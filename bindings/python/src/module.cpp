@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cmath>
 
+#include "shmbus/version.hpp"
 #include "common.hpp"
 
 namespace shmbus::python {
@@ -214,5 +215,6 @@ PYBIND11_MODULE(_shmbus, m) {
   register_exceptions(m);
   bind_pubsub(m);
   bind_bus(m);
+  m.attr("__version__") = shmbus::version();
   m.attr("WAIT_SLICE_SECONDS") = std::chrono::duration<double>(kWaitSlice).count();
 }

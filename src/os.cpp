@@ -1,16 +1,127 @@
-#include "shmbus/detail/socket_io.hpp"
+#include "os.hpp"
 
+#include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
-#include "shmbus/detail/protocol.hpp"
+#include "protocol.hpp"
+#include "shmbus/error.hpp"
 
 namespace shmbus::detail {
+
+std::string errno_text(int err) {
+  char buf[256];
+  // GNU strerror_r: returns the message, which may or may not be in buf.
+  return ::strerror_r(err, buf, sizeof buf);
+}
+
+namespace {
+
+struct ProcStat {
+  bool read = false;
+  char state = 0;
+  long threads = 1;
+  std::uint64_t start_time = 0;
+};
+
+// Fields 3 (state), 20 (num_threads) and 22 (starttime) of /proc/pid/stat.
+// The command (field 2) may hold spaces and parentheses: parse after the last ')'.
+ProcStat read_proc_stat(pid_t pid) noexcept {
+  ProcStat st;
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+  const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return st;
+  char buf[1024];
+  const ssize_t n = ::read(fd, buf, sizeof buf - 1);
+  ::close(fd);
+  if (n <= 0) return st;
+  buf[n] = '\0';
+  const char* p = std::strrchr(buf, ')');
+  if (p == nullptr) return st;
+  // After ") ": state(3) ppid(4) ... num_threads(20) itrealvalue(21) starttime(22).
+  char state = 0;
+  long threads = 0;
+  unsigned long long start = 0;
+  const int got = std::sscanf(p + 1,
+                              " %c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d"
+                              " %ld %*d %llu",
+                              &state, &threads, &start);
+  if (got != 3) return st;
+  st.read = true;
+  st.state = state;
+  st.threads = threads;
+  st.start_time = start;
+  return st;
+}
+
+}  // namespace
+
+std::uint64_t process_start_time(pid_t pid) noexcept {
+  if (pid <= 0) return 0;
+  return read_proc_stat(pid).start_time;
+}
+
+bool process_alive(pid_t pid, std::uint64_t start_time) noexcept {
+  if (pid <= 0) return false;
+  if (::kill(pid, 0) != 0 && errno == ESRCH) return false;
+  const ProcStat st = read_proc_stat(pid);
+  if (!st.read) return true;  // no /proc (or it vanished just now): trust kill()
+  if ((st.state == 'Z' || st.state == 'X') && st.threads <= 1) return false;
+  if (start_time != 0 && st.start_time != start_time) return false;  // pid reused
+  return true;
+}
+
+void make_dirs(const std::string& dir, mode_t mode) {
+  for (std::size_t i = 1; i <= dir.size(); ++i) {
+    if (i != dir.size() && dir[i] != '/') continue;
+    const std::string path = dir.substr(0, i);
+    if (::mkdir(path.c_str(), mode) == 0) continue;
+    const int err = errno;
+    struct stat st {};
+    if (err == EEXIST && ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) continue;
+    throw Error(
+        ErrorCode::SystemError,
+        "cannot create directory " + path + ": " +
+            (err == EEXIST ? std::string("it exists and is not a directory") : errno_text(err)));
+  }
+}
+
+int connect_unix(const std::string& path) noexcept {
+  sockaddr_un addr{};
+  if (path.size() >= sizeof addr.sun_path) {
+    errno = ENAMETOOLONG;
+    return -1;
+  }
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  while (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    if (errno == EINTR) continue;
+    const int err = errno;
+    ::close(fd);
+    errno = err;
+    return -1;
+  }
+  return fd;
+}
+
+bool socket_answers(const std::string& path) noexcept {
+  const int fd = connect_unix(path);
+  if (fd < 0) return false;
+  ::close(fd);
+  return true;
+}
 
 std::string default_socket_path(const std::string& bus) {
   if (const char* s = std::getenv("SHMBUS_SOCKET"); s != nullptr && *s != '\0') return s;

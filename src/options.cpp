@@ -1,0 +1,89 @@
+#include "shmbus/options.hpp"
+
+#include <charconv>
+
+#include "shmbus/version.hpp"
+
+namespace shmbus {
+
+const char* version() noexcept {
+  return SHMBUS_VERSION;
+}
+
+namespace {
+
+bool iequals(std::string_view a, std::string_view b) noexcept {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    char c = a[i];
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+    if (c != b[i]) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+std::string_view to_string(Policy p) noexcept {
+  switch (p) {
+    case Policy::Block:
+      return "block";
+    case Policy::Reject:
+      return "reject";
+    case Policy::Overwrite:
+      return "overwrite";
+  }
+  return "unknown";
+}
+
+std::string_view to_string(WaitStrategy w) noexcept {
+  switch (w) {
+    case WaitStrategy::BusySpin:
+      return "busy_spin";
+    case WaitStrategy::SpinYield:
+      return "spin_yield";
+    case WaitStrategy::SpinFutex:
+      return "spin_futex";
+  }
+  return "unknown";
+}
+
+std::string_view to_string(StartFrom s) noexcept {
+  switch (s) {
+    case StartFrom::Latest:
+      return "latest";
+    case StartFrom::Earliest:
+      return "earliest";
+    case StartFrom::Offset:
+      return "offset";
+  }
+  return "unknown";
+}
+
+std::optional<Policy> parse_policy(std::string_view s) noexcept {
+  for (const Policy p : {Policy::Block, Policy::Reject, Policy::Overwrite})
+    if (iequals(s, to_string(p))) return p;
+  return std::nullopt;
+}
+
+std::optional<WaitStrategy> parse_wait_strategy(std::string_view s) noexcept {
+  for (const WaitStrategy w :
+       {WaitStrategy::BusySpin, WaitStrategy::SpinYield, WaitStrategy::SpinFutex})
+    if (iequals(s, to_string(w))) return w;
+  if (iequals(s, "busy")) return WaitStrategy::BusySpin;
+  if (iequals(s, "yield")) return WaitStrategy::SpinYield;
+  if (iequals(s, "futex")) return WaitStrategy::SpinFutex;
+  return std::nullopt;
+}
+
+std::optional<StartPosition> parse_start(std::string_view s) noexcept {
+  if (iequals(s, "earliest")) return StartPosition{StartFrom::Earliest, 0};
+  if (iequals(s, "latest")) return StartPosition{StartFrom::Latest, 0};
+  std::uint64_t v = 0;
+  const char* end = s.data() + s.size();
+  const auto [p, ec] = std::from_chars(s.data(), end, v);
+  if (s.empty() || ec != std::errc{} || p != end) return std::nullopt;
+  return StartPosition{StartFrom::Offset, v};
+}
+
+}  // namespace shmbus

@@ -1,0 +1,71 @@
+// The operating-system helpers every layer uses (library, daemon, CLI), each
+// written once with one rule: process liveness, Unix-socket connect,
+// `mkdir -p`, and whole frames over the control socket with descriptor
+// passing (SCM_RIGHTS). Internal: not installed.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace shmbus::detail {
+
+// strerror(err), thread-safe.
+[[nodiscard]] std::string errno_text(int err);
+
+// ---- processes ---------------------------------------------------------------
+
+// The process's start time (field 22 of /proc/pid/stat, clock ticks since boot),
+// or 0 when it is unknown (no such process, no /proc).
+[[nodiscard]] std::uint64_t process_start_time(pid_t pid) noexcept;
+
+// True while `pid` exists and can still act. The one rule, everywhere:
+// - no such process (kill(pid, 0) says ESRCH): dead;
+// - a zombie (state Z or X) whose only thread has exited: dead, it will never
+//   touch a region again (a zombie leader with other live threads is alive);
+// - `start_time` given (non-zero) and the process's start time differs: the
+//   pid was reused by another process, so the one we knew is dead;
+// - kill() says EPERM (another user's process): alive.
+// Without /proc the answer is kill()'s.
+[[nodiscard]] bool process_alive(pid_t pid, std::uint64_t start_time = 0) noexcept;
+
+// ---- files ---------------------------------------------------------------------
+
+// mkdir -p: creates `dir` and its missing parents with `mode`. A component that
+// exists must be a directory. Throws Error(SystemError) naming the path and errno.
+void make_dirs(const std::string& dir, mode_t mode);
+
+// ---- the control socket ---------------------------------------------------------
+
+// Where a bus's daemon listens: SHMBUS_SOCKET, else $XDG_RUNTIME_DIR/shmbus/<bus>.sock,
+// else /tmp/shmbus-<uid>/<bus>.sock.
+[[nodiscard]] std::string default_socket_path(const std::string& bus);
+
+// A connected SOCK_STREAM|SOCK_CLOEXEC Unix socket to `path`, or -1 with errno
+// set (ENAMETOOLONG for a path longer than sun_path holds).
+[[nodiscard]] int connect_unix(const std::string& path) noexcept;
+
+// True when something accepts connections on the socket at `path`.
+[[nodiscard]] bool socket_answers(const std::string& path) noexcept;
+
+// Sends all of `frame`, with `fd` attached when >= 0. False on error (errno
+// set). With may_wait false a full socket buffer is an error (a peer that
+// does not read); otherwise it waits up to 1 s for room.
+[[nodiscard]] bool send_frame(int sock, std::span<const std::byte> frame, int fd = -1,
+                              bool may_wait = true) noexcept;
+
+struct Received {
+  std::vector<std::byte> body;
+  int fd = -1;          // a descriptor that came with the frame, owned by the caller
+  std::string error;    // non-empty on failure
+  bool closed = false;  // the peer closed the connection
+};
+// Reads one whole frame (length prefix + body) within `timeout`.
+[[nodiscard]] Received recv_frame(int sock, std::chrono::milliseconds timeout);
+
+}  // namespace shmbus::detail
