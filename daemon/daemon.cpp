@@ -81,7 +81,15 @@ TopicStatus status_of(const std::string& name, const detail::Region& r) {
     const detail::ProducerSeat& p = r.producer(i);
     if (p.state.load(std::memory_order_relaxed) == 0) continue;
     ++t.producers;
-    t.published += p.published.load(std::memory_order_relaxed);
+    ProducerStatus ps;
+    ps.seat = i;
+    ps.pid = p.pid.load(std::memory_order_relaxed);
+    ps.session = p.session.load(std::memory_order_relaxed);
+    ps.published = p.published.load(std::memory_order_relaxed);
+    ps.published_bytes = p.published_bytes.load(std::memory_order_relaxed);
+    t.published += ps.published;
+    t.published_bytes += ps.published_bytes;
+    t.producer_seats.push_back(ps);
   }
   for (std::uint32_t g = 0; g < r.max_groups(); ++g) {
     const detail::GroupEntry& e = r.group(g);

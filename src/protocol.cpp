@@ -119,6 +119,9 @@ void encode(Writer& w, const TopicStatus& t) {
   w.u64(t.tail).u32(t.producers).u64(t.published).u32(static_cast<std::uint32_t>(t.groups.size()));
   for (const GroupStatus& g : t.groups)
     w.str(g.name).u32(g.members).u8(g.durable ? 1 : 0).u64(g.position).u64(g.lag).u64(g.lost);
+  w.u64(t.published_bytes).u32(static_cast<std::uint32_t>(t.producer_seats.size()));
+  for (const ProducerStatus& p : t.producer_seats)
+    w.u32(p.seat).u32(p.pid).u64(p.session).u64(p.published).u64(p.published_bytes);
 }
 
 bool decode(Reader& r, TopicStatus& t) {
@@ -141,6 +144,19 @@ bool decode(Reader& r, TopicStatus& t) {
     g.lag = r.u64();
     g.lost = r.u64();
     t.groups.push_back(std::move(g));
+  }
+  t.published_bytes = r.u64();
+  const std::uint32_t np = r.u32();
+  if (!r.ok() || np > 4096) return false;
+  t.producer_seats.clear();
+  for (std::uint32_t i = 0; i < np && r.ok(); ++i) {
+    ProducerStatus p;
+    p.seat = r.u32();
+    p.pid = r.u32();
+    p.session = r.u64();
+    p.published = r.u64();
+    p.published_bytes = r.u64();
+    t.producer_seats.push_back(p);
   }
   return r.ok();
 }

@@ -45,6 +45,7 @@ Publisher::Publisher(std::shared_ptr<detail::Region> region, const PublisherOpti
   for (auto& f : seat_->in_flight)
     f.store(detail::kNone, std::memory_order_relaxed);
   seat_->published.store(0, std::memory_order_relaxed);
+  seat_->published_bytes.store(0, std::memory_order_relaxed);
   // Release: pairs with readers of the seat table (the daemon) that load state
   // with acquire; the fields above are set when they see Active.
   seat_->state.store(static_cast<std::uint32_t>(detail::SeatState::Active),

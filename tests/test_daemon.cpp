@@ -8,8 +8,8 @@
 
 #include "daemon.hpp"
 #include "daemon_util.hpp"
-#include "protocol.hpp"
 #include "os.hpp"
+#include "protocol.hpp"
 
 namespace shmbus::test {
 namespace {
@@ -86,6 +86,13 @@ TEST(Daemon, EveryRequestThroughTheBus) {
   EXPECT_EQ(st.tail, 5u);
   EXPECT_EQ(st.producers, 1u);
   EXPECT_EQ(st.published, 5u);
+  EXPECT_EQ(st.published_bytes, 5u);  // five messages of one byte
+  ASSERT_EQ(st.producer_seats.size(), 1u);
+  EXPECT_EQ(st.producer_seats[0].pid, static_cast<std::uint32_t>(::getpid()));
+  EXPECT_EQ(st.producer_seats[0].published, 5u);
+  EXPECT_EQ(st.producer_seats[0].published_bytes, 5u);
+  ASSERT_EQ(pub.publish(bytes_of("twelve bytes")), Status::Ok);
+  EXPECT_EQ(bus.describe("orders").published_bytes, 17u);
   ASSERT_EQ(st.groups.size(), 1u);
   EXPECT_EQ(st.groups[0].name, "billing");
   EXPECT_EQ(st.groups[0].members, 1u);

@@ -262,9 +262,11 @@ class Publisher {
     // to a consumer that sees stamp_published(s).
     slot.stamp.store(detail::stamp_published(s), std::memory_order_release);
     release_claim(index);
-    // Relaxed: a statistic, written only by this producer.
+    // Relaxed: statistics, written only by this producer (one line with in_flight).
     seat_->published.store(seat_->published.load(std::memory_order_relaxed) + 1,
                            std::memory_order_relaxed);
+    seat_->published_bytes.store(seat_->published_bytes.load(std::memory_order_relaxed) + size,
+                                 std::memory_order_relaxed);
     detail::notify(ring_.header->data_event);
   }
 

@@ -18,12 +18,23 @@ struct GroupStatus {
   std::uint64_t lost = 0;      // skipped after being overrun
 };
 
+// A live producer seat: its process and what it published since it attached.
+struct ProducerStatus {
+  std::uint32_t seat = 0;
+  std::uint32_t pid = 0;
+  std::uint64_t session = 0;          // tells a re-used seat apart
+  std::uint64_t published = 0;        // messages
+  std::uint64_t published_bytes = 0;  // payload bytes
+};
+
 struct TopicStatus {
   std::string name;
   TopicOptions options;
-  std::uint64_t tail = 0;       // next sequence to be claimed
-  std::uint32_t producers = 0;  // live producer seats
-  std::uint64_t published = 0;  // messages published by the live producers (a guess)
+  std::uint64_t tail = 0;                      // next sequence to be claimed
+  std::uint32_t producers = 0;                 // live producer seats
+  std::uint64_t published = 0;                 // messages published by the live producers (a guess)
+  std::uint64_t published_bytes = 0;           // their payload bytes (a guess)
+  std::vector<ProducerStatus> producer_seats;  // one per live producer
   std::vector<GroupStatus> groups;
 };
 

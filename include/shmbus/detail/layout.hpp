@@ -23,7 +23,8 @@ namespace shmbus::detail {
 inline constexpr std::uint64_t kMagic = 0x31'53'55'42'4d'48'53'00ULL;  // "\0SHMBUS1"
 // 2: slots are filled in the order 0, 2, 1, 3 within each block of four
 //    (Ring::slot), and TopicHeader::jump_mark.
-inline constexpr std::uint32_t kLayoutVersion = 2;
+// 3: ProducerSeat::published_bytes.
+inline constexpr std::uint32_t kLayoutVersion = 3;
 inline constexpr std::size_t kCacheLine = 64;
 // Two lines: keeps adjacent-line prefetch from coupling hot fields.
 inline constexpr std::size_t kHotAlign = 128;
@@ -103,7 +104,8 @@ struct alignas(kCacheLine) ProducerSeat {
   std::atomic<std::uint32_t> state;  // SeatState
   std::atomic<std::uint32_t> pid;
   std::atomic<std::uint64_t> session;
-  std::atomic<std::uint64_t> published;  // count, relaxed (statistics)
+  std::atomic<std::uint64_t> published;        // count, relaxed (statistics)
+  std::atomic<std::uint64_t> published_bytes;  // payload bytes, relaxed (statistics)
   // Sequences claimed and not yet published (or kNone): the daemon marks
   // them abandoned if the producer dies, and never repairs one listed here
   // while the producer lives.
