@@ -34,7 +34,7 @@
 
 #include "os.hpp"
 #include "shmbus/bus.hpp"
-#include "shmbus/detail/region.hpp"
+#include "region.hpp"
 #include "shmbus/error.hpp"
 #include "shmbus/topic.hpp"
 #include "shmbus/topic_status.hpp"

@@ -22,7 +22,7 @@
 
 #include "os.hpp"
 #include "protocol.hpp"
-#include "shmbus/detail/region.hpp"
+#include "region.hpp"
 #include "shmbus/error.hpp"
 #include "shmbus/topic.hpp"
 

@@ -19,7 +19,7 @@
 
 #include "os.hpp"
 #include "protocol.hpp"
-#include "shmbus/detail/region.hpp"
+#include "region.hpp"
 
 namespace shmbus {
 

@@ -2,7 +2,7 @@
 // and the wait strategies' wake-ups.
 #include <vector>
 
-#include "shmbus/detail/region.hpp"
+#include "region.hpp"
 
 #include "test_util.hpp"
 

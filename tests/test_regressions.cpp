@@ -1,5 +1,5 @@
 // Regression tests for races found in review (docs/memory-ordering.md).
-#include "shmbus/detail/region.hpp"
+#include "region.hpp"
 #include "test_util.hpp"
 
 namespace shmbus::test {

@@ -5,7 +5,7 @@
 #include <set>
 #include <vector>
 
-#include "shmbus/detail/region.hpp"
+#include "region.hpp"
 #include "test_util.hpp"
 
 namespace shmbus::test {
