@@ -502,5 +502,34 @@ TEST(DaemonRobustness, AnOpenLoanIsNotRepairedWhileAnotherIsPublished) {
   EXPECT_EQ(s.sequence(), 1u);
 }
 
+// There is no Detach request: a client frees its seats in the region itself.
+// The daemon forgets the records of seats that are no longer the client's
+// (and the regions they kept mapped) when the client attaches another, so a
+// long-lived connection that cycles through topics never hits its seat limit.
+TEST(DaemonRobustness, SeatsAClientFreedAreForgottenNotPiledUp) {
+  BusFixture f;
+  InProcessDaemon d(config_for(f));
+  Bus bus = Bus::connect(f.options());
+  TopicOptions o;
+  o.slot_count = 2;
+  o.slot_size = 64;
+  o.max_producers = 1;
+  o.max_groups = 1;
+  o.max_members = 1;
+  // More rounds than a connection may register seats (4096), each seat in a
+  // new region: without forgetting, the last attaches are refused.
+  for (int i = 0; i < 4100; ++i) {
+    Topic t = bus.create_topic("cycle", o);
+    {
+      Publisher p = bus.publisher(t);
+      auto sub = bus.subscriber(t);
+    }
+    bus.delete_topic("cycle");
+  }
+  Topic t = bus.create_topic("cycle", o);
+  Publisher p = bus.publisher(t);
+  EXPECT_EQ(bus.describe("cycle").producers, 1u);
+}
+
 }  // namespace
 }  // namespace shmbus::test
