@@ -383,6 +383,7 @@ Reply<M> decode_reply(std::span<const std::byte> body) {
     if (!decode_fields(r, e, why))
       return bad(ErrorCode::SystemError, "shmbusd sent a bad error reply: " + why);
     out.from_daemon = true;
+    if (e.message.empty()) e.message = "shmbusd refused the request without saying why";
     return bad(e.code, std::move(e.message));
   }
   if (r.version() != kVersion) return bad(ErrorCode::VersionMismatch, version_problem(r.version()));
