@@ -100,7 +100,7 @@ Subscriber::Subscriber(std::shared_ptr<detail::Region> region, const SubscriberO
   // Relaxed: ordered before the seq_cst fetch_add below, which producers
   // read (acquire) before they read flags.
   if (options.durable) e.flags.fetch_or(detail::kGroupDurable, std::memory_order_relaxed);
-  // seq_cst: the group gates from here (compute_gate reads members).
+  // seq_cst: the group gates from here (Ring::gate reads members).
   e.members.fetch_add(1, std::memory_order_seq_cst);
   if (!was_gating) {
     // What a group that existed skips, or what an explicit offset does, is lost;
