@@ -33,8 +33,8 @@
 #include <vector>
 
 #include "os.hpp"
-#include "shmbus/bus.hpp"
 #include "region.hpp"
+#include "shmbus/bus.hpp"
 #include "shmbus/error.hpp"
 #include "shmbus/topic.hpp"
 #include "shmbus/topic_status.hpp"

@@ -7,8 +7,8 @@
 #include <atomic>
 #include <cmath>
 
-#include "shmbus/version.hpp"
 #include "common.hpp"
+#include "shmbus/version.hpp"
 
 namespace shmbus::python {
 
@@ -162,30 +162,19 @@ std::chrono::nanoseconds Deadline::slice() const noexcept {
   return std::min<std::chrono::nanoseconds>(left, kWaitSlice);
 }
 
+// The library's parsers (shmbus/options.hpp); the messages name the Python keywords.
 Policy parse_policy(const std::string& s) {
-  if (s == "block") return Policy::Block;
-  if (s == "reject") return Policy::Reject;
-  if (s == "overwrite") return Policy::Overwrite;
+  if (const auto p = shmbus::parse_policy(s)) return *p;
   raise(g_exceptions.by_code[static_cast<int>(ErrorCode::InvalidArgument)],
         "policy '" + s + "' is not one of 'block', 'reject', 'overwrite'");
 }
 
 const char* policy_name(Policy p) noexcept {
-  switch (p) {
-    case Policy::Block:
-      return "block";
-    case Policy::Reject:
-      return "reject";
-    case Policy::Overwrite:
-      return "overwrite";
-  }
-  return "unknown";
+  return shmbus::to_string(p).data();  // a NUL-terminated literal
 }
 
 WaitStrategy parse_wait(const std::string& s) {
-  if (s == "futex" || s == "spin_futex") return WaitStrategy::SpinFutex;
-  if (s == "yield" || s == "spin_yield") return WaitStrategy::SpinYield;
-  if (s == "busy" || s == "busy_spin") return WaitStrategy::BusySpin;
+  if (const auto w = shmbus::parse_wait_strategy(s)) return *w;
   raise(g_exceptions.by_code[static_cast<int>(ErrorCode::InvalidArgument)],
         "wait '" + s + "' is not one of 'futex' (spin, then sleep), 'yield', 'busy'");
 }
