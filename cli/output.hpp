@@ -34,10 +34,10 @@ void print_table(const std::vector<std::vector<std::string>>& rows, const std::s
 // Numbers from doubles print with three decimals, non-finite ones as null.
 class JsonWriter {
  public:
-  JsonWriter& begin_object();
-  JsonWriter& end_object();
-  JsonWriter& begin_array();
-  JsonWriter& end_array();
+  JsonWriter& begin_object() { return open('{'); }
+  JsonWriter& end_object() { return close('}'); }
+  JsonWriter& begin_array() { return open('['); }
+  JsonWriter& end_array() { return close(']'); }
   JsonWriter& key(std::string_view k);
 
   JsonWriter& string(std::string_view s);
@@ -50,6 +50,8 @@ class JsonWriter {
   [[nodiscard]] const std::string& str() const { return out_; }
 
  private:
+  JsonWriter& open(char bracket);
+  JsonWriter& close(char bracket);
   void before_value();
   void append_escaped(std::string_view s);
 
