@@ -26,7 +26,7 @@ Topic resolve(Bus& bus, const TopicArg& t) {
 std::string repr_topic_status(const TopicStatus& t) {
   return "<shmbus.TopicStatus name='" + t.name + "' slots=" + std::to_string(t.options.slot_count) +
          " slot_size=" + std::to_string(t.options.slot_size) + " policy='" +
-         policy_name(t.options.policy) + "' tail=" + std::to_string(t.tail) +
+         std::string(to_string(t.options.policy)) + "' tail=" + std::to_string(t.tail) +
          " producers=" + std::to_string(t.producers) +
          " groups=" + std::to_string(t.groups.size()) + ">";
 }
@@ -47,7 +47,7 @@ py::dict topic_dict(const TopicStatus& t) {
   d["name"] = t.name;
   d["slots"] = t.options.slot_count;
   d["slot_size"] = t.options.slot_size;
-  d["policy"] = policy_name(t.options.policy);
+  d["policy"] = to_string(t.options.policy);
   d["single_producer"] = t.options.single_producer;
   d["max_producers"] = t.options.max_producers;
   d["max_groups"] = t.options.max_groups;
@@ -97,7 +97,7 @@ void bind_bus(py::module_& m) {
           "slot_size", [](const TopicStatus& t) { return t.options.slot_size; },
           "Payload bytes per slot (the largest message).")
       .def_property_readonly(
-          "policy", [](const TopicStatus& t) { return policy_name(t.options.policy); },
+          "policy", [](const TopicStatus& t) { return to_string(t.options.policy); },
           "'block', 'reject' or 'overwrite'.")
       .def_property_readonly("single_producer",
                              [](const TopicStatus& t) { return t.options.single_producer; })
@@ -123,13 +123,13 @@ void bind_bus(py::module_& m) {
       .def_readonly("name", &TopicInfo::name)
       .def_readonly("slots", &TopicInfo::slot_count)
       .def_readonly("slot_size", &TopicInfo::slot_size)
-      .def_property_readonly("policy", [](const TopicInfo& t) { return policy_name(t.policy); })
+      .def_property_readonly("policy", [](const TopicInfo& t) { return to_string(t.policy); })
       .def_readonly("single_producer", &TopicInfo::single_producer)
       .def_readonly("tail", &TopicInfo::tail, "The next sequence to be claimed (a snapshot).")
       .def("__repr__", [](const TopicInfo& t) {
         return "<shmbus.TopicInfo name='" + t.name + "' slots=" + std::to_string(t.slot_count) +
-               " slot_size=" + std::to_string(t.slot_size) + " policy='" + policy_name(t.policy) +
-               "' tail=" + std::to_string(t.tail) + ">";
+               " slot_size=" + std::to_string(t.slot_size) + " policy='" +
+               std::string(to_string(t.policy)) + "' tail=" + std::to_string(t.tail) + ">";
       });
 
   py::class_<Topic, ForkSafePtr<Topic>>(
@@ -157,7 +157,7 @@ object may be dropped before them.
             TopicOptions o;
             o.slot_count = slots;
             o.slot_size = slot_size;
-            o.policy = parse_policy(policy);
+            o.policy = policy_arg(policy);
             o.single_producer = single_producer;
             o.max_producers = max_producers;
             o.max_groups = max_groups;

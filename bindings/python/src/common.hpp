@@ -123,10 +123,12 @@ class ForkSafePtr {
   pid_t pid_ = 0;
 };
 
-// Converts between Python strings and the C++ enums.
-Policy parse_policy(const std::string& s);
-const char* policy_name(Policy p) noexcept;
-WaitStrategy parse_wait(const std::string& s);
+// The library's parsers (shmbus/options.hpp) applied to Python arguments;
+// a name they do not accept raises InvalidArgument naming the keyword.
+PyObject* invalid_argument();
+Policy policy_arg(const std::string& s);           // policy=
+WaitStrategy wait_arg(const std::string& s);       // wait=
+StartPosition start_arg(const py::handle& start);  // start=: a name, or an int >= 0
 std::chrono::nanoseconds seconds_to_ns(double seconds, const char* what);
 
 // Gives a pybind11-made type the module name users import ("shmbus").

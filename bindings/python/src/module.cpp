@@ -7,8 +7,8 @@
 #include <atomic>
 #include <cmath>
 
-#include "shmbus/version.hpp"
 #include "common.hpp"
+#include "shmbus/version.hpp"
 
 namespace shmbus::python {
 
@@ -143,7 +143,7 @@ Deadline::Deadline(std::optional<double> seconds) {
   }
   const double s = *seconds;
   if (std::isnan(s) || s < 0)
-    raise(g_exceptions.by_code[static_cast<int>(ErrorCode::InvalidArgument)],
+    raise(invalid_argument(),
           "timeout must be None (wait for ever) or a number of seconds >= 0, not " +
               std::to_string(s));
   zero_ = s == 0;
@@ -162,38 +162,46 @@ std::chrono::nanoseconds Deadline::slice() const noexcept {
   return std::min<std::chrono::nanoseconds>(left, kWaitSlice);
 }
 
-Policy parse_policy(const std::string& s) {
-  if (s == "block") return Policy::Block;
-  if (s == "reject") return Policy::Reject;
-  if (s == "overwrite") return Policy::Overwrite;
-  raise(g_exceptions.by_code[static_cast<int>(ErrorCode::InvalidArgument)],
-        "policy '" + s + "' is not one of 'block', 'reject', 'overwrite'");
+PyObject* invalid_argument() {
+  return g_exceptions.by_code[static_cast<int>(ErrorCode::InvalidArgument)];
 }
 
-const char* policy_name(Policy p) noexcept {
-  switch (p) {
-    case Policy::Block:
-      return "block";
-    case Policy::Reject:
-      return "reject";
-    case Policy::Overwrite:
-      return "overwrite";
+namespace {
+
+[[noreturn]] void raise_bad_arg(const char* keyword, const std::string& given,
+                                std::string_view accepted) {
+  raise(invalid_argument(),
+        std::string(keyword) + "=" + given + ": expected " + std::string(accepted));
+}
+
+}  // namespace
+
+Policy policy_arg(const std::string& s) {
+  if (const auto p = parse_policy(s)) return *p;
+  raise_bad_arg("policy", "'" + s + "'", kPolicyNames);
+}
+
+WaitStrategy wait_arg(const std::string& s) {
+  if (const auto w = parse_wait_strategy(s)) return *w;
+  raise_bad_arg("wait", "'" + s + "'", kWaitStrategyNames);
+}
+
+StartPosition start_arg(const py::handle& start) {
+  if (py::isinstance<py::str>(start)) {
+    if (const auto p = parse_start(start.cast<std::string>())) return *p;
+  } else if (py::isinstance<py::int_>(start) && !py::isinstance<py::bool_>(start)) {
+    // Wider than std::uint64_t or negative: not an offset.
+    std::uint64_t v = PyLong_AsUnsignedLongLong(start.ptr());
+    if (!PyErr_Occurred()) return StartPosition{StartFrom::Offset, v};
+    PyErr_Clear();
   }
-  return "unknown";
-}
-
-WaitStrategy parse_wait(const std::string& s) {
-  if (s == "futex" || s == "spin_futex") return WaitStrategy::SpinFutex;
-  if (s == "yield" || s == "spin_yield") return WaitStrategy::SpinYield;
-  if (s == "busy" || s == "busy_spin") return WaitStrategy::BusySpin;
-  raise(g_exceptions.by_code[static_cast<int>(ErrorCode::InvalidArgument)],
-        "wait '" + s + "' is not one of 'futex' (spin, then sleep), 'yield', 'busy'");
+  raise_bad_arg("start", py::repr(start).cast<std::string>(),
+                std::string(kStartNames) + " (an int >= 0)");
 }
 
 std::chrono::nanoseconds seconds_to_ns(double seconds, const char* what) {
   if (std::isnan(seconds) || seconds < 0 || seconds > 3600)
-    raise(g_exceptions.by_code[static_cast<int>(ErrorCode::InvalidArgument)],
-          std::string(what) + " must be between 0 and 3600 seconds");
+    raise(invalid_argument(), std::string(what) + " must be between 0 and 3600 seconds");
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
       std::chrono::duration<double>(seconds));
 }

@@ -11,10 +11,6 @@ namespace shmbus::python {
 
 namespace {
 
-PyObject* invalid_argument() {
-  return exceptions().by_code[static_cast<int>(ErrorCode::InvalidArgument)];
-}
-
 // A contiguous read-only view of any buffer-protocol object, released on scope exit.
 class ReadBuffer {
  public:
@@ -59,7 +55,7 @@ std::string seconds_text(std::optional<double> t) {
                 " (policy 'block'): no room for the message; consumers are slow or gone");
     case Status::WouldBlock:
       raise(exceptions().would_block, "topic '" + pp.topic + "' is full (policy '" +
-                                          policy_name(pp.policy) +
+                                          std::string(to_string(pp.policy)) +
                                           "'): the message was not accepted");
     case Status::TooLarge:
       raise(exceptions().too_large, "message of " + std::to_string(size) +
@@ -460,7 +456,7 @@ py::object make_publisher(Bus& bus, const Topic& topic, std::optional<double> ti
                           const std::string& wait, double spin) {
   if (timeout) (void)Deadline(timeout);  // validates
   PublisherOptions o;
-  o.wait = parse_wait(wait);
+  o.wait = wait_arg(wait);
   o.spin = seconds_to_ns(spin, "spin");
   // The C++ publisher waits one slice at a time; the Python side loops until
   // the publisher's own timeout, checking for Ctrl-C in between.
@@ -482,25 +478,11 @@ py::object make_subscriber(Bus& bus, const Topic& topic, const std::optional<std
   SubscriberOptions o;
   o.group = group.value_or("");
   o.durable = durable;
-  o.wait = parse_wait(wait);
+  o.wait = wait_arg(wait);
   o.spin = seconds_to_ns(spin, "spin");
-  if (py::isinstance<py::str>(start)) {
-    const auto s = start.cast<std::string>();
-    if (s == "latest")
-      o.start = StartFrom::Latest;
-    else if (s == "earliest")
-      o.start = StartFrom::Earliest;
-    else
-      raise(invalid_argument(),
-            "start '" + s + "' is not 'latest', 'earliest' or a sequence number (int >= 0)");
-  } else if (py::isinstance<py::int_>(start) && !py::isinstance<py::bool_>(start)) {
-    const auto v = start.cast<long long>();
-    if (v < 0) raise(invalid_argument(), "start offset must be >= 0");
-    o.start = StartFrom::Offset;
-    o.offset = static_cast<std::uint64_t>(v);
-  } else {
-    raise(invalid_argument(), "start must be 'latest', 'earliest' or a sequence number (int >= 0)");
-  }
+  const StartPosition from = start_arg(start);
+  o.start = from.from;
+  o.offset = from.offset;
   std::unique_ptr<Subscriber> s;
   Policy policy;
   {
@@ -750,7 +732,7 @@ Raises TooManyHeld when 64 samples are held unreleased, Closed after close().)do
       .def_property_readonly(
           "topic", [](const PySubscriber& ps) { return ps.topic; }, "The topic's name.")
       .def_property_readonly(
-          "policy", [](const PySubscriber& ps) { return policy_name(ps.policy); },
+          "policy", [](const PySubscriber& ps) { return to_string(ps.policy); },
           "The topic's policy: 'block', 'reject' or 'overwrite'.")
       .def_property_readonly(
           "holding",
@@ -932,7 +914,7 @@ Close with close() or a with block (deferred until open loans end).
       .def_property_readonly(
           "topic", [](const PyPublisher& pp) { return pp.topic; }, "The topic's name.")
       .def_property_readonly(
-          "policy", [](const PyPublisher& pp) { return policy_name(pp.policy); },
+          "policy", [](const PyPublisher& pp) { return to_string(pp.policy); },
           "The topic's policy: 'block', 'reject' or 'overwrite'.")
       .def_property_readonly(
           "closed", [](const PyPublisher& pp) { return pp.closing; }, "True after close().")
@@ -959,8 +941,8 @@ Close with close() or a with block (deferred until open loans end).
           },
           "__exit__(*exc) -> False\n\nCloses the publisher (see close()).")
       .def("__repr__", [](const PyPublisher& pp) {
-        return "<shmbus.Publisher topic='" + pp.topic + "' policy='" + policy_name(pp.policy) +
-               "'" + (pp.closing ? " closed" : "") + ">";
+        return "<shmbus.Publisher topic='" + pp.topic + "' policy='" +
+               std::string(to_string(pp.policy)) + "'" + (pp.closing ? " closed" : "") + ">";
       });
 
   for (const char* name : {"Sample", "SampleIterator", "Subscriber", "Loan", "Publisher"})
