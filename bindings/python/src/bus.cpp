@@ -1,11 +1,10 @@
 // Bus, Topic and the status records for Python. Every call here talks to
 // shmbusd over its socket, so each runs with the GIL released.
-#include <pybind11/stl.h>
-
 #include <variant>
 
 #include "common.hpp"
-#include "pubsub.hpp"
+#include "py_publisher.hpp"
+#include "py_subscriber.hpp"
 #include "shmbus/bus.hpp"
 #include "shmbus/topic.hpp"
 #include "shmbus/topic_status.hpp"
@@ -13,6 +12,25 @@
 namespace shmbus::python {
 
 namespace {
+
+// A Bus and the process that connected it.
+struct PyBus {
+  Bus bus;
+  pid_t pid = current_pid();
+
+  // The prologue of every call: refuses a fork() child (see ForkSafePtr).
+  Bus& get() {
+    check_process(pid, "Bus");
+    return bus;
+  }
+  // f(bus) with the GIL released: every such call waits for shmbusd.
+  template <class F>
+  auto ask_daemon(F&& f) {
+    Bus& b = get();
+    py::gil_scoped_release nogil;
+    return f(b);
+  }
+};
 
 using TopicArg = std::variant<std::string, Topic>;
 
@@ -153,7 +171,6 @@ object may be dropped before them.
           [](PyBus& b, const std::string& name, std::uint32_t slots, std::uint32_t slot_size,
              const std::string& policy, bool single_producer, std::uint32_t max_producers,
              std::uint32_t max_groups, std::uint32_t max_members, std::uint32_t mode) {
-            Bus& bus = b.get();
             TopicOptions o;
             o.slot_count = slots;
             o.slot_size = slot_size;
@@ -163,8 +180,7 @@ object may be dropped before them.
             o.max_groups = max_groups;
             o.max_members = max_members;
             o.mode = mode;
-            py::gil_scoped_release nogil;
-            return bus.create_topic(name, o);
+            return b.ask_daemon([&](Bus& bus) { return bus.create_topic(name, o); });
           },
           py::arg("name"), py::arg("slots") = 1024, py::arg("slot_size") = 1024,
           py::arg("policy") = "block", py::arg("single_producer") = false, py::kw_only(),
@@ -180,36 +196,25 @@ count). Raises AlreadyExists if the topic exists, InvalidArgument for bad values
       .def(
           "open_topic",
           [](PyBus& b, const std::string& name) {
-            Bus& bus = b.get();
-            py::gil_scoped_release nogil;
-            return bus.open_topic(name);
+            return b.ask_daemon([&](Bus& bus) { return bus.open_topic(name); });
           },
           py::arg("name"),
           "open_topic(name: str) -> Topic\n\nOpens an existing topic (NotFound if there is none).")
       .def(
           "delete_topic",
           [](PyBus& b, const std::string& name) {
-            Bus& bus = b.get();
-            py::gil_scoped_release nogil;
-            bus.delete_topic(name);
+            b.ask_daemon([&](Bus& bus) { return bus.delete_topic(name); });
           },
           py::arg("name"),
           "delete_topic(name: str) -> None\n\nDeletes a topic's name; processes that have it open "
           "keep using it.")
       .def(
-          "topics",
-          [](PyBus& b) {
-            Bus& bus = b.get();
-            py::gil_scoped_release nogil;
-            return bus.topics();
-          },
+          "topics", [](PyBus& b) { return b.ask_daemon([&](Bus& bus) { return bus.topics(); }); },
           "topics() -> list[TopicStatus]\n\nEvery topic of the bus.")
       .def(
           "describe",
           [](PyBus& b, const std::string& name) {
-            Bus& bus = b.get();
-            py::gil_scoped_release nogil;
-            return bus.describe(name);
+            return b.ask_daemon([&](Bus& bus) { return bus.describe(name); });
           },
           py::arg("name"),
           "describe(name: str) -> TopicStatus\n\nOne topic's status (NotFound if there is none).")
@@ -249,11 +254,7 @@ ring retains) or a sequence number. durable: the group gates producers even
 while it has no members. wait/spin: as for publisher().)doc")
       .def(
           "shutdown_daemon",
-          [](PyBus& b) {
-            Bus& bus = b.get();
-            py::gil_scoped_release nogil;
-            bus.shutdown_daemon();
-          },
+          [](PyBus& b) { b.ask_daemon([&](Bus& bus) { return bus.shutdown_daemon(); }); },
           "shutdown_daemon() -> None\n\nAsks shmbusd to exit (only root or the daemon's own user "
           "may).")
       .def_property_readonly(
@@ -280,11 +281,10 @@ while it has no members. wait/spin: as for publisher().)doc")
         o.daemon_path = daemon.value_or("");
         o.timeout = std::chrono::duration_cast<std::chrono::milliseconds>(
             seconds_to_ns(timeout, "timeout"));
-        auto b = std::make_unique<PyBus>(PyBus{[&] {
+        return to_python(std::make_unique<PyBus>(PyBus{[&] {
           py::gil_scoped_release nogil;
           return Bus::connect(o);
-        }()});
-        return py::cast(b.release(), py::return_value_policy::take_ownership);
+        }()}));
       },
       py::arg("name"), py::arg("autospawn"), py::arg("socket"), py::arg("daemon"),
       py::arg("timeout"));
