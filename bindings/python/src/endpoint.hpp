@@ -78,6 +78,37 @@ class Endpoint {
   const char* noun_;
 };
 
+// Adds what Subscriber and Publisher share to their Python class: topic,
+// policy, closed, close() (documented by `close_doc`) and the with block.
+// `noun`: "subscriber" or "publisher".
+template <class Owner>
+void def_endpoint(py::class_<Owner, ForkSafePtr<Owner>>& cls, const char* noun,
+                  const char* close_doc) {
+  // Static, one per class: the docstrings must outlive the module.
+  static const std::string enter_doc =
+      "__enter__() -> " + cls.attr("__name__").template cast<std::string>();
+  static const std::string exit_doc =
+      std::string("__exit__(*exc) -> False\n\nCloses the ") + noun + " (see close()).";
+  cls.def_property_readonly(
+         "topic", [](const Owner& o) { return o.topic; }, "The topic's name.")
+      .def_property_readonly(
+          "policy", [](const Owner& o) { return to_string(o.policy); },
+          "The topic's policy: 'block', 'reject' or 'overwrite'.")
+      .def_property_readonly(
+          "closed", [](const Owner& o) { return o.closing; }, "True after close().")
+      .def(
+          "close", [](Owner& o) { o.close(); }, close_doc)
+      .def(
+          "__enter__", [](py::object self) { return self; }, enter_doc.c_str())
+      .def(
+          "__exit__",
+          [](Owner& o, const py::args&) {
+            o.close();
+            return false;
+          },
+          exit_doc.c_str());
+}
+
 // A read-only property of the wrapped C++ object: `get` is a member function
 // pointer of Owner::Core, called under the owner's lock.
 template <class Owner, class Get>

@@ -143,7 +143,7 @@ py::object make_publisher(Bus& bus, const Topic& topic, std::optional<double> ti
 }
 
 void bind_publisher(py::module_& m) {
-  py::class_<PyPublisher, ForkSafePtr<PyPublisher>>(m, "Publisher", R"doc(
+  py::class_<PyPublisher, ForkSafePtr<PyPublisher>> pub(m, "Publisher", R"doc(
 The producer side of a topic (made by Bus.publisher).
 
 publish(data) copies any C-contiguous buffer (bytes, bytearray, memoryview,
@@ -160,14 +160,17 @@ try_publish()/try_loan() never wait: they return False/None instead.
 Timeouts are honoured to within 50 ms (waits run in 50 ms slices).
 
 Close with close() or a with block (deferred until open loans end).
-)doc")
-      .def(
-          "publish", [](PyPublisher& pp, const py::object& data) { (void)publish(pp, data, true); },
-          py::arg("data"),
-          "publish(data: Buffer) -> None\n\nCopies `data` (any C-contiguous buffer) into the next "
-          "slot and publishes it.\n"
-          "Raises Timeout / WouldBlock when the ring stays full (see the class doc),\n"
-          "TooLarge when larger than the slot size.")
+)doc");
+  def_endpoint(pub, "publisher",
+               "close() -> None\n\nFrees the producer seat (once open loans end). Further calls "
+               "raise Closed.");
+  pub.def(
+         "publish", [](PyPublisher& pp, const py::object& data) { (void)publish(pp, data, true); },
+         py::arg("data"),
+         "publish(data: Buffer) -> None\n\nCopies `data` (any C-contiguous buffer) into the next "
+         "slot and publishes it.\n"
+         "Raises Timeout / WouldBlock when the ring stays full (see the class doc),\n"
+         "TooLarge when larger than the slot size.")
       .def(
           "try_publish",
           [](PyPublisher& pp, const py::object& data) { return publish(pp, data, false); },
@@ -196,30 +199,11 @@ Close with close() or a with block (deferred until open loans end).
                              "The topic's slot size in bytes.")
       .def_property_readonly("id", open_getter<PyPublisher>(&Publisher::id),
                              "This producer's seat number (Sample.producer_id of its messages).")
-      .def_property_readonly(
-          "topic", [](const PyPublisher& pp) { return pp.topic; }, "The topic's name.")
-      .def_property_readonly(
-          "policy", [](const PyPublisher& pp) { return to_string(pp.policy); },
-          "The topic's policy: 'block', 'reject' or 'overwrite'.")
-      .def_property_readonly(
-          "closed", [](const PyPublisher& pp) { return pp.closing; }, "True after close().")
-      .def("close", &PyPublisher::close,
-           "close() -> None\n\nFrees the producer seat (once open loans end). Further calls raise "
-           "Closed.")
-      .def(
-          "__enter__", [](py::object self) { return self; }, "__enter__() -> Publisher")
-      .def(
-          "__exit__",
-          [](PyPublisher& pp, const py::args&) {
-            pp.close();
-            return false;
-          },
-          "__exit__(*exc) -> False\n\nCloses the publisher (see close()).")
       .def("__repr__", [](const PyPublisher& pp) {
         return "<shmbus.Publisher topic='" + pp.topic + "' policy='" +
                std::string(to_string(pp.policy)) + "'" + (pp.closing ? " closed" : "") + ">";
       });
-  set_public_module(m.attr("Publisher"));
+  set_public_module(pub);
 }
 
 }  // namespace shmbus::python

@@ -129,7 +129,7 @@ void bind_subscriber(py::module_& m) {
           "__next__() -> Sample\n\nReleases the sample yielded before, then receives the next;\n"
           "StopIteration when none comes within the timeout.");
 
-  py::class_<PySubscriber, ForkSafePtr<PySubscriber>>(m, "Subscriber", R"doc(
+  py::class_<PySubscriber, ForkSafePtr<PySubscriber>> sub(m, "Subscriber", R"doc(
 The consumer side of a topic: a member of a consumer group (made by
 Bus.subscriber). Every group sees every message; members of one group compete,
 each message going to exactly one of them. Without a group name the
@@ -148,9 +148,13 @@ while waiting for the next stalls the producers once they are a ring ahead
 of it, and with them the other members. Release before waiting.
 
 Close with close() or a with block (deferred until held samples are released).
-)doc")
-      .def("receive", &receive, py::arg("timeout") = py::none(),
-           R"doc(receive(timeout: float | None = None) -> Sample | None
+)doc");
+  def_endpoint(sub, "subscriber",
+               "close() -> None\n\nLeaves the group. Samples still held stay valid; the seat is "
+               "freed when the\n"
+               "last of them is released. Further calls raise Closed. Idempotent.");
+  sub.def("receive", &receive, py::arg("timeout") = py::none(),
+          R"doc(receive(timeout: float | None = None) -> Sample | None
 
 Waits up to `timeout` seconds (None: for ever) for the next message.
 
@@ -205,32 +209,12 @@ Raises TooManyHeld when 64 samples are held unreleased, Closed after close().)do
                              open_getter<PySubscriber>(&Subscriber::max_message_size),
                              "The topic's slot size in bytes.")
       .def_property_readonly(
-          "topic", [](const PySubscriber& ps) { return ps.topic; }, "The topic's name.")
-      .def_property_readonly(
-          "policy", [](const PySubscriber& ps) { return to_string(ps.policy); },
-          "The topic's policy: 'block', 'reject' or 'overwrite'.")
-      .def_property_readonly(
           "holding",
           [](PySubscriber& ps) {
             auto lk = ps.lock();
             return ps.held;
           },
           "How many received samples still hold their slot.")
-      .def_property_readonly(
-          "closed", [](const PySubscriber& ps) { return ps.closing; }, "True after close().")
-      .def("close", &PySubscriber::close,
-           "close() -> None\n\nLeaves the group. Samples still held stay valid; the seat is freed "
-           "when the\n"
-           "last of them is released. Further calls raise Closed. Idempotent.")
-      .def(
-          "__enter__", [](py::object self) { return self; }, "__enter__() -> Subscriber")
-      .def(
-          "__exit__",
-          [](PySubscriber& ps, const py::args&) {
-            ps.close();
-            return false;
-          },
-          "__exit__(*exc) -> False\n\nCloses the subscriber (see close()).")
       .def("__repr__", &subscriber_repr);
 
   for (const char* name : {"SampleIterator", "Subscriber"})
