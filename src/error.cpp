@@ -42,6 +42,8 @@ const char* to_string(Status status) noexcept {
       return "Corrupt";
     case Status::Invalid:
       return "Invalid";
+    case Status::Interrupted:
+      return "Interrupted";
   }
   return "Unknown";
 }

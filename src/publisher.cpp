@@ -9,11 +9,6 @@
 
 namespace shmbus {
 
-namespace {
-// The least a claim waits for a group that joined under it (see after_join).
-constexpr std::chrono::nanoseconds kJoinCatchUpWait = std::chrono::seconds(10);
-}  // namespace
-
 Publisher::Publisher(std::shared_ptr<detail::Region> region, const PublisherOptions& options)
     : region_(std::move(region)), options_(options) {
   detail::StampClock::prepare();
@@ -95,42 +90,40 @@ void Publisher::detach() noexcept {
   state_.seat = nullptr;
 }
 
-Status Publisher::claim_contended(bool wait, detail::Attempt a, std::uint64_t& s) noexcept {
+Status Publisher::claim_contended(Patience p, detail::Attempt a, std::uint64_t& s) noexcept {
   for (;;) {
     // No room for s: wait for it, then try again. Raced: try the next.
     if (a == detail::Attempt::NoRoom) {
-      if (Status st = wait_for_room(s, wait); st != Status::Ok) return st;
+      if (Status st = wait_for_room(s, p); st != Status::Ok) return st;
     }
     a = detail::try_claim(ring_, state_, s);
     if (a == detail::Attempt::Claimed) return Status::Ok;
   }
 }
 
-Status Publisher::wait_for_room(std::uint64_t s, bool wait) noexcept {
-  if (!wait) return Status::WouldBlock;
+Status Publisher::wait_for_room(std::uint64_t s, Patience p) noexcept {
+  if (!p.wait) return Status::WouldBlock;
   // Reject refuses a full ring at once; a slot still being written by a
   // slower producer (or by our own unpublished loan) is waited for as below.
   if (ring_.policy == Policy::Reject && !detail::has_room(ring_, state_, s))
     return Status::WouldBlock;
-  const bool ok =
-      wait_for_space(options_.timeout, [&] { return detail::may_write(ring_, state_, s); });
-  return ok ? Status::Ok : Status::Timeout;
+  const detail::Waited w =
+      wait_for_space(p.timeout, [&] { return detail::may_write(ring_, state_, s); });
+  return detail::status_of(w, Status::Ok);
 }
 
-void Publisher::after_join(std::uint64_t s, std::uint64_t epoch) noexcept {
+void Publisher::after_join(std::uint64_t s, std::uint64_t epoch,
+                           std::chrono::nanoseconds bound) noexcept {
   // A group started gating after our cache was computed. We own s already:
   // rescan, and if the new group still needs the message in s's slot, wait
   // for it (the joiner placed itself at most slot_count behind the tail, so
-  // this is the normal full-ring wait). The publisher's timeout bounds it; past
-  // that we write anyway and the group sees the overwrite as a lost message
+  // this is the normal full-ring wait). The call's timeout bounds it (for a
+  // try_ call, the publisher's), and so does the options' interrupt; past
+  // either we write anyway and the group sees the overwrite as a lost message
   // (stamp check), which is the lesser harm than stranding s.
   state_.epoch = epoch;
   detail::refresh_gate(ring_, state_, s);
   if (s < state_.gate_cache + ring_.count) return;
-  // At least 10 s whatever the publisher's own timeout: a caller that polls
-  // with short timeouts (the Python binding waits in 50 ms slices) must not
-  // turn a joining group's normal catch-up into lost messages.
-  const auto bound = std::max<std::chrono::nanoseconds>(options_.timeout, kJoinCatchUpWait);
   (void)wait_for_space(bound, [&] { return detail::has_room(ring_, state_, s); });
 }
 

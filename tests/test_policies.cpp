@@ -1,5 +1,6 @@
 // Full-ring policies (block, reject, overwrite), which groups gate producers,
 // and the wait strategies' wake-ups.
+#include <thread>
 #include <vector>
 
 #include "region.hpp"
@@ -226,6 +227,99 @@ TEST(PolicyOverwrite, CopyingReadsNeverReturnTornMessages) {
   writer.join();
   EXPECT_EQ(received + sub->lost(), kCount);
   EXPECT_GT(sub->lost(), 0u);  // the writer did lap the reader (forced above)
+}
+
+// ---- Interrupt: a wait ends early when the options' check says so ----------
+
+constexpr WaitStrategy kStrategies[] = {WaitStrategy::BusySpin, WaitStrategy::SpinYield,
+                                        WaitStrategy::SpinFutex};
+
+// A check that says stop once another thread raised `flag`, counting its calls.
+struct StopFlag {
+  std::atomic<bool> flag{false};
+  std::atomic<int> calls{0};
+  Interrupt interrupt(std::chrono::nanoseconds every = 1ms) {
+    return Interrupt{[this] {
+                       // Relaxed: a counter, read after the waiter returned.
+                       calls.fetch_add(1, std::memory_order_relaxed);
+                       // Acquire: pairs with raise(); nothing else is published by it.
+                       return flag.load(std::memory_order_acquire);
+                     },
+                     every};
+  }
+  void raise() { flag.store(true, std::memory_order_release); }
+};
+
+TEST(Interrupt, EndsAReceiveThatWouldWaitForEver) {
+  for (const WaitStrategy w : kStrategies) {
+    SCOPED_TRACE(to_string(w));
+    ScopedTopic t("intr-recv", ring(4, Policy::Block));
+    StopFlag stop;
+    SubscriberOptions so;
+    so.wait = w;
+    so.interrupt = stop.interrupt();
+    auto sub = t.topic.subscriber(so);
+    // Nothing is ever published, so whether the flag goes up before or during
+    // the wait, only the interrupt can end it.
+    std::thread raiser([&] { stop.raise(); });
+    Sample s;
+    EXPECT_EQ(sub->receive(s, std::chrono::hours(24 * 3650)), Status::Interrupted);
+    raiser.join();
+    EXPECT_FALSE(s);
+    EXPECT_GE(stop.calls.load(std::memory_order_relaxed), 1);
+  }
+}
+
+TEST(Interrupt, EndsAPublishIntoAFullRingAndPublishesNothing) {
+  for (const WaitStrategy w : kStrategies) {
+    SCOPED_TRACE(to_string(w));
+    ScopedTopic t("intr-pub", ring(4, Policy::Block));
+    auto sub = t.topic.subscriber();  // gates, never reads until the end
+    StopFlag stop;
+    PublisherOptions po;
+    po.wait = w;
+    po.interrupt = stop.interrupt();
+    Publisher pub = t.topic.publisher(po);
+    for (int i = 0; i < 4; ++i)
+      ASSERT_EQ(pub.publish(bytes_of("x")), Status::Ok);
+    std::thread raiser([&] { stop.raise(); });
+    EXPECT_EQ(pub.publish(bytes_of("late"), std::chrono::hours(24 * 3650)), Status::Interrupted);
+    EXPECT_FALSE(pub.loan(8, std::chrono::hours(24 * 3650)));
+    raiser.join();
+    // Exactly the four accepted messages, then nothing: the interrupted calls
+    // claimed no sequence (a claimed one would be an abandoned gap or a fifth).
+    Sample s;
+    for (int i = 0; i < 4; ++i) {
+      ASSERT_EQ(sub->try_receive(s), Status::Ok);
+      EXPECT_EQ(s.sequence(), static_cast<std::uint64_t>(i));
+      s.release();
+    }
+    EXPECT_EQ(sub->try_receive(s), Status::WouldBlock);
+    EXPECT_EQ(pub.try_publish(bytes_of("after")), Status::Ok);
+    ASSERT_EQ(sub->try_receive(s), Status::Ok);
+    EXPECT_EQ(s.sequence(), 4u);
+  }
+}
+
+TEST(Interrupt, ReadyDataWinsAndTheCheckIsNotCalledWithoutAWait) {
+  ScopedTopic t("intr-ready", ring(4, Policy::Block));
+  StopFlag stop;
+  stop.raise();  // would stop any wait at its first check
+  SubscriberOptions so;
+  so.interrupt = stop.interrupt();
+  auto sub = t.topic.subscriber(so);
+  Publisher pub = t.topic.publisher();
+  ASSERT_EQ(pub.publish(bytes_of("x")), Status::Ok);
+  Sample s;
+  EXPECT_EQ(sub->receive(s, 10s), Status::Ok);
+  EXPECT_EQ(stop.calls.load(std::memory_order_relaxed), 0);
+}
+
+TEST(Interrupt, AnEmptyCheckLeavesTheTimeoutInCharge) {
+  ScopedTopic t("intr-none", ring(4, Policy::Block));
+  auto sub = t.topic.subscriber();  // default options: no check
+  Sample s;
+  EXPECT_EQ(sub->receive(s, 5ms), Status::Timeout);
 }
 
 }  // namespace

@@ -40,6 +40,7 @@ enum class Status : std::uint8_t {
   TooManyHeld,  // the subscriber holds the maximum number of unreleased samples
   Corrupt,      // a slot's header was invalid; the message was skipped and counted
   Invalid,      // the call was made on an empty/moved-from/published object
+  Interrupted,  // the options' Interrupt::check ended the wait; nothing was done
 };
 
 [[nodiscard]] const char* to_string(Status status) noexcept;

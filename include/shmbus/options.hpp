@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -30,6 +31,17 @@ enum class WaitStrategy : std::uint8_t {
 // than this is served without a sleep.
 inline constexpr std::chrono::nanoseconds kDefaultSpin = std::chrono::microseconds(50);
 
+// Ends a blocking wait early (publish, loan, receive). While it waits, the
+// waiting thread calls `check` each time it wakes and at least every `every`;
+// when `check` returns true the call returns Status::Interrupted at once,
+// having taken or published nothing. `check` must not throw. Empty: a wait
+// ends only on its condition or its timeout. The Python module sets it to see
+// Ctrl-C and close() from another thread while passing its real timeout.
+struct Interrupt {
+  std::function<bool()> check;
+  std::chrono::nanoseconds every = std::chrono::milliseconds(50);
+};
+
 struct TopicOptions {
   std::uint32_t slot_count = 1024;  // power of two, >= 2
   std::uint32_t slot_size = 1024;   // bytes of payload per slot
@@ -49,6 +61,7 @@ struct PublisherOptions {
   // How long SpinFutex/SpinYield spin before they yield or sleep. 0: sleep at
   // once (right when both sides share one core: spinning only delays the peer).
   std::chrono::nanoseconds spin = kDefaultSpin;
+  Interrupt interrupt{};  // see Interrupt
 };
 
 enum class StartFrom : std::uint8_t {
@@ -67,6 +80,7 @@ struct SubscriberOptions {
   WaitStrategy wait = WaitStrategy::SpinFutex;
   // As PublisherOptions::spin.
   std::chrono::nanoseconds spin = kDefaultSpin;
+  Interrupt interrupt{};  // see Interrupt
 };
 
 // ---- names ------------------------------------------------------------------

@@ -92,16 +92,30 @@ class Publisher {
 
   // Copies `data` into the next slot and publishes it. Under Policy::Block waits
   // for room up to the publisher's timeout (Status::Timeout: not accepted).
+  // Status::Interrupted: the options' interrupt ended the wait, nothing published.
   [[nodiscard]] Status publish(std::span<const std::byte> data) noexcept {
-    return publish_impl(data, /*wait=*/true);
+    return publish_impl(data, {true, options_.timeout});
   }
-  // Never waits: Status::WouldBlock when the ring is full (Block and Reject).
+  // The same, waiting up to `timeout` instead of the publisher's timeout.
+  [[nodiscard]] Status publish(std::span<const std::byte> data,
+                               std::chrono::nanoseconds timeout) noexcept {
+    return publish_impl(data, {true, timeout});
+  }
+  // Never waits for room: Status::WouldBlock when the ring is full (Block and
+  // Reject). Only a group joining under the claim is waited for (after_join).
   [[nodiscard]] Status try_publish(std::span<const std::byte> data) noexcept {
-    return publish_impl(data, /*wait=*/false);
+    return publish_impl(data, {false, options_.timeout});
   }
   // Claims a slot for `size` bytes written in place. Waits for room like publish.
-  [[nodiscard]] Loan loan(std::size_t size) noexcept { return loan_impl(size, true); }
-  [[nodiscard]] Loan try_loan(std::size_t size) noexcept { return loan_impl(size, false); }
+  [[nodiscard]] Loan loan(std::size_t size) noexcept {
+    return loan_impl(size, {true, options_.timeout});
+  }
+  [[nodiscard]] Loan loan(std::size_t size, std::chrono::nanoseconds timeout) noexcept {
+    return loan_impl(size, {true, timeout});
+  }
+  [[nodiscard]] Loan try_loan(std::size_t size) noexcept {
+    return loan_impl(size, {false, options_.timeout});
+  }
 
   [[nodiscard]] std::uint32_t max_message_size() const noexcept { return ring_.slot_size; }
   // This publisher's producer seat: Sample::producer_id() of what it publishes.
@@ -114,13 +128,20 @@ class Publisher {
 
   Publisher(std::shared_ptr<detail::Region> region, const PublisherOptions& options);
 
-  Status publish_impl(std::span<const std::byte> data, bool wait) noexcept {
+  // How a call waits: for room only when `wait`, and up to `timeout` (which
+  // also bounds waiting for a group that joined under the claim).
+  struct Patience {
+    bool wait;
+    std::chrono::nanoseconds timeout;
+  };
+
+  Status publish_impl(std::span<const std::byte> data, Patience p) noexcept {
     if (data.size() > ring_.slot_size) [[unlikely]]
       return Status::TooLarge;
     // A free entry in the seat's in_flight table (loan_impl keeps one free).
     const auto index = static_cast<std::uint32_t>(std::countr_one(state_.claims_used));
     std::uint64_t s = 0;
-    if (Status st = claim(wait, index, s); st != Status::Ok) [[unlikely]]
+    if (Status st = claim(p, index, s); st != Status::Ok) [[unlikely]]
       return st;
     detail::SlotHeader& slot = ring_.slot(s);
     if (!data.empty()) std::memcpy(detail::payload(slot), data.data(), data.size());
@@ -129,7 +150,7 @@ class Publisher {
     return Status::Ok;
   }
 
-  Loan loan_impl(std::size_t size, bool wait) noexcept {
+  Loan loan_impl(std::size_t size, Patience p) noexcept {
     Loan l;
     if (size > ring_.slot_size) [[unlikely]] {
       l.status_ = Status::TooLarge;
@@ -143,7 +164,7 @@ class Publisher {
       l.status_ = Status::TooManyHeld;
       return l;
     }
-    l.status_ = claim(wait, index, l.seq_);
+    l.status_ = claim(p, index, l.seq_);
     if (l.status_ == Status::Ok) [[likely]] {
       l.pub_ = this;
       l.slot_ = &ring_.slot(l.seq_);
@@ -156,29 +177,29 @@ class Publisher {
   // Claims the next sequence into in_flight entry `index` once its slot may be
   // written (detail/ring.hpp: try_claim, record_claim). Nothing is claimed
   // unless Ok is returned.
-  Status claim(bool wait, std::uint32_t index, std::uint64_t& s) noexcept {
+  Status claim(Patience p, std::uint32_t index, std::uint64_t& s) noexcept {
     if (const detail::Attempt a = detail::try_claim(ring_, state_, s);
         a != detail::Attempt::Claimed) [[unlikely]] {
-      if (Status st = claim_contended(wait, a, s); st != Status::Ok) return st;
+      if (Status st = claim_contended(p, a, s); st != Status::Ok) return st;
     }
     std::uint64_t epoch = 0;
     if (!detail::record_claim(ring_, state_, index, s, epoch)) [[unlikely]]
-      after_join(s, epoch);
+      after_join(s, epoch, p.timeout);
     return Status::Ok;
   }
 
   // The slow path of claim, after attempt `a` failed for `s`: waits for room,
   // retries after a lost race.
-  Status claim_contended(bool wait, detail::Attempt a, std::uint64_t& s) noexcept;
-  Status wait_for_room(std::uint64_t s, bool wait) noexcept;
+  Status claim_contended(Patience p, detail::Attempt a, std::uint64_t& s) noexcept;
+  Status wait_for_room(std::uint64_t s, Patience p) noexcept;
   // Every wait on the space event goes through here: it bounds each sleep by
   // kSpaceRecheck (consumers only hint on release, see detail::notify_hint).
   template <class Ready>
-  bool wait_for_space(std::chrono::nanoseconds timeout, Ready&& ready) noexcept {
+  detail::Waited wait_for_space(std::chrono::nanoseconds timeout, Ready&& ready) noexcept {
     return detail::wait_for(ring_.header->space_event, options_.wait, timeout, options_.spin,
-                            std::forward<Ready>(ready), detail::kSpaceRecheck);
+                            options_.interrupt, std::forward<Ready>(ready), detail::kSpaceRecheck);
   }
-  void after_join(std::uint64_t s, std::uint64_t epoch) noexcept;
+  void after_join(std::uint64_t s, std::uint64_t epoch, std::chrono::nanoseconds bound) noexcept;
   void detach() noexcept;
 
   std::shared_ptr<detail::Region> region_;

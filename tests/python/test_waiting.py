@@ -123,6 +123,51 @@ def test_receive_releases_the_gil(bus):
     assert n > 1000
 
 
+def test_close_from_another_thread_ends_a_receive_waiting_for_ever(bus):
+    bus.create_topic("t", slots=8, slot_size=16)
+    sub = bus.subscriber("t")
+    raised = []
+
+    def waits():
+        try:
+            sub.receive(timeout=None)
+        except shmbus.Closed as e:
+            raised.append(e)
+
+    th = threading.Thread(target=waits)
+    th.start()
+    # close() once the thread is asleep inside receive: only the interrupt
+    # that close() raises can end that wait (nothing is ever published).
+    assert wait_until(lambda: asleep_on_shmbus(os.getpid(), th.native_id), 10)
+    sub.close()
+    th.join(timeout=30)
+    assert not th.is_alive(), "close() did not end the waiting receive"
+    assert len(raised) == 1 and "closed" in str(raised[0])
+
+
+def test_a_release_does_not_wait_for_another_threads_receive(bus):
+    bus.create_topic("t", slots=8, slot_size=16)
+    sub = bus.subscriber("t")
+    pub = bus.publisher("t")
+    pub.publish(b"first")
+    first = sub.receive(timeout=5)
+    got = []
+    waiter = threading.Thread(target=lambda: got.append(sub.receive(timeout=None)))
+    waiter.start()
+    assert wait_until(lambda: asleep_on_shmbus(os.getpid(), waiter.native_id), 10)
+    # The waiter holds the subscriber's lock in the core; the release needs it.
+    releaser = threading.Thread(target=first.release)
+    releaser.start()
+    releaser.join(timeout=30)
+    assert not releaser.is_alive(), "the release waited for the receive to end"
+    assert waiter.is_alive() and not got  # and the receive went on waiting
+    assert sub.holding == 0
+    pub.publish(b"second")
+    waiter.join(timeout=30)
+    assert not waiter.is_alive()
+    assert bytes(got[0]) == b"second"
+
+
 def test_threads_share_a_subscriber(bus):
     # Receives, releases and the GC of samples from several threads: every
     # message is taken exactly once, nothing crashes.

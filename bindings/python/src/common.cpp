@@ -9,6 +9,8 @@
 #include <cmath>
 #include <cstring>
 
+#include "wait.hpp"
+
 namespace shmbus::python {
 
 namespace {
@@ -105,6 +107,26 @@ void fill_buffer(Py_buffer* view, PyObject* obj, std::span<const std::byte> byte
   if (PyBuffer_FillInfo(view, obj, buf, static_cast<Py_ssize_t>(bytes.size()), readonly ? 1 : 0,
                         flags) != 0)
     throw py::error_already_set();
+}
+
+Interrupt python_interrupt(WantCount wanted) {
+  Interrupt i;
+  i.every = kInterruptEvery;
+  i.check = [wanted = std::move(wanted)]() noexcept {
+    // Relaxed: a hint (see GilSafeLock); the mutex orders the data.
+    if (wanted->load(std::memory_order_relaxed) != 0) return true;
+      // A thread that takes the GIL while the interpreter finalizes is ended in
+      // place; do not try from inside the core's wait, stop it instead.
+#if PY_VERSION_HEX >= 0x030D0000
+    if (Py_IsFinalizing()) return true;
+#else
+    if (_Py_IsFinalizing()) return true;
+#endif
+    py::gil_scoped_acquire gil;
+    // Runs the signal handlers (main thread only): Ctrl-C sets KeyboardInterrupt.
+    return PyErr_CheckSignals() != 0;
+  };
+  return i;
 }
 
 }  // namespace shmbus::python

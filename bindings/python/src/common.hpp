@@ -8,8 +8,10 @@
 #include <pybind11/stl.h>
 #include <sys/types.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -44,19 +46,45 @@ void register_exceptions(py::module_& m);
 // Sets a Python exception of `type` and unwinds to pybind11 (GIL held).
 [[noreturn]] void raise(PyObject* type, const std::string& message);
 
-// Locks `m` with the GIL held by the caller. When another thread holds the
+// An endpoint's mutex (every call into a Subscriber or Publisher takes it),
+// and how many threads are waiting to take it. A call that waits in the core
+// holds the mutex with the GIL released; its core Interrupt (see
+// python_interrupt) ends the wait when `wanted` is not zero, so the waiter
+// lets the others in (a release, close(), another call) and then waits again.
+using WantCount = std::shared_ptr<std::atomic<std::uint32_t>>;
+[[nodiscard]] inline WantCount make_want_count() {
+  return std::make_shared<std::atomic<std::uint32_t>>(0);
+}
+struct EndpointMutex {
+  explicit EndpointMutex(WantCount w) : wanted(std::move(w)) {}
+  std::mutex m;
+  WantCount wanted;  // shared with the core's Interrupt (python_interrupt)
+};
+
+// The core's Interrupt for a Python endpoint whose mutex counts its waiting
+// threads in `wanted`: stops a wait when another thread wants the mutex, or
+// when a signal handler has raised (Ctrl-C in the main thread; the exception
+// is then set, see wait_until). Made before the endpoint, which gets `wanted`.
+Interrupt python_interrupt(WantCount wanted);
+
+// Locks `mu` with the GIL held by the caller. When another thread holds the
 // mutex (it may be waiting in a receive with the GIL released), this thread
-// waits for it with the GIL released, and never holds the mutex while
-// waiting for the GIL: so the two never deadlock, and a thread that waits
-// for the GIL (up to the interpreter's switch interval) does not hold up the
-// others.
+// counts itself in mu.wanted and waits for it with the GIL released, and
+// never holds the mutex while waiting for the GIL: so the two never
+// deadlock, and a thread that waits for the GIL (up to the interpreter's
+// switch interval) does not hold up the others.
 class GilSafeLock {
  public:
-  explicit GilSafeLock(std::mutex& m) : m_(m) {
+  explicit GilSafeLock(EndpointMutex& mu) : m_(mu.m) {
+    if (m_.try_lock()) return;
+    // Relaxed: a hint read by the holder's interrupt check; the mutex itself
+    // orders everything the two threads share.
+    mu.wanted->fetch_add(1, std::memory_order_relaxed);
     while (!m_.try_lock()) {
       py::gil_scoped_release nogil;
       std::lock_guard wait_for_holder(m_);
     }
+    mu.wanted->fetch_sub(1, std::memory_order_relaxed);  // relaxed: as above
   }
   ~GilSafeLock() { m_.unlock(); }
   GilSafeLock(const GilSafeLock&) = delete;

@@ -26,15 +26,18 @@ class Endpoint {
 
   // `type_name` ("Subscriber") names it in the fork() error, `noun`
   // ("subscriber") in Closed.
-  Endpoint(Holder c, std::string topic_name, Policy p, const char* type_name, const char* noun)
-      : core(std::move(c)),
+  // `wanted`: the count python_interrupt was made with for the core object.
+  Endpoint(Holder c, WantCount wanted, std::string topic_name, Policy p, const char* type_name,
+           const char* noun)
+      : mu(std::move(wanted)),
+        core(std::move(c)),
         topic(std::move(topic_name)),
         policy(p),
         type_name_(type_name),
         noun_(noun) {}
 
   pid_t pid = current_pid();  // the process that made it (see ForkSafePtr)
-  std::mutex mu;
+  EndpointMutex mu;
   Holder core;  // empty once closed and nothing holds a slot
   std::string topic;
   Policy policy;

@@ -81,8 +81,8 @@ bool publish(PyPublisher& pp, py::handle data, bool wait) {
     return p.try_publish(bytes);
   });
   if (st == Status::WouldBlock && !deadline.zero())
-    st = wait_until(deadline, pp, [&](Publisher& p, std::chrono::nanoseconds) {
-      return p.publish(bytes);  // waits the core timeout, kWaitSlice
+    st = wait_until(deadline, pp, [&](Publisher& p, std::chrono::nanoseconds left) {
+      return p.publish(bytes, left);
     });
   if (st == Status::Ok) return true;
   if (!wait && st == Status::WouldBlock) return false;
@@ -96,16 +96,17 @@ py::object take_loan(const py::object& self, std::size_t size, bool wait) {
   const Deadline deadline(timeout);
   Loan loan;
   // One claim, counted in `held` when it succeeds (mu held).
-  auto claim = [&](Publisher& p, bool block) {
-    loan = block ? p.loan(size) : p.try_loan(size);  // loan(): waits the core timeout
+  // `left`: how long it may wait; none: not at all.
+  auto claim = [&](Publisher& p, std::optional<std::chrono::nanoseconds> left) {
+    loan = left ? p.loan(size, *left) : p.try_loan(size);
     if (!loan) return loan.status();
     ++pp.held;
     return Status::Ok;
   };
-  Status st = pp.with_open([&](Publisher& p) { return claim(p, false); });
+  Status st = pp.with_open([&](Publisher& p) { return claim(p, std::nullopt); });
   if (st == Status::WouldBlock && !deadline.zero())
     st = wait_until(deadline, pp,
-                    [&](Publisher& p, std::chrono::nanoseconds) { return claim(p, true); });
+                    [&](Publisher& p, std::chrono::nanoseconds left) { return claim(p, left); });
   if (st == Status::Ok) {
     try {
       return to_python(std::make_unique<PyLoan>(self, &pp, std::move(loan)));
@@ -129,9 +130,11 @@ py::object make_publisher(Bus& bus, const Topic& topic, std::optional<double> ti
   PublisherOptions o;
   o.wait = wait_arg(wait);
   o.spin = seconds_to_ns(spin, "spin");
-  // Each core wait is one slice of wait_until's loop (see wait.hpp), which
-  // runs until the Python timeout, checking for Ctrl-C in between.
-  o.timeout = kWaitSlice;
+  // Each call passes its own timeout (wait_until); this one bounds the wait a
+  // try_publish makes for a group that joins under its claim.
+  o.timeout = Deadline(timeout).remaining();
+  WantCount wanted = make_want_count();
+  o.interrupt = python_interrupt(wanted);
   std::optional<Publisher> p;
   Policy policy;
   {
@@ -139,7 +142,8 @@ py::object make_publisher(Bus& bus, const Topic& topic, std::optional<double> ti
     p.emplace(bus.publisher(topic, o));
     policy = topic.info().policy;
   }
-  return to_python(std::make_unique<PyPublisher>(std::move(*p), topic.name(), policy, timeout));
+  return to_python(std::make_unique<PyPublisher>(std::move(*p), std::move(wanted), topic.name(),
+                                                 policy, timeout));
 }
 
 void bind_publisher(py::module_& m) {
@@ -157,7 +161,6 @@ When the ring is full:
   * policy 'reject': they raise shmbus.WouldBlock at once;
   * policy 'overwrite': never full (the oldest message is overwritten).
 try_publish()/try_loan() never wait: they return False/None instead.
-Timeouts are honoured to within 50 ms (waits run in 50 ms slices).
 
 Close with close() or a with block (deferred until open loans end).
 )doc");

@@ -20,8 +20,11 @@ namespace shmbus::python {
 // `held`: loans not yet published or abandoned.
 class PyPublisher : public Endpoint<std::optional<Publisher>> {
  public:
-  PyPublisher(Publisher&& p, std::string topic, Policy policy, std::optional<double> t)
-      : Endpoint(std::move(p), std::move(topic), policy, "Publisher", "publisher"), timeout(t) {}
+  PyPublisher(Publisher&& p, WantCount wanted, std::string topic, Policy policy,
+              std::optional<double> t)
+      : Endpoint(std::move(p), std::move(wanted), std::move(topic), policy, "Publisher",
+                 "publisher"),
+        timeout(t) {}
 
   std::optional<double> timeout;  // seconds a publish waits for room; None: forever
 };

@@ -25,8 +25,9 @@ class PySample;
 // `held`: the samples that still hold a slot.
 class PySubscriber : public Endpoint<std::unique_ptr<Subscriber>> {
  public:
-  PySubscriber(std::unique_ptr<Subscriber> s, std::string topic, Policy policy)
-      : Endpoint(std::move(s), std::move(topic), policy, "Subscriber", "subscriber") {}
+  PySubscriber(std::unique_ptr<Subscriber> s, WantCount wanted, std::string topic, Policy policy)
+      : Endpoint(std::move(s), std::move(wanted), std::move(topic), policy, "Subscriber",
+                 "subscriber") {}
 
   // The sample iteration yielded last; released when the next is asked for
   // (GIL). Cleared by that sample's destructor.

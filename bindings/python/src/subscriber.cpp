@@ -40,8 +40,8 @@ py::object receive(const py::object& self, std::optional<double> timeout) {
   Status st = ps.with_open(
       [&](Subscriber& s) { return receive_once(ps, s, out, std::chrono::nanoseconds(0)); });
   if (st == Status::WouldBlock && !deadline.zero())
-    st = wait_until(deadline, ps, [&](Subscriber& s, std::chrono::nanoseconds slice) {
-      return receive_once(ps, s, out, slice);
+    st = wait_until(deadline, ps, [&](Subscriber& s, std::chrono::nanoseconds left) {
+      return receive_once(ps, s, out, left);
     });
   switch (st) {
     case Status::Ok:
@@ -103,6 +103,8 @@ py::object make_subscriber(Bus& bus, const Topic& topic, const std::optional<std
   const StartPosition from = start_arg(start);
   o.start = from.from;
   o.offset = from.offset;
+  WantCount wanted = make_want_count();
+  o.interrupt = python_interrupt(wanted);
   std::unique_ptr<Subscriber> s;
   Policy policy;
   {
@@ -110,7 +112,8 @@ py::object make_subscriber(Bus& bus, const Topic& topic, const std::optional<std
     s = bus.subscriber(topic, o);
     policy = topic.info().policy;
   }
-  return to_python(std::make_unique<PySubscriber>(std::move(s), topic.name(), policy));
+  return to_python(
+      std::make_unique<PySubscriber>(std::move(s), std::move(wanted), topic.name(), policy));
 }
 
 void bind_subscriber(py::module_& m) {

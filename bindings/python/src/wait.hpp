@@ -12,16 +12,16 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 
 #include "common.hpp"
 #include "shmbus/error.hpp"
 
 namespace shmbus::python {
 
-// The core's waits are not interruptible, so wait_until waits in slices of
-// this length with the GIL released and checks for signals between them
-// with the GIL held. A publisher's core timeout is set to this (make_publisher).
-inline constexpr std::chrono::milliseconds kWaitSlice{50};
+// How often a waiting call looks for Ctrl-C and for other threads that want
+// its object (python_interrupt): the latency of Ctrl-C and of close().
+inline constexpr std::chrono::milliseconds kInterruptEvery{50};
 
 // A timeout in seconds from Python: None means "wait forever".
 class Deadline {
@@ -50,11 +50,11 @@ class Deadline {
   // True when the caller asked not to wait at all (timeout=0).
   [[nodiscard]] bool zero() const noexcept { return zero_; }
   [[nodiscard]] bool passed() const noexcept { return !forever_ && Clock::now() >= at_; }
-  // The next wait slice: kWaitSlice, or what is left if that is less.
-  [[nodiscard]] std::chrono::nanoseconds slice() const noexcept {
-    if (forever_) return kWaitSlice;
+  // What is left of the deadline (for ever: a timeout the core treats as such).
+  [[nodiscard]] std::chrono::nanoseconds remaining() const noexcept {
+    if (forever_) return std::chrono::hours(24 * 365 * 100);
     const auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(at_ - Clock::now());
-    return std::clamp<std::chrono::nanoseconds>(left, std::chrono::nanoseconds(0), kWaitSlice);
+    return std::max(left, std::chrono::nanoseconds(0));
   }
 
  private:
@@ -65,29 +65,36 @@ class Deadline {
 
 // Waits until `attempt(core, timeout)` returns anything but Status::Timeout,
 // or `deadline` passes (then returns Status::Timeout). `attempt` is one call
-// into the core that waits at most `timeout` (Timeout: nothing came); it runs
-// with the GIL released and `owner.mu` held, on owner.open_locked(), and is
-// not called once the owner is closed (then Status::Invalid is returned).
-// Between attempts nothing is held and signal handlers run: a
-// KeyboardInterrupt propagates from here.
-//
-// When the core gains an interruptible wait, this becomes one attempt with
-// what is left of the deadline and an interrupt that checks for signals.
+// into the core that waits at most `timeout`, its wait ended early by the
+// endpoint's python_interrupt; it runs with the GIL released and `owner.mu`
+// held, on owner.open_locked(), and is not called once the owner is closed
+// (then Status::Invalid is returned). When the interrupt fired for Ctrl-C the
+// KeyboardInterrupt propagates from here; when it fired because another
+// thread wants the owner, that thread goes first and the wait resumes with
+// what is left of the deadline.
 template <class Owner, class Attempt>
 Status wait_until(const Deadline& deadline, Owner& owner, Attempt&& attempt) {
   for (;;) {
-    const auto slice = deadline.slice();
-    if (slice.count() == 0) return Status::Timeout;
+    const auto left = deadline.remaining();
+    if (left.count() == 0) return Status::Timeout;
     Status st;
     {
       py::gil_scoped_release nogil;
-      std::lock_guard lk(owner.mu);
-      auto* core = owner.open_locked();
-      st = core == nullptr ? Status::Invalid : attempt(*core, slice);
+      {
+        std::lock_guard lk(owner.mu.m);
+        auto* core = owner.open_locked();
+        st = core == nullptr ? Status::Invalid : attempt(*core, left);
+      }
+      if (st == Status::Interrupted) {
+        // Let every thread that asked for the mutex through before taking it
+        // again (they need the GIL, which we do not hold here). Relaxed: a
+        // hint, as in GilSafeLock.
+        while (owner.mu.wanted->load(std::memory_order_relaxed) != 0)
+          std::this_thread::yield();
+      }
     }
-    if (st != Status::Timeout) return st;
-    if (PyErr_CheckSignals() != 0) throw py::error_already_set();
-    if (deadline.passed()) return Status::Timeout;
+    if (st != Status::Interrupted) return st;
+    if (PyErr_Occurred() != nullptr) throw py::error_already_set();
   }
 }
 

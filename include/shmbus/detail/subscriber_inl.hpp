@@ -131,14 +131,16 @@ inline Status Subscriber::wait_then(std::chrono::nanoseconds timeout, Attempt&& 
   // Before we wait: the fenced notify that a release leaves out, so that a
   // producer that missed one of our hints does not sleep while we do.
   if (ring_.policy == Policy::Block) detail::notify(ring_.header->space_event);
-  const bool ready =
-      detail::wait_for(ring_.header->data_event, options_.wait, timeout, options_.spin, [&] {
-        // The cheap look first: a spinning wait polls one stamp per turn.
-        if (!detail::may_have_data(ring_, state_)) return false;
-        result = attempt();
-        return result != Status::WouldBlock;
-      });
-  return ready ? result : Status::Timeout;
+  const detail::Waited w = detail::wait_for(ring_.header->data_event, options_.wait, timeout,
+                                            options_.spin, options_.interrupt, [&] {
+                                              // The cheap look first: a spinning wait polls one
+                                              // stamp per turn.
+                                              if (!detail::may_have_data(ring_, state_))
+                                                return false;
+                                              result = attempt();
+                                              return result != Status::WouldBlock;
+                                            });
+  return detail::status_of(w, result);
 }
 
 inline Status Subscriber::receive(Sample& out, std::chrono::nanoseconds timeout) noexcept {

@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "shmbus/detail/layout.hpp"
+#include "shmbus/error.hpp"
 #include "shmbus/options.hpp"
 
 namespace shmbus::detail {
@@ -48,7 +49,11 @@ class Deadline {
     return std::max(std::chrono::nanoseconds(0),
                     std::chrono::duration_cast<std::chrono::nanoseconds>(at_ - Clock::now()));
   }
-  [[nodiscard]] bool passed() const noexcept { return !forever_ && Clock::now() >= at_; }
+  [[nodiscard]] bool forever() const noexcept { return forever_; }
+  [[nodiscard]] bool passed() const noexcept { return passed(Clock::now()); }
+  [[nodiscard]] bool passed(Clock::time_point now) const noexcept {
+    return !forever_ && now >= at_;
+  }
 
  private:
   bool forever_;
@@ -88,33 +93,85 @@ inline void notify_hint(EventCount& ev) noexcept {
 // slower producer completes (producers do not notify the space event).
 inline constexpr std::chrono::nanoseconds kSpaceRecheck = std::chrono::milliseconds(1);
 
-// Waits until `ready()` returns true or the timeout passes. Callers have just
-// found it false, so the first call comes after the clock is read. `ready` may
-// have side effects (a successful claim); it is called until it returns true
-// once. Each sleep lasts at most `max_sleep` before `ready` is re-checked.
-// Returns true when ready.
+// How a wait ended.
+enum class Waited : std::uint8_t { Ready, TimedOut, Interrupted };
+
+// The status of a call whose wait ended `w`; `ready` is the status it had
+// when the wait ended Ready.
+[[nodiscard]] inline Status status_of(Waited w, Status ready) noexcept {
+  switch (w) {
+    case Waited::Ready:
+      return ready;
+    case Waited::TimedOut:
+      return Status::Timeout;
+    case Waited::Interrupted:
+      break;
+  }
+  return Status::Interrupted;
+}
+
+// Calls an Interrupt's check no more often than its `every` (a Python check
+// takes the GIL). Without a check, due() is false and costs a branch.
+class InterruptClock {
+ public:
+  InterruptClock(const Interrupt& i, Clock::time_point now) noexcept
+      : interrupt_(i), next_(now + i.every) {}
+  [[nodiscard]] bool armed() const noexcept { return static_cast<bool>(interrupt_.check); }
+  // True when the check is due at `now` and says stop.
+  [[nodiscard]] bool fired(Clock::time_point now) noexcept {
+    if (!armed() || now < next_) return false;
+    next_ = now + interrupt_.every;
+    return interrupt_.check();
+  }
+  // The longest a sleep may last before the check is due again.
+  [[nodiscard]] std::chrono::nanoseconds sleep_bound() const noexcept {
+    return armed() ? interrupt_.every : std::chrono::nanoseconds::max();
+  }
+
+ private:
+  const Interrupt& interrupt_;
+  Clock::time_point next_;
+};
+
+// Waits until `ready()` returns true, the timeout passes, or `interrupt` says
+// stop (checked at each wake-up, at most every interrupt.every). Callers have
+// just found `ready` false, so the first call comes after the clock is read.
+// `ready` may have side effects (a successful claim); it is called until it
+// returns true once, and a ready condition wins over a timeout or an interrupt
+// seen at the same turn. Each sleep lasts at most `max_sleep` before `ready`
+// is re-checked.
 template <class Ready>
-bool wait_for(EventCount& ev, WaitStrategy strategy, std::chrono::nanoseconds timeout,
-              std::chrono::nanoseconds spin_budget, Ready&& ready,
-              std::chrono::nanoseconds max_sleep = std::chrono::nanoseconds::max()) noexcept {
-  const auto start = Clock::now();  // one clock read for both limits
+Waited wait_for(EventCount& ev, WaitStrategy strategy, std::chrono::nanoseconds timeout,
+                std::chrono::nanoseconds spin_budget, const Interrupt& interrupt, Ready&& ready,
+                std::chrono::nanoseconds max_sleep = std::chrono::nanoseconds::max()) noexcept {
+  const auto start = Clock::now();  // one clock read for every limit
   const Deadline deadline(timeout, start);
+  InterruptClock stop(interrupt, start);
+  const auto last_look = [&] { return ready() ? Waited::Ready : Waited::TimedOut; };
   const bool spin =
       strategy == WaitStrategy::BusySpin || (spin_budget.count() > 0 && !single_cpu_machine());
   const auto spin_until = start + spin_budget;
+  // A busy spin with no deadline and no interrupt never reads the clock.
+  const bool watch = !deadline.forever() || stop.armed() || strategy != WaitStrategy::BusySpin;
   for (std::uint32_t i = 1; spin; ++i) {
-    if (ready()) return true;
+    if (ready()) return Waited::Ready;
     cpu_relax();
-    if ((i & 255) == 0) {
-      if (deadline.passed()) return ready();
-      if (strategy != WaitStrategy::BusySpin && Clock::now() >= spin_until) break;
+    if (watch && (i & 255) == 0) {
+      const auto now = Clock::now();
+      if (deadline.passed(now)) return last_look();
+      if (stop.fired(now)) return Waited::Interrupted;
+      if (strategy != WaitStrategy::BusySpin && now >= spin_until) break;
     }
   }
   if (strategy == WaitStrategy::SpinYield) {
     for (std::uint32_t i = 1;; ++i) {
-      if (ready()) return true;
+      if (ready()) return Waited::Ready;
       ::sched_yield();
-      if ((i & 15) == 0 && deadline.passed()) return ready();
+      if ((i & 15) == 0) {
+        const auto now = Clock::now();
+        if (deadline.passed(now)) return last_look();
+        if (stop.fired(now)) return Waited::Interrupted;
+      }
     }
   }
   // The sleeper is counted once for the whole sleeping phase, re-checks
@@ -127,16 +184,18 @@ bool wait_for(EventCount& ev, WaitStrategy strategy, std::chrono::nanoseconds ti
     // Relaxed: the count only decides whether notifiers call futex_wake.
     ~Uncount() { ev.waiters.fetch_sub(1, std::memory_order_relaxed); }
   } uncount{ev};
+  const auto sleep_cap = std::min(max_sleep, stop.sleep_bound());
   for (;;) {
     // The fence makes the Dekker pairing formal under the C++ model (a fence on
     // each side); on x86 the locked add above already is one, the first time.
     std::atomic_thread_fence(std::memory_order_seq_cst);
     // Acquire: if this reads a value a notifier bumped, the re-check sees its store.
     const std::uint32_t key = ev.seq.load(std::memory_order_acquire);
-    if (ready()) return true;
+    if (ready()) return Waited::Ready;
     const auto left = deadline.remaining();
-    if (left.count() == 0) return false;
-    futex_wait(ev.seq, key, std::min(left, max_sleep));
+    if (left.count() == 0) return Waited::TimedOut;
+    if (stop.armed() && stop.fired(Clock::now())) return Waited::Interrupted;
+    futex_wait(ev.seq, key, std::min(left, sleep_cap));
   }
 }
 
