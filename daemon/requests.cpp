@@ -34,58 +34,6 @@ bool in(const Principals& p, uid_t uid, gid_t gid) {
   return false;
 }
 
-TopicOptions options_of(const detail::Region& r) {
-  TopicOptions o;
-  o.slot_count = static_cast<std::uint32_t>(r.slot_count());
-  o.slot_size = r.slot_size();
-  o.policy = r.policy();
-  o.single_producer = r.single_producer();
-  o.max_producers = r.max_producers();
-  o.max_groups = r.max_groups();
-  o.max_members = r.max_members();
-  return o;
-}
-
-TopicStatus status_of(const std::string& name, const detail::Region& r) {
-  TopicStatus t;
-  t.name = name;
-  t.options = options_of(r);
-  // Relaxed loads below: a snapshot for reporting.
-  t.tail = r.header().tail.load(std::memory_order_relaxed);
-  for (std::uint32_t i = 0; i < r.max_producers(); ++i) {
-    const detail::ProducerSeat& p = r.producer(i);
-    if (p.state.load(std::memory_order_relaxed) == 0) continue;
-    ++t.producers;
-    ProducerStatus ps;
-    ps.seat = i;
-    ps.pid = p.pid.load(std::memory_order_relaxed);
-    ps.session = p.session.load(std::memory_order_relaxed);
-    ps.published = p.published.load(std::memory_order_relaxed);
-    ps.published_bytes = p.published_bytes.load(std::memory_order_relaxed);
-    t.published += ps.published;
-    t.published_bytes += ps.published_bytes;
-    t.producer_seats.push_back(ps);
-  }
-  for (std::uint32_t g = 0; g < r.max_groups(); ++g) {
-    const detail::GroupEntry& e = r.group(g);
-    if (e.state.load(std::memory_order_relaxed) !=
-        static_cast<std::uint32_t>(detail::SeatState::Active))
-      continue;
-    GroupStatus gs;
-    const std::uint32_t flags = e.flags.load(std::memory_order_relaxed);
-    gs.name = (flags & detail::kGroupPrivate) != 0
-                  ? std::string()
-                  : std::string(e.name, ::strnlen(e.name, sizeof e.name));
-    gs.members = e.members.load(std::memory_order_relaxed);
-    gs.durable = (flags & detail::kGroupDurable) != 0;
-    gs.position = e.cursor.load(std::memory_order_relaxed);
-    gs.lag = t.tail > gs.position ? t.tail - gs.position : 0;
-    gs.lost = e.lost.load(std::memory_order_relaxed);
-    t.groups.push_back(std::move(gs));
-  }
-  return t;
-}
-
 template <class M>
 std::vector<std::byte> reply(const M& m, std::uint32_t id) {
   return proto::frame(m, id);
@@ -160,14 +108,14 @@ Daemon::Outgoing Daemon::on(Client& c, std::uint32_t id, const proto::CreateTopi
   topics_[m.name] = TopicEntry{region, {}};
   spdlog::info("pid {} uid {} created topic '{}' ({} x {} B, policy {})", c.pid, c.uid, m.name,
                o.slot_count, o.slot_size, static_cast<int>(o.policy));
-  return {reply(proto::TopicReply{m.name, options_of(*region)}, id), region->fd()};
+  return {reply(proto::TopicReply{m.name, detail::options_of(*region)}, id), region->fd()};
 }
 
 Daemon::Outgoing Daemon::on(Client& c, std::uint32_t id, const proto::OpenTopic& m) {
   const TopicEntry& t = find(m.name);
   require(c, m.name, {Right::Publish, Right::Subscribe},
           "open (neither publish to nor subscribe to)");
-  return {reply(proto::TopicReply{m.name, options_of(*t.region)}, id), t.region->fd()};
+  return {reply(proto::TopicReply{m.name, detail::options_of(*t.region)}, id), t.region->fd()};
 }
 
 Daemon::Outgoing Daemon::on(Client& c, std::uint32_t id, const proto::DeleteTopic& m) {
@@ -189,14 +137,14 @@ Daemon::Outgoing Daemon::on(Client& c, std::uint32_t id, const proto::ListTopics
   for (auto& [name, t] : topics_)
     if (allowed(c, name, Right::Publish) || allowed(c, name, Right::Subscribe) ||
         allowed(c, name, Right::Create))
-      list.topics.push_back(status_of(name, *t.region));
+      list.topics.push_back(detail::status_of(name, *t.region));
   return {reply(list, id)};
 }
 
 Daemon::Outgoing Daemon::on(Client& c, std::uint32_t id, const proto::Describe& m) {
   const TopicEntry& t = find(m.name);
   require(c, m.name, {Right::Publish, Right::Subscribe, Right::Create}, "describe");
-  return {reply(proto::Description{status_of(m.name, *t.region)}, id)};
+  return {reply(proto::Description{detail::status_of(m.name, *t.region)}, id)};
 }
 
 Daemon::Outgoing Daemon::on(Client& c, std::uint32_t id, const proto::AttachProducer& m) {

@@ -18,6 +18,7 @@
 #include <thread>
 #include <variant>
 
+#include "connection.hpp"
 #include "os.hpp"
 #include "protocol.hpp"
 #include "region.hpp"
@@ -358,6 +359,15 @@ class Connection {
   std::thread monitor_;
 };
 
+void register_producer(Connection& c, const std::string& topic, std::uint32_t seat) {
+  c.attach(proto::AttachProducer{topic, seat});
+}
+
+void register_member(Connection& c, const std::string& topic, std::uint32_t group,
+                     std::uint32_t member) {
+  c.attach(proto::AttachMember{topic, group, member});
+}
+
 }  // namespace detail
 
 Bus Bus::connect(const BusOptions& options) {
@@ -375,14 +385,27 @@ Topic Bus::make_topic(int fd, std::string_view name) {
   }
   ::close(fd);
   region->set_owner(conn_);  // the connection lives as long as anything mapped through it
-  return Topic(std::string(name), std::move(region));
+  return Topic(std::string(name), std::move(region), conn_);
 }
 
-Topic Bus::create_topic(std::string_view name, const TopicOptions& options) {
+Topic Bus::create_topic(std::string_view name, const TopicOptions& options, bool if_not_exists) {
   validate_name("topic", name);
-  int fd = -1;
-  (void)conn_->request<proto::TopicReply>(proto::CreateTopic{std::string(name), options}, &fd);
-  return make_topic(fd, name);
+  // With if_not_exists, a topic deleted between our create and our open is
+  // created again; a few rounds settle any such race with another process.
+  for (int round = 0;; ++round) {
+    try {
+      int fd = -1;
+      (void)conn_->request<proto::TopicReply>(proto::CreateTopic{std::string(name), options}, &fd);
+      return make_topic(fd, name);
+    } catch (const Error& e) {
+      if (!if_not_exists || e.code() != ErrorCode::AlreadyExists) throw;
+    }
+    try {
+      return open_topic(name);
+    } catch (const Error& e) {
+      if (e.code() != ErrorCode::NotFound || round == 2) throw;
+    }
+  }
 }
 
 Topic Bus::open_topic(std::string_view name) {
@@ -406,25 +429,13 @@ TopicStatus Bus::describe(std::string_view name) {
   return conn_->request<proto::Description>(proto::Describe{std::string(name)}).status;
 }
 
-Publisher Bus::publisher(const Topic& topic, const PublisherOptions& options) {
-  Publisher p = topic.publisher(options);
-  conn_->attach(proto::AttachProducer{topic.name(), p.id()});
-  return p;
-}
-
-std::unique_ptr<Subscriber> Bus::subscriber(const Topic& topic, const SubscriberOptions& options) {
-  auto s = topic.subscriber(options);
-  conn_->attach(proto::AttachMember{topic.name(), s->group_index(), s->member_index()});
-  return s;
-}
-
 Publisher Bus::publisher(std::string_view topic, const PublisherOptions& options) {
-  return publisher(open_topic(topic), options);
+  return open_topic(topic).publisher(options);
 }
 
 std::unique_ptr<Subscriber> Bus::subscriber(std::string_view topic,
                                             const SubscriberOptions& options) {
-  return subscriber(open_topic(topic), options);
+  return open_topic(topic).subscriber(options);
 }
 
 void Bus::shutdown_daemon() {

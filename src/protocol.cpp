@@ -148,6 +148,7 @@ void put_status(Writer& w, const TopicStatus& t) {
   w.u64(t.published_bytes).u32(static_cast<std::uint32_t>(t.producer_seats.size()));
   for (const ProducerStatus& p : t.producer_seats)
     w.u32(p.seat).u32(p.pid).u64(p.session).u64(p.published).u64(p.published_bytes);
+  w.u64(t.generation);
 }
 
 void get_status(Reader& r, TopicStatus& t) {
@@ -179,6 +180,7 @@ void get_status(Reader& r, TopicStatus& t) {
     p.published_bytes = r.u64();
     t.producer_seats.push_back(p);
   }
+  t.generation = r.u64();
 }
 
 }  // namespace

@@ -16,7 +16,17 @@
 #include "shmbus/detail/ring.hpp"
 #include "shmbus/options.hpp"
 
+namespace shmbus {
+struct TopicStatus;
+}  // namespace shmbus
+
 namespace shmbus::detail {
+
+class Region;
+// A region's options and its status report (src/topic.cpp): what
+// Topic::options/status return and what shmbusd reports.
+[[nodiscard]] TopicOptions options_of(const Region& r);
+[[nodiscard]] TopicStatus status_of(const std::string& name, const Region& r);
 
 // Layout arithmetic shared by create (to size the region) and open (to check it).
 struct Layout {

@@ -1,5 +1,8 @@
 #include "shmbus/topic.hpp"
 
+#include <cstring>
+
+#include "connection.hpp"
 #include "region.hpp"
 
 namespace shmbus {
@@ -51,24 +54,80 @@ bool Topic::remove(std::string_view name, std::string_view bus) {
 }
 
 Publisher Topic::publisher(const PublisherOptions& options) const {
-  return Publisher(region_, options);
+  Publisher p(region_, options);
+  if (bus_) detail::register_producer(*bus_, name_, p.id());
+  return p;
 }
 
 std::unique_ptr<Subscriber> Topic::subscriber(const SubscriberOptions& options) const {
-  return std::unique_ptr<Subscriber>(new Subscriber(region_, options));
+  std::unique_ptr<Subscriber> s(new Subscriber(region_, options));
+  if (bus_) detail::register_member(*bus_, name_, s->group_index(), s->member_index());
+  return s;
 }
 
-TopicInfo Topic::info() const {
-  const detail::TopicHeader& h = region_->header();
-  TopicInfo i;
-  i.name = name_;
-  i.slot_count = static_cast<std::uint32_t>(region_->slot_count());
-  i.slot_size = region_->slot_size();
-  i.policy = region_->policy();
-  i.single_producer = region_->single_producer();
-  i.tail = h.tail.load(std::memory_order_relaxed);  // relaxed: a snapshot
-  i.generation = h.generation;
-  return i;
+TopicOptions Topic::options() const {
+  return detail::options_of(*region_);
 }
+
+TopicStatus Topic::status() const {
+  return detail::status_of(name_, *region_);
+}
+
+namespace detail {
+
+TopicOptions options_of(const Region& r) {
+  TopicOptions o;
+  o.slot_count = static_cast<std::uint32_t>(r.slot_count());
+  o.slot_size = r.slot_size();
+  o.policy = r.policy();
+  o.single_producer = r.single_producer();
+  o.max_producers = r.max_producers();
+  o.max_groups = r.max_groups();
+  o.max_members = r.max_members();
+  return o;
+}
+
+TopicStatus status_of(const std::string& name, const Region& r) {
+  TopicStatus t;
+  t.name = name;
+  t.options = options_of(r);
+  t.generation = r.header().generation;
+  // Relaxed loads below: a snapshot for reporting; no field is used to reach
+  // other memory, and a seat or group caught mid-change is reported as seen.
+  t.tail = r.header().tail.load(std::memory_order_relaxed);
+  for (std::uint32_t i = 0; i < r.max_producers(); ++i) {
+    const ProducerSeat& p = r.producer(i);
+    if (p.state.load(std::memory_order_relaxed) == static_cast<std::uint32_t>(SeatState::Free))
+      continue;
+    ++t.producers;
+    ProducerStatus ps;
+    ps.seat = i;
+    ps.pid = p.pid.load(std::memory_order_relaxed);
+    ps.session = p.session.load(std::memory_order_relaxed);
+    ps.published = p.published.load(std::memory_order_relaxed);
+    ps.published_bytes = p.published_bytes.load(std::memory_order_relaxed);
+    t.published += ps.published;
+    t.published_bytes += ps.published_bytes;
+    t.producer_seats.push_back(ps);
+  }
+  for (std::uint32_t g = 0; g < r.max_groups(); ++g) {
+    const GroupEntry& e = r.group(g);
+    if (e.state.load(std::memory_order_relaxed) != static_cast<std::uint32_t>(SeatState::Active))
+      continue;
+    GroupStatus gs;
+    const std::uint32_t flags = e.flags.load(std::memory_order_relaxed);
+    gs.name = (flags & kGroupPrivate) != 0 ? std::string()
+                                           : std::string(e.name, ::strnlen(e.name, sizeof e.name));
+    gs.members = e.members.load(std::memory_order_relaxed);
+    gs.durable = (flags & kGroupDurable) != 0;
+    gs.position = e.cursor.load(std::memory_order_relaxed);
+    gs.lag = t.tail > gs.position ? t.tail - gs.position : 0;
+    gs.lost = e.lost.load(std::memory_order_relaxed);
+    t.groups.push_back(std::move(gs));
+  }
+  return t;
+}
+
+}  // namespace detail
 
 }  // namespace shmbus

@@ -60,6 +60,18 @@ TEST(Daemon, EveryRequestThroughTheBus) {
   o.policy = Policy::Reject;
   Topic t = bus.create_topic("orders", o);
   EXPECT_EQ(code_of([&] { bus.create_topic("orders", o); }), ErrorCode::AlreadyExists);
+  {
+    // if_not_exists opens the topic as it is, whatever options are asked for.
+    TopicOptions other = o;
+    other.slot_count = 64;
+    const Topic again = bus.create_topic("orders", other, /*if_not_exists=*/true);
+    EXPECT_EQ(again.status().generation, t.status().generation);
+    EXPECT_EQ(again.options().slot_count, 32u);
+    EXPECT_EQ(again.options().policy, Policy::Reject);
+    const Topic fresh = bus.create_topic("fresh", other, /*if_not_exists=*/true);
+    EXPECT_EQ(fresh.options().slot_count, 64u);
+    bus.delete_topic("fresh");
+  }
   EXPECT_EQ(code_of([&] { bus.open_topic("missing"); }), ErrorCode::NotFound);
   EXPECT_EQ(code_of([&] { bus.delete_topic("missing"); }), ErrorCode::NotFound);
   EXPECT_EQ(code_of([&] { bus.describe("missing"); }), ErrorCode::NotFound);
@@ -337,8 +349,8 @@ TEST(DaemonAccess, RulesDecideAndTheRegionCannotBeMappedWithoutThem) {
       return 15;
     // shared: create, publish and subscribe allowed for this uid/gid.
     Topic t = bus.create_topic("shared", {});
-    Publisher p = bus.publisher(t);
-    auto s = bus.subscriber(t);
+    Publisher p = t.publisher();
+    auto s = t.subscriber();
     if (p.publish(bytes_of("x")) != Status::Ok) return 16;
     Sample sm;
     if (s->receive(sm, 5s) != Status::Ok) return 17;
@@ -474,8 +486,8 @@ TEST(DaemonRobustness, AnOpenLoanIsNotRepairedWhileAnotherIsPublished) {
   InProcessDaemon d(c);
   Bus bus = Bus::connect(f.options());
   Topic t = bus.create_topic("t", {});
-  auto sub = bus.subscriber(t);
-  Publisher pub = bus.publisher(t);
+  auto sub = t.subscriber();
+  Publisher pub = t.publisher();
   Loan first = pub.loan(8);
   Loan second = pub.loan(8);
   ASSERT_TRUE(first && second);
@@ -521,13 +533,13 @@ TEST(DaemonRobustness, SeatsAClientFreedAreForgottenNotPiledUp) {
   for (int i = 0; i < 4100; ++i) {
     Topic t = bus.create_topic("cycle", o);
     {
-      Publisher p = bus.publisher(t);
-      auto sub = bus.subscriber(t);
+      Publisher p = t.publisher();
+      auto sub = t.subscriber();
     }
     bus.delete_topic("cycle");
   }
   Topic t = bus.create_topic("cycle", o);
-  Publisher p = bus.publisher(t);
+  Publisher p = t.publisher();
   EXPECT_EQ(bus.describe("cycle").producers, 1u);
 }
 

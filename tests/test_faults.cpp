@@ -65,7 +65,7 @@ TEST(Faults, ConsumerKilledWhileHoldingSamplesDoesNotBlockProducers) {
 
   SubscriberOptions live;
   live.group = "live";
-  auto watcher = bus.subscriber(topic, live);  // a group that must see everything
+  auto watcher = topic.subscriber(live);  // a group that must see everything
 
   const pid_t victim = spawn([&]() -> int {
     Bus b = Bus::connect(opts);
@@ -83,7 +83,7 @@ TEST(Faults, ConsumerKilledWhileHoldingSamplesDoesNotBlockProducers) {
   ASSERT_TRUE(wait_until([&] { return sh->v[0].load() == 1; }, 20s));
   PublisherOptions po;
   po.timeout = 60s;  // until the daemon has freed the dead member's seat: no set time
-  Publisher pub = bus.publisher(topic, po);
+  Publisher pub = topic.publisher(po);
   for (std::uint64_t i = 0; i < 5; ++i)
     ASSERT_EQ(pub.publish(std::as_bytes(std::span(&i, 1))), Status::Ok);
   ASSERT_TRUE(wait_until([&] { return sh->v[1].load() == 1; }, 20s));
@@ -114,8 +114,8 @@ TEST(Faults, ProducerKilledBetweenClaimAndPublishIsSkipped) {
   SubscriberOptions g1, g2;
   g1.group = "a";
   g2.group = "b";
-  auto a = bus.subscriber(topic, g1);
-  auto b = bus.subscriber(topic, g2);
+  auto a = topic.subscriber(g1);
+  auto b = topic.subscriber(g2);
 
   const pid_t victim = spawn([&]() -> int {
     Bus bb = Bus::connect(opts);
@@ -131,7 +131,7 @@ TEST(Faults, ProducerKilledBetweenClaimAndPublishIsSkipped) {
   ASSERT_TRUE(wait_until([&] { return sh->v[0].load() == 1; }, 20s));
   ::kill(victim, SIGKILL);
   EXPECT_EQ(wait_child(victim, 10s), 128 + SIGKILL);
-  Publisher pub = bus.publisher(topic);
+  Publisher pub = topic.publisher();
   for (std::uint64_t i = 10; i < 110; ++i)
     ASSERT_EQ(pub.publish(std::as_bytes(std::span(&i, 1))), Status::Ok);
   // Both groups get 0..109 (the abandoned claim, sequence 10, is skipped).

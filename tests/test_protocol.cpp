@@ -81,6 +81,7 @@ void expect_same(const TopicStatus& a, const TopicStatus& b) {
   EXPECT_EQ(a.producers, b.producers);
   EXPECT_EQ(a.published, b.published);
   EXPECT_EQ(a.published_bytes, b.published_bytes);
+  EXPECT_EQ(a.generation, b.generation);
   ASSERT_EQ(a.groups.size(), b.groups.size());
   for (std::size_t i = 0; i < a.groups.size(); ++i) {
     EXPECT_EQ(a.groups[i].name, b.groups[i].name);
@@ -123,6 +124,7 @@ TopicStatus odd_status(const std::string& name) {
   t.producers = 2;
   t.published = 99;
   t.published_bytes = 1ULL << 40;
+  t.generation = 0x0123456789abcdefULL;
   t.groups = {{"billing", 3, true, 10, 5, 2}, {"", 1, false, 15, 0, 0}};
   t.producer_seats = {{0, 1234, 77, 50, 500}, {2, 4321, 78, 49, 1ULL << 35}};
   return t;

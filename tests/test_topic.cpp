@@ -79,12 +79,14 @@ TEST(TopicCreate, CreateOpenRemove) {
     Topic t = Topic::create(name, o);
     EXPECT_EQ(code_of([&] { Topic::create(name, o); }), ErrorCode::AlreadyExists);
     Topic u = Topic::open(name);
-    const TopicInfo i = u.info();
+    const TopicStatus i = u.status();
     EXPECT_EQ(i.name, name);
-    EXPECT_EQ(i.slot_count, 16u);
-    EXPECT_EQ(i.slot_size, 100u);
-    EXPECT_EQ(i.policy, Policy::Reject);
-    EXPECT_EQ(i.generation, t.info().generation);
+    EXPECT_EQ(i.options.slot_count, 16u);
+    EXPECT_EQ(i.options.slot_size, 100u);
+    EXPECT_EQ(i.options.policy, Policy::Reject);
+    EXPECT_EQ(i.generation, t.status().generation);
+    EXPECT_NE(i.generation, 0u);
+    EXPECT_EQ(u.options().slot_count, 16u);
   }
   EXPECT_TRUE(Topic::remove(name));
   EXPECT_FALSE(Topic::remove(name));

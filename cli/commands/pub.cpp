@@ -120,11 +120,11 @@ class PubSession {
   // (after saying what went wrong).
   int send(std::string_view m) {
     const std::uint64_t n = count_ + 1;
-    if (m.size() > pub_.max_message_size()) {
+    if (m.size() > pub_.slot_size()) {
       note(strf("message %" PRIu64 " is %zu bytes, larger than the %u-byte slot size of topic "
                 "'%s'; nothing of it was published (create the topic with a larger "
                 "--slot-size)",
-                n, m.size(), pub_.max_message_size(), args_.topic.c_str()));
+                n, m.size(), pub_.slot_size(), args_.topic.c_str()));
       return kExitError;
     }
     if (args_.rate > 0) {
@@ -155,7 +155,7 @@ class PubSession {
       case Status::TooLarge:
         note(strf("message %" PRIu64 " is %zu bytes, larger than the %u-byte slot size of "
                   "topic '%s'",
-                  n, m.size(), pub_.max_message_size(), args_.topic.c_str()));
+                  n, m.size(), pub_.slot_size(), args_.topic.c_str()));
         return kExitError;
       default:
         note(strf("message %" PRIu64 " was not published: %s", n, to_string(st)));

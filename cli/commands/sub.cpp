@@ -40,7 +40,7 @@ int cmd_sub(const Globals& g, const SubArgs& a) {
   Bus bus = connect(g);
   std::unique_ptr<Subscriber> sub = bus.subscriber(a.topic, so);
   install_stop_handlers();
-  std::vector<std::byte> buffer(sub->max_message_size());
+  std::vector<std::byte> buffer(sub->slot_size());
   std::string line;
   std::uint64_t received = 0;
   const bool timed = a.timeout >= 0;

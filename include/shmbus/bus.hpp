@@ -37,19 +37,22 @@ class Bus {
   // Throws Error(DaemonUnavailable) when no daemon answers and none can be started.
   static Bus connect(const BusOptions& options = {});
 
-  Topic create_topic(std::string_view name, const TopicOptions& options = {});
+  // Throws Error(AlreadyExists) when the topic exists, unless `if_not_exists`:
+  // then opens it as it is (its options may differ from `options`: compare
+  // them with Topic::options()).
+  Topic create_topic(std::string_view name, const TopicOptions& options = {},
+                     bool if_not_exists = false);
   Topic open_topic(std::string_view name);
   void delete_topic(std::string_view name);
   std::vector<TopicStatus> topics();
   TopicStatus describe(std::string_view name);
 
-  // Opens the topic, attaches a seat and registers it with the daemon.
+  // open_topic(topic).publisher(options): a seat registered with the daemon.
+  // To attach several, open the topic once and call Topic::publisher.
   Publisher publisher(std::string_view topic, const PublisherOptions& options = {});
+  // open_topic(topic).subscriber(options), likewise.
   std::unique_ptr<Subscriber> subscriber(std::string_view topic,
                                          const SubscriberOptions& options = {});
-  // The same, for a topic already opened through this bus.
-  Publisher publisher(const Topic& topic, const PublisherOptions& options = {});
-  std::unique_ptr<Subscriber> subscriber(const Topic& topic, const SubscriberOptions& options = {});
 
   // Asks the daemon to exit (only root or the daemon's own user may).
   void shutdown_daemon();

@@ -117,7 +117,8 @@ class Publisher {
     return loan_impl(size, {false, options_.timeout});
   }
 
-  [[nodiscard]] std::uint32_t max_message_size() const noexcept { return ring_.slot_size; }
+  // The topic's slot size: the largest message, in bytes.
+  [[nodiscard]] std::uint32_t slot_size() const noexcept { return ring_.slot_size; }
   // This publisher's producer seat: Sample::producer_id() of what it publishes.
   [[nodiscard]] std::uint32_t id() const noexcept { return state_.seat_index; }
   [[nodiscard]] const PublisherOptions& options() const noexcept { return options_; }

@@ -147,13 +147,15 @@ class Subscriber {
   // Messages this group skipped because their slot header was invalid.
   [[nodiscard]] std::uint64_t corrupt() const noexcept;
   [[nodiscard]] const std::string& group() const noexcept { return options_.group; }
-  [[nodiscard]] std::uint32_t max_message_size() const noexcept { return ring_.slot_size; }
+  // The topic's slot size: the largest message, in bytes.
+  [[nodiscard]] std::uint32_t slot_size() const noexcept { return ring_.slot_size; }
 
  private:
   friend class Sample;
   friend class Batch;
-  friend class Topic;  // the only constructor's caller (Bus::subscriber goes through it)
-  friend class Bus;    // registers the seat with shmbusd (group_index_, member_index_)
+  // The only constructor's caller; registers the seat (group_index_,
+  // member_index_) with shmbusd when the topic came from a Bus.
+  friend class Topic;
 
   Subscriber(std::shared_ptr<detail::Region> region, const SubscriberOptions& options);
   [[nodiscard]] std::uint32_t group_index() const noexcept { return group_index_; }

@@ -1,5 +1,7 @@
-// Topic: a named shared-memory region holding one ring. Created and opened
-// directly here; the daemon (shmbusd) uses the same calls.
+// Topic: a named shared-memory region holding one ring. A Topic made by a Bus
+// (create_topic, open_topic) registers the seats it hands out with shmbusd,
+// which frees them if this process dies; one made here directly (create,
+// open: tests, tools, the daemon itself) hands out unregistered seats.
 #pragma once
 
 #include <cstdint>
@@ -10,18 +12,13 @@
 #include "shmbus/options.hpp"
 #include "shmbus/publisher.hpp"
 #include "shmbus/subscriber.hpp"
+#include "shmbus/topic_status.hpp"
 
 namespace shmbus {
 
-struct TopicInfo {
-  std::string name;
-  std::uint32_t slot_count = 0;
-  std::uint32_t slot_size = 0;
-  Policy policy = Policy::Block;
-  bool single_producer = false;
-  std::uint64_t tail = 0;  // next sequence to be claimed (a guess under concurrency)
-  std::uint64_t generation = 0;
-};
+namespace detail {
+class Connection;  // src/bus.cpp: the daemon connection of a Bus
+}  // namespace detail
 
 // Throws shmbus::Error(InvalidArgument) with a message that says what is allowed.
 void validate_name(std::string_view what, std::string_view name);
@@ -37,19 +34,28 @@ class Topic {
   // Returns false if there was no such topic.
   static bool remove(std::string_view name, std::string_view bus = "default");
 
+  // A producer seat (registered with shmbusd when the topic came from a Bus).
   [[nodiscard]] Publisher publisher(const PublisherOptions& options = {}) const;
-  // Subscribers are not movable (their samples point at them): hold them by pointer.
+  // A member seat, likewise. Subscribers are not movable (their samples point
+  // at them): hold them by pointer.
   [[nodiscard]] std::unique_ptr<Subscriber> subscriber(const SubscriberOptions& options = {}) const;
 
-  [[nodiscard]] TopicInfo info() const;
+  // The topic's geometry and policy, as its region records them (mode: as
+  // created, when known here; a topic from a Bus reports 0600).
+  [[nodiscard]] TopicOptions options() const;
+  // What Bus::describe reports, read from the region by this process: the
+  // tail, the live producers and their counters, the groups (a snapshot).
+  [[nodiscard]] TopicStatus status() const;
   [[nodiscard]] const std::string& name() const noexcept { return name_; }
 
  private:
   friend class Bus;
-  Topic(std::string name, std::shared_ptr<detail::Region> region)
-      : name_(std::move(name)), region_(std::move(region)) {}
+  Topic(std::string name, std::shared_ptr<detail::Region> region,
+        std::shared_ptr<detail::Connection> bus = nullptr)
+      : name_(std::move(name)), region_(std::move(region)), bus_(std::move(bus)) {}
   std::string name_;
   std::shared_ptr<detail::Region> region_;
+  std::shared_ptr<detail::Connection> bus_;  // null: seats are not registered
 };
 
 }  // namespace shmbus

@@ -36,6 +36,7 @@ struct TopicStatus {
   std::uint64_t published_bytes = 0;           // their payload bytes (a guess)
   std::vector<ProducerStatus> producer_seats;  // one per live producer
   std::vector<GroupStatus> groups;
+  std::uint64_t generation = 0;  // tells a re-created topic of the same name apart
 };
 
 }  // namespace shmbus

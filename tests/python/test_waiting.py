@@ -303,8 +303,17 @@ def test_topics_and_describe(bus):
     d = bus.describe("a").as_dict()
     assert d["groups"][0]["name"] == "workers" and d["producers"] == 1
     assert sub.group == "workers" and sub.policy == "overwrite"
-    assert bus.open_topic("b").info().slots == 4
+    assert bus.open_topic("b").status().slots == 4
     assert os.path.exists(bus.socket_path)
+    # The topic's own view agrees with the daemon's, counters included.
+    mine = bus.open_topic("a").status()
+    assert (mine.tail, mine.published, mine.published_bytes) == (1, 1, 1)
+    assert mine.generation == bus.describe("a").generation != 0
+    # if_not_exists: the existing topic, as it is.
+    with pytest.raises(shmbus.AlreadyExists):
+        bus.create_topic("a", slots=8)
+    again = bus.create_topic("a", slots=8, if_not_exists=True)
+    assert again.status().slots == 16 and again.status().generation == mine.generation
 
 
 def test_fork_child_cannot_use_or_destroy_the_parents_objects(busenv):

@@ -74,6 +74,8 @@ py::dict topic_dict(const TopicStatus& t) {
   d["tail"] = t.tail;
   d["producers"] = t.producers;
   d["published"] = t.published;
+  d["published_bytes"] = t.published_bytes;
+  d["generation"] = t.generation;
   py::list groups;
   for (const GroupStatus& g : t.groups)
     groups.append(group_dict(g));
@@ -106,7 +108,8 @@ void bind_bus(py::module_& m) {
       });
 
   py::class_<TopicStatus>(m, "TopicStatus",
-                          "What shmbusd reports about a topic (Bus.topics(), Bus.describe()).")
+                          "A topic's options and counters (Bus.topics(), Bus.describe(), "
+                          "Topic.status()).")
       .def_readonly("name", &TopicStatus::name)
       .def_property_readonly(
           "slots", [](const TopicStatus& t) { return t.options.slot_count; },
@@ -132,30 +135,28 @@ void bind_bus(py::module_& m) {
       .def_readonly("producers", &TopicStatus::producers, "Live producer seats.")
       .def_readonly("published", &TopicStatus::published,
                     "Messages published by the live producers (an estimate).")
+      .def_readonly("published_bytes", &TopicStatus::published_bytes,
+                    "Their payload bytes (an estimate).")
+      .def_readonly("generation", &TopicStatus::generation,
+                    "Tells a topic deleted and created again under the same name apart.")
       .def_readonly("groups", &TopicStatus::groups, "The consumer groups (list of GroupStatus).")
       .def("as_dict", &topic_dict,
            "as_dict() -> dict\n\nThe fields as a dict (groups as a list of dicts).")
       .def("__repr__", &repr_topic_status);
-
-  py::class_<TopicInfo>(m, "TopicInfo", "A topic's geometry, read from its region.")
-      .def_readonly("name", &TopicInfo::name)
-      .def_readonly("slots", &TopicInfo::slot_count)
-      .def_readonly("slot_size", &TopicInfo::slot_size)
-      .def_property_readonly("policy", [](const TopicInfo& t) { return to_string(t.policy); })
-      .def_readonly("single_producer", &TopicInfo::single_producer)
-      .def_readonly("tail", &TopicInfo::tail, "The next sequence to be claimed (a snapshot).")
-      .def("__repr__", [](const TopicInfo& t) {
-        return "<shmbus.TopicInfo name='" + t.name + "' slots=" + std::to_string(t.slot_count) +
-               " slot_size=" + std::to_string(t.slot_size) + " policy='" +
-               std::string(to_string(t.policy)) + "' tail=" + std::to_string(t.tail) + ">";
-      });
 
   py::class_<Topic, ForkSafePtr<Topic>>(
       m, "Topic",
       "An opened topic (Bus.create_topic / Bus.open_topic). Pass it to\n"
       "Bus.publisher / Bus.subscriber to skip opening it again.")
       .def_property_readonly("name", &Topic::name)
-      .def("info", &Topic::info, "info() -> TopicInfo\n\nThe topic's geometry and current tail.")
+      .def(
+          "status",
+          [](const Topic& t) {
+            py::gil_scoped_release nogil;
+            return t.status();
+          },
+          "status() -> TopicStatus\n\nWhat Bus.describe() reports, read from the topic's "
+          "region by this process.")
       .def("__repr__", [](const Topic& t) { return "<shmbus.Topic name='" + t.name() + "'>"; });
 
   py::class_<PyBus, ForkSafePtr<PyBus>>(m, "Bus", R"doc(
@@ -170,7 +171,8 @@ object may be dropped before them.
           "create_topic",
           [](PyBus& b, const std::string& name, std::uint32_t slots, std::uint32_t slot_size,
              const std::string& policy, bool single_producer, std::uint32_t max_producers,
-             std::uint32_t max_groups, std::uint32_t max_members, std::uint32_t mode) {
+             std::uint32_t max_groups, std::uint32_t max_members, std::uint32_t mode,
+             bool if_not_exists) {
             TopicOptions o;
             o.slot_count = slots;
             o.slot_size = slot_size;
@@ -180,19 +182,21 @@ object may be dropped before them.
             o.max_groups = max_groups;
             o.max_members = max_members;
             o.mode = mode;
-            return b.ask_daemon([&](Bus& bus) { return bus.create_topic(name, o); });
+            return b.ask_daemon([&](Bus& bus) { return bus.create_topic(name, o, if_not_exists); });
           },
           py::arg("name"), py::arg("slots") = 1024, py::arg("slot_size") = 1024,
           py::arg("policy") = "block", py::arg("single_producer") = false, py::kw_only(),
           py::arg("max_producers") = 16, py::arg("max_groups") = 16, py::arg("max_members") = 8,
-          py::arg("mode") = 0600,
-          R"doc(create_topic(name: str, slots: int = 1024, slot_size: int = 1024, policy: str = 'block', single_producer: bool = False, *, max_producers: int = 16, max_groups: int = 16, max_members: int = 8, mode: int = 0o600) -> Topic
+          py::arg("mode") = 0600, py::arg("if_not_exists") = false,
+          R"doc(create_topic(name: str, slots: int = 1024, slot_size: int = 1024, policy: str = 'block', single_producer: bool = False, *, max_producers: int = 16, max_groups: int = 16, max_members: int = 8, mode: int = 0o600, if_not_exists: bool = False) -> Topic
 
 Creates a topic: `slots` (a power of two >= 2) slots of `slot_size` bytes.
 
 policy: what a publisher does on a full ring: 'block' (wait), 'reject'
 (refuse at once) or 'overwrite' (overwrite the oldest; slow readers skip and
-count). Raises AlreadyExists if the topic exists, InvalidArgument for bad values.)doc")
+count). Raises AlreadyExists if the topic exists, unless if_not_exists: then
+opens it as it is (compare topic.status() with what you asked for).
+InvalidArgument for bad values.)doc")
       .def(
           "open_topic",
           [](PyBus& b, const std::string& name) {
@@ -223,7 +227,7 @@ count). Raises AlreadyExists if the topic exists, InvalidArgument for bad values
           [](PyBus& b, const TopicArg& topic, std::optional<double> timeout,
              const std::string& wait, double spin) {
             Bus& bus = b.get();
-            return make_publisher(bus, resolve(bus, topic), timeout, wait, spin);
+            return make_publisher(resolve(bus, topic), timeout, wait, spin);
           },
           py::arg("topic"), py::kw_only(), py::arg("timeout") = 10.0, py::arg("wait") = "futex",
           py::arg("spin") = 50e-6,
@@ -238,7 +242,7 @@ for ever). wait: 'futex' (spin `spin` seconds, then sleep), 'yield' or 'busy'.)d
           [](PyBus& b, const TopicArg& topic, const std::optional<std::string>& group,
              const py::object& start, bool durable, const std::string& wait, double spin) {
             Bus& bus = b.get();
-            return make_subscriber(bus, resolve(bus, topic), group, start, durable, wait, spin);
+            return make_subscriber(resolve(bus, topic), group, start, durable, wait, spin);
           },
           py::arg("topic"), py::arg("group") = py::none(), py::arg("start") = "latest",
           py::kw_only(), py::arg("durable") = false, py::arg("wait") = "futex",
@@ -289,7 +293,7 @@ while it has no members. wait/spin: as for publisher().)doc")
       py::arg("name"), py::arg("autospawn"), py::arg("socket"), py::arg("daemon"),
       py::arg("timeout"));
 
-  for (const char* name : {"GroupStatus", "TopicStatus", "TopicInfo", "Topic", "Bus"})
+  for (const char* name : {"GroupStatus", "TopicStatus", "Topic", "Bus"})
     set_public_module(m.attr(name));
 }
 

@@ -124,7 +124,7 @@ py::object take_loan(const py::object& self, std::size_t size, bool wait) {
 
 }  // namespace
 
-py::object make_publisher(Bus& bus, const Topic& topic, std::optional<double> timeout,
+py::object make_publisher(const Topic& topic, std::optional<double> timeout,
                           const std::string& wait, double spin) {
   timeout = Deadline::checked(timeout);
   PublisherOptions o;
@@ -139,8 +139,8 @@ py::object make_publisher(Bus& bus, const Topic& topic, std::optional<double> ti
   Policy policy;
   {
     py::gil_scoped_release nogil;
-    p.emplace(bus.publisher(topic, o));
-    policy = topic.info().policy;
+    p.emplace(topic.publisher(o));
+    policy = topic.options().policy;
   }
   return to_python(std::make_unique<PyPublisher>(std::move(*p), std::move(wanted), topic.name(),
                                                  policy, timeout));
@@ -197,8 +197,7 @@ Close with close() or a with block (deferred until open loans end).
           "timeout", [](const PyPublisher& pp) { return pp.timeout; },
           [](PyPublisher& pp, std::optional<double> t) { pp.timeout = Deadline::checked(t); },
           "Seconds publish()/loan() wait for room under policy 'block' (None: for ever).")
-      .def_property_readonly("max_message_size",
-                             open_getter<PyPublisher>(&Publisher::max_message_size),
+      .def_property_readonly("slot_size", open_getter<PyPublisher>(&Publisher::slot_size),
                              "The topic's slot size in bytes.")
       .def_property_readonly("id", open_getter<PyPublisher>(&Publisher::id),
                              "This producer's seat number (Sample.producer_id of its messages).")

@@ -52,7 +52,7 @@ class PyLoan {
 };
 
 // Used by Bus.publisher.
-py::object make_publisher(Bus& bus, const Topic& topic, std::optional<double> timeout,
+py::object make_publisher(const Topic& topic, std::optional<double> timeout,
                           const std::string& wait, double spin);
 
 }  // namespace shmbus::python

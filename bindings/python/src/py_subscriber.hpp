@@ -63,7 +63,7 @@ class PySample {
 };
 
 // Used by Bus.subscriber.
-py::object make_subscriber(Bus& bus, const Topic& topic, const std::optional<std::string>& group,
+py::object make_subscriber(const Topic& topic, const std::optional<std::string>& group,
                            const py::handle& start, bool durable, const std::string& wait,
                            double spin);
 

@@ -92,7 +92,7 @@ std::string subscriber_repr(const PySubscriber& ps) {
 
 }  // namespace
 
-py::object make_subscriber(Bus& bus, const Topic& topic, const std::optional<std::string>& group,
+py::object make_subscriber(const Topic& topic, const std::optional<std::string>& group,
                            const py::handle& start, bool durable, const std::string& wait,
                            double spin) {
   SubscriberOptions o;
@@ -109,8 +109,8 @@ py::object make_subscriber(Bus& bus, const Topic& topic, const std::optional<std
   Policy policy;
   {
     py::gil_scoped_release nogil;
-    s = bus.subscriber(topic, o);
-    policy = topic.info().policy;
+    s = topic.subscriber(o);
+    policy = topic.options().policy;
   }
   return to_python(
       std::make_unique<PySubscriber>(std::move(s), std::move(wanted), topic.name(), policy));
@@ -208,8 +208,7 @@ Raises TooManyHeld when 64 samples are held unreleased, Closed after close().)do
             });
           },
           "The group's name, or None for a private group.")
-      .def_property_readonly("max_message_size",
-                             open_getter<PySubscriber>(&Subscriber::max_message_size),
+      .def_property_readonly("slot_size", open_getter<PySubscriber>(&Subscriber::slot_size),
                              "The topic's slot size in bytes.")
       .def_property_readonly(
           "holding",

@@ -1,0 +1,18 @@
+// What a Topic made by a Bus needs from the Bus's daemon connection
+// (src/bus.cpp): registering the seats it hands out, so that shmbusd frees
+// them if this process dies (and the connection registers them again after
+// it reconnects).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace shmbus::detail {
+
+class Connection;
+
+void register_producer(Connection& c, const std::string& topic, std::uint32_t seat);
+void register_member(Connection& c, const std::string& topic, std::uint32_t group,
+                     std::uint32_t member);
+
+}  // namespace shmbus::detail
