@@ -1,0 +1,283 @@
+// The systems of a run, and one run of a latency, spaced or throughput row.
+
+#include <algorithm>
+#include <cinttypes>
+
+#include "compare.hpp"
+
+namespace shmbus_bench {
+namespace {
+constexpr std::size_t kLarge = 256 * 1024;
+}  // namespace
+
+void Compare::build_systems() {
+  const auto add = [&](std::unique_ptr<System> s) {
+    Comparator c;
+    c.key = s->key;
+    c.name = s->name;
+    c.system = std::move(s);
+    comparators_.push_back(std::move(c));
+  };
+  [[maybe_unused]] const auto skip = [&](const std::string& key, const std::string& name,
+                                         const std::string& why) {
+    Comparator c;
+    c.key = key;
+    c.name = name;
+    c.skipped = why;
+    comparators_.push_back(std::move(c));
+  };
+  // The limits always run: every ratio needs them.
+  add(make_bare_line());
+  add(make_bare_memcpy());
+  add(make_bare_ring(1));
+  add(make_bare_ring(16));
+  add(make_raw_futex());
+  std::vector<std::unique_ptr<System>> rest;
+  const ShmbusWait busy{shmbus::WaitStrategy::BusySpin, -1};
+  rest.push_back(
+      make_shmbus("shmbus-busy-spin", "shmbus loan/receive, busy-spin (zero copy)", busy));
+  rest.push_back(make_shmbus("shmbus-spin-futex",
+                             "shmbus loan/receive, spin-futex (default: spin 50 us, then sleep)",
+                             ShmbusWait{shmbus::WaitStrategy::SpinFutex, -1}));
+  rest.push_back(make_shmbus("shmbus-sleep", "shmbus loan/receive, spin-futex with spin = 0",
+                             ShmbusWait{shmbus::WaitStrategy::SpinFutex, 0}));
+  // Streaming variants (the limits preset): how the API choices cost.
+  rest.push_back(make_shmbus("shmbus-copy", "shmbus publish() copy, busy-spin", busy,
+                             ShmbusVariant{true, false, 1}));
+  rest.push_back(make_shmbus("shmbus-multi-producer",
+                             "shmbus loan/receive, busy-spin, multi-producer topic", busy,
+                             ShmbusVariant{false, true, 1}));
+  rest.push_back(make_shmbus("shmbus-batch16", "shmbus loan/receive_batch(16), busy-spin", busy,
+                             ShmbusVariant{true, true, 16}));
+  for (const char* k : {"shmbus-copy", "shmbus-multi-producer", "shmbus-batch16"})
+    for (auto& s : rest)
+      if (s->key == k) s->variant = true;
+#ifdef SHMBUS_CMP_ICEORYX
+  rest.push_back(make_iceoryx());
+#else
+  skip("iceoryx", "iceoryx 2.0",
+       "not built: iceoryx_posh not found by CMake (apt-get install iceoryx libiceoryx-posh-dev "
+       "libiceoryx-hoofs-dev)");
+#endif
+#ifdef SHMBUS_CMP_MOODYCAMEL
+  rest.push_back(make_moodycamel());
+#else
+  skip("moodycamel", "moodycamel ConcurrentQueue",
+       "not built: concurrentqueue/concurrentqueue.h not found (apt-get install "
+       "libconcurrentqueue-dev)");
+#endif
+#ifdef SHMBUS_CMP_BOOST
+  rest.push_back(make_boost_mq(true));
+  rest.push_back(make_boost_mq(false));
+#else
+  skip("boost-mq", "Boost.Interprocess message_queue",
+       "not built: Boost headers not found (apt-get install libboost-dev)");
+#endif
+  rest.push_back(make_uds());
+  rest.push_back(make_pipe());
+#ifdef SHMBUS_CMP_ZMQ
+  rest.push_back(make_zmq());
+#else
+  skip("zmq", "ZeroMQ PAIR over ipc://",
+       "not built: pkg-config libzmq not found (apt-get install libzmq3-dev)");
+#endif
+  for (auto& s : rest) {
+    if (wanted(*s)) add(std::move(s));
+  }
+}
+
+LatencyPlan Compare::latency_plan(const System& s, std::size_t size) const {
+  LatencyPlan p;
+  const std::uint64_t q = opt_.quick ? 10 : 1;
+  if (s.slow) {
+    p.iters = 20'000 / q;
+    p.warmup = 1'000 / q;
+    p.max_ns = opt_.quick ? 300'000'000 : 1'500'000'000;
+  } else {
+    p.iters = (size >= kLarge ? 20'000 : 100'000) / q;
+    p.warmup = (size >= kLarge ? 2'000 : 10'000) / q;
+    p.max_ns = opt_.quick ? 300'000'000 : 1'000'000'000;
+  }
+  p.warmup_max_ns = opt_.quick ? 50'000'000 : 300'000'000;
+  if (opt_.iters) p.iters = opt_.iters;
+  if (opt_.warmup) p.warmup = opt_.warmup;
+  return p;
+}
+
+// Queue depth for throughput: 1024 slots, fewer for large messages (at most
+// 64 MiB of ring), at least 64. Every system with a depth gets the same.
+std::uint64_t Compare::slots_for(std::size_t size) const {
+  if (opt_.slots) return opt_.slots;
+  const std::uint64_t stride = shmbus_slot_stride(size);
+  std::uint64_t slots = 1024;
+  while (slots > 64 && slots * stride > (64ULL << 20))
+    slots /= 2;
+  return slots;
+}
+
+// Every row moves at most 1 GiB; small messages are capped by count, higher
+// for the shared-memory and in-process systems that move tens of millions a
+// second than for the ones that make system calls (or, iceoryx, run at about
+// a million a second), so that every row takes about a second here. From
+// 4 KiB up, every system sends the same count.
+std::uint64_t Compare::count_for(const System& s, std::size_t size) const {
+  const bool fast = s.baseline || s.key.rfind("shmbus", 0) == 0 || s.in_process;
+  std::uint64_t count = opt_.messages ? opt_.messages : fast ? 5'000'000 : 250'000;
+  std::uint64_t bytes = 1ULL << 30;
+  if (opt_.messages) {
+    bytes = ~0ULL;
+  } else if (opt_.quick) {
+    count /= 10;
+    bytes /= 10;
+  }
+  return std::max<std::uint64_t>(std::min<std::uint64_t>(count, bytes / size), 100);
+}
+
+LatRow Compare::run_latency(System& s, const std::string& section, std::size_t size,
+                            bool same_core) {
+  LatRow row;
+  row.section = section;
+  row.key = s.key;
+  row.system = s.name;
+  row.size = size;
+  row.baseline = s.baseline;
+  row.blocking = s.blocking;
+  Scenario sc = scenario(Mode::Latency, size);
+  sc.plan = latency_plan(s, size);
+  if (same_core) sc.cpu_b = sc.cpu_a;
+  PairResult r;
+  try {
+    s.prepare(runner_, sc);
+    r = runner_.run(
+        strprintf("%s: %s %s%s", section.c_str(), s.key.c_str(), size_label(size).c_str(),
+                  same_core ? " (one core)" : ""),
+        [&](Side& side) { s.ping(side, sc); }, [&](Side& side) { s.pong(side, sc); }, sc.cpu_a,
+        sc.cpu_b, PairOptions{same_core});
+  } catch (const std::exception& e) {
+    r = PairResult{false, std::string("set-up: ") + e.what()};
+  }
+  s.cleanup();
+  row.ok = r.ok;
+  row.error = r.error;
+  if (r.ok) {
+    row.st = runner_.ctl().lat;
+    row.hist = runner_.ctl().hist.buckets();
+  } else {
+    failures_.push_back(strprintf("%s %s %s: %s", section.c_str(), s.key.c_str(),
+                                  size_label(size).c_str(), r.error.c_str()));
+  }
+  return row;
+}
+
+LatRow Compare::run_spaced(System& s, std::size_t size) {
+  LatRow row;
+  row.section = "spaced";
+  row.key = s.key;
+  row.system = s.name;
+  row.size = size;
+  row.baseline = s.baseline;
+  row.blocking = s.blocking;
+  Scenario sc = scenario(Mode::Spaced, size);
+  sc.count = opt_.quick ? 300 : 2000;
+  sc.gap_ns = kSpacedGapNs;
+  PairResult r;
+  try {
+    s.prepare(runner_, sc);
+    r = runner_.run(
+        strprintf("spaced: %s %s, %s apart", s.key.c_str(), size_label(size).c_str(),
+                  ns_label(static_cast<double>(kSpacedGapNs)).c_str()),
+        [&](Side& side) { s.spaced_send(side, sc); }, [&](Side& side) { s.spaced_recv(side, sc); },
+        sc.cpu_a, sc.cpu_b);
+  } catch (const std::exception& e) {
+    r = PairResult{false, std::string("set-up: ") + e.what()};
+  }
+  s.cleanup();
+  row.ok = r.ok;
+  row.error = r.error;
+  if (r.ok)
+    row.st = runner_.ctl().lat;
+  else
+    failures_.push_back("spaced " + s.key + ": " + r.error);
+  return row;
+}
+
+bool Compare::run_throughput_once(TputRow& row) {
+  System& s = *row.sys;
+  Scenario sc = scenario(Mode::Throughput, row.size);
+  sc.count = row.count;
+  sc.slots = slots_for(row.size);
+  PairResult r;
+  try {
+    s.prepare(runner_, sc);
+    r = runner_.run(
+        strprintf("throughput: %s %s", s.key.c_str(), size_label(row.size).c_str()),
+        [&](Side& side) { s.produce(side, sc); }, [&](Side& side) { s.consume(side, sc); },
+        sc.cpu_a, sc.cpu_b);
+  } catch (const std::exception& e) {
+    r = PairResult{false, std::string("set-up: ") + e.what()};
+  }
+  s.cleanup();
+  if (r.ok && runner_.ctl().received != row.count) {
+    r.ok = false;
+    r.error = strprintf("the consumer reported %" PRIu64 " messages, %" PRIu64 " were sent",
+                        runner_.ctl().received, row.count);
+  }
+  if (!r.ok) {
+    row.ok = false;
+    row.error = r.error;
+    failures_.push_back(strprintf("throughput %s %s: %s", s.key.c_str(),
+                                  size_label(row.size).c_str(), r.error.c_str()));
+    return false;
+  }
+  row.seconds.push_back(static_cast<double>(runner_.ctl().t_end_ns - runner_.ctl().t_start_ns) /
+                        1e9);
+  return true;
+}
+
+bool Compare::wanted(const System& s) const {
+  if (opt_.only.empty()) return !s.variant;
+  return std::find(opt_.only.begin(), opt_.only.end(), s.key) != opt_.only.end();
+}
+
+System* Compare::sys(const std::string& key) const {
+  for (const auto& c : comparators_)
+    if (c.system && c.key == key) return c.system.get();
+  return nullptr;
+}
+
+Scenario Compare::scenario(Mode mode, std::size_t size) {
+  Scenario sc;
+  sc.mode = mode;
+  sc.size = size;
+  sc.run_id = next_run_id_++;
+  sc.cpu_a = opt_.cpu_a;
+  sc.cpu_b = opt_.cpu_b;
+  return sc;
+}
+
+const LatRow* Compare::find_lat(const std::string& section, const std::string& key,
+                                std::size_t size) const {
+  for (const auto& r : lat_)
+    if (r.section == section && r.key == key && r.size == size && r.ok) return &r;
+  return nullptr;
+}
+
+const TputRow* Compare::find_tput(const std::string& key, std::size_t size) const {
+  for (const auto& r : tput_)
+    if (r.key == key && r.size == size && r.ok && !r.seconds.empty()) return &r;
+  return nullptr;
+}
+
+// The bare line for 20 ms: the host's placement of the two vCPUs (near/far).
+double Compare::bracket_round_trip() {
+  LatencyPlan plan;
+  plan.warmup = 2000;
+  plan.duration_ns = 20'000'000;
+  const auto r = runner_.run(
+      "bracket: bare line, 20 ms",
+      [&](Side& side) { bare_pinger(side, plan, 0, nullptr, nullptr); },
+      [&](Side& side) { bare_ponger(side, 0, nullptr, nullptr); }, opt_.cpu_a, opt_.cpu_b);
+  return r.ok ? 2 * runner_.ctl().lat.p50 : 0;
+}
+
+}  // namespace shmbus_bench
