@@ -6,12 +6,14 @@
 
 #include <atomic>
 #include <cstddef>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "protocol.hpp"
 #include "shmbus/options.hpp"
 
 namespace shmbus::detail {
@@ -19,6 +21,8 @@ class Region;
 }
 
 namespace shmbus::daemon {
+
+namespace proto = detail::proto;
 
 // Who may do something with a topic. Root and the daemon's own uid always may.
 struct Principals {
@@ -82,7 +86,7 @@ class Daemon {
     pid_t pid;
     uid_t uid;
     gid_t gid;
-    std::vector<std::byte> inbuf;
+    proto::FrameBuffer inbox;  // the same splitter the fuzz target runs
     std::vector<Seat> seats;
     bool broken = false;  // a reply could not be sent: drop after this request
   };
@@ -91,16 +95,45 @@ class Daemon {
     // Stuck-sequence detector: per group, the cursor last seen waiting and since when.
     std::map<std::uint32_t, std::pair<std::uint64_t, std::int64_t>> stuck;
   };
+  // A reply frame, and the region descriptor that goes with it (or -1).
+  struct Outgoing {
+    std::vector<std::byte> frame;
+    int fd = -1;
+  };
+  enum class Right { Create, Publish, Subscribe };
 
+  // daemon.cpp: the event loop and client bookkeeping.
+  [[nodiscard]] bool watch(int fd, std::uint32_t events);
   void accept_clients();
   void serve(Client& c);
   void drop(int fd);
+  void send(Client& c, const Outgoing& out);
+
+  // requests.cpp: one handler per request; a refusal is thrown as shmbus::Error.
   void handle(Client& c, std::span<const std::byte> body);
-  void housekeeping();
+  Outgoing on(Client& c, std::uint32_t id, const proto::Hello& m);
+  Outgoing on(Client& c, std::uint32_t id, const proto::CreateTopic& m);
+  Outgoing on(Client& c, std::uint32_t id, const proto::OpenTopic& m);
+  Outgoing on(Client& c, std::uint32_t id, const proto::DeleteTopic& m);
+  Outgoing on(Client& c, std::uint32_t id, const proto::ListTopics& m);
+  Outgoing on(Client& c, std::uint32_t id, const proto::Describe& m);
+  Outgoing on(Client& c, std::uint32_t id, const proto::AttachProducer& m);
+  Outgoing on(Client& c, std::uint32_t id, const proto::AttachMember& m);
+  Outgoing on(Client& c, std::uint32_t id, const proto::Shutdown& m);
+  Outgoing attach(Client& c, std::uint32_t id, const std::string& name, bool producer,
+                  std::uint32_t a, std::uint32_t b);
+  TopicEntry& find(const std::string& name);
+  [[nodiscard]] bool allowed(const Client& c, const std::string& topic, Right what) const;
+  void require(const Client& c, const std::string& topic, std::initializer_list<Right> any_of,
+               const std::string& what) const;
+
+  // reaper.cpp: what dead processes (and a dead daemon) leave behind.
   void adopt_regions();
+  void housekeeping();
+  void free_seats_of(const Client& c);
   void free_dead_seats(TopicEntry& t);
   void repair_stuck(const std::string& name, TopicEntry& t);
-  [[nodiscard]] bool allowed(const Client& c, const std::string& topic, int what) const;
+  [[nodiscard]] static bool seat_held(const Seat& s, pid_t pid);
 
   Config config_;
   std::string socket_path_;

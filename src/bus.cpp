@@ -16,25 +16,30 @@
 #include <cstring>
 #include <mutex>
 #include <thread>
+#include <variant>
 
 #include "os.hpp"
 #include "protocol.hpp"
-#include "shmbus/detail/region.hpp"
+#include "region.hpp"
 
 namespace shmbus {
 
 namespace proto = detail::proto;
-using proto::Type;
 
 namespace detail {
 
-struct SeatRecord {
-  std::string topic;
-  bool producer;
-  std::uint32_t a, b;
-};
+// A seat this process registered with the daemon: the request that did it.
+using SeatRecord = std::variant<proto::AttachProducer, proto::AttachMember>;
 
 namespace {
+
+template <class Q>
+std::vector<std::byte> frame_of(const Q& q, std::uint32_t id) {
+  return proto::frame(q, id);
+}
+std::vector<std::byte> frame_of(const SeatRecord& s, std::uint32_t id) {
+  return std::visit([&](const auto& m) { return proto::frame(m, id); }, s);
+}
 
 bool file_executable(const std::string& p) {
   return !p.empty() && ::access(p.c_str(), X_OK) == 0;
@@ -126,13 +131,11 @@ class Connection {
     no_respawn_ = true;
   }
 
-  struct Reply {
-    std::vector<std::byte> body;
-    int fd = -1;
-  };
-
-  // Sends a request and returns its reply; an Error reply is thrown.
-  Reply request(const proto::Writer& w, Type expected) {
+  // Sends `q` and returns the daemon's reply, an M; an Error reply is thrown
+  // as shmbus::Error. The region descriptor that comes with a TopicReply is
+  // handed to the caller through `fd` (closed when `fd` is null).
+  template <class M, class Q>
+  M request(const Q& q, int* fd = nullptr) {
     if (::getpid() != owner_pid_)
       throw Error(ErrorCode::InvalidArgument,
                   "this Bus was connected by process " + std::to_string(owner_pid_) +
@@ -142,45 +145,23 @@ class Connection {
       if (fd_ < 0 && !reconnect_locked(true))
         throw Error(ErrorCode::DaemonUnavailable,
                     "shmbusd on " + path_ + " is gone and could not be restarted");
-      auto frame = w.finish();
       const std::uint32_t id = next_id_++;
-      std::memcpy(frame.data() + 8, &id, 4);  // length(4) version(2) type(2) | request id
-      Received r;
-      if (send_frame(fd_, frame))
-        r = recv_frame(fd_, options_.timeout);
-      else
-        r.closed = true, r.error = "shmbusd closed the connection";
-      if (r.error.empty()) {
-        proto::Reader rd(r.body);
-        // A descriptor comes only with a topic reply; close any other.
-        if (r.fd >= 0 && (expected != Type::TopicReply ||
-                          rd.type() != static_cast<std::uint16_t>(Type::TopicReply))) {
-          ::close(r.fd);
-          r.fd = -1;
-        }
-        if (rd.ok() && rd.request_id() != id) {
-          // Out of step with the daemon: start over on a fresh connection.
-          drop_connection_locked();
-          throw Error(ErrorCode::SystemError, "shmbusd answered another request; reconnecting");
-        }
-        if (rd.type() == static_cast<std::uint16_t>(Type::Error)) {
-          const std::uint8_t code = rd.u8();
-          const std::string msg = rd.str();
-          throw Error(code <= static_cast<std::uint8_t>(ErrorCode::DaemonUnavailable)
-                          ? static_cast<ErrorCode>(code)
-                          : ErrorCode::SystemError,
-                      msg);
-        }
-        if (!rd.ok() || rd.type() != static_cast<std::uint16_t>(expected)) {
-          if (r.fd >= 0) ::close(r.fd);
-          throw Error(ErrorCode::SystemError, "shmbusd sent an unexpected reply");
-        }
-        return Reply{std::move(r.body), r.fd};
-      }
+      Received r = exchange_locked(frame_of(q, id));
+      if (r.error.empty()) return accept_locked<M>(r, id, fd);
       drop_connection_locked();
       if (!r.closed || attempt > 0)
         throw Error(ErrorCode::DaemonUnavailable, r.error + " (socket " + path_ + ")");
     }
+  }
+
+  // Registers a seat this process took, so that the daemon frees it if the
+  // process dies, and remembers it to register it again after a reconnect.
+  void attach(const SeatRecord& s) {
+    (void)request<proto::Ok>(s);  // throws PermissionDenied if the rules say no
+    std::lock_guard lock(mu_);
+    // A seat index is reused once freed: keep one record per seat.
+    std::erase(seats_, s);
+    seats_.push_back(s);
   }
 
   // Ends the current connection. shutdown() first, so that the monitor thread
@@ -191,15 +172,6 @@ class Connection {
     ::close(fd_);
     fd_ = -1;
     ++generation_;
-  }
-
-  void remember(SeatRecord s) {
-    std::lock_guard lock(mu_);
-    // A seat index is reused once freed: keep one record per seat.
-    std::erase_if(seats_, [&](const SeatRecord& x) {
-      return x.topic == s.topic && x.producer == s.producer && x.a == s.a && x.b == s.b;
-    });
-    seats_.push_back(std::move(s));
   }
 
   [[nodiscard]] const std::string& path() const noexcept { return path_; }
@@ -224,41 +196,56 @@ class Connection {
       }
     }
     if (fd_ < 0) return false;
-    proto::Writer hello(Type::Hello, next_id_++);
-    hello.str("shmbus-client");
-    Received r;
-    if (send_frame(fd_, hello.finish()))
-      r = recv_frame(fd_, options_.timeout);
-    else
-      r.error = "send failed";
+    Received r = exchange_locked(frame_of(proto::Hello{"shmbus-client"}, next_id_++));
     if (r.fd >= 0) ::close(r.fd);  // a hello reply carries no descriptor
-    proto::Reader rd(r.body);
-    if (!r.error.empty() || rd.type() != static_cast<std::uint16_t>(Type::HelloReply)) {
-      if (rd.type() == static_cast<std::uint16_t>(Type::Error)) {
-        rd.u8();
-        spawn_error_ = rd.str();
-      }
+    const auto hello = proto::decode_reply<proto::HelloReply>(r.body);
+    if (!r.error.empty() || !hello.message) {
+      // Why this daemon will not talk to us (another protocol version, say).
+      if (r.error.empty()) spawn_error_ = hello.problem.message;
       drop_connection_locked();
       return false;
     }
-    rd.str();
     // Relaxed: see daemon_pid().
-    daemon_pid_.store(static_cast<int>(rd.u32()), std::memory_order_relaxed);
+    daemon_pid_.store(static_cast<int>(hello.message->pid), std::memory_order_relaxed);
     // Re-register seats (a restarted daemon knows nothing of them). Seats this
     // process has since freed are refused by the daemon and forgotten here.
     std::vector<SeatRecord> kept;
     for (const SeatRecord& s : seats_) {
-      proto::Writer w(s.producer ? Type::AttachProducer : Type::AttachMember, next_id_++);
-      w.str(s.topic).u32(s.a);
-      if (!s.producer) w.u32(s.b);
-      Received a;
-      if (send_frame(fd_, w.finish())) a = recv_frame(fd_, options_.timeout);
+      Received a = exchange_locked(frame_of(s, next_id_++));
       if (a.fd >= 0) ::close(a.fd);
-      if (a.error.empty() && proto::Reader(a.body).type() == static_cast<std::uint16_t>(Type::Ok))
-        kept.push_back(s);
+      if (a.error.empty() && proto::decode_reply<proto::Ok>(a.body).message) kept.push_back(s);
     }
     seats_ = std::move(kept);
     return true;
+  }
+
+  // One frame out, one frame back, on the current connection. Holds mu_.
+  Received exchange_locked(const std::vector<std::byte>& frame) {
+    if (send_frame(fd_, frame)) return recv_frame(fd_, options_.timeout);
+    Received r;
+    r.closed = true;
+    r.error = "shmbusd closed the connection";
+    return r;
+  }
+
+  // The reply `r` to request `id` as an M, or thrown. Holds mu_.
+  template <class M>
+  M accept_locked(Received& r, std::uint32_t id, int* fd) {
+    auto reply = proto::decode_reply<M>(r.body);
+    // A descriptor comes only with a topic reply; close any other.
+    if (r.fd >= 0 && (fd == nullptr || !reply.message)) {
+      ::close(r.fd);
+      r.fd = -1;
+    }
+    if (reply.header_ok && reply.id != id) {
+      if (r.fd >= 0) ::close(r.fd);
+      // Out of step with the daemon: start over on a fresh connection.
+      drop_connection_locked();
+      throw Error(ErrorCode::SystemError, "shmbusd answered another request; reconnecting");
+    }
+    if (!reply.message) throw Error(reply.problem.code, reply.problem.message);
+    if (fd != nullptr) *fd = r.fd;
+    return std::move(*reply.message);
   }
 
   bool spawn_daemon() {
@@ -301,8 +288,17 @@ class Connection {
                static_cast<char*>(nullptr));
       ::_exit(127);
     }
+    // Reap the intermediate child (it exits at once); the daemon is its child.
     int status = 0;
-    ::waitpid(child, &status, 0);
+    pid_t reaped;
+    do {
+      reaped = ::waitpid(child, &status, 0);
+    } while (reaped < 0 && errno == EINTR);
+    // ECHILD: SIGCHLD is ignored here, so the child was reaped for us.
+    if (reaped < 0 && errno != ECHILD) {
+      spawn_error_ = std::string("waitpid: ") + errno_text(errno);
+      return false;
+    }
     spawn_error_ = "started " + bin + ", see " + log;
     return true;
   }
@@ -384,67 +380,41 @@ Topic Bus::make_topic(int fd, std::string_view name) {
 
 Topic Bus::create_topic(std::string_view name, const TopicOptions& options) {
   validate_name("topic", name);
-  proto::Writer w(Type::CreateTopic, 0);
-  proto::encode(w, proto::TopicSpec{std::string(name), options});
-  return make_topic(conn_->request(w, Type::TopicReply).fd, name);
+  int fd = -1;
+  (void)conn_->request<proto::TopicReply>(proto::CreateTopic{std::string(name), options}, &fd);
+  return make_topic(fd, name);
 }
 
 Topic Bus::open_topic(std::string_view name) {
   validate_name("topic", name);
-  proto::Writer w(Type::OpenTopic, 0);
-  w.str(name);
-  return make_topic(conn_->request(w, Type::TopicReply).fd, name);
+  int fd = -1;
+  (void)conn_->request<proto::TopicReply>(proto::OpenTopic{std::string(name)}, &fd);
+  return make_topic(fd, name);
 }
 
 void Bus::delete_topic(std::string_view name) {
   validate_name("topic", name);
-  proto::Writer w(Type::DeleteTopic, 0);
-  w.str(name);
-  (void)conn_->request(w, Type::Ok);
+  (void)conn_->request<proto::Ok>(proto::DeleteTopic{std::string(name)});
 }
 
 std::vector<TopicStatus> Bus::topics() {
-  proto::Writer w(Type::ListTopics, 0);
-  auto r = conn_->request(w, Type::TopicList);
-  proto::Reader rd(r.body);
-  const std::uint32_t n = rd.u32();
-  std::vector<TopicStatus> out;
-  for (std::uint32_t i = 0; i < n && rd.ok() && i < 100000; ++i) {
-    TopicStatus t;
-    if (!proto::decode(rd, t)) break;
-    out.push_back(std::move(t));
-  }
-  if (!rd.done()) throw Error(ErrorCode::SystemError, "shmbusd sent a malformed topic list");
-  return out;
+  return conn_->request<proto::TopicList>(proto::ListTopics{}).topics;
 }
 
 TopicStatus Bus::describe(std::string_view name) {
   validate_name("topic", name);
-  proto::Writer w(Type::Describe, 0);
-  w.str(name);
-  auto r = conn_->request(w, Type::Description);
-  proto::Reader rd(r.body);
-  TopicStatus t;
-  if (!proto::decode(rd, t) || !rd.done())
-    throw Error(ErrorCode::SystemError, "shmbusd sent a malformed description");
-  return t;
+  return conn_->request<proto::Description>(proto::Describe{std::string(name)}).status;
 }
 
 Publisher Bus::publisher(const Topic& topic, const PublisherOptions& options) {
   Publisher p = topic.publisher(options);
-  proto::Writer w(Type::AttachProducer, 0);
-  w.str(topic.name()).u32(p.id());
-  (void)conn_->request(w, Type::Ok);  // throws PermissionDenied if the rules say no
-  conn_->remember({topic.name(), true, p.id(), 0});
+  conn_->attach(proto::AttachProducer{topic.name(), p.id()});
   return p;
 }
 
 std::unique_ptr<Subscriber> Bus::subscriber(const Topic& topic, const SubscriberOptions& options) {
   auto s = topic.subscriber(options);
-  proto::Writer w(Type::AttachMember, 0);
-  w.str(topic.name()).u32(s->group_index()).u32(s->member_index());
-  (void)conn_->request(w, Type::Ok);
-  conn_->remember({topic.name(), false, s->group_index(), s->member_index()});
+  conn_->attach(proto::AttachMember{topic.name(), s->group_index(), s->member_index()});
   return s;
 }
 
@@ -459,8 +429,7 @@ std::unique_ptr<Subscriber> Bus::subscriber(std::string_view topic,
 
 void Bus::shutdown_daemon() {
   conn_->daemon_stopped();  // before the request: the hang-up may come at once
-  proto::Writer w(Type::Shutdown, 0);
-  (void)conn_->request(w, Type::Ok);
+  (void)conn_->request<proto::Ok>(proto::Shutdown{});
 }
 
 const std::string& Bus::socket_path() const noexcept {

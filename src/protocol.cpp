@@ -1,5 +1,6 @@
 #include "protocol.hpp"
 
+#include <algorithm>
 #include <cstring>
 
 #include "shmbus/topic.hpp"
@@ -22,23 +23,19 @@ bool known_type(std::uint16_t t) noexcept {
     case Type::Description:
     case Type::AttachProducer:
     case Type::AttachMember:
-    case Type::Detach:
     case Type::Shutdown:
       return true;
   }
   return false;
 }
 
-Writer::Writer(Type type, std::uint32_t request_id) {
-  u16(kVersion);
-  u16(static_cast<std::uint16_t>(type));
-  u32(request_id);
-}
+// ---- Writer / Reader ---------------------------------------------------------
 
 void Writer::raw(const void* p, std::size_t n) {
   const auto* b = static_cast<const std::byte*>(p);
-  body_.insert(body_.end(), b, b + n);
+  fields_.insert(fields_.end(), b, b + n);
 }
+
 Writer& Writer::str(std::string_view s) {
   const std::size_t n = std::min(s.size(), kMaxString);
   u16(static_cast<std::uint16_t>(n));
@@ -46,11 +43,17 @@ Writer& Writer::str(std::string_view s) {
   return *this;
 }
 
-std::vector<std::byte> Writer::finish() const {
-  std::vector<std::byte> out(4 + body_.size());
-  const auto n = static_cast<std::uint32_t>(body_.size());
-  std::memcpy(out.data(), &n, 4);
-  std::memcpy(out.data() + 4, body_.data(), body_.size());
+std::vector<std::byte> Writer::finish(std::uint32_t request_id) const {
+  const auto length = static_cast<std::uint32_t>(kHeaderSize + fields_.size());
+  const std::uint16_t version = kVersion;
+  const auto type = static_cast<std::uint16_t>(type_);
+  std::vector<std::byte> out(4 + length);
+  std::byte* p = out.data();
+  std::memcpy(p, &length, 4);
+  std::memcpy(p + 4, &version, 2);
+  std::memcpy(p + 6, &type, 2);
+  std::memcpy(p + 8, &request_id, 4);
+  if (!fields_.empty()) std::memcpy(p + 12, fields_.data(), fields_.size());
   return out;
 }
 
@@ -61,10 +64,14 @@ Reader::Reader(std::span<const std::byte> body) noexcept : body_(body) {
   if (!ok_) error_ = "frame shorter than its 8-byte header";
 }
 
+void Reader::fail(std::string why) noexcept {
+  if (ok_) error_ = std::move(why);
+  ok_ = false;
+}
+
 bool Reader::take(void* out, std::size_t n) noexcept {
   if (!ok_ || body_.size() - pos_ < n) {
-    if (ok_) error_ = "frame truncated at byte " + std::to_string(pos_);
-    ok_ = false;
+    fail("frame truncated at byte " + std::to_string(pos_));
     std::memset(out, 0, n);
     return false;
   }
@@ -76,9 +83,13 @@ bool Reader::take(void* out, std::size_t n) noexcept {
 std::string Reader::str() noexcept {
   const std::uint16_t n = u16();
   if (!ok_) return {};
-  if (n > kMaxString || body_.size() - pos_ < n) {
-    error_ = "string of " + std::to_string(n) + " bytes overruns the frame";
-    ok_ = false;
+  if (n > kMaxString) {
+    fail("string of " + std::to_string(n) + " bytes is over the " + std::to_string(kMaxString) +
+         "-byte limit");
+    return {};
+  }
+  if (body_.size() - pos_ < n) {
+    fail("string of " + std::to_string(n) + " bytes overruns the frame");
     return {};
   }
   std::string s(reinterpret_cast<const char*>(body_.data() + pos_), n);
@@ -86,9 +97,27 @@ std::string Reader::str() noexcept {
   return s;
 }
 
-void encode(Writer& w, const TopicSpec& t) {
-  const TopicOptions& o = t.options;
-  w.str(t.name)
+bool Reader::flag() noexcept {
+  const std::uint8_t v = u8();
+  if (v > 1) fail("flag byte " + std::to_string(v) + " is neither 0 nor 1");
+  return v == 1;
+}
+
+std::uint32_t Reader::count(std::uint32_t limit) noexcept {
+  const std::uint32_t n = u32();
+  if (n > limit) {
+    fail("count " + std::to_string(n) + " is over the limit of " + std::to_string(limit));
+    return 0;
+  }
+  return n;
+}
+
+// ---- shared field groups -----------------------------------------------------
+
+namespace {
+
+void put_spec(Writer& w, const std::string& name, const TopicOptions& o) {
+  w.str(name)
       .u32(o.slot_count)
       .u32(o.slot_size)
       .u8(static_cast<std::uint8_t>(o.policy))
@@ -99,23 +128,20 @@ void encode(Writer& w, const TopicSpec& t) {
       .u32(o.mode);
 }
 
-bool decode(Reader& r, TopicSpec& t) {
-  TopicOptions& o = t.options;
-  t.name = r.str();
+void get_spec(Reader& r, std::string& name, TopicOptions& o) {
+  name = r.str();
   o.slot_count = r.u32();
   o.slot_size = r.u32();
   o.policy = static_cast<Policy>(r.u8());
-  const std::uint8_t sp = r.u8();
-  o.single_producer = sp != 0;
+  o.single_producer = r.flag();
   o.max_producers = r.u32();
   o.max_groups = r.u32();
   o.max_members = r.u32();
   o.mode = r.u32();
-  return r.ok() && sp <= 1;
 }
 
-void encode(Writer& w, const TopicStatus& t) {
-  encode(w, TopicSpec{t.name, t.options});
+void put_status(Writer& w, const TopicStatus& t) {
+  put_spec(w, t.name, t.options);
   w.u64(t.tail).u32(t.producers).u64(t.published).u32(static_cast<std::uint32_t>(t.groups.size()));
   for (const GroupStatus& g : t.groups)
     w.str(g.name).u32(g.members).u8(g.durable ? 1 : 0).u64(g.position).u64(g.lag).u64(g.lost);
@@ -124,30 +150,25 @@ void encode(Writer& w, const TopicStatus& t) {
     w.u32(p.seat).u32(p.pid).u64(p.session).u64(p.published).u64(p.published_bytes);
 }
 
-bool decode(Reader& r, TopicStatus& t) {
-  TopicSpec spec;
-  if (!decode(r, spec)) return false;
-  t.name = std::move(spec.name);
-  t.options = spec.options;
+void get_status(Reader& r, TopicStatus& t) {
+  get_spec(r, t.name, t.options);
   t.tail = r.u64();
   t.producers = r.u32();
   t.published = r.u64();
-  const std::uint32_t n = r.u32();
-  if (!r.ok() || n > 4096) return false;
+  const std::uint32_t n = r.count(kMaxGroups);
   t.groups.clear();
   for (std::uint32_t i = 0; i < n && r.ok(); ++i) {
     GroupStatus g;
     g.name = r.str();
     g.members = r.u32();
-    g.durable = r.u8() != 0;
+    g.durable = r.flag();
     g.position = r.u64();
     g.lag = r.u64();
     g.lost = r.u64();
     t.groups.push_back(std::move(g));
   }
   t.published_bytes = r.u64();
-  const std::uint32_t np = r.u32();
-  if (!r.ok() || np > 4096) return false;
+  const std::uint32_t np = r.count(kMaxGroups);
   t.producer_seats.clear();
   for (std::uint32_t i = 0; i < np && r.ok(); ++i) {
     ProducerStatus p;
@@ -158,94 +179,259 @@ bool decode(Reader& r, TopicStatus& t) {
     p.published_bytes = r.u64();
     t.producer_seats.push_back(p);
   }
-  return r.ok();
 }
 
-bool parse_request(std::span<const std::byte> body, Request& q) {
-  Reader r(body);
-  q.id = r.request_id();
-  const auto fail = [&](ErrorCode code, std::string msg) {
-    q.error_code = code;
-    q.error = std::move(msg);
+}  // namespace
+
+// ---- messages ----------------------------------------------------------------
+
+void Hello::encode(Writer& w) const {
+  w.str(client);
+}
+void Hello::decode(Reader& r) {
+  client = r.str();
+}
+
+void CreateTopic::encode(Writer& w) const {
+  put_spec(w, name, options);
+}
+void CreateTopic::decode(Reader& r) {
+  get_spec(r, name, options);
+}
+
+void OpenTopic::encode(Writer& w) const {
+  w.str(name);
+}
+void OpenTopic::decode(Reader& r) {
+  name = r.str();
+}
+
+void DeleteTopic::encode(Writer& w) const {
+  w.str(name);
+}
+void DeleteTopic::decode(Reader& r) {
+  name = r.str();
+}
+
+void Describe::encode(Writer& w) const {
+  w.str(name);
+}
+void Describe::decode(Reader& r) {
+  name = r.str();
+}
+
+void AttachProducer::encode(Writer& w) const {
+  w.str(name).u32(seat);
+}
+void AttachProducer::decode(Reader& r) {
+  name = r.str();
+  seat = r.u32();
+}
+
+void AttachMember::encode(Writer& w) const {
+  w.str(name).u32(group).u32(member);
+}
+void AttachMember::decode(Reader& r) {
+  name = r.str();
+  group = r.u32();
+  member = r.u32();
+}
+
+void ErrorReply::encode(Writer& w) const {
+  w.u8(static_cast<std::uint8_t>(code)).str(message);
+}
+void ErrorReply::decode(Reader& r) {
+  const std::uint8_t c = r.u8();
+  code = c <= static_cast<std::uint8_t>(ErrorCode::DaemonUnavailable) ? static_cast<ErrorCode>(c)
+                                                                      : ErrorCode::SystemError;
+  message = r.str();
+}
+
+void HelloReply::encode(Writer& w) const {
+  w.str(bus).u32(pid);
+}
+void HelloReply::decode(Reader& r) {
+  bus = r.str();
+  pid = r.u32();
+}
+
+void TopicReply::encode(Writer& w) const {
+  put_spec(w, name, options);
+}
+void TopicReply::decode(Reader& r) {
+  get_spec(r, name, options);
+}
+
+void TopicList::encode(Writer& w) const {
+  w.u32(static_cast<std::uint32_t>(topics.size()));
+  for (const TopicStatus& t : topics)
+    put_status(w, t);
+}
+void TopicList::decode(Reader& r) {
+  const std::uint32_t n = r.count(kMaxTopics);
+  topics.clear();
+  for (std::uint32_t i = 0; i < n && r.ok(); ++i)
+    get_status(r, topics.emplace_back());
+}
+
+void Description::encode(Writer& w) const {
+  put_status(w, status);
+}
+void Description::decode(Reader& r) {
+  get_status(r, status);
+}
+
+// ---- requests and replies ----------------------------------------------------
+
+namespace {
+
+std::string version_problem(std::uint16_t v) {
+  return "protocol version " + std::to_string(v) + " is not spoken here (this side speaks " +
+         std::to_string(kVersion) + "); use a matching shmbus build";
+}
+
+// Decodes the fields of an M and checks that nothing is left over.
+template <class M>
+bool decode_fields(Reader& r, M& m, std::string& why) {
+  m.decode(r);
+  if (r.done()) return true;
+  why = "type " + std::to_string(r.type()) +
+        (r.ok() ? " has trailing bytes" : " is malformed: " + r.error());
+  return false;
+}
+
+template <class M>
+bool parse_as(Reader& r, Request& q, Problem& why) {
+  M m;
+  if (!decode_fields(r, m, why.message)) {
+    why.code = ErrorCode::InvalidArgument;
+    why.message = "request " + why.message;
     return false;
-  };
-  if (!r.ok()) return fail(ErrorCode::InvalidArgument, r.error());
-  if (r.version() != kVersion)
-    return fail(ErrorCode::VersionMismatch, "protocol version " + std::to_string(r.version()) +
-                                                " is not spoken here (shmbusd speaks " +
-                                                std::to_string(kVersion) +
-                                                "); use a matching shmbus build");
-  if (!known_type(r.type()))
-    return fail(ErrorCode::InvalidArgument, "unknown request type " + std::to_string(r.type()));
-  q.type = static_cast<Type>(r.type());
-  bool named = true;  // the request carries a topic name to validate
-  switch (q.type) {
-    case Type::Hello:
-      q.name = r.str();
-      named = false;
-      break;
-    case Type::CreateTopic:
-      if (!decode(r, q.spec)) return fail(ErrorCode::InvalidArgument, "malformed create request");
-      q.name = q.spec.name;
-      break;
-    case Type::OpenTopic:
-    case Type::DeleteTopic:
-    case Type::Describe:
-      q.name = r.str();
-      break;
-    case Type::ListTopics:
-    case Type::Shutdown:
-      named = false;
-      break;
-    case Type::AttachProducer:
-      q.name = r.str();
-      q.producer = true;
-      q.a = r.u32();
-      break;
-    case Type::AttachMember:
-      q.name = r.str();
-      q.a = r.u32();
-      q.b = r.u32();
-      break;
-    case Type::Detach:
-      q.name = r.str();
-      q.producer = r.u8() != 0;
-      q.a = r.u32();
-      q.b = r.u32();
-      break;
-    default:
-      return fail(ErrorCode::InvalidArgument,
-                  "request type " + std::to_string(r.type()) + " is a reply, not a request");
   }
-  if (!r.done())
-    return fail(ErrorCode::InvalidArgument,
-                r.ok() ? "request type " + std::to_string(r.type()) + " has trailing bytes"
-                       : "malformed request type " + std::to_string(r.type()) + ": " + r.error());
-  if (named) {
+  if constexpr (requires { m.name; }) {
     try {
-      validate_name("topic", q.name);
+      validate_name("topic", m.name);
     } catch (const Error& e) {
-      return fail(e.code(), e.what());
+      why = {e.code(), e.what()};
+      return false;
     }
   }
+  q.message = std::move(m);
   return true;
 }
 
+}  // namespace
+
+bool parse_request(std::span<const std::byte> body, Request& q, Problem& why) {
+  Reader r(body);
+  q.id = r.request_id();
+  why = {ErrorCode::InvalidArgument, {}};
+  if (!r.ok()) {
+    why.message = r.error();
+    return false;
+  }
+  if (r.version() != kVersion) {
+    why = {ErrorCode::VersionMismatch, version_problem(r.version())};
+    return false;
+  }
+  if (!known_type(r.type())) {
+    why.message = "unknown request type " + std::to_string(r.type());
+    return false;
+  }
+  switch (static_cast<Type>(r.type())) {
+    case Type::Hello:
+      return parse_as<Hello>(r, q, why);
+    case Type::CreateTopic:
+      return parse_as<CreateTopic>(r, q, why);
+    case Type::OpenTopic:
+      return parse_as<OpenTopic>(r, q, why);
+    case Type::DeleteTopic:
+      return parse_as<DeleteTopic>(r, q, why);
+    case Type::ListTopics:
+      return parse_as<ListTopics>(r, q, why);
+    case Type::Describe:
+      return parse_as<Describe>(r, q, why);
+    case Type::AttachProducer:
+      return parse_as<AttachProducer>(r, q, why);
+    case Type::AttachMember:
+      return parse_as<AttachMember>(r, q, why);
+    case Type::Shutdown:
+      return parse_as<Shutdown>(r, q, why);
+    default:
+      why.message = "request type " + std::to_string(r.type()) + " is a reply, not a request";
+      return false;
+  }
+}
+
+template <class M>
+Reply<M> decode_reply(std::span<const std::byte> body) {
+  Reply<M> out;
+  Reader r(body);
+  const auto bad = [&](ErrorCode code, std::string msg) {
+    out.problem = {code, std::move(msg)};
+    return out;
+  };
+  if (!r.ok()) return bad(ErrorCode::SystemError, "shmbusd sent a " + r.error());
+  out.id = r.request_id();
+  out.header_ok = true;
+  const std::uint16_t type = r.type();
+  std::string why;
+  // An Error reply is read whatever its version: a daemon of another version
+  // says so in one, and that message is the useful one.
+  if (type == static_cast<std::uint16_t>(Type::Error)) {
+    ErrorReply e;
+    if (!decode_fields(r, e, why))
+      return bad(ErrorCode::SystemError, "shmbusd sent a bad error reply: " + why);
+    out.from_daemon = true;
+    if (e.message.empty()) e.message = "shmbusd refused the request without saying why";
+    return bad(e.code, std::move(e.message));
+  }
+  if (r.version() != kVersion) return bad(ErrorCode::VersionMismatch, version_problem(r.version()));
+  if (type != static_cast<std::uint16_t>(M::kType))
+    return bad(ErrorCode::SystemError, "shmbusd sent an unexpected reply (type " +
+                                           std::to_string(type) + ", expected " +
+                                           std::to_string(static_cast<int>(M::kType)) + ")");
+  M m;
+  if (!decode_fields(r, m, why))
+    return bad(ErrorCode::SystemError, "shmbusd sent a bad reply: " + why);
+  out.message = std::move(m);
+  return out;
+}
+
+template Reply<Ok> decode_reply<Ok>(std::span<const std::byte>);
+template Reply<HelloReply> decode_reply<HelloReply>(std::span<const std::byte>);
+template Reply<TopicReply> decode_reply<TopicReply>(std::span<const std::byte>);
+template Reply<TopicList> decode_reply<TopicList>(std::span<const std::byte>);
+template Reply<Description> decode_reply<Description>(std::span<const std::byte>);
+
+// ---- FrameBuffer -------------------------------------------------------------
+
 void FrameBuffer::feed(const std::byte* p, std::size_t n) {
+  if (pos_ > 0 && pos_ == buf_.size()) {
+    buf_.clear();
+    pos_ = 0;
+  }
   buf_.insert(buf_.end(), p, p + n);
 }
 
 std::optional<std::vector<std::byte>> FrameBuffer::next() {
-  if (bad_ || buf_.size() < 4) return std::nullopt;
+  if (bad() || buffered() < 4) return std::nullopt;
   std::uint32_t n = 0;
-  std::memcpy(&n, buf_.data(), 4);
-  if (n > kMaxFrame) {
-    bad_ = true;
+  std::memcpy(&n, buf_.data() + pos_, 4);
+  if (n > max_) {
+    bad_length_ = n;
     return std::nullopt;
   }
-  if (buf_.size() < 4 + std::size_t{n}) return std::nullopt;
-  std::vector<std::byte> body(buf_.begin() + 4, buf_.begin() + 4 + n);
-  buf_.erase(buf_.begin(), buf_.begin() + 4 + n);
+  if (buffered() - 4 < n) {
+    // Wait for the rest; drop the frames already read so the buffer holds
+    // at most one partial frame plus what the last feed() brought.
+    buf_.erase(buf_.begin(), buf_.begin() + static_cast<std::ptrdiff_t>(pos_));
+    pos_ = 0;
+    return std::nullopt;
+  }
+  const auto first = buf_.begin() + static_cast<std::ptrdiff_t>(pos_ + 4);
+  std::vector<std::byte> body(first, first + n);
+  pos_ += 4 + std::size_t{n};
   return body;
 }
 

@@ -8,6 +8,10 @@
 // A reply carries the request's id; an error reply is type Error with
 // (u8 code, string message). Topic regions travel as a file descriptor
 // (SCM_RIGHTS) beside the reply that describes them.
+//
+// One struct per message, each with encode(Writer&) and decode(Reader&); the
+// client (src/bus.cpp) and the daemon build and read frames only through
+// frame(), parse_request() and decode_reply() below.
 #pragma once
 
 #include <cstddef>
@@ -16,6 +20,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <variant>
 #include <vector>
 
 #include "shmbus/error.hpp"
@@ -29,6 +34,9 @@ inline constexpr std::uint16_t kVersion = 2;
 inline constexpr std::uint32_t kMaxFrame = 64 * 1024;         // bytes of a request body
 inline constexpr std::uint32_t kMaxReply = 16 * 1024 * 1024;  // a reply (a long topic list)
 inline constexpr std::size_t kMaxString = 1024;
+inline constexpr std::size_t kHeaderSize = 8;      // version, type, request id
+inline constexpr std::uint32_t kMaxGroups = 4096;  // entries in one TopicStatus list
+inline constexpr std::uint32_t kMaxTopics = 1 << 20;
 
 enum class Type : std::uint16_t {
   Error = 0,
@@ -45,22 +53,31 @@ enum class Type : std::uint16_t {
   Description = 17,
   AttachProducer = 20,
   AttachMember = 21,
-  Detach = 22,
+  // 22 was Detach, never sent: a client frees its seats in the region itself.
   Shutdown = 30,
 };
 
 [[nodiscard]] bool known_type(std::uint16_t t) noexcept;
 
+// Why a frame was refused (or the daemon's Error reply): a code and a message.
+struct Problem {
+  ErrorCode code = ErrorCode::InvalidArgument;
+  std::string message;
+};
+
+// Builds one frame. The request id is given last, by finish(): a client
+// numbers a request when it sends it, so a retry is a new finish().
 class Writer {
  public:
-  Writer(Type type, std::uint32_t request_id);
+  explicit Writer(Type type) : type_(type) {}
   Writer& u8(std::uint8_t v) { return number(v); }
   Writer& u16(std::uint16_t v) { return number(v); }
   Writer& u32(std::uint32_t v) { return number(v); }
   Writer& u64(std::uint64_t v) { return number(v); }
+  // Longer strings are cut at kMaxString (names are validated shorter).
   Writer& str(std::string_view s);
-  // The finished frame: length prefix + body.
-  [[nodiscard]] std::vector<std::byte> finish() const;
+  // The finished frame: length prefix, header with `request_id`, fields.
+  [[nodiscard]] std::vector<std::byte> finish(std::uint32_t request_id) const;
 
  private:
   // Native byte order: the machine is little-endian (x86-64, aarch64 Linux)
@@ -71,12 +88,13 @@ class Writer {
     return *this;
   }
   void raw(const void* p, std::size_t n);
-  std::vector<std::byte> body_;
+  Type type_;
+  std::vector<std::byte> fields_;
 };
 
 // Reads a frame body. Every read checks bounds; after the first failure all
 // reads return zero values and ok() is false, so a decoder reads all its fields
-// and checks once.
+// and checks once. error() says what failed first.
 class Reader {
  public:
   explicit Reader(std::span<const std::byte> body) noexcept;
@@ -88,6 +106,12 @@ class Reader {
   std::uint32_t u32() noexcept { return number<std::uint32_t>(); }
   std::uint64_t u64() noexcept { return number<std::uint64_t>(); }
   std::string str() noexcept;
+  // A boolean byte: 0 or 1, anything else fails.
+  bool flag() noexcept;
+  // A count of entries that follow, at most `limit`.
+  std::uint32_t count(std::uint32_t limit) noexcept;
+  // Fails the read with `why` (the first failure is the one reported).
+  void fail(std::string why) noexcept;
   [[nodiscard]] bool ok() const noexcept { return ok_; }
   // True when every byte was consumed and nothing failed.
   [[nodiscard]] bool done() const noexcept { return ok_ && pos_ == body_.size(); }
@@ -110,45 +134,178 @@ class Reader {
   std::uint32_t request_id_ = 0;
 };
 
-// ---- typed messages ----------------------------------------------------------
+// ---- messages ----------------------------------------------------------------
+// Requests (client -> daemon), then replies. Each names its Type.
 
-struct TopicSpec {
-  std::string name;
-  TopicOptions options;
+struct Hello {
+  static constexpr Type kType = Type::Hello;
+  std::string client;  // who is asking, for the log
+  void encode(Writer& w) const;
+  void decode(Reader& r);
 };
-void encode(Writer& w, const TopicSpec& t);
-[[nodiscard]] bool decode(Reader& r, TopicSpec& t);
 
-void encode(Writer& w, const TopicStatus& t);
-[[nodiscard]] bool decode(Reader& r, TopicStatus& t);
+struct CreateTopic {
+  static constexpr Type kType = Type::CreateTopic;
+  std::string name;
+  TopicOptions options;  // fields left 0 take the daemon's defaults
+  void encode(Writer& w) const;
+  void decode(Reader& r);
+};
+
+struct OpenTopic {
+  static constexpr Type kType = Type::OpenTopic;
+  std::string name;
+  void encode(Writer& w) const;
+  void decode(Reader& r);
+};
+
+struct DeleteTopic {
+  static constexpr Type kType = Type::DeleteTopic;
+  std::string name;
+  void encode(Writer& w) const;
+  void decode(Reader& r);
+};
+
+struct ListTopics {
+  static constexpr Type kType = Type::ListTopics;
+  void encode(Writer&) const {}
+  void decode(Reader&) {}
+};
+
+struct Describe {
+  static constexpr Type kType = Type::Describe;
+  std::string name;
+  void encode(Writer& w) const;
+  void decode(Reader& r);
+};
+
+// Registers a producer seat the client took in the region, so the daemon
+// frees it if the client dies.
+struct AttachProducer {
+  static constexpr Type kType = Type::AttachProducer;
+  std::string name;
+  std::uint32_t seat = 0;
+  void encode(Writer& w) const;
+  void decode(Reader& r);
+  bool operator==(const AttachProducer&) const = default;
+};
+
+struct AttachMember {
+  static constexpr Type kType = Type::AttachMember;
+  std::string name;
+  std::uint32_t group = 0, member = 0;
+  void encode(Writer& w) const;
+  void decode(Reader& r);
+  bool operator==(const AttachMember&) const = default;
+};
+
+struct Shutdown {
+  static constexpr Type kType = Type::Shutdown;
+  void encode(Writer&) const {}
+  void decode(Reader&) {}
+};
+
+struct Ok {
+  static constexpr Type kType = Type::Ok;
+  void encode(Writer&) const {}
+  void decode(Reader&) {}
+};
+
+// Type::Error. A code this build does not know reads as SystemError.
+struct ErrorReply {
+  static constexpr Type kType = Type::Error;
+  ErrorCode code = ErrorCode::SystemError;
+  std::string message;
+  void encode(Writer& w) const;
+  void decode(Reader& r);
+};
+
+struct HelloReply {
+  static constexpr Type kType = Type::HelloReply;
+  std::string bus;
+  std::uint32_t pid = 0;  // the daemon's
+  void encode(Writer& w) const;
+  void decode(Reader& r);
+};
+
+// Answers CreateTopic and OpenTopic; the region's descriptor travels beside it.
+struct TopicReply {
+  static constexpr Type kType = Type::TopicReply;
+  std::string name;
+  TopicOptions options;  // as created
+  void encode(Writer& w) const;
+  void decode(Reader& r);
+};
+
+struct TopicList {
+  static constexpr Type kType = Type::TopicList;
+  std::vector<TopicStatus> topics;
+  void encode(Writer& w) const;
+  void decode(Reader& r);
+};
+
+struct Description {
+  static constexpr Type kType = Type::Description;
+  TopicStatus status;
+  void encode(Writer& w) const;
+  void decode(Reader& r);
+};
+
+// ---- frames ------------------------------------------------------------------
+
+template <class M>
+[[nodiscard]] std::vector<std::byte> frame(const M& m, std::uint32_t request_id) {
+  Writer w(M::kType);
+  m.encode(w);
+  return w.finish(request_id);
+}
 
 // A request as the daemon understands it, decoded and checked: every field
-// present, nothing left over, names valid. The one decoder the daemon uses
-// (and the fuzz target drives).
+// present, nothing left over, topic names valid.
+using RequestMessage = std::variant<Hello, CreateTopic, OpenTopic, DeleteTopic, ListTopics,
+                                    Describe, AttachProducer, AttachMember, Shutdown>;
 struct Request {
-  Type type = Type::Error;
-  std::uint32_t id = 0;
-  std::string name;       // topic (or the client's name in Hello)
-  TopicSpec spec;         // CreateTopic
-  bool producer = false;  // Attach*/Detach: a producer seat (a) or a member seat (a, b)
-  std::uint32_t a = 0, b = 0;
-  ErrorCode error_code = ErrorCode::InvalidArgument;
-  std::string error;  // set when parse_request returns false
+  std::uint32_t id = 0;  // readable even when the request is refused (0 if not)
+  RequestMessage message;
 };
-[[nodiscard]] bool parse_request(std::span<const std::byte> body, Request& out);
+// The one decoder the daemon uses (and the fuzz target drives). False with
+// `why` set (never empty) when the request is refused.
+[[nodiscard]] bool parse_request(std::span<const std::byte> body, Request& out, Problem& why);
+
+// What the client makes of a reply body it expects to be an M: the message,
+// or the daemon's Error reply, or why the bytes are neither (SystemError, or
+// VersionMismatch for another protocol version).
+template <class M>
+struct Reply {
+  std::uint32_t id = 0;  // the request id the reply carries (0 if unreadable)
+  bool header_ok = false;
+  std::optional<M> message;
+  bool from_daemon = false;  // `problem` is the daemon's Error reply
+  Problem problem;
+};
+template <class M>
+[[nodiscard]] Reply<M> decode_reply(std::span<const std::byte> body);
 
 // Splits a byte stream into frames. feed() appends; next() yields a body when
-// a whole frame is buffered. A length over kMaxFrame is a protocol error.
+// a whole frame is buffered. A length prefix over the limit is a protocol
+// error: the stream cannot be resynchronised.
 class FrameBuffer {
  public:
+  FrameBuffer() = default;
+  explicit FrameBuffer(std::uint32_t max_body) noexcept : max_(max_body) {}
   void feed(const std::byte* p, std::size_t n);
-  // nullopt: need more bytes. On an oversized frame sets bad() and returns nullopt.
+  // nullopt: need more bytes, or bad().
   std::optional<std::vector<std::byte>> next();
-  [[nodiscard]] bool bad() const noexcept { return bad_; }
+  [[nodiscard]] bool bad() const noexcept { return bad_length_ != 0; }
+  // The oversized length prefix that made the stream bad.
+  [[nodiscard]] std::uint32_t bad_length() const noexcept { return bad_length_; }
+  [[nodiscard]] std::size_t buffered() const noexcept { return buf_.size() - pos_; }
 
  private:
+  std::uint32_t max_ = kMaxFrame;
   std::vector<std::byte> buf_;
-  bool bad_ = false;
+  std::size_t pos_ = 0;  // start of the first unread frame
+  std::uint32_t bad_length_ = 0;
 };
 
 }  // namespace shmbus::detail::proto

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <chrono>
 
+#include "region.hpp"
+
 namespace shmbus {
 
 namespace {
@@ -17,8 +19,8 @@ Publisher::Publisher(std::shared_ptr<detail::Region> region, const PublisherOpti
   detail::StampClock::prepare();
   detail::Region& r = *region_;
   ring_ = r.ring();
-  single_producer_ = r.single_producer();
-  gated_ = ring_.policy != Policy::Overwrite;
+  state_.single_producer = r.single_producer();
+  state_.gated = ring_.policy != Policy::Overwrite;
   detail::ControlLock lock(r);
   std::uint32_t free_seat = r.max_producers();
   for (std::uint32_t i = 0; i < r.max_producers(); ++i) {
@@ -26,7 +28,7 @@ Publisher::Publisher(std::shared_ptr<detail::Region> region, const PublisherOpti
     const auto st = r.producer(i).state.load(std::memory_order_relaxed);
     if (st == static_cast<std::uint32_t>(detail::SeatState::Free)) {
       if (free_seat == r.max_producers()) free_seat = i;
-    } else if (single_producer_) {
+    } else if (state_.single_producer) {
       throw Error(ErrorCode::ResourceExhausted,
                   "topic '" + r.topic_name() +
                       "' is single-producer and already has a publisher (pid " +
@@ -39,23 +41,24 @@ Publisher::Publisher(std::shared_ptr<detail::Region> region, const PublisherOpti
                 "topic '" + r.topic_name() + "' has all " + std::to_string(r.max_producers()) +
                     " producer seats taken; close a publisher or create the topic with a "
                     "larger max_producers");
-  seat_index_ = free_seat;
-  seat_ = &r.producer(free_seat);
-  seat_->pid.store(static_cast<std::uint32_t>(::getpid()), std::memory_order_relaxed);
-  for (auto& f : seat_->in_flight)
+  state_.seat_index = free_seat;
+  detail::ProducerSeat& seat = r.producer(free_seat);
+  state_.seat = &seat;
+  seat.pid.store(static_cast<std::uint32_t>(::getpid()), std::memory_order_relaxed);
+  for (auto& f : seat.in_flight)
     f.store(detail::kNone, std::memory_order_relaxed);
-  seat_->published.store(0, std::memory_order_relaxed);
-  seat_->published_bytes.store(0, std::memory_order_relaxed);
+  seat.published.store(0, std::memory_order_relaxed);
+  seat.published_bytes.store(0, std::memory_order_relaxed);
   // Release: pairs with readers of the seat table (the daemon) that load state
   // with acquire; the fields above are set when they see Active.
-  seat_->state.store(static_cast<std::uint32_t>(detail::SeatState::Active),
-                     std::memory_order_release);
+  seat.state.store(static_cast<std::uint32_t>(detail::SeatState::Active),
+                   std::memory_order_release);
   // Relaxed: only this producer writes the tail of a single-producer topic.
-  next_ = r.header().tail.load(std::memory_order_relaxed);
+  state_.next = r.header().tail.load(std::memory_order_relaxed);
   // seq_cst as J2: the epoch first, then the scan; a join after this load is
   // seen at our first claim.
-  epoch_ = r.header().join_epoch.load(std::memory_order_seq_cst);
-  refresh_gate(next_);
+  state_.epoch = r.header().join_epoch.load(std::memory_order_seq_cst);
+  detail::refresh_gate(ring_, state_, state_.next);
 }
 
 Publisher::Publisher(Publisher&& o) noexcept {
@@ -67,18 +70,10 @@ Publisher& Publisher::operator=(Publisher&& o) noexcept {
     detach();
     region_ = std::move(o.region_);
     options_ = o.options_;
-    seat_ = o.seat_;
     ring_ = o.ring_;
+    state_ = o.state_;
     clock_ = o.clock_;
-    gate_cache_ = o.gate_cache_;
-    proven_floor_ = o.proven_floor_;
-    next_ = o.next_;
-    epoch_ = o.epoch_;
-    claims_used_ = o.claims_used_;
-    seat_index_ = o.seat_index_;
-    single_producer_ = o.single_producer_;
-    gated_ = o.gated_;
-    o.seat_ = nullptr;
+    o.state_.seat = nullptr;
   }
   return *this;
 }
@@ -88,38 +83,26 @@ Publisher::~Publisher() {
 }
 
 void Publisher::detach() noexcept {
-  if (seat_ == nullptr || !region_) return;
+  if (state_.seat == nullptr || !region_) return;
   try {
     // The same release the daemon performs for a dead producer, only if the
     // seat is still ours; a claim still open (a loan that outlived its
     // publisher) is marked abandoned rather than left to stall consumers.
-    region_->free_producer(seat_index_, static_cast<std::uint32_t>(::getpid()));
+    region_->free_producer(state_.seat_index, static_cast<std::uint32_t>(::getpid()));
   } catch (...) {
     // The control lock timed out; the daemon frees the seat when we are gone.
   }
-  seat_ = nullptr;
+  state_.seat = nullptr;
 }
 
-void Publisher::refresh_gate(std::uint64_t s) noexcept {
-  // seq_cst fence: our earlier claims (tail stores) are ordered before the
-  // scan's loads, against a joiner's members.fetch_add / tail load (Dekker).
-  std::atomic_thread_fence(std::memory_order_seq_cst);
-  const std::uint64_t gate = region_->compute_gate();
-  gate_cache_ = std::min(gate, s);
-  // Relaxed: after the scan's acquire loads (state, G1), so it is at least
-  // the mark raised before any group or cursor value the scan saw.
-  proven_floor_ = gate == detail::kNone ? detail::kNone
-                                        : ring_.header->jump_mark.load(std::memory_order_relaxed);
-}
-
-Status Publisher::claim_contended(bool wait, Attempt a, std::uint64_t& s) noexcept {
+Status Publisher::claim_contended(bool wait, detail::Attempt a, std::uint64_t& s) noexcept {
   for (;;) {
     // No room for s: wait for it, then try again. Raced: try the next.
-    if (a == Attempt::NoRoom) {
+    if (a == detail::Attempt::NoRoom) {
       if (Status st = wait_for_room(s, wait); st != Status::Ok) return st;
     }
-    a = try_claim(s);
-    if (a == Attempt::Claimed) return Status::Ok;
+    a = detail::try_claim(ring_, state_, s);
+    if (a == detail::Attempt::Claimed) return Status::Ok;
   }
 }
 
@@ -127,8 +110,10 @@ Status Publisher::wait_for_room(std::uint64_t s, bool wait) noexcept {
   if (!wait) return Status::WouldBlock;
   // Reject refuses a full ring at once; a slot still being written by a
   // slower producer (or by our own unpublished loan) is waited for as below.
-  if (ring_.policy == Policy::Reject && !has_room(s)) return Status::WouldBlock;
-  const bool ok = wait_for_space(options_.timeout, [&] { return may_write(s); });
+  if (ring_.policy == Policy::Reject && !detail::has_room(ring_, state_, s))
+    return Status::WouldBlock;
+  const bool ok =
+      wait_for_space(options_.timeout, [&] { return detail::may_write(ring_, state_, s); });
   return ok ? Status::Ok : Status::Timeout;
 }
 
@@ -139,14 +124,14 @@ void Publisher::after_join(std::uint64_t s, std::uint64_t epoch) noexcept {
   // this is the normal full-ring wait). The publisher's timeout bounds it; past
   // that we write anyway and the group sees the overwrite as a lost message
   // (stamp check), which is the lesser harm than stranding s.
-  epoch_ = epoch;
-  refresh_gate(s);
-  if (s < gate_cache_ + ring_.count) return;
+  state_.epoch = epoch;
+  detail::refresh_gate(ring_, state_, s);
+  if (s < state_.gate_cache + ring_.count) return;
   // At least 10 s whatever the publisher's own timeout: a caller that polls
   // with short timeouts (the Python binding waits in 50 ms slices) must not
   // turn a joining group's normal catch-up into lost messages.
   const auto bound = std::max<std::chrono::nanoseconds>(options_.timeout, kJoinCatchUpWait);
-  (void)wait_for_space(bound, [&] { return has_room(s); });
+  (void)wait_for_space(bound, [&] { return detail::has_room(ring_, state_, s); });
 }
 
 }  // namespace shmbus

@@ -1,4 +1,4 @@
-#include "shmbus/detail/region.hpp"
+#include "region.hpp"
 
 #include "os.hpp"
 
@@ -125,11 +125,11 @@ void Region::init_accessors(const TopicOptions& o, const Layout& l) {
   ring_.slot_size = o.slot_size;
   ring_.stride = l.stride;
   producers_offset_ = l.producers_offset;
-  groups_offset_ = l.groups_offset;
-  group_stride_ = l.group_stride;
+  ring_.groups = base_ + l.groups_offset;
+  ring_.group_stride = l.group_stride;
   max_producers_ = o.max_producers;
-  max_groups_ = o.max_groups;
-  max_members_ = o.max_members;
+  ring_.max_groups = o.max_groups;
+  ring_.max_members = o.max_members;
   ring_.policy = o.policy;
   single_producer_ = o.single_producer;
   ring_.slots = base_ + l.slots_offset;
@@ -389,7 +389,7 @@ void Region::free_producer(std::uint32_t i, std::uint32_t pid) {
 }
 
 void Region::free_member(std::uint32_t g, std::uint32_t m, std::uint32_t pid) {
-  if (g >= max_groups_ || m >= max_members_) return;
+  if (g >= ring_.max_groups || m >= ring_.max_members) return;
   {
     ControlLock lock(*this);
     GroupEntry& e = group(g);
@@ -402,12 +402,12 @@ void Region::free_member(std::uint32_t g, std::uint32_t m, std::uint32_t pid) {
     seat.held.store(kNone, std::memory_order_release);
     // Release: pairs with the acquire of a later attach (the seat is cleared).
     seat.state.store(static_cast<std::uint32_t>(SeatState::Free), std::memory_order_release);
-    // Release: pairs with the acquire of members in compute_gate; a producer
+    // Release: pairs with the acquire of members in Ring::gate; a producer
     // that sees the group without members sees the hazard cleared above.
     e.members.fetch_sub(1, std::memory_order_release);
     // Relaxed: flags change only under the control lock, which we hold.
     if ((e.flags.load(std::memory_order_relaxed) & kGroupPrivate) != 0)
-      // Release: pairs with the acquire of state in compute_gate and attach.
+      // Release: pairs with the acquire of state in Ring::gate and attach.
       e.state.store(static_cast<std::uint32_t>(SeatState::Free), std::memory_order_release);
   }
   notify(ring_.header->space_event);

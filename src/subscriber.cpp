@@ -4,6 +4,7 @@
 
 #include <cstring>
 
+#include "region.hpp"
 #include "shmbus/topic.hpp"
 
 namespace shmbus {
@@ -15,11 +16,12 @@ constexpr auto kFree = static_cast<std::uint32_t>(detail::SeatState::Free);
 
 Subscriber::Subscriber(std::shared_ptr<detail::Region> region, const SubscriberOptions& options)
     : region_(std::move(region)), options_(options) {
-  held_.fill(detail::kNone);
+  state_.held.fill(detail::kNone);
   detail::Region& r = *region_;
   ring_ = r.ring();
-  private_ = options.group.empty();
-  if (!private_) validate_name("group", options.group);
+  const bool is_private = options.group.empty();
+  state_.is_private = is_private;
+  if (!is_private) validate_name("group", options.group);
   const std::string topic = r.topic_name();
 
   detail::ControlLock lock(r);
@@ -33,7 +35,7 @@ Subscriber::Subscriber(std::shared_ptr<detail::Region> region, const SubscriberO
       if (free_group == r.max_groups()) free_group = i;
       continue;
     }
-    if (!private_ && (e.flags.load(std::memory_order_relaxed) & detail::kGroupPrivate) == 0 &&
+    if (!is_private && (e.flags.load(std::memory_order_relaxed) & detail::kGroupPrivate) == 0 &&
         std::strncmp(e.name, options.group.c_str(), detail::kNameMax) == 0) {
       g = i;
       break;
@@ -64,13 +66,13 @@ Subscriber::Subscriber(std::shared_ptr<detail::Region> region, const SubscriberO
     e.corrupt.store(0, std::memory_order_relaxed);
     e.members.store(0, std::memory_order_relaxed);
     e.flags.store(
-        (private_ ? detail::kGroupPrivate : 0u) | (options.durable ? detail::kGroupDurable : 0u),
+        (is_private ? detail::kGroupPrivate : 0u) | (options.durable ? detail::kGroupDurable : 0u),
         std::memory_order_relaxed);
     for (std::uint32_t m = 0; m < r.max_members(); ++m) {
       r.member(g, m).state.store(kFree, std::memory_order_relaxed);
       r.member(g, m).held.store(detail::kNone, std::memory_order_relaxed);
     }
-    // Release: pairs with the acquire of state in compute_gate; a producer that
+    // Release: pairs with the acquire of state in Ring::gate; a producer that
     // sees the group active sees its cursor and seats initialised.
     e.state.store(kActive, std::memory_order_release);
   }
@@ -85,61 +87,45 @@ Subscriber::Subscriber(std::shared_ptr<detail::Region> region, const SubscriberO
                     " member seats taken; create the topic with a larger max_members");
   group_index_ = g;
   member_index_ = m;
-  group_ = &e;
-  member_ = &r.member(g, m);
-  member_->pid.store(static_cast<std::uint32_t>(::getpid()), std::memory_order_relaxed);
-  member_->held.store(detail::kNone, std::memory_order_relaxed);
-  member_->received.store(0, std::memory_order_relaxed);
-  member_->state.store(kActive, std::memory_order_release);  // release: as the group's state
+  state_.group = &e;
+  detail::MemberSeat& member = r.member(g, m);
+  state_.member = &member;
+  member.pid.store(static_cast<std::uint32_t>(::getpid()), std::memory_order_relaxed);
+  member.held.store(detail::kNone, std::memory_order_relaxed);
+  member.received.store(0, std::memory_order_relaxed);
+  member.state.store(kActive, std::memory_order_release);  // release: as the group's state
   const bool was_gating =
       !fresh && (e.members.load(std::memory_order_relaxed) > 0 ||
                  (e.flags.load(std::memory_order_relaxed) & detail::kGroupDurable) != 0);
   // Relaxed: ordered before the seq_cst fetch_add below, which producers
   // read (acquire) before they read flags.
   if (options.durable) e.flags.fetch_or(detail::kGroupDurable, std::memory_order_relaxed);
-  // seq_cst: the group gates from here (compute_gate reads members).
+  // seq_cst: the group gates from here (Ring::gate reads members).
   e.members.fetch_add(1, std::memory_order_seq_cst);
-  if (!was_gating) start_gating(fresh);
-  // Relaxed: pos_ is used only by a private group, whose cursor only this
+  if (!was_gating) {
+    // What a group that existed skips, or what an explicit offset does, is lost;
+    // a fresh group starting at the latest or earliest retained message loses nothing.
+    detail::start_gating(ring_, e, fresh && options_.start == StartFrom::Latest,
+                         !fresh || options_.start == StartFrom::Offset);
+  }
+  // Relaxed: pos is used only by a private group, whose cursor only this
   // (new, sole) member writes, under the control lock we hold.
-  pos_ = e.cursor.load(std::memory_order_relaxed);
-}
-
-// The group has just become visible to producers, but a producer may hold a
-// gate cache computed before that and keep claiming up to slot_count past it.
-// Producers read the join epoch after every claim (J2): bumping it here means
-// every later claim rescans and sees this group. A claim that did not see the
-// bump is already counted in the tail we load after it (J3, Dekker), and can
-// only overwrite a message more than slot_count behind that tail. So the group
-// starts no lower than tail - slot_count, and what it skips is counted as lost
-// (for a group that existed, or an explicit offset), never returned torn.
-void Subscriber::start_gating(bool fresh) {
-  detail::TopicHeader& h = region_->header();
-  // SYNC POINT J3 (seq_cst, both): pairs with J1/J2 in Publisher::claim.
-  h.join_epoch.fetch_add(1, std::memory_order_seq_cst);
-  const std::uint64_t tail = h.tail.load(std::memory_order_seq_cst);
-  std::uint64_t floor = ring_.oldest(tail);
-  if (fresh && options_.start == StartFrom::Latest) floor = tail;
-  // Relaxed: we hold the control lock and the group had no members, so no
-  // one else moves this cursor; producers read it with acquire (G1) after
-  // the seq_cst operations above.
-  const std::uint64_t cursor = group_->cursor.load(std::memory_order_relaxed);
-  if (cursor >= floor) return;
-  ring_.raise_jump_mark(floor);
-  // Release: as C2/C4; producers read the cursor with acquire (G1).
-  group_->cursor.store(floor, std::memory_order_release);
-  const bool counts_as_lost = !fresh || options_.start == StartFrom::Offset;
-  if (counts_as_lost)
-    group_->lost.fetch_add(floor - cursor, std::memory_order_relaxed);  // relaxed: a counter
+  state_.pos = e.cursor.load(std::memory_order_relaxed);
 }
 
 // Out of line: keeps try_receive small enough to inline into wait loops.
 Status Subscriber::try_receive_slow(Sample& out) noexcept {
-  std::uint64_t first = 0;
-  std::uint32_t count = 0, hold_index = 0;
-  const Status st = take(first, count, 1, hold_index);
+  detail::Taken t;
+  const Status st = detail::take(ring_, state_, 1, t);
   if (st != Status::Ok) return st;
-  return fill(out, first, hold_index);
+  detail::SlotHeader& slot = ring_.slot(t.first);
+  // Relaxed: the acquire load of its stamp (C1) in take() already made the
+  // producer's stores before P1 visible.
+  const std::uint32_t len = slot.length.load(std::memory_order_relaxed);
+  if (len > ring_.slot_size) [[unlikely]]
+    return reject_corrupt(t.hold);
+  fill(out, slot, t.first, len, t.hold);
+  return Status::Ok;
 }
 
 Subscriber::~Subscriber() {

@@ -1,6 +1,6 @@
 #include "shmbus/topic.hpp"
 
-#include "shmbus/detail/region.hpp"
+#include "region.hpp"
 
 namespace shmbus {
 
@@ -55,7 +55,7 @@ Publisher Topic::publisher(const PublisherOptions& options) const {
 }
 
 std::unique_ptr<Subscriber> Topic::subscriber(const SubscriberOptions& options) const {
-  return std::make_unique<Subscriber>(region_, options);
+  return std::unique_ptr<Subscriber>(new Subscriber(region_, options));
 }
 
 TopicInfo Topic::info() const {

@@ -308,6 +308,35 @@ expect_match '^TOPIC +MSGS/S +BYTES/S +TAIL +PRODUCERS +GROUPS$' "$out" "stat ta
 expect_match '^orders +0\.0 +0 B/s +5 +0 +1$' "$out" "stat row of orders"
 expect_match '^orders +g +0 +4 +1 +0 +0\.0$' "$out" "stat group row with its lag"
 
+# bytes/s comes from the producers' own counters. A paced publisher that is
+# already publishing when stat takes its first snapshot, and is paced to run
+# far past the interval, has published bytes in it.
+run cli topic create rated --slot-size 64
+expect_rc 0 "topic create rated"
+printf '0123456789abcdef' >"$tmp/sixteen"
+timeout 20 "$SHMBUS" pub rated --file "$tmp/sixteen" --repeat 100000 --rate 200 \
+  --bus "$bus" --socket "$sock" --daemon "$SHMBUSD" 2>"$tmp/rated.err" &
+rated=$!
+rated_publishing() {
+  cli topic describe rated --json 2>/dev/null | grep -Eq '"producers":1,"published":[1-9]'
+}
+wait_until "the paced publisher has published" rated_publishing
+run cli stat --once --json --interval 0.5
+expect_rc 0 "stat --once --json while rated is published to"
+rated_bytes=$(grep -oE '"name":"rated",[^]]*"bytes_per_sec":[0-9.]+' <<<"$out" |
+  sed -E 's/.*"bytes_per_sec":([0-9.]+)$/\1/')
+awk -v b="${rated_bytes:-0}" 'BEGIN { exit !(b > 0) }' ||
+  fail "stat --json bytes/s of a topic published to during the interval" "> 0" "${rated_bytes:-none}"
+pass
+expect_match '"name":"rated",[^]]*"bytes_source":"producer_counters"' "$out" \
+  "stat --json names where bytes come from"
+kill "$rated"
+rc=0
+wait "$rated" || rc=$?
+expect_rc 143 "the paced publisher stops on SIGTERM"
+run cli topic delete rated
+expect_rc 0 "topic delete rated"
+
 # ---- delete -----------------------------------------------------------------------
 
 run cli topic delete orders

@@ -53,7 +53,8 @@ class DaemonProcess {
       : bus_(std::move(bus)), socket_(std::move(socket)), config_(std::move(config)) {}
   ~DaemonProcess() { stop(); }
 
-  // Starts shmbusd and waits (up to 10 s) until it accepts connections.
+  // Starts shmbusd and waits (up to 30 s: a sanitizer build on a loaded
+  // machine starts slowly) until it accepts connections.
   bool start() {
     pid_ = ::fork();
     if (pid_ == 0) {
@@ -67,14 +68,14 @@ class DaemonProcess {
       ::execv(SHMBUSD_PATH, const_cast<char* const*>(argv.data()));
       ::_exit(127);
     }
-    return wait_until([&] { return can_connect(socket_) || exited(); }, std::chrono::seconds(10)) &&
+    return wait_until([&] { return can_connect(socket_) || exited(); }, std::chrono::seconds(30)) &&
            !exited();
   }
   // Returns the exit status, or -1 if it had to be killed.
   int stop(int sig = SIGTERM) {
     if (pid_ <= 0) return status_;
     ::kill(pid_, sig);
-    status_ = wait_child(pid_, std::chrono::seconds(10));
+    status_ = wait_child(pid_, std::chrono::seconds(30));
     pid_ = -1;
     return status_;
   }
@@ -87,7 +88,7 @@ class DaemonProcess {
               "--log-level", "error", static_cast<char*>(nullptr));
       ::_exit(127);
     }
-    status_ = wait_child(pid_, std::chrono::seconds(10));
+    status_ = wait_child(pid_, std::chrono::seconds(30));
     pid_ = -1;
     return status_;
   }

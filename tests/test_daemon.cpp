@@ -161,8 +161,8 @@ TEST(Daemon, MalformedFramesGetErrorRepliesAndTheDaemonServesOn) {
   };
   bad({std::byte{1}, std::byte{0}, std::byte{2}}, "shorter than its 8-byte header");
   {
-    proto::Writer w(proto::Type::Hello, 7);
-    auto fr = w.finish();
+    proto::Writer w(proto::Type::Hello);
+    auto fr = w.finish(7);
     fr[4] = std::byte{9};  // version 9
     c.send_raw(fr);
     auto [type, code, msg] = c.reply();
@@ -170,42 +170,42 @@ TEST(Daemon, MalformedFramesGetErrorRepliesAndTheDaemonServesOn) {
     EXPECT_NE(msg.find("protocol version 9"), std::string::npos);
   }
   {
-    proto::Writer w(static_cast<proto::Type>(999), 1);
-    c.send_raw(w.finish());
+    proto::Writer w(static_cast<proto::Type>(999));
+    c.send_raw(w.finish(1));
     auto [type, code, msg] = c.reply();
     EXPECT_NE(msg.find("unknown request type 999"), std::string::npos);
   }
   {
-    proto::Writer w(proto::Type::OpenTopic, 1);
+    proto::Writer w(proto::Type::OpenTopic);
     w.u16(500).u8(1);  // a string claiming 500 bytes with 1 present
-    c.send_raw(w.finish());
+    c.send_raw(w.finish(1));
     auto [type, code, msg] = c.reply();
     EXPECT_EQ(code, static_cast<int>(ErrorCode::InvalidArgument));
   }
   {
-    proto::Writer w(proto::Type::OpenTopic, 1);
+    proto::Writer w(proto::Type::OpenTopic);
     w.str("../etc");
-    c.send_raw(w.finish());
+    c.send_raw(w.finish(1));
     auto [type, code, msg] = c.reply();
     EXPECT_EQ(code, static_cast<int>(ErrorCode::InvalidArgument));
   }
   {
-    proto::Writer w(proto::Type::CreateTopic, 1);
+    proto::Writer w(proto::Type::CreateTopic);
     w.str("x").u32(1000);  // truncated create
-    c.send_raw(w.finish());
+    c.send_raw(w.finish(1));
     auto [type, code, msg] = c.reply();
     EXPECT_EQ(code, static_cast<int>(ErrorCode::InvalidArgument));
   }
   {
-    proto::Writer w(proto::Type::TopicList, 1);  // a reply type sent as a request
-    c.send_raw(w.finish());
+    proto::Writer w(proto::Type::TopicList);  // a reply type sent as a request
+    c.send_raw(w.finish(1));
     auto [type, code, msg] = c.reply();
     EXPECT_NE(msg.find("is a reply"), std::string::npos);
   }
   {
-    proto::Writer w(proto::Type::AttachProducer, 1);  // a seat that is not ours
+    proto::Writer w(proto::Type::AttachProducer);  // a seat that is not ours
     w.str("nope").u32(0);
-    c.send_raw(w.finish());
+    c.send_raw(w.finish(1));
     auto [type, code, msg] = c.reply();
     EXPECT_EQ(code, static_cast<int>(ErrorCode::NotFound));
   }
@@ -217,9 +217,9 @@ TEST(Daemon, MalformedFramesGetErrorRepliesAndTheDaemonServesOn) {
   EXPECT_NE(msg.find("over the limit"), std::string::npos);
   EXPECT_EQ(std::get<0>(g.reply()), 0xffff);  // then closed
   {
-    proto::Writer w(proto::Type::Hello, 3);
+    proto::Writer w(proto::Type::Hello);
     w.str("still here");
-    c.send_raw(w.finish());
+    c.send_raw(w.finish(3));
     EXPECT_EQ(std::get<0>(c.reply()), static_cast<std::uint16_t>(proto::Type::HelloReply));
   }
   Bus bus = Bus::connect(f.options());
@@ -359,8 +359,8 @@ TEST(DaemonRobustness, AClientThatNeverReadsIsDroppedOthersAreServed) {
   BusFixture f;
   InProcessDaemon d(config_for(f));
   RawClient greedy(f.socket);
-  proto::Writer w(proto::Type::ListTopics, 1);
-  const auto one = w.finish();
+  proto::Writer w(proto::Type::ListTopics);
+  const auto one = w.finish(1);
   std::vector<std::byte> many;
   for (int i = 0; i < 20000; ++i)
     many.insert(many.end(), one.begin(), one.end());
@@ -500,6 +500,35 @@ TEST(DaemonRobustness, AnOpenLoanIsNotRepairedWhileAnotherIsPublished) {
   s.release();
   ASSERT_EQ(sub->receive(s, 5s), Status::Ok);
   EXPECT_EQ(s.sequence(), 1u);
+}
+
+// There is no Detach request: a client frees its seats in the region itself.
+// The daemon forgets the records of seats that are no longer the client's
+// (and the regions they kept mapped) when the client attaches another, so a
+// long-lived connection that cycles through topics never hits its seat limit.
+TEST(DaemonRobustness, SeatsAClientFreedAreForgottenNotPiledUp) {
+  BusFixture f;
+  InProcessDaemon d(config_for(f));
+  Bus bus = Bus::connect(f.options());
+  TopicOptions o;
+  o.slot_count = 2;
+  o.slot_size = 64;
+  o.max_producers = 1;
+  o.max_groups = 1;
+  o.max_members = 1;
+  // More rounds than a connection may register seats (4096), each seat in a
+  // new region: without forgetting, the last attaches are refused.
+  for (int i = 0; i < 4100; ++i) {
+    Topic t = bus.create_topic("cycle", o);
+    {
+      Publisher p = bus.publisher(t);
+      auto sub = bus.subscriber(t);
+    }
+    bus.delete_topic("cycle");
+  }
+  Topic t = bus.create_topic("cycle", o);
+  Publisher p = bus.publisher(t);
+  EXPECT_EQ(bus.describe("cycle").producers, 1u);
 }
 
 }  // namespace

@@ -1,5 +1,5 @@
 // Regression tests for races found in review (docs/memory-ordering.md).
-#include "shmbus/detail/region.hpp"
+#include "region.hpp"
 #include "test_util.hpp"
 
 namespace shmbus::test {
@@ -77,7 +77,7 @@ TEST(Regression, SkippingAbandonedSequencesWakesABlockedProducer) {
     // Wait until the producer sleeps on the full ring, then skip 0-3.
     ASSERT_TRUE(wait_until(
         [&] { return region->header().space_event.waiters.load(std::memory_order_relaxed) > 0; },
-        10s));
+        30s));
     // The wake-up itself, not the producer's own 1 ms re-check: the skip
     // bumps the futex word (seq) of the space event.
     const std::uint32_t seq_before = region->header().space_event.seq.load();
@@ -87,7 +87,7 @@ TEST(Regression, SkippingAbandonedSequencesWakesABlockedProducer) {
     const Status first = sub->try_receive(s);
     EXPECT_NE(region->header().space_event.seq.load(), seq_before) << "the skip woke nobody";
     EXPECT_TRUE(first == Status::WouldBlock || first == Status::Ok) << to_string(first);
-    EXPECT_TRUE(wait_until([&] { return published.load(); }, 10s)) << "producer not woken";
+    EXPECT_TRUE(wait_until([&] { return published.load(); }, 30s)) << "producer not woken";
     producer.join();
     if (first != Status::Ok) {
       ASSERT_EQ(sub->receive(s, 10s), Status::Ok);
@@ -143,7 +143,7 @@ TEST(Regression, ProducerWaitingForAnUnfinishedSlotGoesOnOnceItIsPublished) {
   ASSERT_TRUE(loan);
   PublisherOptions po;
   po.wait = WaitStrategy::SpinFutex;
-  po.timeout = 20s;
+  po.timeout = 120s;  // far beyond the bound on going on below, however loaded the machine
   std::atomic<int> fourth{-1};
   std::thread lapper([&] {
     Publisher pub = t.topic.publisher(po);
@@ -156,13 +156,15 @@ TEST(Regression, ProducerWaitingForAnUnfinishedSlotGoesOnOnceItIsPublished) {
   // The lapper is asleep on the space event (past its spin phase).
   const bool asleep = wait_until(
       [&] { return region->header().space_event.waiters.load(std::memory_order_relaxed) > 0; },
-      10s);
+      30s);
   const std::uint64_t v0 = 1000;
   std::memcpy(loan.data().data(), &v0, 8);
   ASSERT_EQ(loan.publish(), Status::Ok);
-  // Goes on within a re-check (1 ms), long before its own 20 s timeout (at
-  // which a last check would also pass, hiding a missed wake-up).
-  const bool went_on = wait_until([&] { return fourth.load(std::memory_order_relaxed) != -1; }, 5s);
+  // Goes on within a re-check (1 ms), long before its own 120 s timeout (at
+  // which a last check would also pass, hiding a missed wake-up). 30 s: room
+  // for a starved thread, still clearly apart from the timeout.
+  const bool went_on =
+      wait_until([&] { return fourth.load(std::memory_order_relaxed) != -1; }, 30s);
   lapper.join();
   EXPECT_TRUE(asleep);
   EXPECT_TRUE(went_on) << "the lapping producer slept until its timeout";

@@ -1,4 +1,5 @@
-// Publisher and Loan: the producer side of a topic. The hot path is inline:
+// Publisher and Loan: the producer side of a topic, thin handles over the ring
+// protocol in detail/ring.hpp. The hot path is inline:
 // an uncontended publish checks room and a free slot against its cached gate
 // (loading the slot's stamp only when the gate does not prove it free), claims
 // (one CAS, or an xchg for a single producer), loads the join epoch, copies the
@@ -17,14 +18,19 @@
 #include <utility>
 
 #include "shmbus/detail/clock.hpp"
-#include "shmbus/detail/region.hpp"
+#include "shmbus/detail/ring.hpp"
 #include "shmbus/detail/wait.hpp"
 #include "shmbus/error.hpp"
 #include "shmbus/options.hpp"
 
 namespace shmbus {
 
+namespace detail {
+class Region;  // src/region.hpp: the mapping, kept out of public headers
+}  // namespace detail
+
 class Publisher;
+class Topic;
 
 // A slot claimed for writing in place. Write into data(), then publish().
 // Dropping a loan without publishing it publishes nothing: its sequence is
@@ -57,8 +63,7 @@ class Loan {
   [[nodiscard]] Status status() const noexcept { return status_; }
   // The writable payload, `size` bytes as requested (empty if no slot is held).
   [[nodiscard]] std::span<std::byte> data() const noexcept {
-    return slot_ ? std::span<std::byte>(detail::Region::payload(*slot_), size_)
-                 : std::span<std::byte>();
+    return slot_ ? std::span<std::byte>(detail::payload(*slot_), size_) : std::span<std::byte>();
   }
   [[nodiscard]] std::uint64_t sequence() const noexcept { return seq_; }
   // Publishes the first `size` bytes (default: the size loaned; at most that).
@@ -79,7 +84,6 @@ class Loan {
 
 class Publisher {
  public:
-  Publisher(std::shared_ptr<detail::Region> region, const PublisherOptions& options);
   Publisher(Publisher&&) noexcept;
   Publisher& operator=(Publisher&&) noexcept;
   Publisher(const Publisher&) = delete;
@@ -99,24 +103,29 @@ class Publisher {
   [[nodiscard]] Loan loan(std::size_t size) noexcept { return loan_impl(size, true); }
   [[nodiscard]] Loan try_loan(std::size_t size) noexcept { return loan_impl(size, false); }
 
-  [[nodiscard]] std::uint32_t max_message_size() const noexcept { return region_->slot_size(); }
-  [[nodiscard]] std::uint32_t id() const noexcept { return seat_index_; }
+  [[nodiscard]] std::uint32_t max_message_size() const noexcept { return ring_.slot_size; }
+  // This publisher's producer seat: Sample::producer_id() of what it publishes.
+  [[nodiscard]] std::uint32_t id() const noexcept { return state_.seat_index; }
   [[nodiscard]] const PublisherOptions& options() const noexcept { return options_; }
 
  private:
   friend class Loan;
+  friend class Topic;  // the only constructor's caller (Bus::publisher goes through it)
+
+  Publisher(std::shared_ptr<detail::Region> region, const PublisherOptions& options);
 
   Status publish_impl(std::span<const std::byte> data, bool wait) noexcept {
     if (data.size() > ring_.slot_size) [[unlikely]]
       return Status::TooLarge;
     // A free entry in the seat's in_flight table (loan_impl keeps one free).
-    const auto index = static_cast<std::uint32_t>(std::countr_one(claims_used_));
+    const auto index = static_cast<std::uint32_t>(std::countr_one(state_.claims_used));
     std::uint64_t s = 0;
     if (Status st = claim(wait, index, s); st != Status::Ok) [[unlikely]]
       return st;
     detail::SlotHeader& slot = ring_.slot(s);
-    if (!data.empty()) std::memcpy(detail::Region::payload(slot), data.data(), data.size());
-    commit(slot, s, static_cast<std::uint32_t>(data.size()), index);
+    if (!data.empty()) std::memcpy(detail::payload(slot), data.data(), data.size());
+    detail::commit(ring_, state_, slot, s, static_cast<std::uint32_t>(data.size()), index,
+                   clock_.now());
     return Status::Ok;
   }
 
@@ -129,7 +138,7 @@ class Publisher {
     // Loans take the lowest free entries and publish() returns its own at
     // once, so kMaxInFlight - 1 loans held fill exactly the entries below it:
     // one stays free for publish().
-    const auto index = static_cast<std::uint32_t>(std::countr_one(claims_used_));
+    const auto index = static_cast<std::uint32_t>(std::countr_one(state_.claims_used));
     if (index >= detail::kMaxInFlight - 1) [[unlikely]] {
       l.status_ = Status::TooManyHeld;
       return l;
@@ -144,143 +153,23 @@ class Publisher {
     return l;
   }
 
-  // True when sequence s may be filled: no gating group still needs the
-  // message its slot holds. Refreshes the cached gate only when it says full.
-  bool has_room(std::uint64_t s) noexcept {
-    if (s < gate_cache_ + ring_.count) [[likely]]
-      return true;
-    refresh_gate(s);
-    return s < gate_cache_ + ring_.count;
-  }
-
-  // The cache never exceeds `s` (a sequence this producer is about to claim,
-  // so at most the tail): the join protocol relies on that (see join_epoch).
-  void refresh_gate(std::uint64_t s) noexcept;  // out of line: once per ring lap
-
-  // True when the previous occupant of s's slot (s - slot_count) is complete,
-  // so s may be written there. A producer can lap a slower one (or one of its
-  // own loans) when nothing gates: under overwrite, or with no live group; and
-  // a group that started or sought past an unfinished message does not wait
-  // for it either.
-  bool slot_free(std::uint64_t s) const noexcept {
-    if (s < ring_.count) return true;
-    const std::uint64_t prev = s - ring_.count;
-    // Proven by the last gate scan: every gating group had passed prev, and
-    // prev is at or above every start and seek (jump_mark), so each of them
-    // took it, which it does only once prev is complete. Its writer's stores
-    // happen before ours: P1, the consumer's C1, its release of the cursor
-    // (C2/C4) and our acquire of that cursor (G1). This saves the stamp load
-    // below, a load of the very line the consumer spins on.
-    if (gated_ && prev >= proven_floor_ && prev < gate_cache_) return true;
-    // SYNC POINT P0 (acquire): pairs with P1 (or the abandon store) of the
-    // producer of prev, so its payload writes happen before ours.
-    return ring_.slot(s).stamp.load(std::memory_order_acquire) >= detail::stamp_published(prev);
-  }
-
-  bool may_write(std::uint64_t s) noexcept { return (!gated_ || has_room(s)) && slot_free(s); }
-
-  enum class Attempt : std::uint8_t { Claimed, NoRoom, Raced };
-
-  // One attempt to claim the next sequence, without waiting: Claimed; NoRoom
-  // when `s` (the sequence tried) may not be written yet; Raced when another
-  // producer claimed it first (`s` is then the tail that won).
-  Attempt try_claim(std::uint64_t& s) noexcept {
-    detail::TopicHeader& h = *ring_.header;
-    if (single_producer_) {
-      s = next_;
-      if (!may_write(s)) [[unlikely]]
-        return Attempt::NoRoom;
-      next_ = s + 1;
-      // SYNC POINT J1 (seq_cst): the claim is ordered before our load of the
-      // join epoch (J2, in claim), against a joiner's epoch bump and tail load
-      // (J3). The tail tells no one that data is ready (the stamp does).
-      h.tail.store(s + 1, std::memory_order_seq_cst);
-      return Attempt::Claimed;
-    }
-    // Relaxed: a candidate; the CAS below decides.
-    s = h.tail.load(std::memory_order_relaxed);
-    if (!may_write(s)) [[unlikely]]
-      return Attempt::NoRoom;
-    // J1 as above (seq_cst; on x86 the same locked instruction as relaxed).
-    // The checks above were for exactly this s, so when the CAS succeeds its
-    // slot is free: a completed occupant's stamp never goes back.
-    return h.tail.compare_exchange_strong(s, s + 1, std::memory_order_seq_cst,
-                                          std::memory_order_relaxed)
-               ? Attempt::Claimed
-               : Attempt::Raced;
-  }
-
   // Claims the next sequence into in_flight entry `index` once its slot may be
-  // written; under overwrite the slot's stamp then says "being written"
-  // (seqlock-style, for readers). Nothing is claimed unless Ok is returned.
+  // written (detail/ring.hpp: try_claim, record_claim). Nothing is claimed
+  // unless Ok is returned.
   Status claim(bool wait, std::uint32_t index, std::uint64_t& s) noexcept {
-    if (const Attempt a = try_claim(s); a != Attempt::Claimed) [[unlikely]] {
+    if (const detail::Attempt a = detail::try_claim(ring_, state_, s);
+        a != detail::Attempt::Claimed) [[unlikely]] {
       if (Status st = claim_contended(wait, a, s); st != Status::Ok) return st;
     }
-    // Relaxed: read by the daemon after this process died, to mark the
-    // sequence abandoned, and to leave it alone while we live; stored at once
-    // after the claim so that the window in which a claim is unrecorded is a
-    // few instructions. Nothing synchronises through it.
-    seat_->in_flight[index].store(s, std::memory_order_relaxed);
-    claims_used_ = static_cast<std::uint8_t>(claims_used_ | (1u << index));
-    if (gated_) {
-      // SYNC POINT J2 (seq_cst): pairs with J3 in the subscriber's join. Either
-      // we see the bump and rescan (the new group then gates us), or the
-      // joiner's tail load sees our claim and starts the group above what
-      // this claim may overwrite.
-      const std::uint64_t epoch = ring_.header->join_epoch.load(std::memory_order_seq_cst);
-      if (epoch != epoch_) [[unlikely]]
-        after_join(s, epoch);
-    } else {
-      // Overwrite: a reader may still be reading the previous occupant. Mark
-      // "being written" before the payload changes, so that it sees the stamp
-      // change and discards what it read. The release fence orders this store
-      // before the payload stores that follow. Under block and reject no
-      // reader can be on this slot (the gate and the join protocol see to
-      // it), and skipping the store saves a cache-line transfer per message.
-      ring_.slot(s).stamp.store(detail::stamp_writing(s), std::memory_order_relaxed);
-      std::atomic_thread_fence(std::memory_order_release);
-    }
+    std::uint64_t epoch = 0;
+    if (!detail::record_claim(ring_, state_, index, s, epoch)) [[unlikely]]
+      after_join(s, epoch);
     return Status::Ok;
-  }
-
-  void release_claim(std::uint32_t index) noexcept {
-    // Relaxed: as the store in claim().
-    seat_->in_flight[index].store(detail::kNone, std::memory_order_relaxed);
-    claims_used_ = static_cast<std::uint8_t>(claims_used_ & ~(1u << index));
-  }
-
-  void commit(detail::SlotHeader& slot, std::uint64_t s, std::uint32_t size,
-              std::uint32_t index) noexcept {
-    const std::uint64_t now = clock_.now();
-    // Relaxed: ordered before the stamp's release store below.
-    slot.length.store(size, std::memory_order_relaxed);
-    slot.producer_id.store(seat_index_, std::memory_order_relaxed);
-    slot.timestamp_ns.store(now, std::memory_order_relaxed);
-    // SYNC POINT P1 (release): pairs with the consumer's acquire load of the
-    // stamp (C1 in subscriber.hpp); the payload and fields above are visible
-    // to a consumer that sees stamp_published(s).
-    slot.stamp.store(detail::stamp_published(s), std::memory_order_release);
-    release_claim(index);
-    // Relaxed: statistics, written only by this producer (one line with in_flight).
-    seat_->published.store(seat_->published.load(std::memory_order_relaxed) + 1,
-                           std::memory_order_relaxed);
-    seat_->published_bytes.store(seat_->published_bytes.load(std::memory_order_relaxed) + size,
-                                 std::memory_order_relaxed);
-    detail::notify(ring_.header->data_event);
-  }
-
-  void abandon(detail::SlotHeader& slot, std::uint64_t s, std::uint32_t index) noexcept {
-    // Release: pairs with C1 like P1; consumers skip the sequence (and never
-    // look at an abandoned slot's other fields).
-    slot.stamp.store(detail::stamp_abandoned(s), std::memory_order_release);
-    release_claim(index);
-    detail::notify(ring_.header->data_event);
   }
 
   // The slow path of claim, after attempt `a` failed for `s`: waits for room,
   // retries after a lost race.
-  Status claim_contended(bool wait, Attempt a, std::uint64_t& s) noexcept;
+  Status claim_contended(bool wait, detail::Attempt a, std::uint64_t& s) noexcept;
   Status wait_for_room(std::uint64_t s, bool wait) noexcept;
   // Every wait on the space event goes through here: it bounds each sleep by
   // kSpaceRecheck (consumers only hint on release, see detail::notify_hint).
@@ -294,25 +183,16 @@ class Publisher {
 
   std::shared_ptr<detail::Region> region_;
   PublisherOptions options_;
-  detail::ProducerSeat* seat_ = nullptr;
-  detail::Ring ring_;             // the region's geometry, copied
-  detail::StampClock clock_;      // the slots' timestamps
-  std::uint64_t gate_cache_ = 0;  // a lower bound of the gate, this process only
-  // The jump mark of the scan that set gate_cache_ (kNone when nothing gated):
-  // sequences in [proven_floor_, gate_cache_) are complete (see slot_free).
-  std::uint64_t proven_floor_ = detail::kNone;
-  std::uint64_t next_ = 0;        // single-producer: the next sequence to claim
-  std::uint64_t epoch_ = 0;       // the join epoch gate_cache_ was computed in
-  std::uint8_t claims_used_ = 0;  // which in_flight entries hold a claim
-  std::uint32_t seat_index_ = 0;
-  bool single_producer_ = false;
-  bool gated_ = true;  // policy is not overwrite: gating groups hold producers back
+  detail::Ring ring_;            // the region's ring, copied
+  detail::ProducerState state_;  // this publisher's side of the protocol
+  detail::StampClock clock_;     // the slots' timestamps
 };
 
 inline Status Loan::publish(std::size_t size) noexcept {
   if (slot_ == nullptr) return Status::Invalid;
   if (size > size_) return Status::TooLarge;
-  pub_->commit(*slot_, seq_, static_cast<std::uint32_t>(size), claim_);
+  detail::commit(pub_->ring_, pub_->state_, *slot_, seq_, static_cast<std::uint32_t>(size), claim_,
+                 pub_->clock_.now());
   slot_ = nullptr;
   pub_ = nullptr;
   return Status::Ok;
@@ -320,7 +200,7 @@ inline Status Loan::publish(std::size_t size) noexcept {
 
 inline void Loan::abandon() noexcept {
   if (slot_ == nullptr) return;
-  pub_->abandon(*slot_, seq_, claim_);
+  detail::abandon(pub_->ring_, pub_->state_, *slot_, seq_, claim_);
   slot_ = nullptr;
   pub_ = nullptr;
 }

@@ -12,14 +12,20 @@
 #include <span>
 #include <string>
 
-#include "shmbus/detail/region.hpp"
+#include "shmbus/detail/ring.hpp"
 #include "shmbus/detail/wait.hpp"
 #include "shmbus/error.hpp"
 #include "shmbus/options.hpp"
 
 namespace shmbus {
 
+namespace detail {
+class Region;  // src/region.hpp: the mapping, kept out of public headers
+}  // namespace detail
+
+class Bus;
 class Subscriber;
+class Topic;
 
 // Metadata of a message, filled by the copying reads.
 struct MessageInfo {
@@ -45,7 +51,7 @@ class Sample {
 
   [[nodiscard]] explicit operator bool() const noexcept { return slot_ != nullptr; }
   [[nodiscard]] std::span<const std::byte> data() const noexcept {
-    return slot_ ? std::span<const std::byte>(detail::Region::payload(*slot_), size_)
+    return slot_ ? std::span<const std::byte>(detail::payload(*slot_), size_)
                  : std::span<const std::byte>();
   }
   [[nodiscard]] std::uint64_t sequence() const noexcept { return seq_; }
@@ -106,9 +112,8 @@ class Batch {
 class Subscriber {
  public:
   // At most this many samples and batches may be held unreleased at once.
-  static constexpr std::uint32_t kMaxHeld = 64;
+  static constexpr std::uint32_t kMaxHeld = detail::kMaxHeld;
 
-  Subscriber(std::shared_ptr<detail::Region> region, const SubscriberOptions& options);
   Subscriber(Subscriber&&) = delete;  // samples point at their subscriber
   Subscriber& operator=(Subscriber&&) = delete;
   Subscriber(const Subscriber&) = delete;
@@ -142,47 +147,32 @@ class Subscriber {
   // Messages this group skipped because their slot header was invalid.
   [[nodiscard]] std::uint64_t corrupt() const noexcept;
   [[nodiscard]] const std::string& group() const noexcept { return options_.group; }
-  // Where this member sits in the region's tables (for shmbusd's bookkeeping).
-  [[nodiscard]] std::uint32_t group_index() const noexcept { return group_index_; }
-  [[nodiscard]] std::uint32_t member_index() const noexcept { return member_index_; }
   [[nodiscard]] std::uint32_t max_message_size() const noexcept { return ring_.slot_size; }
 
  private:
   friend class Sample;
   friend class Batch;
+  friend class Topic;  // the only constructor's caller (Bus::subscriber goes through it)
+  friend class Bus;    // registers the seat with shmbusd (group_index_, member_index_)
 
-  // Tries to claim up to `max` messages starting at the group's position.
+  Subscriber(std::shared_ptr<detail::Region> region, const SubscriberOptions& options);
+  [[nodiscard]] std::uint32_t group_index() const noexcept { return group_index_; }
+  [[nodiscard]] std::uint32_t member_index() const noexcept { return member_index_; }
+
   Status try_receive_slow(Sample& out) noexcept;
-  Status take(std::uint64_t& first, std::uint32_t& count, std::uint32_t max,
-              std::uint32_t& hold) noexcept;
-  bool advance(std::uint64_t from, std::uint64_t to) noexcept;
-  void start_gating(bool fresh);
-  void room_made() noexcept;
-  bool may_have_data() const noexcept;
-  std::uint32_t hold(std::uint64_t seq) noexcept;
-  void unhold(std::uint32_t index) noexcept;
-  void publish_hazard() noexcept;
-  void store_private_gate() noexcept;
-  Status fill(Sample& out, std::uint64_t seq, std::uint32_t hold) noexcept;
-  void set_sample(Sample& out, detail::SlotHeader& slot, std::uint64_t seq, std::uint32_t len,
-                  std::uint32_t hold) noexcept;
-  void count_received(std::uint32_t k) noexcept;
+  void fill(Sample& out, detail::SlotHeader& slot, std::uint64_t seq, std::uint32_t len,
+            std::uint32_t hold) noexcept;
   Status reject_corrupt(std::uint32_t hold) noexcept;
   template <class Attempt>
   Status wait_then(std::chrono::nanoseconds timeout, Attempt&& attempt) noexcept;
 
   std::shared_ptr<detail::Region> region_;
   SubscriberOptions options_;
-  detail::GroupEntry* group_ = nullptr;
-  detail::MemberSeat* member_ = nullptr;
+  detail::Ring ring_;            // the region's ring, copied
+  detail::ConsumerState state_;  // this member's side of the protocol
+  // Where this member sits in the region's tables (for shmbusd's bookkeeping).
   std::uint32_t group_index_ = 0;
   std::uint32_t member_index_ = 0;
-  bool private_ = false;
-  std::uint64_t pos_ = 0;  // private group: the next sequence to take
-  detail::Ring ring_;      // the region's geometry, copied
-  std::uint32_t held_count_ = 0;
-  std::uint64_t held_min_ = detail::kNone;
-  std::array<std::uint64_t, kMaxHeld> held_{};  // sequence held, or kNone
 };
 
 }  // namespace shmbus

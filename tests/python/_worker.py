@@ -1,8 +1,9 @@
 """Child-process roles for the shmbus Python tests (run by conftest.BusEnv.worker).
 
     _worker.py <bus> <socket> member <topic> <group>
-        joins <group>, prints "ready", receives until a STOP message, prints
-        the JSON list of indices (u64 little endian at offset 0) it got.
+        joins <group>, prints "ready", receives one message, prints "first"
+        and waits for a "go" line on stdin, receives until a STOP message,
+        prints the JSON list of indices (u64 little endian at offset 0) it got.
     _worker.py <bus> <socket> block-receive <topic>
         prints "waiting", blocks in receive() with no timeout; on Ctrl-C
         prints "interrupted" and exits 0.
@@ -12,6 +13,7 @@
 """
 
 import json
+import select
 import struct
 import sys
 import time
@@ -39,6 +41,14 @@ def main():
             if index == STOP:
                 break
             got.append(index)
+            if len(got) == 1:
+                # Take no more until the parent says so: its first messages
+                # then go one to each member, whatever the scheduling.
+                print("first", flush=True)
+                ready, _, _ = select.select([sys.stdin], [], [], 60)
+                if not ready or sys.stdin.readline().strip() != "go":
+                    print("error: no go within 60 s", flush=True)
+                    return 1
             time.sleep(0.0002)  # be slow enough that the members really compete
         print(json.dumps(got), flush=True)
         return 0

@@ -118,8 +118,24 @@ class BusEnv:
         """Starts tests/python/_worker.py in a child Python (stdout piped)."""
         return subprocess.Popen(
             [sys.executable, str(WORKER), self.name, self.socket, *map(str, args)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env=self.child_env())
+
+
+def durations(call, tries):
+    """How long each of `tries` calls of `call()` took, in seconds.
+
+    For bounds on how long a call may take: a loaded machine can stall any
+    one call for a while, but a call that really is too slow is slow every
+    time. So a test bounds the fastest (min) from above, and every one
+    (all, or min again) from below.
+    """
+    out = []
+    for _ in range(tries):
+        t0 = time.monotonic()
+        call()
+        out.append(time.monotonic() - t0)
+    return out
 
 
 def read_line(proc, timeout):

@@ -20,12 +20,26 @@ def test_group_members_in_processes_compete(busenv):
             assert read_line(p, 30) == "ready"
         # A second group (in this process) sees every message too.
         audit = bus.subscriber("jobs", group="audit")
-        pub = bus.publisher("jobs")
+        pub = bus.publisher("jobs", timeout=60)
         seen = []
-        for i in range(n):
+
+        def publish(i):
             pub.publish(struct.pack("<Q", i))
             while (s := audit.try_receive()) is not None:
                 seen.append(struct.unpack_from("<Q", s)[0])
+
+        # One message per member first: each member takes one and then waits
+        # for "go" (_worker.py), so every member gets a share however the
+        # processes happen to be scheduled. Then they compete for the rest.
+        for i in range(members):
+            publish(i)
+        for p in procs:
+            assert read_line(p, 60) == "first"
+        for p in procs:
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        for i in range(members, n):
+            publish(i)
         for _ in range(members):
             pub.publish(struct.pack("<Q", STOP))
         results = []

@@ -1,11 +1,10 @@
 // Bus, Topic and the status records for Python. Every call here talks to
 // shmbusd over its socket, so each runs with the GIL released.
-#include <pybind11/stl.h>
-
 #include <variant>
 
 #include "common.hpp"
-#include "pubsub.hpp"
+#include "py_publisher.hpp"
+#include "py_subscriber.hpp"
 #include "shmbus/bus.hpp"
 #include "shmbus/topic.hpp"
 #include "shmbus/topic_status.hpp"
@@ -13,6 +12,25 @@
 namespace shmbus::python {
 
 namespace {
+
+// A Bus and the process that connected it.
+struct PyBus {
+  Bus bus;
+  pid_t pid = current_pid();
+
+  // The prologue of every call: refuses a fork() child (see ForkSafePtr).
+  Bus& get() {
+    check_process(pid, "Bus");
+    return bus;
+  }
+  // f(bus) with the GIL released: every such call waits for shmbusd.
+  template <class F>
+  auto ask_daemon(F&& f) {
+    Bus& b = get();
+    py::gil_scoped_release nogil;
+    return f(b);
+  }
+};
 
 using TopicArg = std::variant<std::string, Topic>;
 
@@ -26,7 +44,7 @@ Topic resolve(Bus& bus, const TopicArg& t) {
 std::string repr_topic_status(const TopicStatus& t) {
   return "<shmbus.TopicStatus name='" + t.name + "' slots=" + std::to_string(t.options.slot_count) +
          " slot_size=" + std::to_string(t.options.slot_size) + " policy='" +
-         policy_name(t.options.policy) + "' tail=" + std::to_string(t.tail) +
+         std::string(to_string(t.options.policy)) + "' tail=" + std::to_string(t.tail) +
          " producers=" + std::to_string(t.producers) +
          " groups=" + std::to_string(t.groups.size()) + ">";
 }
@@ -47,7 +65,7 @@ py::dict topic_dict(const TopicStatus& t) {
   d["name"] = t.name;
   d["slots"] = t.options.slot_count;
   d["slot_size"] = t.options.slot_size;
-  d["policy"] = policy_name(t.options.policy);
+  d["policy"] = to_string(t.options.policy);
   d["single_producer"] = t.options.single_producer;
   d["max_producers"] = t.options.max_producers;
   d["max_groups"] = t.options.max_groups;
@@ -97,7 +115,7 @@ void bind_bus(py::module_& m) {
           "slot_size", [](const TopicStatus& t) { return t.options.slot_size; },
           "Payload bytes per slot (the largest message).")
       .def_property_readonly(
-          "policy", [](const TopicStatus& t) { return policy_name(t.options.policy); },
+          "policy", [](const TopicStatus& t) { return to_string(t.options.policy); },
           "'block', 'reject' or 'overwrite'.")
       .def_property_readonly("single_producer",
                              [](const TopicStatus& t) { return t.options.single_producer; })
@@ -123,13 +141,13 @@ void bind_bus(py::module_& m) {
       .def_readonly("name", &TopicInfo::name)
       .def_readonly("slots", &TopicInfo::slot_count)
       .def_readonly("slot_size", &TopicInfo::slot_size)
-      .def_property_readonly("policy", [](const TopicInfo& t) { return policy_name(t.policy); })
+      .def_property_readonly("policy", [](const TopicInfo& t) { return to_string(t.policy); })
       .def_readonly("single_producer", &TopicInfo::single_producer)
       .def_readonly("tail", &TopicInfo::tail, "The next sequence to be claimed (a snapshot).")
       .def("__repr__", [](const TopicInfo& t) {
         return "<shmbus.TopicInfo name='" + t.name + "' slots=" + std::to_string(t.slot_count) +
-               " slot_size=" + std::to_string(t.slot_size) + " policy='" + policy_name(t.policy) +
-               "' tail=" + std::to_string(t.tail) + ">";
+               " slot_size=" + std::to_string(t.slot_size) + " policy='" +
+               std::string(to_string(t.policy)) + "' tail=" + std::to_string(t.tail) + ">";
       });
 
   py::class_<Topic, ForkSafePtr<Topic>>(
@@ -153,18 +171,16 @@ object may be dropped before them.
           [](PyBus& b, const std::string& name, std::uint32_t slots, std::uint32_t slot_size,
              const std::string& policy, bool single_producer, std::uint32_t max_producers,
              std::uint32_t max_groups, std::uint32_t max_members, std::uint32_t mode) {
-            Bus& bus = b.get();
             TopicOptions o;
             o.slot_count = slots;
             o.slot_size = slot_size;
-            o.policy = parse_policy(policy);
+            o.policy = policy_arg(policy);
             o.single_producer = single_producer;
             o.max_producers = max_producers;
             o.max_groups = max_groups;
             o.max_members = max_members;
             o.mode = mode;
-            py::gil_scoped_release nogil;
-            return bus.create_topic(name, o);
+            return b.ask_daemon([&](Bus& bus) { return bus.create_topic(name, o); });
           },
           py::arg("name"), py::arg("slots") = 1024, py::arg("slot_size") = 1024,
           py::arg("policy") = "block", py::arg("single_producer") = false, py::kw_only(),
@@ -180,36 +196,25 @@ count). Raises AlreadyExists if the topic exists, InvalidArgument for bad values
       .def(
           "open_topic",
           [](PyBus& b, const std::string& name) {
-            Bus& bus = b.get();
-            py::gil_scoped_release nogil;
-            return bus.open_topic(name);
+            return b.ask_daemon([&](Bus& bus) { return bus.open_topic(name); });
           },
           py::arg("name"),
           "open_topic(name: str) -> Topic\n\nOpens an existing topic (NotFound if there is none).")
       .def(
           "delete_topic",
           [](PyBus& b, const std::string& name) {
-            Bus& bus = b.get();
-            py::gil_scoped_release nogil;
-            bus.delete_topic(name);
+            b.ask_daemon([&](Bus& bus) { return bus.delete_topic(name); });
           },
           py::arg("name"),
           "delete_topic(name: str) -> None\n\nDeletes a topic's name; processes that have it open "
           "keep using it.")
       .def(
-          "topics",
-          [](PyBus& b) {
-            Bus& bus = b.get();
-            py::gil_scoped_release nogil;
-            return bus.topics();
-          },
+          "topics", [](PyBus& b) { return b.ask_daemon([&](Bus& bus) { return bus.topics(); }); },
           "topics() -> list[TopicStatus]\n\nEvery topic of the bus.")
       .def(
           "describe",
           [](PyBus& b, const std::string& name) {
-            Bus& bus = b.get();
-            py::gil_scoped_release nogil;
-            return bus.describe(name);
+            return b.ask_daemon([&](Bus& bus) { return bus.describe(name); });
           },
           py::arg("name"),
           "describe(name: str) -> TopicStatus\n\nOne topic's status (NotFound if there is none).")
@@ -249,11 +254,7 @@ ring retains) or a sequence number. durable: the group gates producers even
 while it has no members. wait/spin: as for publisher().)doc")
       .def(
           "shutdown_daemon",
-          [](PyBus& b) {
-            Bus& bus = b.get();
-            py::gil_scoped_release nogil;
-            bus.shutdown_daemon();
-          },
+          [](PyBus& b) { b.ask_daemon([&](Bus& bus) { return bus.shutdown_daemon(); }); },
           "shutdown_daemon() -> None\n\nAsks shmbusd to exit (only root or the daemon's own user "
           "may).")
       .def_property_readonly(
@@ -280,11 +281,10 @@ while it has no members. wait/spin: as for publisher().)doc")
         o.daemon_path = daemon.value_or("");
         o.timeout = std::chrono::duration_cast<std::chrono::milliseconds>(
             seconds_to_ns(timeout, "timeout"));
-        auto b = std::make_unique<PyBus>(PyBus{[&] {
+        return to_python(std::make_unique<PyBus>(PyBus{[&] {
           py::gil_scoped_release nogil;
           return Bus::connect(o);
-        }()});
-        return py::cast(b.release(), py::return_value_policy::take_ownership);
+        }()}));
       },
       py::arg("name"), py::arg("autospawn"), py::arg("socket"), py::arg("daemon"),
       py::arg("timeout"));

@@ -1,15 +1,18 @@
-// Shared pieces of the Python bindings: the exception classes, timeouts given
-// in seconds, and a mutex that is taken without ever blocking other Python
-// threads on the GIL.
+// Shared pieces of the Python bindings: the exception classes, fork()
+// safety, a mutex that is taken without ever blocking other Python threads
+// on the GIL, argument parsing and the buffer protocol's plumbing.
 #pragma once
 
 #include <pybind11/pybind11.h>
+// In every file, so each sees the same casters for std::optional and the rest.
+#include <pybind11/stl.h>
 #include <sys/types.h>
 
 #include <chrono>
+#include <cstddef>
 #include <memory>
 #include <mutex>
-#include <optional>
+#include <span>
 #include <string>
 
 #include "shmbus/error.hpp"
@@ -19,11 +22,10 @@ namespace shmbus::python {
 
 namespace py = pybind11;
 
-// Blocking calls wait in slices of this length, with the GIL released, and
-// check for signals (Ctrl-C) between slices with the GIL held.
-inline constexpr std::chrono::milliseconds kWaitSlice{50};
 // Messages at least this large are copied with the GIL released.
 inline constexpr std::size_t kReleaseGilBytes = 64 * 1024;
+
+// ---- exceptions ------------------------------------------------------------------
 
 // The exception classes (created once at import, owned by the module).
 struct Exceptions {
@@ -36,37 +38,15 @@ struct Exceptions {
   PyObject* closed = nullptr;
 };
 Exceptions& exceptions();
+PyObject* invalid_argument();  // shmbus.InvalidArgument
 void register_exceptions(py::module_& m);
 
 // Sets a Python exception of `type` and unwinds to pybind11 (GIL held).
 [[noreturn]] void raise(PyObject* type, const std::string& message);
 
-// A timeout in seconds from Python: None means "wait forever".
-class Deadline {
- public:
-  using Clock = std::chrono::steady_clock;
-  explicit Deadline(std::optional<double> seconds);
-  [[nodiscard]] bool forever() const noexcept { return forever_; }
-  // True when the caller asked not to wait at all (timeout=0).
-  [[nodiscard]] bool zero() const noexcept { return zero_; }
-  [[nodiscard]] bool passed() const noexcept { return !forever_ && Clock::now() >= at_; }
-  // The next wait slice: kWaitSlice, or what is left if that is less.
-  [[nodiscard]] std::chrono::nanoseconds slice() const noexcept;
-
- private:
-  bool forever_ = false;
-  bool zero_ = false;
-  Clock::time_point at_{};
-};
-
-// Raises KeyboardInterrupt (or what a signal handler raised) if a signal came.
-inline void check_signals() {
-  if (PyErr_CheckSignals() != 0) throw py::error_already_set();
-}
-
 // Locks `m` with the GIL held by the caller. When another thread holds the
-// mutex (it may be waiting in a receive slice with the GIL released), this
-// thread waits for it with the GIL released, and never holds the mutex while
+// mutex (it may be waiting in a receive with the GIL released), this thread
+// waits for it with the GIL released, and never holds the mutex while
 // waiting for the GIL: so the two never deadlock, and a thread that waits
 // for the GIL (up to the interpreter's switch interval) does not hold up the
 // others.
@@ -123,17 +103,60 @@ class ForkSafePtr {
   pid_t pid_ = 0;
 };
 
-// Converts between Python strings and the C++ enums.
-Policy parse_policy(const std::string& s);
-const char* policy_name(Policy p) noexcept;
-WaitStrategy parse_wait(const std::string& s);
+// Hands a newly made object to Python, which then owns it.
+template <class T>
+py::object to_python(std::unique_ptr<T> p) {
+  return py::cast(p.release(), py::return_value_policy::take_ownership);
+}
+
+// ---- arguments ------------------------------------------------------------------
+// The library's parsers (shmbus/options.hpp) applied to Python arguments; a
+// value they do not accept raises InvalidArgument naming the keyword and
+// listing what the library accepts.
+Policy policy_arg(const std::string& s);           // policy=
+WaitStrategy wait_arg(const std::string& s);       // wait=
+StartPosition start_arg(const py::handle& start);  // start=: a name, or an int >= 0
 std::chrono::nanoseconds seconds_to_ns(double seconds, const char* what);
+
+// ---- the buffer protocol (Sample: read-only; Loan: writable) ----------------------
+
+// The body of a bf_getbuffer slot of a T: `fill(T&)` raises a Python error
+// (the object is closed, the request is refused) or calls fill_buffer.
+// Returns 0, or -1 with the error set, as the C API wants.
+template <class T, class Fill>
+int buffer_slot(PyObject* obj, Py_buffer* view, const char* type_name, Fill&& fill) noexcept {
+  view->obj = nullptr;
+  T* t = nullptr;
+  try {
+    t = py::handle(obj).cast<T*>();
+  } catch (...) {
+  }
+  if (t == nullptr) {
+    PyErr_Format(PyExc_BufferError, "not a shmbus.%s", type_name);
+    return -1;
+  }
+  try {
+    fill(*t);
+    return 0;
+  } catch (py::error_already_set& e) {
+    e.restore();
+  } catch (...) {
+    PyErr_Format(PyExc_RuntimeError, "shmbus.%s: could not export its buffer", type_name);
+  }
+  return -1;
+}
+// Fills `view` over `bytes` (a zero-length buffer points at a static byte).
+void fill_buffer(Py_buffer* view, PyObject* obj, std::span<const std::byte> bytes, bool readonly,
+                 int flags);
 
 // Gives a pybind11-made type the module name users import ("shmbus").
 void set_public_module(py::handle type);
 
+void bind_sample(py::module_& m);
+void bind_subscriber(py::module_& m);
+void bind_loan(py::module_& m);
+void bind_publisher(py::module_& m);
 void bind_bus(py::module_& m);
-void bind_pubsub(py::module_& m);
 
 }  // namespace shmbus::python
 

@@ -5,12 +5,8 @@
 // Region:   TopicHeader | ProducerSeat[max_producers]
 //         | (GroupEntry + MemberSeat[max_members])[max_groups] | Slot[slot_count]
 //
-// Stamps. Slot `s & mask` holds sequence s. Its stamp says what it holds:
-//   stamp_published(s) = 2s+2  the message s is complete and readable
-//   stamp_abandoned(s) = 2s+3  s was claimed, then given up; readers skip it
-//   stamp_writing(s)   = 2s+1  a producer is writing s (overwrite policy only)
-// A reader of s sees: < 2s+1 .. 2s+1 "not yet"; 2s+2 ready; 2s+3 skip;
-// > 2s+3 "lapped" (the slot moved on to s + k*slot_count).
+// What a slot's stamp means, and every step of the protocol over these
+// structures, is in ring.hpp.
 #pragma once
 
 #include <atomic>
@@ -31,16 +27,6 @@ inline constexpr std::size_t kHotAlign = 128;
 inline constexpr std::uint64_t kNone = ~std::uint64_t{0};
 inline constexpr std::size_t kNameMax = 63;  // topic and group names, bytes
 inline constexpr std::size_t kSlotHeaderSize = 32;
-
-constexpr std::uint64_t stamp_writing(std::uint64_t s) noexcept {
-  return 2 * s + 1;
-}
-constexpr std::uint64_t stamp_published(std::uint64_t s) noexcept {
-  return 2 * s + 2;
-}
-constexpr std::uint64_t stamp_abandoned(std::uint64_t s) noexcept {
-  return 2 * s + 3;
-}
 
 // Sleep/wake without lost wake-ups (see docs/memory-ordering.md, "Event counts").
 // `seq` is the 32-bit futex word (shared, not private, futex); `waiters` says

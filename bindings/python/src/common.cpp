@@ -1,0 +1,110 @@
+// Definitions of the shared helpers declared in common.hpp.
+#include "common.hpp"
+
+#include <pthread.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+
+namespace shmbus::python {
+
+namespace {
+
+// Written at import and in a fork() child before any other thread exists
+// there; read anywhere. Relaxed: no other data is published through it.
+std::atomic<pid_t> g_pid{0};
+
+void after_fork_in_child() {
+  g_pid.store(::getpid(), std::memory_order_relaxed);  // relaxed: see g_pid
+}
+
+char g_empty_payload = 0;  // what a zero-length buffer points at
+
+}  // namespace
+
+pid_t current_pid() noexcept {
+  return g_pid.load(std::memory_order_relaxed);  // relaxed: see g_pid
+}
+
+void install_fork_handler() {
+  g_pid.store(::getpid(), std::memory_order_relaxed);  // relaxed: see g_pid
+  if (const int err = ::pthread_atfork(nullptr, nullptr, &after_fork_in_child); err != 0)
+    raise(PyExc_ImportError, std::string("shmbus: pthread_atfork failed: ") + std::strerror(err));
+}
+
+void check_process(pid_t creator, const char* what) {
+  if (creator == current_pid()) return;
+  raise(exceptions().error,
+        std::string("this ") + what + " was made in process " + std::to_string(creator) +
+            " and cannot be used in process " + std::to_string(current_pid()) +
+            ", a fork() child of it; connect again in the child (with multiprocessing, use "
+            "the 'spawn' or 'forkserver' start method)");
+}
+
+void raise(PyObject* type, const std::string& message) {
+  PyErr_SetString(type, message.c_str());
+  throw py::error_already_set();
+}
+
+PyObject* invalid_argument() {
+  return exceptions().by_code[static_cast<int>(ErrorCode::InvalidArgument)];
+}
+
+namespace {
+
+[[noreturn]] void raise_bad_arg(const char* keyword, const std::string& given,
+                                std::string_view accepted) {
+  raise(invalid_argument(),
+        std::string(keyword) + "=" + given + ": expected " + std::string(accepted));
+}
+
+}  // namespace
+
+Policy policy_arg(const std::string& s) {
+  if (const auto p = parse_policy(s)) return *p;
+  raise_bad_arg("policy", "'" + s + "'", kPolicyNames);
+}
+
+WaitStrategy wait_arg(const std::string& s) {
+  if (const auto w = parse_wait_strategy(s)) return *w;
+  raise_bad_arg("wait", "'" + s + "'", kWaitStrategyNames);
+}
+
+StartPosition start_arg(const py::handle& start) {
+  if (py::isinstance<py::str>(start)) {
+    if (const auto p = parse_start(start.cast<std::string>())) return *p;
+  } else if (py::isinstance<py::int_>(start) && !py::isinstance<py::bool_>(start)) {
+    // Wider than std::uint64_t or negative: not an offset.
+    std::uint64_t v = PyLong_AsUnsignedLongLong(start.ptr());
+    if (!PyErr_Occurred()) return StartPosition{StartFrom::Offset, v};
+    PyErr_Clear();
+  }
+  raise_bad_arg("start", py::repr(start).cast<std::string>(),
+                std::string(kStartNames) + " (an int >= 0)");
+}
+
+std::chrono::nanoseconds seconds_to_ns(double seconds, const char* what) {
+  if (std::isnan(seconds) || seconds < 0 || seconds > 3600)
+    raise(invalid_argument(), std::string(what) + " must be between 0 and 3600 seconds");
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+      std::chrono::duration<double>(seconds));
+}
+
+void set_public_module(py::handle type) {
+  type.attr("__module__") = "shmbus";
+}
+
+void fill_buffer(Py_buffer* view, PyObject* obj, std::span<const std::byte> bytes, bool readonly,
+                 int flags) {
+  // PyBuffer_FillInfo refuses a writable request when `readonly` is set.
+  void* buf =
+      bytes.empty() ? static_cast<void*>(&g_empty_payload) : const_cast<std::byte*>(bytes.data());
+  if (PyBuffer_FillInfo(view, obj, buf, static_cast<Py_ssize_t>(bytes.size()), readonly ? 1 : 0,
+                        flags) != 0)
+    throw py::error_already_set();
+}
+
+}  // namespace shmbus::python

@@ -1,0 +1,171 @@
+// Sample for Python: a received message viewed in place, with a read-only,
+// counted buffer protocol.
+#include "py_subscriber.hpp"
+
+namespace shmbus::python {
+
+namespace {
+
+std::string sample_name(const PySample& s) {
+  return "sample " + std::to_string(s.sequence) + " of topic '" + s.sub->topic + "'";
+}
+
+int sample_getbuffer(PyObject* obj, Py_buffer* view, int flags) {
+  return buffer_slot<PySample>(obj, view, "Sample", [&](PySample& s) {
+    const Sample& sample = s.open_or_raise();
+    if ((flags & PyBUF_WRITABLE) == PyBUF_WRITABLE)
+      raise(PyExc_BufferError,
+            "a shmbus.Sample is read-only (it is the producer's slot in shared memory); "
+            "copy it to modify it: bytearray(sample) or numpy.array(...)");
+    fill_buffer(view, obj, sample.data(), true, flags);
+    ++s.exports;
+  });
+}
+
+void sample_releasebuffer(PyObject* obj, Py_buffer* /*view*/) {
+  PySample* s = nullptr;
+  try {
+    s = py::handle(obj).cast<PySample*>();
+  } catch (...) {
+    return;
+  }
+  if (s == nullptr || s->exports == 0) return;
+  if (--s->exports == 0 && s->closed) s->really_release();
+}
+
+}  // namespace
+
+PySample::PySample(py::object o, PySubscriber* s, Sample&& smp) noexcept
+    : owner(std::move(o)),
+      sub(s),
+      sample(std::move(smp)),
+      sequence(sample.sequence()),
+      timestamp_ns(sample.timestamp_ns()),
+      size(static_cast<std::uint32_t>(sample.data().size())),
+      producer_id(sample.producer_id()) {}
+
+PySample::~PySample() {
+  if (sub->last_yielded == this) sub->last_yielded = nullptr;
+  closed = true;
+  really_release();
+}
+
+const Sample& PySample::open_or_raise() const {
+  check_process(pid, "Sample");
+  if (closed || !sample)
+    raise(exceptions().closed,
+          sample_name(*this) + " was released: its data can no longer be read");
+  return sample;
+}
+
+bool PySample::end() noexcept {
+  closed = true;
+  if (exports != 0) return false;
+  really_release();
+  return true;
+}
+
+void PySample::really_release() noexcept {
+  if (!sample || pid != current_pid()) return;  // never on the parent's behalf
+  try {
+    GilSafeLock lk(sub->mu);  // may let another thread run first
+    if (!sample) return;      // which released it already
+    sample.release();
+    --sub->held;
+    sub->finish_close_locked();
+  } catch (...) {
+    // Only a failure to release the GIL could land here; the slot is then
+    // given back by the Sample's own destructor.
+  }
+}
+
+void bind_sample(py::module_& m) {
+  py::class_<PySample, ForkSafePtr<PySample>> sample(m, "Sample", py::buffer_protocol(),
+                                                     py::is_final(), R"doc(
+A received message, viewed in place in the topic's shared memory (zero copy).
+
+Supports the buffer protocol, read-only: ``memoryview(sample)``,
+``bytes(sample)``, ``np.frombuffer(sample, dtype=...)`` all see the slot itself.
+Every exported buffer keeps the sample alive, and the sample keeps its
+Subscriber and the mapping alive, so such a view can never dangle.
+
+While a sample is held, its slot is not reused (under policy 'block' and
+'reject' a full ring waits for it): release samples promptly with
+``release()``, a ``with`` block, or by dropping the last reference. A
+subscriber may hold at most 64 unreleased samples.
+
+``release()`` ends the sample: later data access (buffer, ``tobytes()``,
+``intact``) raises :class:`shmbus.Closed`. If buffers exported earlier
+(NumPy arrays, memoryviews) are still alive, they stay valid and the slot is
+given back when the last of them is dropped (``release()`` then returns False).
+Under policy 'overwrite' producers may overwrite a held slot: check
+``intact`` after reading.
+
+A Sample must be used from one thread at a time.
+)doc");
+  auto* sample_type = reinterpret_cast<PyHeapTypeObject*>(sample.ptr());
+  sample_type->as_buffer.bf_getbuffer = sample_getbuffer;
+  sample_type->as_buffer.bf_releasebuffer = sample_releasebuffer;
+  sample
+      .def_property_readonly(
+          "sequence", [](const PySample& s) { return s.sequence; },
+          "The message's sequence number in its topic.")
+      .def_property_readonly(
+          "timestamp_ns", [](const PySample& s) { return s.timestamp_ns; },
+          "CLOCK_MONOTONIC at publish, in ns (comparable with time.monotonic_ns()).")
+      .def_property_readonly(
+          "producer_id", [](const PySample& s) { return s.producer_id; },
+          "The publishing producer's seat number.")
+      .def_property_readonly(
+          "size", [](const PySample& s) { return s.size; }, "Payload size in bytes.")
+      .def("__len__", [](const PySample& s) { return s.size; })
+      .def_property_readonly(
+          "released", [](const PySample& s) { return s.closed; },
+          "True after release() (or the end of a with block).")
+      .def_property_readonly(
+          "exports", [](const PySample& s) { return s.exports; },
+          "How many exported buffers (memoryviews, NumPy arrays) are alive.")
+      .def_property_readonly(
+          "intact", [](const PySample& s) { return s.open_or_raise().intact(); },
+          "True when the slot still holds this message, so what was read so far is what was\n"
+          "published. Always True under policies 'block' and 'reject'.")
+      .def(
+          "tobytes",
+          [](const PySample& s) {
+            const auto d = s.open_or_raise().data();
+            return py::bytes(reinterpret_cast<const char*>(d.data()), d.size());
+          },
+          "tobytes() -> bytes\n\nA copy of the payload.")
+      .def(
+          "release",
+          [](PySample& s) {
+            check_process(s.pid, "Sample");
+            return s.end();
+          },
+          R"doc(release() -> bool
+
+Ends the sample: its data may no longer be accessed, and its slot is given back.
+
+Returns True when the slot was given back now, False when buffers exported
+earlier (NumPy arrays, memoryviews) are still alive: they stay valid, and the
+slot is given back when the last one is dropped. Idempotent.)doc")
+      .def(
+          "__enter__", [](py::object self) { return self; }, "__enter__() -> Sample")
+      .def(
+          "__exit__",
+          [](PySample& s, const py::args&) {
+            check_process(s.pid, "Sample");
+            (void)s.end();
+            return false;
+          },
+          "__exit__(*exc) -> False\n\nReleases the sample (deferred while exported buffers are "
+          "alive).")
+      .def("__repr__", [](const PySample& s) {
+        return "<shmbus.Sample topic='" + s.sub->topic +
+               "' sequence=" + std::to_string(s.sequence) + " size=" + std::to_string(s.size) +
+               (s.closed ? " released" : "") + ">";
+      });
+  set_public_module(sample);
+}
+
+}  // namespace shmbus::python

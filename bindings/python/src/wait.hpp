@@ -1,0 +1,94 @@
+// How a Python call waits for the C++ core: the deadline a Python timeout
+// names, and wait_until, the one loop that releases the GIL, waits, and lets
+// Ctrl-C through. Every blocking call (receive, publish, loan) goes through
+// wait_until, so a change in how the core waits lands here alone.
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include "common.hpp"
+#include "shmbus/error.hpp"
+
+namespace shmbus::python {
+
+// The core's waits are not interruptible, so wait_until waits in slices of
+// this length with the GIL released and checks for signals between them
+// with the GIL held. A publisher's core timeout is set to this (make_publisher).
+inline constexpr std::chrono::milliseconds kWaitSlice{50};
+
+// A timeout in seconds from Python: None means "wait forever".
+class Deadline {
+ public:
+  using Clock = std::chrono::steady_clock;
+
+  explicit Deadline(std::optional<double> seconds) {
+    if (!seconds) return;
+    const double s = *seconds;
+    if (std::isnan(s) || s < 0)
+      raise(invalid_argument(),
+            "timeout must be None (wait for ever) or a number of seconds >= 0, not " +
+                std::to_string(s));
+    zero_ = s == 0;
+    if (s > 1e9) return;  // ~31 years: for ever, without overflowing the clock
+    forever_ = false;
+    at_ = Clock::now() +
+          std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
+  }
+  // Raises InvalidArgument unless `seconds` is a valid timeout; returns it.
+  static std::optional<double> checked(std::optional<double> seconds) {
+    (void)Deadline(seconds);
+    return seconds;
+  }
+
+  // True when the caller asked not to wait at all (timeout=0).
+  [[nodiscard]] bool zero() const noexcept { return zero_; }
+  [[nodiscard]] bool passed() const noexcept { return !forever_ && Clock::now() >= at_; }
+  // The next wait slice: kWaitSlice, or what is left if that is less.
+  [[nodiscard]] std::chrono::nanoseconds slice() const noexcept {
+    if (forever_) return kWaitSlice;
+    const auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(at_ - Clock::now());
+    return std::clamp<std::chrono::nanoseconds>(left, std::chrono::nanoseconds(0), kWaitSlice);
+  }
+
+ private:
+  bool forever_ = true;
+  bool zero_ = false;
+  Clock::time_point at_{};
+};
+
+// Waits until `attempt(core, timeout)` returns anything but Status::Timeout,
+// or `deadline` passes (then returns Status::Timeout). `attempt` is one call
+// into the core that waits at most `timeout` (Timeout: nothing came); it runs
+// with the GIL released and `owner.mu` held, on owner.open_locked(), and is
+// not called once the owner is closed (then Status::Invalid is returned).
+// Between attempts nothing is held and signal handlers run: a
+// KeyboardInterrupt propagates from here.
+//
+// When the core gains an interruptible wait, this becomes one attempt with
+// what is left of the deadline and an interrupt that checks for signals.
+template <class Owner, class Attempt>
+Status wait_until(const Deadline& deadline, Owner& owner, Attempt&& attempt) {
+  for (;;) {
+    const auto slice = deadline.slice();
+    if (slice.count() == 0) return Status::Timeout;
+    Status st;
+    {
+      py::gil_scoped_release nogil;
+      std::lock_guard lk(owner.mu);
+      auto* core = owner.open_locked();
+      st = core == nullptr ? Status::Invalid : attempt(*core, slice);
+    }
+    if (st != Status::Timeout) return st;
+    if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+    if (deadline.passed()) return Status::Timeout;
+  }
+}
+
+}  // namespace shmbus::python

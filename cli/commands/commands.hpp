@@ -1,0 +1,14 @@
+// Each command group adds its subcommands, options and actions to the tree.
+#pragma once
+
+#include "../common.hpp"
+
+namespace shmbus::cli {
+
+void add_topic_commands(CommandTree& tree);   // topic create|delete|list|describe
+void add_pub_command(CommandTree& tree);      // pub
+void add_sub_command(CommandTree& tree);      // sub
+void add_stat_command(CommandTree& tree);     // stat
+void add_daemon_commands(CommandTree& tree);  // daemon status|stop
+
+}  // namespace shmbus::cli

@@ -1,0 +1,249 @@
+// shmbus pub: publishes stdin line by line, or a file (whole or by line),
+// optionally repeated and paced.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cinttypes>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "commands.hpp"
+#include "shmbus/publisher.hpp"
+
+namespace shmbus::cli {
+namespace {
+
+struct PubArgs {
+  std::string topic;
+  std::string file;
+  bool lines = false;
+  std::uint64_t repeat = 1;
+  double rate = 0;      // messages per second; 0: as fast as the topic takes them
+  double timeout = 10;  // seconds a publish may wait for room (policy block)
+  bool quiet = false;
+};
+
+// Reads stdin line by line with read(2), so a stop signal interrupts it.
+class LineReader {
+ public:
+  explicit LineReader(int fd) : fd_(fd) {}
+  enum Result { kLine, kEnd, kStopped };
+
+  Result next(std::string& line) {
+    for (;;) {
+      const auto nl = buf_.find('\n', pos_);
+      if (nl != std::string::npos) {
+        line.assign(buf_, pos_, nl - pos_);
+        pos_ = nl + 1;
+        return kLine;
+      }
+      if (eof_) {
+        if (pos_ == buf_.size()) return kEnd;
+        line.assign(buf_, pos_, std::string::npos);  // a last line without a newline
+        pos_ = buf_.size();
+        return kLine;
+      }
+      if (stop_requested()) return kStopped;
+      buf_.erase(0, pos_);
+      pos_ = 0;
+      char chunk[65536];
+      const ssize_t n = ::read(fd_, chunk, sizeof chunk);
+      if (n > 0) {
+        buf_.append(chunk, static_cast<std::size_t>(n));
+      } else if (n == 0) {
+        eof_ = true;
+      } else if (errno != EINTR) {
+        fail(kExitError, std::string("cannot read stdin: ") + std::strerror(errno));
+      }
+    }
+  }
+
+ private:
+  int fd_;
+  std::string buf_;
+  std::size_t pos_ = 0;
+  bool eof_ = false;
+};
+
+std::string read_file(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    fail(errno == ENOENT   ? kExitNotFound
+         : errno == EACCES ? kExitDenied
+                           : kExitError,
+         "cannot open " + path + ": " + std::strerror(errno));
+  std::string out;
+  char chunk[65536];
+  for (;;) {
+    const ssize_t n = ::read(fd, chunk, sizeof chunk);
+    if (n > 0) {
+      out.append(chunk, static_cast<std::size_t>(n));
+    } else if (n == 0) {
+      break;
+    } else if (errno != EINTR) {
+      const int e = errno;
+      ::close(fd);
+      fail(kExitError, "cannot read " + path + ": " + std::strerror(e));
+    }
+  }
+  ::close(fd);
+  return out;
+}
+
+std::vector<std::string> split_lines(const std::string& text) {
+  std::vector<std::string> out;
+  std::size_t start = 0;
+  while (start < text.size()) {
+    const auto nl = text.find('\n', start);
+    if (nl == std::string::npos) {
+      out.push_back(text.substr(start));
+      break;
+    }
+    out.push_back(text.substr(start, nl - start));
+    start = nl + 1;
+  }
+  return out;
+}
+
+class PubSession {
+ public:
+  PubSession(const PubArgs& a, Publisher& pub) : args_(a), pub_(pub) {}
+
+  // Publishes one message; returns kExitOk or the exit code of the failure
+  // (after saying what went wrong).
+  int send(std::string_view m) {
+    const std::uint64_t n = count_ + 1;
+    if (m.size() > pub_.max_message_size()) {
+      note(strf("message %" PRIu64 " is %zu bytes, larger than the %u-byte slot size of topic "
+                "'%s'; nothing of it was published (create the topic with a larger "
+                "--slot-size)",
+                n, m.size(), pub_.max_message_size(), args_.topic.c_str()));
+      return kExitError;
+    }
+    if (args_.rate > 0) {
+      if (count_ == 0 && start_ == Clock::time_point{}) start_ = Clock::now();
+      const auto due =
+          start_ + std::chrono::duration_cast<Clock::duration>(
+                       std::chrono::duration<double>(static_cast<double>(paced_) / args_.rate));
+      ++paced_;
+      if (!sleep_until(due)) return signal_exit();
+    }
+    const Status st = pub_.publish(std::as_bytes(std::span(m.data(), m.size())));
+    switch (st) {
+      case Status::Ok:
+        ++count_;
+        bytes_ += m.size();
+        return kExitOk;
+      case Status::Timeout:
+        note(strf("message %" PRIu64 " was not published: topic '%s' stayed full for %gs "
+                  "(policy block); a consumer group is not keeping up (see shmbus topic "
+                  "describe %s), or raise --timeout",
+                  n, args_.topic.c_str(), args_.timeout, args_.topic.c_str()));
+        return kExitTimeout;
+      case Status::WouldBlock:
+        note(strf("message %" PRIu64 " was not published: topic '%s' is full and its policy "
+                  "is reject (see shmbus topic describe %s)",
+                  n, args_.topic.c_str(), args_.topic.c_str()));
+        return kExitError;
+      case Status::TooLarge:
+        note(strf("message %" PRIu64 " is %zu bytes, larger than the %u-byte slot size of "
+                  "topic '%s'",
+                  n, m.size(), pub_.max_message_size(), args_.topic.c_str()));
+        return kExitError;
+      default:
+        note(strf("message %" PRIu64 " was not published: %s", n, to_string(st)));
+        return kExitError;
+    }
+  }
+
+  [[nodiscard]] std::uint64_t count() const { return count_; }
+  [[nodiscard]] std::uint64_t bytes() const { return bytes_; }
+
+ private:
+  const PubArgs& args_;
+  Publisher& pub_;
+  std::uint64_t count_ = 0, bytes_ = 0, paced_ = 0;
+  Clock::time_point start_{};
+};
+
+int cmd_pub(const Globals& g, const PubArgs& a) {
+  // Read a file before connecting: a missing file is reported without side effects.
+  std::vector<std::string> input;
+  const bool from_file = !a.file.empty();
+  if (from_file) {
+    std::string content = read_file(a.file);
+    if (a.lines)
+      input = split_lines(content);
+    else
+      input.push_back(std::move(content));
+  }
+  Bus bus = connect(g);
+  PublisherOptions po;
+  po.timeout = seconds_to_ns(a.timeout);
+  Publisher pub = bus.publisher(a.topic, po);
+  install_stop_handlers();
+  PubSession session(a, pub);
+  int rc = kExitOk;
+  const auto run = [&]() -> int {
+    std::uint64_t pass = 0;
+    if (!from_file) {
+      // The first pass streams stdin (each line goes out as it arrives) and
+      // keeps the lines only when --repeat needs them again.
+      LineReader reader(STDIN_FILENO);
+      std::string line;
+      for (;;) {
+        const auto r = reader.next(line);
+        if (r == LineReader::kStopped) return signal_exit();
+        if (r == LineReader::kEnd) break;
+        if (int e = session.send(line); e != kExitOk) return e;
+        if (a.repeat > 1) input.push_back(line);
+      }
+      pass = 1;
+    }
+    for (; pass < a.repeat; ++pass)
+      for (const std::string& m : input) {
+        if (stop_requested()) return signal_exit();
+        if (int e = session.send(m); e != kExitOk) return e;
+      }
+    return kExitOk;
+  };
+  rc = run();
+  if (!a.quiet || rc != kExitOk)
+    std::fprintf(stderr, "shmbus: published %" PRIu64 " message%s (%" PRIu64 " bytes) to '%s'\n",
+                 session.count(), session.count() == 1 ? "" : "s", session.bytes(),
+                 a.topic.c_str());
+  return rc;
+}
+
+}  // namespace
+
+void add_pub_command(CommandTree& tree) {
+  const Globals& g = tree.globals();
+  auto pa = std::make_shared<PubArgs>();
+  CLI::App* pub = tree.leaf(
+      &tree.app(), "pub", "publish messages: each stdin line is one message (without its newline)",
+      [&g, pa] { return cmd_pub(g, *pa); });
+  pub->add_option("TOPIC", pa->topic, "topic to publish to")->required();
+  CLI::Option* file = pub->add_option("--file", pa->file,
+                                      "publish this file instead of stdin, whole as one message");
+  pub->add_flag("--lines", pa->lines, "with --file: each line of the file is one message")
+      ->needs(file);
+  pub->add_option("--repeat", pa->repeat, "send the input N times (default: 1)")
+      ->check(number_above(0, false));
+  pub->add_option("--rate", pa->rate, "at most this many messages per second (default: no limit)")
+      ->check(number_above(0, false));
+  pub->add_option("--timeout", pa->timeout,
+                  "seconds a publish may wait for room when the topic's policy is block; then it "
+                  "fails with exit code 2 (default: 10)")
+      ->check(number_above(0, true));
+  pub->add_flag("-q,--quiet", pa->quiet, "no count on stderr at the end (errors still show)");
+}
+
+}  // namespace shmbus::cli

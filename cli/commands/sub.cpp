@@ -1,0 +1,134 @@
+// shmbus sub: prints the messages of a topic, one per line.
+#include <algorithm>
+#include <chrono>
+#include <cinttypes>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../output.hpp"
+#include "commands.hpp"
+#include "shmbus/options.hpp"
+#include "shmbus/subscriber.hpp"
+
+namespace shmbus::cli {
+namespace {
+
+using namespace std::chrono_literals;
+
+struct SubArgs {
+  std::string topic;
+  std::string group;
+  std::string from = "latest";
+  std::uint64_t count = 0;  // 0: no limit
+  double timeout = -1;      // seconds without a message; < 0: wait for ever
+  bool hex = false;
+  bool show_offset = false;
+  bool durable = false;
+  bool quiet = false;
+};
+
+int cmd_sub(const Globals& g, const SubArgs& a) {
+  SubscriberOptions so;
+  so.group = a.group;
+  so.durable = a.durable;
+  const auto start = parse_start(a.from);
+  if (!start) fail(kExitUsage, "--from '" + a.from + "' is not " + std::string(kStartNames));
+  so.start = start->from;
+  so.offset = start->offset;
+  Bus bus = connect(g);
+  std::unique_ptr<Subscriber> sub = bus.subscriber(a.topic, so);
+  install_stop_handlers();
+  std::vector<std::byte> buffer(sub->max_message_size());
+  std::string line;
+  std::uint64_t received = 0;
+  const bool timed = a.timeout >= 0;
+  const auto idle_limit = timed ? seconds_to_ns(a.timeout) : std::chrono::nanoseconds(0);
+  auto last = Clock::now();
+  int rc = kExitOk;
+  for (;;) {
+    if (a.count != 0 && received >= a.count) break;
+    if (stop_requested()) {
+      rc = signal_exit();
+      break;
+    }
+    // Short waits so a stop signal is seen promptly.
+    std::chrono::nanoseconds wait = 100ms;
+    if (timed) {
+      const auto left =
+          std::chrono::duration_cast<std::chrono::nanoseconds>(last + idle_limit - Clock::now());
+      wait = std::clamp(left, std::chrono::nanoseconds(0), wait);
+    }
+    MessageInfo info;
+    const Status st = sub->receive_copy(buffer, info, wait);
+    if (st == Status::Timeout || st == Status::WouldBlock) {
+      if (timed && Clock::now() >= last + idle_limit) {
+        rc = kExitTimeout;
+        break;
+      }
+      if (stdout_reader_gone()) break;  // as EPIPE below: a clean stop
+      continue;
+    }
+    if (st == Status::Corrupt) {
+      note(strf("skipped a message of topic '%s' with an invalid header", a.topic.c_str()));
+      continue;
+    }
+    if (st != Status::Ok) fail(kExitError, std::string("receive: ") + to_string(st));
+    line.clear();
+    if (a.show_offset) line += u64(info.sequence) + ": ";
+    const auto* p = reinterpret_cast<const char*>(buffer.data());
+    if (a.hex) {
+      static constexpr char kDigits[] = "0123456789abcdef";
+      for (std::uint32_t i = 0; i < info.size; ++i) {
+        const auto c = static_cast<unsigned char>(p[i]);
+        line += kDigits[c >> 4];
+        line += kDigits[c & 15];
+      }
+    } else {
+      line.append(p, info.size);
+    }
+    line += '\n';
+    std::fwrite(line.data(), 1, line.size(), stdout);
+    if (stdout_closed()) break;  // the reader of our pipe left: a clean stop
+    ++received;
+    last = Clock::now();
+  }
+  sub.reset();  // frees the member seat before we report
+  if (!a.quiet)
+    std::fprintf(stderr, "shmbus: received %" PRIu64 " message%s from '%s'%s\n", received,
+                 received == 1 ? "" : "s", a.topic.c_str(),
+                 rc == kExitTimeout ? strf(" (none for %gs)", a.timeout).c_str() : "");
+  return rc;
+}
+
+}  // namespace
+
+void add_sub_command(CommandTree& tree) {
+  const Globals& g = tree.globals();
+  auto sa = std::make_shared<SubArgs>();
+  CLI::App* sub =
+      tree.leaf(&tree.app(), "sub",
+                "print the messages of a topic, one per line (stdout is flushed per message)",
+                [&g, sa] { return cmd_sub(g, *sa); });
+  sub->add_option("TOPIC", sa->topic, "topic to read")->required();
+  sub->add_option("--group", sa->group,
+                  "consumer group: members of one group share its messages, each goes to one "
+                  "member (default: a private group of this process)");
+  sub->add_option("--from", sa->from,
+                  "where a new group starts: earliest (oldest the ring holds), latest, or an "
+                  "offset (default: latest; an existing group goes on from its position)")
+      ->check(start_validator());
+  sub->add_option("--count", sa->count, "stop after N messages (exit 0)")
+      ->check(number_above(0, false));
+  sub->add_option("--timeout", sa->timeout,
+                  "stop after SECONDS without a message (exit 2 unless --count messages came)")
+      ->check(number_above(0, true));
+  sub->add_flag("--hex", sa->hex, "print each message as hex digits (two per byte)");
+  sub->add_flag("--show-offset", sa->show_offset, "prefix each message with \"OFFSET: \"");
+  sub->add_flag("--durable", sa->durable,
+                "make the named group durable: it holds back producers even with no members");
+  sub->add_flag("-q,--quiet", sa->quiet, "no count on stderr at the end");
+}
+
+}  // namespace shmbus::cli

@@ -1,0 +1,220 @@
+// shmbus topic create | delete | list | describe
+#include <algorithm>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../output.hpp"
+#include "commands.hpp"
+#include "shmbus/options.hpp"
+#include "shmbus/topic_status.hpp"
+
+namespace shmbus::cli {
+namespace {
+
+struct CreateArgs {
+  std::string name;
+  std::uint32_t slots = 0;      // 0: the daemon's default (1024 unless configured)
+  std::uint32_t slot_size = 0;  // 0: the daemon's default (1024 unless configured)
+  std::string policy = "block";
+  bool single_producer = false;
+  std::uint32_t max_producers = 0, max_groups = 0, max_members = 0;
+  bool if_not_exists = false;
+};
+
+std::string policy_name(Policy p) {
+  return std::string(to_string(p));
+}
+
+std::string topic_summary(const TopicStatus& t) {
+  const TopicOptions& o = t.options;
+  return strf(
+      "%u slots x %u bytes, policy %s, %s; at most %u producers, %u groups, %u members "
+      "per group",
+      o.slot_count, o.slot_size, policy_name(o.policy).c_str(),
+      o.single_producer ? "single producer" : "multi-producer", o.max_producers, o.max_groups,
+      o.max_members);
+}
+
+void write_topic(JsonWriter& w, const TopicStatus& t) {
+  const TopicOptions& o = t.options;
+  w.begin_object();
+  w.key("name").string(t.name);
+  w.key("slots").uint(o.slot_count);
+  w.key("slot_size").uint(o.slot_size);
+  w.key("policy").string(to_string(o.policy));
+  w.key("single_producer").boolean(o.single_producer);
+  w.key("max_producers").uint(o.max_producers);
+  w.key("max_groups").uint(o.max_groups);
+  w.key("max_members").uint(o.max_members);
+  w.key("tail").uint(t.tail);
+  w.key("producers").uint(t.producers);
+  w.key("published").uint(t.published);
+  w.key("groups").begin_array();
+  for (const GroupStatus& g : t.groups) {
+    w.begin_object();
+    write_group_fields(w, g);
+    w.end_object();
+  }
+  w.end_array();
+  w.end_object();
+}
+
+int cmd_create(const Globals& g, const CreateArgs& a) {
+  TopicOptions o;
+  o.slot_count = a.slots;
+  o.slot_size = a.slot_size;
+  const auto policy = parse_policy(a.policy);
+  if (!policy) fail(kExitUsage, "policy '" + a.policy + "' is not " + std::string(kPolicyNames));
+  o.policy = *policy;
+  o.single_producer = a.single_producer;
+  o.max_producers = a.max_producers;
+  o.max_groups = a.max_groups;
+  o.max_members = a.max_members;
+  Bus bus = connect(g);
+  try {
+    (void)bus.create_topic(a.name, o);
+  } catch (const Error& e) {
+    if (e.code() != ErrorCode::AlreadyExists || !a.if_not_exists) throw;
+    std::printf("topic '%s' exists already on bus '%s': %s\n", a.name.c_str(), g.bus.c_str(),
+                topic_summary(bus.describe(a.name)).c_str());
+    return kExitOk;
+  }
+  std::printf("created topic '%s' on bus '%s': %s\n", a.name.c_str(), g.bus.c_str(),
+              topic_summary(bus.describe(a.name)).c_str());
+  return kExitOk;
+}
+
+int cmd_delete(const Globals& g, const std::string& name) {
+  Bus bus = connect(g);
+  bus.delete_topic(name);
+  std::printf("deleted topic '%s' from bus '%s'\n", name.c_str(), g.bus.c_str());
+  return kExitOk;
+}
+
+int cmd_list(const Globals& g, bool json) {
+  Bus bus = connect(g);
+  auto topics = bus.topics();
+  std::sort(topics.begin(), topics.end(),
+            [](const auto& x, const auto& y) { return x.name < y.name; });
+  if (json) {
+    JsonWriter w;
+    w.begin_array();
+    for (const auto& t : topics)
+      write_topic(w, t);
+    w.end_array();
+    std::printf("%s\n", w.str().c_str());
+    return kExitOk;
+  }
+  std::vector<std::vector<std::string>> rows{
+      {"NAME", "SLOTS", "SLOT_SIZE", "POLICY", "TAIL", "PRODUCERS", "GROUPS"}};
+  for (const auto& t : topics)
+    rows.push_back({t.name, u64(t.options.slot_count), u64(t.options.slot_size),
+                    policy_name(t.options.policy), u64(t.tail), u64(t.producers),
+                    u64(t.groups.size())});
+  print_table(rows);
+  return kExitOk;
+}
+
+int cmd_describe(const Globals& g, const std::string& name, bool json) {
+  Bus bus = connect(g);
+  const TopicStatus t = bus.describe(name);
+  if (json) {
+    JsonWriter w;
+    write_topic(w, t);
+    std::printf("%s\n", w.str().c_str());
+    return kExitOk;
+  }
+  const TopicOptions& o = t.options;
+  std::vector<std::vector<std::string>> kv{
+      {"topic:", t.name},
+      {"bus:", g.bus},
+      {"slots:", u64(o.slot_count)},
+      {"slot size:", u64(o.slot_size) + " bytes"},
+      {"policy:", policy_name(o.policy)},
+      {"single producer:", o.single_producer ? "yes" : "no"},
+      {"limits:", strf("%u producers, %u groups, %u members per group", o.max_producers,
+                       o.max_groups, o.max_members)},
+      {"tail:", u64(t.tail)},
+      {"producers:", u64(t.producers)},
+      {"published:", u64(t.published) + " (by the live producers)"},
+      {"groups:", t.groups.empty() ? std::string("(none)") : u64(t.groups.size())}};
+  print_table(kv);
+  if (!t.groups.empty()) {
+    std::vector<std::vector<std::string>> rows{
+        {"GROUP", "MEMBERS", "DURABLE", "POSITION", "LAG", "LOST"}};
+    for (const auto& gs : t.groups)
+      rows.push_back({group_label(gs), u64(gs.members), gs.durable ? "yes" : "no", u64(gs.position),
+                      u64(gs.lag), u64(gs.lost)});
+    print_table(rows, "  ");
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+void add_topic_commands(CommandTree& tree) {
+  const Globals& g = tree.globals();
+  CLI::App* topic = tree.group(&tree.app(), "topic", "create, delete, list and describe topics");
+
+  auto ca = std::make_shared<CreateArgs>();
+  CLI::App* create = tree.leaf(topic, "create", "create a topic (prints what it created)",
+                               [&g, ca] { return cmd_create(g, *ca); });
+  create->add_option("NAME", ca->name, "topic name: 1-63 of A-Z a-z 0-9 . _ -")->required();
+  create
+      ->add_option("--slots", ca->slots,
+                   "ring slots, a power of two (default: the daemon's, 1024 unless configured)")
+      ->check(number_above(0, false));
+  create
+      ->add_option("--slot-size", ca->slot_size,
+                   "bytes per message at most (default: the daemon's, 1024 unless configured)")
+      ->check(number_above(0, false));
+  std::vector<std::string> policies;
+  for (const Policy p : {Policy::Block, Policy::Reject, Policy::Overwrite})
+    policies.push_back(policy_name(p));
+  create
+      ->add_option("--policy", ca->policy,
+                   "when the ring is full: block (publish waits), reject (publish fails at "
+                   "once), overwrite (slow readers skip) (default: block)")
+      ->transform(CLI::IsMember(policies, CLI::ignore_case));
+  create->add_flag("--single-producer", ca->single_producer,
+                   "at most one publisher at a time (a faster claim)");
+  create
+      ->add_option("--max-producers", ca->max_producers,
+                   "publisher seats (default: the daemon's, 16)")
+      ->check(number_above(0, false));
+  create->add_option("--max-groups", ca->max_groups, "consumer groups (default: the daemon's, 16)")
+      ->check(number_above(0, false));
+  create
+      ->add_option("--max-members", ca->max_members,
+                   "members per consumer group (default: the daemon's, 8)")
+      ->check(number_above(0, false));
+  create->add_flag("--if-not-exists", ca->if_not_exists,
+                   "succeed (and describe it) when the topic exists already");
+
+  auto delete_name = std::make_shared<std::string>();
+  CLI::App* del = tree.leaf(topic, "delete", "delete a topic (processes that have it open keep it)",
+                            [&g, delete_name] { return cmd_delete(g, *delete_name); });
+  del->add_option("NAME", *delete_name, "topic name")->required();
+
+  auto list_json = std::make_shared<bool>(false);
+  CLI::App* list = tree.leaf(topic, "list",
+                             "list the topics: name, slots, slot size, policy, tail, "
+                             "producers, groups",
+                             [&g, list_json] { return cmd_list(g, *list_json); });
+  list->add_flag("--json", *list_json, "print a JSON array");
+
+  struct DescribeArgs {
+    std::string name;
+    bool json = false;
+  };
+  auto da = std::make_shared<DescribeArgs>();
+  CLI::App* describe =
+      tree.leaf(topic, "describe", "describe a topic and its consumer groups (position, lag, lost)",
+                [&g, da] { return cmd_describe(g, da->name, da->json); });
+  describe->add_option("NAME", da->name, "topic name")->required();
+  describe->add_flag("--json", da->json, "print a JSON object");
+}
+
+}  // namespace shmbus::cli

@@ -1,0 +1,173 @@
+#include "output.hpp"
+
+#include <poll.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <iterator>
+
+#include "common.hpp"
+
+namespace shmbus::cli {
+
+// ---- text -----------------------------------------------------------------------
+
+void print_table(const std::vector<std::vector<std::string>>& rows, const std::string& indent) {
+  std::vector<std::size_t> width;
+  for (const auto& r : rows)
+    for (std::size_t i = 0; i < r.size(); ++i) {
+      if (width.size() <= i) width.resize(i + 1, 0);
+      width[i] = std::max(width[i], r[i].size());
+    }
+  for (const auto& r : rows) {
+    std::string line = indent;
+    for (std::size_t i = 0; i < r.size(); ++i) {
+      line += r[i];
+      if (i + 1 < r.size()) line += std::string(width[i] - r[i].size() + 2, ' ');
+    }
+    std::printf("%s\n", line.c_str());
+  }
+}
+
+std::string human_rate(double bytes_per_sec) {
+  const char* units[] = {"B/s", "KiB/s", "MiB/s", "GiB/s", "TiB/s"};
+  std::size_t u = 0;
+  while (bytes_per_sec >= 1024.0 && u + 1 < std::size(units)) {
+    bytes_per_sec /= 1024.0;
+    ++u;
+  }
+  return u == 0 ? strf("%.0f %s", bytes_per_sec, units[u])
+                : strf("%.1f %s", bytes_per_sec, units[u]);
+}
+
+std::string group_label(const GroupStatus& g) {
+  return g.name.empty() ? "(private)" : g.name;
+}
+
+// ---- JSON ------------------------------------------------------------------------
+
+void JsonWriter::before_value() {
+  if (after_key_) {
+    after_key_ = false;  // the value of a key: its comma went before the key
+    return;
+  }
+  if (!empty_.empty()) {
+    if (!empty_.back()) out_ += ',';
+    empty_.back() = false;
+  }
+}
+
+JsonWriter& JsonWriter::open(char bracket) {
+  before_value();
+  out_ += bracket;
+  empty_.push_back(true);
+  return *this;
+}
+
+JsonWriter& JsonWriter::close(char bracket) {
+  out_ += bracket;
+  empty_.pop_back();
+  return *this;
+}
+
+JsonWriter& JsonWriter::key(std::string_view k) {
+  before_value();
+  append_escaped(k);
+  out_ += ':';
+  after_key_ = true;
+  return *this;
+}
+
+JsonWriter& JsonWriter::string(std::string_view s) {
+  before_value();
+  append_escaped(s);
+  return *this;
+}
+
+JsonWriter& JsonWriter::uint(std::uint64_t v) {
+  before_value();
+  out_ += std::to_string(v);
+  return *this;
+}
+
+JsonWriter& JsonWriter::number(double v) {
+  if (!std::isfinite(v) || std::fabs(v) > 1e300) return null();
+  before_value();
+  out_ += strf("%.3f", v);
+  return *this;
+}
+
+JsonWriter& JsonWriter::boolean(bool b) {
+  before_value();
+  out_ += b ? "true" : "false";
+  return *this;
+}
+
+JsonWriter& JsonWriter::null() {
+  before_value();
+  out_ += "null";
+  return *this;
+}
+
+void JsonWriter::append_escaped(std::string_view s) {
+  out_ += '"';
+  for (const char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    switch (c) {
+      case '"':
+        out_ += "\\\"";
+        break;
+      case '\\':
+        out_ += "\\\\";
+        break;
+      case '\n':
+        out_ += "\\n";
+        break;
+      case '\r':
+        out_ += "\\r";
+        break;
+      case '\t':
+        out_ += "\\t";
+        break;
+      default:
+        if (c < 0x20 || c == 0x7f)
+          out_ += strf("\\u%04x", c);
+        else
+          out_ += ch;
+    }
+  }
+  out_ += '"';
+}
+
+void write_group_fields(JsonWriter& w, const GroupStatus& g) {
+  w.key("name");
+  if (g.name.empty())
+    w.null();
+  else
+    w.string(g.name);
+  w.key("private").boolean(g.name.empty());
+  w.key("members").uint(g.members);
+  w.key("durable").boolean(g.durable);
+  w.key("position").uint(g.position);
+  w.key("lag").uint(g.lag);
+  w.key("lost").uint(g.lost);
+}
+
+// ---- stdout ----------------------------------------------------------------------
+
+bool stdout_closed() {
+  if (std::fflush(stdout) == 0 && !std::ferror(stdout)) return false;
+  if (errno == EPIPE) return true;
+  fail(kExitError, std::string("cannot write to stdout: ") + std::strerror(errno));
+}
+
+bool stdout_reader_gone() {
+  pollfd p{STDOUT_FILENO, 0, 0};
+  return ::poll(&p, 1, 0) == 1 && (p.revents & (POLLERR | POLLHUP)) != 0;
+}
+
+}  // namespace shmbus::cli

@@ -1,0 +1,184 @@
+// What dead processes leave behind, and a dead daemon: adopting the regions
+// found at start, freeing the seats of processes that died (at once when their
+// connection drops, and by a periodic scan), and repairing sequences that a
+// producer claimed and never published.
+#include <dirent.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+
+#include "daemon.hpp"
+#include "os.hpp"
+#include "region.hpp"
+#include "shmbus/error.hpp"
+#include "shmbus/topic.hpp"
+
+namespace shmbus::daemon {
+
+namespace {
+
+std::int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+bool Daemon::seat_held(const Seat& s, pid_t pid) {
+  const detail::Region& r = *s.region;
+  constexpr auto kFree = static_cast<std::uint32_t>(detail::SeatState::Free);
+  // Relaxed: a check of who holds the seat now; free_* re-checks under the
+  // region's control lock before it changes anything.
+  if (s.producer) {
+    const detail::ProducerSeat& p = r.producer(s.a);
+    return p.state.load(std::memory_order_relaxed) != kFree &&
+           p.pid.load(std::memory_order_relaxed) == static_cast<std::uint32_t>(pid);
+  }
+  const detail::MemberSeat& m = r.member(s.a, s.b);
+  return m.state.load(std::memory_order_relaxed) != kFree &&
+         m.pid.load(std::memory_order_relaxed) == static_cast<std::uint32_t>(pid);
+}
+
+void Daemon::free_seats_of(const Client& c) {
+  // A client that closed its bus but lives: its objects free their own seats.
+  if (detail::process_alive(c.pid)) return;
+  // The process is gone: free what it held, at once.
+  for (const Seat& s : c.seats) {
+    // The region the seat was attached in (kept alive by the seat), even if
+    // the topic was deleted or re-created since; indices were checked then.
+    detail::Region& r = *s.region;
+    try {
+      if (s.producer)
+        r.free_producer(s.a, static_cast<std::uint32_t>(c.pid));
+      else
+        r.free_member(s.a, s.b, static_cast<std::uint32_t>(c.pid));
+    } catch (const std::exception& e) {
+      spdlog::warn("freeing seats of pid {}: {}", c.pid, e.what());
+    }
+  }
+}
+
+void Daemon::adopt_regions() {
+  const std::string prefix = "shmbus." + config_.bus + ".";
+  DIR* d = ::opendir("/dev/shm");
+  if (d == nullptr) {
+    spdlog::warn("cannot scan /dev/shm for topics to adopt: {}", detail::errno_text(errno));
+    return;
+  }
+  while (dirent* e = ::readdir(d)) {
+    const std::string file = e->d_name;
+    if (file.rfind(prefix, 0) != 0) continue;
+    const std::string name = file.substr(prefix.size());
+    try {
+      validate_name("topic", name);
+      auto region = detail::Region::open(file);
+      struct stat st {};
+      if (::fstat(region->fd(), &st) != 0 || st.st_uid != ::geteuid() || (st.st_mode & 077) != 0) {
+        spdlog::warn(
+            "not adopting /dev/shm/{}: owned by uid {} with mode {:o}, not created by "
+            "this daemon's user; delete it (shmbus topic delete {})",
+            file, st.st_uid, st.st_mode & 0777, name);
+        continue;
+      }
+      topics_[name] = TopicEntry{std::move(region), {}};
+      spdlog::info("adopted topic '{}' (tail {})", name,
+                   topics_[name].region->header().tail.load(std::memory_order_relaxed));
+    } catch (const std::exception& ex) {
+      spdlog::warn("not adopting /dev/shm/{}: {}", file, ex.what());
+    }
+  }
+  ::closedir(d);
+  housekeeping();  // processes may have died while no daemon ran
+}
+
+void Daemon::free_dead_seats(TopicEntry& t) {
+  detail::Region& r = *t.region;
+  // Relaxed loads: a scan for owners that no longer exist; free_* re-checks
+  // under the region's control lock.
+  for (std::uint32_t i = 0; i < r.max_producers(); ++i) {
+    const detail::ProducerSeat& p = r.producer(i);
+    if (p.state.load(std::memory_order_acquire) == 0) continue;
+    const auto pid = static_cast<pid_t>(p.pid.load(std::memory_order_relaxed));
+    if (!detail::process_alive(pid)) {
+      spdlog::info("producer seat {} of pid {} (dead) freed", i, pid);
+      r.free_producer(i, static_cast<std::uint32_t>(pid));
+    }
+  }
+  for (std::uint32_t g = 0; g < r.max_groups(); ++g) {
+    if (r.group(g).state.load(std::memory_order_acquire) == 0) continue;
+    for (std::uint32_t m = 0; m < r.max_members(); ++m) {
+      const detail::MemberSeat& s = r.member(g, m);
+      if (s.state.load(std::memory_order_acquire) == 0) continue;
+      const auto pid = static_cast<pid_t>(s.pid.load(std::memory_order_relaxed));
+      if (!detail::process_alive(pid)) {
+        spdlog::info("member seat {}/{} of pid {} (dead) freed", g, m, pid);
+        r.free_member(g, m, static_cast<std::uint32_t>(pid));
+      }
+    }
+  }
+}
+
+// A group waiting on a sequence that was claimed but is not being published
+// (its producer died between claim and recording the claim) would wait for
+// ever: after stuck_ms with no live producer claiming it, mark it abandoned.
+void Daemon::repair_stuck(const std::string& name, TopicEntry& t) {
+  detail::Region& r = *t.region;
+  // Acquire loads (tail, states, cursors, stamps): enough to suspect a stuck
+  // sequence. A stale view only delays a repair; a live producer's claim is
+  // protected by its in_flight record and the stuck_ms wait, and
+  // abandon_unpublished() acts by CAS on the stamp it read.
+  const std::uint64_t tail = r.header().tail.load(std::memory_order_acquire);
+  const std::int64_t now = now_ms();
+  for (std::uint32_t g = 0; g < r.max_groups(); ++g) {
+    const detail::GroupEntry& e = r.group(g);
+    if (e.state.load(std::memory_order_acquire) == 0) {
+      t.stuck.erase(g);
+      continue;
+    }
+    const std::uint64_t c = e.cursor.load(std::memory_order_acquire);
+    const bool waiting =
+        c < tail && r.slot(c).stamp.load(std::memory_order_acquire) < detail::stamp_published(c);
+    if (!waiting) {
+      t.stuck.erase(g);
+      continue;
+    }
+    auto [it, fresh] = t.stuck.try_emplace(g, c, now);
+    if (fresh || it->second.first != c) {
+      it->second = {c, now};
+      continue;
+    }
+    if (now - it->second.second < config_.stuck_ms) continue;
+    bool claimed_by_live = false;
+    for (std::uint32_t i = 0; i < r.max_producers(); ++i) {
+      const detail::ProducerSeat& p = r.producer(i);
+      if (p.state.load(std::memory_order_acquire) == 0 ||
+          !detail::process_alive(static_cast<pid_t>(p.pid.load(std::memory_order_relaxed))))
+        continue;
+      for (const auto& f : p.in_flight)
+        if (f.load(std::memory_order_relaxed) == c) claimed_by_live = true;
+    }
+    if (!claimed_by_live && r.abandon_unpublished(c))
+      spdlog::warn("topic '{}': sequence {} was claimed and never published; marked abandoned",
+                   name, c);
+    t.stuck.erase(g);
+  }
+}
+
+void Daemon::housekeeping() {
+  for (auto& [name, t] : topics_) {
+    try {
+      free_dead_seats(t);
+      repair_stuck(name, t);
+    } catch (const std::exception& e) {
+      spdlog::warn("housekeeping of '{}': {}", name, e.what());
+    }
+  }
+  // Release: see housekeeping_rounds(). Only this thread writes the count.
+  housekeeping_rounds_.fetch_add(1, std::memory_order_release);
+}
+
+}  // namespace shmbus::daemon

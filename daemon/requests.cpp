@@ -1,0 +1,245 @@
+// The daemon's request handlers: one per request type, each checking the
+// access rules and answering with one reply. A refusal is thrown as
+// shmbus::Error and becomes the Error reply.
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "daemon.hpp"
+#include "region.hpp"
+#include "shmbus/error.hpp"
+#include "shmbus/topic.hpp"
+
+namespace shmbus::daemon {
+
+namespace {
+
+constexpr std::size_t kMaxSeatsPerClient = 4096;
+
+bool matches(const std::string& pattern, const std::string& name) {
+  if (pattern == "*") return true;
+  if (!pattern.empty() && pattern.back() == '*')
+    return name.compare(0, pattern.size() - 1, pattern, 0, pattern.size() - 1) == 0;
+  return pattern == name;
+}
+
+bool in(const Principals& p, uid_t uid, gid_t gid) {
+  if (p.anyone) return true;
+  for (uid_t u : p.uids)
+    if (u == uid) return true;
+  for (gid_t g : p.gids)
+    if (g == gid) return true;
+  return false;
+}
+
+TopicOptions options_of(const detail::Region& r) {
+  TopicOptions o;
+  o.slot_count = static_cast<std::uint32_t>(r.slot_count());
+  o.slot_size = r.slot_size();
+  o.policy = r.policy();
+  o.single_producer = r.single_producer();
+  o.max_producers = r.max_producers();
+  o.max_groups = r.max_groups();
+  o.max_members = r.max_members();
+  return o;
+}
+
+TopicStatus status_of(const std::string& name, const detail::Region& r) {
+  TopicStatus t;
+  t.name = name;
+  t.options = options_of(r);
+  // Relaxed loads below: a snapshot for reporting.
+  t.tail = r.header().tail.load(std::memory_order_relaxed);
+  for (std::uint32_t i = 0; i < r.max_producers(); ++i) {
+    const detail::ProducerSeat& p = r.producer(i);
+    if (p.state.load(std::memory_order_relaxed) == 0) continue;
+    ++t.producers;
+    ProducerStatus ps;
+    ps.seat = i;
+    ps.pid = p.pid.load(std::memory_order_relaxed);
+    ps.session = p.session.load(std::memory_order_relaxed);
+    ps.published = p.published.load(std::memory_order_relaxed);
+    ps.published_bytes = p.published_bytes.load(std::memory_order_relaxed);
+    t.published += ps.published;
+    t.published_bytes += ps.published_bytes;
+    t.producer_seats.push_back(ps);
+  }
+  for (std::uint32_t g = 0; g < r.max_groups(); ++g) {
+    const detail::GroupEntry& e = r.group(g);
+    if (e.state.load(std::memory_order_relaxed) !=
+        static_cast<std::uint32_t>(detail::SeatState::Active))
+      continue;
+    GroupStatus gs;
+    const std::uint32_t flags = e.flags.load(std::memory_order_relaxed);
+    gs.name = (flags & detail::kGroupPrivate) != 0
+                  ? std::string()
+                  : std::string(e.name, ::strnlen(e.name, sizeof e.name));
+    gs.members = e.members.load(std::memory_order_relaxed);
+    gs.durable = (flags & detail::kGroupDurable) != 0;
+    gs.position = e.cursor.load(std::memory_order_relaxed);
+    gs.lag = t.tail > gs.position ? t.tail - gs.position : 0;
+    gs.lost = e.lost.load(std::memory_order_relaxed);
+    t.groups.push_back(std::move(gs));
+  }
+  return t;
+}
+
+template <class M>
+std::vector<std::byte> reply(const M& m, std::uint32_t id) {
+  return proto::frame(m, id);
+}
+
+}  // namespace
+
+void Daemon::handle(Client& c, std::span<const std::byte> body) {
+  proto::Request q;
+  proto::Problem why;
+  Outgoing out;
+  if (proto::parse_request(body, q, why)) {
+    try {
+      out = std::visit([&](const auto& m) { return on(c, q.id, m); }, q.message);
+    } catch (const Error& e) {
+      why = {e.code(), e.what()};
+    } catch (const std::exception& e) {
+      why = {ErrorCode::SystemError, e.what()};
+    }
+  }
+  if (out.frame.empty()) {
+    spdlog::debug("pid {}: {}", c.pid, why.message);
+    out = {reply(proto::ErrorReply{why.code, why.message}, q.id), -1};
+  }
+  send(c, out);
+}
+
+bool Daemon::allowed(const Client& c, const std::string& topic, Right what) const {
+  if (c.uid == 0 || c.uid == ::geteuid()) return true;
+  for (const TopicRule& r : config_.rules) {
+    if (!matches(r.pattern, topic)) continue;
+    const Principals& p = what == Right::Create    ? r.create
+                          : what == Right::Publish ? r.publish
+                                                   : r.subscribe;
+    return in(p, c.uid, c.gid);  // the first rule that names the topic decides
+  }
+  return false;
+}
+
+void Daemon::require(const Client& c, const std::string& topic, std::initializer_list<Right> any_of,
+                     const std::string& what) const {
+  if (std::any_of(any_of.begin(), any_of.end(), [&](Right r) { return allowed(c, topic, r); }))
+    return;
+  throw Error(ErrorCode::PermissionDenied, "uid " + std::to_string(c.uid) + " may not " + what +
+                                               " topic '" + topic +
+                                               "'; ask the bus owner for a rule");
+}
+
+Daemon::TopicEntry& Daemon::find(const std::string& name) {
+  auto it = topics_.find(name);
+  if (it == topics_.end())
+    throw Error(ErrorCode::NotFound, "no topic '" + name + "' on bus '" + config_.bus +
+                                         "'; create it first (shmbus topic create " + name + ")");
+  return it->second;
+}
+
+Daemon::Outgoing Daemon::on(Client&, std::uint32_t id, const proto::Hello&) {
+  return {reply(proto::HelloReply{config_.bus, static_cast<std::uint32_t>(::getpid())}, id)};
+}
+
+Daemon::Outgoing Daemon::on(Client& c, std::uint32_t id, const proto::CreateTopic& m) {
+  require(c, m.name, {Right::Create}, "create");
+  TopicOptions o = m.options;
+  const TopicOptions& d = config_.defaults;
+  if (o.slot_count == 0) o.slot_count = d.slot_count;
+  if (o.slot_size == 0) o.slot_size = d.slot_size;
+  if (o.max_producers == 0) o.max_producers = d.max_producers;
+  if (o.max_groups == 0) o.max_groups = d.max_groups;
+  if (o.max_members == 0) o.max_members = d.max_members;
+  o.mode = 0600;  // only shmbusd maps by name; clients get a descriptor
+  auto region = detail::Region::create(region_name(config_.bus, m.name), m.name, o);
+  topics_[m.name] = TopicEntry{region, {}};
+  spdlog::info("pid {} uid {} created topic '{}' ({} x {} B, policy {})", c.pid, c.uid, m.name,
+               o.slot_count, o.slot_size, static_cast<int>(o.policy));
+  return {reply(proto::TopicReply{m.name, options_of(*region)}, id), region->fd()};
+}
+
+Daemon::Outgoing Daemon::on(Client& c, std::uint32_t id, const proto::OpenTopic& m) {
+  const TopicEntry& t = find(m.name);
+  require(c, m.name, {Right::Publish, Right::Subscribe},
+          "open (neither publish to nor subscribe to)");
+  return {reply(proto::TopicReply{m.name, options_of(*t.region)}, id), t.region->fd()};
+}
+
+Daemon::Outgoing Daemon::on(Client& c, std::uint32_t id, const proto::DeleteTopic& m) {
+  require(c, m.name, {Right::Create}, "delete");
+  const bool adopted = topics_.contains(m.name);
+  // A region file the daemon did not adopt (stale layout, foreign owner):
+  // deleting it is how one gets rid of it.
+  const bool removed = detail::Region::remove(region_name(config_.bus, m.name));
+  if (!adopted && !removed) find(m.name);  // throws NotFound
+  topics_.erase(m.name);
+  spdlog::info("pid {} deleted {}topic '{}'", c.pid, adopted ? "" : "the unadopted region of ",
+               m.name);
+  return {reply(proto::Ok{}, id)};
+}
+
+Daemon::Outgoing Daemon::on(Client& c, std::uint32_t id, const proto::ListTopics&) {
+  // Only the topics this client may use.
+  proto::TopicList list;
+  for (auto& [name, t] : topics_)
+    if (allowed(c, name, Right::Publish) || allowed(c, name, Right::Subscribe) ||
+        allowed(c, name, Right::Create))
+      list.topics.push_back(status_of(name, *t.region));
+  return {reply(list, id)};
+}
+
+Daemon::Outgoing Daemon::on(Client& c, std::uint32_t id, const proto::Describe& m) {
+  const TopicEntry& t = find(m.name);
+  require(c, m.name, {Right::Publish, Right::Subscribe, Right::Create}, "describe");
+  return {reply(proto::Description{status_of(m.name, *t.region)}, id)};
+}
+
+Daemon::Outgoing Daemon::on(Client& c, std::uint32_t id, const proto::AttachProducer& m) {
+  return attach(c, id, m.name, true, m.seat, 0);
+}
+
+Daemon::Outgoing Daemon::on(Client& c, std::uint32_t id, const proto::AttachMember& m) {
+  return attach(c, id, m.name, false, m.group, m.member);
+}
+
+Daemon::Outgoing Daemon::attach(Client& c, std::uint32_t id, const std::string& name, bool producer,
+                                std::uint32_t a, std::uint32_t b) {
+  const TopicEntry& t = find(name);
+  require(c, name, {producer ? Right::Publish : Right::Subscribe},
+          producer ? "publish to" : "subscribe to");
+  const detail::Region& reg = *t.region;
+  const bool in_range =
+      producer ? a < reg.max_producers() : a < reg.max_groups() && b < reg.max_members();
+  if (!in_range) throw Error(ErrorCode::InvalidArgument, "seat index out of range");
+  const Seat seat{name, t.region, producer, a, b};
+  if (!seat_held(seat, c.pid))
+    throw Error(ErrorCode::PermissionDenied, "that seat belongs to another process");
+  const auto same = [&](const Seat& x) {
+    return x.region == seat.region && x.producer == producer && x.a == a && x.b == b;
+  };
+  if (std::none_of(c.seats.begin(), c.seats.end(), same)) {
+    // Seats the client has freed itself (a client frees its seats in the
+    // region, no request) are forgotten here, with the regions they kept mapped.
+    std::erase_if(c.seats, [&](const Seat& x) { return !seat_held(x, c.pid); });
+    if (c.seats.size() >= kMaxSeatsPerClient)
+      throw Error(ErrorCode::ResourceExhausted,
+                  "this connection registered " + std::to_string(kMaxSeatsPerClient) +
+                      " seats already; close publishers and subscribers you no longer use");
+    c.seats.push_back(seat);
+  }
+  return {reply(proto::Ok{}, id)};
+}
+
+Daemon::Outgoing Daemon::on(Client& c, std::uint32_t id, const proto::Shutdown&) {
+  if (c.uid != 0 && c.uid != ::geteuid())
+    throw Error(ErrorCode::PermissionDenied, "only root or the daemon's user may stop it");
+  stop();  // run() ends after this round; the reply goes out first
+  return {reply(proto::Ok{}, id)};
+}
+
+}  // namespace shmbus::daemon

@@ -1,0 +1,517 @@
+// The ring protocol: every step a producer or a consumer takes on a ring, as
+// functions over the ring (`Ring`, a value over a span of the region) and the
+// caller's own state (`ProducerState`, `ConsumerState`). Every synchronisation
+// point of the data path is labelled here, in the order docs/memory-ordering.md
+// argues them:
+//
+//   P0 (acquire)  slot_free: the previous occupant of a slot is complete
+//   J1 (seq_cst)  try_claim: the claim (tail)            } the join protocol,
+//   J2 (seq_cst)  record_claim: the join epoch after it   } with J3 in
+//   J3 (seq_cst)  start_gating (src/ring.cpp): epoch, then tail   } start_gating
+//   P1 (release)  commit: the slot's stamp, published
+//   C1 (acquire)  take / try_take_private: the slot's stamp
+//   C2 (release)  store_private_gate: a private group's cursor
+//   C3 (release)  publish_hazard: a member's hazard
+//   C4 (release)  take: a member's cursor CAS
+//   G1 (acquire)  Ring::gate: a gating group's cursor
+//   G2 (acquire)  Ring::gate: a member's hazard
+//
+// Region set-up (M1/M2, the magic) and seat allocation under the control lock
+// are in src/region.cpp; sleeping and waking (event counts) in detail/wait.hpp.
+// Publisher and Subscriber are thin handles over this file.
+//
+// Everything here is on the hot path: inline, no allocation, no exception, no
+// system call except the wake-ups in wait.hpp's notify.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+
+#include "shmbus/detail/layout.hpp"
+#include "shmbus/detail/wait.hpp"
+#include "shmbus/error.hpp"
+#include "shmbus/options.hpp"
+
+namespace shmbus::detail {
+
+// ---- stamps: who owns a slot ---------------------------------------------------
+// Slot `s & mask` holds sequence s. Its stamp says what it holds:
+//   stamp_published(s) = 2s+2  the message s is complete and readable
+//   stamp_abandoned(s) = 2s+3  s was claimed, then given up; readers skip it
+//   stamp_writing(s)   = 2s+1  a producer is writing s (overwrite policy only)
+// A reader of s sees: < 2s+1 .. 2s+1 "not yet"; 2s+2 ready; 2s+3 skip;
+// > 2s+3 "lapped" (the slot moved on to s + k*slot_count). Stamps of a slot
+// only grow, so a reader never confuses generations.
+constexpr std::uint64_t stamp_writing(std::uint64_t s) noexcept {
+  return 2 * s + 1;
+}
+constexpr std::uint64_t stamp_published(std::uint64_t s) noexcept {
+  return 2 * s + 2;
+}
+constexpr std::uint64_t stamp_abandoned(std::uint64_t s) noexcept {
+  return 2 * s + 3;
+}
+
+// The payload of a slot: kSlotHeaderSize bytes into it.
+[[nodiscard]] inline std::byte* payload(SlotHeader& s) noexcept {
+  return reinterpret_cast<std::byte*>(&s) + kSlotHeaderSize;
+}
+
+// A ring: its slots, the header words it synchronises on, and the group tables
+// that gate it. A plain value (pointers into one mapping, never into another
+// process's): publishers and subscribers keep a copy, so that a publish or a
+// receive computes addresses from its own members. A region may hold several.
+struct Ring {
+  std::byte* slots = nullptr;
+  TopicHeader* header = nullptr;
+  std::byte* groups = nullptr;  // GroupEntry (+ MemberSeat[max_members]) [max_groups]
+  std::uint64_t count = 0;      // slot_count, a power of two
+  std::uint64_t stride = 0;
+  std::uint64_t group_stride = 0;
+  std::uint32_t slot_size = 0;
+  std::uint32_t max_groups = 0;
+  std::uint32_t max_members = 0;
+  Policy policy = Policy::Block;
+
+  // 3 when the ring has at least four slots, else 0 (see slot()).
+  std::uint64_t swap = 0;
+
+  // Sequences fill each block of four slots in the order 0, 2, 1, 3 (bits 0
+  // and 1 of the index swapped), so the next sequence sits in the next slot
+  // only from the end of one block to the start of the next (and in rings of
+  // two slots). In a sequential walk the CPU's prefetchers pull in the slot
+  // after the one just read, which is the slot the consumer waits on and the
+  // producer is about to write: on Zen 3 that costs 10-15 ns one way in a
+  // ping-pong (bench/README.md). Streaming still covers each block in one pass.
+  [[nodiscard]] SlotHeader& slot(std::uint64_t seq) const noexcept {
+    std::uint64_t i = seq & (count - 1);
+    // Bits 0 and 1 differ: flip both (swap), else leave i as it is.
+    i ^= (0 - ((i ^ (i >> 1)) & 1)) & swap;
+    return *reinterpret_cast<SlotHeader*>(slots + i * stride);
+  }
+  // The oldest sequence the ring still retains when `tail` is the next to claim.
+  [[nodiscard]] std::uint64_t oldest(std::uint64_t tail) const noexcept {
+    return tail > count ? tail - count : 0;
+  }
+  [[nodiscard]] GroupEntry& group(std::uint32_t g) const noexcept {
+    return *reinterpret_cast<GroupEntry*>(groups + std::size_t{g} * group_stride);
+  }
+  [[nodiscard]] MemberSeat& member(std::uint32_t g, std::uint32_t m) const noexcept {
+    return reinterpret_cast<MemberSeat*>(reinterpret_cast<std::byte*>(&group(g)) +
+                                         sizeof(GroupEntry))[m];
+  }
+
+  // Records that a group's cursor is about to be set to `to` other than by
+  // taking messages: a start or a seek (see TopicHeader::jump_mark). Call it
+  // before that cursor store, which is (or is followed by) a release that
+  // producers acquire: a producer that sees the new cursor then sees the mark.
+  void raise_jump_mark(std::uint64_t to) const noexcept {
+    std::atomic<std::uint64_t>& mark = header->jump_mark;
+    // Relaxed (load and CAS): ordered before the caller's release, as above.
+    // The mark only grows, so a failed CAS that reads a higher value is done.
+    std::uint64_t seen = mark.load(std::memory_order_relaxed);
+    while (seen < to && !mark.compare_exchange_weak(seen, to, std::memory_order_relaxed)) {
+    }
+  }
+
+  // The lowest position any gating group still needs (its claim cursor or a
+  // member's hazard), or kNone when nothing gates. A producer may fill
+  // sequence s only when s < gate + slot_count. Out of line (src/ring.cpp):
+  // it runs once per ring lap, not per message.
+  [[nodiscard]] std::uint64_t gate() const noexcept;
+};
+
+// ==== producer side ============================================================
+
+// One publisher's private view of the ring protocol (process memory, never shared).
+struct ProducerState {
+  ProducerSeat* seat = nullptr;
+  std::uint64_t gate_cache = 0;  // a lower bound of the gate, this process only
+  // The jump mark of the scan that set gate_cache (kNone when nothing gated):
+  // sequences in [proven_floor, gate_cache) are complete (see slot_free).
+  std::uint64_t proven_floor = kNone;
+  std::uint64_t next = 0;        // single producer: the next sequence to claim
+  std::uint64_t epoch = 0;       // the join epoch gate_cache was computed in
+  std::uint8_t claims_used = 0;  // which in_flight entries hold a claim
+  std::uint32_t seat_index = 0;
+  bool single_producer = false;
+  bool gated = true;  // policy is not overwrite: gating groups hold producers back
+};
+
+// Rescans the gate into p.gate_cache, never above `s` (a sequence this
+// producer is about to claim, so at most the tail: the join protocol relies on
+// that), and records the jump mark the scan proves from (src/ring.cpp).
+void refresh_gate(const Ring& r, ProducerState& p, std::uint64_t s) noexcept;
+
+// True when sequence s may be filled: no gating group still needs the message
+// its slot holds. Refreshes the cached gate only when it says full.
+[[nodiscard]] inline bool has_room(const Ring& r, ProducerState& p, std::uint64_t s) noexcept {
+  if (s < p.gate_cache + r.count) [[likely]]
+    return true;
+  refresh_gate(r, p, s);
+  return s < p.gate_cache + r.count;
+}
+
+// True when the previous occupant of s's slot (s - slot_count) is complete, so
+// s may be written there. A producer can lap a slower one (or one of its own
+// loans) when nothing gates: under overwrite, or with no live group; and a
+// group that started or sought past an unfinished message does not wait for it
+// either.
+[[nodiscard]] inline bool slot_free(const Ring& r, const ProducerState& p,
+                                    std::uint64_t s) noexcept {
+  if (s < r.count) return true;
+  const std::uint64_t prev = s - r.count;
+  // Proven by the last gate scan: every gating group had passed prev, and prev
+  // is at or above every start and seek (jump_mark), so each of them took it,
+  // which it does only once prev is complete. Its writer's stores happen
+  // before ours: P1, the consumer's C1, its release of the cursor (C2/C4) and
+  // our acquire of that cursor (G1). This saves the stamp load below, a load
+  // of the very line the consumer spins on.
+  if (p.gated && prev >= p.proven_floor && prev < p.gate_cache) return true;
+  // SYNC POINT P0 (acquire): pairs with P1 (or the abandon store) of the
+  // producer of prev, so its payload writes happen before ours.
+  return r.slot(s).stamp.load(std::memory_order_acquire) >= stamp_published(prev);
+}
+
+[[nodiscard]] inline bool may_write(const Ring& r, ProducerState& p, std::uint64_t s) noexcept {
+  return (!p.gated || has_room(r, p, s)) && slot_free(r, p, s);
+}
+
+enum class Attempt : std::uint8_t { Claimed, NoRoom, Raced };
+
+// One attempt to claim the next sequence, without waiting: Claimed; NoRoom
+// when `s` (the sequence tried) may not be written yet; Raced when another
+// producer claimed it first (`s` is then the tail that won).
+[[nodiscard]] inline Attempt try_claim(const Ring& r, ProducerState& p, std::uint64_t& s) noexcept {
+  TopicHeader& h = *r.header;
+  if (p.single_producer) {
+    s = p.next;
+    if (!may_write(r, p, s)) [[unlikely]]
+      return Attempt::NoRoom;
+    p.next = s + 1;
+    // SYNC POINT J1 (seq_cst): the claim is ordered before our load of the
+    // join epoch (J2, in record_claim), against a joiner's epoch bump and tail
+    // load (J3). The tail tells no one that data is ready (the stamp does).
+    h.tail.store(s + 1, std::memory_order_seq_cst);
+    return Attempt::Claimed;
+  }
+  // Relaxed: a candidate; the CAS below decides.
+  s = h.tail.load(std::memory_order_relaxed);
+  if (!may_write(r, p, s)) [[unlikely]]
+    return Attempt::NoRoom;
+  // J1 as above (seq_cst; on x86 the same locked instruction as relaxed).
+  // The checks above were for exactly this s, so when the CAS succeeds its
+  // slot is free: a completed occupant's stamp never goes back.
+  return h.tail.compare_exchange_strong(s, s + 1, std::memory_order_seq_cst,
+                                        std::memory_order_relaxed)
+             ? Attempt::Claimed
+             : Attempt::Raced;
+}
+
+// After a successful claim of s into in_flight entry `index`: records it for
+// the daemon, then checks the join epoch (gated) or marks the slot "being
+// written" (overwrite). Returns false when a group joined since the gate was
+// cached: the caller must then call refresh_gate and wait for room (the
+// Publisher's after_join), with s already claimed.
+[[nodiscard]] inline bool record_claim(const Ring& r, ProducerState& p, std::uint32_t index,
+                                       std::uint64_t s, std::uint64_t& epoch) noexcept {
+  // Relaxed: read by the daemon after this process died, to mark the sequence
+  // abandoned, and to leave it alone while we live; stored at once after the
+  // claim so that the window in which a claim is unrecorded is a few
+  // instructions. Nothing synchronises through it.
+  p.seat->in_flight[index].store(s, std::memory_order_relaxed);
+  p.claims_used = static_cast<std::uint8_t>(p.claims_used | (1u << index));
+  if (p.gated) {
+    // SYNC POINT J2 (seq_cst): pairs with J3 in start_gating. Either we see
+    // the bump and rescan (the new group then gates us), or the joiner's tail
+    // load sees our claim and starts the group above what this claim may
+    // overwrite.
+    epoch = r.header->join_epoch.load(std::memory_order_seq_cst);
+    return epoch == p.epoch;
+  }
+  // Overwrite: a reader may still be reading the previous occupant. Mark
+  // "being written" before the payload changes, so that it sees the stamp
+  // change and discards what it read. The release fence orders this store
+  // before the payload stores that follow. Under block and reject no reader
+  // can be on this slot (the gate and the join protocol see to it), and
+  // skipping the store saves a cache-line transfer per message.
+  r.slot(s).stamp.store(stamp_writing(s), std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_release);
+  return true;
+}
+
+inline void release_claim(ProducerState& p, std::uint32_t index) noexcept {
+  // Relaxed: as the store in record_claim.
+  p.seat->in_flight[index].store(kNone, std::memory_order_relaxed);
+  p.claims_used = static_cast<std::uint8_t>(p.claims_used & ~(1u << index));
+}
+
+// Publishes claimed sequence s (its payload already written), stamped `now`.
+inline void commit(const Ring& r, ProducerState& p, SlotHeader& slot, std::uint64_t s,
+                   std::uint32_t size, std::uint32_t index, std::uint64_t now) noexcept {
+  // Relaxed: ordered before the stamp's release store below.
+  slot.length.store(size, std::memory_order_relaxed);
+  slot.producer_id.store(p.seat_index, std::memory_order_relaxed);
+  slot.timestamp_ns.store(now, std::memory_order_relaxed);
+  // SYNC POINT P1 (release): pairs with the consumer's acquire load of the
+  // stamp (C1); the payload and fields above are visible to a consumer that
+  // sees stamp_published(s).
+  slot.stamp.store(stamp_published(s), std::memory_order_release);
+  release_claim(p, index);
+  ProducerSeat& seat = *p.seat;
+  // Relaxed: statistics, written only by this producer (one line with in_flight).
+  seat.published.store(seat.published.load(std::memory_order_relaxed) + 1,
+                       std::memory_order_relaxed);
+  seat.published_bytes.store(seat.published_bytes.load(std::memory_order_relaxed) + size,
+                             std::memory_order_relaxed);
+  notify(r.header->data_event);
+}
+
+// Gives claimed sequence s up: consumers skip it.
+inline void abandon(const Ring& r, ProducerState& p, SlotHeader& slot, std::uint64_t s,
+                    std::uint32_t index) noexcept {
+  // Release: pairs with C1 like P1; consumers skip the sequence (and never
+  // look at an abandoned slot's other fields).
+  slot.stamp.store(stamp_abandoned(s), std::memory_order_release);
+  release_claim(p, index);
+  notify(r.header->data_event);
+}
+
+// ==== consumer side ============================================================
+
+// At most this many samples and batches a member may hold unreleased at once.
+inline constexpr std::uint32_t kMaxHeld = 64;
+
+// One group member's private view (process memory, never shared): its seats,
+// and the sequences it holds.
+struct ConsumerState {
+  GroupEntry* group = nullptr;
+  MemberSeat* member = nullptr;
+  bool is_private = false;  // a private group: one member, consumes without CAS
+  std::uint64_t pos = 0;    // private group: the next sequence to take
+  std::uint32_t held_count = 0;
+  std::uint64_t held_min = kNone;
+  std::array<std::uint64_t, kMaxHeld> held{};  // sequence held, or kNone
+};
+
+// Records that seq is held; returns its entry. A free entry must exist.
+[[nodiscard]] inline std::uint32_t hold(ConsumerState& c, std::uint64_t seq) noexcept {
+  std::uint32_t i = 0;
+  while (c.held[i] != kNone)
+    ++i;  // a free entry exists: the caller checked the count
+  c.held[i] = seq;
+  ++c.held_count;
+  c.held_min = std::min(c.held_min, seq);
+  return i;
+}
+
+inline void count_received(ConsumerState& c, std::uint32_t k) noexcept {
+  // Relaxed: a statistic, written only by this member.
+  c.member->received.store(c.member->received.load(std::memory_order_relaxed) + k,
+                           std::memory_order_relaxed);
+}
+
+// A private group's gate: the oldest sample still held, else the position.
+inline void store_private_gate(ConsumerState& c) noexcept {
+  // SYNC POINT C2 (release): pairs with G1 in Ring::gate. Our reads of the
+  // released slots happen before a producer that sees the new cursor
+  // overwrites them.
+  c.group->cursor.store(c.held_count != 0 ? c.held_min : c.pos, std::memory_order_release);
+}
+
+// Wakes producers blocked on a full ring, after a skip or seek moved the gate
+// (rare: the full, fenced notify; a release only hints, see publish_hazard).
+inline void room_made(const Ring& r) noexcept {
+  if (r.policy == Policy::Block) notify(r.header->space_event);
+}
+
+inline void publish_hazard(const Ring& r, ConsumerState& c) noexcept {
+  if (c.is_private) {
+    store_private_gate(c);
+  } else {
+    // SYNC POINT C3 (release): pairs with G2 in Ring::gate, as C2.
+    c.member->held.store(c.held_min, std::memory_order_release);
+  }
+  // On every message's path (a consumer releases, then typically publishes its
+  // answer): a hint, with no fence. A producer that goes to sleep at this
+  // moment may miss it; it is then woken by our notify() before we wait
+  // (Subscriber::wait_then) or by its own re-check (kSpaceRecheck). See
+  // docs/memory-ordering.md, "Event counts".
+  if (r.policy == Policy::Block) notify_hint(r.header->space_event);
+}
+
+// Releases held entry `index`: producers may reuse its slot.
+inline void unhold(const Ring& r, ConsumerState& c, std::uint32_t index) noexcept {
+  const std::uint64_t seq = c.held[index];
+  c.held[index] = kNone;
+  --c.held_count;
+  if (seq == c.held_min) {
+    c.held_min = kNone;
+    if (c.held_count != 0)
+      for (std::uint64_t h : c.held)
+        c.held_min = std::min(c.held_min, h);
+  }
+  publish_hazard(r, c);
+}
+
+// Moves the group's position from `from` to `to` (skipping abandoned, overrun
+// or corrupt messages). False if another member moved it first.
+[[nodiscard]] inline bool advance(const Ring& r, ConsumerState& c, std::uint64_t from,
+                                  std::uint64_t to) noexcept {
+  if (c.is_private) {
+    c.pos = to;
+    if (c.held_count != 0) return true;  // the gate stays at the oldest held sample
+    store_private_gate(c);
+  } else if (!c.group->cursor.compare_exchange_strong(from, to, std::memory_order_release,
+                                                      std::memory_order_relaxed)) {
+    return false;  // release on success: as C4 in take
+  }
+  room_made(r);  // skipping moved the gate: a blocked producer may go on
+  return true;
+}
+
+// A run of messages taken by one claim.
+struct Taken {
+  std::uint64_t first = 0;
+  std::uint32_t count = 0;
+  std::uint32_t hold = 0;  // the held entry that covers the run
+};
+
+// Takes up to `max` consecutive published messages at the group's position
+// with one claim (skipping abandoned ones, and counting overrun ones as lost).
+// WouldBlock when the next message is not yet published.
+[[nodiscard]] inline Status take(const Ring& r, ConsumerState& c, std::uint32_t max,
+                                 Taken& out) noexcept {
+  if (c.held_count == kMaxHeld) [[unlikely]]
+    return Status::TooManyHeld;
+  for (;;) {
+    // Relaxed: the stamp's acquire load below is what makes the slot readable;
+    // a stale cursor only makes the CAS fail.
+    const std::uint64_t at = c.is_private ? c.pos : c.group->cursor.load(std::memory_order_relaxed);
+    SlotHeader& slot = r.slot(at);
+    // SYNC POINT C1 (acquire): pairs with P1 (commit) and the abandon store.
+    const std::uint64_t st = slot.stamp.load(std::memory_order_acquire);
+    if (st < stamp_published(at)) return Status::WouldBlock;
+    if (st == stamp_published(at)) [[likely]] {
+      std::uint32_t k = 1;
+      // C1 again (acquire) for each further slot of the run.
+      // A run stops before a slot whose length is invalid, so that slot is
+      // taken alone and reported (Subscriber::fill) instead of inside a batch.
+      // Length loads are relaxed: each follows that slot's acquire stamp load (C1).
+      const std::uint32_t run_max =
+          slot.length.load(std::memory_order_relaxed) <= r.slot_size ? max : 1;
+      while (k < run_max &&
+             r.slot(at + k).stamp.load(std::memory_order_acquire) == stamp_published(at + k) &&
+             r.slot(at + k).length.load(std::memory_order_relaxed) <= r.slot_size)
+        ++k;
+      if (c.is_private) {
+        c.pos = at + k;  // the cursor (our gate) stays at `at` while the messages are held
+      } else {
+        // Hazard before claim: stored before the CAS, whose release makes it
+        // visible to any producer that reads the advanced cursor (G1, then G2).
+        // Release (not relaxed): a producer that reads this value through
+        // another member's later CAS must still see our earlier reads done.
+        if (c.held_count == 0) c.member->held.store(at, std::memory_order_release);
+        std::uint64_t expected = at;
+        // SYNC POINT C4 (release): pairs with G1; see above.
+        if (!c.group->cursor.compare_exchange_strong(expected, at + k, std::memory_order_release,
+                                                     std::memory_order_relaxed)) {
+          // Another member took `at`: withdraw the hazard (release, as C3).
+          if (c.held_count == 0) c.member->held.store(kNone, std::memory_order_release);
+          continue;
+        }
+      }
+      out.first = at;
+      out.count = k;
+      out.hold = hold(c, at);
+      count_received(c, k);
+      return Status::Ok;
+    }
+    if (st == stamp_abandoned(at)) {
+      (void)advance(r, c, at, at + 1);  // if another member moved on, retry from there
+      continue;
+    }
+    // Lapped: producers overwrote `at` (Policy::Overwrite, a group that had no
+    // members, or a start before what the ring retains). Resume at the oldest
+    // retained message and count what was skipped.
+    // Relaxed: only where to resume; a stale tail resumes lower, and the
+    // stamps checked there decide (a still-overwritten slot is skipped again).
+    const std::uint64_t tail = r.header->tail.load(std::memory_order_relaxed);
+    const std::uint64_t to = std::max(at + 1, r.oldest(tail));
+    if (advance(r, c, at, to))
+      // Relaxed: a counter; whoever moved the cursor counts the skip, once.
+      c.group->lost.fetch_add(to - at, std::memory_order_relaxed);
+  }
+}
+
+// The common case of take, for a private group: the next message published and
+// well-formed. Returns its slot and length, or nullptr when the general path
+// (take) must decide (not published, abandoned, lapped, a bad length, a full
+// hold table). On success the caller holds it via hold(c, seq) after releasing
+// whatever it must release first (Subscriber::try_receive).
+[[nodiscard]] inline SlotHeader* try_take_private(const Ring& r, ConsumerState& c,
+                                                  std::uint32_t& len, Status& not_ready) noexcept {
+  const std::uint64_t at = c.pos;
+  SlotHeader& slot = r.slot(at);
+  // C1 (acquire), as in take().
+  const std::uint64_t st = slot.stamp.load(std::memory_order_acquire);
+  if (st < stamp_published(at)) {
+    not_ready = Status::WouldBlock;
+    return nullptr;
+  }
+  // Relaxed: ordered after the stamp's acquire load (C1), as in take().
+  len = slot.length.load(std::memory_order_relaxed);
+  if (st != stamp_published(at) || len > r.slot_size) [[unlikely]] {
+    not_ready = Status::Invalid;  // not a status to return: take the general path
+    return nullptr;
+  }
+  return &slot;
+}
+
+// False only when the next message to take is not yet published. A hint:
+// whatever it says, take() decides with its own acquire load.
+[[nodiscard]] inline bool may_have_data(const Ring& r, const ConsumerState& c) noexcept {
+  // Relaxed (both): take() loads cursor and stamp again. After the waiter's
+  // seq_cst fence in wait_for (Dekker with notify), the stamp load here still
+  // sees a publish that the notifier did not wake us for.
+  const std::uint64_t at = c.is_private ? c.pos : c.group->cursor.load(std::memory_order_relaxed);
+  return r.slot(at).stamp.load(std::memory_order_relaxed) >= stamp_published(at);
+}
+
+// Moves the group's position to `sequence`. For a named group this moves every
+// member; do it while they are quiet.
+inline void seek(const Ring& r, ConsumerState& c, std::uint64_t sequence) noexcept {
+  // Jumping over messages is not taking them: producers must not infer from
+  // this cursor that they are complete (TopicHeader::jump_mark).
+  r.raise_jump_mark(sequence);
+  if (c.is_private) {
+    c.pos = sequence;
+    store_private_gate(c);
+  } else {
+    // Release, as C4, and a read-modify-write: it continues the cursor's
+    // release sequence, so a producer that reads the sought value still
+    // synchronises with the members' earlier CASes and sees their hazards.
+    (void)c.group->cursor.exchange(sequence, std::memory_order_release);
+  }
+  room_made(r);
+}
+
+// The group's position: the next sequence it will take (a snapshot).
+[[nodiscard]] inline std::uint64_t position(const ConsumerState& c) noexcept {
+  // Relaxed: a snapshot for reporting.
+  return c.is_private ? c.pos : c.group->cursor.load(std::memory_order_relaxed);
+}
+
+// A group that has just become gating (its first member joined, under the
+// control lock) starts no lower than what a producer that cached the gate
+// before the join may still overwrite (src/ring.cpp). `floor_at_tail`: a fresh
+// group that starts at the latest message. `count_as_lost`: what the cursor
+// is raised over is added to the group's lost count.
+void start_gating(const Ring& r, GroupEntry& group, bool floor_at_tail,
+                  bool count_as_lost) noexcept;
+
+}  // namespace shmbus::detail

@@ -1,0 +1,119 @@
+// A mapped topic region (internal to the library, the daemon and the tests):
+// the mapping, the accessors that turn the header's validated offsets into
+// pointers, seat release and the control lock. Created or opened by
+// src/region.cpp, which checks every field read from the file before any
+// accessor is used. The data path works on the region's Ring (detail/ring.hpp).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "shmbus/detail/layout.hpp"
+#include "shmbus/detail/ring.hpp"
+#include "shmbus/options.hpp"
+
+namespace shmbus::detail {
+
+// Layout arithmetic shared by create (to size the region) and open (to check it).
+struct Layout {
+  std::uint64_t stride, group_stride, producers_offset, groups_offset, slots_offset, size;
+};
+[[nodiscard]] Layout compute_layout(std::uint32_t slot_count, std::uint32_t slot_size,
+                                    std::uint32_t max_producers, std::uint32_t max_groups,
+                                    std::uint32_t max_members) noexcept;
+
+class Region {
+ public:
+  // Creates the named region (fails with AlreadyExists) or opens and validates it.
+  static std::shared_ptr<Region> create(const std::string& shm_name, std::string_view topic,
+                                        const TopicOptions& options);
+  static std::shared_ptr<Region> open(const std::string& shm_name);
+  // Maps and validates a region passed as a descriptor (from shmbusd over its
+  // socket); the caller keeps ownership of fd and may close it afterwards.
+  static std::shared_ptr<Region> from_fd(int fd, const std::string& shm_name);
+  // The descriptor of a region opened by name (to pass to a client), or -1.
+  [[nodiscard]] int fd() const noexcept;
+  // Keeps `owner` alive as long as this mapping (a client's daemon connection).
+  void set_owner(std::shared_ptr<void> owner) { owner_ = std::move(owner); }
+  // Unlinks the region's name; processes that mapped it keep their mapping.
+  static bool remove(const std::string& shm_name);
+
+  Region(const Region&) = delete;
+  Region& operator=(const Region&) = delete;
+  ~Region();
+
+  [[nodiscard]] const Ring& ring() const noexcept { return ring_; }
+  [[nodiscard]] TopicHeader& header() const noexcept { return *ring_.header; }
+  [[nodiscard]] std::uint64_t slot_count() const noexcept { return ring_.count; }
+  [[nodiscard]] std::uint32_t slot_size() const noexcept { return ring_.slot_size; }
+  [[nodiscard]] Policy policy() const noexcept { return ring_.policy; }
+  [[nodiscard]] bool single_producer() const noexcept { return single_producer_; }
+  [[nodiscard]] std::uint32_t max_producers() const noexcept { return max_producers_; }
+  [[nodiscard]] std::uint32_t max_groups() const noexcept { return ring_.max_groups; }
+  [[nodiscard]] std::uint32_t max_members() const noexcept { return ring_.max_members; }
+  [[nodiscard]] const std::string& shm_name() const noexcept { return shm_name_; }
+  // The topic's name as stored in the header (bounded: the field may lack a NUL).
+  [[nodiscard]] std::string topic_name() const {
+    const TopicHeader& h = header();
+    return std::string(h.name, ::strnlen(h.name, sizeof h.name));
+  }
+
+  [[nodiscard]] SlotHeader& slot(std::uint64_t seq) const noexcept { return ring_.slot(seq); }
+  [[nodiscard]] ProducerSeat& producer(std::uint32_t i) const noexcept {
+    return reinterpret_cast<ProducerSeat*>(base_ + producers_offset_)[i];
+  }
+  [[nodiscard]] GroupEntry& group(std::uint32_t g) const noexcept { return ring_.group(g); }
+  [[nodiscard]] MemberSeat& member(std::uint32_t g, std::uint32_t m) const noexcept {
+    return ring_.member(g, m);
+  }
+
+  // ---- freeing seats: by their owner on close, by shmbusd when the owner died --
+  // Each does nothing unless the seat is still held by `pid` (checked under the
+  // control lock: it may have been freed, and reused, meanwhile), so a seat is
+  // never freed twice.
+  // Frees a producer seat; sequences it claimed and never published are marked
+  // abandoned so consumers skip them.
+  void free_producer(std::uint32_t seat, std::uint32_t pid);
+  // Frees a member seat: its hazard no longer gates; wakes blocked producers.
+  void free_member(std::uint32_t group, std::uint32_t member, std::uint32_t pid);
+  // Marks claimed-but-unpublished sequence s abandoned. False if it was
+  // published (or abandoned) meanwhile, or s's slot was never claimed for s.
+  bool abandon_unpublished(std::uint64_t s) noexcept;
+
+  // Control-plane lock over seat and group allocation (never the data path).
+  // A holder that died is detected by pid and the lock is taken over.
+  void lock_control() const;
+  void unlock_control() const noexcept;
+
+ private:
+  Region() = default;
+  void init_accessors(const TopicOptions& validated, const Layout& layout);
+  void validate(const std::string& where, std::uint64_t size);
+
+  std::string shm_name_;
+  struct Mapping;  // Boost.Interprocess objects, kept out of public headers
+  std::unique_ptr<Mapping> mapping_;
+  std::shared_ptr<void> owner_;
+  std::byte* base_ = nullptr;
+  Ring ring_;
+  std::uint64_t producers_offset_ = 0;
+  std::uint32_t max_producers_ = 0;
+  bool single_producer_ = false;
+};
+
+class ControlLock {
+ public:
+  explicit ControlLock(const Region& r) : r_(r) { r_.lock_control(); }
+  ~ControlLock() { r_.unlock_control(); }
+  ControlLock(const ControlLock&) = delete;
+  ControlLock& operator=(const ControlLock&) = delete;
+
+ private:
+  const Region& r_;
+};
+
+}  // namespace shmbus::detail
