@@ -41,9 +41,16 @@ int Compare::run() {
     std::vector<int> cpus;
     for (int c = 0; c < CPU_SETSIZE; ++c)
       if (CPU_ISSET(c, &allowed)) cpus.push_back(c);
-    if (cpus.size() < 2) throw std::runtime_error("needs two CPUs (one for each side)");
-    opt_.cpu_a = cpus[0];
-    opt_.cpu_b = cpus[1];
+    if (cpus.size() >= 2) {
+      opt_.cpu_a = cpus[0];
+      opt_.cpu_b = cpus[1];
+    } else if (opt_.plan == Plan::Limits && !cpus.empty()) {
+      std::fprintf(stderr, "shmbus-compare: only one CPU is allowed; running on one core\n");
+      opt_.cpu_a = opt_.cpu_b = cpus[0];
+      opt_.same_core = true;
+    } else {
+      throw std::runtime_error("needs two CPUs (one for each side)");
+    }
   }
   for (const int c : {opt_.cpu_a, opt_.cpu_b})
     if (!CPU_ISSET(c, &allowed))
@@ -100,9 +107,9 @@ int Compare::run() {
   }
 #endif
 
-  if (sec.ratio) ratio_section();
   if (sec.latency) latency_section();
   if (sec.targets) target_block();
+  if (sec.ratio) ratio_section();
   if (sec.throughput) throughput_section();
 #ifdef SHMBUS_CMP_ICEORYX
   if (roudi_up_) {
@@ -117,7 +124,7 @@ int Compare::run() {
   total_s_ = static_cast<double>(now_ns() - t0) / 1e9;
 
   if (sec.latency || sec.throughput) print_summary();
-  if (sec.targets) evaluate_targets();
+  if (opt_.targets) evaluate_targets();
   print_run_state();
 
   write_json(m);

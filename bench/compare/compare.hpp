@@ -4,7 +4,9 @@
 #pragma once
 
 #include <array>
+#include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -19,8 +21,8 @@ namespace shmbus_bench {
 
 constexpr std::uint64_t kSpacedGapNs = 500'000;  // 10x shmbus's default spin budget (50 us)
 
-// The order of the rows in the tables (raw-futex: in the latency block only
-// when the blocking section, which measures it in its placements, is off).
+// The order of the rows in the tables (raw-futex: in the latency blocks of
+// the limits preset; the comparison measures it in the blocking section).
 inline constexpr const char* kLatencyOrder[] = {
     "bare-line",         "bare-memcpy", "raw-futex",  "shmbus-busy-spin",
     "shmbus-spin-futex", "iceoryx",     "moodycamel", "boost-mq-poll",
@@ -29,9 +31,9 @@ inline constexpr const char* kThroughputOrder[] = {"bare-ring",
                                                    "bare-ring-16",
                                                    "shmbus-busy-spin",
                                                    "shmbus-spin-futex",
-                                                   "shmbus-copy",
+                                                   "shmbus-single-producer",
                                                    "shmbus-multi-producer",
-                                                   "shmbus-batch16",
+                                                   "shmbus-single-producer-batch16",
                                                    "iceoryx",
                                                    "moodycamel",
                                                    "boost-mq-poll",
@@ -53,6 +55,7 @@ struct LatRow {
 };
 
 struct TputRow : RunRates {
+  std::vector<std::uint64_t> fetches;  // per run: the consumer's fetches (0: not known)
   std::string key, system;
   std::size_t size = 0;
   bool baseline = false;
@@ -83,13 +86,18 @@ class Compare {
 
  private:
   // runs.cpp: the systems and one run of a row.
+  using SkipFn =
+      std::function<void(const std::string& key, const std::string& name, const std::string& why)>;
   void build_systems();
+  void add_limits_systems(std::vector<std::unique_ptr<System>>& rest) const;
+  void add_compare_systems(std::vector<std::unique_ptr<System>>& rest, const SkipFn& skip) const;
   bool wanted(const System& s) const;
   System* sys(const std::string& key) const;
   Scenario scenario(Mode mode, std::size_t size);
   LatencyPlan latency_plan(const System& s, std::size_t size) const;
   std::uint64_t slots_for(std::size_t size) const;
   std::uint64_t count_for(const System& s, std::size_t size) const;
+  std::uint64_t repeat_budget_ns() const;
   LatRow run_latency(System& s, const std::string& section, std::size_t size, bool same_core);
   LatRow run_spaced(System& s, std::size_t size);
   bool run_throughput_once(TputRow& row);
@@ -119,6 +127,7 @@ class Compare {
                          std::size_t size) const;
   const TputRow* find_tput(const std::string& key, std::size_t size) const;
   std::string path(const char* ext) const { return opt_.out_dir + "/" + opt_.base_name + ext; }
+  std::string json_path() const { return opt_.json_path.empty() ? path(".json") : opt_.json_path; }
 
   Options opt_;
   PairRunner& runner_;

@@ -41,7 +41,11 @@ void Compare::write_json(const MachineInfo& m) {
     first = false;
   }
   j += "},\n";
-  j += strprintf("  \"placement\": {\"cpu_a\": %d, \"cpu_b\": %d},\n", opt_.cpu_a, opt_.cpu_b);
+  j += strprintf("  \"placement\": {\"same_core\": %s, \"cpu_a\": %d, \"cpu_b\": %d},\n",
+                 opt_.same_core ? "true" : "false", opt_.cpu_a,
+                 opt_.same_core ? opt_.cpu_a : opt_.cpu_b);
+  j += strprintf("  \"throughput_consumer_reads_payload\": %s,\n",
+                 opt_.read_payload ? "true" : "false");
   const auto state = [](double rt) { return rt > 0 ? state_of(rt) : "unknown"; };
   j += strprintf(
       "  \"bracket\": {\"start_round_trip_ns\": %.1f, \"end_round_trip_ns\": %.1f, "
@@ -117,6 +121,9 @@ void Compare::write_json(const MachineInfo& m) {
                      r.median_rate(), r.median_rate() * static_cast<double>(r.size));
       for (std::size_t k = 0; k < r.seconds.size(); ++k)
         j += strprintf("%s%.6f", k ? ", " : "", r.seconds[k]);
+      j += "], \"runs_consumer_fetches\": [";
+      for (std::size_t k = 0; k < r.fetches.size(); ++k)
+        j += strprintf("%s%" PRIu64, k ? ", " : "", r.fetches[k]);
       j += "]";
     } else {
       j += ", \"error\": \"" + json_escape(r.error) + "\"";
@@ -143,7 +150,7 @@ void Compare::write_json(const MachineInfo& m) {
   for (std::size_t i = 0; i < failures_.size(); ++i)
     j += (i ? ", \"" : "\"") + json_escape(failures_[i]) + "\"";
   j += "]\n}\n";
-  const std::string path = this->path(".json");
+  const std::string path = json_path();
   std::ofstream f(path);
   f << j;
   f.close();
@@ -156,7 +163,7 @@ void Compare::write_json(const MachineInfo& m) {
 
 // Runs plot.py with Debian's python (matplotlib), at most 120 s.
 void Compare::draw_plot() {
-  const std::string json = path(".json");
+  const std::string json = json_path();
   const std::string png = path(".png");
   const pid_t pid = ::fork();
   if (pid < 0) {

@@ -28,8 +28,9 @@ std::vector<std::string> split(const std::string& s, char sep) {
   return out;
 }
 
-// "64", "4KiB", "1M": 16 B (sequence number and send time) to 64 MiB.
-std::size_t parse_size(const std::string& tok) {
+// "64", "4KiB", "1M": `min` bytes (the sequence number, and for the
+// comparison the send time of a spaced message too) to 64 MiB.
+std::size_t parse_size(const std::string& tok, std::size_t min) {
   char* end = nullptr;
   errno = 0;
   const unsigned long long n = std::strtoull(tok.c_str(), &end, 10);
@@ -48,10 +49,9 @@ std::size_t parse_size(const std::string& tok) {
   else
     throw CLI::ValidationError("--sizes", "bad size suffix in '" + tok + "' (use B, KiB or MiB)");
   const unsigned long long bytes = n * mult;
-  if (bytes < 16 || bytes > (64ULL << 20))
-    throw CLI::ValidationError("--sizes", "size '" + tok +
-                                              "' must be between 16 B (sequence number and send "
-                                              "time) and 64 MiB");
+  if (bytes < min || bytes > (64ULL << 20))
+    throw CLI::ValidationError(
+        "--sizes", "size '" + tok + "' must be between " + std::to_string(min) + " B and 64 MiB");
   return static_cast<std::size_t>(bytes);
 }
 
@@ -89,14 +89,16 @@ struct Preset {
   const char* base_name;
   const char* sizes;
   const char* sections;
-  const char* systems;  // "": all but the shmbus variants
+  Plan plan;
+  bool targets;       // issue 4's targets and the target block
+  bool read_payload;  // throughput consumers read the payload
   bool plot;
 };
 constexpr Preset kPresets[] = {
-    {"full", "compare", "64,1KiB,4KiB,64KiB,1MiB", "latency,targets,throughput,blocking", "", true},
-    {"limits", "limits", "64,4KiB,1MiB", "latency,throughput",
-     "shmbus-busy-spin,shmbus-spin-futex,shmbus-copy,shmbus-multi-producer,shmbus-batch16", false},
-    {"ratio", "ratio", "64", "ratio", "shmbus-busy-spin", false},
+    {"full", "compare", "64,1KiB,4KiB,64KiB,1MiB", "latency,throughput,blocking", Plan::Compare,
+     true, true, true},
+    {"limits", "limits", "64,4KiB,1MiB", "latency,throughput", Plan::Limits, false, false, false},
+    {"ratio", "ratio", "64", "ratio", Plan::Limits, false, false, false},
 };
 
 }  // namespace
@@ -112,14 +114,16 @@ Options parse_options(int argc, char** argv) {
       "Boost.Interprocess message_queue, ZeroMQ, iceoryx, moodycamel ConcurrentQueue)\n"
       "and the machine's limits (bare cache line, bare memcpy, raw futex, bare SPSC\n"
       "ring): latency, throughput, the sleeping (blocking) modes, and interleaved\n"
-      "bare-line/shmbus ratios. Prints Markdown on stdout (progress on stderr) and\n"
-      "writes <name>.md, <name>.json (and, for the full preset, compare.png via\n"
-      "bench/plot.py) to the output directory.\n\n"
+      "bare-line/shmbus ratios. Two real processes (fork), pinned to two cores. Prints\n"
+      "Markdown on stdout (progress on stderr) and writes <name>.md, <name>.json (and,\n"
+      "for the full preset, compare.png via bench/plot.py) to the output directory.\n\n"
       "Presets (options given on the command line win):\n"
       "  full    (default) every system, sizes 64,1KiB,4KiB,64KiB,1MiB, sections\n"
-      "          latency,targets,throughput,blocking; writes compare.*\n"
-      "  limits  shmbus and its variants against the limits only, sizes 64,4KiB,1MiB,\n"
-      "          sections latency,throughput; writes limits.* (the old shmbus-ipc-bench)\n"
+      "          latency (with the target block),throughput,blocking; issue 4's\n"
+      "          targets; consumers read the payload; writes compare.*\n"
+      "  limits  shmbus alone against the limits, more variants of shmbus\n"
+      "          (multi-producer, receive_batch, publish() copy), sizes 64,4KiB,1MiB,\n"
+      "          sections latency,throughput; writes limits.* (shmbus-ipc-bench runs this)\n"
       "  ratio   bare line / shmbus busy-spin pairs, 64 B, --pairs 15; writes ratio.*\n\n"
       "Every wait times out (10 s); a failed row is reported and the others run.\n"
       "Exit status: 0 all rows ran, 1 some row failed, 2 bad usage.",
@@ -127,12 +131,15 @@ Options parse_options(int argc, char** argv) {
   std::string preset = "full", sizes, systems, sections, cores;
   app.add_option("--preset", preset, "full, limits or ratio (default full)")
       ->check(CLI::IsMember({"full", "limits", "ratio"}));
-  app.add_option("--sizes", sizes, "payload sizes, e.g. 64,4KiB,1MiB (>= 16 B, <= 64 MiB)");
+  app.add_option("--sizes", sizes,
+                 "payload sizes, e.g. 64,4KiB,1MiB; suffixes B, K/KiB, M/MiB; at least 16 B\n"
+                 "(8 B for limits and ratio: the sequence number), at most 64 MiB");
   app.add_option("--systems", systems,
                  "only these systems (keys as in the JSON, e.g. shmbus-busy-spin,iceoryx,uds);\n"
-                 "the limits always run. shmbus variants: shmbus-copy (publish() copies),\n"
-                 "shmbus-multi-producer, shmbus-batch16 (receive_batch)");
-  app.add_option("--sections", sections, "latency,targets,throughput,blocking,ratio");
+                 "the limits always run");
+  app.add_option("--sections", sections,
+                 "latency,targets,throughput,blocking,ratio; ratio alternates short\n"
+                 "bare-line and shmbus busy-spin ping-pongs and reports the ratio of each pair");
   app.add_option("--repeat", o.repeat, "runs of each throughput row, round-robin (default 3)")
       ->check(CLI::PositiveNumber);
   app.add_option("--slots", o.slots,
@@ -140,19 +147,33 @@ Options parse_options(int argc, char** argv) {
                  "fewer above 64 KiB: at most 64 MiB of slots); the bare ring gets the same")
       ->check(CLI::Range(std::uint64_t{2}, std::uint64_t{1} << 24));
   app.add_option("--messages", o.messages,
-                 "throughput messages per row for every system (default 5 M for shared\n"
-                 "memory and threads, 250 k for the others, at most 1 GiB per row)")
+                 "throughput messages per row for every system and size (default: full 5 M\n"
+                 "for shared memory and threads, 250 k for the others, at most 1 GiB per row;\n"
+                 "limits 10 M, at most 2 GiB per row)")
       ->check(CLI::PositiveNumber);
-  app.add_option("--iters", o.iters, "latency round trips per row (default by system and size)")
+  app.add_option("--count", o.count,
+                 "throughput messages per row, still at most the byte budget per row\n"
+                 "(shmbus-ipc-bench's spelling)")
       ->check(CLI::PositiveNumber);
-  app.add_option("--warmup", o.warmup, "latency warm-up round trips (default by system and size)")
+  app.add_option("--iters", o.iters,
+                 "measured round trips per latency row (default by preset, system and size)")
       ->check(CLI::PositiveNumber);
-  app.add_option("--pairs", o.pairs, "pairs of the ratio section (default 15)")
+  app.add_option("--warmup", o.warmup, "round trips before measuring (default by preset)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--pairs", o.pairs, "bare line / shmbus pairs of the ratio section (default 15)")
       ->check(CLI::PositiveNumber);
   app.add_flag("--quick", o.quick, "a short smoke run (fewer rounds and messages, 1 run per row)");
+  bool read_payload = false;
+  app.add_flag("--read-payload", read_payload,
+               "throughput consumers read one word per cache line of every message and check\n"
+               "it (always on in the full preset; otherwise the sequence number only)");
+  app.add_flag("--same-core", o.same_core,
+               "both processes of every row on CPU A (spinners yield the core; busy-spin\n"
+               "latency rows are skipped); limits and ratio presets");
   app.add_option("--cores", cores, "the two CPUs, e.g. 0,1 (default the first two allowed)");
   app.add_option("--out-dir", o.out_dir,
                  "where the results go (default " SHMBUS_BENCH_RESULTS_DIR ")");
+  app.add_option("--json", o.json_path, "write the JSON to this file instead of the output dir");
   app.add_option("--python", o.python,
                  "the interpreter for plot.py (default /usr/bin/python3: Debian's, which has\n"
                  "python3-matplotlib)");
@@ -160,27 +181,36 @@ Options parse_options(int argc, char** argv) {
   app.add_flag("--no-plot", no_plot, "do not draw compare.png");
   try {
     app.parse(argc, argv);
-    const Preset* p = nullptr;
+    const Preset* p = &kPresets[0];
     for (const Preset& q : kPresets)
       if (preset == q.name) p = &q;
     o.preset = p->name;
     o.base_name = p->base_name;
+    o.plan = p->plan;
+    o.targets = p->targets;
+    o.read_payload = p->read_payload || read_payload;
     o.plot = p->plot && !no_plot;
+    o.warmup_set = app.count("--warmup") > 0;
     if (sizes.empty()) sizes = p->sizes;
+    const std::size_t min_size = o.plan == Plan::Limits ? 8 : 16;
     for (const auto& t : split(sizes, ','))
-      o.sizes.push_back(parse_size(t));
+      o.sizes.push_back(parse_size(t, min_size));
     o.sections = parse_sections(sections.empty() ? p->sections : sections);
-    if (systems.empty()) systems = p->systems;
+    // The target block was always part of the comparison's latency section.
+    if (o.targets && o.sections.latency) o.sections.targets = true;
     if (!systems.empty()) o.only = split(systems, ',');
     if ((o.slots & (o.slots - 1)) != 0)
       throw CLI::ValidationError("--slots", "wants a power of two >= 2");
+    if (o.same_core && o.plan != Plan::Limits)
+      throw CLI::ValidationError("--same-core", "is for the limits and ratio presets");
     if (!cores.empty()) {
       const auto parts = split(cores, ',');
       if (parts.size() != 2)
         throw CLI::ValidationError("--cores", "wants two CPU numbers, e.g. 0,1");
       o.cpu_a = parse_cpu(parts[0]);
       o.cpu_b = parse_cpu(parts[1]);
-      if (o.cpu_a == o.cpu_b) throw CLI::ValidationError("--cores", "wants two different CPUs");
+      if (o.cpu_a == o.cpu_b && !o.same_core)
+        throw CLI::ValidationError("--cores", "wants two different CPUs (or --same-core)");
     }
   } catch (const CLI::ParseError& e) {
     std::exit(app.exit(e) == 0 ? 0 : 2);

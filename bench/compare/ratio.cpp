@@ -16,6 +16,10 @@ namespace shmbus_bench {
 
 void Compare::ratio_section() {
   md_.out("\n## Latency ratio, interleaved (bare line / shmbus pairs)\n");
+  if (opt_.same_core) {
+    md_.out("\nSkipped: busy-spin ping-pong needs two CPUs (--same-core was given).\n");
+    return;
+  }
   md_.out(
       "\nEach pair runs the bare line and shmbus zero-copy busy-spin back to back in fresh\n"
       "process pairs, alternating which goes first (shmbus: two topics of 64 slots,\n"
@@ -28,6 +32,7 @@ void Compare::ratio_section() {
   const auto shmbus =
       make_shmbus("shmbus-busy-spin", "shmbus zero-copy, busy-spin",
                   ShmbusWait{shmbus::WaitStrategy::BusySpin, -1}, ShmbusVariant{false, true, 1});
+  if (!line) return;  // always built: the limits run whatever --systems says
   for (const std::size_t size : opt_.sizes) {
     md_.out("\n### Bare line vs shmbus zero-copy busy-spin, %s, %" PRIu64 " pairs\n\n",
             size_label(size).c_str(), opt_.pairs);

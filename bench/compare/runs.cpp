@@ -33,25 +33,46 @@ void Compare::build_systems() {
   add(make_bare_ring(16));
   add(make_raw_futex());
   std::vector<std::unique_ptr<System>> rest;
-  const ShmbusWait busy{shmbus::WaitStrategy::BusySpin, -1};
-  rest.push_back(
-      make_shmbus("shmbus-busy-spin", "shmbus loan/receive, busy-spin (zero copy)", busy));
+  if (opt_.plan == Plan::Limits)
+    add_limits_systems(rest);
+  else
+    add_compare_systems(rest, skip);
+  for (auto& s : rest)
+    if (wanted(*s)) add(std::move(s));
+}
+
+// shmbus against the limits alone, as shmbus-ipc-bench measured it: zero-copy
+// ping-pong over topics of 64 slots (multi-producer, the library's default),
+// and streaming with publish() copies in three API variants.
+void Compare::add_limits_systems(std::vector<std::unique_ptr<System>>& rest) const {
+  const ShmbusVariant ping_pong{false, true, 1, true, false};
+  if (!opt_.same_core)  // on one core a busy spinner burns whole time slices
+    rest.push_back(make_shmbus("shmbus-busy-spin", "shmbus zero-copy, busy-spin",
+                               ShmbusWait{shmbus::WaitStrategy::BusySpin, -1}, ping_pong));
+  rest.push_back(make_shmbus("shmbus-spin-futex", "shmbus zero-copy, spin-futex",
+                             ShmbusWait{shmbus::WaitStrategy::SpinFutex, -1}, ping_pong));
+  const ShmbusWait stream{
+      opt_.same_core ? shmbus::WaitStrategy::SpinYield : shmbus::WaitStrategy::BusySpin, -1};
+  const std::string copy =
+      std::string("shmbus publish() copy, ") + (opt_.same_core ? "spin-yield" : "busy-spin");
+  rest.push_back(make_shmbus("shmbus-single-producer", copy + ", single_producer topic, receive()",
+                             stream, ShmbusVariant{true, false, 1, false, true}));
+  rest.push_back(make_shmbus("shmbus-multi-producer", copy + ", multi-producer topic, receive()",
+                             stream, ShmbusVariant{false, false, 1, false, true}));
+  rest.push_back(make_shmbus("shmbus-single-producer-batch16",
+                             copy + ", single_producer topic, receive_batch(16)", stream,
+                             ShmbusVariant{true, false, 16, false, true}));
+}
+
+void Compare::add_compare_systems(std::vector<std::unique_ptr<System>>& rest,
+                                  [[maybe_unused]] const SkipFn& skip) const {
+  rest.push_back(make_shmbus("shmbus-busy-spin", "shmbus loan/receive, busy-spin (zero copy)",
+                             ShmbusWait{shmbus::WaitStrategy::BusySpin, -1}));
   rest.push_back(make_shmbus("shmbus-spin-futex",
                              "shmbus loan/receive, spin-futex (default: spin 50 us, then sleep)",
                              ShmbusWait{shmbus::WaitStrategy::SpinFutex, -1}));
   rest.push_back(make_shmbus("shmbus-sleep", "shmbus loan/receive, spin-futex with spin = 0",
                              ShmbusWait{shmbus::WaitStrategy::SpinFutex, 0}));
-  // Streaming variants (the limits preset): how the API choices cost.
-  rest.push_back(make_shmbus("shmbus-copy", "shmbus publish() copy, busy-spin", busy,
-                             ShmbusVariant{true, false, 1}));
-  rest.push_back(make_shmbus("shmbus-multi-producer",
-                             "shmbus loan/receive, busy-spin, multi-producer topic", busy,
-                             ShmbusVariant{false, true, 1}));
-  rest.push_back(make_shmbus("shmbus-batch16", "shmbus loan/receive_batch(16), busy-spin", busy,
-                             ShmbusVariant{true, true, 16}));
-  for (const char* k : {"shmbus-copy", "shmbus-multi-producer", "shmbus-batch16"})
-    for (auto& s : rest)
-      if (s->key == k) s->variant = true;
 #ifdef SHMBUS_CMP_ICEORYX
   rest.push_back(make_iceoryx());
 #else
@@ -81,13 +102,27 @@ void Compare::build_systems() {
   skip("zmq", "ZeroMQ PAIR over ipc://",
        "not built: pkg-config libzmq not found (apt-get install libzmq3-dev)");
 #endif
-  for (auto& s : rest) {
-    if (wanted(*s)) add(std::move(s));
-  }
 }
 
 LatencyPlan Compare::latency_plan(const System& s, std::size_t size) const {
   LatencyPlan p;
+  if (opt_.plan == Plan::Limits) {
+    // No time caps. The raw futex (~60 us a round trip across cores) gets
+    // fewer rounds; from 256 KiB a tenth (the bare line, a size-free
+    // reference, always the full count).
+    const std::uint64_t iters = opt_.iters ? opt_.iters : opt_.quick ? 10'000 : 100'000;
+    const std::uint64_t warmup = opt_.warmup_set ? opt_.warmup : opt_.quick ? 1'000 : 10'000;
+    p.iters = iters;
+    p.warmup = warmup;
+    if (s.slow) {
+      p.iters = std::min<std::uint64_t>(iters, 20'000);
+      p.warmup = std::min<std::uint64_t>(warmup, 1'000);
+    } else if (size >= kLarge && s.key != "bare-line") {
+      p.iters = std::max<std::uint64_t>(iters / 10, 100);
+      p.warmup = warmup / 10;
+    }
+    return p;
+  }
   const std::uint64_t q = opt_.quick ? 10 : 1;
   if (s.slow) {
     p.iters = 20'000 / q;
@@ -100,7 +135,7 @@ LatencyPlan Compare::latency_plan(const System& s, std::size_t size) const {
   }
   p.warmup_max_ns = opt_.quick ? 50'000'000 : 300'000'000;
   if (opt_.iters) p.iters = opt_.iters;
-  if (opt_.warmup) p.warmup = opt_.warmup;
+  if (opt_.warmup_set) p.warmup = opt_.warmup;
   return p;
 }
 
@@ -115,22 +150,36 @@ std::uint64_t Compare::slots_for(std::size_t size) const {
   return slots;
 }
 
-// Every row moves at most 1 GiB; small messages are capped by count, higher
-// for the shared-memory and in-process systems that move tens of millions a
-// second than for the ones that make system calls (or, iceoryx, run at about
-// a million a second), so that every row takes about a second here. From
-// 4 KiB up, every system sends the same count.
+// Every row moves at most a byte budget. The comparison caps small messages
+// by count, higher for the shared-memory and in-process systems that move
+// tens of millions a second than for the ones that make system calls (or,
+// iceoryx, run at about a million a second), so that every row takes about a
+// second here; from 4 KiB up, every system sends the same count. The limits
+// send 10 M messages (1 M quick), at most 2 GiB per row.
 std::uint64_t Compare::count_for(const System& s, std::size_t size) const {
-  const bool fast = s.baseline || s.key.rfind("shmbus", 0) == 0 || s.in_process;
-  std::uint64_t count = opt_.messages ? opt_.messages : fast ? 5'000'000 : 250'000;
-  std::uint64_t bytes = 1ULL << 30;
-  if (opt_.messages) {
-    bytes = ~0ULL;
-  } else if (opt_.quick) {
-    count /= 10;
-    bytes /= 10;
+  if (opt_.messages) return std::max<std::uint64_t>(opt_.messages, 100);
+  std::uint64_t count = 0, bytes = 0;
+  if (opt_.plan == Plan::Limits) {
+    count = opt_.quick ? 1'000'000 : 10'000'000;
+    bytes = 2ULL << 30;
+  } else {
+    const bool fast = s.baseline || s.key.rfind("shmbus", 0) == 0 || s.in_process;
+    count = fast ? 5'000'000 : 250'000;
+    bytes = 1ULL << 30;
+    if (opt_.quick) {
+      count /= 10;
+      bytes /= 10;
+    }
   }
+  if (opt_.count) count = opt_.count;
   return std::max<std::uint64_t>(std::min<std::uint64_t>(count, bytes / size), 100);
+}
+
+// Repetitions after the first round of a size block run only while the block
+// has taken less than this: a loaded machine keeps the run short.
+std::uint64_t Compare::repeat_budget_ns() const {
+  if (opt_.plan == Plan::Limits) return 20'000'000'000ULL;
+  return opt_.quick ? 10'000'000'000ULL : 45'000'000'000ULL;
 }
 
 LatRow Compare::run_latency(System& s, const std::string& section, std::size_t size,
@@ -144,6 +193,7 @@ LatRow Compare::run_latency(System& s, const std::string& section, std::size_t s
   row.blocking = s.blocking;
   Scenario sc = scenario(Mode::Latency, size);
   sc.plan = latency_plan(s, size);
+  same_core = same_core || opt_.same_core;
   if (same_core) sc.cpu_b = sc.cpu_a;
   PairResult r;
   try {
@@ -212,7 +262,7 @@ bool Compare::run_throughput_once(TputRow& row) {
     r = runner_.run(
         strprintf("throughput: %s %s", s.key.c_str(), size_label(row.size).c_str()),
         [&](Side& side) { s.produce(side, sc); }, [&](Side& side) { s.consume(side, sc); },
-        sc.cpu_a, sc.cpu_b);
+        sc.cpu_a, sc.cpu_b, PairOptions{opt_.same_core});
   } catch (const std::exception& e) {
     r = PairResult{false, std::string("set-up: ") + e.what()};
   }
@@ -231,11 +281,12 @@ bool Compare::run_throughput_once(TputRow& row) {
   }
   row.seconds.push_back(static_cast<double>(runner_.ctl().t_end_ns - runner_.ctl().t_start_ns) /
                         1e9);
+  row.fetches.push_back(runner_.ctl().fetches);
   return true;
 }
 
 bool Compare::wanted(const System& s) const {
-  if (opt_.only.empty()) return !s.variant;
+  if (opt_.only.empty()) return true;
   return std::find(opt_.only.begin(), opt_.only.end(), s.key) != opt_.only.end();
 }
 
@@ -251,7 +302,8 @@ Scenario Compare::scenario(Mode mode, std::size_t size) {
   sc.size = size;
   sc.run_id = next_run_id_++;
   sc.cpu_a = opt_.cpu_a;
-  sc.cpu_b = opt_.cpu_b;
+  sc.cpu_b = opt_.same_core ? opt_.cpu_a : opt_.cpu_b;
+  sc.read_payload = opt_.read_payload;
   return sc;
 }
 
@@ -268,7 +320,8 @@ const TputRow* Compare::find_tput(const std::string& key, std::size_t size) cons
   return nullptr;
 }
 
-// The bare line for 20 ms: the host's placement of the two vCPUs (near/far).
+// The bare line for 20 ms: the host's placement of the two vCPUs (near/far),
+// always on CPUs A and B (even with --same-core) when there are two.
 double Compare::bracket_round_trip() {
   LatencyPlan plan;
   plan.warmup = 2000;
@@ -276,7 +329,8 @@ double Compare::bracket_round_trip() {
   const auto r = runner_.run(
       "bracket: bare line, 20 ms",
       [&](Side& side) { bare_pinger(side, plan, 0, nullptr, nullptr); },
-      [&](Side& side) { bare_ponger(side, 0, nullptr, nullptr); }, opt_.cpu_a, opt_.cpu_b);
+      [&](Side& side) { bare_ponger(side, 0, nullptr, nullptr); }, opt_.cpu_a, opt_.cpu_b,
+      PairOptions{opt_.cpu_a == opt_.cpu_b});
   return r.ok ? 2 * runner_.ctl().lat.p50 : 0;
 }
 

@@ -11,20 +11,30 @@ namespace shmbus_bench {
 std::vector<const char*> Compare::latency_order() const {
   std::vector<const char*> keys;
   for (const char* key : kLatencyOrder)
-    if (std::string(key) != "raw-futex" || !opt_.sections.blocking) keys.push_back(key);
+    if (std::string(key) != "raw-futex" || opt_.plan == Plan::Limits) keys.push_back(key);
   return keys;
 }
 
 void Compare::latency_section() {
-  md_.out("\n## Latency: ping-pong, one way = round trip / 2, cores split\n\n");
-  md_.out(
-      "Two processes pinned to CPUs %d and %d (moodycamel: two threads of one process).\n"
-      "Zero-copy systems (shmbus, iceoryx) loan a buffer and write the 8-byte sequence\n"
-      "number in place; the others send the whole payload. The receiver checks the\n"
-      "sequence number of every message. Rows capped at 1 s (blocking: 1.5 s) of round\n"
-      "trips after a warm-up; `rounds` says how many were measured. The bare line runs\n"
-      "first in every block: it tags the block near or far (BASELINES.md, lesson 1).\n",
-      opt_.cpu_a, opt_.cpu_b);
+  md_.out("\n## Latency: ping-pong, one way = round trip / 2, %s\n\n",
+          opt_.same_core ? "one core" : "cores split");
+  if (opt_.plan == Plan::Limits)
+    md_.out(
+        "Two processes on CPUs %d and %d. shmbus rows: topics of 64 slots, slot size =\n"
+        "payload, policy block; the sender loans a slot and writes only the 8-byte sequence\n"
+        "number; the receiver checks it in place. Baselines in *italics*. Spin-futex spins\n"
+        "for the library's spin budget (50 us) before it sleeps, so with a peer on another\n"
+        "core it seldom sleeps here; compare it with raw futex in --same-core runs.\n",
+        opt_.cpu_a, opt_.same_core ? opt_.cpu_a : opt_.cpu_b);
+  else
+    md_.out(
+        "Two processes pinned to CPUs %d and %d (moodycamel: two threads of one process).\n"
+        "Zero-copy systems (shmbus, iceoryx) loan a buffer and write the 8-byte sequence\n"
+        "number in place; the others send the whole payload. The receiver checks the\n"
+        "sequence number of every message. Rows capped at 1 s (blocking: 1.5 s) of round\n"
+        "trips after a warm-up; `rounds` says how many were measured. The bare line runs\n"
+        "first in every block: it tags the block near or far (BASELINES.md, lesson 1).\n",
+        opt_.cpu_a, opt_.cpu_b);
   for (const std::size_t size : opt_.sizes) {
     std::string state;
     for (const char* key : latency_order()) {
@@ -89,15 +99,29 @@ void Compare::target_block() {
 }
 
 void Compare::throughput_section() {
-  md_.out("\n## Throughput: one producer process, one consumer process, cores split\n\n");
-  md_.out(
-      "A fixed count of messages per row: at most 1 GiB, and at most 5 M messages for\n"
-      "shmbus, the limits and moodycamel, 250 k for the others. The producer writes the\n"
-      "whole payload of every message (zero-copy systems into their loan); the consumer\n"
-      "checks its sequence number and reads one word per cache line of the payload.\n"
-      "Queue depth where a system has one: 1024 messages (fewer above 64 KiB: at most\n"
-      "64 MiB). Median of %" PRIu64 " runs, round-robin; range in the detailed tables.\n",
-      opt_.repeat);
+  md_.out("\n## Throughput: one producer process, one consumer process, %s\n\n",
+          opt_.same_core ? "one core" : "cores split");
+  if (opt_.plan == Plan::Limits)
+    md_.out(
+        "shmbus rows: publish() copies the payload; policy block. Bare ring: the same slot\n"
+        "count and bytes per slot as the shmbus ring, memcpy per message. Msgs per consumer\n"
+        "fetch: ~1 when the consumer keeps up (each message is its own cache-line\n"
+        "hand-off), large when the producer runs ahead and the consumer streams.\n");
+  else
+    md_.out(
+        "A fixed count of messages per row: at most 1 GiB, and at most 5 M messages for\n"
+        "shmbus, the limits and moodycamel, 250 k for the others. The producer writes the\n"
+        "whole payload of every message (zero-copy systems into their loan). Queue depth\n"
+        "where a system has one: 1024 messages (fewer above 64 KiB: at most 64 MiB); the\n"
+        "bare ring has as many slots of the same size as the shmbus ring.\n");
+  md_.out("%s Median of %" PRIu64 " runs, round-robin.\n",
+          opt_.read_payload
+              ? "The consumer checks the sequence number of every message and reads one word\n"
+                "per cache line of its payload: bytes/s is payload delivered to the other core."
+              : "The consumer checks the sequence number of every message and reads only its\n"
+                "first 8 bytes: above 64 B, bytes/s is the rate the producer copies into shared\n"
+                "memory (see --read-payload).",
+          opt_.repeat);
   for (const std::size_t size : opt_.sizes) {
     const std::size_t first = tput_.size();
     for (const char* key : kThroughputOrder) {
@@ -113,9 +137,8 @@ void Compare::throughput_section() {
       tput_.push_back(row);
     }
     const std::uint64_t block_start = now_ns();
-    const std::uint64_t budget = opt_.quick ? 10'000'000'000ULL : 45'000'000'000ULL;
     for (std::uint64_t rep = 0; rep < opt_.repeat; ++rep) {
-      if (rep > 0 && now_ns() - block_start > budget) {
+      if (rep > 0 && now_ns() - block_start > repeat_budget_ns()) {
         std::fprintf(stderr, "  (time budget: %s rows get %" PRIu64 " of %" PRIu64 " runs)\n",
                      size_label(size).c_str(), rep, opt_.repeat);
         break;
@@ -214,24 +237,30 @@ void Compare::print_latency_block(std::size_t size) {
 void Compare::print_throughput_block(std::size_t size) {
   const TputRow* ring = find_tput("bare-ring", size);
   md_.out("\n### %s\n\n", size_label(size).c_str());
-  md_.out("| system | messages | messages/s (median) | range (runs) | bytes/s | vs bare ring |\n");
-  md_.out("|---|---:|---:|---:|---:|---:|\n");
+  md_.out(
+      "| system | messages | messages/s (median) | range (runs) | bytes/s | msgs per consumer "
+      "fetch | vs bare ring |\n");
+  md_.out("|---|---:|---:|---:|---:|---:|---:|\n");
   for (const auto& r : tput_) {
     if (r.size != size) continue;
     const std::string name = r.baseline ? "*" + r.system + "*" : r.system;
     if (!r.ok || r.seconds.empty()) {
-      md_.out("| %s | FAILED: %s | | | | |\n", name.c_str(), r.error.c_str());
+      md_.out("| %s | FAILED: %s | | | | | |\n", name.c_str(), r.error.c_str());
       continue;
     }
-    md_.out("| %s | %s | %s | %s - %s (%zu) | %s | %s |\n", name.c_str(),
+    const std::uint64_t fetches = r.fetches[r.median_index()];
+    const std::string per_fetch =
+        fetches ? strprintf("%.1f", static_cast<double>(r.count) / static_cast<double>(fetches))
+                : std::string("-");
+    md_.out("| %s | %s | %s | %s - %s (%zu) | %s | %s | %s |\n", name.c_str(),
             group_digits(static_cast<double>(r.count)).c_str(),
             rate_label(r.median_rate(), "msg/s").c_str(), rate_label(r.min_rate(), "").c_str(),
             rate_label(r.max_rate(), "").c_str(), r.seconds.size(),
             rate_label(r.median_rate() * static_cast<double>(r.size), "B/s").c_str(),
+            per_fetch.c_str(),
             ring ? ratio_label(r.median_rate() / ring->median_rate()).c_str() : "-");
   }
   md_.flush();
 }
 
-// The one table to read first: p50 / p99 one way for every system and size,
 }  // namespace shmbus_bench

@@ -37,6 +37,7 @@ struct Scenario {
   LatencyPlan plan;            // latency runs
   int run_id = 0;              // unique within this process: names of queues, services
   int cpu_a = 0, cpu_b = 1;    // where the sides run (an in-process system pins its threads)
+  bool read_payload = true;  // throughput: the consumer reads the payload (the comparators always)
 };
 
 class System {
@@ -49,7 +50,6 @@ class System {
   bool blocking = false;    // its receiver sleeps in the kernel while it waits
   bool slow = false;        // microseconds per message: fewer latency rounds
   bool in_process = false;  // two threads of side A's process; side B idles
-  bool variant = false;     // a variant of shmbus: runs only when asked for (--systems, presets)
 
   virtual bool has_latency() const { return true; }
   virtual bool has_throughput() const { return true; }
@@ -128,6 +128,8 @@ struct ShmbusVariant {
   bool single_producer = true;  // its fastest documented mode
   bool loan = true;             // streaming: loan + write in place; false: publish() copies
   std::size_t batch = 1;        // streaming: receive_batch(batch) when > 1
+  bool latency = true;          // has ping-pong rows
+  bool throughput = true;       // has streaming rows
 };
 std::unique_ptr<System> make_shmbus(std::string key, std::string name, ShmbusWait wait,
                                     ShmbusVariant variant = {});

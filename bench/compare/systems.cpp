@@ -74,7 +74,7 @@ class BareRingSystem : public System {
     ring_producer(side, ring(sc), sc.count, sc.size);
   }
   void consume(Side& side, const Scenario& sc) override {
-    ring_consumer(side, ring(sc), sc.count, sc.size);
+    ring_consumer(side, ring(sc), sc.count, sc.size, sc.read_payload);
   }
 
  private:
@@ -166,6 +166,8 @@ class Shmbus : public System {
     blocking = w.wait != shmbus::WaitStrategy::BusySpin;
     slow = w.spin_ns == 0;  // sleeps on every wait
   }
+  bool has_latency() const override { return v_.latency; }
+  bool has_throughput() const override { return v_.throughput; }
   bool has_spaced() const override { return true; }
 
   void prepare(PairRunner& runner, const Scenario& sc) override {
@@ -192,7 +194,7 @@ class Shmbus : public System {
     shmbus_producer(side, a_->name(), sc.count, sc.size, wait_, v_.loan);
   }
   void consume(Side& side, const Scenario& sc) override {
-    shmbus_consumer(side, a_->name(), sc.count, sc.size, wait_, v_.batch);
+    shmbus_consumer(side, a_->name(), sc.count, sc.size, wait_, v_.batch, sc.read_payload);
   }
 
   void spaced_send(Side& side, const Scenario& sc) override {

@@ -26,16 +26,18 @@ void cpu_pause() noexcept {
   shmbus::detail::cpu_relax();
 }
 
+// Relaxed throughout: no child runs yet, and fork() orders these stores
+// before anything a child does.
 void Control::reset() noexcept {
   for (int k = 0; k < 2; ++k) {
-    ready[k].v.store(0, std::memory_order_relaxed);  // relaxed: no child runs yet
+    ready[k].v.store(0, std::memory_order_relaxed);
     heartbeat[k].v.store(0, std::memory_order_relaxed);
     error[k][0] = '\0';
   }
   line.v.store(0, std::memory_order_relaxed);
   futex_word.v.store(0, std::memory_order_relaxed);
-  ring_head.v.store(0, std::memory_order_relaxed);
   ring_tail.v.store(0, std::memory_order_relaxed);
+  ring_head.v.store(0, std::memory_order_relaxed);
   lat = LatencyStats{};
   hist.clear(0.5);
   done.v.store(0, std::memory_order_relaxed);
@@ -145,11 +147,11 @@ void PairRunner::set_scratch_dir(const std::string& dir) {
 
 void PairRunner::set_daemon(pid_t pid, const std::string& pid_file) {
   copy_name(daemon_pid_file_, sizeof daemon_pid_file_, pid_file);
-  daemon_pid_ = pid;
+  daemon_pid_.store(pid, std::memory_order_relaxed);  // relaxed: see child_
 }
 
 void PairRunner::stop_daemon() noexcept {
-  const pid_t d = daemon_pid_;
+  const pid_t d = daemon_pid_.load(std::memory_order_relaxed);  // relaxed: see child_
   if (d <= 0) return;
   ::kill(d, SIGTERM);
   for (int i = 0; i < 300; ++i) {
@@ -161,14 +163,17 @@ void PairRunner::stop_daemon() noexcept {
       ::waitpid(d, nullptr, 0);
     }
   }
-  daemon_pid_ = 0;
+  daemon_pid_.store(0, std::memory_order_relaxed);
   if (daemon_pid_file_[0] != '\0') ::unlink(daemon_pid_file_);
 }
 
 void PairRunner::cleanup_from_signal() noexcept {
-  for (const pid_t p : child_)
+  pid_t pids[2];
+  for (int k = 0; k < 2; ++k)
+    pids[k] = child_[k].load(std::memory_order_relaxed);  // relaxed: see child_
+  for (const pid_t p : pids)
     if (p > 0) ::kill(p, SIGKILL);
-  for (const pid_t p : child_)
+  for (const pid_t p : pids)
     if (p > 0) ::waitpid(p, nullptr, 0);
   stop_daemon();
   for (const auto& name : names_)
@@ -176,6 +181,11 @@ void PairRunner::cleanup_from_signal() noexcept {
   for (const auto& f : files_)
     if (f[0] != '\0') ::unlink(f);
   if (scratch_dir_[0] != '\0') ::rmdir(scratch_dir_);
+}
+
+void PairRunner::forget_children() noexcept {
+  for (auto& c : child_)
+    c.store(0, std::memory_order_relaxed);  // relaxed: see child_
 }
 
 void PairRunner::on_signal(int sig) {
@@ -198,16 +208,17 @@ PairResult PairRunner::run(const std::string& label, const SideBody& side_a, con
   const pid_t parent = ::getpid();
   const SideBody* body[2] = {&side_a, &side_b};
   const int cpu[2] = {cpu_a, cpu_b};
+  pid_t pids[2] = {0, 0};
   PairResult res;
   for (int k = 0; k < 2; ++k) {
     const pid_t pid = ::fork();
     if (pid < 0) {
       res.error = strprintf("fork: %s", std::strerror(errno));
       if (k == 1) {
-        ::kill(child_[0], SIGKILL);
-        ::waitpid(child_[0], nullptr, 0);
+        ::kill(pids[0], SIGKILL);
+        ::waitpid(pids[0], nullptr, 0);
       }
-      child_[0] = child_[1] = 0;
+      forget_children();
       ::sigprocmask(SIG_SETMASK, &old, nullptr);
       return res;
     }
@@ -230,7 +241,8 @@ PairResult PairRunner::run(const std::string& label, const SideBody& side_a, con
       if (side.exits_normally()) std::exit(0);  // it must deregister somewhere
       ::_exit(0);  // no destructors, no atexit, no stdio flush: the parent owns those
     }
-    child_[k] = pid;
+    pids[k] = pid;
+    child_[k].store(pid, std::memory_order_relaxed);  // relaxed: see child_
   }
 
   bool alive[2] = {true, true};
@@ -241,8 +253,8 @@ PairResult PairRunner::run(const std::string& label, const SideBody& side_a, con
   const auto kill_alive = [&] {
     for (int k = 0; k < 2; ++k)
       if (alive[k]) {
-        ::kill(child_[k], SIGKILL);
-        ::waitpid(child_[k], &status[k], 0);
+        ::kill(pids[k], SIGKILL);
+        ::waitpid(pids[k], &status[k], 0);
         alive[k] = false;
         status[k] = -1;  // killed by us
       }
@@ -255,7 +267,7 @@ PairResult PairRunner::run(const std::string& label, const SideBody& side_a, con
     for (int k = 0; k < 2; ++k) {
       if (!alive[k]) continue;
       int st = 0;
-      if (::waitpid(child_[k], &st, WNOHANG) == child_[k]) {
+      if (::waitpid(pids[k], &st, WNOHANG) == pids[k]) {
         alive[k] = false;
         status[k] = st;
         if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) kill_alive();
@@ -277,7 +289,7 @@ PairResult PairRunner::run(const std::string& label, const SideBody& side_a, con
       kill_alive();
     }
   }
-  child_[0] = child_[1] = 0;
+  forget_children();
   // Drop a SIGCHLD still pending, then restore the mask.
   timespec zero{0, 0};
   while (::sigtimedwait(&chld, nullptr, &zero) > 0) {

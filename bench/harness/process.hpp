@@ -60,8 +60,8 @@ struct Control {
   PaddedU64 heartbeat[2];  // progress, for the parent's watchdog (relaxed)
   PaddedU64 line;          // the bare line; also the memcpy baseline's flag
   PaddedU32 futex_word;    // raw futex ping-pong
-  PaddedU64 ring_head;     // bare SPSC ring: written by the producer only
-  PaddedU64 ring_tail;     // bare SPSC ring: written by the consumer only
+  PaddedU64 ring_tail;     // bare SPSC ring: next index to write; the producer's alone
+  PaddedU64 ring_head;     // bare SPSC ring: next index to read; the consumer's alone
   // Results: plain data written by a child before it exits; the parent reads
   // them after waitpid() has reaped it (process exit orders the writes).
   LatencyStats lat;
@@ -75,7 +75,7 @@ struct Control {
 
   void reset() noexcept;
 };
-static_assert(offsetof(Control, ring_tail) - offsetof(Control, ring_head) >= kLine,
+static_assert(offsetof(Control, ring_head) - offsetof(Control, ring_tail) >= kLine,
               "head and tail on separate lines");
 
 // How the sides of one pair behave.
@@ -188,7 +188,9 @@ class PairRunner {
   // A daemon the run started (iox-roudi), stopped on an interrupt too, and
   // the file that holds its pid, removed with it.
   void set_daemon(pid_t pid, const std::string& pid_file);
-  [[nodiscard]] pid_t daemon() const noexcept { return daemon_pid_; }
+  [[nodiscard]] pid_t daemon() const noexcept {
+    return daemon_pid_.load(std::memory_order_relaxed);  // relaxed: see child_
+  }
   // SIGTERM, up to 3 s for it to end, then SIGKILL; reaps it. Async-signal-safe.
   void stop_daemon() noexcept;
   // A number unique within this run, for the names of topics and queues.
@@ -199,16 +201,21 @@ class PairRunner {
   static constexpr int kScratchFiles = 4;
   static void on_signal(int sig);
   void cleanup_from_signal() noexcept;
+  void forget_children() noexcept;
 
   const char* tool_;
   Control* ctl_ = nullptr;
-  volatile pid_t child_[2] = {0, 0};
+  // What an interrupt must clean up. The handler runs on the thread that
+  // stores these, so relaxed atomics (lock-free, hence async-signal-safe)
+  // suffice: a signal sees every store made before it on this thread.
+  std::atomic<pid_t> child_[2] = {0, 0};
+  static_assert(std::atomic<pid_t>::is_always_lock_free);
   char names_[kCleanupNames][160] = {};
   int next_name_ = 0;
   char files_[kScratchFiles][512] = {};
   int next_file_ = 0;
   char scratch_dir_[512] = {};
-  volatile pid_t daemon_pid_ = 0;
+  std::atomic<pid_t> daemon_pid_ = 0;
   char daemon_pid_file_[512] = {};
   int next_id_ = 0;
 };

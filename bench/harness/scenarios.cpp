@@ -279,13 +279,14 @@ void shmbus_producer(const Side& side, const std::string& name, std::uint64_t co
 }
 
 void shmbus_consumer(const Side& side, const std::string& name, std::uint64_t count,
-                     std::size_t size, ShmbusWait w, std::size_t batch) {
+                     std::size_t size, ShmbusWait w, std::size_t batch, bool read_payload) {
   shmbus::Topic topic = shmbus::Topic::open(name);
   auto sub = topic.subscriber(subscriber_options(side, w));
   const std::uint64_t expect_sum = pattern_sum(size);
   side.handshake();
   const auto ok = [&](std::uint64_t want, std::span<const std::byte> d) {
-    return d.size() == size && get_seq(d.data()) == want && line_sum(d.data(), size) == expect_sum;
+    return d.size() == size && get_seq(d.data()) == want &&
+           (!read_payload || line_sum(d.data(), size) == expect_sum);
   };
   const auto bad = [&](std::uint64_t want, std::span<const std::byte> d, std::uint64_t ring_seq) {
     side.fail("shmbus: expected message %" PRIu64 " of %zu B, got seq %" PRIu64
@@ -325,62 +326,75 @@ void shmbus_consumer(const Side& side, const std::string& name, std::uint64_t co
 }
 
 // ---- the bare SPSC ring -----------------------------------------------------------
+//
+// The producer owns tail (the next index it writes), the consumer owns head
+// (the next index it reads). Each keeps a private copy of the other's index
+// and reloads it only when that copy says the ring is full (producer) or
+// empty (consumer), so that in steady state neither touches the other's line.
 
 void ring_producer(const Side& side, const BareRing& r, std::uint64_t count, std::size_t size) {
-  std::atomic<std::uint64_t>& head = side.ctl().ring_head.v;
   std::atomic<std::uint64_t>& tail = side.ctl().ring_tail.v;
+  std::atomic<std::uint64_t>& head = side.ctl().ring_head.v;
   auto src = make_payload(size);
   side.handshake();
   side.ctl().t_start_ns = now_ns();
-  std::uint64_t tail_cache = 0;  // the consumer's index as last seen: reloaded only when full
-  for (std::uint64_t h = 0; h < count; ++h) {
-    if (h - tail_cache == r.capacity) {
-      // Release: all we wrote is visible before we wait (pairs with the consumer's acquire).
-      head.store(h, std::memory_order_release);
-      // Acquire: pairs with the consumer's release of tail; its read of the
-      // slot is done before we overwrite it.
-      side.spin_until(
-          [&] {
-            tail_cache = tail.load(std::memory_order_acquire);
-            return h - tail_cache < r.capacity;
-          },
-          "room for message", h);
-    }
-    put_seq(src.data(), h);
-    std::memcpy(r.slot(h), src.data(), size);
-    // Release: pairs with the consumer's acquire of head; the slot is written.
-    if ((h + 1) % r.publish_every == 0) head.store(h + 1, std::memory_order_release);
-    side.heartbeat(h);
-  }
-  head.store(count, std::memory_order_release);  // release: as above, for the last messages
-}
-
-void ring_consumer(const Side& side, const BareRing& r, std::uint64_t count, std::size_t size) {
-  const std::uint64_t expect_sum = pattern_sum(size);
-  std::atomic<std::uint64_t>& head = side.ctl().ring_head.v;
-  std::atomic<std::uint64_t>& tail = side.ctl().ring_tail.v;
-  side.handshake();
-  std::uint64_t head_cache = 0;  // the producer's index as last seen: reloaded only when empty
-  std::uint64_t fetches = 0;
+  std::uint64_t head_cache = 0;  // the consumer's head as last loaded
   for (std::uint64_t t = 0; t < count; ++t) {
-    if (t == head_cache) {
-      ++fetches;
-      // Release: frees what we read before we wait (pairs with the producer's acquire).
+    if (t - head_cache == r.capacity) {
+      // Release: pairs with the consumer's acquire load of tail. Publishing
+      // before waiting keeps the consumer from waiting on messages we wrote
+      // but had not yet published (publish_every > 1).
       tail.store(t, std::memory_order_release);
-      // Acquire: pairs with the producer's release of head.
       side.spin_until(
           [&] {
+            // Acquire: pairs with the consumer's release store of head; its
+            // reads of the slots below head are done before we overwrite one.
             head_cache = head.load(std::memory_order_acquire);
-            return head_cache != t;
+            return t - head_cache < r.capacity;
           },
-          "message", t);
+          "room for message", t);
     }
-    if (get_seq(r.slot(t)) != t || line_sum(r.slot(t), size) != expect_sum)
-      side.fail("bare ring: expected seq %" PRIu64 ", got %" PRIu64 " (or a wrong payload)", t,
-                get_seq(r.slot(t)));
-    // Release: pairs with the producer's acquire of tail.
+    put_seq(src.data(), t);
+    std::memcpy(r.slot(t), src.data(), size);
+    // Release: pairs with the consumer's acquire load of tail; the slot's
+    // bytes are visible before the index that covers them.
     if ((t + 1) % r.publish_every == 0) tail.store(t + 1, std::memory_order_release);
     side.heartbeat(t);
+  }
+  tail.store(count, std::memory_order_release);  // release: as above, for the last messages
+}
+
+void ring_consumer(const Side& side, const BareRing& r, std::uint64_t count, std::size_t size,
+                   bool read_payload) {
+  const std::uint64_t expect_sum = pattern_sum(size);
+  std::atomic<std::uint64_t>& tail = side.ctl().ring_tail.v;
+  std::atomic<std::uint64_t>& head = side.ctl().ring_head.v;
+  side.handshake();
+  std::uint64_t tail_cache = 0;  // the producer's tail as last loaded
+  std::uint64_t fetches = 0;
+  for (std::uint64_t h = 0; h < count; ++h) {
+    if (h == tail_cache) {
+      ++fetches;
+      // Release: pairs with the producer's acquire load of head; frees what
+      // we read before we wait, so that a full ring cannot stall both sides.
+      head.store(h, std::memory_order_release);
+      side.spin_until(
+          [&] {
+            // Acquire: pairs with the producer's release store of tail; the
+            // slots below it are written.
+            tail_cache = tail.load(std::memory_order_acquire);
+            return tail_cache != h;
+          },
+          "message", h);
+    }
+    const std::byte* p = r.slot(h);
+    if (get_seq(p) != h || (read_payload && line_sum(p, size) != expect_sum))
+      side.fail("bare ring: expected seq %" PRIu64 ", got %" PRIu64 " (or a wrong payload)", h,
+                get_seq(p));
+    // Release: pairs with the producer's acquire load of head; our reads of
+    // the slot are done before the producer may reuse it.
+    if ((h + 1) % r.publish_every == 0) head.store(h + 1, std::memory_order_release);
+    side.heartbeat(h);
   }
   side.ctl().t_end_ns = now_ns();
   side.ctl().received = count;

@@ -158,18 +158,22 @@ void shmbus_ponger(const Side& side, std::size_t size, const std::string& ping_n
 // Streaming. publish() copies the payload into the slot; with `loan`, the
 // producer loans the slot and writes the whole payload in place (the same
 // bytes are written either way). The consumer takes `batch` messages at a
-// time with receive_batch() when batch > 1.
+// time with receive_batch() when batch > 1, checks every sequence number
+// and, with `read_payload`, reads one word per cache line of every payload.
 void shmbus_producer(const Side& side, const std::string& name, std::uint64_t count,
                      std::size_t size, ShmbusWait w, bool loan);
 void shmbus_consumer(const Side& side, const std::string& name, std::uint64_t count,
-                     std::size_t size, ShmbusWait w, std::size_t batch);
+                     std::size_t size, ShmbusWait w, std::size_t batch, bool read_payload);
 
 // ---- the bare SPSC ring -----------------------------------------------------------
 
-// Head and tail on separate 128-byte lines of the control block, each side
-// caching the other's index and reloading it only when the ring looks full or
-// empty; each side publishes its index after every `publish_every` messages
-// (1: per message), and always before it waits.
+// The yardstick for streaming, as a good SPSC queue is built: tail (the
+// producer's) and head (the consumer's) on separate 128-byte lines of the
+// control block; the producer caches head and the consumer caches tail,
+// reloading them only when the ring looks full or empty; each side publishes
+// its index after every `publish_every` messages (1: per message), and always
+// before it waits. The caller sizes it like the shmbus ring it is compared
+// with: the same slot count and shmbus_slot_stride() bytes per slot.
 struct BareRing {
   std::byte* slots;
   std::size_t stride;      // bytes per slot: shmbus_slot_stride() of the payload
@@ -180,6 +184,7 @@ struct BareRing {
   }
 };
 void ring_producer(const Side& side, const BareRing& r, std::uint64_t count, std::size_t size);
-void ring_consumer(const Side& side, const BareRing& r, std::uint64_t count, std::size_t size);
+void ring_consumer(const Side& side, const BareRing& r, std::uint64_t count, std::size_t size,
+                   bool read_payload);
 
 }  // namespace shmbus_bench

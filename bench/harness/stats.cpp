@@ -56,13 +56,19 @@ Spread spread_of(std::vector<double> v) {
   return s;
 }
 
-double RunRates::median_rate() const {
+std::size_t RunRates::median_index() const {
   if (seconds.empty()) return 0;
-  std::vector<double> r;
-  for (const double s : seconds)
-    r.push_back(rate(s));
-  std::sort(r.begin(), r.end());
-  return r[(r.size() - 1) / 2];
+  std::vector<std::size_t> order(seconds.size());
+  for (std::size_t i = 0; i < order.size(); ++i)
+    order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+    return rate(seconds[a]) < rate(seconds[b]);
+  });
+  return order[(order.size() - 1) / 2];
+}
+
+double RunRates::median_rate() const {
+  return seconds.empty() ? 0 : rate(seconds[median_index()]);
 }
 
 double RunRates::min_rate() const {

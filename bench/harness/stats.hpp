@@ -82,7 +82,9 @@ struct RunRates {
   std::vector<double> seconds;
 
   [[nodiscard]] double rate(double s) const { return s > 0 ? static_cast<double>(count) / s : 0; }
-  // The median run by rate (the lower middle one for an even number of runs).
+  // The median run by rate (the lower middle one for an even number of runs):
+  // its index in `seconds` (0 when there is none) and its rate.
+  [[nodiscard]] std::size_t median_index() const;
   [[nodiscard]] double median_rate() const;
   [[nodiscard]] double min_rate() const;
   [[nodiscard]] double max_rate() const;
