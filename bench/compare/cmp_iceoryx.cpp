@@ -96,14 +96,14 @@ class Iceoryx : public System {
           side, [&] { return pub.hasSubscribers() && subscribed(sub); }, "ping/pong");
       side.handshake();
       pinger_loop(side, sc.plan, [&](std::uint64_t i) {
-        send_seq(pub, sc.size, i);
-        const void* p = take(sub, i);
+        send_seq(side, pub, sc.size, i);
+        const void* p = take(side, sub, i);
         if (get_seq(static_cast<const std::byte*>(p)) != i)
           side.fail("iceoryx: expected pong %" PRIu64 ", got %" PRIu64, i,
                     get_seq(static_cast<const std::byte*>(p)));
         sub.release(p);
       });
-      send_seq(pub, sc.size, kStop);
+      send_seq(side, pub, sc.size, kStop);
       // The ponger must not leave before it has taken the stop message.
       const std::uint64_t deadline = now_ns() + kTimeoutNs;
       while (side.ctl().done.v.load(std::memory_order_acquire) == 0 && now_ns() < deadline)
@@ -120,12 +120,12 @@ class Iceoryx : public System {
           side, [&] { return pub.hasSubscribers() && subscribed(sub); }, "pong/ping");
       side.handshake();
       for (std::uint64_t i = 0;; ++i) {
-        const void* p = take(sub, i);
+        const void* p = take(side, sub, i);
         const std::uint64_t seq = get_seq(static_cast<const std::byte*>(p));
         sub.release(p);
         if (seq == kStop) break;
         if (seq != i) side.fail("iceoryx: expected ping %" PRIu64 ", got %" PRIu64, i, seq);
-        send_seq(pub, sc.size, i);
+        send_seq(side, pub, sc.size, i);
         side.heartbeat(i);
       }
       side.ctl().done.v.store(1, std::memory_order_release);
@@ -144,13 +144,13 @@ class Iceoryx : public System {
       side.handshake();
       side.ctl().t_start_ns = now_ns();
       for (std::uint64_t i = 0; i < sc.count; ++i) {
-        void* chunk = loan(pub, sc.size, i);
+        void* chunk = loan(side, pub, sc.size, i);
         put_seq(src.data(), i);
         std::memcpy(chunk, src.data(), sc.size);
         pub.publish(chunk);
         side.heartbeat(i);
       }
-      wait_done();
+      wait_done(side);
     }
   }
 
@@ -166,7 +166,7 @@ class Iceoryx : public System {
       const std::uint64_t expect_sum = pattern_sum(sc.size);
       side.handshake();
       for (std::uint64_t i = 0; i < sc.count; ++i) {
-        const void* p = take(sub, i);
+        const void* p = take(side, sub, i);
         check_message(side, "iceoryx", static_cast<const std::byte*>(p), sc.size, sc.size, i,
                       expect_sum);
         sub.release(p);
@@ -192,8 +192,9 @@ class Iceoryx : public System {
   // The producer keeps its publisher (and RouDi its chunks) until the consumer
   // has taken everything: a publisher that goes away takes its undelivered
   // chunks with it.
-  static void wait_done() {
+  static void wait_done(const Side& side) {
     const std::uint64_t deadline = now_ns() + kTimeoutNs;
+    // Acquire: pairs with the consumer's release store of `done`.
     while (side.ctl().done.v.load(std::memory_order_acquire) == 0) {
       if (now_ns() > deadline)
         side.fail("iceoryx: the consumer did not finish within %d s", kTimeoutSeconds);
@@ -201,7 +202,8 @@ class Iceoryx : public System {
     }
   }
 
-  static void* loan(iox::popo::UntypedPublisher& pub, std::size_t size, std::uint64_t seq) {
+  static void* loan(const Side& side, iox::popo::UntypedPublisher& pub, std::size_t size,
+                    std::uint64_t seq) {
     auto r = pub.loan(static_cast<std::uint32_t>(size));
     if (!r.has_error()) return r.value();
     // Out of chunks only while the consumer holds them all: wait for one.
@@ -222,13 +224,14 @@ class Iceoryx : public System {
     return chunk;
   }
 
-  static void send_seq(iox::popo::UntypedPublisher& pub, std::size_t size, std::uint64_t seq) {
-    void* chunk = loan(pub, size, seq);
+  static void send_seq(const Side& side, iox::popo::UntypedPublisher& pub, std::size_t size,
+                       std::uint64_t seq) {
+    void* chunk = loan(side, pub, size, seq);
     put_seq(static_cast<std::byte*>(chunk), seq);
     pub.publish(chunk);
   }
 
-  static const void* take(iox::popo::UntypedSubscriber& sub, std::uint64_t seq) {
+  static const void* take(const Side& side, iox::popo::UntypedSubscriber& sub, std::uint64_t seq) {
     const void* p = nullptr;
     side.spin_until(
         [&] {

@@ -41,11 +41,11 @@ void give_back(void*, void* hint) {
 
 class Socket {
  public:
-  Socket(const std::string& endpoint, bool bind) {
+  Socket(const Side& side, const std::string& endpoint, bool bind) : side_(side) {
     ctx_ = zmq_ctx_new();
-    if (!ctx_) side.fail("zmq_ctx_new: %s", zmq_strerror(zmq_errno()));
+    if (!ctx_) side_.fail("zmq_ctx_new: %s", zmq_strerror(zmq_errno()));
     s_ = zmq_socket(ctx_, ZMQ_PAIR);
-    if (!s_) side.fail("zmq_socket: %s", zmq_strerror(zmq_errno()));
+    if (!s_) side_.fail("zmq_socket: %s", zmq_strerror(zmq_errno()));
     const int timeout_ms = kTimeoutSeconds * 1000;
     const int linger_ms = 2000;
     zmq_setsockopt(s_, ZMQ_RCVTIMEO, &timeout_ms, sizeof timeout_ms);
@@ -53,8 +53,8 @@ class Socket {
     zmq_setsockopt(s_, ZMQ_LINGER, &linger_ms, sizeof linger_ms);
     const int rc = bind ? zmq_bind(s_, endpoint.c_str()) : zmq_connect(s_, endpoint.c_str());
     if (rc != 0)
-      side.fail("zmq_%s(%s): %s", bind ? "bind" : "connect", endpoint.c_str(),
-                zmq_strerror(zmq_errno()));
+      side_.fail("zmq_%s(%s): %s", bind ? "bind" : "connect", endpoint.c_str(),
+                 zmq_strerror(zmq_errno()));
   }
   ~Socket() {
     zmq_close(s_);
@@ -66,6 +66,7 @@ class Socket {
   void* get() const { return s_; }
 
  private:
+  const Side& side_;
   void* ctx_ = nullptr;
   void* s_ = nullptr;
 };
@@ -73,7 +74,8 @@ class Socket {
 // Sends payloads of one size; above kZeroCopyFrom from a pool of lent buffers.
 class Sender {
  public:
-  Sender(void* s, std::size_t size, std::size_t pool) : s_(s), size_(size) {
+  Sender(const Side& side, void* s, std::size_t size, std::size_t pool)
+      : side_(side), s_(s), size_(size) {
     const std::size_t n = size_ >= kZeroCopyFrom ? pool : 1;
     for (std::size_t i = 0; i < n; ++i) {
       auto l = std::make_unique<Lent>();
@@ -95,28 +97,29 @@ class Sender {
       put_seq(l.data.data(), seq);
       if (send_time) put_time(l.data.data(), send_time);
       if (zmq_send(s_, l.data.data(), size_, 0) != static_cast<int>(size_))
-        side.fail("zmq: send of message %" PRIu64 ": %s", seq, zmq_strerror(zmq_errno()));
+        side_.fail("zmq: send of message %" PRIu64 ": %s", seq, zmq_strerror(zmq_errno()));
       return;
     }
     // Acquire: pairs with give_back's release.
     if (l.busy.load(std::memory_order_acquire)) {
-      side.spin_until([&] { return !l.busy.load(std::memory_order_acquire); },
-                      "ZeroMQ to give back the buffer of message", seq);
+      side_.spin_until([&] { return !l.busy.load(std::memory_order_acquire); },
+                       "ZeroMQ to give back the buffer of message", seq);
     }
     put_seq(l.data.data(), seq);
     if (send_time) put_time(l.data.data(), send_time);
     l.busy.store(true, std::memory_order_relaxed);
     zmq_msg_t m;
     if (zmq_msg_init_data(&m, l.data.data(), size_, give_back, &l.busy) != 0)
-      side.fail("zmq_msg_init_data: %s", zmq_strerror(zmq_errno()));
+      side_.fail("zmq_msg_init_data: %s", zmq_strerror(zmq_errno()));
     if (zmq_msg_send(&m, s_, 0) != static_cast<int>(size_)) {
       const int e = zmq_errno();
       zmq_msg_close(&m);
-      side.fail("zmq: send of message %" PRIu64 ": %s", seq, zmq_strerror(e));
+      side_.fail("zmq: send of message %" PRIu64 ": %s", seq, zmq_strerror(e));
     }
   }
 
  private:
+  const Side& side_;
   void* s_;
   std::size_t size_;
   std::vector<std::unique_ptr<Lent>> pool_;
@@ -125,19 +128,21 @@ class Sender {
 // Receives one message, viewed in place until the next receive.
 class Receiver {
  public:
-  explicit Receiver(void* s) : s_(s) { zmq_msg_init(&m_); }
+  Receiver(const Side& side, void* s) : side_(side), s_(s) { zmq_msg_init(&m_); }
   ~Receiver() { zmq_msg_close(&m_); }
   Receiver(const Receiver&) = delete;
   Receiver& operator=(const Receiver&) = delete;
 
   const std::byte* receive(std::size_t& size, std::uint64_t seq) {
     const int n = zmq_msg_recv(&m_, s_, 0);
-    if (n < 0) side.fail("zmq: receive of message %" PRIu64 ": %s", seq, zmq_strerror(zmq_errno()));
+    if (n < 0)
+      side_.fail("zmq: receive of message %" PRIu64 ": %s", seq, zmq_strerror(zmq_errno()));
     size = static_cast<std::size_t>(n);
     return static_cast<const std::byte*>(zmq_msg_data(&m_));
   }
 
  private:
+  const Side& side_;
   void* s_;
   zmq_msg_t m_;
 };
@@ -169,9 +174,9 @@ class Zmq : public System {
   }
 
   void ping(Side& side, const Scenario& sc) override {
-    Socket sock(endpoint_, true);
-    Sender out(sock.get(), sc.size, 4);
-    Receiver in(sock.get());
+    Socket sock(side, endpoint_, true);
+    Sender out(side, sock.get(), sc.size, 4);
+    Receiver in(side, sock.get());
     side.handshake();
     pinger_loop(side, sc.plan, [&](std::uint64_t i) {
       out.send(i);
@@ -189,9 +194,9 @@ class Zmq : public System {
   }
 
   void pong(Side& side, const Scenario& sc) override {
-    Socket sock(endpoint_, false);
-    Sender out(sock.get(), sc.size, 4);
-    Receiver in(sock.get());
+    Socket sock(side, endpoint_, false);
+    Sender out(side, sock.get(), sc.size, 4);
+    Receiver in(side, sock.get());
     side.handshake();
     for (std::uint64_t i = 0;; ++i) {
       std::size_t n = 0;
@@ -204,13 +209,13 @@ class Zmq : public System {
       side.heartbeat(i);
     }
     out.send(kStop);
-    wait_done("the end");
+    wait_done(side, "the end");
   }
 
   void produce(Side& side, const Scenario& sc) override {
-    Socket sock(endpoint_, true);
-    Sender out(sock.get(), sc.size, std::min<std::uint64_t>(sc.slots, 256));
-    Receiver in(sock.get());
+    Socket sock(side, endpoint_, true);
+    Sender out(side, sock.get(), sc.size, std::min<std::uint64_t>(sc.slots, 256));
+    Receiver in(side, sock.get());
     side.handshake();
     side.ctl().t_start_ns = now_ns();
     for (std::uint64_t i = 0; i < sc.count; ++i) {
@@ -224,8 +229,8 @@ class Zmq : public System {
   }
 
   void consume(Side& side, const Scenario& sc) override {
-    Socket sock(endpoint_, false);
-    Receiver in(sock.get());
+    Socket sock(side, endpoint_, false);
+    Receiver in(side, sock.get());
     const std::uint64_t expect_sum = pattern_sum(sc.size);
     side.handshake();
     for (std::uint64_t i = 0; i < sc.count; ++i) {
@@ -239,7 +244,7 @@ class Zmq : public System {
     std::uint64_t ack = kStop;
     if (zmq_send(sock.get(), &ack, sizeof ack, 0) != sizeof ack)
       side.fail("zmq: send of the end acknowledgement: %s", zmq_strerror(zmq_errno()));
-    wait_done("the end");
+    wait_done(side, "the end");
   }
 
  private:
