@@ -115,16 +115,10 @@ class BoostMq : public System {
   void spaced_send(Side& side, const Scenario& sc) override {
     bip::message_queue out(bip::open_only, ab_.c_str());
     auto buf = make_payload(sc.size);
-    side.handshake();
-    std::uint64_t next = now_ns();
-    for (std::uint64_t i = 0; i < sc.count; ++i) {
-      next += sc.gap_ns;
-      sleep_until_ns(next);
-      put_seq(buf.data(), i);
-      put_time(buf.data(), now_ns());
+    send_spaced(side, sc, [&](std::uint64_t i) {
+      stamp_spaced(buf.data(), i);
       send(side, out, buf.data(), sc.size, i);
-      side.heartbeat(i);
-    }
+    });
   }
 
   void spaced_recv(Side& side, const Scenario& sc) override {

@@ -148,16 +148,10 @@ class FdSystem : public System {
   void spaced_send(Side& side, const Scenario& sc) override {
     keep(kA);
     auto buf = make_payload(sc.size);
-    side.handshake();
-    std::uint64_t next = now_ns();
-    for (std::uint64_t i = 0; i < sc.count; ++i) {
-      next += sc.gap_ns;
-      sleep_until_ns(next);
-      put_seq(buf.data(), i);
-      put_time(buf.data(), now_ns());
+    send_spaced(side, sc, [&](std::uint64_t i) {
+      stamp_spaced(buf.data(), i);
       write_full(side, a_wr_, buf.data(), sc.size, who(), i);
-      side.heartbeat(i);
-    }
+    });
   }
 
   void spaced_recv(Side& side, const Scenario& sc) override {

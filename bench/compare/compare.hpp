@@ -98,6 +98,11 @@ class Compare {
   std::uint64_t slots_for(std::size_t size) const;
   std::uint64_t count_for(const System& s, std::size_t size) const;
   std::uint64_t repeat_budget_ns() const;
+  // Prepares `s`, runs role a on side A and role b on side B, cleans up.
+  using Role = void (System::*)(Side&, const Scenario&);
+  PairResult run_system(System& s, const Scenario& sc, const std::string& label, Role a, Role b,
+                        PairOptions po);
+  LatRow lat_row(const System& s, const std::string& section, std::size_t size) const;
   LatRow run_latency(System& s, const std::string& section, std::size_t size, bool same_core);
   LatRow run_spaced(System& s, std::size_t size);
   bool run_throughput_once(TputRow& row);
@@ -115,6 +120,7 @@ class Compare {
 
   // summary.cpp
   void print_header(const MachineInfo& m);
+  void print_size_columns();
   void print_summary();
   void evaluate_targets();
   void print_run_state();

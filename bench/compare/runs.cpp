@@ -182,8 +182,22 @@ std::uint64_t Compare::repeat_budget_ns() const {
   return opt_.quick ? 10'000'000'000ULL : 45'000'000'000ULL;
 }
 
-LatRow Compare::run_latency(System& s, const std::string& section, std::size_t size,
-                            bool same_core) {
+PairResult Compare::run_system(System& s, const Scenario& sc, const std::string& label, Role a,
+                               Role b, PairOptions po) {
+  PairResult r;
+  try {
+    s.prepare(runner_, sc);
+    r = runner_.run(
+        label, [&](Side& side) { (s.*a)(side, sc); }, [&](Side& side) { (s.*b)(side, sc); },
+        sc.cpu_a, sc.cpu_b, po);
+  } catch (const std::exception& e) {
+    r = PairResult{false, std::string("set-up: ") + e.what()};
+  }
+  s.cleanup();
+  return r;
+}
+
+LatRow Compare::lat_row(const System& s, const std::string& section, std::size_t size) const {
   LatRow row;
   row.section = section;
   row.key = s.key;
@@ -191,22 +205,21 @@ LatRow Compare::run_latency(System& s, const std::string& section, std::size_t s
   row.size = size;
   row.baseline = s.baseline;
   row.blocking = s.blocking;
+  return row;
+}
+
+LatRow Compare::run_latency(System& s, const std::string& section, std::size_t size,
+                            bool same_core) {
+  LatRow row = lat_row(s, section, size);
   Scenario sc = scenario(Mode::Latency, size);
   sc.plan = latency_plan(s, size);
   same_core = same_core || opt_.same_core;
   if (same_core) sc.cpu_b = sc.cpu_a;
-  PairResult r;
-  try {
-    s.prepare(runner_, sc);
-    r = runner_.run(
-        strprintf("%s: %s %s%s", section.c_str(), s.key.c_str(), size_label(size).c_str(),
-                  same_core ? " (one core)" : ""),
-        [&](Side& side) { s.ping(side, sc); }, [&](Side& side) { s.pong(side, sc); }, sc.cpu_a,
-        sc.cpu_b, PairOptions{same_core});
-  } catch (const std::exception& e) {
-    r = PairResult{false, std::string("set-up: ") + e.what()};
-  }
-  s.cleanup();
+  const PairResult r =
+      run_system(s, sc,
+                 strprintf("%s: %s %s%s", section.c_str(), s.key.c_str(), size_label(size).c_str(),
+                           same_core ? " (one core)" : ""),
+                 &System::ping, &System::pong, PairOptions{same_core});
   row.ok = r.ok;
   row.error = r.error;
   if (r.ok) {
@@ -220,28 +233,15 @@ LatRow Compare::run_latency(System& s, const std::string& section, std::size_t s
 }
 
 LatRow Compare::run_spaced(System& s, std::size_t size) {
-  LatRow row;
-  row.section = "spaced";
-  row.key = s.key;
-  row.system = s.name;
-  row.size = size;
-  row.baseline = s.baseline;
-  row.blocking = s.blocking;
+  LatRow row = lat_row(s, "spaced", size);
   Scenario sc = scenario(Mode::Spaced, size);
   sc.count = opt_.quick ? 300 : 2000;
   sc.gap_ns = kSpacedGapNs;
-  PairResult r;
-  try {
-    s.prepare(runner_, sc);
-    r = runner_.run(
-        strprintf("spaced: %s %s, %s apart", s.key.c_str(), size_label(size).c_str(),
-                  ns_label(static_cast<double>(kSpacedGapNs)).c_str()),
-        [&](Side& side) { s.spaced_send(side, sc); }, [&](Side& side) { s.spaced_recv(side, sc); },
-        sc.cpu_a, sc.cpu_b);
-  } catch (const std::exception& e) {
-    r = PairResult{false, std::string("set-up: ") + e.what()};
-  }
-  s.cleanup();
+  const PairResult r =
+      run_system(s, sc,
+                 strprintf("spaced: %s %s, %s apart", s.key.c_str(), size_label(size).c_str(),
+                           ns_label(static_cast<double>(kSpacedGapNs)).c_str()),
+                 &System::spaced_send, &System::spaced_recv, PairOptions{});
   row.ok = r.ok;
   row.error = r.error;
   if (r.ok)
@@ -256,17 +256,9 @@ bool Compare::run_throughput_once(TputRow& row) {
   Scenario sc = scenario(Mode::Throughput, row.size);
   sc.count = row.count;
   sc.slots = slots_for(row.size);
-  PairResult r;
-  try {
-    s.prepare(runner_, sc);
-    r = runner_.run(
-        strprintf("throughput: %s %s", s.key.c_str(), size_label(row.size).c_str()),
-        [&](Side& side) { s.produce(side, sc); }, [&](Side& side) { s.consume(side, sc); },
-        sc.cpu_a, sc.cpu_b, PairOptions{opt_.same_core});
-  } catch (const std::exception& e) {
-    r = PairResult{false, std::string("set-up: ") + e.what()};
-  }
-  s.cleanup();
+  PairResult r =
+      run_system(s, sc, strprintf("throughput: %s %s", s.key.c_str(), size_label(row.size).c_str()),
+                 &System::produce, &System::consume, PairOptions{opt_.same_core});
   if (r.ok && runner_.ctl().received != row.count) {
     r.ok = false;
     r.error = strprintf("the consumer reported %" PRIu64 " messages, %" PRIu64 " were sent",

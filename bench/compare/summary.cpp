@@ -30,16 +30,21 @@ void Compare::print_header(const MachineInfo& m) {
   md_.flush();
 }
 
+// The rest of a summary table's head: one column per size.
+void Compare::print_size_columns() {
+  for (const std::size_t s : opt_.sizes)
+    md_.out(" %s |", size_label(s).c_str());
+  md_.out("\n|---|");
+  for (std::size_t i = 0; i < opt_.sizes.size(); ++i)
+    md_.out("---:|");
+  md_.out("\n");
+}
+
 void Compare::print_summary() {
   md_.out("\n## Summary\n\n");
   if (opt_.sections.latency) {
     md_.out("One-way latency, p50 / p99 (ping-pong, cores split):\n\n| system |");
-    for (std::size_t s : opt_.sizes)
-      md_.out(" %s |", size_label(s).c_str());
-    md_.out("\n|---|");
-    for (std::size_t i = 0; i < opt_.sizes.size(); ++i)
-      md_.out("---:|");
-    md_.out("\n");
+    print_size_columns();
     for (const char* key : latency_order()) {
       const System* s = sys(key);
       if (!s || !s->has_latency()) continue;
@@ -58,12 +63,7 @@ void Compare::print_summary() {
     md_.out(
         "\nThroughput, messages/s (median; one producer process, one consumer process):\n\n| "
         "system |");
-    for (std::size_t s : opt_.sizes)
-      md_.out(" %s |", size_label(s).c_str());
-    md_.out("\n|---|");
-    for (std::size_t i = 0; i < opt_.sizes.size(); ++i)
-      md_.out("---:|");
-    md_.out("\n");
+    print_size_columns();
     for (const char* key : kThroughputOrder) {
       const System* s = sys(key);
       if (!s || !s->has_throughput()) continue;

@@ -87,16 +87,6 @@ struct Comparator {
 
 // ---- helpers for the comparators ----------------------------------------------
 
-// The payload of a spaced message: sequence number at 0, send time at 8.
-inline void put_time(std::byte* p, std::uint64_t t) noexcept {
-  std::memcpy(p + 8, &t, 8);
-}
-inline std::uint64_t get_time(const std::byte* p) noexcept {
-  std::uint64_t v;
-  std::memcpy(&v, p + 8, 8);
-  return v;
-}
-
 // Side B of a spaced run: the samples, then the statistics into the control block.
 struct SpacedRecorder {
   explicit SpacedRecorder(std::uint64_t count) { samples.reserve(count); }
@@ -115,6 +105,27 @@ inline void sleep_until_ns(std::uint64_t t) {
   timespec ts{static_cast<time_t>(t / 1'000'000'000ULL), static_cast<long>(t % 1'000'000'000ULL)};
   while (::clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr) == EINTR) {
   }
+}
+
+// Side A of a spaced run, once set up: the handshake, then message i every
+// gap_ns; send(i) writes message i (its send time, put_time(now_ns()), last)
+// and sends it.
+template <class Send>
+void send_spaced(const Side& side, const Scenario& sc, Send&& send) {
+  side.handshake();
+  std::uint64_t next = now_ns();
+  for (std::uint64_t i = 0; i < sc.count; ++i) {
+    next += sc.gap_ns;
+    sleep_until_ns(next);
+    send(i);
+    side.heartbeat(i);
+  }
+}
+
+// The sequence number and, last, the send time of a spaced message.
+inline void stamp_spaced(std::byte* p, std::uint64_t seq) noexcept {
+  put_seq(p, seq);
+  put_time(p, now_ns());
 }
 
 // ---- the systems --------------------------------------------------------------

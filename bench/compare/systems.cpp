@@ -111,19 +111,13 @@ class RawFutex : public System {
   void spaced_send(Side& side, const Scenario& sc) override {
     std::atomic<std::uint32_t>& w = side.ctl().futex_word.v;
     auto src = make_payload(sc.size);
-    side.handshake();
-    std::uint64_t next = now_ns();
-    for (std::uint64_t i = 0; i < sc.count; ++i) {
-      next += sc.gap_ns;
-      sleep_until_ns(next);
-      put_seq(src.data(), i);
-      put_time(src.data(), now_ns());
+    send_spaced(side, sc, [&](std::uint64_t i) {
+      stamp_spaced(src.data(), i);
       std::memcpy(slot(i), src.data(), sc.size);
       // Release: pairs with the receiver's acquire load; the message is written.
       w.store(static_cast<std::uint32_t>(i + 1), std::memory_order_release);
       futex(w, FUTEX_WAKE, 1, nullptr);
-      side.heartbeat(i);
-    }
+    });
   }
   void spaced_recv(Side& side, const Scenario& sc) override {
     std::atomic<std::uint32_t>& w = side.ctl().futex_word.v;
@@ -200,20 +194,8 @@ class Shmbus : public System {
   void spaced_send(Side& side, const Scenario& sc) override {
     shmbus::Topic topic = shmbus::Topic::open(a_->name());
     shmbus::Publisher pub = topic.publisher(publisher_options(side, wait_));
-    side.handshake();
-    std::uint64_t next = now_ns();
-    for (std::uint64_t i = 0; i < sc.count; ++i) {
-      next += sc.gap_ns;
-      sleep_until_ns(next);
-      shmbus::Loan loan = pub.loan(sc.size);
-      if (!loan)
-        side.fail("shmbus: loan for message %" PRIu64 ": %s", i, shmbus::to_string(loan.status()));
-      put_seq(loan.data().data(), i);
-      put_time(loan.data().data(), now_ns());
-      if (const auto st = loan.publish(); st != shmbus::Status::Ok)
-        side.fail("shmbus: publish of message %" PRIu64 ": %s", i, shmbus::to_string(st));
-      side.heartbeat(i);
-    }
+    send_spaced(side, sc,
+                [&](std::uint64_t i) { publish_seq(side, pub, sc.size, i, "message", true); });
   }
   void spaced_recv(Side& side, const Scenario& sc) override {
     shmbus::Topic topic = shmbus::Topic::open(a_->name());

@@ -50,6 +50,16 @@ inline std::uint64_t line_sum(const std::byte* p, std::size_t n) noexcept {
   }
   return s;
 }
+// A spaced message (one-way latency across clocks) also carries its send
+// time (CLOCK_MONOTONIC ns) at offset 8.
+inline void put_time(std::byte* p, std::uint64_t t) noexcept {
+  std::memcpy(p + 8, &t, 8);
+}
+inline std::uint64_t get_time(const std::byte* p) noexcept {
+  std::uint64_t v;
+  std::memcpy(&v, p + 8, 8);
+  return v;
+}
 std::vector<std::byte> make_payload(std::size_t n);
 std::uint64_t pattern_sum(std::size_t size);
 
@@ -145,6 +155,12 @@ class ScopedTopic {
   std::string name_;
   std::vector<shmbus::Topic> topic_;  // 0 or 1 (Topic has no default constructor)
 };
+
+// Loans a slot of `size` bytes, writes `seq` in its first 8 bytes (with
+// `stamp`, the send time after it, read last) and publishes it; fails the
+// side otherwise. `what` names the message in the failure ("ping").
+void publish_seq(const Side& side, shmbus::Publisher& pub, std::size_t size, std::uint64_t seq,
+                 const char* what, bool stamp = false);
 
 // Zero-copy ping-pong: loan, write the sequence number in the first 8 bytes
 // (the rest of the payload is not touched, as in iceoryx zero-copy), publish;
