@@ -21,7 +21,10 @@ void Compare::print_header(const MachineInfo& m) {
   for (const auto& [k, v] : packages_)
     pk += (pk.empty() ? "" : ", ") + k + " " + v;
   md_.out("| packages | %s |\n", pk.c_str());
-  md_.out("| placement | side A on CPU %d, side B on CPU %d |\n", opt_.cpu_a, opt_.cpu_b);
+  if (opt_.same_core)
+    md_.out("| placement | both processes on CPU %d (spinners yield) |\n", opt_.cpu_a);
+  else
+    md_.out("| placement | side A on CPU %d, side B on CPU %d |\n", opt_.cpu_a, opt_.cpu_b);
   md_.out("| command | `%s` |\n", opt_.command.c_str());
   md_.out("| date | %s |\n", m.date.c_str());
   for (const auto& c : comparators_)
