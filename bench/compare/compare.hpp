@@ -110,6 +110,7 @@ class Compare {
 
   // sections.cpp and ratio.cpp
   std::vector<const char*> latency_order() const;
+  void section_title(const char* what);  // "## what, cores split" (or "one core")
   void latency_section();
   void target_block();
   void throughput_section();

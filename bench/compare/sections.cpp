@@ -15,9 +15,12 @@ std::vector<const char*> Compare::latency_order() const {
   return keys;
 }
 
+void Compare::section_title(const char* what) {
+  md_.out("\n## %s, %s\n\n", what, opt_.same_core ? "one core" : "cores split");
+}
+
 void Compare::latency_section() {
-  md_.out("\n## Latency: ping-pong, one way = round trip / 2, %s\n\n",
-          opt_.same_core ? "one core" : "cores split");
+  section_title("Latency: ping-pong, one way = round trip / 2");
   if (opt_.plan == Plan::Limits)
     md_.out(
         "Two processes on CPUs %d and %d. shmbus rows: topics of 64 slots, slot size =\n"
@@ -99,21 +102,19 @@ void Compare::target_block() {
 }
 
 void Compare::throughput_section() {
-  md_.out("\n## Throughput: one producer process, one consumer process, %s\n\n",
-          opt_.same_core ? "one core" : "cores split");
-  if (opt_.plan == Plan::Limits)
-    md_.out(
-        "shmbus rows: publish() copies the payload; policy block. Bare ring: the same slot\n"
-        "count and bytes per slot as the shmbus ring, memcpy per message. Msgs per consumer\n"
-        "fetch: ~1 when the consumer keeps up (each message is its own cache-line\n"
-        "hand-off), large when the producer runs ahead and the consumer streams.\n");
-  else
-    md_.out(
-        "A fixed count of messages per row: at most 1 GiB, and at most 5 M messages for\n"
-        "shmbus, the limits and moodycamel, 250 k for the others. The producer writes the\n"
-        "whole payload of every message (zero-copy systems into their loan). Queue depth\n"
-        "where a system has one: 1024 messages (fewer above 64 KiB: at most 64 MiB); the\n"
-        "bare ring has as many slots of the same size as the shmbus ring.\n");
+  section_title("Throughput: one producer process, one consumer process");
+  md_.out("%s",
+          opt_.plan == Plan::Limits
+              ? "shmbus rows: publish() copies the payload; policy block. Bare ring: the same\n"
+                "slot count and bytes per slot as the shmbus ring, memcpy per message. Msgs per\n"
+                "consumer fetch: ~1 when the consumer keeps up (each message is its own\n"
+                "cache-line hand-off), large when the producer runs ahead and the consumer\n"
+                "streams.\n"
+              : "A fixed count of messages per row: at most 1 GiB, and at most 5 M messages for\n"
+                "shmbus, the limits and moodycamel, 250 k for the others. The producer writes\n"
+                "the whole payload of every message (zero-copy systems into their loan). Queue\n"
+                "depth where a system has one: 1024 messages (fewer above 64 KiB: at most\n"
+                "64 MiB); the bare ring has as many slots of the same size as the shmbus ring.\n");
   md_.out("%s Median of %" PRIu64 " runs, round-robin.\n",
           opt_.read_payload
               ? "The consumer checks the sequence number of every message and reads one word\n"
