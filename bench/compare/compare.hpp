@@ -98,6 +98,9 @@ class Compare {
   std::uint64_t slots_for(std::size_t size) const;
   std::uint64_t count_for(const System& s, std::size_t size) const;
   std::uint64_t repeat_budget_ns() const;
+  std::uint64_t limits_iters() const;
+  std::uint64_t limits_warmup() const;
+  std::uint64_t limits_count() const;
   // Prepares `s`, runs role a on side A and role b on side B, cleans up.
   using Role = void (System::*)(Side&, const Scenario&);
   PairResult run_system(System& s, const Scenario& sc, const std::string& label, Role a, Role b,
@@ -117,6 +120,7 @@ class Compare {
   void blocking_section();
   void ratio_section();
   void print_latency_block(std::size_t size);
+  void print_latency_ratios(std::size_t size, const LatRow& line, const LatRow* copy);
   void print_throughput_block(std::size_t size);
 
   // summary.cpp

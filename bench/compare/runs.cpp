@@ -104,14 +104,26 @@ void Compare::add_compare_systems(std::vector<std::unique_ptr<System>>& rest,
 #endif
 }
 
+// The limits plan's round trips, warm-up and messages before the rules by
+// system and size.
+std::uint64_t Compare::limits_iters() const {
+  return opt_.iters ? opt_.iters : opt_.quick ? 10'000 : 100'000;
+}
+std::uint64_t Compare::limits_warmup() const {
+  return opt_.warmup_set ? opt_.warmup : opt_.quick ? 1'000 : 10'000;
+}
+std::uint64_t Compare::limits_count() const {
+  return opt_.count ? opt_.count : opt_.quick ? 1'000'000 : 10'000'000;
+}
+
 LatencyPlan Compare::latency_plan(const System& s, std::size_t size) const {
   LatencyPlan p;
   if (opt_.plan == Plan::Limits) {
     // No time caps. The raw futex (~60 us a round trip across cores) gets
     // fewer rounds; from 256 KiB a tenth (the bare line, a size-free
     // reference, always the full count).
-    const std::uint64_t iters = opt_.iters ? opt_.iters : opt_.quick ? 10'000 : 100'000;
-    const std::uint64_t warmup = opt_.warmup_set ? opt_.warmup : opt_.quick ? 1'000 : 10'000;
+    const std::uint64_t iters = limits_iters();
+    const std::uint64_t warmup = limits_warmup();
     p.iters = iters;
     p.warmup = warmup;
     if (s.slow) {
@@ -160,7 +172,7 @@ std::uint64_t Compare::count_for(const System& s, std::size_t size) const {
   if (opt_.messages) return std::max<std::uint64_t>(opt_.messages, 100);
   std::uint64_t count = 0, bytes = 0;
   if (opt_.plan == Plan::Limits) {
-    count = opt_.quick ? 1'000'000 : 10'000'000;
+    count = limits_count();
     bytes = 2ULL << 30;
   } else {
     const bool fast = s.baseline || s.key.rfind("shmbus", 0) == 0 || s.in_process;
@@ -171,7 +183,7 @@ std::uint64_t Compare::count_for(const System& s, std::size_t size) const {
       bytes /= 10;
     }
   }
-  if (opt_.count) count = opt_.count;
+  if (opt_.count) count = opt_.count;  // (limits_count() has it already)
   return std::max<std::uint64_t>(std::min<std::uint64_t>(count, bytes / size), 100);
 }
 

@@ -232,7 +232,28 @@ void Compare::print_latency_block(std::size_t size) {
             line ? ratio_label(r.st.p50 / line->st.p50).c_str() : "-",
             copy ? ratio_label(r.st.p50 / copy->st.p50).c_str() : "-");
   }
+  if (opt_.plan == Plan::Limits && line) print_latency_ratios(size, *line, copy);
   md_.flush();
+}
+
+// The limits preset's one line per shmbus row: its p50 and p99 against the
+// limits of its block (a blocking mode also against the raw futex).
+void Compare::print_latency_ratios(std::size_t size, const LatRow& line, const LatRow* copy) {
+  const LatRow* fx = find_lat("latency", "raw-futex", size);
+  md_.out("\n");
+  for (const auto& r : lat_) {
+    if (r.section != "latency" || r.size != size || r.baseline || !r.ok) continue;
+    md_.out("- %s %s p50 = %s bare line (%s)", r.system.c_str(), size_label(size).c_str(),
+            ratio_label(r.st.p50 / line.st.p50).c_str(), ns_label(line.st.p50).c_str());
+    if (copy)
+      md_.out(", %s bare memcpy (%s)", ratio_label(r.st.p50 / copy->st.p50).c_str(),
+              ns_label(copy->st.p50).c_str());
+    md_.out("; p99 = %s bare line p99", ratio_label(r.st.p99 / line.st.p99).c_str());
+    if (fx && r.blocking)
+      md_.out("; p50 = %s raw futex (%s)", ratio_label(r.st.p50 / fx->st.p50).c_str(),
+              ns_label(fx->st.p50).c_str());
+    md_.out("\n");
+  }
 }
 
 void Compare::print_throughput_block(std::size_t size) {
@@ -260,6 +281,14 @@ void Compare::print_throughput_block(std::size_t size) {
             rate_label(r.median_rate() * static_cast<double>(r.size), "B/s").c_str(),
             per_fetch.c_str(),
             ring ? ratio_label(r.median_rate() / ring->median_rate()).c_str() : "-");
+  }
+  if (opt_.plan == Plan::Limits && ring) {
+    md_.out("\n");
+    for (const auto& r : tput_)
+      if (r.size == size && !r.baseline && r.ok && !r.seconds.empty())
+        md_.out("- %s %s = %s bare ring (%s)\n", r.system.c_str(), size_label(size).c_str(),
+                ratio_label(r.median_rate() / ring->median_rate()).c_str(),
+                rate_label(ring->median_rate(), "msg/s").c_str());
   }
   md_.flush();
 }

@@ -25,6 +25,12 @@ void Compare::print_header(const MachineInfo& m) {
     md_.out("| placement | both processes on CPU %d (spinners yield) |\n", opt_.cpu_a);
   else
     md_.out("| placement | side A on CPU %d, side B on CPU %d |\n", opt_.cpu_a, opt_.cpu_b);
+  if (opt_.plan == Plan::Limits)
+    md_.out("| plan | latency: %" PRIu64 " round trips after %" PRIu64
+            " warm-up (/10 from 256 KiB); throughput: %" PRIu64 " messages%s, %" PRIu64
+            " runs per row |\n",
+            limits_iters(), limits_warmup(), opt_.messages ? opt_.messages : limits_count(),
+            opt_.messages ? "" : " (at most 2 GiB per row)", opt_.repeat);
   md_.out("| command | `%s` |\n", opt_.command.c_str());
   md_.out("| date | %s |\n", m.date.c_str());
   for (const auto& c : comparators_)
