@@ -104,7 +104,9 @@ class Iceoryx : public System {
         sub.release(p);
       });
       send_seq(side, pub, sc.size, kStop);
-      // The ponger must not leave before it has taken the stop message.
+      // The pinger must not leave (taking its publisher's chunks with it)
+      // before the ponger has taken the stop message. Acquire: pairs with the
+      // ponger's release store of `done`.
       const std::uint64_t deadline = now_ns() + kTimeoutNs;
       while (side.ctl().done.v.load(std::memory_order_acquire) == 0 && now_ns() < deadline)
         std::this_thread::sleep_for(std::chrono::microseconds(200));
@@ -128,6 +130,7 @@ class Iceoryx : public System {
         send_seq(side, pub, sc.size, i);
         side.heartbeat(i);
       }
+      // Release: pairs with the pinger's acquire load; the stop message is taken.
       side.ctl().done.v.store(1, std::memory_order_release);
     }
   }
@@ -174,6 +177,7 @@ class Iceoryx : public System {
       }
       side.ctl().t_end_ns = now_ns();
       side.ctl().received = sc.count;
+      // Release: pairs with the producer's acquire in wait_done(); every message is taken.
       side.ctl().done.v.store(1, std::memory_order_release);
     }
   }

@@ -107,6 +107,8 @@ class Sender {
     }
     put_seq(l.data.data(), seq);
     if (send_time) put_time(l.data.data(), send_time);
+    // Relaxed: nothing else touches the flag until zmq_msg_send hands the
+    // buffer to ZeroMQ, which orders this store before its free callback.
     l.busy.store(true, std::memory_order_relaxed);
     zmq_msg_t m;
     if (zmq_msg_init_data(&m, l.data.data(), size_, give_back, &l.busy) != 0)
@@ -158,6 +160,7 @@ void wait_done(const Side& side, const char* what) {
   }
 }
 void set_done(const Side& side) {
+  // Release: pairs with the acquire in the peer's wait_done; all we received is done.
   side.ctl().done.v.store(1, std::memory_order_release);
 }
 
