@@ -128,6 +128,9 @@ Options parse_options(int argc, char** argv) {
       "Every wait times out (10 s); a failed row is reported and the others run.\n"
       "Exit status: 0 all rows ran, 1 some row failed, 2 bad usage.",
       "shmbus-compare"};
+  // The last of a repeated option wins: shmbus-ipc-bench puts --preset limits
+  // first, and whatever its caller gives after it (even --preset) overrides.
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   std::string preset = "full", sizes, systems, sections, cores;
   app.add_option("--preset", preset, "full, limits or ratio (default full)")
       ->check(CLI::IsMember({"full", "limits", "ratio"}));
