@@ -20,7 +20,7 @@
 #include <thread>
 #include <vector>
 
-#include "compare.hpp"
+#include "system.hpp"
 
 namespace shmbus_bench {
 namespace {
@@ -41,11 +41,11 @@ void give_back(void*, void* hint) {
 
 class Socket {
  public:
-  Socket(const std::string& endpoint, bool bind) {
+  Socket(const Side& side, const std::string& endpoint, bool bind) : side_(side) {
     ctx_ = zmq_ctx_new();
-    if (!ctx_) fail("zmq_ctx_new: %s", zmq_strerror(zmq_errno()));
+    if (!ctx_) side_.fail("zmq_ctx_new: %s", zmq_strerror(zmq_errno()));
     s_ = zmq_socket(ctx_, ZMQ_PAIR);
-    if (!s_) fail("zmq_socket: %s", zmq_strerror(zmq_errno()));
+    if (!s_) side_.fail("zmq_socket: %s", zmq_strerror(zmq_errno()));
     const int timeout_ms = kTimeoutSeconds * 1000;
     const int linger_ms = 2000;
     zmq_setsockopt(s_, ZMQ_RCVTIMEO, &timeout_ms, sizeof timeout_ms);
@@ -53,8 +53,8 @@ class Socket {
     zmq_setsockopt(s_, ZMQ_LINGER, &linger_ms, sizeof linger_ms);
     const int rc = bind ? zmq_bind(s_, endpoint.c_str()) : zmq_connect(s_, endpoint.c_str());
     if (rc != 0)
-      fail("zmq_%s(%s): %s", bind ? "bind" : "connect", endpoint.c_str(),
-           zmq_strerror(zmq_errno()));
+      side_.fail("zmq_%s(%s): %s", bind ? "bind" : "connect", endpoint.c_str(),
+                 zmq_strerror(zmq_errno()));
   }
   ~Socket() {
     zmq_close(s_);
@@ -66,6 +66,7 @@ class Socket {
   void* get() const { return s_; }
 
  private:
+  const Side& side_;
   void* ctx_ = nullptr;
   void* s_ = nullptr;
 };
@@ -73,7 +74,8 @@ class Socket {
 // Sends payloads of one size; above kZeroCopyFrom from a pool of lent buffers.
 class Sender {
  public:
-  Sender(void* s, std::size_t size, std::size_t pool) : s_(s), size_(size) {
+  Sender(const Side& side, void* s, std::size_t size, std::size_t pool)
+      : side_(side), s_(s), size_(size) {
     const std::size_t n = size_ >= kZeroCopyFrom ? pool : 1;
     for (std::size_t i = 0; i < n; ++i) {
       auto l = std::make_unique<Lent>();
@@ -95,28 +97,31 @@ class Sender {
       put_seq(l.data.data(), seq);
       if (send_time) put_time(l.data.data(), send_time);
       if (zmq_send(s_, l.data.data(), size_, 0) != static_cast<int>(size_))
-        fail("zmq: send of message %" PRIu64 ": %s", seq, zmq_strerror(zmq_errno()));
+        side_.fail("zmq: send of message %" PRIu64 ": %s", seq, zmq_strerror(zmq_errno()));
       return;
     }
     // Acquire: pairs with give_back's release.
     if (l.busy.load(std::memory_order_acquire)) {
-      spin_until([&] { return !l.busy.load(std::memory_order_acquire); },
-                 "ZeroMQ to give back the buffer of message", seq);
+      side_.spin_until([&] { return !l.busy.load(std::memory_order_acquire); },
+                       "ZeroMQ to give back the buffer of message", seq);
     }
     put_seq(l.data.data(), seq);
     if (send_time) put_time(l.data.data(), send_time);
+    // Relaxed: nothing else touches the flag until zmq_msg_send hands the
+    // buffer to ZeroMQ, which orders this store before its free callback.
     l.busy.store(true, std::memory_order_relaxed);
     zmq_msg_t m;
     if (zmq_msg_init_data(&m, l.data.data(), size_, give_back, &l.busy) != 0)
-      fail("zmq_msg_init_data: %s", zmq_strerror(zmq_errno()));
+      side_.fail("zmq_msg_init_data: %s", zmq_strerror(zmq_errno()));
     if (zmq_msg_send(&m, s_, 0) != static_cast<int>(size_)) {
       const int e = zmq_errno();
       zmq_msg_close(&m);
-      fail("zmq: send of message %" PRIu64 ": %s", seq, zmq_strerror(e));
+      side_.fail("zmq: send of message %" PRIu64 ": %s", seq, zmq_strerror(e));
     }
   }
 
  private:
+  const Side& side_;
   void* s_;
   std::size_t size_;
   std::vector<std::unique_ptr<Lent>> pool_;
@@ -125,35 +130,38 @@ class Sender {
 // Receives one message, viewed in place until the next receive.
 class Receiver {
  public:
-  explicit Receiver(void* s) : s_(s) { zmq_msg_init(&m_); }
+  Receiver(const Side& side, void* s) : side_(side), s_(s) { zmq_msg_init(&m_); }
   ~Receiver() { zmq_msg_close(&m_); }
   Receiver(const Receiver&) = delete;
   Receiver& operator=(const Receiver&) = delete;
 
   const std::byte* receive(std::size_t& size, std::uint64_t seq) {
     const int n = zmq_msg_recv(&m_, s_, 0);
-    if (n < 0) fail("zmq: receive of message %" PRIu64 ": %s", seq, zmq_strerror(zmq_errno()));
+    if (n < 0)
+      side_.fail("zmq: receive of message %" PRIu64 ": %s", seq, zmq_strerror(zmq_errno()));
     size = static_cast<std::size_t>(n);
     return static_cast<const std::byte*>(zmq_msg_data(&m_));
   }
 
  private:
+  const Side& side_;
   void* s_;
   zmq_msg_t m_;
 };
 
 // Waits (sleeping) until the peer has set the control block's `done` flag.
-void wait_done(const char* what) {
+void wait_done(const Side& side, const char* what) {
   const std::uint64_t deadline = now_ns() + kTimeoutNs;
   // Acquire: pairs with the peer's release store in set_done.
-  while (g_ctl->done.v.load(std::memory_order_acquire) == 0) {
+  while (side.ctl().done.v.load(std::memory_order_acquire) == 0) {
     if (now_ns() > deadline)
-      fail("zmq: the peer did not confirm %s within %d s", what, kTimeoutSeconds);
+      side.fail("zmq: the peer did not confirm %s within %d s", what, kTimeoutSeconds);
     std::this_thread::sleep_for(std::chrono::microseconds(200));
   }
 }
-void set_done() {
-  g_ctl->done.v.store(1, std::memory_order_release);
+void set_done(const Side& side) {
+  // Release: pairs with the acquire in the peer's wait_done; all we received is done.
+  side.ctl().done.v.store(1, std::memory_order_release);
 }
 
 class Zmq : public System {
@@ -164,82 +172,82 @@ class Zmq : public System {
     blocking = slow = true;
   }
 
-  void prepare(const Scenario& sc) override {
+  void prepare(PairRunner&, const Scenario& sc) override {
     endpoint_ = strprintf("ipc://@shmbus-cmp-%d-%d", static_cast<int>(::getpid()), sc.run_id);
   }
 
-  void ping(const Scenario& sc) override {
-    Socket sock(endpoint_, true);
-    Sender out(sock.get(), sc.size, 4);
-    Receiver in(sock.get());
-    handshake();
-    pinger_loop(sc.plan, [&](std::uint64_t i) {
+  void ping(Side& side, const Scenario& sc) override {
+    Socket sock(side, endpoint_, true);
+    Sender out(side, sock.get(), sc.size, 4);
+    Receiver in(side, sock.get());
+    side.handshake();
+    pinger_loop(side, sc.plan, [&](std::uint64_t i) {
       out.send(i);
       std::size_t n = 0;
       const std::byte* p = in.receive(n, i);
       if (n != sc.size || get_seq(p) != i)
-        fail("zmq: expected pong %" PRIu64 ", got %" PRIu64 " of %zu B", i,
-             n >= 8 ? get_seq(p) : kStop, n);
+        side.fail("zmq: expected pong %" PRIu64 ", got %" PRIu64 " of %zu B", i,
+                  n >= 8 ? get_seq(p) : kStop, n);
     });
     out.send(kStop);
     std::size_t n = 0;
     const std::byte* p = in.receive(n, kStop);  // the ponger's acknowledgement
-    if (n < 8 || get_seq(p) != kStop) fail("zmq: expected the end acknowledgement");
-    set_done();
+    if (n < 8 || get_seq(p) != kStop) side.fail("zmq: expected the end acknowledgement");
+    set_done(side);
   }
 
-  void pong(const Scenario& sc) override {
-    Socket sock(endpoint_, false);
-    Sender out(sock.get(), sc.size, 4);
-    Receiver in(sock.get());
-    handshake();
+  void pong(Side& side, const Scenario& sc) override {
+    Socket sock(side, endpoint_, false);
+    Sender out(side, sock.get(), sc.size, 4);
+    Receiver in(side, sock.get());
+    side.handshake();
     for (std::uint64_t i = 0;; ++i) {
       std::size_t n = 0;
       const std::byte* p = in.receive(n, i);
       if (n == sc.size && get_seq(p) == kStop) break;
       if (n != sc.size || get_seq(p) != i)
-        fail("zmq: expected ping %" PRIu64 ", got %" PRIu64 " of %zu B", i,
-             n >= 8 ? get_seq(p) : kStop, n);
+        side.fail("zmq: expected ping %" PRIu64 ", got %" PRIu64 " of %zu B", i,
+                  n >= 8 ? get_seq(p) : kStop, n);
       out.send(i);
-      heartbeat(i);
+      side.heartbeat(i);
     }
     out.send(kStop);
-    wait_done("the end");
+    wait_done(side, "the end");
   }
 
-  void produce(const Scenario& sc) override {
-    Socket sock(endpoint_, true);
-    Sender out(sock.get(), sc.size, std::min<std::uint64_t>(sc.slots, 256));
-    Receiver in(sock.get());
-    handshake();
-    g_ctl->t_start_ns = now_ns();
+  void produce(Side& side, const Scenario& sc) override {
+    Socket sock(side, endpoint_, true);
+    Sender out(side, sock.get(), sc.size, std::min<std::uint64_t>(sc.slots, 256));
+    Receiver in(side, sock.get());
+    side.handshake();
+    side.ctl().t_start_ns = now_ns();
     for (std::uint64_t i = 0; i < sc.count; ++i) {
       out.send(i);
-      heartbeat(i);
+      side.heartbeat(i);
     }
     std::size_t n = 0;
     const std::byte* p = in.receive(n, kStop);  // the consumer has everything
-    if (n < 8 || get_seq(p) != kStop) fail("zmq: expected the end acknowledgement");
-    set_done();
+    if (n < 8 || get_seq(p) != kStop) side.fail("zmq: expected the end acknowledgement");
+    set_done(side);
   }
 
-  void consume(const Scenario& sc) override {
-    Socket sock(endpoint_, false);
-    Receiver in(sock.get());
+  void consume(Side& side, const Scenario& sc) override {
+    Socket sock(side, endpoint_, false);
+    Receiver in(side, sock.get());
     const std::uint64_t expect_sum = pattern_sum(sc.size);
-    handshake();
+    side.handshake();
     for (std::uint64_t i = 0; i < sc.count; ++i) {
       std::size_t n = 0;
       const std::byte* p = in.receive(n, i);
-      check_message("zmq", p, n, sc.size, i, expect_sum);
-      heartbeat(i);
+      check_message(side, "zmq", p, n, sc.size, i, expect_sum);
+      side.heartbeat(i);
     }
-    g_ctl->t_end_ns = now_ns();
-    g_ctl->received = sc.count;
+    side.ctl().t_end_ns = now_ns();
+    side.ctl().received = sc.count;
     std::uint64_t ack = kStop;
     if (zmq_send(sock.get(), &ack, sizeof ack, 0) != sizeof ack)
-      fail("zmq: send of the end acknowledgement: %s", zmq_strerror(zmq_errno()));
-    wait_done("the end");
+      side.fail("zmq: send of the end acknowledgement: %s", zmq_strerror(zmq_errno()));
+    wait_done(side, "the end");
   }
 
  private:

@@ -25,12 +25,12 @@
 #include <thread>
 #include <vector>
 
-#include "compare.hpp"
 #include "iceoryx_hoofs/log/logmanager.hpp"
 #include "iceoryx_posh/popo/untyped_publisher.hpp"
 #include "iceoryx_posh/popo/untyped_subscriber.hpp"
 #include "iceoryx_posh/runtime/posh_runtime.hpp"
 #include "iceoryx_versions.hpp"
+#include "system.hpp"
 
 namespace shmbus_bench {
 namespace {
@@ -40,8 +40,8 @@ iox::capro::IdString_t id(const std::string& s) {
 }
 
 // Registers this process with RouDi (once per process) under a unique name.
-void init_runtime(const char* role) {
-  g_exit_normally = true;  // from here on, end with exit(): the runtime deregisters
+void init_runtime(Side& side, const char* role) {
+  side.exit_normally();  // from here on, end with exit(): the runtime deregisters
   iox::log::LogManager::GetLogManager().SetDefaultLogLevel(iox::log::LogLevel::kWarn,
                                                            iox::log::LogLevelOutput::kHideLogLevel);
   const std::string name = strprintf("shmbus-cmp-%s-%d", role, static_cast<int>(::getpid()));
@@ -52,10 +52,11 @@ void init_runtime(const char* role) {
 // Waits (sleeping: RouDi connects ports in its discovery loop, every 100 ms)
 // until `ready()`.
 template <class Ready>
-void wait_connected(Ready&& ready, const char* what) {
+void wait_connected(const Side& side, Ready&& ready, const char* what) {
   const std::uint64_t deadline = now_ns() + kTimeoutNs;
   while (!ready()) {
-    if (now_ns() > deadline) fail("iceoryx: %s not connected within %d s", what, kTimeoutSeconds);
+    if (now_ns() > deadline)
+      side.fail("iceoryx: %s not connected within %d s", what, kTimeoutSeconds);
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
 }
@@ -82,93 +83,102 @@ class Iceoryx : public System {
     name = "iceoryx 2.0 loan/publish + busy take (zero copy)";
   }
 
-  void prepare(const Scenario& sc) override {
+  void prepare(PairRunner&, const Scenario& sc) override {
     instance_ = strprintf("run-%d-%d", static_cast<int>(::getpid()), sc.run_id);
   }
 
-  void ping(const Scenario& sc) override {
-    init_runtime("ping");
+  void ping(Side& side, const Scenario& sc) override {
+    init_runtime(side, "ping");
     {
       iox::popo::UntypedPublisher pub({"ShmbusCmp", id(instance_), "ab"}, latency_pub());
       iox::popo::UntypedSubscriber sub({"ShmbusCmp", id(instance_), "ba"}, latency_sub());
-      wait_connected([&] { return pub.hasSubscribers() && subscribed(sub); }, "ping/pong");
-      handshake();
-      pinger_loop(sc.plan, [&](std::uint64_t i) {
-        send_seq(pub, sc.size, i);
-        const void* p = take(sub, i);
+      wait_connected(
+          side, [&] { return pub.hasSubscribers() && subscribed(sub); }, "ping/pong");
+      side.handshake();
+      pinger_loop(side, sc.plan, [&](std::uint64_t i) {
+        send_seq(side, pub, sc.size, i);
+        const void* p = take(side, sub, i);
         if (get_seq(static_cast<const std::byte*>(p)) != i)
-          fail("iceoryx: expected pong %" PRIu64 ", got %" PRIu64, i,
-               get_seq(static_cast<const std::byte*>(p)));
+          side.fail("iceoryx: expected pong %" PRIu64 ", got %" PRIu64, i,
+                    get_seq(static_cast<const std::byte*>(p)));
         sub.release(p);
       });
-      send_seq(pub, sc.size, kStop);
-      // The ponger must not leave before it has taken the stop message.
+      send_seq(side, pub, sc.size, kStop);
+      // The pinger must not leave (taking its publisher's chunks with it)
+      // before the ponger has taken the stop message. Acquire: pairs with the
+      // ponger's release store of `done`.
       const std::uint64_t deadline = now_ns() + kTimeoutNs;
-      while (g_ctl->done.v.load(std::memory_order_acquire) == 0 && now_ns() < deadline)
+      while (side.ctl().done.v.load(std::memory_order_acquire) == 0 && now_ns() < deadline)
         std::this_thread::sleep_for(std::chrono::microseconds(200));
     }
   }
 
-  void pong(const Scenario& sc) override {
-    init_runtime("pong");
+  void pong(Side& side, const Scenario& sc) override {
+    init_runtime(side, "pong");
     {
       iox::popo::UntypedPublisher pub({"ShmbusCmp", id(instance_), "ba"}, latency_pub());
       iox::popo::UntypedSubscriber sub({"ShmbusCmp", id(instance_), "ab"}, latency_sub());
-      wait_connected([&] { return pub.hasSubscribers() && subscribed(sub); }, "pong/ping");
-      handshake();
+      wait_connected(
+          side, [&] { return pub.hasSubscribers() && subscribed(sub); }, "pong/ping");
+      side.handshake();
       for (std::uint64_t i = 0;; ++i) {
-        const void* p = take(sub, i);
+        const void* p = take(side, sub, i);
         const std::uint64_t seq = get_seq(static_cast<const std::byte*>(p));
         sub.release(p);
         if (seq == kStop) break;
-        if (seq != i) fail("iceoryx: expected ping %" PRIu64 ", got %" PRIu64, i, seq);
-        send_seq(pub, sc.size, i);
-        heartbeat(i);
+        if (seq != i) side.fail("iceoryx: expected ping %" PRIu64 ", got %" PRIu64, i, seq);
+        send_seq(side, pub, sc.size, i);
+        side.heartbeat(i);
       }
-      g_ctl->done.v.store(1, std::memory_order_release);
+      // Release: pairs with the pinger's acquire load; the stop message is taken.
+      side.ctl().done.v.store(1, std::memory_order_release);
     }
   }
 
-  void produce(const Scenario& sc) override {
-    init_runtime("producer");
+  void produce(Side& side, const Scenario& sc) override {
+    init_runtime(side, "producer");
     {
       iox::popo::PublisherOptions po;
       po.subscriberTooSlowPolicy = iox::popo::ConsumerTooSlowPolicy::WAIT_FOR_CONSUMER;
       iox::popo::UntypedPublisher pub({"ShmbusCmp", id(instance_), "stream"}, po);
-      wait_connected([&] { return pub.hasSubscribers(); }, "the producer");
+      wait_connected(
+          side, [&] { return pub.hasSubscribers(); }, "the producer");
       auto src = make_payload(sc.size);
-      handshake();
-      g_ctl->t_start_ns = now_ns();
+      side.handshake();
+      side.ctl().t_start_ns = now_ns();
       for (std::uint64_t i = 0; i < sc.count; ++i) {
-        void* chunk = loan(pub, sc.size, i);
+        void* chunk = loan(side, pub, sc.size, i);
         put_seq(src.data(), i);
         std::memcpy(chunk, src.data(), sc.size);
         pub.publish(chunk);
-        heartbeat(i);
+        side.heartbeat(i);
       }
-      wait_done();
+      wait_done(side);
     }
   }
 
-  void consume(const Scenario& sc) override {
-    init_runtime("consumer");
+  void consume(Side& side, const Scenario& sc) override {
+    init_runtime(side, "consumer");
     {
       iox::popo::SubscriberOptions so;
       so.queueCapacity = std::min<std::uint64_t>(sc.slots, iox::MAX_SUBSCRIBER_QUEUE_CAPACITY);
       so.queueFullPolicy = iox::popo::QueueFullPolicy::BLOCK_PRODUCER;
       iox::popo::UntypedSubscriber sub({"ShmbusCmp", id(instance_), "stream"}, so);
-      wait_connected([&] { return subscribed(sub); }, "the consumer");
+      wait_connected(
+          side, [&] { return subscribed(sub); }, "the consumer");
       const std::uint64_t expect_sum = pattern_sum(sc.size);
-      handshake();
+      side.handshake();
       for (std::uint64_t i = 0; i < sc.count; ++i) {
-        const void* p = take(sub, i);
-        check_message("iceoryx", static_cast<const std::byte*>(p), sc.size, sc.size, i, expect_sum);
+        const void* p = take(side, sub, i);
+        check_message(side, "iceoryx", static_cast<const std::byte*>(p), sc.size, sc.size, i,
+                      expect_sum);
         sub.release(p);
-        heartbeat(i);
+        side.heartbeat(i);
       }
-      g_ctl->t_end_ns = now_ns();
-      g_ctl->received = sc.count;
-      g_ctl->done.v.store(1, std::memory_order_release);
+      side.ctl().t_end_ns = now_ns();
+      side.ctl().received = sc.count;
+      // Release: pairs with the producer's acquire in wait_done(); every message is taken.
+      side.ctl().done.v.store(1, std::memory_order_release);
     }
   }
 
@@ -186,21 +196,23 @@ class Iceoryx : public System {
   // The producer keeps its publisher (and RouDi its chunks) until the consumer
   // has taken everything: a publisher that goes away takes its undelivered
   // chunks with it.
-  static void wait_done() {
+  static void wait_done(const Side& side) {
     const std::uint64_t deadline = now_ns() + kTimeoutNs;
-    while (g_ctl->done.v.load(std::memory_order_acquire) == 0) {
+    // Acquire: pairs with the consumer's release store of `done`.
+    while (side.ctl().done.v.load(std::memory_order_acquire) == 0) {
       if (now_ns() > deadline)
-        fail("iceoryx: the consumer did not finish within %d s", kTimeoutSeconds);
+        side.fail("iceoryx: the consumer did not finish within %d s", kTimeoutSeconds);
       std::this_thread::sleep_for(std::chrono::microseconds(200));
     }
   }
 
-  static void* loan(iox::popo::UntypedPublisher& pub, std::size_t size, std::uint64_t seq) {
+  static void* loan(const Side& side, iox::popo::UntypedPublisher& pub, std::size_t size,
+                    std::uint64_t seq) {
     auto r = pub.loan(static_cast<std::uint32_t>(size));
     if (!r.has_error()) return r.value();
     // Out of chunks only while the consumer holds them all: wait for one.
     void* chunk = nullptr;
-    spin_until(
+    side.spin_until(
         [&] {
           auto again = pub.loan(static_cast<std::uint32_t>(size));
           if (!again.has_error()) {
@@ -208,28 +220,29 @@ class Iceoryx : public System {
             return true;
           }
           if (again.get_error() != iox::popo::AllocationError::RUNNING_OUT_OF_CHUNKS)
-            fail("iceoryx: loan(%zu) for message %" PRIu64 ": %s", size, seq,
-                 to_string(again.get_error()));
+            side.fail("iceoryx: loan(%zu) for message %" PRIu64 ": %s", size, seq,
+                      to_string(again.get_error()));
           return false;
         },
         "a free chunk for message", seq);
     return chunk;
   }
 
-  static void send_seq(iox::popo::UntypedPublisher& pub, std::size_t size, std::uint64_t seq) {
-    void* chunk = loan(pub, size, seq);
+  static void send_seq(const Side& side, iox::popo::UntypedPublisher& pub, std::size_t size,
+                       std::uint64_t seq) {
+    void* chunk = loan(side, pub, size, seq);
     put_seq(static_cast<std::byte*>(chunk), seq);
     pub.publish(chunk);
   }
 
-  static const void* take(iox::popo::UntypedSubscriber& sub, std::uint64_t seq) {
+  static const void* take(const Side& side, iox::popo::UntypedSubscriber& sub, std::uint64_t seq) {
     const void* p = nullptr;
-    spin_until(
+    side.spin_until(
         [&] {
           auto r = sub.take();
           if (r.has_error()) {
             if (r.get_error() != iox::popo::ChunkReceiveResult::NO_CHUNK_AVAILABLE)
-              fail("iceoryx: take of message %" PRIu64 ": too many chunks held", seq);
+              side.fail("iceoryx: take of message %" PRIu64 ": too many chunks held", seq);
             return false;
           }
           p = r.value();
@@ -243,8 +256,6 @@ class Iceoryx : public System {
 };
 
 // ---- RouDi --------------------------------------------------------------------
-
-pid_t g_roudi = 0;
 
 bool file_contains(const std::string& path, const char* needle) {
   std::ifstream f(path);
@@ -290,8 +301,9 @@ static std::string roudi_config(const std::vector<std::size_t>& sizes) {
   return c;
 }
 
-bool iceoryx_start_roudi(const std::string& roudi, const std::string& work_dir,
-                         const std::vector<std::size_t>& sizes, std::string& error) {
+bool iceoryx_start_roudi(PairRunner& runner, const std::string& roudi, const std::string& work_dir,
+                         const std::vector<std::size_t>& sizes, const std::string& pid_file,
+                         std::string& error) {
   error.clear();
   if (::access(roudi.c_str(), X_OK) != 0) {
     error = roudi + " is not there (apt-get install iceoryx)";
@@ -325,20 +337,18 @@ bool iceoryx_start_roudi(const std::string& roudi, const std::string& work_dir,
     std::fprintf(stderr, "exec %s: %s\n", roudi.c_str(), std::strerror(errno));
     ::_exit(127);
   }
-  g_roudi = pid;
-  g_daemon_pid = pid;
+  runner.set_daemon(pid, pid_file);
   const std::uint64_t deadline = now_ns() + kTimeoutNs;
   for (;;) {
     if (file_contains(log, "RouDi is ready for clients")) return true;
     int st = 0;
     if (::waitpid(pid, &st, WNOHANG) == pid) {
-      g_roudi = 0;
-      g_daemon_pid = 0;
+      runner.set_daemon(0, "");  // reaped above
       error = "iox-roudi exited at start (another RouDi running?): " + tail_of(log, 300);
       return false;
     }
     if (now_ns() > deadline) {
-      iceoryx_stop_roudi();
+      iceoryx_stop_roudi(runner);
       error = strprintf("iox-roudi not ready within %d s: ", kTimeoutSeconds) + tail_of(log, 300);
       return false;
     }
@@ -346,10 +356,8 @@ bool iceoryx_start_roudi(const std::string& roudi, const std::string& work_dir,
   }
 }
 
-void iceoryx_stop_roudi() {
-  if (g_roudi <= 0) return;
-  stop_daemon_from_signal();  // SIGTERM, up to 3 s, then SIGKILL; reaps it
-  g_roudi = 0;
+void iceoryx_stop_roudi(PairRunner& runner) {
+  runner.stop_daemon();  // SIGTERM, up to 3 s, then SIGKILL; reaps it
 }
 
 }  // namespace shmbus_bench

@@ -1,20 +1,27 @@
 // shmbus-compare: the systems it measures, behind one interface.
 //
-// A System is driven by the harness in bench_common.hpp: the parent calls
+// A System is driven by the harness (bench/harness): the parent calls
 // prepare() before it forks the two sides (pinned to their cores), side A and
-// side B run one of the role functions below in their own process, and the
-// parent calls cleanup() once both have ended, whatever happened. Each
-// comparator lives in its own translation unit (cmp_*.cpp), compiled only when
-// its package was found; the factories below are then defined.
+// side B run one of the role functions below in their own process, each with
+// its Side, and the parent calls cleanup() once both have ended, whatever
+// happened. Each comparator lives in its own translation unit (cmp_*.cpp),
+// compiled only when its package was found; the factories below are then
+// defined.
 #pragma once
+
+#include <time.h>
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
 
-#include "bench_common.hpp"
+#include "harness/process.hpp"
+#include "harness/report.hpp"
+#include "harness/scenarios.hpp"
+#include "harness/stats.hpp"
 
 namespace shmbus_bench {
 
@@ -30,6 +37,7 @@ struct Scenario {
   LatencyPlan plan;            // latency runs
   int run_id = 0;              // unique within this process: names of queues, services
   int cpu_a = 0, cpu_b = 1;    // where the sides run (an in-process system pins its threads)
+  bool read_payload = true;  // throughput: the consumer reads the payload (the comparators always)
 };
 
 class System {
@@ -48,26 +56,26 @@ class System {
   virtual bool has_spaced() const { return false; }
 
   // In the parent, before the fork. May throw (the row then fails, others run).
-  virtual void prepare(const Scenario&) {}
+  virtual void prepare(PairRunner&, const Scenario&) {}
   // In the parent, after both sides ended.
   virtual void cleanup() {}
 
   // Ping-pong. ping() sends ping i and waits for pong i inside pinger_loop()
   // (which records the round trips), then tells pong() to end; every message
   // carries its sequence number in its first 8 bytes, checked at the other end.
-  virtual void ping(const Scenario&) {}
-  virtual void pong(const Scenario&) {}
+  virtual void ping(Side&, const Scenario&) {}
+  virtual void pong(Side&, const Scenario&) {}
   // Streaming: `count` messages, the consumer checks each one's sequence
   // number and reads the payload (one word per cache line, compared with the
   // pattern). The producer stores t_start_ns after the handshake; the consumer
   // stores t_end_ns and received after the last message.
-  virtual void produce(const Scenario&) {}
-  virtual void consume(const Scenario&) {}
+  virtual void produce(Side&, const Scenario&) {}
+  virtual void consume(Side&, const Scenario&) {}
   // Spaced one-way: side A sends `count` messages gap_ns apart, each with its
   // send time (CLOCK_MONOTONIC) at offset 8; side B records arrival - send time
   // and stores the statistics (scale 1) itself.
-  virtual void spaced_send(const Scenario&) {}
-  virtual void spaced_recv(const Scenario&) {}
+  virtual void spaced_send(Side&, const Scenario&) {}
+  virtual void spaced_recv(Side&, const Scenario&) {}
 };
 
 // A comparator: either a system or the reason it is not there.
@@ -79,16 +87,6 @@ struct Comparator {
 
 // ---- helpers for the comparators ----------------------------------------------
 
-// The payload of a spaced message: sequence number at 0, send time at 8.
-inline void put_time(std::byte* p, std::uint64_t t) noexcept {
-  std::memcpy(p + 8, &t, 8);
-}
-inline std::uint64_t get_time(const std::byte* p) noexcept {
-  std::uint64_t v;
-  std::memcpy(&v, p + 8, 8);
-  return v;
-}
-
 // Side B of a spaced run: the samples, then the statistics into the control block.
 struct SpacedRecorder {
   explicit SpacedRecorder(std::uint64_t count) { samples.reserve(count); }
@@ -97,7 +95,7 @@ struct SpacedRecorder {
     const std::uint64_t sent = get_time(msg);
     samples.push_back(now > sent ? now - sent : 0);
   }
-  void finish() { g_ctl->lat = one_way_stats(samples, 1.0, &g_ctl->hist); }
+  void finish(const Side& side) { side.ctl().lat = one_way_stats(samples, 1.0, &side.ctl().hist); }
   std::vector<std::uint64_t> samples;
 };
 
@@ -109,20 +107,45 @@ inline void sleep_until_ns(std::uint64_t t) {
   }
 }
 
-// Checks a received message of a stream: its sequence number and, read in
-// place, one word per cache line of its payload. Fails the side otherwise.
-inline void check_message(const char* who, const std::byte* p, std::size_t got, std::size_t size,
-                          std::uint64_t want, std::uint64_t expect_sum) {
-  if (got != size || get_seq(p) != want)
-    fail("%s: expected message %" PRIu64 " of %zu B, got seq %" PRIu64 " of %zu B", who, want, size,
-         got >= 8 ? get_seq(p) : kStop, got);
-  if (line_sum(p, size) != expect_sum)
-    fail("%s: message %" PRIu64 ": payload differs from what was sent", who, want);
+// Side A of a spaced run, once set up: the handshake, then message i every
+// gap_ns; send(i) writes message i (its send time, put_time(now_ns()), last)
+// and sends it.
+template <class Send>
+void send_spaced(const Side& side, const Scenario& sc, Send&& send) {
+  side.handshake();
+  std::uint64_t next = now_ns();
+  for (std::uint64_t i = 0; i < sc.count; ++i) {
+    next += sc.gap_ns;
+    sleep_until_ns(next);
+    send(i);
+    side.heartbeat(i);
+  }
 }
 
-// ---- the comparators (cmp_*.cpp) ----------------------------------------------
+// The sequence number and, last, the send time of a spaced message.
+inline void stamp_spaced(std::byte* p, std::uint64_t seq) noexcept {
+  put_seq(p, seq);
+  put_time(p, now_ns());
+}
 
-// Always built: Unix-domain socket and pipe (blocking).
+// ---- the systems --------------------------------------------------------------
+
+// Always built (systems.cpp): the machine's limits and shmbus.
+std::unique_ptr<System> make_bare_line();
+std::unique_ptr<System> make_bare_memcpy();
+std::unique_ptr<System> make_bare_ring(std::uint64_t publish_every);
+std::unique_ptr<System> make_raw_futex();
+struct ShmbusVariant {
+  bool single_producer = true;  // its fastest documented mode
+  bool loan = true;             // streaming: loan + write in place; false: publish() copies
+  std::size_t batch = 1;        // streaming: receive_batch(batch) when > 1
+  bool latency = true;          // has ping-pong rows
+  bool throughput = true;       // has streaming rows
+};
+std::unique_ptr<System> make_shmbus(std::string key, std::string name, ShmbusWait wait,
+                                    ShmbusVariant variant = {});
+
+// Always built (cmp_posix.cpp): Unix-domain socket and pipe (blocking).
 std::unique_ptr<System> make_uds();
 std::unique_ptr<System> make_pipe();
 // Optional (each defined only when its package was found at build time).
@@ -133,11 +156,12 @@ std::unique_ptr<System> make_moodycamel();
 
 // iceoryx's daemon, started and stopped by the benchmark (cmp_iceoryx.cpp):
 // `roudi` is the iox-roudi binary; its configuration (mempools for `sizes`)
-// and log go to work_dir. The pid is kept in g_daemon_pid, so that an
-// interrupted run stops it too.
-bool iceoryx_start_roudi(const std::string& roudi, const std::string& work_dir,
-                         const std::vector<std::size_t>& sizes, std::string& error);
-void iceoryx_stop_roudi();
+// and log go to work_dir. The runner keeps its pid, so that an interrupted
+// run stops it too, and the pid file is removed with it.
+bool iceoryx_start_roudi(PairRunner& runner, const std::string& roudi, const std::string& work_dir,
+                         const std::vector<std::size_t>& sizes, const std::string& pid_file,
+                         std::string& error);
+void iceoryx_stop_roudi(PairRunner& runner);
 std::string iceoryx_version();
 
 std::string zmq_version_string();

@@ -12,7 +12,7 @@
 #include <memory>
 #include <vector>
 
-#include "compare.hpp"
+#include "system.hpp"
 
 namespace shmbus_bench {
 namespace {
@@ -30,7 +30,7 @@ class BoostMq : public System {
 
   bool has_spaced() const override { return !polling_; }
 
-  void prepare(const Scenario& sc) override {
+  void prepare(PairRunner& runner, const Scenario& sc) override {
     const std::string base =
         strprintf("shmbus-cmp-%d-%d-%s", static_cast<int>(::getpid()), sc.run_id, key.c_str());
     ab_ = base + "-ab";
@@ -38,7 +38,7 @@ class BoostMq : public System {
     const std::size_t depth = sc.mode == Mode::Throughput ? sc.slots : 4;
     for (const std::string* n : {&ab_, &ba_}) {
       bip::message_queue::remove(n->c_str());
-      cleanup_on_interrupt("/" + *n);
+      runner.unlink_on_interrupt("/" + *n);
       // Created here, opened by each side after the fork; the handle is dropped
       // at once (the queue lives until remove()).
       bip::message_queue q(bip::create_only, n->c_str(), depth, sc.size);
@@ -52,114 +52,110 @@ class BoostMq : public System {
     ba_.clear();
   }
 
-  void ping(const Scenario& sc) override {
+  void ping(Side& side, const Scenario& sc) override {
     bip::message_queue out(bip::open_only, ab_.c_str()), in(bip::open_only, ba_.c_str());
     auto buf = make_payload(sc.size);
     std::vector<std::byte> rbuf(sc.size);
-    handshake();
-    pinger_loop(sc.plan, [&](std::uint64_t i) {
+    side.handshake();
+    pinger_loop(side, sc.plan, [&](std::uint64_t i) {
       put_seq(buf.data(), i);
-      send(out, buf.data(), sc.size, i);
-      const std::size_t got = receive(in, rbuf.data(), sc.size, i);
+      send(side, out, buf.data(), sc.size, i);
+      const std::size_t got = receive(side, in, rbuf.data(), sc.size, i);
       if (got != sc.size || get_seq(rbuf.data()) != i)
-        fail("%s: expected pong %" PRIu64 ", got %" PRIu64 " of %zu B", key.c_str(), i,
-             get_seq(rbuf.data()), got);
+        side.fail("%s: expected pong %" PRIu64 ", got %" PRIu64 " of %zu B", key.c_str(), i,
+                  get_seq(rbuf.data()), got);
     });
     put_seq(buf.data(), kStop);
-    send(out, buf.data(), sc.size, kStop);
+    send(side, out, buf.data(), sc.size, kStop);
   }
 
-  void pong(const Scenario& sc) override {
+  void pong(Side& side, const Scenario& sc) override {
     bip::message_queue in(bip::open_only, ab_.c_str()), out(bip::open_only, ba_.c_str());
     auto buf = make_payload(sc.size);
     std::vector<std::byte> rbuf(sc.size);
-    handshake();
+    side.handshake();
     for (std::uint64_t i = 0;; ++i) {
-      const std::size_t got = receive(in, rbuf.data(), sc.size, i);
+      const std::size_t got = receive(side, in, rbuf.data(), sc.size, i);
       if (got == sc.size && get_seq(rbuf.data()) == kStop) return;
       if (got != sc.size || get_seq(rbuf.data()) != i)
-        fail("%s: expected ping %" PRIu64 ", got %" PRIu64 " of %zu B", key.c_str(), i,
-             get_seq(rbuf.data()), got);
+        side.fail("%s: expected ping %" PRIu64 ", got %" PRIu64 " of %zu B", key.c_str(), i,
+                  get_seq(rbuf.data()), got);
       put_seq(buf.data(), i);
-      send(out, buf.data(), sc.size, i);
-      heartbeat(i);
+      send(side, out, buf.data(), sc.size, i);
+      side.heartbeat(i);
     }
   }
 
-  void produce(const Scenario& sc) override {
+  void produce(Side& side, const Scenario& sc) override {
     bip::message_queue out(bip::open_only, ab_.c_str());
     auto buf = make_payload(sc.size);
-    handshake();
-    g_ctl->t_start_ns = now_ns();
+    side.handshake();
+    side.ctl().t_start_ns = now_ns();
     for (std::uint64_t i = 0; i < sc.count; ++i) {
       put_seq(buf.data(), i);
-      send(out, buf.data(), sc.size, i);
-      heartbeat(i);
+      send(side, out, buf.data(), sc.size, i);
+      side.heartbeat(i);
     }
   }
 
-  void consume(const Scenario& sc) override {
+  void consume(Side& side, const Scenario& sc) override {
     bip::message_queue in(bip::open_only, ab_.c_str());
     const std::uint64_t expect_sum = pattern_sum(sc.size);
     std::vector<std::byte> rbuf(sc.size);
-    handshake();
+    side.handshake();
     for (std::uint64_t i = 0; i < sc.count; ++i) {
-      const std::size_t got = receive(in, rbuf.data(), sc.size, i);
-      check_message(key.c_str(), rbuf.data(), got, sc.size, i, expect_sum);
-      heartbeat(i);
+      const std::size_t got = receive(side, in, rbuf.data(), sc.size, i);
+      check_message(side, key.c_str(), rbuf.data(), got, sc.size, i, expect_sum);
+      side.heartbeat(i);
     }
-    g_ctl->t_end_ns = now_ns();
-    g_ctl->received = sc.count;
+    side.ctl().t_end_ns = now_ns();
+    side.ctl().received = sc.count;
   }
 
-  void spaced_send(const Scenario& sc) override {
+  void spaced_send(Side& side, const Scenario& sc) override {
     bip::message_queue out(bip::open_only, ab_.c_str());
     auto buf = make_payload(sc.size);
-    handshake();
-    std::uint64_t next = now_ns();
-    for (std::uint64_t i = 0; i < sc.count; ++i) {
-      next += sc.gap_ns;
-      sleep_until_ns(next);
-      put_seq(buf.data(), i);
-      put_time(buf.data(), now_ns());
-      send(out, buf.data(), sc.size, i);
-      heartbeat(i);
-    }
+    send_spaced(side, sc, [&](std::uint64_t i) {
+      stamp_spaced(buf.data(), i);
+      send(side, out, buf.data(), sc.size, i);
+    });
   }
 
-  void spaced_recv(const Scenario& sc) override {
+  void spaced_recv(Side& side, const Scenario& sc) override {
     bip::message_queue in(bip::open_only, ab_.c_str());
     std::vector<std::byte> rbuf(sc.size);
     SpacedRecorder rec(sc.count);
-    handshake();
+    side.handshake();
     for (std::uint64_t i = 0; i < sc.count; ++i) {
-      receive(in, rbuf.data(), sc.size, i);
+      receive(side, in, rbuf.data(), sc.size, i);
       rec.add(rbuf.data());
-      if (get_seq(rbuf.data()) != i) fail("%s: expected message %" PRIu64, key.c_str(), i);
-      heartbeat(i);
+      if (get_seq(rbuf.data()) != i) side.fail("%s: expected message %" PRIu64, key.c_str(), i);
+      side.heartbeat(i);
     }
-    rec.finish();
+    rec.finish(side);
   }
 
  private:
   // Blocking calls have no timeout here (a timed call would read the clock for
   // every message): a side that hangs is killed by the harness's watchdog.
-  void send(bip::message_queue& q, const std::byte* p, std::size_t n, std::uint64_t seq) {
+  void send(const Side& side, bip::message_queue& q, const std::byte* p, std::size_t n,
+            std::uint64_t seq) {
     if (!polling_) {
       q.send(p, n, 0);
       return;
     }
-    spin_until([&] { return q.try_send(p, n, 0); }, "room in the queue for message", seq);
+    side.spin_until([&] { return q.try_send(p, n, 0); }, "room in the queue for message", seq);
   }
 
-  std::size_t receive(bip::message_queue& q, std::byte* p, std::size_t cap, std::uint64_t seq) {
+  std::size_t receive(const Side& side, bip::message_queue& q, std::byte* p, std::size_t cap,
+                      std::uint64_t seq) {
     bip::message_queue::size_type got = 0;
     unsigned int prio = 0;
     if (!polling_) {
       q.receive(p, cap, got, prio);
       return got;
     }
-    spin_until([&] { return q.try_receive(p, cap, got, prio); }, "message", seq);
+    side.spin_until([&] { return q.try_receive(p, cap, got, prio); }, "message", seq);
     return got;
   }
 

@@ -18,19 +18,20 @@
 #include <cstring>
 #include <vector>
 
-#include "compare.hpp"
+#include "system.hpp"
 
 namespace shmbus_bench {
 namespace {
 
-void write_full(int fd, const std::byte* p, std::size_t n, const char* who, std::uint64_t seq) {
+void write_full(const Side& side, int fd, const std::byte* p, std::size_t n, const char* who,
+                std::uint64_t seq) {
   while (n > 0) {
     const ssize_t w = ::write(fd, p, n);
     if (w < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK)
-        fail("%s: no room to send message %" PRIu64 " within %d s", who, seq, kTimeoutSeconds);
-      fail("%s: write of message %" PRIu64 ": %s", who, seq, std::strerror(errno));
+        side.fail("%s: no room to send message %" PRIu64 " within %d s", who, seq, kTimeoutSeconds);
+      side.fail("%s: write of message %" PRIu64 ": %s", who, seq, std::strerror(errno));
     }
     p += w;
     n -= static_cast<std::size_t>(w);
@@ -38,21 +39,23 @@ void write_full(int fd, const std::byte* p, std::size_t n, const char* who, std:
 }
 
 // Reads up to `cap` bytes, at least one. Fails on end of stream or timeout.
-std::size_t read_some(int fd, std::byte* p, std::size_t cap, const char* who, std::uint64_t seq) {
+std::size_t read_some(const Side& side, int fd, std::byte* p, std::size_t cap, const char* who,
+                      std::uint64_t seq) {
   for (;;) {
     const ssize_t r = ::read(fd, p, cap);
     if (r > 0) return static_cast<std::size_t>(r);
-    if (r == 0) fail("%s: the peer closed the stream before message %" PRIu64, who, seq);
+    if (r == 0) side.fail("%s: the peer closed the stream before message %" PRIu64, who, seq);
     if (errno == EINTR) continue;
     if (errno == EAGAIN || errno == EWOULDBLOCK)
-      fail("%s: no message %" PRIu64 " within %d s", who, seq, kTimeoutSeconds);
-    fail("%s: read of message %" PRIu64 ": %s", who, seq, std::strerror(errno));
+      side.fail("%s: no message %" PRIu64 " within %d s", who, seq, kTimeoutSeconds);
+    side.fail("%s: read of message %" PRIu64 ": %s", who, seq, std::strerror(errno));
   }
 }
 
-void read_full(int fd, std::byte* p, std::size_t n, const char* who, std::uint64_t seq) {
+void read_full(const Side& side, int fd, std::byte* p, std::size_t n, const char* who,
+               std::uint64_t seq) {
   while (n > 0) {
-    const std::size_t r = read_some(fd, p, n, who, seq);
+    const std::size_t r = read_some(side, fd, p, n, who, seq);
     p += r;
     n -= r;
   }
@@ -71,105 +74,99 @@ class FdSystem : public System {
     a_rd_ = a_wr_ = b_rd_ = b_wr_ = -1;
   }
 
-  void ping(const Scenario& sc) override {
+  void ping(Side& side, const Scenario& sc) override {
     keep(kA);
     auto buf = make_payload(sc.size);
     std::vector<std::byte> in(sc.size);
-    handshake();
-    pinger_loop(sc.plan, [&](std::uint64_t i) {
+    side.handshake();
+    pinger_loop(side, sc.plan, [&](std::uint64_t i) {
       put_seq(buf.data(), i);
-      write_full(a_wr_, buf.data(), sc.size, who(), i);
-      read_full(a_rd_, in.data(), sc.size, who(), i);
+      write_full(side, a_wr_, buf.data(), sc.size, who(), i);
+      read_full(side, a_rd_, in.data(), sc.size, who(), i);
       if (get_seq(in.data()) != i)
-        fail("%s: expected pong %" PRIu64 ", got %" PRIu64, who(), i, get_seq(in.data()));
+        side.fail("%s: expected pong %" PRIu64 ", got %" PRIu64, who(), i, get_seq(in.data()));
     });
     put_seq(buf.data(), kStop);
-    write_full(a_wr_, buf.data(), sc.size, who(), kStop);
+    write_full(side, a_wr_, buf.data(), sc.size, who(), kStop);
   }
 
-  void pong(const Scenario& sc) override {
+  void pong(Side& side, const Scenario& sc) override {
     keep(kB);
     auto buf = make_payload(sc.size);
     std::vector<std::byte> in(sc.size);
-    handshake();
+    side.handshake();
     for (std::uint64_t i = 0;; ++i) {
-      read_full(b_rd_, in.data(), sc.size, who(), i);
+      read_full(side, b_rd_, in.data(), sc.size, who(), i);
       if (get_seq(in.data()) == kStop) return;
       if (get_seq(in.data()) != i)
-        fail("%s: expected ping %" PRIu64 ", got %" PRIu64, who(), i, get_seq(in.data()));
+        side.fail("%s: expected ping %" PRIu64 ", got %" PRIu64, who(), i, get_seq(in.data()));
       put_seq(buf.data(), i);
-      write_full(b_wr_, buf.data(), sc.size, who(), i);
-      heartbeat(i);
+      write_full(side, b_wr_, buf.data(), sc.size, who(), i);
+      side.heartbeat(i);
     }
   }
 
-  void produce(const Scenario& sc) override {
+  void produce(Side& side, const Scenario& sc) override {
     keep(kA);
     auto buf = make_payload(sc.size);
-    handshake();
-    g_ctl->t_start_ns = now_ns();
+    side.handshake();
+    side.ctl().t_start_ns = now_ns();
     for (std::uint64_t i = 0; i < sc.count; ++i) {
       put_seq(buf.data(), i);
-      write_full(a_wr_, buf.data(), sc.size, who(), i);
-      heartbeat(i);
+      write_full(side, a_wr_, buf.data(), sc.size, who(), i);
+      side.heartbeat(i);
     }
   }
 
-  void consume(const Scenario& sc) override {
+  void consume(Side& side, const Scenario& sc) override {
     keep(kB);
     const std::uint64_t expect_sum = pattern_sum(sc.size);
     const std::size_t cap = std::max<std::size_t>(256 * 1024, 2 * sc.size);
     std::vector<std::byte> buf(cap);
-    handshake();
+    side.handshake();
     std::size_t have = 0;
     std::uint64_t i = 0;
     std::uint64_t reads = 0;
     while (i < sc.count) {
-      have += read_some(b_rd_, buf.data() + have, cap - have, who(), i);
+      have += read_some(side, b_rd_, buf.data() + have, cap - have, who(), i);
       ++reads;
       std::size_t off = 0;
       for (; have - off >= sc.size && i < sc.count; off += sc.size, ++i) {
-        check_message(who(), buf.data() + off, sc.size, sc.size, i, expect_sum);
-        heartbeat(i);
+        check_message(side, who(), buf.data() + off, sc.size, sc.size, i, expect_sum);
+        side.heartbeat(i);
       }
       if (off != 0) {
         std::memmove(buf.data(), buf.data() + off, have - off);
         have -= off;
       }
     }
-    g_ctl->t_end_ns = now_ns();
-    g_ctl->received = i;
-    g_ctl->fetches = reads;
+    side.ctl().t_end_ns = now_ns();
+    side.ctl().received = i;
+    side.ctl().fetches = reads;
   }
 
-  void spaced_send(const Scenario& sc) override {
+  void spaced_send(Side& side, const Scenario& sc) override {
     keep(kA);
     auto buf = make_payload(sc.size);
-    handshake();
-    std::uint64_t next = now_ns();
-    for (std::uint64_t i = 0; i < sc.count; ++i) {
-      next += sc.gap_ns;
-      sleep_until_ns(next);
-      put_seq(buf.data(), i);
-      put_time(buf.data(), now_ns());
-      write_full(a_wr_, buf.data(), sc.size, who(), i);
-      heartbeat(i);
-    }
+    send_spaced(side, sc, [&](std::uint64_t i) {
+      stamp_spaced(buf.data(), i);
+      write_full(side, a_wr_, buf.data(), sc.size, who(), i);
+    });
   }
 
-  void spaced_recv(const Scenario& sc) override {
+  void spaced_recv(Side& side, const Scenario& sc) override {
     keep(kB);
     std::vector<std::byte> in(sc.size);
     SpacedRecorder rec(sc.count);
-    handshake();
+    side.handshake();
     for (std::uint64_t i = 0; i < sc.count; ++i) {
-      read_full(b_rd_, in.data(), sc.size, who(), i);
+      read_full(side, b_rd_, in.data(), sc.size, who(), i);
       rec.add(in.data());
       if (get_seq(in.data()) != i)
-        fail("%s: expected message %" PRIu64 ", got %" PRIu64, who(), i, get_seq(in.data()));
-      heartbeat(i);
+        side.fail("%s: expected message %" PRIu64 ", got %" PRIu64, who(), i, get_seq(in.data()));
+      side.heartbeat(i);
     }
-    rec.finish();
+    rec.finish(side);
   }
 
  protected:
@@ -193,7 +190,7 @@ class Uds : public FdSystem {
     blocking = slow = true;
   }
 
-  void prepare(const Scenario&) override {
+  void prepare(PairRunner&, const Scenario&) override {
     int sv[2];
     if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
       throw std::runtime_error(strprintf("socketpair: %s", std::strerror(errno)));
@@ -231,7 +228,7 @@ class Pipe : public FdSystem {
 
   // A pipe read has no timeout of its own: a side that hangs is killed by the
   // harness's watchdog, and a side that fails gets its peer killed.
-  void prepare(const Scenario&) override {
+  void prepare(PairRunner&, const Scenario&) override {
     int ab[2], ba[2];
     if (::pipe2(ab, O_CLOEXEC) != 0)
       throw std::runtime_error(strprintf("pipe: %s", std::strerror(errno)));

@@ -19,7 +19,7 @@
 #include <thread>
 #include <vector>
 
-#include "compare.hpp"
+#include "system.hpp"
 
 namespace shmbus_bench {
 namespace {
@@ -35,10 +35,10 @@ using IndexQueue = moodycamel::ConcurrentQueue<std::uint32_t>;
 // The two threads' own handshake (the harness's is between processes).
 class Gate {
  public:
-  void arrive_and_wait() {
+  void arrive_and_wait(const Side& side) {
     // acq_rel: what each thread set up before is visible to the other after.
     n_.fetch_add(1, std::memory_order_acq_rel);
-    spin_until([&] { return n_.load(std::memory_order_acquire) >= 2; }, "the other thread", 0);
+    side.spin_until([&] { return n_.load(std::memory_order_acquire) >= 2; }, "the other thread", 0);
   }
 
  private:
@@ -48,9 +48,9 @@ class Gate {
 // Runs `second` on a thread pinned to cpu_b while this thread (pinned to
 // cpu_a by the harness) runs `first`; a failure in either ends the process.
 template <class F1, class F2>
-void two_threads(const Scenario& sc, F1&& first, F2&& second) {
+void two_threads(const Side& side, const Scenario& sc, F1&& first, F2&& second) {
   std::thread t([&] {
-    pin_to(sc.cpu_b);
+    side.pin_to(sc.cpu_b);
     second();
   });
   first();
@@ -72,10 +72,10 @@ class Moodycamel : public System {
   }
 
   // Side A runs both threads; side B has nothing to do.
-  void pong(const Scenario&) override {}
-  void consume(const Scenario&) override {}
+  void pong(Side&, const Scenario&) override {}
+  void consume(Side&, const Scenario&) override {}
 
-  void ping(const Scenario& sc) override {
+  void ping(Side& side, const Scenario& sc) override {
     Queue ab(64), ba(64);
     // Messages above 64 B: one buffer per direction (one message in flight),
     // the sender writes the sequence number in place, as with a loan.
@@ -92,35 +92,35 @@ class Moodycamel : public System {
       return by_value ? get_seq(m.bytes) : get_seq(buf.data());
     };
     two_threads(
-        sc,
+        side, sc,
         [&] {
           moodycamel::ProducerToken ptok(ab);
           moodycamel::ConsumerToken ctok(ba);
-          gate.arrive_and_wait();
-          pinger_loop(sc.plan, [&](std::uint64_t i) {
-            if (!ab.enqueue(ptok, make(i, buf_ab))) fail("moodycamel: enqueue failed");
+          gate.arrive_and_wait(side);
+          pinger_loop(side, sc.plan, [&](std::uint64_t i) {
+            if (!ab.enqueue(ptok, make(i, buf_ab))) side.fail("moodycamel: enqueue failed");
             Msg m;
-            spin_until([&] { return ba.try_dequeue(ctok, m); }, "pong", i);
-            if (seq_of(m, buf_ba) != i) fail("moodycamel: expected pong %" PRIu64, i);
+            side.spin_until([&] { return ba.try_dequeue(ctok, m); }, "pong", i);
+            if (seq_of(m, buf_ba) != i) side.fail("moodycamel: expected pong %" PRIu64, i);
           });
-          if (!ab.enqueue(ptok, make(kStop, buf_ab))) fail("moodycamel: enqueue failed");
+          if (!ab.enqueue(ptok, make(kStop, buf_ab))) side.fail("moodycamel: enqueue failed");
         },
         [&] {
           moodycamel::ProducerToken ptok(ba);
           moodycamel::ConsumerToken ctok(ab);
-          gate.arrive_and_wait();
+          gate.arrive_and_wait(side);
           for (std::uint64_t i = 0;; ++i) {
             Msg m;
-            spin_until([&] { return ab.try_dequeue(ctok, m); }, "ping", i);
+            side.spin_until([&] { return ab.try_dequeue(ctok, m); }, "ping", i);
             const std::uint64_t seq = seq_of(m, buf_ab);
             if (seq == kStop) break;
-            if (seq != i) fail("moodycamel: expected ping %" PRIu64 ", got %" PRIu64, i, seq);
-            if (!ba.enqueue(ptok, make(i, buf_ba))) fail("moodycamel: enqueue failed");
+            if (seq != i) side.fail("moodycamel: expected ping %" PRIu64 ", got %" PRIu64, i, seq);
+            if (!ba.enqueue(ptok, make(i, buf_ba))) side.fail("moodycamel: enqueue failed");
           }
         });
   }
 
-  void produce(const Scenario& sc) override {
+  void produce(Side& side, const Scenario& sc) override {
     const bool by_value = sc.size <= sizeof(Msg);
     const std::uint64_t slots = sc.slots;
     Queue q(by_value ? slots : slots + 64);
@@ -129,18 +129,18 @@ class Moodycamel : public System {
     for (std::uint32_t k = 0; !by_value && k < slots; ++k) {
       std::vector<std::byte> p = make_payload(sc.size);
       std::memcpy(pool.data() + k * sc.size, p.data(), sc.size);
-      if (!free_list.enqueue(k)) fail("moodycamel: enqueue failed");
+      if (!free_list.enqueue(k)) side.fail("moodycamel: enqueue failed");
     }
     const std::uint64_t expect_sum = pattern_sum(sc.size);
     Gate gate;
     two_threads(
-        sc,
+        side, sc,
         [&] {  // the producer
           moodycamel::ProducerToken ptok(q);
           moodycamel::ConsumerToken free_tok(free_list);
           auto src = make_payload(sc.size);
-          gate.arrive_and_wait();
-          g_ctl->t_start_ns = now_ns();
+          gate.arrive_and_wait(side);
+          side.ctl().t_start_ns = now_ns();
           for (std::uint64_t i = 0; i < sc.count; ++i) {
             Msg m{};
             put_seq(src.data(), i);
@@ -148,45 +148,45 @@ class Moodycamel : public System {
               std::memcpy(m.bytes, src.data(), sc.size);
             } else {
               std::uint32_t k = 0;
-              spin_until([&] { return free_list.try_dequeue(free_tok, k); },
-                         "a free buffer for message", i);
+              side.spin_until([&] { return free_list.try_dequeue(free_tok, k); },
+                              "a free buffer for message", i);
               std::memcpy(pool.data() + k * sc.size, src.data(), sc.size);
               put_seq(m.bytes, i);
               std::memcpy(m.bytes + 8, &k, 4);
             }
             if (!q.try_enqueue(ptok, m))
-              spin_until([&] { return q.try_enqueue(ptok, m); }, "room for message", i);
-            heartbeat(i);
+              side.spin_until([&] { return q.try_enqueue(ptok, m); }, "room for message", i);
+            side.heartbeat(i);
           }
         },
         [&] {  // the consumer
           moodycamel::ConsumerToken ctok(q);
           moodycamel::ProducerToken free_ptok(free_list);
           Msg got[64];
-          gate.arrive_and_wait();
+          gate.arrive_and_wait(side);
           std::uint64_t i = 0, fetches = 0;
           while (i < sc.count) {
             std::size_t n = q.try_dequeue_bulk(ctok, got, 64);
             if (n == 0) {
-              spin_until([&] { return (n = q.try_dequeue_bulk(ctok, got, 64)) != 0; }, "message",
-                         i);
+              side.spin_until([&] { return (n = q.try_dequeue_bulk(ctok, got, 64)) != 0; },
+                              "message", i);
             }
             ++fetches;
             for (std::size_t j = 0; j < n; ++j, ++i) {
               if (by_value) {
-                check_message("moodycamel", got[j].bytes, sc.size, sc.size, i, expect_sum);
+                check_message(side, "moodycamel", got[j].bytes, sc.size, sc.size, i, expect_sum);
               } else {
                 const std::uint32_t k = get_index(got[j].bytes);
-                check_message("moodycamel", pool.data() + k * sc.size, sc.size, sc.size, i,
+                check_message(side, "moodycamel", pool.data() + k * sc.size, sc.size, sc.size, i,
                               expect_sum);
-                if (!free_list.enqueue(free_ptok, k)) fail("moodycamel: enqueue failed");
+                if (!free_list.enqueue(free_ptok, k)) side.fail("moodycamel: enqueue failed");
               }
             }
-            heartbeat(i);
+            side.heartbeat(i);
           }
-          g_ctl->t_end_ns = now_ns();
-          g_ctl->received = i;
-          g_ctl->fetches = fetches;
+          side.ctl().t_end_ns = now_ns();
+          side.ctl().received = i;
+          side.ctl().fetches = fetches;
         });
   }
 };
