@@ -4,7 +4,10 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
+#include <string>
 
 #include "daemon.hpp"
 #include "shmbus/error.hpp"
@@ -50,9 +53,14 @@ int main(int argc, char** argv) {
     struct sigaction sa {};
     sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, nullptr);
-    sigaction(SIGINT, &sa, nullptr);
-    signal(SIGPIPE, SIG_IGN);
+    struct sigaction ignore {};
+    ignore.sa_handler = SIG_IGN;
+    sigemptyset(&ignore.sa_mask);
+    // SIGPIPE ignored: a client gone mid-reply is an EPIPE we handle, not a death.
+    if (sigaction(SIGTERM, &sa, nullptr) != 0 || sigaction(SIGINT, &sa, nullptr) != 0 ||
+        sigaction(SIGPIPE, &ignore, nullptr) != 0)
+      throw shmbus::Error(shmbus::ErrorCode::SystemError,
+                          std::string("sigaction: ") + std::strerror(errno));
     daemon.run();
     g_daemon = nullptr;
     return 0;

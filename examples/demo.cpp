@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -28,6 +29,16 @@ struct Report {  // in an anonymous shared mapping, one per consumer process
   double seconds;
   std::uint64_t p50, p99, p999, max;
 };
+
+// Reaps `pid`; true when it exited with status 0.
+bool exited_cleanly(pid_t pid) {
+  int status = 0;
+  pid_t r;
+  do
+    r = waitpid(pid, &status, 0);
+  while (r < 0 && errno == EINTR);
+  return r == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
 
 void usage() {
   std::printf(
@@ -74,8 +85,11 @@ int consume(const std::string& topic_name, const std::string& group, std::uint64
   r.seconds = std::chrono::duration<double>(Clock::now() - first).count();
   std::sort(latency.begin(), latency.end());
   const auto pct = [&](double q) {
-    return latency.empty() ? 0
-                           : latency[std::min(latency.size() - 1, std::size_t(q * latency.size()))];
+    return latency.empty()
+               ? 0
+               : latency[std::min(
+                     latency.size() - 1,
+                     static_cast<std::size_t>(q * static_cast<double>(latency.size())))];
   };
   r.p50 = pct(0.50);
   r.p99 = pct(0.99);
@@ -145,6 +159,15 @@ int main(int argc, char** argv) {
   std::vector<pid_t> children;
   for (int c = 0; c < kConsumers; ++c) {
     const pid_t pid = fork();
+    if (pid < 0) {
+      std::fprintf(stderr, "shmbus-demo: fork: %s\n", std::strerror(errno));
+      for (pid_t p : children)
+        kill(p, SIGKILL);
+      for (pid_t p : children)
+        (void)exited_cleanly(p);
+      shmbus::Bus::connect().delete_topic(name);
+      return 1;
+    }
     if (pid == 0)
       _exit(consume(name, groups[c], messages, group_counts[group_of[c]], group_counts[2],
                     reports[c]));
@@ -175,13 +198,17 @@ int main(int argc, char** argv) {
     }
     _exit(0);
   }
-  int rc = 0, status = 0;
-  waitpid(producer, &status, 0);
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) rc = 1;
-  for (pid_t p : children) {
-    waitpid(p, &status, 0);
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) rc = 1;
+  int rc = 0;
+  if (producer < 0) {
+    std::fprintf(stderr, "shmbus-demo: fork: %s\n", std::strerror(errno));
+    for (pid_t p : children)
+      kill(p, SIGKILL);
+    rc = 1;
+  } else if (!exited_cleanly(producer)) {
+    rc = 1;
   }
+  for (pid_t p : children)
+    if (!exited_cleanly(p)) rc = 1;
   shmbus::Bus::connect().delete_topic(name);
 
   std::printf(

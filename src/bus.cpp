@@ -120,6 +120,8 @@ class Connection {
     }
     stop_.store(true, std::memory_order_relaxed);  // relaxed: the eventfd write wakes the thread
     const std::uint64_t one = 1;
+    // Unchecked on purpose: the only failure of an eventfd write is a full
+    // counter (EAGAIN), which wakes the monitor as well.
     [[maybe_unused]] const auto n = ::write(wake_fd_, &one, sizeof one);
     if (monitor_.joinable()) monitor_.join();
     if (fd_ >= 0) ::close(fd_);
@@ -274,16 +276,19 @@ class Connection {
     }
     if (child == 0) {
       // Detach twice so the daemon is nobody's child here and outlives us.
-      ::setsid();
-      if (::fork() != 0) ::_exit(0);
+      // Between fork and exec only async-signal-safe calls: a failure ends
+      // the child, and the parent reports that no daemon answered.
+      if (::setsid() < 0) ::_exit(126);
+      const pid_t daemon = ::fork();
+      if (daemon < 0) ::_exit(126);
+      if (daemon != 0) ::_exit(0);
       const int null = ::open("/dev/null", O_RDONLY);
       const int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-      if (null >= 0) ::dup2(null, 0);
-      if (out >= 0) {
-        ::dup2(out, 1);
-        ::dup2(out, 2);
-      }
+      if (null >= 0 && ::dup2(null, 0) < 0) ::_exit(126);
+      if (out >= 0 && (::dup2(out, 1) < 0 || ::dup2(out, 2) < 0)) ::_exit(126);
       // The daemon must not hold the application's descriptors (pipes, sockets).
+      // Unchecked: it fails only on kernels without it (< 5.9), and then the
+      // daemon merely holds a few descriptors it never uses.
       ::close_range(3, ~0U, 0);
       ::execlp(bin.c_str(), "shmbusd", "--bus", options_.bus.c_str(), "--socket", path_.c_str(),
                static_cast<char*>(nullptr));
@@ -298,6 +303,10 @@ class Connection {
     // ECHILD: SIGCHLD is ignored here, so the child was reaped for us.
     if (reaped < 0 && errno != ECHILD) {
       spawn_error_ = std::string("waitpid: ") + errno_text(errno);
+      return false;
+    }
+    if (reaped == child && WIFEXITED(status) && WEXITSTATUS(status) == 126) {
+      spawn_error_ = "could not detach a daemon process (setsid or fork failed)";
       return false;
     }
     spawn_error_ = "started " + bin + ", see " + log;

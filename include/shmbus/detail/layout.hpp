@@ -149,8 +149,74 @@ static_assert(offsetof(GroupEntry, cursor) >= kHotAlign, "cursor on its own line
 static_assert(sizeof(GroupEntry) % kHotAlign == 0);
 static_assert(sizeof(MemberSeat) == kCacheLine, "one member per line: no false sharing");
 static_assert(sizeof(ProducerSeat) == 2 * kCacheLine);
-static_assert(offsetof(SlotHeader, stamp) == 0);
 static_assert(sizeof(SlotHeader) == kSlotHeaderSize,
               "payload starts 32 bytes into the slot's first line");
+static_assert(std::is_standard_layout_v<EventCount>);
+static_assert(std::is_standard_layout_v<ProducerSeat>);
+static_assert(std::is_standard_layout_v<MemberSeat>);
+
+// ---- the layout, pinned -----------------------------------------------------
+// Every size and offset another process relies on. A change to any of these
+// structures fails here: update the figures only together with kLayoutVersion
+// (and the note above it), so that an old process refuses the new region
+// instead of misreading it. kLayoutVersion == 3:
+static_assert(kLayoutVersion == 3, "update the pinned layout below with the version");
+static_assert(sizeof(EventCount) == 8);
+static_assert(offsetof(EventCount, seq) == 0);
+static_assert(offsetof(EventCount, waiters) == 4);
+static_assert(sizeof(TopicHeader) == 768);
+static_assert(offsetof(TopicHeader, magic) == 0);
+static_assert(offsetof(TopicHeader, layout_version) == 8);
+static_assert(offsetof(TopicHeader, header_size) == 12);
+static_assert(offsetof(TopicHeader, generation) == 16);
+static_assert(offsetof(TopicHeader, region_size) == 24);
+static_assert(offsetof(TopicHeader, slot_count) == 32);
+static_assert(offsetof(TopicHeader, slot_size) == 36);
+static_assert(offsetof(TopicHeader, stride) == 40);
+static_assert(offsetof(TopicHeader, policy) == 44);
+static_assert(offsetof(TopicHeader, single_producer) == 45);
+static_assert(offsetof(TopicHeader, reserved0) == 46);
+static_assert(offsetof(TopicHeader, max_producers) == 48);
+static_assert(offsetof(TopicHeader, max_groups) == 52);
+static_assert(offsetof(TopicHeader, max_members) == 56);
+static_assert(offsetof(TopicHeader, group_stride) == 60);
+static_assert(offsetof(TopicHeader, producers_offset) == 64);
+static_assert(offsetof(TopicHeader, groups_offset) == 72);
+static_assert(offsetof(TopicHeader, slots_offset) == 80);
+static_assert(offsetof(TopicHeader, name) == 88);
+static_assert(offsetof(TopicHeader, control_lock) == 152);
+static_assert(offsetof(TopicHeader, tail) == 256);
+static_assert(offsetof(TopicHeader, data_event) == 384);
+static_assert(offsetof(TopicHeader, space_event) == 512);
+static_assert(offsetof(TopicHeader, join_epoch) == 640);
+static_assert(offsetof(TopicHeader, jump_mark) == 648);
+static_assert(sizeof(ProducerSeat) == 128);
+static_assert(offsetof(ProducerSeat, state) == 0);
+static_assert(offsetof(ProducerSeat, pid) == 4);
+static_assert(offsetof(ProducerSeat, session) == 8);
+static_assert(offsetof(ProducerSeat, published) == 16);
+static_assert(offsetof(ProducerSeat, published_bytes) == 24);
+static_assert(offsetof(ProducerSeat, in_flight) == 32);
+static_assert(sizeof(MemberSeat) == 64);
+static_assert(offsetof(MemberSeat, state) == 0);
+static_assert(offsetof(MemberSeat, pid) == 4);
+static_assert(offsetof(MemberSeat, session) == 8);
+static_assert(offsetof(MemberSeat, held) == 16);
+static_assert(offsetof(MemberSeat, received) == 24);
+static_assert(sizeof(GroupEntry) == 256);
+static_assert(offsetof(GroupEntry, state) == 0);
+static_assert(offsetof(GroupEntry, flags) == 4);
+static_assert(offsetof(GroupEntry, members) == 8);
+static_assert(offsetof(GroupEntry, reserved0) == 12);
+static_assert(offsetof(GroupEntry, name) == 16);
+static_assert(offsetof(GroupEntry, lost) == 80);
+static_assert(offsetof(GroupEntry, corrupt) == 88);
+static_assert(offsetof(GroupEntry, cursor) == 128);
+static_assert(sizeof(SlotHeader) == 32);
+static_assert(offsetof(SlotHeader, stamp) == 0);
+static_assert(offsetof(SlotHeader, length) == 8);
+static_assert(offsetof(SlotHeader, producer_id) == 12);
+static_assert(offsetof(SlotHeader, timestamp_ns) == 16);
+static_assert(offsetof(SlotHeader, reserved0) == 24);
 
 }  // namespace shmbus::detail
