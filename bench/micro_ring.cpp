@@ -1,6 +1,6 @@
 // Micro-benchmarks of shmbus's hot path in one process and one thread: what a
 // publish, a loan, a claim and a receive cost when nothing waits. Cross-process
-// figures (the ones that matter for users) are in shmbus-ipc-bench.
+// figures (the ones that matter for users) are in shmbus-compare (bench/compare).
 //
 // Every benchmark creates its own topic, named with the pid so that parallel
 // runs do not collide, and removes it when done.

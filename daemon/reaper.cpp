@@ -26,11 +26,12 @@ std::int64_t now_ms() {
       .count();
 }
 
+constexpr auto kFree = static_cast<std::uint32_t>(detail::SeatState::Free);
+
 }  // namespace
 
 bool Daemon::seat_held(const Seat& s, pid_t pid) {
   const detail::Region& r = *s.region;
-  constexpr auto kFree = static_cast<std::uint32_t>(detail::SeatState::Free);
   // Relaxed: a check of who holds the seat now; free_* re-checks under the
   // region's control lock before it changes anything.
   if (s.producer) {
@@ -97,11 +98,12 @@ void Daemon::adopt_regions() {
 
 void Daemon::free_dead_seats(TopicEntry& t) {
   detail::Region& r = *t.region;
-  // Relaxed loads: a scan for owners that no longer exist; free_* re-checks
-  // under the region's control lock.
+  // Acquire loads of state (pair with the seat's release store when it was
+  // taken: its pid is then the taker's), relaxed of pid; a scan for owners
+  // that no longer exist, and free_* re-checks under the region's control lock.
   for (std::uint32_t i = 0; i < r.max_producers(); ++i) {
     const detail::ProducerSeat& p = r.producer(i);
-    if (p.state.load(std::memory_order_acquire) == 0) continue;
+    if (p.state.load(std::memory_order_acquire) == kFree) continue;
     const auto pid = static_cast<pid_t>(p.pid.load(std::memory_order_relaxed));
     if (!detail::process_alive(pid)) {
       spdlog::info("producer seat {} of pid {} (dead) freed", i, pid);
@@ -109,10 +111,10 @@ void Daemon::free_dead_seats(TopicEntry& t) {
     }
   }
   for (std::uint32_t g = 0; g < r.max_groups(); ++g) {
-    if (r.group(g).state.load(std::memory_order_acquire) == 0) continue;
+    if (r.group(g).state.load(std::memory_order_acquire) == kFree) continue;
     for (std::uint32_t m = 0; m < r.max_members(); ++m) {
       const detail::MemberSeat& s = r.member(g, m);
-      if (s.state.load(std::memory_order_acquire) == 0) continue;
+      if (s.state.load(std::memory_order_acquire) == kFree) continue;
       const auto pid = static_cast<pid_t>(s.pid.load(std::memory_order_relaxed));
       if (!detail::process_alive(pid)) {
         spdlog::info("member seat {}/{} of pid {} (dead) freed", g, m, pid);

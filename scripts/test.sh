@@ -15,7 +15,7 @@ for preset in tsan asan; do
   ctest --preset "$preset" -j 1
 done
 
-echo "== fuzz: the daemon's request decoder under libFuzzer (clang, ASan+UBSan), 30 s"
+echo "== fuzz: the control protocol's decoders and frame splitter under libFuzzer (clang, ASan+UBSan), 30 s"
 cmake --preset fuzz >/dev/null
 cmake --build --preset fuzz -j "$jobs"
 corpus=$(mktemp -d)

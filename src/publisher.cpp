@@ -40,6 +40,7 @@ Publisher::Publisher(std::shared_ptr<detail::Region> region, const PublisherOpti
   detail::ProducerSeat& seat = r.producer(free_seat);
   state_.seat = &seat;
   seat.pid.store(static_cast<std::uint32_t>(::getpid()), std::memory_order_relaxed);
+  detail::start_session(seat.session);
   for (auto& f : seat.in_flight)
     f.store(detail::kNone, std::memory_order_relaxed);
   seat.published.store(0, std::memory_order_relaxed);

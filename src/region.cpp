@@ -6,12 +6,14 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <boost/interprocess/exceptions.hpp>
 #include <boost/interprocess/mapped_region.hpp>
 #include <boost/interprocess/permissions.hpp>
 #include <boost/interprocess/shared_memory_object.hpp>
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <new>
@@ -24,6 +26,17 @@
 namespace bip = boost::interprocess;
 
 namespace shmbus::detail {
+
+void start_session(std::atomic<std::uint64_t>& session) noexcept {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);  // cannot fail for CLOCK_MONOTONIC
+  const auto now = static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000u +
+                   static_cast<std::uint64_t>(ts.tv_nsec);
+  // Relaxed: written and read under the control lock by takers; readers of
+  // the seat table see it through the release store of the seat's state.
+  const std::uint64_t before = session.load(std::memory_order_relaxed);
+  session.store(std::max(now, before + 1), std::memory_order_relaxed);
+}
 
 struct Region::Mapping {
   bip::shared_memory_object shm;  // by name (create, open)
@@ -216,7 +229,7 @@ std::shared_ptr<Region> Region::create(const std::string& shm_name, std::string_
   for (std::uint64_t s = 0; s < o.slot_count; ++s)
     new (&r->slot(s)) SlotHeader{};
   // SYNC POINT M1 (release): everything above is visible to an opener whose
-  // acquire load of `magic` (M2, in open) reads kMagic.
+  // acquire load of `magic` (M2, in validate: open and from_fd) reads kMagic.
   h->magic.store(kMagic, std::memory_order_release);
   return r;
 }

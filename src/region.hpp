@@ -28,6 +28,11 @@ class Region;
 [[nodiscard]] TopicOptions options_of(const Region& r);
 [[nodiscard]] TopicStatus status_of(const std::string& name, const Region& r);
 
+// Gives a seat taken under the control lock a session none of its earlier
+// holders had (ProducerStatus::session tells a re-used seat apart): the
+// monotonic clock in ns, and always above the seat's previous session.
+void start_session(std::atomic<std::uint64_t>& session) noexcept;
+
 // Layout arithmetic shared by create (to size the region) and open (to check it).
 struct Layout {
   std::uint64_t stride, group_stride, producers_offset, groups_offset, slots_offset, size;

@@ -9,8 +9,9 @@ std::uint64_t Ring::gate() const noexcept {
   std::uint64_t g = kNone;
   for (std::uint32_t i = 0; i < max_groups; ++i) {
     const GroupEntry& e = group(i);
-    // Acquire: pairs with the release in attach/detach, so a live group's
-    // cursor and seats are initialised when we see it active.
+    // Acquire: pairs with the release stores of the group's state (the
+    // Subscriber constructor, Region::free_member), so a live group's cursor
+    // and seats are initialised when we see it active.
     if (e.state.load(std::memory_order_acquire) != static_cast<std::uint32_t>(SeatState::Active))
       continue;
     // Acquire: pairs with the release fetch_sub in free_member (a group seen

@@ -91,6 +91,7 @@ Subscriber::Subscriber(std::shared_ptr<detail::Region> region, const SubscriberO
   detail::MemberSeat& member = r.member(g, m);
   state_.member = &member;
   member.pid.store(static_cast<std::uint32_t>(::getpid()), std::memory_order_relaxed);
+  detail::start_session(member.session);
   member.held.store(detail::kNone, std::memory_order_relaxed);
   member.received.store(0, std::memory_order_relaxed);
   member.state.store(kActive, std::memory_order_release);  // release: as the group's state

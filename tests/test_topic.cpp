@@ -196,5 +196,28 @@ TEST(TopicSeats, SeatsRunOutWithAClearErrorAndAreReused) {
   EXPECT_EQ(code_of([&] { (void)t.topic.subscriber(bad); }), ErrorCode::InvalidArgument);
 }
 
+TEST(TopicSeats, AReusedSeatGetsANewSessionAndFreshCounters) {
+  TopicOptions o;
+  o.max_producers = 1;  // the second publisher must take the first one's seat
+  ScopedTopic t("session", o);
+  std::uint64_t first = 0;
+  {
+    Publisher a = t.topic.publisher();
+    ASSERT_EQ(a.publish(bytes_of("abc")), Status::Ok);
+    const TopicStatus s = t.topic.status();
+    ASSERT_EQ(s.producer_seats.size(), 1u);
+    first = s.producer_seats[0].session;
+    EXPECT_NE(first, 0u);
+    EXPECT_EQ(s.producer_seats[0].published, 1u);
+    EXPECT_EQ(s.producer_seats[0].published_bytes, 3u);
+  }
+  Publisher b = t.topic.publisher();
+  const TopicStatus s = t.topic.status();
+  ASSERT_EQ(s.producer_seats.size(), 1u);
+  EXPECT_EQ(s.producer_seats[0].seat, 0u);
+  EXPECT_GT(s.producer_seats[0].session, first);  // `shmbus stat` tells the two apart
+  EXPECT_EQ(s.producer_seats[0].published, 0u);
+}
+
 }  // namespace
 }  // namespace shmbus::test
