@@ -113,19 +113,30 @@ Status Publisher::wait_for_room(std::uint64_t s, Patience p) noexcept {
   return detail::status_of(w, Status::Ok);
 }
 
-void Publisher::after_join(std::uint64_t s, std::uint64_t epoch,
-                           std::chrono::nanoseconds bound) noexcept {
-  // A group started gating after our cache was computed. We own s already:
-  // rescan, and if the new group still needs the message in s's slot, wait
-  // for it (the joiner placed itself at most slot_count behind the tail, so
-  // this is the normal full-ring wait). The call's timeout bounds it (for a
-  // try_ call, the publisher's), and so does the options' interrupt; past
-  // either we write anyway and the group sees the overwrite as a lost message
-  // (stamp check), which is the lesser harm than stranding s.
+Status Publisher::after_join(Patience p, std::uint32_t index, std::uint64_t s,
+                             std::uint64_t epoch) noexcept {
+  // A group started gating after our cache was computed, and we own s
+  // already: rescan. If the new group still needs the message in s's slot
+  // (the joiner placed itself at most slot_count behind the tail), a waiting
+  // call under Block waits for it as for a full ring, up to its timeout. The
+  // interrupt is not honoured here: the claim is made, so no one else could
+  // go first, and the wait ends as soon as the group consumes (or its member
+  // dies and the daemon frees the seat).
   state_.epoch = epoch;
   detail::refresh_gate(ring_, state_, s);
-  if (s < state_.gate_cache + ring_.count) return;
-  (void)wait_for_space(bound, [&] { return detail::has_room(ring_, state_, s); });
+  if (s < state_.gate_cache + ring_.count) return Status::Ok;
+  const bool waits = p.wait && ring_.policy == Policy::Block;
+  if (waits && detail::wait_for(
+                   ring_.header->space_event, options_.wait, p.timeout, options_.spin,
+                   detail::kNoInterrupt, [&] { return detail::has_room(ring_, state_, s); },
+                   detail::kSpaceRecheck) == detail::Waited::Ready)
+    return Status::Ok;
+  // Give s up instead of writing over a message the group still needs: only
+  // the stamp changes, so a copy of it the group holds keeps its payload,
+  // and a group that has not taken it yet counts it lost (lapped); the
+  // caller learns that nothing was accepted.
+  detail::abandon(ring_, state_, ring_.slot(s), s, index);
+  return waits ? Status::Timeout : Status::WouldBlock;
 }
 
 }  // namespace shmbus

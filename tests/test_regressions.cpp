@@ -52,6 +52,60 @@ TEST(Regression, RejoinedGroupIsGatedDespiteProducersStaleCache) {
   held.release();
 }
 
+// A group joins (Earliest) while a producer's gate cache, computed with no
+// group gating, lets it claim a sequence whose slot holds the oldest message
+// the group now needs. The producer must give that sequence up (abandon it and
+// say the message was not accepted), not write over the message: neither a
+// copy the group holds nor one it has yet to take may change under it, and
+// what the group misses is counted exactly.
+TEST(Regression, AClaimUnderAJoinGivesUpInsteadOfOverwritingTheJoinersMessage) {
+  for (const bool take_first : {true, false}) {
+    SCOPED_TRACE(take_first ? "the joiner holds the oldest message"
+                            : "the joiner has not taken it");
+    TopicOptions o;
+    o.slot_count = 8;
+    o.slot_size = 64;
+    ScopedTopic t("joinclaim", o);
+    PublisherOptions po;
+    po.timeout = 20ms;
+    Publisher pub = t.topic.publisher(po);
+    for (std::uint64_t i = 0; i < 12; ++i)  // no group: the ring runs free
+      ASSERT_EQ(publish_value(pub, i), Status::Ok);
+    SubscriberOptions g;
+    g.group = "g";
+    g.start = StartFrom::Earliest;  // the oldest retained: 12 - 8 = 4
+    auto sub = t.topic.subscriber(g);
+    Sample held;
+    if (take_first) {
+      ASSERT_EQ(sub->try_receive(held), Status::Ok);
+      ASSERT_EQ(held.sequence(), 4u);
+    }
+    // Claims 12 (slot of 4) on the stale cache, sees the join (J2), rescans:
+    // 4 is still needed. A try_ call gives 12 up at once.
+    std::uint64_t v = 12;
+    EXPECT_EQ(pub.try_publish(std::as_bytes(std::span(&v, 1))), Status::WouldBlock);
+    EXPECT_EQ(t.topic.status().tail, 13u) << "12 was claimed (and abandoned)";
+    // A waiting call finds the ring full on the rescanned gate: times out.
+    EXPECT_EQ(publish_value(pub, 13), Status::Timeout);
+    if (take_first) {
+      EXPECT_TRUE(held.intact());  // the give-up changed the stamp only
+      EXPECT_EQ(value_of(held), 4u);
+      held.release();
+    }
+    Sample s;
+    for (std::uint64_t expect = 5; expect < 12; ++expect) {
+      ASSERT_EQ(sub->try_receive(s), Status::Ok);
+      EXPECT_EQ(s.sequence(), expect);
+      EXPECT_EQ(value_of(s), expect);
+      s.release();
+    }
+    EXPECT_EQ(sub->try_receive(s), Status::WouldBlock);  // 12 abandoned: skipped
+    // Taken before the give-up, 4 was delivered whole; not taken, it was
+    // overrun by the abandoned stamp and is counted.
+    EXPECT_EQ(sub->lost(), take_first ? 0u : 1u);
+  }
+}
+
 // Skipping abandoned sequences frees room: a producer asleep on the full ring
 // must be woken by the skip, not by its timeout.
 TEST(Regression, SkippingAbandonedSequencesWakesABlockedProducer) {

@@ -101,8 +101,7 @@ class Publisher {
                                std::chrono::nanoseconds timeout) noexcept {
     return publish_impl(data, {true, timeout});
   }
-  // Never waits for room: Status::WouldBlock when the ring is full (Block and
-  // Reject). Only a group joining under the claim is waited for (after_join).
+  // Never waits: Status::WouldBlock when the ring is full (Block and Reject).
   [[nodiscard]] Status try_publish(std::span<const std::byte> data) noexcept {
     return publish_impl(data, {false, options_.timeout});
   }
@@ -129,8 +128,8 @@ class Publisher {
 
   Publisher(std::shared_ptr<detail::Region> region, const PublisherOptions& options);
 
-  // How a call waits: for room only when `wait`, and up to `timeout` (which
-  // also bounds waiting for a group that joined under the claim).
+  // How a call waits: for room only when `wait`, and up to `timeout` (each
+  // of its two waits: for room, and for a group that joined under its claim).
   struct Patience {
     bool wait;
     std::chrono::nanoseconds timeout;
@@ -185,7 +184,7 @@ class Publisher {
     }
     std::uint64_t epoch = 0;
     if (!detail::record_claim(ring_, state_, index, s, epoch)) [[unlikely]]
-      after_join(s, epoch, p.timeout);
+      return after_join(p, index, s, epoch);
     return Status::Ok;
   }
 
@@ -200,7 +199,10 @@ class Publisher {
     return detail::wait_for(ring_.header->space_event, options_.wait, timeout, options_.spin,
                             options_.interrupt, std::forward<Ready>(ready), detail::kSpaceRecheck);
   }
-  void after_join(std::uint64_t s, std::uint64_t epoch, std::chrono::nanoseconds bound) noexcept;
+  // After record_claim found that a group joined since the gate was cached:
+  // Ok when s may be written; otherwise s is given up (abandoned) and the
+  // call fails as a full ring would.
+  Status after_join(Patience p, std::uint32_t index, std::uint64_t s, std::uint64_t epoch) noexcept;
   void detach() noexcept;
 
   std::shared_ptr<detail::Region> region_;

@@ -60,13 +60,7 @@ class Sample {
   [[nodiscard]] std::uint32_t producer_id() const noexcept { return producer_id_; }
   // True when the slot still holds this message, so everything read from
   // data() so far is what was published. Always true under Block and Reject.
-  [[nodiscard]] bool intact() const noexcept {
-    if (slot_ == nullptr) return false;
-    // Acquire fence: the payload reads before it are ordered before the stamp
-    // load after it (the seqlock reader's second check).
-    std::atomic_thread_fence(std::memory_order_acquire);
-    return slot_->stamp.load(std::memory_order_relaxed) == detail::stamp_published(seq_);
-  }
+  [[nodiscard]] bool intact() const noexcept;
   // Ends the zero-copy read: producers may reuse the slot. Idempotent.
   void release() noexcept;
 

@@ -10,6 +10,11 @@
     _worker.py <bus> <socket> block-publish <topic>
         fills the (policy 'block') ring, prints "waiting", blocks in publish()
         with no timeout; on Ctrl-C prints "interrupted" and exits 0.
+    _worker.py <bus> <socket> close-in-handler <topic>
+        holds a sample, prints "waiting", blocks in receive() with no
+        timeout; a SIGUSR1 handler drops the sample and closes the
+        subscriber (both need the subscriber's lock, held by the waiting
+        receive): prints "closed" when receive raises Closed, exits 0.
 """
 
 import json
@@ -73,6 +78,25 @@ def main():
             print("interrupted", flush=True)
             return 0
         print("error: publish returned", flush=True)
+        return 1
+    if role == "close-in-handler":
+        import signal
+
+        sub = bus.subscriber(topic, start="earliest")
+        held = [sub.receive(timeout=30)]  # the parent published one message
+
+        def on_usr1(signum, frame):
+            held.clear()  # the sample's release takes the subscriber's lock
+            sub.close()
+
+        signal.signal(signal.SIGUSR1, on_usr1)
+        print("waiting", flush=True)
+        try:
+            sub.receive()
+        except shmbus.Closed:
+            print("closed", flush=True)
+            return 0
+        print("error: receive returned", flush=True)
         return 1
     print(f"unknown role {role}", flush=True)
     return 2

@@ -214,15 +214,15 @@ def test_threads_share_a_subscriber(bus):
     assert got == list(range(n))
 
 
-def _interrupt(busenv, role):
+def _interrupt(busenv, role, sig=signal.SIGINT, says="interrupted"):
     proc = busenv.worker(role, "t")
     try:
         assert read_line(proc, 20) == "waiting"
         # Inside the blocking call: asleep on the topic's futex.
         assert wait_until(lambda: asleep_on_shmbus(proc.pid), 10)
         t0 = time.monotonic()
-        proc.send_signal(signal.SIGINT)
-        assert read_line(proc, 5) == "interrupted"
+        proc.send_signal(sig)
+        assert read_line(proc, 5) == says
         elapsed = time.monotonic() - t0
         assert stop_process(proc) == 0
     finally:
@@ -237,6 +237,15 @@ def _interrupt(busenv, role):
 def test_ctrl_c_interrupts_receive(busenv):
     busenv.bus.create_topic("t", slots=8, slot_size=16)
     _interrupt(busenv, "block-receive")
+
+
+def test_a_signal_handler_may_use_the_object_a_receive_waits_on(busenv):
+    # The handler runs while the main thread waits in receive() holding the
+    # subscriber's lock: it must run with the lock released, or the release
+    # and close() in it would deadlock the thread against itself.
+    busenv.bus.create_topic("t", slots=8, slot_size=16)
+    busenv.bus.publisher("t").publish(b"held")
+    _interrupt(busenv, "close-in-handler", signal.SIGUSR1, "closed")
 
 
 def test_ctrl_c_interrupts_blocked_publish(busenv):

@@ -19,8 +19,13 @@ namespace {
 // there; read anywhere. Relaxed: no other data is published through it.
 std::atomic<pid_t> g_pid{0};
 
+// The thread that runs Python's signal handlers (threading.main_thread()).
+std::atomic<unsigned long> g_main_thread{0};
+
 void after_fork_in_child() {
   g_pid.store(::getpid(), std::memory_order_relaxed);  // relaxed: see g_pid
+  // The forking thread is the child's main thread (as CPython makes it).
+  g_main_thread.store(PyThread_get_thread_ident(), std::memory_order_relaxed);
 }
 
 char g_empty_payload = 0;  // what a zero-length buffer points at
@@ -33,6 +38,10 @@ pid_t current_pid() noexcept {
 
 void install_fork_handler() {
   g_pid.store(::getpid(), std::memory_order_relaxed);  // relaxed: see g_pid
+  // The module may be imported from any thread: ask threading (GIL held).
+  g_main_thread.store(
+      py::module_::import("threading").attr("main_thread")().attr("ident").cast<unsigned long>(),
+      std::memory_order_relaxed);  // relaxed: see g_main_thread
   if (const int err = ::pthread_atfork(nullptr, nullptr, &after_fork_in_child); err != 0)
     raise(PyExc_ImportError, std::string("shmbus: pthread_atfork failed: ") + std::strerror(err));
 }
@@ -112,19 +121,15 @@ void fill_buffer(Py_buffer* view, PyObject* obj, std::span<const std::byte> byte
 Interrupt python_interrupt(WantCount wanted) {
   Interrupt i;
   i.every = kInterruptEvery;
+  // No GIL and no Python code in here: the waiter holds the endpoint's mutex,
+  // and a signal handler or the garbage collector run from here could want it.
   i.check = [wanted = std::move(wanted)]() noexcept {
     // Relaxed: a hint (see GilSafeLock); the mutex orders the data.
     if (wanted->load(std::memory_order_relaxed) != 0) return true;
-      // A thread that takes the GIL while the interpreter finalizes is ended in
-      // place; do not try from inside the core's wait, stop it instead.
-#if PY_VERSION_HEX >= 0x030D0000
-    if (Py_IsFinalizing()) return true;
-#else
-    if (_Py_IsFinalizing()) return true;
-#endif
-    py::gil_scoped_acquire gil;
-    // Runs the signal handlers (main thread only): Ctrl-C sets KeyboardInterrupt.
-    return PyErr_CheckSignals() != 0;
+    // Only the main thread runs signal handlers: it leaves the core every
+    // kInterruptEvery, and wait_until runs them with the mutex released.
+    // Relaxed: written at import and in a fork() child, before any wait.
+    return PyThread_get_thread_ident() == g_main_thread.load(std::memory_order_relaxed);
   };
   return i;
 }

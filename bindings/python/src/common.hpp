@@ -62,9 +62,10 @@ struct EndpointMutex {
 };
 
 // The core's Interrupt for a Python endpoint whose mutex counts its waiting
-// threads in `wanted`: stops a wait when another thread wants the mutex, or
-// when a signal handler has raised (Ctrl-C in the main thread; the exception
-// is then set, see wait_until). Made before the endpoint, which gets `wanted`.
+// threads in `wanted`: stops a wait when another thread wants the mutex, and
+// in the main thread every kInterruptEvery, so that wait_until can run the
+// signal handlers (Ctrl-C) with the mutex released. It takes no GIL and runs
+// no Python code. Made before the endpoint, which gets `wanted`.
 Interrupt python_interrupt(WantCount wanted);
 
 // Locks `mu` with the GIL held by the caller. When another thread holds the
@@ -78,13 +79,22 @@ class GilSafeLock {
   explicit GilSafeLock(EndpointMutex& mu) : m_(mu.m) {
     if (m_.try_lock()) return;
     // Relaxed: a hint read by the holder's interrupt check; the mutex itself
-    // orders everything the two threads share.
-    mu.wanted->fetch_add(1, std::memory_order_relaxed);
+    // orders everything the two threads share. Counted down by a destructor,
+    // so that even a thread ended in place (taking the GIL while the
+    // interpreter finalizes) does not leave a waiter yielding to it for ever.
+    struct Wanting {
+      std::atomic<std::uint32_t>& n;
+      explicit Wanting(std::atomic<std::uint32_t>& c) : n(c) {
+        n.fetch_add(1, std::memory_order_relaxed);
+      }
+      ~Wanting() { n.fetch_sub(1, std::memory_order_relaxed); }
+      Wanting(const Wanting&) = delete;
+      Wanting& operator=(const Wanting&) = delete;
+    } wanting(*mu.wanted);
     while (!m_.try_lock()) {
       py::gil_scoped_release nogil;
       std::lock_guard wait_for_holder(m_);
     }
-    mu.wanted->fetch_sub(1, std::memory_order_relaxed);  // relaxed: as above
   }
   ~GilSafeLock() { m_.unlock(); }
   GilSafeLock(const GilSafeLock&) = delete;
@@ -103,7 +113,8 @@ class GilSafeLock {
 // in another process its methods raise, and it is never destroyed (leaked,
 // on purpose: the child's own objects are unaffected).
 
-// getpid(), kept current across fork() by a pthread_atfork handler.
+// getpid(), kept current across fork() by a pthread_atfork handler (which
+// also keeps the main thread's id current, for python_interrupt).
 pid_t current_pid() noexcept;
 void install_fork_handler();
 // Raises shmbus.Error if `creator` is not this process.

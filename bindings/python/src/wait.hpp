@@ -68,10 +68,10 @@ class Deadline {
 // into the core that waits at most `timeout`, its wait ended early by the
 // endpoint's python_interrupt; it runs with the GIL released and `owner.mu`
 // held, on owner.open_locked(), and is not called once the owner is closed
-// (then Status::Invalid is returned). When the interrupt fired for Ctrl-C the
-// KeyboardInterrupt propagates from here; when it fired because another
-// thread wants the owner, that thread goes first and the wait resumes with
-// what is left of the deadline.
+// (then Status::Invalid is returned). After an interrupt, with the mutex
+// released and the GIL held, the signal handlers run (a KeyboardInterrupt
+// propagates from here), every thread that wanted the owner goes first, and
+// the wait resumes with what is left of the deadline.
 template <class Owner, class Attempt>
 Status wait_until(const Deadline& deadline, Owner& owner, Attempt&& attempt) {
   for (;;) {
@@ -94,7 +94,7 @@ Status wait_until(const Deadline& deadline, Owner& owner, Attempt&& attempt) {
       }
     }
     if (st != Status::Interrupted) return st;
-    if (PyErr_Occurred() != nullptr) throw py::error_already_set();
+    if (PyErr_CheckSignals() != 0) throw py::error_already_set();
   }
 }
 

@@ -55,6 +55,12 @@ constexpr std::uint64_t stamp_published(std::uint64_t s) noexcept {
 constexpr std::uint64_t stamp_abandoned(std::uint64_t s) noexcept {
   return 2 * s + 3;
 }
+// True when a slot stamped `st` still holds message s whole: s is published
+// there, or the slot's next occupant s + count was given up before anything
+// was written (only the stamp changes: Publisher::after_join).
+constexpr bool holds(std::uint64_t st, std::uint64_t s, std::uint64_t count) noexcept {
+  return st == stamp_published(s) || st == stamp_abandoned(s + count);
+}
 
 // The payload of a slot: kSlotHeaderSize bytes into it.
 [[nodiscard]] inline std::byte* payload(SlotHeader& s) noexcept {

@@ -71,10 +71,18 @@ inline bool Batch::intact() const noexcept {
   if (sub_ == nullptr) return false;
   std::atomic_thread_fence(std::memory_order_acquire);  // as in Sample::intact
   for (std::uint32_t i = 0; i < count_; ++i)
-    if (sub_->ring_.slot(first_ + i).stamp.load(std::memory_order_relaxed) !=
-        detail::stamp_published(first_ + i))
+    if (!detail::holds(sub_->ring_.slot(first_ + i).stamp.load(std::memory_order_relaxed),
+                       first_ + i, sub_->ring_.count))
       return false;
   return true;
+}
+
+inline bool Sample::intact() const noexcept {
+  if (slot_ == nullptr) return false;
+  // Acquire fence: the payload reads before it are ordered before the stamp
+  // load after it (the seqlock reader's second check).
+  std::atomic_thread_fence(std::memory_order_acquire);
+  return detail::holds(slot_->stamp.load(std::memory_order_relaxed), seq_, sub_->ring_.count);
 }
 
 // A taken message whose length exceeds the slot (a buggy or malicious writer):

@@ -96,6 +96,9 @@ inline constexpr std::chrono::nanoseconds kSpaceRecheck = std::chrono::milliseco
 // How a wait ended.
 enum class Waited : std::uint8_t { Ready, TimedOut, Interrupted };
 
+// For waits no interrupt may end.
+inline const Interrupt kNoInterrupt{};
+
 // The status of a call whose wait ended `w`; `ready` is the status it had
 // when the wait ended Ready.
 [[nodiscard]] inline Status status_of(Waited w, Status ready) noexcept {
@@ -115,21 +118,25 @@ enum class Waited : std::uint8_t { Ready, TimedOut, Interrupted };
 class InterruptClock {
  public:
   InterruptClock(const Interrupt& i, Clock::time_point now) noexcept
-      : interrupt_(i), next_(now + i.every) {}
+      : interrupt_(i), every_(std::clamp(i.every, kMin, kMax)), next_(now + every_) {}
   [[nodiscard]] bool armed() const noexcept { return static_cast<bool>(interrupt_.check); }
   // True when the check is due at `now` and says stop.
   [[nodiscard]] bool fired(Clock::time_point now) noexcept {
     if (!armed() || now < next_) return false;
-    next_ = now + interrupt_.every;
+    next_ = now + every_;
     return interrupt_.check();
   }
   // The longest a sleep may last before the check is due again.
   [[nodiscard]] std::chrono::nanoseconds sleep_bound() const noexcept {
-    return armed() ? interrupt_.every : std::chrono::nanoseconds::max();
+    return armed() ? std::chrono::nanoseconds(every_) : std::chrono::nanoseconds::max();
   }
 
  private:
+  // `every` is clamped: no futex loop at 0, no clock overflow near max().
+  static constexpr std::chrono::nanoseconds kMin = std::chrono::microseconds(100);
+  static constexpr std::chrono::nanoseconds kMax = std::chrono::hours(1);
   const Interrupt& interrupt_;
+  std::chrono::nanoseconds every_;
   Clock::time_point next_;
 };
 
