@@ -25,6 +25,12 @@ int exit_code_of(ErrorCode c) {
       return kExitDenied;
     case ErrorCode::DaemonUnavailable:
       return kExitUnavailable;
+    case ErrorCode::AlreadyExists:
+      return kExitExists;
+    case ErrorCode::InvalidArgument:
+      return kExitUsage;  // a bad value, wherever it is found (here or by the library)
+    case ErrorCode::InUse:
+      return kExitInUse;
     default:
       return kExitError;
   }

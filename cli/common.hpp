@@ -27,6 +27,9 @@ inline constexpr int kExitTimeout = 2;
 inline constexpr int kExitNotFound = 3;
 inline constexpr int kExitDenied = 4;
 inline constexpr int kExitUnavailable = 5;
+inline constexpr int kExitExists = 6;        // topic create: it exists already
+inline constexpr int kExitTopicDeleted = 7;  // pub/sub: the topic was deleted under us
+inline constexpr int kExitInUse = 8;         // topic delete --if-unused: seats attached
 inline constexpr int kExitUsage = 64;
 
 // The exit code of a library error.

@@ -120,12 +120,27 @@ Daemon::Outgoing Daemon::on(Client& c, std::uint32_t id, const proto::OpenTopic&
 
 Daemon::Outgoing Daemon::on(Client& c, std::uint32_t id, const proto::DeleteTopic& m) {
   require(c, m.name, {Right::Create}, "delete");
-  const bool adopted = topics_.contains(m.name);
+  const auto it = topics_.find(m.name);
+  const bool adopted = it != topics_.end();
+  if (adopted && m.if_unused) {
+    const TopicStatus s = detail::status_of(m.name, *it->second.region);
+    std::uint32_t members = 0;
+    for (const GroupStatus& g : s.groups)
+      members += g.members;
+    if (s.producers != 0 || members != 0)
+      throw Error(ErrorCode::InUse, "topic '" + m.name + "' has " + std::to_string(s.producers) +
+                                        " producer(s) and " + std::to_string(members) +
+                                        " member(s) attached; stop them first, or delete "
+                                        "without --if-unused (they are then told)");
+  }
+  // Tell everyone who has it mapped before the name goes: waits end, and
+  // publishers and (once drained) subscribers get Status::TopicDeleted.
+  if (adopted) it->second.region->mark_deleted();
   // A region file the daemon did not adopt (stale layout, foreign owner):
   // deleting it is how one gets rid of it.
   const bool removed = detail::Region::remove(region_name(config_.bus, m.name));
   if (!adopted && !removed) find(m.name);  // throws NotFound
-  topics_.erase(m.name);
+  if (adopted) topics_.erase(it);
   spdlog::info("pid {} deleted {}topic '{}'", c.pid, adopted ? "" : "the unadopted region of ",
                m.name);
   return {reply(proto::Ok{}, id)};

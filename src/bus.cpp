@@ -424,9 +424,9 @@ Topic Bus::open_topic(std::string_view name) {
   return make_topic(fd, name);
 }
 
-void Bus::delete_topic(std::string_view name) {
+void Bus::delete_topic(std::string_view name, bool if_unused) {
   validate_name("topic", name);
-  (void)conn_->request<proto::Ok>(proto::DeleteTopic{std::string(name)});
+  (void)conn_->request<proto::Ok>(proto::DeleteTopic{std::string(name), if_unused});
 }
 
 std::vector<TopicStatus> Bus::topics() {

@@ -20,6 +20,8 @@ const char* to_string(ErrorCode code) noexcept {
       return "ResourceExhausted";
     case ErrorCode::SystemError:
       return "SystemError";
+    case ErrorCode::InUse:
+      return "InUse";
     case ErrorCode::DaemonUnavailable:
       return "DaemonUnavailable";
   }
@@ -44,6 +46,8 @@ const char* to_string(Status status) noexcept {
       return "Invalid";
     case Status::Interrupted:
       return "Interrupted";
+    case Status::TopicDeleted:
+      return "TopicDeleted";
   }
   return "Unknown";
 }

@@ -148,7 +148,7 @@ void put_status(Writer& w, const TopicStatus& t) {
   w.u64(t.published_bytes).u32(static_cast<std::uint32_t>(t.producer_seats.size()));
   for (const ProducerStatus& p : t.producer_seats)
     w.u32(p.seat).u32(p.pid).u64(p.session).u64(p.published).u64(p.published_bytes);
-  w.u64(t.generation);
+  w.u64(t.generation).u64(t.abandoned).u8(t.deleted ? 1 : 0);
 }
 
 void get_status(Reader& r, TopicStatus& t) {
@@ -181,6 +181,8 @@ void get_status(Reader& r, TopicStatus& t) {
     t.producer_seats.push_back(p);
   }
   t.generation = r.u64();
+  t.abandoned = r.u64();
+  t.deleted = r.flag();
 }
 
 }  // namespace
@@ -209,10 +211,11 @@ void OpenTopic::decode(Reader& r) {
 }
 
 void DeleteTopic::encode(Writer& w) const {
-  w.str(name);
+  w.str(name).u8(if_unused ? 1 : 0);
 }
 void DeleteTopic::decode(Reader& r) {
   name = r.str();
+  if_unused = r.flag();
 }
 
 void Describe::encode(Writer& w) const {
@@ -244,8 +247,8 @@ void ErrorReply::encode(Writer& w) const {
 }
 void ErrorReply::decode(Reader& r) {
   const std::uint8_t c = r.u8();
-  code = c <= static_cast<std::uint8_t>(ErrorCode::DaemonUnavailable) ? static_cast<ErrorCode>(c)
-                                                                      : ErrorCode::SystemError;
+  code = c <= static_cast<std::uint8_t>(ErrorCode::InUse) ? static_cast<ErrorCode>(c)
+                                                          : ErrorCode::SystemError;
   message = r.str();
 }
 

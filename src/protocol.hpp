@@ -31,7 +31,9 @@ namespace shmbus::detail::proto {
 
 // 2: TopicStatus carries published_bytes and one entry per live producer.
 // 3: TopicStatus carries the topic's generation.
-inline constexpr std::uint16_t kVersion = 3;
+// 4: TopicStatus carries abandoned and deleted, published is the topic's
+//    total; DeleteTopic carries if_unused.
+inline constexpr std::uint16_t kVersion = 4;
 inline constexpr std::uint32_t kMaxFrame = 64 * 1024;         // bytes of a request body
 inline constexpr std::uint32_t kMaxReply = 16 * 1024 * 1024;  // a reply (a long topic list)
 inline constexpr std::size_t kMaxString = 1024;
@@ -163,6 +165,7 @@ struct OpenTopic {
 struct DeleteTopic {
   static constexpr Type kType = Type::DeleteTopic;
   std::string name;
+  bool if_unused = false;  // refuse (InUse) while producers or members are attached
   void encode(Writer& w) const;
   void decode(Reader& r);
 };

@@ -103,14 +103,19 @@ Status Publisher::claim_contended(Patience p, detail::Attempt a, std::uint64_t& 
 }
 
 Status Publisher::wait_for_room(std::uint64_t s, Patience p) noexcept {
+  if (detail::deleted(ring_)) return Status::TopicDeleted;
   if (!p.wait) return Status::WouldBlock;
   // Reject refuses a full ring at once; a slot still being written by a
   // slower producer (or by our own unpublished loan) is waited for as below.
   if (ring_.policy == Policy::Reject && !detail::has_room(ring_, state_, s))
     return Status::WouldBlock;
-  const detail::Waited w =
-      wait_for_space(p.timeout, [&] { return detail::may_write(ring_, state_, s); });
-  return detail::status_of(w, Status::Ok);
+  bool gone = false;
+  const detail::Waited w = wait_for_space(p.timeout, [&] {
+    if (detail::may_write(ring_, state_, s)) return true;
+    gone = detail::deleted(ring_);  // the delete wakes this sleeper
+    return gone;
+  });
+  return gone ? Status::TopicDeleted : detail::status_of(w, Status::Ok);
 }
 
 Status Publisher::after_join(Patience p, std::uint32_t index, std::uint64_t s,
@@ -122,6 +127,12 @@ Status Publisher::after_join(Patience p, std::uint32_t index, std::uint64_t s,
   // interrupt is not honoured here: the claim is made, so no one else could
   // go first, and the wait ends as soon as the group consumes (or its member
   // dies and the daemon frees the seat).
+  if (detail::deleted(ring_)) {
+    // The delete bumped the epoch (Region::mark_deleted). Keep the old one:
+    // every later claim comes here again and fails the same way.
+    detail::abandon(ring_, state_, ring_.slot(s), s, index);
+    return Status::TopicDeleted;
+  }
   state_.epoch = epoch;
   detail::refresh_gate(ring_, state_, s);
   if (s < state_.gate_cache + ring_.count) return Status::Ok;

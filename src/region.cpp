@@ -355,6 +355,19 @@ bool Region::remove(const std::string& shm_name) {
   return bip::shared_memory_object::remove(shm_name.c_str());
 }
 
+void Region::mark_deleted() noexcept {
+  TopicHeader& h = header();
+  // Release: pairs with detail::deleted()'s acquire.
+  h.deleted.store(1, std::memory_order_release);
+  // seq_cst, as a join's J3: every producer's next claim sees the epoch
+  // change (J2), takes the slow path and finds the flag there, so the hot
+  // path never looks at it.
+  h.join_epoch.fetch_add(1, std::memory_order_seq_cst);
+  // Everyone asleep re-checks: consumers drain what is left, then see it.
+  wake(h.data_event);
+  wake(h.space_event);
+}
+
 bool Region::abandon_unpublished(std::uint64_t s) noexcept {
   SlotHeader& sl = slot(s);
   // Acquire: pairs with P1/P0; we inspect what the dead producer left.
@@ -370,6 +383,8 @@ bool Region::abandon_unpublished(std::uint64_t s) noexcept {
     // belong to s + slot_count.
     if (sl.stamp.compare_exchange_weak(st, stamp_abandoned(s), std::memory_order_release,
                                        std::memory_order_acquire)) {
+      // Relaxed: a counter for reports.
+      ring_.header->abandoned.fetch_add(1, std::memory_order_relaxed);
       notify(ring_.header->data_event);
       return true;
     }

@@ -86,6 +86,11 @@ class Region {
     return ring_.member(g, m);
   }
 
+  // Marks the topic deleted (shmbusd, before it unlinks the name) and wakes
+  // every sleeper: publishers get Status::TopicDeleted, subscribers once they
+  // have drained what was published.
+  void mark_deleted() noexcept;
+
   // ---- freeing seats: by their owner on close, by shmbusd when the owner died --
   // Each does nothing unless the seat is still held by `pid` (checked under the
   // control lock: it may have been freed, and reused, meanwhile), so a seat is

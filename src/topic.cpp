@@ -95,6 +95,9 @@ TopicStatus status_of(const std::string& name, const Region& r) {
   // Relaxed loads below: a snapshot for reporting; no field is used to reach
   // other memory, and a seat or group caught mid-change is reported as seen.
   t.tail = r.header().tail.load(std::memory_order_relaxed);
+  t.abandoned = r.header().abandoned.load(std::memory_order_relaxed);
+  t.published = t.tail > t.abandoned ? t.tail - t.abandoned : 0;
+  t.deleted = r.header().deleted.load(std::memory_order_relaxed) != 0;
   for (std::uint32_t i = 0; i < r.max_producers(); ++i) {
     const ProducerSeat& p = r.producer(i);
     if (p.state.load(std::memory_order_relaxed) == static_cast<std::uint32_t>(SeatState::Free))
@@ -106,7 +109,6 @@ TopicStatus status_of(const std::string& name, const Region& r) {
     ps.session = p.session.load(std::memory_order_relaxed);
     ps.published = p.published.load(std::memory_order_relaxed);
     ps.published_bytes = p.published_bytes.load(std::memory_order_relaxed);
-    t.published += ps.published;
     t.published_bytes += ps.published_bytes;
     t.producer_seats.push_back(ps);
   }

@@ -144,14 +144,14 @@ daemon_pid=$(sed -nE 's/^pid: +([0-9]+)$/\1/p' <<<"$out")
 pass
 
 run cli topic create orders
-expect_rc 1 "topic create of an existing topic"
+expect_rc 6 "topic create of an existing topic"
 expect_match "already exists" "$err" "topic create says the topic exists"
 
 run cli topic create orders --if-not-exists
 expect_rc 0 "topic create --if-not-exists of an existing topic"
 
 run cli topic create bad/name
-expect_rc 1 "topic create with an invalid name"
+expect_rc 64 "topic create with an invalid name (a usage error)"
 expect_match "contains '/'" "$err" "the invalid name is explained"
 
 run cli topic list
@@ -338,6 +338,43 @@ run cli topic delete rated
 expect_rc 0 "topic delete rated"
 
 # ---- delete -----------------------------------------------------------------------
+
+# Deleting a topic under a running subscriber: it prints what was published
+# before, then says the topic is gone and exits 7. --if-unused refuses (8)
+# while it is attached.
+run cli topic create doomed --slots 8 --slot-size 64
+expect_rc 0 "topic create doomed"
+cli sub doomed >"$tmp/doomed" 2>"$tmp/doomed.err" &
+doomed=$!
+doomed_member() { cli topic describe doomed --json 2>/dev/null | grep -q '"members":1'; }
+wait_until "the subscriber of doomed joins" doomed_member
+run cli pub doomed <<<$'last words'
+expect_rc 0 "pub to doomed"
+run cli topic delete doomed --if-unused
+expect_rc 8 "topic delete --if-unused while a subscriber is attached"
+expect_match "1 member" "$err" "topic delete --if-unused says who is attached"
+run cli topic delete doomed
+expect_rc 0 "topic delete under a running subscriber"
+rc=0
+wait "$doomed" || rc=$?
+expect_rc 7 "sub exits 7 when its topic is deleted"
+out=$(<"$tmp/doomed")
+expect_out "last words" "sub printed what was published before the delete"
+expect_match "was deleted" "$(<"$tmp/doomed.err")" "sub says the topic was deleted"
+
+# sub --timeout without --count drains: exit 0 once something came.
+run cli topic create drained --slots 8 --slot-size 64
+run cli pub drained <<<$'a\nb'
+run cli sub drained --from earliest --timeout 0.3 -q
+expect_rc 0 "sub --timeout without --count after messages came (a drain)"
+expect_out $'a\nb' "the drain printed both"
+run cli sub drained --timeout 0.2 -q
+expect_rc 2 "sub --timeout without --count when nothing came"
+run cli topic delete drained --if-unused
+expect_rc 0 "topic delete --if-unused of an unused topic"
+
+run cli topic create odd --slots 3
+expect_rc 64 "topic create with a slot count that is not a power of two (a usage error)"
 
 run cli topic delete orders
 expect_rc 0 "topic delete orders"

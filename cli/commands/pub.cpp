@@ -152,6 +152,10 @@ class PubSession {
                   "is reject (see shmbus topic describe %s)",
                   n, args_.topic.c_str(), args_.topic.c_str()));
         return kExitError;
+      case Status::TopicDeleted:
+        note(strf("message %" PRIu64 " was not published: topic '%s' was deleted", n,
+                  args_.topic.c_str()));
+        return kExitTopicDeleted;
       case Status::TooLarge:
         note(strf("message %" PRIu64 " is %zu bytes, larger than the %u-byte slot size of "
                   "topic '%s'",

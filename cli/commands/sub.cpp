@@ -47,6 +47,7 @@ int cmd_sub(const Globals& g, const SubArgs& a) {
   const auto idle_limit = timed ? seconds_to_ns(a.timeout) : std::chrono::nanoseconds(0);
   auto last = Clock::now();
   int rc = kExitOk;
+  bool idle_end = false;  // stopped by --timeout
   for (;;) {
     if (a.count != 0 && received >= a.count) break;
     if (stop_requested()) {
@@ -64,11 +65,19 @@ int cmd_sub(const Globals& g, const SubArgs& a) {
     const Status st = sub->receive_copy(buffer, info, wait);
     if (st == Status::Timeout || st == Status::WouldBlock) {
       if (timed && Clock::now() >= last + idle_limit) {
-        rc = kExitTimeout;
+        // Without --count, --timeout drains: quiet after something came is done.
+        rc = a.count == 0 && received > 0 ? kExitOk : kExitTimeout;
+        idle_end = true;
         break;
       }
       if (stdout_reader_gone()) break;  // as EPIPE below: a clean stop
       continue;
+    }
+    if (st == Status::TopicDeleted) {
+      note(strf("topic '%s' was deleted (every message published before was received)",
+                a.topic.c_str()));
+      rc = kExitTopicDeleted;
+      break;
     }
     if (st == Status::Corrupt) {
       note(strf("skipped a message of topic '%s' with an invalid header", a.topic.c_str()));
@@ -98,7 +107,7 @@ int cmd_sub(const Globals& g, const SubArgs& a) {
   if (!a.quiet)
     std::fprintf(stderr, "shmbus: received %" PRIu64 " message%s from '%s'%s\n", received,
                  received == 1 ? "" : "s", a.topic.c_str(),
-                 rc == kExitTimeout ? strf(" (none for %gs)", a.timeout).c_str() : "");
+                 idle_end ? strf(" (none for %gs)", a.timeout).c_str() : "");
   return rc;
 }
 
@@ -122,7 +131,8 @@ void add_sub_command(CommandTree& tree) {
   sub->add_option("--count", sa->count, "stop after N messages (exit 0)")
       ->check(number_above(0, false));
   sub->add_option("--timeout", sa->timeout,
-                  "stop after SECONDS without a message (exit 2 unless --count messages came)")
+                  "stop after SECONDS without a message; with --count: exit 2 unless the count "
+                  "came; without: a drain, exit 0 once something came (2 if nothing did)")
       ->check(number_above(0, true));
   sub->add_flag("--hex", sa->hex, "print each message as hex digits (two per byte)");
   sub->add_flag("--show-offset", sa->show_offset, "prefix each message with \"OFFSET: \"");

@@ -51,6 +51,7 @@ void write_topic(JsonWriter& w, const TopicStatus& t) {
   w.key("tail").uint(t.tail);
   w.key("producers").uint(t.producers);
   w.key("published").uint(t.published);
+  w.key("abandoned").uint(t.abandoned);
   w.key("groups").begin_array();
   for (const GroupStatus& g : t.groups) {
     w.begin_object();
@@ -86,9 +87,9 @@ int cmd_create(const Globals& g, const CreateArgs& a) {
   return kExitOk;
 }
 
-int cmd_delete(const Globals& g, const std::string& name) {
+int cmd_delete(const Globals& g, const std::string& name, bool if_unused) {
   Bus bus = connect(g);
-  bus.delete_topic(name);
+  bus.delete_topic(name, if_unused);
   std::printf("deleted topic '%s' from bus '%s'\n", name.c_str(), g.bus.c_str());
   return kExitOk;
 }
@@ -138,7 +139,9 @@ int cmd_describe(const Globals& g, const std::string& name, bool json) {
                        o.max_groups, o.max_members)},
       {"tail:", u64(t.tail)},
       {"producers:", u64(t.producers)},
-      {"published:", u64(t.published) + " (by the live producers)"},
+      {"published:", u64(t.published) +
+                         (t.abandoned != 0 ? " (" + u64(t.abandoned) + " more given up unpublished)"
+                                           : std::string())},
       {"groups:", t.groups.empty() ? std::string("(none)") : u64(t.groups.size())}};
   print_table(kv);
   if (!t.groups.empty()) {
@@ -194,9 +197,16 @@ void add_topic_commands(CommandTree& tree) {
                    "succeed (and describe it) when the topic exists already");
 
   auto delete_name = std::make_shared<std::string>();
-  CLI::App* del = tree.leaf(topic, "delete", "delete a topic (processes that have it open keep it)",
-                            [&g, delete_name] { return cmd_delete(g, *delete_name); });
+  auto if_unused = std::make_shared<bool>(false);
+  CLI::App* del =
+      tree.leaf(topic, "delete",
+                "delete a topic; processes that have it open are told (pub and sub "
+                "exit 7)",
+                [&g, delete_name, if_unused] { return cmd_delete(g, *delete_name, *if_unused); });
   del->add_option("NAME", *delete_name, "topic name")->required();
+  del->add_flag("--if-unused", *if_unused,
+                "refuse (exit 8) while publishers or subscribers are attached; without it "
+                "they are told the topic is gone");
 
   auto list_json = std::make_shared<bool>(false);
   CLI::App* list = tree.leaf(topic, "list",

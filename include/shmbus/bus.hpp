@@ -43,7 +43,11 @@ class Bus {
   Topic create_topic(std::string_view name, const TopicOptions& options = {},
                      bool if_not_exists = false);
   Topic open_topic(std::string_view name);
-  void delete_topic(std::string_view name);
+  // Deletes the topic: its name goes, and everyone who has it open is told
+  // (Status::TopicDeleted: publishers at once, subscribers once they drained
+  // what was published). With `if_unused`, refuses with Error(InUse) while
+  // producers or group members are attached.
+  void delete_topic(std::string_view name, bool if_unused = false);
   std::vector<TopicStatus> topics();
   TopicStatus describe(std::string_view name);
 

@@ -18,6 +18,7 @@ enum class ErrorCode : std::uint8_t {
   ResourceExhausted,  // no free producer seat, group or member seat
   SystemError,        // a POSIX call failed; the message carries errno text
   DaemonUnavailable,  // reserved for the control plane (shmbusd)
+  InUse,              // refused while producers or members are attached (if_unused, groups)
 };
 
 [[nodiscard]] const char* to_string(ErrorCode code) noexcept;
@@ -34,13 +35,14 @@ class Error : public std::runtime_error {
 // Outcome of a data-plane call.
 enum class Status : std::uint8_t {
   Ok,
-  WouldBlock,   // try_*: the ring is full (publish) or empty (receive)
-  Timeout,      // a blocking call's timeout passed first
-  TooLarge,     // the message is larger than the topic's slot size
-  TooManyHeld,  // the subscriber holds the maximum number of unreleased samples
-  Corrupt,      // a slot's header was invalid; the message was skipped and counted
-  Invalid,      // the call was made on an empty/moved-from/published object
-  Interrupted,  // the options' Interrupt::check ended the wait; nothing was done
+  WouldBlock,    // try_*: the ring is full (publish) or empty (receive)
+  Timeout,       // a blocking call's timeout passed first
+  TooLarge,      // the message is larger than the topic's slot size
+  TooManyHeld,   // the subscriber holds the maximum number of unreleased samples
+  Corrupt,       // a slot's header was invalid; the message was skipped and counted
+  Invalid,       // the call was made on an empty/moved-from/published object
+  Interrupted,   // the options' Interrupt::check ended the wait; nothing was done
+  TopicDeleted,  // the topic was deleted; a subscriber gets it once it drained the rest
 };
 
 [[nodiscard]] const char* to_string(Status status) noexcept;

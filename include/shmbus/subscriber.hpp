@@ -115,6 +115,8 @@ class Subscriber {
   ~Subscriber();
 
   // Takes the next message of the group, if one is ready; never waits.
+  // Status::TopicDeleted once the topic was deleted and every message
+  // published before that was taken by the group (every receive call alike).
   [[nodiscard]] Status try_receive(Sample& out) noexcept;
   // Waits up to `timeout` for the next message (Status::Timeout if none came).
   [[nodiscard]] Status receive(Sample& out, std::chrono::nanoseconds timeout) noexcept;
@@ -156,6 +158,10 @@ class Subscriber {
   [[nodiscard]] std::uint32_t member_index() const noexcept { return member_index_; }
 
   Status try_receive_slow(Sample& out) noexcept;
+  Status take_one(Sample& out) noexcept;
+  // What "nothing to take" means: WouldBlock, or TopicDeleted once the topic
+  // was deleted and the group has taken everything claimed before.
+  [[nodiscard]] Status nothing_to_take() const noexcept;
   void fill(Sample& out, detail::SlotHeader& slot, std::uint64_t seq, std::uint32_t len,
             std::uint32_t hold) noexcept;
   Status reject_corrupt(std::uint32_t hold) noexcept;

@@ -30,13 +30,17 @@ struct ProducerStatus {
 struct TopicStatus {
   std::string name;
   TopicOptions options;
-  std::uint64_t tail = 0;                      // next sequence to be claimed
-  std::uint32_t producers = 0;                 // live producer seats
-  std::uint64_t published = 0;                 // messages published by the live producers (a guess)
-  std::uint64_t published_bytes = 0;           // their payload bytes (a guess)
+  std::uint64_t tail = 0;       // next sequence to be claimed
+  std::uint32_t producers = 0;  // live producer seats
+  // Messages ever published to the topic: tail - abandoned (claims in flight
+  // count as published; a snapshot).
+  std::uint64_t published = 0;
+  std::uint64_t abandoned = 0;                 // sequences given up instead of published
+  std::uint64_t published_bytes = 0;           // payload bytes of the live producers (a guess)
   std::vector<ProducerStatus> producer_seats;  // one per live producer
   std::vector<GroupStatus> groups;
   std::uint64_t generation = 0;  // tells a re-created topic of the same name apart
+  bool deleted = false;          // deleted while this region was still open
 };
 
 }  // namespace shmbus

@@ -41,6 +41,8 @@ WouldBlock             publish/loan: full under policy 'reject' (BlockingIOError
 TooLarge               message larger than the slot size (also a ValueError)
 TooManyHeld            64 samples held unreleased by one subscriber
 Closed                 released sample, ended loan, closed publisher/subscriber
+TopicDeleted           the topic was deleted (receive: once the rest is drained)
+InUse                  delete_topic(if_unused=True) refused: seats are attached
 =====================  ================================================
 
 Processes: use the 'spawn' (or 'forkserver') start method of multiprocessing.
@@ -67,6 +69,7 @@ from ._shmbus import (  # noqa: E402
     DaemonUnavailable,
     Error,
     GroupStatus,
+    InUse,
     InvalidArgument,
     Loan,
     NotFound,
@@ -81,6 +84,7 @@ from ._shmbus import (  # noqa: E402
     TooLarge,
     TooManyHeld,
     Topic,
+    TopicDeleted,
     TopicStatus,
     VersionMismatch,
     WouldBlock,
@@ -120,6 +124,8 @@ __all__ = [
     "TooLarge",
     "TooManyHeld",
     "Closed",
+    "TopicDeleted",
+    "InUse",
 ]
 
 

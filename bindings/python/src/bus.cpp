@@ -76,6 +76,8 @@ py::dict topic_dict(const TopicStatus& t) {
   d["published"] = t.published;
   d["published_bytes"] = t.published_bytes;
   d["generation"] = t.generation;
+  d["abandoned"] = t.abandoned;
+  d["deleted"] = t.deleted;
   py::list groups;
   for (const GroupStatus& g : t.groups)
     groups.append(group_dict(g));
@@ -134,9 +136,13 @@ void bind_bus(py::module_& m) {
       .def_readonly("tail", &TopicStatus::tail, "The next sequence to be claimed.")
       .def_readonly("producers", &TopicStatus::producers, "Live producer seats.")
       .def_readonly("published", &TopicStatus::published,
-                    "Messages published by the live producers (an estimate).")
+                    "Messages ever published to the topic (tail - abandoned).")
+      .def_readonly("abandoned", &TopicStatus::abandoned,
+                    "Sequences given up instead of published (dropped loans, dead producers).")
+      .def_readonly("deleted", &TopicStatus::deleted,
+                    "The topic was deleted (seen through a Topic opened before).")
       .def_readonly("published_bytes", &TopicStatus::published_bytes,
-                    "Their payload bytes (an estimate).")
+                    "Payload bytes published by the live producers (an estimate).")
       .def_readonly("generation", &TopicStatus::generation,
                     "Tells a topic deleted and created again under the same name apart.")
       .def_readonly("groups", &TopicStatus::groups, "The consumer groups (list of GroupStatus).")
@@ -206,12 +212,14 @@ InvalidArgument for bad values.)doc")
           "open_topic(name: str) -> Topic\n\nOpens an existing topic (NotFound if there is none).")
       .def(
           "delete_topic",
-          [](PyBus& b, const std::string& name) {
-            b.ask_daemon([&](Bus& bus) { return bus.delete_topic(name); });
+          [](PyBus& b, const std::string& name, bool if_unused) {
+            b.ask_daemon([&](Bus& bus) { return bus.delete_topic(name, if_unused); });
           },
-          py::arg("name"),
-          "delete_topic(name: str) -> None\n\nDeletes a topic's name; processes that have it open "
-          "keep using it.")
+          py::arg("name"), py::kw_only(), py::arg("if_unused") = false,
+          "delete_topic(name: str, *, if_unused: bool = False) -> None\n\nDeletes a topic. "
+          "Everyone who has it open is told: publish raises TopicDeleted at\n"
+          "once, receive once every message published before was received. if_unused:\n"
+          "raise InUse instead while publishers or subscribers are attached.")
       .def(
           "topics", [](PyBus& b) { return b.ask_daemon([&](Bus& bus) { return bus.topics(); }); },
           "topics() -> list[TopicStatus]\n\nEvery topic of the bus.")

@@ -31,13 +31,14 @@ inline constexpr std::size_t kReleaseGilBytes = 64 * 1024;
 
 // The exception classes (created once at import, owned by the module).
 struct Exceptions {
-  PyObject* error = nullptr;  // shmbus.Error
-  PyObject* by_code[9] = {};  // indexed by shmbus::ErrorCode
+  PyObject* error = nullptr;   // shmbus.Error
+  PyObject* by_code[10] = {};  // indexed by shmbus::ErrorCode
   PyObject* timeout = nullptr;
   PyObject* would_block = nullptr;
   PyObject* too_large = nullptr;
   PyObject* too_many_held = nullptr;
   PyObject* closed = nullptr;
+  PyObject* topic_deleted = nullptr;
 };
 Exceptions& exceptions();
 PyObject* invalid_argument();  // shmbus.InvalidArgument

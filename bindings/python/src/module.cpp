@@ -66,6 +66,9 @@ void register_exceptions(py::module_& m) {
       nullptr, "system_error");
   sub(ErrorCode::DaemonUnavailable, "DaemonUnavailable",
       "No shmbusd answers on the socket and none could be started.", nullptr, "daemon_unavailable");
+  sub(ErrorCode::InUse, "InUse",
+      "Refused while producers or members are attached (delete_topic(if_unused=True)).", nullptr,
+      "in_use");
   e.timeout = new_exception(
       m, "Timeout",
       "A blocking call's timeout passed first: publish/loan found the ring full until the\n"
@@ -89,6 +92,11 @@ void register_exceptions(py::module_& m) {
       "The object was released, published or closed: a Sample after release(), a Loan after\n"
       "publish()/abandon(), a Publisher or Subscriber after close(). Also a ValueError.",
       bases(e.error, PyExc_ValueError), "closed");
+  e.topic_deleted = new_exception(
+      m, "TopicDeleted",
+      "The topic was deleted (Bus.delete_topic, `shmbus topic delete`): publish raises it at\n"
+      "once, receive once every message published before the delete was received.",
+      bases(e.error), "topic_deleted");
 
   py::register_exception_translator([](std::exception_ptr p) {
     try {

@@ -57,6 +57,9 @@ std::string seconds_text(std::optional<double> t) {
       raise(exceptions().too_large, "message of " + std::to_string(size) +
                                         " bytes is larger than topic '" + pp.topic +
                                         "''s slot size");
+    case Status::TopicDeleted:
+      raise(exceptions().topic_deleted,
+            "topic '" + pp.topic + "' was deleted: the message was not published");
     case Status::Invalid:
       pp.raise_closed();
     default:

@@ -55,6 +55,10 @@ py::object receive(const py::object& self, std::optional<double> timeout) {
                 std::to_string(Subscriber::kMaxHeld) +
                 " samples not yet released (the most it may); release them: sample.release(), "
                 "a with block, or drop the arrays and memoryviews made from them");
+    case Status::TopicDeleted:
+      raise(exceptions().topic_deleted, "topic '" + ps.topic +
+                                            "' was deleted; every message published before "
+                                            "the delete was received");
     case Status::Invalid:
       ps.raise_closed();
     default:

@@ -20,7 +20,8 @@ inline constexpr std::uint64_t kMagic = 0x31'53'55'42'4d'48'53'00ULL;  // "\0SHM
 // 2: slots are filled in the order 0, 2, 1, 3 within each block of four
 //    (Ring::slot), and TopicHeader::jump_mark.
 // 3: ProducerSeat::published_bytes.
-inline constexpr std::uint32_t kLayoutVersion = 3;
+// 4: TopicHeader::deleted and TopicHeader::abandoned.
+inline constexpr std::uint32_t kLayoutVersion = 4;
 inline constexpr std::size_t kCacheLine = 64;
 // Two lines: keeps adjacent-line prefetch from coupling hot fields.
 inline constexpr std::size_t kHotAlign = 128;
@@ -81,6 +82,14 @@ struct alignas(kHotAlign) TopicHeader {
   // it is complete: producers then skip the slot-free check (P0). Written on
   // joins and seeks only; on join_epoch's line, which producers already read.
   std::atomic<std::uint64_t> jump_mark;
+  // 1 once shmbusd deleted the topic (Region::mark_deleted): waits end with
+  // Status::TopicDeleted once what was published is drained. Checked only
+  // when there is nothing to take, or (producers) after a join epoch change.
+  std::atomic<std::uint32_t> deleted;
+  std::uint32_t reserved1;
+  // Sequences given up (abandoned) rather than published, by producers and
+  // by shmbusd for dead ones: tail - abandoned is what was published.
+  std::atomic<std::uint64_t> abandoned;
 };
 
 // Claims a producer may hold unpublished at once (loans, plus one publish).
@@ -159,8 +168,8 @@ static_assert(std::is_standard_layout_v<MemberSeat>);
 // Every size and offset another process relies on. A change to any of these
 // structures fails here: update the figures only together with kLayoutVersion
 // (and the note above it), so that an old process refuses the new region
-// instead of misreading it. kLayoutVersion == 3:
-static_assert(kLayoutVersion == 3, "update the pinned layout below with the version");
+// instead of misreading it. kLayoutVersion == 4:
+static_assert(kLayoutVersion == 4, "update the pinned layout below with the version");
 static_assert(sizeof(EventCount) == 8);
 static_assert(offsetof(EventCount, seq) == 0);
 static_assert(offsetof(EventCount, waiters) == 4);
@@ -190,6 +199,9 @@ static_assert(offsetof(TopicHeader, data_event) == 384);
 static_assert(offsetof(TopicHeader, space_event) == 512);
 static_assert(offsetof(TopicHeader, join_epoch) == 640);
 static_assert(offsetof(TopicHeader, jump_mark) == 648);
+static_assert(offsetof(TopicHeader, deleted) == 656);
+static_assert(offsetof(TopicHeader, reserved1) == 660);
+static_assert(offsetof(TopicHeader, abandoned) == 664);
 static_assert(sizeof(ProducerSeat) == 128);
 static_assert(offsetof(ProducerSeat, state) == 0);
 static_assert(offsetof(ProducerSeat, pid) == 4);

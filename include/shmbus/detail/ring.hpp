@@ -221,8 +221,8 @@ enum class Attempt : std::uint8_t { Claimed, NoRoom, Raced };
 // After a successful claim of s into in_flight entry `index`: records it for
 // the daemon, then checks the join epoch (gated) or marks the slot "being
 // written" (overwrite). Returns false when a group joined since the gate was
-// cached: the caller must then call refresh_gate and wait for room (the
-// Publisher's after_join), with s already claimed.
+// cached, or the topic was deleted: the caller must then decide in its slow
+// path (the Publisher's after_join), with s already claimed.
 [[nodiscard]] inline bool record_claim(const Ring& r, ProducerState& p, std::uint32_t index,
                                        std::uint64_t s, std::uint64_t& epoch) noexcept {
   // Relaxed: read by the daemon after this process died, to mark the sequence
@@ -247,6 +247,13 @@ enum class Attempt : std::uint8_t { Claimed, NoRoom, Raced };
   // skipping the store saves a cache-line transfer per message.
   r.slot(s).stamp.store(stamp_writing(s), std::memory_order_relaxed);
   std::atomic_thread_fence(std::memory_order_release);
+  // No join epoch to watch here, so look at the deleted flag itself (on the
+  // epoch's line, written only by joins and the delete). Relaxed: it orders
+  // nothing; the caller's slow path reads it again with acquire.
+  if (r.header->deleted.load(std::memory_order_relaxed) != 0) [[unlikely]] {
+    epoch = p.epoch;
+    return false;
+  }
   return true;
 }
 
@@ -280,11 +287,20 @@ inline void commit(const Ring& r, ProducerState& p, SlotHeader& slot, std::uint6
 // Gives claimed sequence s up: consumers skip it.
 inline void abandon(const Ring& r, ProducerState& p, SlotHeader& slot, std::uint64_t s,
                     std::uint32_t index) noexcept {
+  // Relaxed: a counter for reports (tail - abandoned = published).
+  r.header->abandoned.fetch_add(1, std::memory_order_relaxed);
   // Release: pairs with C1 like P1; consumers skip the sequence (and never
   // look at an abandoned slot's other fields).
   slot.stamp.store(stamp_abandoned(s), std::memory_order_release);
   release_claim(p, index);
   notify(r.header->data_event);
+}
+
+// True once shmbusd deleted the topic (Region::mark_deleted).
+[[nodiscard]] inline bool deleted(const Ring& r) noexcept {
+  // Acquire: pairs with mark_deleted's release store; nothing else is read
+  // through it (the epoch bump and the wake-ups do the ordering that matters).
+  return r.header->deleted.load(std::memory_order_acquire) != 0;
 }
 
 // ==== consumer side ============================================================

@@ -111,6 +111,20 @@ inline void Subscriber::fill(Sample& out, detail::SlotHeader& slot, std::uint64_
 // well-formed. Everything else (competing members, skips, a full hold table,
 // a corrupt length) takes the general path, which decides from scratch.
 inline Status Subscriber::try_receive(Sample& out) noexcept {
+  const Status st = take_one(out);
+  return st == Status::WouldBlock ? nothing_to_take() : st;
+}
+
+inline Status Subscriber::nothing_to_take() const noexcept {
+  if (!detail::deleted(ring_)) [[likely]]
+    return Status::WouldBlock;
+  // Relaxed: a deleted topic's tail only moves by claims already in flight,
+  // which end published or abandoned; a later call sees them.
+  return position() >= ring_.header->tail.load(std::memory_order_relaxed) ? Status::TopicDeleted
+                                                                          : Status::WouldBlock;
+}
+
+inline Status Subscriber::take_one(Sample& out) noexcept {
   if (state_.is_private && state_.held_count != kMaxHeld) [[likely]] {
     std::uint32_t len = 0;
     Status not_ready = Status::WouldBlock;
@@ -135,24 +149,25 @@ inline Status Subscriber::try_receive(Sample& out) noexcept {
 template <class Attempt>
 inline Status Subscriber::wait_then(std::chrono::nanoseconds timeout, Attempt&& attempt) noexcept {
   Status result = attempt();
+  if (result == Status::WouldBlock) result = nothing_to_take();
   if (result != Status::WouldBlock) return result;
   // Before we wait: the fenced notify that a release leaves out, so that a
   // producer that missed one of our hints does not sleep while we do.
   if (ring_.policy == Policy::Block) detail::notify(ring_.header->space_event);
+  const auto ready = [&] {
+    // The cheap look first: a spinning wait polls one stamp per turn (and
+    // the deleted flag, on a line that is written only by joins).
+    if (detail::may_have_data(ring_, state_)) result = attempt();
+    if (result == Status::WouldBlock) result = nothing_to_take();
+    return result != Status::WouldBlock;
+  };
   const detail::Waited w = detail::wait_for(ring_.header->data_event, options_.wait, timeout,
-                                            options_.spin, options_.interrupt, [&] {
-                                              // The cheap look first: a spinning wait polls one
-                                              // stamp per turn.
-                                              if (!detail::may_have_data(ring_, state_))
-                                                return false;
-                                              result = attempt();
-                                              return result != Status::WouldBlock;
-                                            });
+                                            options_.spin, options_.interrupt, ready);
   return detail::status_of(w, result);
 }
 
 inline Status Subscriber::receive(Sample& out, std::chrono::nanoseconds timeout) noexcept {
-  return wait_then(timeout, [&] { return try_receive(out); });
+  return wait_then(timeout, [&] { return take_one(out); });
 }
 
 inline Status Subscriber::receive_batch(Batch& out, std::size_t max,
@@ -197,7 +212,7 @@ inline Status Subscriber::receive_copy(std::span<std::byte> buffer, MessageInfo&
   return wait_then(timeout, [&] {
     for (;;) {
       Sample s;
-      const Status st = try_receive(s);
+      const Status st = take_one(s);
       if (st != Status::Ok) return st;
       const auto d = s.data();
       if (ring_.policy == Policy::Overwrite)

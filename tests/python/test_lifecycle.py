@@ -1,0 +1,63 @@
+"""Topic lifecycle from Python: a deleted topic is reported, nothing is lost."""
+
+import os
+import threading
+
+import pytest
+
+import shmbus
+from conftest import asleep_on_shmbus, wait_until
+
+
+def test_delete_tells_subscribers_after_the_drain_and_publishers_at_once(bus):
+    bus.create_topic("t", slots=8, slot_size=32)
+    sub = bus.subscriber("t")
+    pub = bus.publisher("t")
+    pub.publish(b"one")
+    got, raised = [], []
+
+    def reads():
+        try:
+            while True:
+                s = sub.receive(timeout=None)
+                got.append(bytes(s))
+                s.release()
+        except shmbus.TopicDeleted as e:
+            raised.append(e)
+
+    th = threading.Thread(target=reads)
+    th.start()
+    # Asleep in receive (or not: either way it must end with TopicDeleted).
+    wait_until(lambda: asleep_on_shmbus(os.getpid(), th.native_id), 10)
+    pub.publish(b"two")
+    bus.delete_topic("t")
+    th.join(timeout=30)
+    assert not th.is_alive(), "the delete did not end the waiting receive"
+    assert got == [b"one", b"two"]
+    assert len(raised) == 1 and "'t' was deleted" in str(raised[0])
+    with pytest.raises(shmbus.TopicDeleted):
+        pub.publish(b"late")
+    with pytest.raises(shmbus.TopicDeleted):
+        sub.try_receive()
+    assert issubclass(shmbus.TopicDeleted, shmbus.Error)
+
+
+def test_delete_if_unused_refuses_while_attached(bus):
+    bus.create_topic("t", slots=8, slot_size=32)
+    sub = bus.subscriber("t")
+    with pytest.raises(shmbus.InUse, match="1 member"):
+        bus.delete_topic("t", if_unused=True)
+    sub.close()
+    bus.delete_topic("t", if_unused=True)
+    with pytest.raises(shmbus.NotFound):
+        bus.describe("t")
+
+
+def test_published_counts_every_message_not_only_live_producers(bus):
+    bus.create_topic("t", slots=8, slot_size=32)
+    with bus.publisher("t") as pub:
+        for _ in range(3):
+            pub.publish(b"x")
+        pub.loan(4)  # dropped unpublished: abandoned, not published
+    d = bus.describe("t")
+    assert (d.producers, d.published, d.abandoned, d.tail) == (0, 3, 1, 4)
