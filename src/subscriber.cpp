@@ -42,6 +42,7 @@ Subscriber::Subscriber(std::shared_ptr<detail::Region> region, const SubscriberO
     }
   }
   const bool fresh = g == r.max_groups();
+  if (options.start == StartFrom::Offset) check_not_future(options.offset, "start at offset");
   if (fresh) {
     if (free_group == r.max_groups())
       throw Error(ErrorCode::ResourceExhausted,
@@ -112,6 +113,16 @@ Subscriber::Subscriber(std::shared_ptr<detail::Region> region, const SubscriberO
   // Relaxed: pos is used only by a private group, whose cursor only this
   // (new, sole) member writes, under the control lock we hold.
   state_.pos = e.cursor.load(std::memory_order_relaxed);
+}
+
+void Subscriber::check_not_future(std::uint64_t sequence, const char* what) const {
+  // Relaxed: the tail only grows; a sequence at or below any value read is fine.
+  const std::uint64_t tail = ring_.header->tail.load(std::memory_order_relaxed);
+  if (sequence <= tail) return;
+  throw Error(ErrorCode::InvalidArgument,
+              std::string("cannot ") + what + " " + std::to_string(sequence) + ": topic '" +
+                  region_->topic_name() + "' has published up to " + std::to_string(tail) +
+                  " (its tail); use at most " + std::to_string(tail) + " (= latest)");
 }
 
 // Out of line: keeps try_receive small enough to inline into wait loops.

@@ -370,11 +370,15 @@ expect_rc 0 "sub --timeout without --count after messages came (a drain)"
 expect_out $'a\nb' "the drain printed both"
 run cli sub drained --timeout 0.2 -q
 expect_rc 2 "sub --timeout without --count when nothing came"
-run cli topic delete drained --if-unused
-expect_rc 0 "topic delete --if-unused of an unused topic"
+
+run cli sub drained --from 999999 --count 1
+expect_rc 64 "sub --from an offset past the tail (a usage error)"
+expect_match "at most 2" "$err" "sub --from past the tail names the tail"
 
 run cli topic create odd --slots 3
 expect_rc 64 "topic create with a slot count that is not a power of two (a usage error)"
+run cli topic delete drained --if-unused
+expect_rc 0 "topic delete --if-unused of an unused topic"
 
 run cli topic delete orders
 expect_rc 0 "topic delete orders"

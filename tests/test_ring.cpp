@@ -284,6 +284,31 @@ TEST(Ring, StartPositionsAndSeek) {
   s.release();  // a sample must not outlive its subscriber
 }
 
+TEST(Ring, AStartOrSeekPastTheTailIsRefusedNamingTheTail) {
+  ScopedTopic t("future", small(8, 16));
+  Publisher pub = t.topic.publisher();
+  for (int i = 0; i < 3; ++i)
+    ASSERT_EQ(pub.publish(bytes_of("m")), Status::Ok);
+  SubscriberOptions future;
+  future.start = StartFrom::Offset;
+  future.offset = 999999;  // would silently skip 999,996 messages not yet published
+  try {
+    (void)t.topic.subscriber(future);
+    FAIL() << "a start past the tail was accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::InvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("tail"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("at most 3"), std::string::npos) << e.what();
+  }
+  future.offset = 3;  // the tail itself: latest
+  auto at_tail = t.topic.subscriber(future);
+  EXPECT_EQ(at_tail->position(), 3u);
+  EXPECT_THROW(at_tail->seek(4), Error);
+  at_tail->seek(3);
+  at_tail->seek(0);  // the past is fine (clamped to what the ring retains)
+  EXPECT_EQ(t.topic.status().groups.size(), 1u) << "the refused start left no group behind";
+}
+
 TEST(Ring, CorruptLengthIsReportedAndSkipped) {
   ScopedTopic t("corrupt", small(8, 16));
   auto sub = t.topic.subscriber();

@@ -126,7 +126,8 @@ void add_sub_command(CommandTree& tree) {
                   "member (default: a private group of this process)");
   sub->add_option("--from", sa->from,
                   "where a new group starts: earliest (oldest the ring holds), latest, or an "
-                  "offset (default: latest; an existing group goes on from its position)")
+                  "offset at most the tail (default: latest; an existing group goes on from "
+                  "its position)")
       ->check(start_validator());
   sub->add_option("--count", sa->count, "stop after N messages (exit 0)")
       ->check(number_above(0, false));

@@ -132,8 +132,10 @@ class Subscriber {
                                     std::chrono::nanoseconds timeout) noexcept;
 
   // Moves the group's position to `sequence` (clamped to what the ring retains
-  // when it is read). For a named group this moves every member.
-  void seek(std::uint64_t sequence) noexcept;
+  // when it is read). For a named group this moves every member. Throws
+  // Error(InvalidArgument) past the tail: the group would silently skip
+  // messages not yet published (seek to the tail for "latest").
+  void seek(std::uint64_t sequence);
   // Messages published but not yet taken by this group (a guess under concurrency).
   [[nodiscard]] std::uint64_t lag() const noexcept;
   // The group's position: the next sequence it will take.
@@ -159,6 +161,8 @@ class Subscriber {
 
   Status try_receive_slow(Sample& out) noexcept;
   Status take_one(Sample& out) noexcept;
+  // Throws Error(InvalidArgument), naming the tail, when `sequence` is past it.
+  void check_not_future(std::uint64_t sequence, const char* what) const;
   // What "nothing to take" means: WouldBlock, or TopicDeleted once the topic
   // was deleted and the group has taken everything claimed before.
   [[nodiscard]] Status nothing_to_take() const noexcept;

@@ -61,3 +61,16 @@ def test_published_counts_every_message_not_only_live_producers(bus):
         pub.loan(4)  # dropped unpublished: abandoned, not published
     d = bus.describe("t")
     assert (d.producers, d.published, d.abandoned, d.tail) == (0, 3, 1, 4)
+
+
+def test_a_start_or_seek_past_the_tail_is_refused(bus):
+    bus.create_topic("t", slots=8, slot_size=32)
+    pub = bus.publisher("t")
+    pub.publish(b"a")
+    with pytest.raises(shmbus.InvalidArgument, match="at most 1"):
+        bus.subscriber("t", start=999999)
+    sub = bus.subscriber("t", start=1)
+    with pytest.raises(shmbus.InvalidArgument, match="tail"):
+        sub.seek(2)
+    sub.seek(0)
+    assert bytes(sub.receive(timeout=5)) == b"a"

@@ -194,7 +194,8 @@ Raises TooManyHeld when 64 samples are held unreleased, Closed after close().)do
           py::arg("sequence"),
           "seek(sequence: int) -> None\n\nMoves the group's position to `sequence` (clamped to "
           "what the ring retains when\n"
-          "read). For a named group this moves every member.")
+          "read). For a named group this moves every member. InvalidArgument past the\n"
+          "tail (messages not yet published): seek to the tail for 'latest'.")
       .def_property_readonly("lag", open_getter<PySubscriber>(&Subscriber::lag),
                              "Messages published but not yet taken by this group (a snapshot).")
       .def_property_readonly("position", open_getter<PySubscriber>(&Subscriber::position),

@@ -232,7 +232,8 @@ inline Status Subscriber::receive_copy(std::span<std::byte> buffer, MessageInfo&
   });
 }
 
-inline void Subscriber::seek(std::uint64_t sequence) noexcept {
+inline void Subscriber::seek(std::uint64_t sequence) {
+  check_not_future(sequence, "seek to");
   detail::seek(ring_, state_, sequence);
 }
 
