@@ -155,6 +155,12 @@ void write_group_fields(JsonWriter& w, const GroupStatus& g) {
   w.key("position").uint(g.position);
   w.key("lag").uint(g.lag);
   w.key("lost").uint(g.lost);
+  w.key("overrun").uint(g.overrun);
+}
+
+std::string lost_cell(const GroupStatus& g) {
+  if (g.overrun == 0) return std::to_string(g.lost);
+  return std::to_string(g.lost) + " +" + std::to_string(g.overrun) + " overrun";
 }
 
 // ---- stdout ----------------------------------------------------------------------

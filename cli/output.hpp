@@ -63,6 +63,9 @@ class JsonWriter {
 // A group's fields (name, private, members, durable, position, lag, lost) into
 // an object the caller has opened.
 void write_group_fields(JsonWriter& w, const GroupStatus& g);
+// The LOST cell of a group row: "12", or "12 +976 overrun" while the group's
+// position is older than the oldest message the ring retains.
+std::string lost_cell(const GroupStatus& g);
 
 // ---- stdout ----------------------------------------------------------------------
 

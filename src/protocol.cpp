@@ -144,7 +144,13 @@ void put_status(Writer& w, const TopicStatus& t) {
   put_spec(w, t.name, t.options);
   w.u64(t.tail).u32(t.producers).u64(t.published).u32(static_cast<std::uint32_t>(t.groups.size()));
   for (const GroupStatus& g : t.groups)
-    w.str(g.name).u32(g.members).u8(g.durable ? 1 : 0).u64(g.position).u64(g.lag).u64(g.lost);
+    w.str(g.name)
+        .u32(g.members)
+        .u8(g.durable ? 1 : 0)
+        .u64(g.position)
+        .u64(g.lag)
+        .u64(g.lost)
+        .u64(g.overrun);
   w.u64(t.published_bytes).u32(static_cast<std::uint32_t>(t.producer_seats.size()));
   for (const ProducerStatus& p : t.producer_seats)
     w.u32(p.seat).u32(p.pid).u64(p.session).u64(p.published).u64(p.published_bytes);
@@ -166,6 +172,7 @@ void get_status(Reader& r, TopicStatus& t) {
     g.position = r.u64();
     g.lag = r.u64();
     g.lost = r.u64();
+    g.overrun = r.u64();
     t.groups.push_back(std::move(g));
   }
   t.published_bytes = r.u64();

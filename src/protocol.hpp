@@ -32,7 +32,7 @@ namespace shmbus::detail::proto {
 // 2: TopicStatus carries published_bytes and one entry per live producer.
 // 3: TopicStatus carries the topic's generation.
 // 4: TopicStatus carries abandoned and deleted, published is the topic's
-//    total; DeleteTopic carries if_unused.
+//    total; GroupStatus carries overrun; DeleteTopic carries if_unused.
 inline constexpr std::uint16_t kVersion = 4;
 inline constexpr std::uint32_t kMaxFrame = 64 * 1024;         // bytes of a request body
 inline constexpr std::uint32_t kMaxReply = 16 * 1024 * 1024;  // a reply (a long topic list)

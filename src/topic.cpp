@@ -125,6 +125,8 @@ TopicStatus status_of(const std::string& name, const Region& r) {
     gs.position = e.cursor.load(std::memory_order_relaxed);
     gs.lag = t.tail > gs.position ? t.tail - gs.position : 0;
     gs.lost = e.lost.load(std::memory_order_relaxed);
+    const std::uint64_t oldest = r.ring().oldest(t.tail);
+    gs.overrun = gs.position < oldest ? oldest - gs.position : 0;
     t.groups.push_back(std::move(gs));
   }
   return t;

@@ -201,7 +201,7 @@ expect_match '^ +g +0 +no +4 +1 +0$' "$out" "describe shows group g at position 
 run cli topic describe orders --json
 expect_rc 0 "topic describe --json"
 expect_match '"tail":5' "$out" "describe --json tail"
-expect_match '\{"name":"g","private":false,"members":0,"durable":false,"position":4,"lag":1,"lost":0\}' \
+expect_match '\{"name":"g","private":false,"members":0,"durable":false,"position":4,"lag":1,"lost":0,"overrun":0\}' \
   "$out" "describe --json group g"
 
 # --file: whole file as one message, or line by line; --repeat.
@@ -374,6 +374,16 @@ expect_rc 2 "sub --timeout without --count when nothing came"
 run cli sub drained --from 999999 --count 1
 expect_rc 64 "sub --from an offset past the tail (a usage error)"
 expect_match "at most 2" "$err" "sub --from past the tail names the tail"
+
+# A group that fell behind the ring is shown overrun at once, with what it will lose.
+run cli topic create behind --slots 8 --slot-size 16
+run cli sub behind --group slow --from earliest --timeout 0.1 -q
+expect_rc 2 "sub of an empty topic until quiet"
+seq 1 20 | cli pub behind -q 2>/dev/null || true
+run cli topic describe behind
+expect_match '^  slow +0 +no +0 +20 +0 \+12 overrun$' "$out" "describe shows the group overrun"
+expect_match "is overrun: it is 12 messages behind" "$out" "describe explains the overrun"
+run cli topic delete behind
 
 run cli topic create odd --slots 3
 expect_rc 64 "topic create with a slot count that is not a power of two (a usage error)"

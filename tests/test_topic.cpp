@@ -219,5 +219,32 @@ TEST(TopicSeats, AReusedSeatGetsANewSessionAndFreshCounters) {
   EXPECT_EQ(s.producer_seats[0].published, 0u);
 }
 
+TEST(TopicStatusReport, AGroupBehindTheRingIsShownOverrunBeforeItReads) {
+  TopicOptions o;
+  o.slot_count = 8;
+  ScopedTopic t("overrun", o);
+  SubscriberOptions g;
+  g.group = "slow";
+  g.start = StartFrom::Earliest;
+  { auto joined_and_left = t.topic.subscriber(g); }  // the group stays, with no members
+  Publisher pub = t.topic.publisher();
+  for (int i = 0; i < 20; ++i)  // no member: the group gates nothing
+    ASSERT_EQ(pub.publish(bytes_of("m")), Status::Ok);
+  TopicStatus st = t.topic.status();
+  ASSERT_EQ(st.groups.size(), 1u);
+  EXPECT_EQ(st.groups[0].position, 0u);
+  EXPECT_EQ(st.groups[0].lag, 20u);
+  EXPECT_EQ(st.groups[0].lost, 0u);
+  EXPECT_EQ(st.groups[0].overrun, 12u);  // 0..11 are gone: the ring keeps 12..19
+  auto back = t.topic.subscriber(g);
+  Sample s;
+  ASSERT_EQ(back->try_receive(s), Status::Ok);
+  EXPECT_EQ(s.sequence(), 12u);
+  s.release();
+  st = t.topic.status();
+  EXPECT_EQ(st.groups[0].lost, 12u);  // what was pending is now counted
+  EXPECT_EQ(st.groups[0].overrun, 0u);
+}
+
 }  // namespace
 }  // namespace shmbus::test

@@ -140,7 +140,7 @@ void render_stat(const Globals& g, const Snapshot& prev, const Snapshot& cur, bo
                                ? static_cast<double>(gs.position - b->second) / dt
                                : -1;
       grows.push_back({name, group_label(gs), u64(gs.members), u64(gs.position), u64(gs.lag),
-                       u64(gs.lost), rate_cell(grate)});
+                       lost_cell(gs), rate_cell(grate)});
       w.begin_object();
       write_group_fields(w, gs);
       w.key("msgs_per_sec");

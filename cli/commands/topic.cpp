@@ -149,8 +149,14 @@ int cmd_describe(const Globals& g, const std::string& name, bool json) {
         {"GROUP", "MEMBERS", "DURABLE", "POSITION", "LAG", "LOST"}};
     for (const auto& gs : t.groups)
       rows.push_back({group_label(gs), u64(gs.members), gs.durable ? "yes" : "no", u64(gs.position),
-                      u64(gs.lag), u64(gs.lost)});
+                      u64(gs.lag), lost_cell(gs)});
     print_table(rows, "  ");
+    for (const auto& gs : t.groups)
+      if (gs.overrun != 0)
+        std::printf(
+            "group %s is overrun: it is %s messages behind the oldest the ring keeps, "
+            "and loses them when it next reads\n",
+            group_label(gs).c_str(), u64(gs.overrun).c_str());
   }
   return kExitOk;
 }

@@ -16,6 +16,9 @@ struct GroupStatus {
   std::uint64_t position = 0;  // next sequence the group takes
   std::uint64_t lag = 0;       // tail - position
   std::uint64_t lost = 0;      // skipped after being overrun
+  // Overrun now: the position is older than the oldest message the ring
+  // retains, and this many messages will count in `lost` at the next read.
+  std::uint64_t overrun = 0;
 };
 
 // A live producer seat: its process and what it published since it attached.

@@ -57,6 +57,7 @@ py::dict group_dict(const GroupStatus& g) {
   d["position"] = g.position;
   d["lag"] = g.lag;
   d["lost"] = g.lost;
+  d["overrun"] = g.overrun;
   return d;
 }
 
@@ -102,6 +103,9 @@ void bind_bus(py::module_& m) {
       .def_readonly("position", &GroupStatus::position, "The next sequence the group takes.")
       .def_readonly("lag", &GroupStatus::lag, "tail - position.")
       .def_readonly("lost", &GroupStatus::lost, "Messages skipped after being overrun.")
+      .def_readonly("overrun", &GroupStatus::overrun,
+                    "Overrun now: messages older than the ring keeps that the group will\n"
+                    "lose (count in lost) when it next reads; 0 when it is not.")
       .def("as_dict", &group_dict, "as_dict() -> dict\n\nThe fields as a dict.")
       .def("__repr__", [](const GroupStatus& g) {
         return "<shmbus.GroupStatus name=" + (g.name.empty() ? "None" : "'" + g.name + "'") +
