@@ -36,6 +36,12 @@ void drain(int fd, const char* what) {
     spdlog::warn("reading the {}: {}", what, detail::errno_text(errno));
 }
 
+// The bus's lock file lives beside its regions, under a name no topic can
+// take ('@' is not allowed in names): /dev/shm/shmbus.<bus>@daemon.
+std::string bus_lock_path(const std::string& bus) {
+  return "/dev/shm/shmbus." + bus + "@daemon";
+}
+
 }  // namespace
 
 Daemon::Daemon(Config config) : config_(std::move(config)) {
@@ -53,6 +59,63 @@ Daemon::~Daemon() {
   for (auto& [fd, c] : clients_)
     ::close(fd);
   if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the flock
+  // Removed while still locked (see take_bus_lock), then released.
+  if (owns_bus_lock_) ::unlink(bus_lock_path(config_.bus).c_str());
+  if (bus_lock_fd_ >= 0) ::close(bus_lock_fd_);
+}
+
+
+void Daemon::take_bus_lock() {
+  // One daemon per bus, whatever its socket: two would adopt the same regions
+  // and free each other's clients' seats. /dev/shm is writable by everyone:
+  // never follow a planted link, and hold only a file of our own. The file is
+  // removed on a clean stop, so a lock won on a file that was removed in the
+  // meantime is no lock: try again on the file the name now names.
+  const std::string path = bus_lock_path(config_.bus);
+  for (int attempt = 0;; ++attempt) {
+    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (fd < 0) {
+      if (errno == ELOOP)
+        throw Error(ErrorCode::PermissionDenied,
+                    path + " is a symbolic link (planted?); remove it, then start shmbusd again");
+      fail_errno("cannot open the bus lock " + path);
+    }
+    bus_lock_fd_ = fd;  // closed by the destructor whatever happens below
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) fail_errno("fstat " + path);
+    if (!S_ISREG(st.st_mode) || st.st_uid != ::geteuid())
+      throw Error(ErrorCode::PermissionDenied,
+                  path + " is not a file of uid " + std::to_string(::geteuid()) + " (owner uid " +
+                      std::to_string(st.st_uid) + "); bus '" + config_.bus +
+                      "' is another user's: use another --bus");
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      // Who holds it wrote "pid socket" into it.
+      char buf[512] = {};
+      const ssize_t n = ::pread(fd, buf, sizeof buf - 1, 0);
+      std::string holder = n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : std::string();
+      while (!holder.empty() && (holder.back() == '\n' || holder.back() == '\0'))
+        holder.pop_back();
+      const auto space = holder.find(' ');
+      const std::string who =
+          space == std::string::npos
+              ? std::string("another shmbusd")
+              : "shmbusd pid " + holder.substr(0, space) + " on " + holder.substr(space + 1);
+      throw Error(ErrorCode::AlreadyExists, who + " already serves bus '" + config_.bus +
+                                                "'; stop it first (shmbus daemon stop --bus " +
+                                                config_.bus + "), or use another --bus");
+    }
+    struct stat now {};
+    if (::lstat(path.c_str(), &now) == 0 && now.st_dev == st.st_dev && now.st_ino == st.st_ino)
+      break;  // the lock is on the file the name names
+    ::close(fd);
+    bus_lock_fd_ = -1;
+    if (attempt == 10) throw Error(ErrorCode::SystemError, path + " keeps being replaced");
+  }
+  const std::string mine = std::to_string(::getpid()) + " " + socket_path_ + "\n";
+  if (::ftruncate(bus_lock_fd_, 0) != 0 ||
+      ::pwrite(bus_lock_fd_, mine.data(), mine.size(), 0) != static_cast<ssize_t>(mine.size()))
+    spdlog::warn("cannot record pid and socket in {}: {}", path, detail::errno_text(errno));
+  owns_bus_lock_ = true;
 }
 
 void Daemon::start() {
@@ -73,6 +136,7 @@ void Daemon::start() {
     throw Error(ErrorCode::AlreadyExists,
                 "another shmbusd already serves " + socket_path_ +
                     "; stop it first (shmbus daemon stop) or use another --socket");
+  take_bus_lock();
   // A stale socket from a daemon that died (bind below fails if this did).
   if (::unlink(socket_path_.c_str()) != 0 && errno != ENOENT)
     spdlog::warn("cannot remove the stale socket {}: {}", socket_path_, detail::errno_text(errno));

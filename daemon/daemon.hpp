@@ -134,11 +134,14 @@ class Daemon {
   void free_dead_seats(TopicEntry& t);
   void repair_stuck(const std::string& name, TopicEntry& t);
   [[nodiscard]] static bool seat_held(const Seat& s, pid_t pid);
+  void take_bus_lock();
 
   Config config_;
   std::string socket_path_;
   int listen_fd_ = -1;
-  int lock_fd_ = -1;
+  int lock_fd_ = -1;      // flock of "<socket>.lock": one daemon per socket
+  int bus_lock_fd_ = -1;  // flock of bus_lock_path(): one daemon per bus
+  bool owns_bus_lock_ = false;
   int epoll_fd_ = -1;
   int wake_fd_ = -1;  // eventfd: stop()
   int timer_fd_ = -1;

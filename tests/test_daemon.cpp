@@ -230,6 +230,28 @@ TEST(Daemon, OneDaemonPerSocketStaleSocketRemovedCleanStop) {
   EXPECT_NE(::stat(f.socket.c_str(), &sb), 0) << "socket removed on a clean stop";
 }
 
+TEST(Daemon, OneDaemonPerBusWhateverItsSocket) {
+  BusFixture f;
+  InProcessDaemon first(config_for(f));
+  daemon::Config other = config_for(f);
+  other.socket_path = f.dir.path + "/other.sock";  // same bus, another socket
+  daemon::Daemon second(other);
+  try {
+    second.start();
+    FAIL() << "a second daemon took bus " << f.bus;
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::AlreadyExists);
+    const std::string m = e.what();
+    EXPECT_NE(m.find("pid " + std::to_string(::getpid())), std::string::npos) << m;
+    EXPECT_NE(m.find(f.socket), std::string::npos) << m;
+  }
+  // The first one still serves, and a daemon on another bus starts.
+  Bus bus = Bus::connect(f.options());
+  EXPECT_EQ(bus.daemon_pid(), ::getpid());
+  BusFixture g;
+  InProcessDaemon elsewhere(config_for(g));
+}
+
 TEST(Daemon, AutospawnStartsADaemonAndCanBeDisabled) {
   BusFixture f;
   BusOptions o = f.options();
