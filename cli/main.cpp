@@ -38,6 +38,7 @@ int run(int argc, char** argv) {
 
   CommandTree tree(app, g);
   add_topic_commands(tree);
+  add_group_commands(tree);
   add_pub_command(tree);
   add_sub_command(tree);
   add_stat_command(tree);

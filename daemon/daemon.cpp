@@ -64,7 +64,6 @@ Daemon::~Daemon() {
   if (bus_lock_fd_ >= 0) ::close(bus_lock_fd_);
 }
 
-
 void Daemon::take_bus_lock() {
   // One daemon per bus, whatever its socket: two would adopt the same regions
   // and free each other's clients' seats. /dev/shm is writable by everyone:

@@ -120,6 +120,8 @@ class Daemon {
   Outgoing on(Client& c, std::uint32_t id, const proto::AttachProducer& m);
   Outgoing on(Client& c, std::uint32_t id, const proto::AttachMember& m);
   Outgoing on(Client& c, std::uint32_t id, const proto::Shutdown& m);
+  Outgoing on(Client& c, std::uint32_t id, const proto::DeleteGroup& m);
+  Outgoing on(Client& c, std::uint32_t id, const proto::ResetGroup& m);
   Outgoing attach(Client& c, std::uint32_t id, const std::string& name, bool producer,
                   std::uint32_t a, std::uint32_t b);
   TopicEntry& find(const std::string& name);

@@ -162,6 +162,25 @@ Daemon::Outgoing Daemon::on(Client& c, std::uint32_t id, const proto::Describe& 
   return {reply(proto::Description{detail::status_of(m.name, *t.region)}, id)};
 }
 
+// Moving or removing a group's position is consuming on its behalf: the
+// subscribe right, as joining the group would need.
+Daemon::Outgoing Daemon::on(Client& c, std::uint32_t id, const proto::DeleteGroup& m) {
+  TopicEntry& t = find(m.topic);
+  require(c, m.topic, {Right::Subscribe}, "delete a group of");
+  t.region->delete_group(m.group);
+  t.stuck.clear();  // group indices may be reused
+  spdlog::info("pid {} deleted group '{}' of topic '{}'", c.pid, m.group, m.topic);
+  return {reply(proto::Ok{}, id)};
+}
+
+Daemon::Outgoing Daemon::on(Client& c, std::uint32_t id, const proto::ResetGroup& m) {
+  TopicEntry& t = find(m.topic);
+  require(c, m.topic, {Right::Subscribe}, "reset a group of");
+  const std::uint64_t at = t.region->reset_group(m.group, m.to);
+  spdlog::info("pid {} reset group '{}' of topic '{}' to {}", c.pid, m.group, m.topic, at);
+  return {reply(proto::Ok{}, id)};
+}
+
 Daemon::Outgoing Daemon::on(Client& c, std::uint32_t id, const proto::AttachProducer& m) {
   return attach(c, id, m.name, true, m.seat, 0);
 }

@@ -447,6 +447,28 @@ std::unique_ptr<Subscriber> Bus::subscriber(std::string_view topic,
   return open_topic(topic).subscriber(options);
 }
 
+GroupStatus Bus::describe_group(std::string_view topic, std::string_view group) {
+  validate_name("group", group);
+  TopicStatus t = describe(topic);
+  for (GroupStatus& g : t.groups)
+    if (g.name == group) return std::move(g);
+  throw Error(ErrorCode::NotFound, "topic '" + std::string(topic) + "' has no group '" +
+                                       std::string(group) +
+                                       "' (shmbus group list shows its groups)");
+}
+
+void Bus::delete_group(std::string_view topic, std::string_view group) {
+  validate_name("topic", topic);
+  validate_name("group", group);
+  (void)conn_->request<proto::Ok>(proto::DeleteGroup{std::string(topic), std::string(group)});
+}
+
+void Bus::reset_group(std::string_view topic, std::string_view group, StartPosition to) {
+  validate_name("topic", topic);
+  validate_name("group", group);
+  (void)conn_->request<proto::Ok>(proto::ResetGroup{std::string(topic), std::string(group), to});
+}
+
 void Bus::shutdown_daemon() {
   conn_->daemon_stopped();  // before the request: the hang-up may come at once
   (void)conn_->request<proto::Ok>(proto::Shutdown{});

@@ -24,6 +24,8 @@ bool known_type(std::uint16_t t) noexcept {
     case Type::AttachProducer:
     case Type::AttachMember:
     case Type::Shutdown:
+    case Type::DeleteGroup:
+    case Type::ResetGroup:
       return true;
   }
   return false;
@@ -140,17 +142,39 @@ void get_spec(Reader& r, std::string& name, TopicOptions& o) {
   o.mode = r.u32();
 }
 
+void put_group(Writer& w, const GroupStatus& g) {
+  w.str(g.name).u32(g.members).u8(g.durable ? 1 : 0).u64(g.position).u64(g.lag).u64(g.lost);
+  w.u64(g.overrun).u32(static_cast<std::uint32_t>(g.member_seats.size()));
+  for (const MemberStatus& m : g.member_seats)
+    w.u32(m.seat).u32(m.pid).u64(m.session).u64(m.held).u64(m.received);
+}
+
+void get_group(Reader& r, GroupStatus& g) {
+  g.name = r.str();
+  g.members = r.u32();
+  g.durable = r.flag();
+  g.position = r.u64();
+  g.lag = r.u64();
+  g.lost = r.u64();
+  g.overrun = r.u64();
+  const std::uint32_t n = r.count(kMaxGroups);
+  g.member_seats.clear();
+  for (std::uint32_t i = 0; i < n && r.ok(); ++i) {
+    MemberStatus m;
+    m.seat = r.u32();
+    m.pid = r.u32();
+    m.session = r.u64();
+    m.held = r.u64();
+    m.received = r.u64();
+    g.member_seats.push_back(m);
+  }
+}
+
 void put_status(Writer& w, const TopicStatus& t) {
   put_spec(w, t.name, t.options);
   w.u64(t.tail).u32(t.producers).u64(t.published).u32(static_cast<std::uint32_t>(t.groups.size()));
   for (const GroupStatus& g : t.groups)
-    w.str(g.name)
-        .u32(g.members)
-        .u8(g.durable ? 1 : 0)
-        .u64(g.position)
-        .u64(g.lag)
-        .u64(g.lost)
-        .u64(g.overrun);
+    put_group(w, g);
   w.u64(t.published_bytes).u32(static_cast<std::uint32_t>(t.producer_seats.size()));
   for (const ProducerStatus& p : t.producer_seats)
     w.u32(p.seat).u32(p.pid).u64(p.session).u64(p.published).u64(p.published_bytes);
@@ -166,13 +190,7 @@ void get_status(Reader& r, TopicStatus& t) {
   t.groups.clear();
   for (std::uint32_t i = 0; i < n && r.ok(); ++i) {
     GroupStatus g;
-    g.name = r.str();
-    g.members = r.u32();
-    g.durable = r.flag();
-    g.position = r.u64();
-    g.lag = r.u64();
-    g.lost = r.u64();
-    g.overrun = r.u64();
+    get_group(r, g);
     t.groups.push_back(std::move(g));
   }
   t.published_bytes = r.u64();
@@ -223,6 +241,30 @@ void DeleteTopic::encode(Writer& w) const {
 void DeleteTopic::decode(Reader& r) {
   name = r.str();
   if_unused = r.flag();
+}
+
+void DeleteGroup::encode(Writer& w) const {
+  w.str(topic).str(group);
+}
+void DeleteGroup::decode(Reader& r) {
+  topic = r.str();
+  group = r.str();
+}
+
+void ResetGroup::encode(Writer& w) const {
+  w.str(topic).str(group).u8(static_cast<std::uint8_t>(to.from)).u64(to.offset);
+}
+void ResetGroup::decode(Reader& r) {
+  topic = r.str();
+  group = r.str();
+  const std::uint8_t from = r.u8();
+  const std::uint64_t offset = r.u64();
+  // An unknown start is not guessed at: it becomes an offset past any tail,
+  // which the daemon refuses.
+  if (from > static_cast<std::uint8_t>(StartFrom::Offset))
+    to = {StartFrom::Offset, ~std::uint64_t{0}};
+  else
+    to = {static_cast<StartFrom>(from), offset};
 }
 
 void Describe::encode(Writer& w) const {
@@ -369,6 +411,10 @@ bool parse_request(std::span<const std::byte> body, Request& q, Problem& why) {
       return parse_as<AttachMember>(r, q, why);
     case Type::Shutdown:
       return parse_as<Shutdown>(r, q, why);
+    case Type::DeleteGroup:
+      return parse_as<DeleteGroup>(r, q, why);
+    case Type::ResetGroup:
+      return parse_as<ResetGroup>(r, q, why);
     default:
       why.message = "request type " + std::to_string(r.type()) + " is a reply, not a request";
       return false;

@@ -32,7 +32,8 @@ namespace shmbus::detail::proto {
 // 2: TopicStatus carries published_bytes and one entry per live producer.
 // 3: TopicStatus carries the topic's generation.
 // 4: TopicStatus carries abandoned and deleted, published is the topic's
-//    total; GroupStatus carries overrun; DeleteTopic carries if_unused.
+//    total; GroupStatus carries overrun and its members; DeleteTopic carries
+//    if_unused; DeleteGroup and ResetGroup.
 inline constexpr std::uint16_t kVersion = 4;
 inline constexpr std::uint32_t kMaxFrame = 64 * 1024;         // bytes of a request body
 inline constexpr std::uint32_t kMaxReply = 16 * 1024 * 1024;  // a reply (a long topic list)
@@ -58,6 +59,8 @@ enum class Type : std::uint16_t {
   AttachMember = 21,
   // 22 was Detach, never sent: a client frees its seats in the region itself.
   Shutdown = 30,
+  DeleteGroup = 40,
+  ResetGroup = 41,
 };
 
 [[nodiscard]] bool known_type(std::uint16_t t) noexcept;
@@ -203,6 +206,22 @@ struct AttachMember {
   bool operator==(const AttachMember&) const = default;
 };
 
+// Group administration: refused (InUse) while the group has live members.
+struct DeleteGroup {
+  static constexpr Type kType = Type::DeleteGroup;
+  std::string topic, group;
+  void encode(Writer& w) const;
+  void decode(Reader& r);
+};
+
+struct ResetGroup {
+  static constexpr Type kType = Type::ResetGroup;
+  std::string topic, group;
+  StartPosition to;  // Earliest, Latest or Offset (at most the tail)
+  void encode(Writer& w) const;
+  void decode(Reader& r);
+};
+
 struct Shutdown {
   static constexpr Type kType = Type::Shutdown;
   void encode(Writer&) const {}
@@ -266,8 +285,9 @@ template <class M>
 
 // A request as the daemon understands it, decoded and checked: every field
 // present, nothing left over, topic names valid.
-using RequestMessage = std::variant<Hello, CreateTopic, OpenTopic, DeleteTopic, ListTopics,
-                                    Describe, AttachProducer, AttachMember, Shutdown>;
+using RequestMessage =
+    std::variant<Hello, CreateTopic, OpenTopic, DeleteTopic, ListTopics, Describe, AttachProducer,
+                 AttachMember, Shutdown, DeleteGroup, ResetGroup>;
 struct Request {
   std::uint32_t id = 0;  // readable even when the request is refused (0 if not)
   RequestMessage message;

@@ -91,6 +91,13 @@ class Region {
   // have drained what was published.
   void mark_deleted() noexcept;
 
+  // Group administration (src/region_groups.cpp), for shmbusd: a named group
+  // without live members is deleted, or its position set (Earliest, Latest,
+  // or an offset at most the tail; returns it). Error(InUse) while it has
+  // members, NotFound when there is no such named group.
+  void delete_group(const std::string& name);
+  std::uint64_t reset_group(const std::string& name, StartPosition to);
+
   // ---- freeing seats: by their owner on close, by shmbusd when the owner died --
   // Each does nothing unless the seat is still held by `pid` (checked under the
   // control lock: it may have been freed, and reused, meanwhile), so a seat is
@@ -110,6 +117,9 @@ class Region {
   void unlock_control() const noexcept;
 
  private:
+  // The named group `name` (control lock held), refused with InUse while it
+  // has members; `doing` names the operation in the messages.
+  GroupEntry& named_group_locked(const std::string& name, const char* doing);
   Region() = default;
   void init_accessors(const TopicOptions& validated, const Layout& layout);
   void validate(const std::string& where, std::uint64_t size);

@@ -127,6 +127,18 @@ TopicStatus status_of(const std::string& name, const Region& r) {
     gs.lost = e.lost.load(std::memory_order_relaxed);
     const std::uint64_t oldest = r.ring().oldest(t.tail);
     gs.overrun = gs.position < oldest ? oldest - gs.position : 0;
+    for (std::uint32_t m = 0; m < r.max_members(); ++m) {
+      const MemberSeat& seat = r.member(g, m);
+      if (seat.state.load(std::memory_order_relaxed) == static_cast<std::uint32_t>(SeatState::Free))
+        continue;
+      MemberStatus ms;
+      ms.seat = m;
+      ms.pid = seat.pid.load(std::memory_order_relaxed);
+      ms.session = seat.session.load(std::memory_order_relaxed);
+      ms.held = seat.held.load(std::memory_order_relaxed);
+      ms.received = seat.received.load(std::memory_order_relaxed);
+      gs.member_seats.push_back(ms);
+    }
     t.groups.push_back(std::move(gs));
   }
   return t;

@@ -385,6 +385,40 @@ expect_match '^  slow +0 +no +0 +20 +0 \+12 overrun$' "$out" "describe shows the
 expect_match "is overrun: it is 12 messages behind" "$out" "describe explains the overrun"
 run cli topic delete behind
 
+# Consumer groups: list, describe, reset, delete (refused while members live).
+run cli topic create grp --slots 8 --slot-size 16
+printf '1\n2\n3\n' | cli pub grp -q
+run cli sub grp --group billing --from earliest --count 1 -q
+expect_rc 0 "sub --group billing takes one"
+run cli group list grp
+expect_rc 0 "group list TOPIC"
+expect_match '^grp +billing +0 +no +1 +2 +0$' "$out" "group list shows billing's position and lag"
+run cli group describe grp billing
+expect_rc 0 "group describe"
+expect_match '^position: +1$' "$out" "group describe shows the position"
+run cli group reset grp billing --to latest
+expect_rc 0 "group reset --to latest"
+expect_out "group 'billing' of topic 'grp' is at 3" "group reset says where the group is"
+run cli group reset grp billing --to 99
+expect_rc 64 "group reset past the tail (a usage error)"
+cli sub grp --group live >/dev/null 2>&1 &
+live_sub=$!
+live_member() { cli group describe grp live --json 2>/dev/null | grep -q '"members":1'; }
+wait_until "the live member joins" live_member
+run cli group describe grp live --json
+expect_match '"member_seats":\[\{"seat":0,"pid":[0-9]+,"held":null,"received":0\}\]' "$out" \
+  "group describe --json lists the member"
+run cli group delete grp live
+expect_rc 8 "group delete while a member lives"
+expect_match "1 live member" "$err" "group delete says why"
+kill "$live_sub"
+wait "$live_sub" || true
+run cli group delete grp billing
+expect_rc 0 "group delete"
+run cli group describe grp billing
+expect_rc 3 "group describe of a deleted group"
+run cli topic delete grp
+
 run cli topic create odd --slots 3
 expect_rc 64 "topic create with a slot count that is not a power of two (a usage error)"
 run cli topic delete drained --if-unused

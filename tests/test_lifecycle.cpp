@@ -128,5 +128,74 @@ TEST(TopicDelete, IfUnusedRefusesWhileSeatsAreAttached) {
   EXPECT_EQ(code_of([&] { bus.describe("busy"); }), ErrorCode::NotFound);
 }
 
+TEST(Groups, DescribeDeleteAndResetAsKafkaConsumerGroupsDoes) {
+  BusFixture f;
+  InProcessDaemon d(config_for(f));
+  Bus bus = Bus::connect(f.options());
+  TopicOptions o = small();
+  o.slot_count = 8;
+  o.max_groups = 2;
+  Topic t = bus.create_topic("orders", o);
+  Publisher pub = t.publisher();
+  SubscriberOptions billing;
+  billing.group = "billing";
+  billing.start = StartFrom::Earliest;
+  {
+    auto member = t.subscriber(billing);
+    for (int i = 0; i < 5; ++i)
+      ASSERT_EQ(pub.publish(bytes_of("m")), Status::Ok);
+    Sample s;
+    ASSERT_EQ(member->try_receive(s), Status::Ok);  // holds 0
+    const GroupStatus g = bus.describe_group("orders", "billing");
+    ASSERT_EQ(g.member_seats.size(), 1u);
+    EXPECT_EQ(g.member_seats[0].pid, static_cast<std::uint32_t>(::getpid()));
+    EXPECT_EQ(g.member_seats[0].held, 0u);
+    EXPECT_EQ(g.member_seats[0].received, 1u);
+    EXPECT_EQ(g.position, 1u);
+    EXPECT_EQ(g.lag, 4u);
+    // Its members' positions are theirs: refused while one lives.
+    EXPECT_EQ(code_of([&] { bus.delete_group("orders", "billing"); }), ErrorCode::InUse);
+    EXPECT_EQ(code_of([&] { bus.reset_group("orders", "billing", {StartFrom::Latest, 0}); }),
+              ErrorCode::InUse);
+    {
+      auto p = t.subscriber();  // a private group: the topic's second
+      EXPECT_EQ(bus.describe("orders").groups.size(), 2u);
+    }
+    // A private group goes with its last member.
+    EXPECT_EQ(bus.describe("orders").groups.size(), 1u);
+  }
+  // Member gone: the named group stays, with its position.
+  EXPECT_EQ(bus.describe_group("orders", "billing").position, 1u);
+  EXPECT_EQ(bus.describe_group("orders", "billing").members, 0u);
+  bus.reset_group("orders", "billing", {StartFrom::Latest, 0});
+  EXPECT_EQ(bus.describe_group("orders", "billing").position, 5u);
+  bus.reset_group("orders", "billing", {StartFrom::Offset, 2});
+  EXPECT_EQ(bus.describe_group("orders", "billing").position, 2u);
+  EXPECT_EQ(code_of([&] { bus.reset_group("orders", "billing", {StartFrom::Offset, 6}); }),
+            ErrorCode::InvalidArgument);  // past the tail
+  for (int i = 0; i < 10; ++i)  // no member: the group gates nothing, the ring moves on
+    ASSERT_EQ(pub.publish(bytes_of("m")), Status::Ok);
+  bus.reset_group("orders", "billing", {StartFrom::Earliest, 0});
+  EXPECT_EQ(bus.describe_group("orders", "billing").position, 15u - 8u);
+  {
+    auto back = t.subscriber(billing);  // goes on from the reset position
+    Sample s;
+    ASSERT_EQ(back->try_receive(s), Status::Ok);
+    EXPECT_EQ(s.sequence(), 7u);
+  }
+  // Groups run out (max_groups 2) until one is deleted.
+  SubscriberOptions audit;
+  audit.group = "audit";
+  { auto a = t.subscriber(audit); }
+  SubscriberOptions third;
+  third.group = "third";
+  EXPECT_EQ(code_of([&] { (void)t.subscriber(third); }), ErrorCode::ResourceExhausted);
+  bus.delete_group("orders", "audit");
+  EXPECT_EQ(code_of([&] { bus.describe_group("orders", "audit"); }), ErrorCode::NotFound);
+  EXPECT_EQ(code_of([&] { bus.delete_group("orders", "audit"); }), ErrorCode::NotFound);
+  auto now_fits = t.subscriber(third);
+  EXPECT_EQ(bus.describe("orders").groups.size(), 2u);
+}
+
 }  // namespace
 }  // namespace shmbus::test

@@ -82,6 +82,8 @@ void expect_same(const TopicStatus& a, const TopicStatus& b) {
   EXPECT_EQ(a.published, b.published);
   EXPECT_EQ(a.published_bytes, b.published_bytes);
   EXPECT_EQ(a.generation, b.generation);
+  EXPECT_EQ(a.abandoned, b.abandoned);
+  EXPECT_EQ(a.deleted, b.deleted);
   ASSERT_EQ(a.groups.size(), b.groups.size());
   for (std::size_t i = 0; i < a.groups.size(); ++i) {
     EXPECT_EQ(a.groups[i].name, b.groups[i].name);
@@ -90,6 +92,16 @@ void expect_same(const TopicStatus& a, const TopicStatus& b) {
     EXPECT_EQ(a.groups[i].position, b.groups[i].position);
     EXPECT_EQ(a.groups[i].lag, b.groups[i].lag);
     EXPECT_EQ(a.groups[i].lost, b.groups[i].lost);
+    EXPECT_EQ(a.groups[i].overrun, b.groups[i].overrun);
+    ASSERT_EQ(a.groups[i].member_seats.size(), b.groups[i].member_seats.size());
+    for (std::size_t k = 0; k < a.groups[i].member_seats.size(); ++k) {
+      const MemberStatus &x = a.groups[i].member_seats[k], &y = b.groups[i].member_seats[k];
+      EXPECT_EQ(x.seat, y.seat);
+      EXPECT_EQ(x.pid, y.pid);
+      EXPECT_EQ(x.session, y.session);
+      EXPECT_EQ(x.held, y.held);
+      EXPECT_EQ(x.received, y.received);
+    }
   }
   ASSERT_EQ(a.producer_seats.size(), b.producer_seats.size());
   for (std::size_t i = 0; i < a.producer_seats.size(); ++i) {
@@ -125,7 +137,10 @@ TopicStatus odd_status(const std::string& name) {
   t.published = 99;
   t.published_bytes = 1ULL << 40;
   t.generation = 0x0123456789abcdefULL;
-  t.groups = {{"billing", 3, true, 10, 5, 2}, {"", 1, false, 15, 0, 0}};
+  t.groups = {{"billing", 3, true, 10, 5, 2, 7, {{1, 99, 5, 9, 40}, {2, 98, 6, ~0ULL, 1}}},
+              {"", 1, false, 15, 0, 0, 0, {}}};
+  t.abandoned = 13;
+  t.deleted = true;
   t.producer_seats = {{0, 1234, 77, 50, 500}, {2, 4321, 78, 49, 1ULL << 35}};
   return t;
 }
@@ -141,6 +156,22 @@ TEST(Protocol, EveryRequestRoundTrips) {
   }
   EXPECT_EQ(parsed<proto::OpenTopic>(body(proto::OpenTopic{"a.b-c_d"})).name, "a.b-c_d");
   EXPECT_EQ(parsed<proto::DeleteTopic>(body(proto::DeleteTopic{"gone"})).name, "gone");
+  EXPECT_TRUE(parsed<proto::DeleteTopic>(body(proto::DeleteTopic{"gone", true})).if_unused);
+  {
+    const auto m = parsed<proto::DeleteGroup>(body(proto::DeleteGroup{"t", "g"}));
+    EXPECT_EQ(m.topic, "t");
+    EXPECT_EQ(m.group, "g");
+  }
+  {
+    const auto m =
+        parsed<proto::ResetGroup>(body(proto::ResetGroup{"t", "g", {StartFrom::Offset, 1234}}));
+    EXPECT_EQ(m.group, "g");
+    EXPECT_EQ(m.to.from, StartFrom::Offset);
+    EXPECT_EQ(m.to.offset, 1234u);
+    EXPECT_EQ(parsed<proto::ResetGroup>(body(proto::ResetGroup{"t", "g", {StartFrom::Earliest, 0}}))
+                  .to.from,
+              StartFrom::Earliest);
+  }
   (void)parsed<proto::ListTopics>(body(proto::ListTopics{}));
   EXPECT_EQ(parsed<proto::Describe>(body(proto::Describe{"what"})).name, "what");
   EXPECT_EQ(parsed<proto::AttachProducer>(body(proto::AttachProducer{"t", 15}, 7), 7),

@@ -6,6 +6,7 @@
 namespace shmbus::cli {
 
 void add_topic_commands(CommandTree& tree);   // topic create|delete|list|describe
+void add_group_commands(CommandTree& tree);   // group list|describe|delete|reset
 void add_pub_command(CommandTree& tree);      // pub
 void add_sub_command(CommandTree& tree);      // sub
 void add_stat_command(CommandTree& tree);     // stat

@@ -51,6 +51,17 @@ class Bus {
   std::vector<TopicStatus> topics();
   TopicStatus describe(std::string_view name);
 
+  // Consumer groups, as Kafka's kafka-consumer-groups: a topic's groups are in
+  // describe(topic).groups. A private group (no name) goes with its last
+  // member; a named one stays (it keeps its position) until deleted.
+  // The named group's status, members included; Error(NotFound) if none.
+  GroupStatus describe_group(std::string_view topic, std::string_view group);
+  // Removes a named group; Error(InUse) while it has live members.
+  void delete_group(std::string_view topic, std::string_view group);
+  // Sets a named group's position: Earliest, Latest or an offset at most the
+  // tail; Error(InUse) while it has live members.
+  void reset_group(std::string_view topic, std::string_view group, StartPosition to);
+
   // open_topic(topic).publisher(options): a seat registered with the daemon.
   // To attach several, open the topic once and call Topic::publisher.
   Publisher publisher(std::string_view topic, const PublisherOptions& options = {});

@@ -9,6 +9,15 @@
 
 namespace shmbus {
 
+// A live member of a group: its process and what it holds.
+struct MemberStatus {
+  std::uint32_t seat = 0;
+  std::uint32_t pid = 0;
+  std::uint64_t session = 0;               // tells a re-used seat apart
+  std::uint64_t held = ~std::uint64_t{0};  // oldest sequence it holds; all ones: none
+  std::uint64_t received = 0;              // messages it took
+};
+
 struct GroupStatus {
   std::string name;  // empty for a private group
   std::uint32_t members = 0;
@@ -19,6 +28,7 @@ struct GroupStatus {
   // Overrun now: the position is older than the oldest message the ring
   // retains, and this many messages will count in `lost` at the next read.
   std::uint64_t overrun = 0;
+  std::vector<MemberStatus> member_seats{};  // one per live member
 };
 
 // A live producer seat: its process and what it published since it attached.

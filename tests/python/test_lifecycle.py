@@ -74,3 +74,32 @@ def test_a_start_or_seek_past_the_tail_is_refused(bus):
         sub.seek(2)
     sub.seek(0)
     assert bytes(sub.receive(timeout=5)) == b"a"
+
+
+def test_groups_describe_reset_delete(bus):
+    bus.create_topic("t", slots=8, slot_size=32, max_groups=2)
+    pub = bus.publisher("t")
+    for i in range(3):
+        pub.publish(bytes([i]))
+    with bus.subscriber("t", group="billing", start="earliest") as member:
+        held = member.receive(timeout=5)
+        g = bus.describe_group("t", "billing")
+        (m,) = g.member_seats
+        assert (m.pid, m.held, m.received) == (os.getpid(), 0, 1)
+        assert g.as_dict()["member_seats"][0]["held"] == 0
+        with pytest.raises(shmbus.InUse):
+            bus.delete_group("t", "billing")
+        with pytest.raises(shmbus.InUse):
+            bus.reset_group("t", "billing", "latest")
+        held.release()
+    assert bus.describe_group("t", "billing").position == 1  # kept after the member left
+    bus.reset_group("t", "billing", "latest")
+    assert bus.describe_group("t", "billing").position == 3
+    bus.reset_group("t", "billing", 0)
+    assert bus.describe_group("t", "billing").position == 0
+    with pytest.raises(shmbus.InvalidArgument, match="tail"):
+        bus.reset_group("t", "billing", 4)
+    bus.delete_group("t", "billing")
+    with pytest.raises(shmbus.NotFound):
+        bus.describe_group("t", "billing")
+    assert bus.describe("t").groups == []

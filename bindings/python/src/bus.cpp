@@ -58,6 +58,16 @@ py::dict group_dict(const GroupStatus& g) {
   d["lag"] = g.lag;
   d["lost"] = g.lost;
   d["overrun"] = g.overrun;
+  py::list members;
+  for (const MemberStatus& ms : g.member_seats) {
+    py::dict md;
+    md["seat"] = ms.seat;
+    md["pid"] = ms.pid;
+    md["held"] = ms.held == ~std::uint64_t{0} ? py::object(py::none()) : py::int_(ms.held);
+    md["received"] = ms.received;
+    members.append(md);
+  }
+  d["member_seats"] = members;
   return d;
 }
 
@@ -89,6 +99,22 @@ py::dict topic_dict(const TopicStatus& t) {
 }  // namespace
 
 void bind_bus(py::module_& m) {
+  py::class_<MemberStatus>(m, "MemberStatus", "A live member of a consumer group.")
+      .def_readonly("seat", &MemberStatus::seat)
+      .def_readonly("pid", &MemberStatus::pid, "The member's process.")
+      .def_property_readonly(
+          "held",
+          [](const MemberStatus& ms) -> std::optional<std::uint64_t> {
+            if (ms.held == ~std::uint64_t{0}) return std::nullopt;
+            return ms.held;
+          },
+          "The oldest sequence it holds unreleased, or None.")
+      .def_readonly("received", &MemberStatus::received, "Messages it took.")
+      .def("__repr__", [](const MemberStatus& ms) {
+        return "<shmbus.MemberStatus seat=" + std::to_string(ms.seat) +
+               " pid=" + std::to_string(ms.pid) + " received=" + std::to_string(ms.received) + ">";
+      });
+
   py::class_<GroupStatus>(m, "GroupStatus", "A consumer group of a topic, as shmbusd reports it.")
       .def_property_readonly(
           "name",
@@ -98,6 +124,8 @@ void bind_bus(py::module_& m) {
           },
           "The group's name, or None for a private group.")
       .def_readonly("members", &GroupStatus::members, "Live members.")
+      .def_readonly("member_seats", &GroupStatus::member_seats,
+                    "The live members (list of MemberStatus).")
       .def_readonly("durable", &GroupStatus::durable,
                     "The group gates producers even with no members.")
       .def_readonly("position", &GroupStatus::position, "The next sequence the group takes.")
@@ -235,6 +263,32 @@ InvalidArgument for bad values.)doc")
           py::arg("name"),
           "describe(name: str) -> TopicStatus\n\nOne topic's status (NotFound if there is none).")
       .def(
+          "describe_group",
+          [](PyBus& b, const std::string& topic, const std::string& group) {
+            return b.ask_daemon([&](Bus& bus) { return bus.describe_group(topic, group); });
+          },
+          py::arg("topic"), py::arg("group"),
+          "describe_group(topic: str, group: str) -> GroupStatus\n\nA named group, with its "
+          "members (NotFound if there is none).")
+      .def(
+          "delete_group",
+          [](PyBus& b, const std::string& topic, const std::string& group) {
+            b.ask_daemon([&](Bus& bus) { bus.delete_group(topic, group); });
+          },
+          py::arg("topic"), py::arg("group"),
+          "delete_group(topic: str, group: str) -> None\n\nDeletes a named group; InUse while "
+          "it has live members. (A private\ngroup goes by itself with its last member.)")
+      .def(
+          "reset_group",
+          [](PyBus& b, const std::string& topic, const std::string& group, const py::handle& to) {
+            const StartPosition at = start_arg(to);
+            b.ask_daemon([&](Bus& bus) { bus.reset_group(topic, group, at); });
+          },
+          py::arg("topic"), py::arg("group"), py::arg("to"),
+          "reset_group(topic: str, group: str, to: str | int) -> None\n\nSets a named group's "
+          "position: 'earliest', 'latest' or a sequence number\nat most the tail. InUse while "
+          "it has live members.")
+      .def(
           "publisher",
           [](PyBus& b, const TopicArg& topic, std::optional<double> timeout,
              const std::string& wait, double spin) {
@@ -305,7 +359,7 @@ while it has no members. wait/spin: as for publisher().)doc")
       py::arg("name"), py::arg("autospawn"), py::arg("socket"), py::arg("daemon"),
       py::arg("timeout"));
 
-  for (const char* name : {"GroupStatus", "TopicStatus", "Topic", "Bus"})
+  for (const char* name : {"MemberStatus", "GroupStatus", "TopicStatus", "Topic", "Bus"})
     set_public_module(m.attr(name));
 }
 
