@@ -359,6 +359,16 @@ expect_rc 0 "stat --once"
 expect_match '^TOPIC +MSGS/S +BYTES/S +TAIL +PRODUCERS +GROUPS$' "$out" "stat table header"
 expect_match '^orders +0\.0 +0 B/s +5 +0 +1$' "$out" "stat row of orders"
 expect_match '^orders +g +0 +4 +1 +0 +0\.0$' "$out" "stat group row with its lag"
+expect_no_match 'Ctrl-C' "$err" "stat --once does not say how to quit"
+
+# On a terminal, stat (which runs until stopped) says how to quit.
+script -qfec "$(printf '%q ' "$SHMBUS" stat --interval 0.1 --bus "$bus" --socket "$sock" \
+  --daemon "$SHMBUSD")" "$tmp/stat.tty" </dev/null >/dev/null 2>&1 &
+stat_tty=$!
+wait_until "stat on a terminal says how to quit" grep -q 'Ctrl-C to quit' "$tmp/stat.tty"
+pass
+kill "$stat_tty"
+wait "$stat_tty" 2>/dev/null || true
 
 # bytes/s comes from the producers' own counters. A paced publisher that is
 # already publishing when stat takes its first snapshot, and is paced to run
