@@ -123,8 +123,8 @@ BusOptions bus_options(const Globals& g, bool may_spawn) {
 
 }  // namespace
 
-void add_globals(CLI::App* app, Globals& g) {
-  const std::string group = "Global options";
+void add_globals(CLI::App* app, Globals& g, bool in_help) {
+  const std::string group = in_help ? "Global options" : "";  // "": parsed, not shown
   app->add_option("--bus", g.bus, "bus name (default: default)")->group(group);
   app->add_option("--socket", g.socket,
                   "shmbusd socket (default: $SHMBUS_SOCKET, $XDG_RUNTIME_DIR/shmbus/<bus>.sock "
@@ -192,14 +192,14 @@ CLI::Validator start_validator() {
 CLI::App* CommandTree::group(CLI::App* parent, const std::string& name, const std::string& help) {
   CLI::App* c = parent->add_subcommand(name, help);
   c->require_subcommand(1);
-  add_globals(c, globals_);
+  add_globals(c, globals_, false);
   return c;
 }
 
 CLI::App* CommandTree::leaf(CLI::App* parent, const std::string& name, const std::string& help,
                             std::function<int()> action) {
   CLI::App* c = parent->add_subcommand(name, help);
-  add_globals(c, globals_);
+  add_globals(c, globals_, false);
   actions_.emplace_back(c, std::move(action));
   return c;
 }

@@ -75,7 +75,9 @@ struct Globals {
   bool no_autospawn = false;
 };
 
-void add_globals(CLI::App* app, Globals& g);
+// The global options; `in_help` false parses them without listing them (a
+// subcommand's help shows its own options; `shmbus --help` shows these).
+void add_globals(CLI::App* app, Globals& g, bool in_help = true);
 
 // Connects, starting a daemon when none answers (unless --no-autospawn).
 [[nodiscard]] Bus connect(const Globals& g);

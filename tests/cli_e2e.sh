@@ -84,6 +84,19 @@ expect_no_match() {  # REGEX TEXT WHAT
   ! grep -Eq -- "$1" <<<"$2" || fail "$3" "no line matching /$1/" "$(printf '%q' "$2")"
   pass
 }
+expect_one_error_line() {  # WHAT: stderr is one line "shmbus: <message>"
+  [[ $err =~ ^shmbus:\ [^$'\n']+$ ]] || fail "$1 (stderr)" "one line 'shmbus: ...'" \
+    "$(printf '%q' "$err")"
+  pass
+}
+
+# on_tty CMD...: runs CMD with stdout and stderr on a terminal (script(1)'s pty),
+# keeping what it wrote in $out and its status in $rc.
+on_tty() {
+  local cmd
+  printf -v cmd '%q ' "$@"
+  run timeout 20 script -qec "$cmd" /dev/null
+}
 
 # wait_until WHAT CMD...: polls CMD (every 50 ms) until it succeeds, at most 20 s.
 wait_until() {
@@ -105,16 +118,55 @@ expect_match '^shmbus [0-9]+\.[0-9]+\.[0-9]+$' "$out" "--version prints the vers
 run timeout 20 "$SHMBUS" --help
 expect_rc 0 "--help"
 expect_match 'Exit codes' "$out" "--help documents the exit codes"
+expect_match '^ +--socket' "$out" "--help lists the global options"
+[[ $(grep -c -- '--socket' <<<"$out") -eq 1 ]] ||
+  fail "--help lists --socket once" "1 line" "$(grep -c -- '--socket' <<<"$out")"
+pass
 
+# No arguments: the command list on stderr, like git, and a usage error.
+run timeout 20 "$SHMBUS"
+expect_rc 64 "shmbus with no arguments is a usage error"
+expect_out '' "shmbus with no arguments prints nothing on stdout"
+expect_match '^usage: shmbus ' "$err" "shmbus with no arguments prints a usage line"
+expect_match '^  topic create +[a-z]' "$err" "the command list names topic create with its help"
+expect_match '^  stat +[a-z]' "$err" "the command list names stat with its help"
+expect_match '^  daemon stop +[a-z]' "$err" "the command list names daemon stop with its help"
+
+# A subcommand's help: its own options, and the global ones only by reference.
 run timeout 20 "$SHMBUS" topic create --help
 expect_rc 0 "topic create --help"
 expect_match '--slot-size' "$out" "topic create --help lists --slot-size"
+expect_no_match '--socket|--no-autospawn|Exit codes' "$out" \
+  "topic create --help leaves the global options and exit codes to shmbus --help"
+expect_match '^global options: see shmbus --help$' "$out" "topic create --help points to shmbus --help"
+run timeout 20 "$SHMBUS" sub --help
+expect_rc 0 "sub --help"
+expect_match '^ +--from' "$out" "sub --help lists --from"
+expect_no_match '--socket|--no-autospawn|Exit codes' "$out" \
+  "sub --help leaves the global options and exit codes to shmbus --help"
+
+# The parser's own errors are one line and a usage error; the pointer to --help
+# only on a terminal.
+run cli topic create x --bogus
+expect_rc 64 "an unknown option is a usage error"
+expect_one_error_line "an unknown option"
+expect_match 'bogus' "$err" "an unknown option is named"
+run cli sub x --count
+expect_rc 64 "an option without its argument is a usage error"
+expect_one_error_line "an option without its argument"
+run cli sub x --count many
+expect_rc 64 "a bad value is a usage error"
+expect_one_error_line "a bad value"
+on_tty "$SHMBUS" sub x --bogus
+expect_rc 64 "an unknown option on a terminal is a usage error"
+expect_match 'Run with --help' "$out" "on a terminal a parse error points to --help"
 
 run cli topic create
 expect_rc 64 "topic create without a name is a usage error"
 
 run cli sub x --from sometime
 expect_rc 64 "sub --from with a bad value is a usage error"
+expect_one_error_line "sub --from with a bad value"
 
 run cli pub x --lines
 expect_rc 64 "pub --lines without --file is a usage error"
@@ -307,6 +359,16 @@ expect_rc 0 "stat --once"
 expect_match '^TOPIC +MSGS/S +BYTES/S +TAIL +PRODUCERS +GROUPS$' "$out" "stat table header"
 expect_match '^orders +0\.0 +0 B/s +5 +0 +1$' "$out" "stat row of orders"
 expect_match '^orders +g +0 +4 +1 +0 +0\.0$' "$out" "stat group row with its lag"
+expect_no_match 'Ctrl-C' "$err" "stat --once does not say how to quit"
+
+# On a terminal, stat (which runs until stopped) says how to quit.
+script -qfec "$(printf '%q ' "$SHMBUS" stat --interval 0.1 --bus "$bus" --socket "$sock" \
+  --daemon "$SHMBUSD")" "$tmp/stat.tty" </dev/null >/dev/null 2>&1 &
+stat_tty=$!
+wait_until "stat on a terminal says how to quit" grep -q 'Ctrl-C to quit' "$tmp/stat.tty"
+pass
+kill "$stat_tty"
+wait "$stat_tty" 2>/dev/null || true
 
 # bytes/s comes from the producers' own counters. A paced publisher that is
 # already publishing when stat takes its first snapshot, and is paced to run

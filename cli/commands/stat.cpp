@@ -172,6 +172,10 @@ int cmd_stat(const Globals& g, const StatArgs& a) {
   Bus bus = connect(g);
   install_stop_handlers();
   const bool clear = !a.json && !a.once && ::isatty(STDOUT_FILENO) == 1;
+  // A person at a terminal is told how to stop: once, or under every refresh
+  // when each one clears the screen.
+  const bool tell_quit = !a.once && ::isatty(STDERR_FILENO) == 1;
+  if (tell_quit && !clear) note("Ctrl-C to quit");
   const auto interval =
       std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(a.interval));
   Snapshot prev = take_snapshot(bus);
@@ -182,6 +186,7 @@ int cmd_stat(const Globals& g, const StatArgs& a) {
     Snapshot cur = take_snapshot(bus);
     if (!first && !a.json && !clear) std::printf("\n");
     render_stat(g, prev, cur, a.json, clear);
+    if (tell_quit && clear) note("Ctrl-C to quit");
     if (stdout_closed()) return kExitOk;
     if (a.once) return kExitOk;
     first = false;
