@@ -104,6 +104,14 @@ std::chrono::nanoseconds seconds_to_ns(double seconds, const char* what) {
       std::chrono::duration<double>(seconds));
 }
 
+BufferArg::BufferArg(py::handle obj, int flags, const char* needs) {
+  if (PyObject_GetBuffer(obj.ptr(), &view_, flags) != 0) {
+    // Say what is wanted; keep the original reason.
+    py::error_already_set e;
+    raise(PyExc_TypeError, std::string(needs) + ": " + e.what());
+  }
+}
+
 void set_public_module(py::handle type) {
   type.attr("__module__") = "shmbus";
 }

@@ -123,6 +123,7 @@ PYBIND11_MODULE(_shmbus, m) {
   install_fork_handler();
   register_exceptions(m);
   bind_sample(m);
+  bind_batch(m);
   bind_subscriber(m);
   bind_loan(m);
   bind_publisher(m);
