@@ -1,5 +1,5 @@
 """Subscriber.receive_batch (zero-copy batches, one release) and receive_copy
-(into a caller's buffer)."""
+(into a caller's buffer), and errors that name the Python spelling."""
 
 import ctypes
 import threading
@@ -207,3 +207,15 @@ def test_receive_copy_too_small_and_large(bus):
     assert info.sequence == 0 and info.size == 100_000  # the message was not consumed
     assert buf[:100_000] == b"\x07" * 100_000 and buf[100_000] == 0
 
+
+def test_errors_name_the_python_spelling(busenv, tmp_path, monkeypatch):
+    monkeypatch.delenv("SHMBUS_NO_AUTOSPAWN", raising=False)
+    missing = tmp_path / "no-such-shmbusd"
+    with pytest.raises(shmbus.DaemonUnavailable,
+                       match=r"no shmbusd executable found.*shmbus\.connect\(daemon=\.\.\.\)") as e:
+        shmbus.connect(busenv.name, socket=str(tmp_path / "none.sock"), daemon=str(missing),
+                       timeout=1.0)
+    assert "BusOptions" not in str(e.value) and "::" not in str(e.value)
+    with pytest.raises(shmbus.InvalidArgument, match=r"slots=3 is not a power of two") as e:
+        busenv.bus.create_topic("odd", slots=3)
+    assert "slot_count" not in str(e.value)

@@ -28,7 +28,8 @@ Example::
 next message into a bytearray or NumPy array and frees its slot at once.
 
 Blocking calls release the GIL and can be interrupted with Ctrl-C. Errors are
-:class:`Error` subclasses carrying the C++ library's messages:
+:class:`Error` subclasses carrying the C++ library's messages (in the Python
+spelling: ``slots=``, ``shmbus.connect(daemon=...)``):
 
 =====================  ================================================
 InvalidArgument        bad name, size or option (also a ValueError)

@@ -44,6 +44,11 @@ Exceptions& exceptions();
 PyObject* invalid_argument();  // shmbus.InvalidArgument
 void register_exceptions(py::module_& m);
 
+// A C++ library message as a Python user should read it: the C++ spellings
+// it names (BusOptions::daemon_path, slot_count, ...) replaced by the Python
+// ones (shmbus.connect(daemon=...), slots=, ...).
+std::string python_spelling(std::string message);
+
 // Sets a Python exception of `type` and unwinds to pybind11 (GIL held).
 [[noreturn]] void raise(PyObject* type, const std::string& message);
 
