@@ -203,11 +203,7 @@ A Batch must be used from one thread at a time.
           "True when no message of the batch was overwritten, so what was read so far is\n"
           "what was published. Always True under policies 'block' and 'reject'.")
       .def(
-          "release",
-          [](PyBatch& b) {
-            check_process(b.pid, "Batch");
-            return b.end();
-          },
+          "release", [](PyBatch& b) { return b.end_checked("Batch"); },
           R"doc(release() -> bool
 
 Ends the batch: the data of its items may no longer be accessed, and its slots
@@ -221,8 +217,7 @@ slots are given back when the last one is dropped. Idempotent.)doc")
       .def(
           "__exit__",
           [](PyBatch& b, const py::args&) {
-            check_process(b.pid, "Batch");
-            (void)b.end();
+            (void)b.end_checked("Batch");
             return false;
           },
           "__exit__(*exc) -> False\n\nReleases the batch (deferred while exported buffers are "

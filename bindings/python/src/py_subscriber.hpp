@@ -88,6 +88,12 @@ class HeldSlots {
     really_release();
     return true;
   }
+  // release() and __exit__ from Python: end(), refused in a fork() child
+  // (`type_name` names the class).
+  bool end_checked(const char* type_name) {
+    check_process(pid, type_name);
+    return end();
+  }
   // One exported buffer was released (GIL held).
   void unexport() noexcept {
     if (exports == 0) return;

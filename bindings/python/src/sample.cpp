@@ -104,11 +104,7 @@ A Sample must be used from one thread at a time.
           },
           "tobytes() -> bytes\n\nA copy of the payload.")
       .def(
-          "release",
-          [](PySample& s) {
-            check_process(s.pid, "Sample");
-            return s.end();
-          },
+          "release", [](PySample& s) { return s.end_checked("Sample"); },
           R"doc(release() -> bool
 
 Ends the sample: its data may no longer be accessed, and its slot is given back.
@@ -121,8 +117,7 @@ slot is given back when the last one is dropped. Idempotent.)doc")
       .def(
           "__exit__",
           [](PySample& s, const py::args&) {
-            check_process(s.pid, "Sample");
-            (void)s.end();
+            (void)s.end_checked("Sample");
             return false;
           },
           "__exit__(*exc) -> False\n\nReleases the sample (deferred while exported buffers are "
