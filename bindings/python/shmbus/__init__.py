@@ -23,8 +23,13 @@ Example::
         a = np.frombuffer(sample, dtype=np.float32)   # zero copy, read-only
         print(sample.sequence, a.sum())
 
+``sub.receive_batch(max)`` takes up to `max` consecutive messages as one
+:class:`Batch` (zero copy, one release); ``sub.receive_copy(buf)`` copies the
+next message into a bytearray or NumPy array and frees its slot at once.
+
 Blocking calls release the GIL and can be interrupted with Ctrl-C. Errors are
-:class:`Error` subclasses carrying the C++ library's messages:
+:class:`Error` subclasses carrying the C++ library's messages (in the Python
+spelling: ``slots=``, ``shmbus.connect(daemon=...)``):
 
 =====================  ================================================
 InvalidArgument        bad name, size or option (also a ValueError)
@@ -38,7 +43,8 @@ SystemFailure          a system call failed (C++ ErrorCode::SystemError)
 DaemonUnavailable      no shmbusd answers and none could be started
 Timeout                publish/loan: the ring stayed full (also a TimeoutError)
 WouldBlock             publish/loan: full under policy 'reject' (BlockingIOError)
-TooLarge               message larger than the slot size (also a ValueError)
+TooLarge               message larger than the slot size, or a receive_copy
+                       buffer smaller than it (also a ValueError)
 TooManyHeld            64 samples held unreleased by one subscriber
 Closed                 released sample, ended loan, closed publisher/subscriber
 TopicDeleted           the topic was deleted (receive: once the rest is drained)
@@ -63,6 +69,8 @@ except ImportError as _e:  # pragma: no cover
 
 from ._shmbus import (  # noqa: E402
     AlreadyExists,
+    Batch,
+    BatchSample,
     Bus,
     Closed,
     Corrupt,
@@ -73,6 +81,7 @@ from ._shmbus import (  # noqa: E402
     InvalidArgument,
     Loan,
     MemberStatus,
+    MessageInfo,
     NotFound,
     PermissionDenied,
     Publisher,
@@ -111,6 +120,9 @@ __all__ = [
     "Subscriber",
     "Sample",
     "SampleIterator",
+    "Batch",
+    "BatchSample",
+    "MessageInfo",
     "Error",
     "InvalidArgument",
     "NotFound",

@@ -8,6 +8,8 @@
 #include <cerrno>
 #include <cmath>
 #include <cstring>
+#include <string_view>
+#include <utility>
 
 #include "wait.hpp"
 
@@ -102,6 +104,29 @@ std::chrono::nanoseconds seconds_to_ns(double seconds, const char* what) {
     raise(invalid_argument(), std::string(what) + " must be between 0 and 3600 seconds");
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
       std::chrono::duration<double>(seconds));
+}
+
+std::string python_spelling(std::string message) {
+  // In order: a longer spelling before one it contains.
+  static constexpr std::pair<std::string_view, std::string_view> kSpellings[] = {
+      {"BusOptions::daemon_path", "shmbus.connect(daemon=...)"},
+      {"Bus::connect()", "shmbus.connect()"},
+      {"slot_count x slot_size", "slots x slot_size"},  // TopicOptions::slot_count
+      {"slot_count ", "slots="},                        // "slot_count 3 is not a power of two"
+  };
+  for (const auto& [cpp, python] : kSpellings)
+    for (auto at = message.find(cpp); at != std::string::npos;
+         at = message.find(cpp, at + python.size()))
+      message.replace(at, cpp.size(), python);
+  return message;
+}
+
+BufferArg::BufferArg(py::handle obj, int flags, const char* needs) {
+  if (PyObject_GetBuffer(obj.ptr(), &view_, flags) != 0) {
+    // Say what is wanted; keep the original reason.
+    py::error_already_set e;
+    raise(PyExc_TypeError, std::string(needs) + ": " + e.what());
+  }
 }
 
 void set_public_module(py::handle type) {

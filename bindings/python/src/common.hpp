@@ -44,6 +44,11 @@ Exceptions& exceptions();
 PyObject* invalid_argument();  // shmbus.InvalidArgument
 void register_exceptions(py::module_& m);
 
+// A C++ library message as a Python user should read it: the C++ spellings
+// it names (BusOptions::daemon_path, slot_count, ...) replaced by the Python
+// ones (shmbus.connect(daemon=...), slots=, ...).
+std::string python_spelling(std::string message);
+
 // Sets a Python exception of `type` and unwinds to pybind11 (GIL held).
 [[noreturn]] void raise(PyObject* type, const std::string& message);
 
@@ -185,6 +190,28 @@ int buffer_slot(PyObject* obj, Py_buffer* view, const char* type_name, Fill&& fi
   }
   return -1;
 }
+// A contiguous view of a buffer-protocol argument, taken with `flags`
+// (PyBUF_C_CONTIGUOUS, with PyBUF_WRITABLE to write) and released on scope
+// exit. A refused request raises TypeError: `needs`, ": ", then the reason
+// (e.g. "not C-contiguous").
+class BufferArg {
+ public:
+  BufferArg(py::handle obj, int flags, const char* needs);
+  ~BufferArg() { PyBuffer_Release(&view_); }
+  BufferArg(const BufferArg&) = delete;
+  BufferArg& operator=(const BufferArg&) = delete;
+  [[nodiscard]] std::span<const std::byte> bytes() const noexcept {
+    return {static_cast<const std::byte*>(view_.buf), static_cast<std::size_t>(view_.len)};
+  }
+  // Only for a view taken with PyBUF_WRITABLE.
+  [[nodiscard]] std::span<std::byte> writable() const noexcept {
+    return {static_cast<std::byte*>(view_.buf), static_cast<std::size_t>(view_.len)};
+  }
+
+ private:
+  Py_buffer view_{};
+};
+
 // Fills `view` over `bytes` (a zero-length buffer points at a static byte).
 void fill_buffer(Py_buffer* view, PyObject* obj, std::span<const std::byte> bytes, bool readonly,
                  int flags);
@@ -193,6 +220,7 @@ void fill_buffer(Py_buffer* view, PyObject* obj, std::span<const std::byte> byte
 void set_public_module(py::handle type);
 
 void bind_sample(py::module_& m);
+void bind_batch(py::module_& m);
 void bind_subscriber(py::module_& m);
 void bind_loan(py::module_& m);
 void bind_publisher(py::module_& m);

@@ -37,7 +37,8 @@ Exceptions& exceptions() {
 void register_exceptions(py::module_& m) {
   Exceptions& e = g_exceptions;
   e.error = new_exception(m, "Error",
-                          "Base class of every shmbus error. The message is the C++ library's.\n"
+                          "Base class of every shmbus error. The message is the C++ library's,\n"
+                          "naming the Python spelling of what it names (slots=, daemon=).\n"
                           "Subclasses carry a class attribute `code` (a short string).",
                           bases(PyExc_Exception), "error");
   auto sub = [&](ErrorCode c, const char* name, const char* doc, PyObject* extra,
@@ -106,7 +107,7 @@ void register_exceptions(py::module_& m) {
       PyObject* cls = i < std::size(g_exceptions.by_code) && g_exceptions.by_code[i] != nullptr
                           ? g_exceptions.by_code[i]
                           : g_exceptions.error;
-      PyErr_SetString(cls, err.what());
+      PyErr_SetString(cls, python_spelling(err.what()).c_str());
     }
   });
 }
@@ -123,6 +124,7 @@ PYBIND11_MODULE(_shmbus, m) {
   install_fork_handler();
   register_exceptions(m);
   bind_sample(m);
+  bind_batch(m);
   bind_subscriber(m);
   bind_loan(m);
   bind_publisher(m);

@@ -11,29 +11,6 @@ namespace shmbus::python {
 
 namespace {
 
-// A contiguous read-only view of any buffer-protocol object, released on scope exit.
-class ReadBuffer {
- public:
-  explicit ReadBuffer(py::handle obj) {
-    if (PyObject_GetBuffer(obj.ptr(), &view_, PyBUF_C_CONTIGUOUS) != 0) {
-      // Say what is wanted; keep the original reason (e.g. "not C-contiguous").
-      py::error_already_set e;
-      raise(PyExc_TypeError, std::string("publish needs a C-contiguous buffer (bytes, bytearray, "
-                                         "memoryview, array.array, NumPy array): ") +
-                                 e.what());
-    }
-  }
-  ~ReadBuffer() { PyBuffer_Release(&view_); }
-  ReadBuffer(const ReadBuffer&) = delete;
-  ReadBuffer& operator=(const ReadBuffer&) = delete;
-  [[nodiscard]] std::span<const std::byte> bytes() const noexcept {
-    return {static_cast<const std::byte*>(view_.buf), static_cast<std::size_t>(view_.len)};
-  }
-
- private:
-  Py_buffer view_{};
-};
-
 std::string seconds_text(std::optional<double> t) {
   if (!t) return "ever";
   char buf[32];
@@ -74,7 +51,9 @@ std::optional<double> wait_time(const PyPublisher& pp, bool wait) {
 
 // Publishes a copy of `data`; false when it was not accepted and `wait` is false.
 bool publish(PyPublisher& pp, py::handle data, bool wait) {
-  const ReadBuffer buf(data);
+  const BufferArg buf(data, PyBUF_C_CONTIGUOUS,
+                      "publish needs a C-contiguous buffer (bytes, bytearray, memoryview, "
+                      "array.array, NumPy array)");
   const auto bytes = buf.bytes();
   const std::optional<double> timeout = wait_time(pp, wait);
   const Deadline deadline(timeout);

@@ -23,60 +23,27 @@ int sample_getbuffer(PyObject* obj, Py_buffer* view, int flags) {
 }
 
 void sample_releasebuffer(PyObject* obj, Py_buffer* /*view*/) {
-  PySample* s = nullptr;
   try {
-    s = py::handle(obj).cast<PySample*>();
+    if (auto* s = py::handle(obj).cast<PySample*>()) s->unexport();
   } catch (...) {
-    return;
   }
-  if (s == nullptr || s->exports == 0) return;
-  if (--s->exports == 0 && s->closed) s->really_release();
 }
 
 }  // namespace
 
 PySample::PySample(py::object o, PySubscriber* s, Sample&& smp) noexcept
-    : owner(std::move(o)),
-      sub(s),
-      sample(std::move(smp)),
-      sequence(sample.sequence()),
-      timestamp_ns(sample.timestamp_ns()),
-      size(static_cast<std::uint32_t>(sample.data().size())),
-      producer_id(sample.producer_id()) {}
+    : HeldSlots(std::move(o), s, std::move(smp)),
+      sequence(value.sequence()),
+      timestamp_ns(value.timestamp_ns()),
+      size(static_cast<std::uint32_t>(value.data().size())),
+      producer_id(value.producer_id()) {}
 
 PySample::~PySample() {
   if (sub->last_yielded == this) sub->last_yielded = nullptr;
-  closed = true;
-  really_release();
 }
 
 const Sample& PySample::open_or_raise() const {
-  check_process(pid, "Sample");
-  if (closed || !sample)
-    raise(exceptions().closed,
-          sample_name(*this) + " was released: its data can no longer be read");
-  return sample;
-}
-
-bool PySample::end() noexcept {
-  closed = true;
-  if (exports != 0) return false;
-  really_release();
-  return true;
-}
-
-void PySample::really_release() noexcept {
-  if (!sample || pid != current_pid()) return;  // never on the parent's behalf
-  try {
-    GilSafeLock lk(sub->mu);  // may let another thread run first
-    if (!sample) return;      // which released it already
-    sample.release();
-    --sub->held;
-    sub->finish_close_locked();
-  } catch (...) {
-    // Only a failure to release the GIL could land here; the slot is then
-    // given back by the Sample's own destructor.
-  }
+  return HeldSlots::open_or_raise("Sample", [&] { return sample_name(*this); });
 }
 
 void bind_sample(py::module_& m) {
@@ -137,11 +104,7 @@ A Sample must be used from one thread at a time.
           },
           "tobytes() -> bytes\n\nA copy of the payload.")
       .def(
-          "release",
-          [](PySample& s) {
-            check_process(s.pid, "Sample");
-            return s.end();
-          },
+          "release", [](PySample& s) { return s.end_checked("Sample"); },
           R"doc(release() -> bool
 
 Ends the sample: its data may no longer be accessed, and its slot is given back.
@@ -154,8 +117,7 @@ slot is given back when the last one is dropped. Idempotent.)doc")
       .def(
           "__exit__",
           [](PySample& s, const py::args&) {
-            check_process(s.pid, "Sample");
-            (void)s.end();
+            (void)s.end_checked("Sample");
             return false;
           },
           "__exit__(*exc) -> False\n\nReleases the sample (deferred while exported buffers are "

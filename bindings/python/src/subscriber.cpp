@@ -7,62 +7,71 @@ namespace shmbus::python {
 
 namespace {
 
-// One receive from the core that waits at most `timeout` (0: try_receive);
-// a slot with an invalid header is skipped and counted (sub.corrupt), and
-// the next one taken. Counts a received sample in `held` (mu held).
-Status receive_once(PySubscriber& ps, Subscriber& s, Sample& out,
-                    std::chrono::nanoseconds timeout) noexcept {
-  Status st;
-  do
-    st = timeout.count() == 0 ? s.try_receive(out) : s.receive(out, timeout);
-  while (st == Status::Corrupt);
-  if (st == Status::Ok) ++ps.held;
-  return st;
-}
-
-// Makes the wrapped object for a received sample (already counted in `held`).
-py::object wrap_sample(const py::object& self, PySubscriber& ps, Sample& out) {
-  try {
-    return to_python(std::make_unique<PySample>(self, &ps, std::move(out)));
-  } catch (...) {
-    auto lk = ps.lock();
-    out.release();
-    --ps.held;
-    throw;
-  }
-}
-
 // The next sample, or None when none came within `timeout`.
 py::object receive(const py::object& self, std::optional<double> timeout) {
   PySubscriber& ps = self.cast<PySubscriber&>();
   const Deadline deadline(timeout);
   Sample out;
-  Status st = ps.with_open(
-      [&](Subscriber& s) { return receive_once(ps, s, out, std::chrono::nanoseconds(0)); });
-  if (st == Status::WouldBlock && !deadline.zero())
-    st = wait_until(deadline, ps, [&](Subscriber& s, std::chrono::nanoseconds left) {
-      return receive_once(ps, s, out, left);
-    });
+  const Status st =
+      attempt_then_wait(deadline, ps, [&](Subscriber& s, std::chrono::nanoseconds left) {
+        return receive_counted(
+            ps, [&] { return left.count() == 0 ? s.try_receive(out) : s.receive(out, left); });
+      });
+  if (st == Status::Ok) return wrap_received<PySample>(self, ps, out);
+  if (st == Status::WouldBlock || st == Status::Timeout) return py::none();
+  raise_receive_status(st, ps);
+}
+
+// The type receive_copy returns: shmbus.MessageInfo, a named tuple (made at
+// import; the module owns it).
+py::handle g_message_info;
+
+void make_message_info(py::module_& m) {
+  py::object t =
+      py::module_::import("collections")
+          .attr("namedtuple")("MessageInfo",
+                              py::make_tuple("size", "sequence", "timestamp_ns", "producer_id"),
+                              py::arg("module") = "shmbus");
+  t.attr("__doc__") =
+      "MessageInfo(size, sequence, timestamp_ns, producer_id)\n\n"
+      "What Subscriber.receive_copy copied: `size` bytes of message `sequence`,\n"
+      "published at `timestamp_ns` (CLOCK_MONOTONIC) by producer seat `producer_id`.";
+  m.attr("MessageInfo") = t;
+  g_message_info = t;  // borrowed: the module keeps it
+}
+
+// Copies the next message into `buffer`; its MessageInfo, or None when none
+// came within `timeout`.
+py::object receive_copy(PySubscriber& ps, py::handle buffer, std::optional<double> timeout) {
+  const BufferArg buf(buffer, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS,
+                      "receive_copy needs a writable C-contiguous buffer (bytearray, writable "
+                      "memoryview, NumPy array)");
+  const std::span<std::byte> into = buf.writable();
+  const Deadline deadline(timeout);
+  MessageInfo info;
+  std::uint32_t slot_size = 0;
+  // A large copy is made with the GIL released, as publish does.
+  const bool large = into.size() >= kReleaseGilBytes;
+  const Status st = attempt_then_wait(
+      deadline, ps,
+      [&](Subscriber& s, std::chrono::nanoseconds left) {
+        slot_size = s.slot_size();
+        return skip_corrupt([&] { return s.receive_copy(into, info, left); });
+      },
+      large);
   switch (st) {
     case Status::Ok:
-      return wrap_sample(self, ps, out);
+      return g_message_info(info.size, info.sequence, info.timestamp_ns, info.producer_id);
     case Status::WouldBlock:
     case Status::Timeout:
       return py::none();
-    case Status::TooManyHeld:
-      raise(exceptions().too_many_held,
-            "the subscriber of topic '" + ps.topic + "' holds " +
-                std::to_string(Subscriber::kMaxHeld) +
-                " samples not yet released (the most it may); release them: sample.release(), "
-                "a with block, or drop the arrays and memoryviews made from them");
-    case Status::TopicDeleted:
-      raise(exceptions().topic_deleted, "topic '" + ps.topic +
-                                            "' was deleted; every message published before "
-                                            "the delete was received");
-    case Status::Invalid:
-      ps.raise_closed();
+    case Status::TooLarge:
+      raise(exceptions().too_large, "buffer of " + std::to_string(into.size()) +
+                                        " bytes is smaller than the slot size " +
+                                        std::to_string(slot_size) + " of topic '" + ps.topic +
+                                        "' (receive_copy needs room for any message)");
     default:
-      raise(exceptions().error, std::string("receive failed: ") + to_string(st));
+      raise_receive_status(st, ps);
   }
 }
 
@@ -95,6 +104,26 @@ std::string subscriber_repr(const PySubscriber& ps) {
 }
 
 }  // namespace
+
+void raise_receive_status(Status st, const PySubscriber& ps) {
+  switch (st) {
+    case Status::TooManyHeld:
+      raise(exceptions().too_many_held,
+            "the subscriber of topic '" + ps.topic + "' holds " +
+                std::to_string(Subscriber::kMaxHeld) +
+                " samples not yet released (the most it may; a batch counts as one); release "
+                "them: sample.release(), a with block, or drop the arrays and memoryviews made "
+                "from them");
+    case Status::TopicDeleted:
+      raise(exceptions().topic_deleted, "topic '" + ps.topic +
+                                            "' was deleted; every message published before "
+                                            "the delete was received");
+    case Status::Invalid:
+      ps.raise_closed();
+    default:
+      raise(exceptions().error, std::string("receive failed: ") + to_string(st));
+  }
+}
 
 py::object make_subscriber(const Topic& topic, const std::optional<std::string>& group,
                            const py::handle& start, bool durable, const std::string& wait,
@@ -167,6 +196,28 @@ Waits up to `timeout` seconds (None: for ever) for the next message.
 
 Returns a Sample, or None when the timeout passed. timeout=0 never waits.
 Raises TooManyHeld when 64 samples are held unreleased, Closed after close().)doc")
+      .def("receive_batch", &receive_batch, py::arg("max"), py::arg("timeout") = py::none(),
+           R"doc(receive_batch(max: int, timeout: float | None = None) -> Batch | None
+
+Waits up to `timeout` seconds (None: for ever) for the next message, and takes
+it with up to max - 1 more that are ready: consecutive messages, one claim.
+
+Returns a Batch (a sequence of BatchSamples, zero copy, released as one), or
+None when the timeout passed. A batch counts as one held sample.
+InvalidArgument for max < 1; otherwise raises as receive() does.)doc")
+      .def("receive_copy", &receive_copy, py::arg("buffer"), py::arg("timeout") = py::none(),
+           R"doc(receive_copy(buffer: Buffer, timeout: float | None = None) -> MessageInfo | None
+
+Waits up to `timeout` seconds (None: for ever) for the next message, copies it
+into `buffer` (writable and C-contiguous: a bytearray, a writable memoryview, a
+NumPy array) and gives its slot back at once.
+
+Returns a MessageInfo(size, sequence, timestamp_ns, producer_id): the message
+is buffer[:size]. None when the timeout passed. TypeError for a read-only or
+non-contiguous buffer; TooLarge when the buffer is smaller than the slot size
+(checked first, whatever the message's size). Under policy 'overwrite' a
+message overwritten while it was copied is skipped (counted in lost), never
+returned. Otherwise raises as receive() does.)doc")
       .def(
           "try_receive", [](const py::object& self) { return receive(self, 0.0); },
           "try_receive() -> Sample | None\n\nThe next message if one is ready, else None; never "
@@ -221,9 +272,10 @@ Raises TooManyHeld when 64 samples are held unreleased, Closed after close().)do
             auto lk = ps.lock();
             return ps.held;
           },
-          "How many received samples still hold their slot.")
+          "How many received samples and batches still hold their slots.")
       .def("__repr__", &subscriber_repr);
 
+  make_message_info(m);
   for (const char* name : {"SampleIterator", "Subscriber"})
     set_public_module(m.attr(name));
 }

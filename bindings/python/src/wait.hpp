@@ -98,4 +98,22 @@ Status wait_until(const Deadline& deadline, Owner& owner, Attempt&& attempt) {
   }
 }
 
+// A receive's whole wait: `attempt(core, 0)` first, under the owner's lock
+// and with the GIL held (released around it when `nogil_first`, for a large
+// copy); then, when nothing was ready (WouldBlock, or Timeout from a core
+// call that waited 0) and the deadline allows, wait_until with the same
+// attempt. Returns the last attempt's status.
+template <class Owner, class Attempt>
+Status attempt_then_wait(const Deadline& deadline, Owner& owner, Attempt&& attempt,
+                         bool nogil_first = false) {
+  Status st = owner.with_open([&](auto& core) {
+    if (!nogil_first) return attempt(core, std::chrono::nanoseconds(0));
+    py::gil_scoped_release nogil;
+    return attempt(core, std::chrono::nanoseconds(0));
+  });
+  if ((st == Status::WouldBlock || st == Status::Timeout) && !deadline.zero())
+    st = wait_until(deadline, owner, attempt);
+  return st;
+}
+
 }  // namespace shmbus::python
