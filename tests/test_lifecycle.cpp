@@ -155,7 +155,9 @@ TEST(Groups, DescribeDeleteAndResetAsKafkaConsumerGroupsDoes) {
     EXPECT_EQ(g.lag, 4u);
     // Its members' positions are theirs: refused while one lives.
     EXPECT_EQ(code_of([&] { bus.delete_group("orders", "billing"); }), ErrorCode::InUse);
-    EXPECT_EQ(code_of([&] { bus.reset_group("orders", "billing", {StartFrom::Latest, 0}); }),
+    EXPECT_EQ(code_of([&] {
+                bus.reset_group("orders", "billing", {StartFrom::Latest, 0});
+              }),
               ErrorCode::InUse);
     {
       auto p = t.subscriber();  // a private group: the topic's second
@@ -171,9 +173,11 @@ TEST(Groups, DescribeDeleteAndResetAsKafkaConsumerGroupsDoes) {
   EXPECT_EQ(bus.describe_group("orders", "billing").position, 5u);
   bus.reset_group("orders", "billing", {StartFrom::Offset, 2});
   EXPECT_EQ(bus.describe_group("orders", "billing").position, 2u);
-  EXPECT_EQ(code_of([&] { bus.reset_group("orders", "billing", {StartFrom::Offset, 6}); }),
+  EXPECT_EQ(code_of([&] {
+              bus.reset_group("orders", "billing", {StartFrom::Offset, 6});
+            }),
             ErrorCode::InvalidArgument);  // past the tail
-  for (int i = 0; i < 10; ++i)  // no member: the group gates nothing, the ring moves on
+  for (int i = 0; i < 10; ++i)            // no member: the group gates nothing, the ring moves on
     ASSERT_EQ(pub.publish(bytes_of("m")), Status::Ok);
   bus.reset_group("orders", "billing", {StartFrom::Earliest, 0});
   EXPECT_EQ(bus.describe_group("orders", "billing").position, 15u - 8u);
