@@ -8,6 +8,7 @@
 // Checks that every message reached each group exactly once, and exits 1 when not.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>

@@ -54,7 +54,8 @@ bool reap(pid_t pid, Clock::time_point deadline) {
       const auto left =
           std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
       pollfd p{fd, POLLIN, 0};
-      const int n = poll(&p, 1, static_cast<int>(std::max<std::int64_t>(left.count(), 0)));
+      const int n =
+          poll(&p, 1, static_cast<int>(std::clamp<std::int64_t>(left.count(), 0, 1 << 30)));
       if (n > 0) break;
       if (n == 0) {
         (void)kill(pid, SIGKILL);  // out of time: the status below says it failed
