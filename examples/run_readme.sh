@@ -11,23 +11,9 @@ if [[ $# -ne 3 ]]; then
   exit 64
 fi
 README_BIN=$(realpath "$1")
-SHMBUS=$(realpath "$2")
-SHMBUSD=$(realpath "$3")
-
-tmp=$(mktemp -d /tmp/shmbus-readme.XXXXXX)
-bus="readme$$"
-export SHMBUS_SOCKET="$tmp/bus.sock"
-export SHMBUS_DAEMON="$SHMBUSD"
-
-cleanup() {
-  local rc=$?
-  trap - EXIT
-  timeout 10 "$SHMBUS" daemon stop --bus "$bus" --socket "$SHMBUS_SOCKET" >/dev/null 2>&1 || true
-  rm -rf "$tmp"
-  rm -f /dev/shm/shmbus."$bus".* /dev/shm/shmbus."$bus"@*
-  exit "$rc"
-}
-trap cleanup EXIT
+# shellcheck source=examples/private_bus.sh
+source "$(dirname "$0")/private_bus.sh"
+private_bus readme "$2" "$3"
 
 for run in 1 2; do
   set +e
