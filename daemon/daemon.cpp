@@ -127,10 +127,26 @@ void Daemon::start() {
   const auto slash = socket_path_.rfind('/');
   if (slash != std::string::npos && slash > 0)
     detail::make_dirs(socket_path_.substr(0, slash), 0755);
-  // One daemon per socket: an exclusive flock on "<socket>.lock", held for life.
+  // The directory holds the socket, the lock and the log: only one no other
+  // user controls (os.hpp, untrusted_dir).
+  const std::string dir = detail::dir_of(socket_path_);
+  if (const std::string why = detail::untrusted_dir(dir); !why.empty())
+    throw Error(ErrorCode::PermissionDenied, "refusing the socket directory " + dir + ": " + why);
+  // One daemon per socket: an exclusive flock on "<socket>.lock", held for
+  // life; never through a link, and only a file of our own.
   const std::string lock_path = socket_path_ + ".lock";
-  lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (lock_fd_ < 0) fail_errno("cannot open " + lock_path);
+  lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (lock_fd_ < 0) {
+    if (errno == ELOOP)
+      throw Error(
+          ErrorCode::PermissionDenied,
+          lock_path + " is a symbolic link (planted?); remove it, then start shmbusd again");
+    fail_errno("cannot open " + lock_path);
+  }
+  if (struct stat lst{};
+      ::fstat(lock_fd_, &lst) != 0 || !S_ISREG(lst.st_mode) || lst.st_uid != ::geteuid())
+    throw Error(ErrorCode::PermissionDenied,
+                lock_path + " is not a file of uid " + std::to_string(::geteuid()) + "; remove it");
   if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0)
     throw Error(ErrorCode::AlreadyExists,
                 "another shmbusd already serves " + socket_path_ +
@@ -143,13 +159,18 @@ void Daemon::start() {
   if (listen_fd_ < 0) fail_errno("socket");
   addr.sun_family = AF_UNIX;
   std::memcpy(addr.sun_path, socket_path_.c_str(), socket_path_.size() + 1);
-  if (::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
+  // Anyone may connect (every request is checked against SO_PEERCRED and the
+  // rules): the socket file is created 0666 by bind itself, under a umask set
+  // for it, rather than chmod-ed by path afterwards (a path another process
+  // could have swapped in between). start() runs before any other thread.
+  const mode_t old_mask = ::umask(0111);
+  const int bound = ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  const int bind_errno = errno;
+  ::umask(old_mask);
+  if (bound != 0) {
+    errno = bind_errno;
     fail_errno("cannot bind " + socket_path_);
-  // Anyone may connect; every request is checked against SO_PEERCRED and the rules.
-  // Without it only this user's processes can connect: worth a warning, not a refusal.
-  if (::chmod(socket_path_.c_str(), 0666) != 0)
-    spdlog::warn("chmod 0666 {}: {}; only uid {} can connect", socket_path_,
-                 detail::errno_text(errno), ::geteuid());
+  }
   if (::listen(listen_fd_, 64) != 0) fail_errno("listen");
   // One descriptor per client and per topic: raise the soft limit to the hard
   // one, and keep a spare to refuse clients cleanly when even that runs out.

@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <variant>
 
@@ -97,7 +98,9 @@ class Connection {
     if (wake_fd_ < 0)
       throw Error(ErrorCode::SystemError, std::string("eventfd: ") + errno_text(errno));
     std::lock_guard lock(mu_);
-    if (!reconnect_locked(true))
+    const bool up = reconnect_locked(true);
+    if (!up && refused_) throw Error(*refused_, spawn_error_);
+    if (!up)
       throw Error(ErrorCode::DaemonUnavailable,
                   "no shmbusd answers on " + path_ +
                       (options_.autospawn
@@ -189,6 +192,16 @@ class Connection {
   // re-registers the seats this process holds. Holds mu_.
   bool reconnect_locked(bool spawn) {
     ++generation_;
+    refused_.reset();
+    // A socket in a directory another user controls may be theirs: refuse it
+    // (once the directory exists: a missing one is created for the daemon).
+    if (::access(dir_of(path_).c_str(), F_OK) == 0) {
+      if (const std::string why = untrusted_dir(dir_of(path_)); !why.empty()) {
+        spawn_error_ = "the socket directory " + dir_of(path_) + " is not safe: " + why;
+        refused_ = ErrorCode::PermissionDenied;
+        return false;
+      }
+    }
     fd_ = connect_unix(path_);
     if (fd_ < 0 && spawn && options_.autospawn && spawn_daemon()) {
       const auto until = std::chrono::steady_clock::now() + options_.timeout;
@@ -199,6 +212,19 @@ class Connection {
       }
     }
     if (fd_ < 0) return false;
+    // Only a daemon of this user or of root may serve us: anyone else's could
+    // read every message we publish (a squatted bus).
+    if (const long uid = peer_uid(fd_); uid != static_cast<long>(::geteuid()) && uid != 0) {
+      spawn_error_ = uid < 0 ? "SO_PEERCRED: " + errno_text(errno)
+                             : "the socket is served by a process of uid " + std::to_string(uid) +
+                                   ", neither this user (uid " + std::to_string(::geteuid()) +
+                                   ") nor root: another user may be squatting bus '" +
+                                   options_.bus + "'; remove " + path_ +
+                                   " if it is not yours, or use another --socket";
+      refused_ = ErrorCode::DaemonUnavailable;
+      drop_connection_locked();
+      return false;
+    }
     Received r = exchange_locked(frame_of(proto::Hello{"shmbus-client"}, next_id_++));
     if (r.fd >= 0) ::close(r.fd);  // a hello reply carries no descriptor
     const auto hello = proto::decode_reply<proto::HelloReply>(r.body);
@@ -269,9 +295,29 @@ class Connection {
         return false;
       }
     }
+    if (const std::string why = untrusted_dir(dir_of(path_)); !why.empty()) {
+      spawn_error_ = "not starting a daemon in " + dir_of(path_) + ": " + why;
+      return false;
+    }
+    // Opened here, not in the child, so that a refusal can be reported: never
+    // through a link another user planted, and only a file of our own.
+    const int out =
+        ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (out < 0) {
+      spawn_error_ = "cannot open the daemon's log " + log + ": " + errno_text(errno) +
+                     (errno == ELOOP ? " (a symbolic link: remove it)" : "");
+      return false;
+    }
+    struct stat log_st {};
+    if (::fstat(out, &log_st) != 0 || !S_ISREG(log_st.st_mode) || log_st.st_uid != ::geteuid()) {
+      ::close(out);
+      spawn_error_ = "the daemon's log " + log + " is not a file of this user: remove it";
+      return false;
+    }
     const pid_t child = ::fork();
     if (child < 0) {
       spawn_error_ = std::string("fork: ") + errno_text(errno);
+      ::close(out);
       return false;
     }
     if (child == 0) {
@@ -283,7 +329,6 @@ class Connection {
       if (daemon < 0) ::_exit(126);
       if (daemon != 0) ::_exit(0);
       const int null = ::open("/dev/null", O_RDONLY);
-      const int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
       if (null >= 0 && ::dup2(null, 0) < 0) ::_exit(126);
       if (out >= 0 && (::dup2(out, 1) < 0 || ::dup2(out, 2) < 0)) ::_exit(126);
       // The daemon must not hold the application's descriptors (pipes, sockets).
@@ -294,6 +339,7 @@ class Connection {
                static_cast<char*>(nullptr));
       ::_exit(127);
     }
+    ::close(out);  // the daemon has its own copy (stdout, stderr)
     // Reap the intermediate child (it exits at once); the daemon is its child.
     int status = 0;
     pid_t reaped;
@@ -359,6 +405,9 @@ class Connection {
   std::uint32_t next_id_ = 1;
   std::vector<SeatRecord> seats_;
   std::string spawn_error_ = "autospawn disabled";
+  // Set when the socket was refused (its directory, or the daemon's uid):
+  // the error to throw instead of "no daemon answers", with spawn_error_.
+  std::optional<ErrorCode> refused_;
   std::atomic<int> daemon_pid_{0};
   std::atomic<bool> stop_{false};
   int wake_fd_ = -1;

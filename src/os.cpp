@@ -116,6 +116,48 @@ int connect_unix(const std::string& path) noexcept {
   return fd;
 }
 
+std::string dir_of(const std::string& path) {
+  const auto slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+std::string untrusted_dir(const std::string& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) {
+    const int err = errno;
+    if (err == ELOOP || err == ENOTDIR)
+      return "it is not a directory (a symbolic link?): remove it, or use another --socket";
+    return "cannot open it: " + errno_text(err);
+  }
+  struct stat st {};
+  const bool ok = ::fstat(fd, &st) == 0;
+  const int err = errno;
+  ::close(fd);
+  if (!ok) return "fstat: " + errno_text(err);
+  const uid_t me = ::geteuid();
+  if (st.st_uid != me && st.st_uid != 0)
+    return "it belongs to uid " + std::to_string(st.st_uid) + ", not to uid " + std::to_string(me) +
+           " or root: another user may have planted it; remove it (or "
+           "set XDG_RUNTIME_DIR, or use another --socket)";
+  const bool others_write = (st.st_mode & (S_IWGRP | S_IWOTH)) != 0;
+  const bool root_sticky = st.st_uid == 0 && (st.st_mode & S_ISVTX) != 0;
+  if (others_write && !root_sticky) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    return std::string("other users may write to it (mode ") + mode +
+           "): chmod go-w it, or use another --socket";
+  }
+  return {};
+}
+
+long peer_uid(int sock) noexcept {
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  if (::getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return -1;
+  return static_cast<long>(cred.uid);
+}
+
 bool socket_answers(const std::string& path) noexcept {
   const int fd = connect_unix(path);
   if (fd < 0) return false;

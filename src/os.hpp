@@ -42,6 +42,20 @@ void make_dirs(const std::string& dir, mode_t mode);
 
 // ---- the control socket ---------------------------------------------------------
 
+// Whether a bus's socket directory (which also holds the daemon's log and
+// lock) can be trusted, as OpenSSH's agent and tmux decide: a real directory
+// (not a symlink: checked on the opened directory), owned by this user or by
+// root, that nobody else may write to (no group or other write bit) — or, as
+// /tmp, owned by root and sticky, where nobody can replace what we create
+// (the daemon's credentials are then what tells a squatter apart, see
+// peer_uid). "" when trusted; otherwise what is wrong and what to do.
+[[nodiscard]] std::string untrusted_dir(const std::string& dir);
+// The directory part of a socket path ("." when it has none).
+[[nodiscard]] std::string dir_of(const std::string& path);
+// The uid of the process at the other end of a connected Unix socket
+// (SO_PEERCRED), or -1 with errno set.
+[[nodiscard]] long peer_uid(int sock) noexcept;
+
 // Where a bus's daemon listens: SHMBUS_SOCKET, else $XDG_RUNTIME_DIR/shmbus/<bus>.sock,
 // else /tmp/shmbus-<uid>/<bus>.sock.
 [[nodiscard]] std::string default_socket_path(const std::string& bus);

@@ -1,0 +1,153 @@
+// Issue 14, part 3: another user must not squat a user's bus. Each attack is
+// staged as root (CI runs as root) with directories and sockets of other uids,
+// and must now be refused with an error that names what to remove.
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <string>
+
+#include "in_process_daemon.hpp"
+#include "os.hpp"
+
+namespace shmbus::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr uid_t kOther = 65534;  // nobody: the attacker
+
+// The message of the Error `f` throws, with its code in `code`.
+std::string error_of(const std::function<void()>& f, ErrorCode& code) {
+  try {
+    f();
+  } catch (const Error& e) {
+    code = e.code();
+    return e.what();
+  }
+  code = static_cast<ErrorCode>(255);
+  return {};
+}
+
+BusOptions options_for(const std::string& bus, const std::string& socket) {
+  BusOptions o;
+  o.bus = bus;
+  o.socket_path = socket;
+  o.autospawn = false;
+  o.timeout = 5s;
+  return o;
+}
+
+TEST(Squatting, ASocketDirectoryAnotherUserControlsIsRefused) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to stage another user's directory";
+  TempDir base;
+  // As the attacker does: a world-writable directory of their own, where the
+  // victim's socket would go (the /tmp/shmbus-<uid> fallback).
+  const std::string planted = base.path + "/planted";
+  ASSERT_EQ(::mkdir(planted.c_str(), 0777), 0);
+  ASSERT_EQ(::chown(planted.c_str(), kOther, kOther), 0);
+  ASSERT_EQ(::chmod(planted.c_str(), 0777), 0);
+  const std::string bus = unique_name("sq");
+  ErrorCode code{};
+  std::string m = error_of([&] { Bus::connect(options_for(bus, planted + "/bus.sock")); }, code);
+  EXPECT_EQ(code, ErrorCode::PermissionDenied) << m;
+  EXPECT_NE(m.find(planted), std::string::npos) << m;
+  EXPECT_NE(m.find("uid 65534"), std::string::npos) << m;
+  // The daemon refuses it too.
+  daemon::Config c;
+  c.bus = bus;
+  c.socket_path = planted + "/bus.sock";
+  c.log_level = "off";
+  daemon::Daemon d(c);
+  m = error_of([&] { d.start(); }, code);
+  EXPECT_EQ(code, ErrorCode::PermissionDenied) << m;
+  EXPECT_NE(m.find("refusing the socket directory"), std::string::npos) << m;
+  // A directory of our own that others may write to: refused as well.
+  const std::string loose = base.path + "/loose";
+  ASSERT_EQ(::mkdir(loose.c_str(), 0700), 0);
+  ASSERT_EQ(::chmod(loose.c_str(), 0775), 0);
+  m = error_of([&] { Bus::connect(options_for(bus, loose + "/bus.sock")); }, code);
+  EXPECT_EQ(code, ErrorCode::PermissionDenied) << m;
+  EXPECT_NE(m.find("mode 0775"), std::string::npos) << m;
+  // And a symbolic link to a good directory is not followed.
+  const std::string good = base.path + "/good", link = base.path + "/link";
+  ASSERT_EQ(::mkdir(good.c_str(), 0700), 0);
+  ASSERT_EQ(::symlink(good.c_str(), link.c_str()), 0);
+  EXPECT_NE(detail::untrusted_dir(link), "");
+  EXPECT_EQ(detail::untrusted_dir(good), "");
+  EXPECT_EQ(detail::untrusted_dir("/tmp"), "");  // root-owned and sticky
+}
+
+TEST(Squatting, SymlinkedLockAndLogAreNotFollowed) {
+  TempDir dir;
+  const std::string target = dir.path + "/target";
+  // The daemon's lock: a planted link must not make it create a file elsewhere.
+  ASSERT_EQ(::symlink(target.c_str(), (dir.path + "/bus.sock.lock").c_str()), 0);
+  daemon::Config c;
+  c.bus = unique_name("ln");
+  c.socket_path = dir.path + "/bus.sock";
+  c.log_level = "off";
+  {
+    daemon::Daemon d(c);
+    ErrorCode code{};
+    const std::string m = error_of([&] { d.start(); }, code);
+    EXPECT_EQ(code, ErrorCode::PermissionDenied) << m;
+    EXPECT_NE(m.find("symbolic link"), std::string::npos) << m;
+  }
+  struct stat st {};
+  EXPECT_NE(::lstat(target.c_str(), &st), 0) << "the lock's link was followed";
+  // The autospawn log, likewise.
+  ASSERT_EQ(::unlink((dir.path + "/bus.sock.lock").c_str()), 0);
+  ASSERT_EQ(::symlink(target.c_str(), (dir.path + "/bus.sock.log").c_str()), 0);
+  BusOptions o = options_for(c.bus, c.socket_path);
+  o.autospawn = true;
+  o.daemon_path = SHMBUSD_PATH;
+  ErrorCode code{};
+  const std::string m = error_of([&] { Bus::connect(o); }, code);
+  EXPECT_EQ(code, ErrorCode::DaemonUnavailable) << m;
+  EXPECT_NE(m.find("symbolic link"), std::string::npos) << m;
+  EXPECT_NE(::lstat(target.c_str(), &st), 0) << "the log's link was followed";
+}
+
+TEST(Squatting, ASocketServedByAnotherUserIsRefused) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to listen as another user";
+  // A directory anyone may use, as /tmp: root's and sticky. The attacker
+  // listens there first, under the name the victim will use.
+  TempDir dir;
+  ASSERT_EQ(::chmod(dir.path.c_str(), 01777), 0);
+  const std::string socket = dir.path + "/bus.sock";
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  const pid_t squatter = spawn([&]() -> int {
+    ::close(ready[0]);
+    if (::setresgid(kOther, kOther, kOther) != 0 || ::setresuid(kOther, kOther, kOther) != 0)
+      return 10;
+    const int s = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::snprintf(a.sun_path, sizeof a.sun_path, "%s", socket.c_str());
+    if (s < 0 || ::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(s, 8) != 0)
+      return 11;
+    if (::write(ready[1], "r", 1) != 1) return 12;
+    ::pause();  // killed by the parent
+    return 0;
+  });
+  ::close(ready[1]);
+  char r = 0;
+  // The child says when it listens (a blocking read; it writes or exits).
+  ASSERT_EQ(::read(ready[0], &r, 1), 1) << "the squatter did not start";
+  ::close(ready[0]);
+  ErrorCode code{};
+  const std::string m =
+      error_of([&] { Bus::connect(options_for(unique_name("pc"), socket)); }, code);
+  ::kill(squatter, SIGKILL);
+  (void)wait_child(squatter, 10s);
+  EXPECT_EQ(code, ErrorCode::DaemonUnavailable) << m;
+  EXPECT_NE(m.find("uid 65534"), std::string::npos) << m;
+  EXPECT_NE(m.find("squatting"), std::string::npos) << m;
+}
+
+}  // namespace
+}  // namespace shmbus::test
