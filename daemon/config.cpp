@@ -70,8 +70,10 @@ Config parse_config(const std::string& text, const std::string& origin) {
   for (const auto& [k, node] : root) {
     const std::string key(k.str());
     if (key != "bus" && key != "socket" && key != "log_level" && key != "defaults" &&
-        key != "topic")
-      bad(origin, "unknown key '" + key + "' (known: bus, socket, log_level, defaults, [[topic]])");
+        key != "topic" && key != "max_connections_per_uid")
+      bad(origin,
+          "unknown key '" + key +
+              "' (known: bus, socket, log_level, max_connections_per_uid, defaults, [[topic]])");
   }
   const auto text_of = [&](const char* key, std::string& out) {
     if (!root[key]) return;
@@ -82,6 +84,8 @@ Config parse_config(const std::string& text, const std::string& origin) {
   text_of("bus", c.bus);
   text_of("socket", c.socket_path);
   text_of("log_level", c.log_level);
+  c.max_connections_per_uid =
+      u32_of(root, "max_connections_per_uid", c.max_connections_per_uid, origin);
   static const char* const kLevels[] = {"trace", "debug", "info", "warn", "error", "off"};
   if (std::none_of(std::begin(kLevels), std::end(kLevels),
                    [&](const char* l) { return c.log_level == l; }))

@@ -271,6 +271,20 @@ void Daemon::accept_clients() {
       ::close(fd);
       continue;
     }
+    std::uint32_t& held = connections_of_[cred.uid];
+    if (held >= config_.max_connections_per_uid) {
+      // Told why, then closed (best effort: the reply fits the empty socket buffer).
+      const proto::ErrorReply e{ErrorCode::ResourceExhausted,
+                                "uid " + std::to_string(cred.uid) + " holds " +
+                                    std::to_string(held) +
+                                    " connections to shmbusd, the most one user may "
+                                    "(max_connections_per_uid); close some"};
+      (void)detail::send_frame(fd, proto::frame(e, 0), -1, /*may_wait=*/false);
+      spdlog::warn("refused a connection of pid {}: uid {} holds {} connections (the limit)",
+                   cred.pid, cred.uid, held);
+      ::close(fd);
+      continue;
+    }
     if (!watch(fd, EPOLLIN | EPOLLRDHUP)) {
       spdlog::warn("epoll_ctl(ADD) for client pid {}: {}; closing it", cred.pid,
                    detail::errno_text(errno));
@@ -278,6 +292,7 @@ void Daemon::accept_clients() {
       continue;
     }
     clients_.emplace(fd, Client{fd, cred.pid, cred.uid, cred.gid, {}, {}});
+    ++held;
     spdlog::debug("client pid {} uid {} connected", cred.pid, cred.uid);
   }
 }
@@ -334,6 +349,8 @@ void Daemon::drop(int fd) {
   const Client& c = it->second;
   free_seats_of(c);
   spdlog::debug("client pid {} disconnected ({} seats)", c.pid, c.seats.size());
+  if (auto n = connections_of_.find(c.uid); n != connections_of_.end() && --n->second == 0)
+    connections_of_.erase(n);
   // Closing removes it from the epoll set too; a failure here only means that
   // (or an already-closed descriptor), worth a line in the log.
   if (::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr) != 0)

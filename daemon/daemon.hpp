@@ -44,6 +44,10 @@ struct Config {
   std::string log_level = "info";
   int housekeeping_ms = 250;  // dead-process and stuck-sequence scan period
   int stuck_ms = 1000;        // a claimed, unpublished sequence this old is repaired
+  // Connections one uid may hold at once: a flood of connections (each with a
+  // half-sent frame of up to 64 KiB buffered) from one user cannot take the
+  // daemon's descriptors and memory from the others.
+  std::uint32_t max_connections_per_uid = 256;
 };
 
 // Reads a TOML configuration; throws shmbus::Error(InvalidArgument) saying
@@ -90,6 +94,7 @@ class Daemon {
     std::vector<Seat> seats;
     bool broken = false;  // a reply could not be sent: drop after this request
   };
+  std::map<uid_t, std::uint32_t> connections_of_;  // live clients per uid
   struct TopicEntry {
     std::shared_ptr<detail::Region> region;
     // Stuck-sequence detector: per group, the cursor last seen waiting and since when.

@@ -7,10 +7,12 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <fstream>
 #include <string>
 
 #include "in_process_daemon.hpp"
 #include "os.hpp"
+#include "protocol.hpp"
 
 namespace shmbus::test {
 namespace {
@@ -147,6 +149,81 @@ TEST(Squatting, ASocketServedByAnotherUserIsRefused) {
   EXPECT_EQ(code, ErrorCode::DaemonUnavailable) << m;
   EXPECT_NE(m.find("uid 65534"), std::string::npos) << m;
   EXPECT_NE(m.find("squatting"), std::string::npos) << m;
+}
+
+// One user's flood of connections, each holding a half-sent frame, leaves the
+// daemon serving everyone else: the per-uid limit refuses the surplus with a
+// reason, and each connection buffers at most one frame (64 KiB).
+TEST(Flooding, ConnectionsPerUidAreBoundedAndOthersAreServed) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to connect as another user";
+  BusFixture f;
+  // A daemon process, not a thread of ours: the child below is forked from a
+  // single-threaded parent, as fork() without exec wants.
+  const std::string cfg = f.dir.path + "/shmbusd.toml";
+  std::ofstream(cfg) << "max_connections_per_uid = 8\n";
+  DaemonProcess d(f.bus, f.socket, cfg);
+  ASSERT_TRUE(d.start());
+  int report[2], done[2];
+  ASSERT_EQ(::pipe(report), 0);
+  ASSERT_EQ(::pipe(done), 0);
+  const std::string socket = f.socket;
+  const pid_t flooder = spawn([&]() -> int {
+    ::close(report[0]);
+    ::close(done[1]);
+    if (::setresgid(kOther, kOther, kOther) != 0 || ::setresuid(kOther, kOther, kOther) != 0)
+      return 10;
+    namespace proto = detail::proto;
+    int accepted = 0, refused = 0;
+    for (int i = 0; i < 64 && refused == 0; ++i) {
+      const int fd = detail::connect_unix(socket);
+      if (fd < 0) return 11;
+      // A whole hello, and its answer: served, or refused with the reason.
+      if (!detail::send_frame(fd, proto::frame(proto::Hello{"flood"}, 1), -1, true)) return 12;
+      const detail::Received r = detail::recv_frame(fd, std::chrono::seconds(10));
+      const auto hello = proto::decode_reply<proto::HelloReply>(r.body);
+      if (hello.message) {
+        ++accepted;
+        // Then half a frame, which the daemon must buffer (and no more).
+        const std::uint32_t len = 60000;
+        std::byte half[4 + 1000] = {};
+        std::memcpy(half, &len, 4);
+        if (::send(fd, half, sizeof half, MSG_NOSIGNAL) != static_cast<ssize_t>(sizeof half))
+          return 13;
+        continue;  // kept open until the parent is done
+      }
+      if (!hello.from_daemon || hello.problem.code != ErrorCode::ResourceExhausted ||
+          hello.problem.message.find("max_connections_per_uid") == std::string::npos)
+        return 14;
+      ++refused;
+      ::close(fd);
+    }
+    const int counts[2] = {accepted, refused};
+    if (::write(report[1], counts, sizeof counts) != static_cast<ssize_t>(sizeof counts)) return 15;
+    char x = 0;
+    (void)::read(done[0], &x, 1);  // the parent closes it when done
+    return 0;
+  });
+  ::close(report[1]);
+  ::close(done[0]);
+  int counts[2] = {-1, -1};
+  // A blocking read: the child writes its counts or exits (then 0 bytes).
+  ASSERT_EQ(::read(report[0], counts, sizeof counts), static_cast<ssize_t>(sizeof counts));
+  ::close(report[0]);
+  EXPECT_EQ(counts[0], 8) << "connections the flooding uid got";
+  EXPECT_EQ(counts[1], 1) << "the ninth is refused, with the reason";
+  {
+    // Meanwhile another user (root) is served as usual.
+    Bus bus = Bus::connect(f.options());
+    Topic t = bus.create_topic("calm", {});
+    EXPECT_EQ(bus.describe("calm").name, "calm");
+    Publisher p = t.publisher();
+    auto s = t.subscriber(SubscriberOptions{.group = "", .start = StartFrom::Earliest});
+    ASSERT_EQ(p.publish(bytes_of("ok")), Status::Ok);
+    Sample sm;
+    EXPECT_EQ(s->receive(sm, 5s), Status::Ok);
+  }
+  ::close(done[1]);
+  EXPECT_EQ(wait_child(flooder, 30s), 0);
 }
 
 }  // namespace
