@@ -339,6 +339,12 @@ TEST(DaemonAccess, RulesDecideAndTheRegionCannotBeMappedWithoutThem) {
     auto sub = bus.subscriber("public.news");
     if (code_of([&] { (void)bus.publisher("public.news"); }) != ErrorCode::PermissionDenied)
       return 15;
+    // Nor through the Topic (issue 14's forged publish): a Topic from a Bus
+    // registers the seat, which the daemon refuses; the seat is given back.
+    if (code_of([&] { (void)bus.open_topic("public.news").publisher(); }) !=
+        ErrorCode::PermissionDenied)
+      return 18;
+    if (bus.describe("public.news").producers != 0) return 19;
     // shared: create, publish and subscribe allowed for this uid/gid.
     Topic t = bus.create_topic("shared", {});
     Publisher p = t.publisher();
