@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <csignal>
 #include <cstdarg>
 #include <cstdio>
@@ -118,6 +119,7 @@ BusOptions bus_options(const Globals& g, bool may_spawn) {
   o.socket_path = g.socket;
   o.daemon_path = g.daemon;
   o.autospawn = may_spawn && !g.no_autospawn;
+  o.daemon_uid = g.daemon_uid;
   return o;
 }
 
@@ -136,6 +138,11 @@ void add_globals(CLI::App* app, Globals& g, bool in_help) {
   app->add_option("--daemon", g.daemon,
                   "shmbusd binary to autospawn (default: $SHMBUS_DAEMON, shmbusd beside this "
                   "program or in its build tree, then PATH)")
+      ->group(group);
+  app->add_option("--daemon-uid", g.daemon_uid,
+                  "also trust a daemon of this uid (a bus shared through a service account; "
+                  "default: only yours or root's; also SHMBUS_DAEMON_UID)")
+      ->check(CLI::Range(0L, static_cast<long>(INT_MAX)))
       ->group(group);
 }
 

@@ -73,6 +73,7 @@ struct Globals {
   std::string socket;
   std::string daemon;
   bool no_autospawn = false;
+  long daemon_uid = -1;  // a shared bus's service account (BusOptions::daemon_uid)
 };
 
 // The global options; `in_help` false parses them without listing them (a

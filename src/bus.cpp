@@ -94,6 +94,18 @@ class Connection {
     path_ = options_.socket_path.empty() ? default_socket_path(options_.bus) : options_.socket_path;
     const char* no = std::getenv("SHMBUS_NO_AUTOSPAWN");
     if (no != nullptr && std::strcmp(no, "1") == 0) options_.autospawn = false;
+    if (const char* u = std::getenv("SHMBUS_DAEMON_UID"); u != nullptr && *u != '\0') {
+      char* end = nullptr;
+      errno = 0;
+      const long uid = std::strtol(u, &end, 10);
+      if (errno != 0 || end == u || *end != '\0' || uid < 0 || uid > INT_MAX)
+        throw Error(ErrorCode::InvalidArgument,
+                    std::string("SHMBUS_DAEMON_UID='") + u + "' is not a uid (a number >= 0)");
+      options_.daemon_uid = uid;
+    }
+    if (options_.daemon_uid < -1 || options_.daemon_uid > INT_MAX)
+      throw Error(ErrorCode::InvalidArgument,
+                  "daemon_uid " + std::to_string(options_.daemon_uid) + " is not a uid (or -1)");
     wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (wake_fd_ < 0)
       throw Error(ErrorCode::SystemError, std::string("eventfd: ") + errno_text(errno));
@@ -214,13 +226,16 @@ class Connection {
     if (fd_ < 0) return false;
     // Only a daemon of this user or of root may serve us: anyone else's could
     // read every message we publish (a squatted bus).
-    if (const long uid = peer_uid(fd_); uid != static_cast<long>(::geteuid()) && uid != 0) {
+    if (const long uid = peer_uid(fd_);
+        uid != static_cast<long>(::geteuid()) && uid != 0 && uid != options_.daemon_uid) {
       spawn_error_ = uid < 0 ? "SO_PEERCRED: " + errno_text(errno)
                              : "the socket is served by a process of uid " + std::to_string(uid) +
                                    ", neither this user (uid " + std::to_string(::geteuid()) +
                                    ") nor root: another user may be squatting bus '" +
                                    options_.bus + "'; remove " + path_ +
-                                   " if it is not yours, or use another --socket";
+                                   " if it is not yours, or use another --socket (a bus "
+                                   "shared through a service account: daemon_uid, "
+                                   "SHMBUS_DAEMON_UID)";
       refused_ = ErrorCode::DaemonUnavailable;
       drop_connection_locked();
       return false;

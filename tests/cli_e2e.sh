@@ -481,6 +481,9 @@ run cli group describe grp billing
 expect_rc 3 "group describe of a deleted group"
 run cli topic delete grp
 
+run cli topic list --daemon-uid -3
+expect_rc 64 "--daemon-uid that is not a uid (a usage error)"
+
 run cli topic create odd --slots 3
 expect_rc 64 "topic create with a slot count that is not a power of two (a usage error)"
 run cli topic delete drained --if-unused

@@ -151,6 +151,43 @@ TEST(Squatting, ASocketServedByAnotherUserIsRefused) {
   EXPECT_NE(m.find("squatting"), std::string::npos) << m;
 }
 
+// A bus shared through a service account: its daemon runs as another uid,
+// which a client trusts only when told to (BusOptions::daemon_uid).
+TEST(Squatting, AServiceAccountsDaemonIsTrustedOnlyWhenNamed) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to run a daemon as another user";
+  TempDir dir;
+  ASSERT_EQ(::chmod(dir.path.c_str(), 01777), 0);  // as /tmp: the service account may bind
+  const std::string socket = dir.path + "/shared.sock", bus = unique_name("sh");
+  const pid_t daemon = ::fork();
+  if (daemon == 0) {
+    if (::setresgid(kOther, kOther, kOther) != 0 || ::setresuid(kOther, kOther, kOther) != 0)
+      ::_exit(10);
+    ::execl(SHMBUSD_PATH, "shmbusd", "--bus", bus.c_str(), "--socket", socket.c_str(),
+            "--log-level", "warn", static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  ASSERT_GT(daemon, 0);
+  const bool up = wait_until([&] { return detail::socket_answers(socket); }, 20s);
+  BusOptions o = options_for(bus, socket);
+  ErrorCode code{};
+  const std::string m = up ? error_of([&] { Bus::connect(o); }, code) : std::string();
+  o.daemon_uid = kOther;
+  int pid = 0;
+  std::size_t topics = 1;
+  if (up) {
+    Bus shared = Bus::connect(o);
+    pid = shared.daemon_pid();
+    topics = shared.topics().size();
+  }
+  ::kill(daemon, SIGTERM);
+  EXPECT_EQ(wait_child(daemon, 20s), 0);
+  ASSERT_TRUE(up) << "the service account's daemon did not start";
+  EXPECT_EQ(code, ErrorCode::DaemonUnavailable) << m;
+  EXPECT_NE(m.find("uid 65534"), std::string::npos) << m;
+  EXPECT_EQ(pid, daemon);
+  EXPECT_EQ(topics, 0u);
+}
+
 // One user's flood of connections, each holding a half-sent frame, leaves the
 // daemon serving everyone else: the per-uid limit refuses the surplus with a
 // reason, and each connection buffers at most one frame (64 KiB).

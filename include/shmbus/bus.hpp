@@ -30,6 +30,11 @@ struct BusOptions {
   // program or in the build tree, then `shmbusd` on PATH.
   std::string daemon_path;
   std::chrono::milliseconds timeout = std::chrono::seconds(5);  // per request / to start
+  // Whose daemon may serve this bus: always this user's or root's (checked
+  // with SO_PEERCRED, so another user cannot squat the bus); a shared bus run
+  // by a service account names that account's uid here (-1: none). Also
+  // SHMBUS_DAEMON_UID.
+  long daemon_uid = -1;
 };
 
 class Bus {

@@ -103,3 +103,12 @@ def test_groups_describe_reset_delete(bus):
     with pytest.raises(shmbus.NotFound):
         bus.describe_group("t", "billing")
     assert bus.describe("t").groups == []
+
+
+def test_connect_daemon_uid_is_checked_and_passed(busenv):
+    # Our own uid is always trusted; naming it again changes nothing.
+    bus = shmbus.connect(busenv.name, socket=busenv.socket, autospawn=False,
+                         daemon_uid=os.getuid())
+    assert bus.daemon_pid > 0
+    with pytest.raises(shmbus.InvalidArgument, match="daemon_uid"):
+        shmbus.connect(busenv.name, socket=busenv.socket, autospawn=False, daemon_uid=-5)

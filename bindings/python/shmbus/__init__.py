@@ -151,7 +151,8 @@ def _default_daemon():
     return None  # shmbusd beside the interpreter, then on PATH
 
 
-def connect(name="default", autospawn=True, socket=None, daemon=None, timeout=5.0):
+def connect(name="default", autospawn=True, socket=None, daemon=None, timeout=5.0,
+            daemon_uid=None):
     """Connects to the shmbusd of bus `name`, starting one when none answers.
 
     name:      the bus name (topics of different buses never meet).
@@ -162,6 +163,9 @@ def connect(name="default", autospawn=True, socket=None, daemon=None, timeout=5.
                one in the build tree this module was built in, then shmbusd
                beside the Python interpreter or on PATH.
     timeout:   seconds per request to the daemon (and to start it).
+    daemon_uid: also trust a daemon running as this uid (a bus shared through a
+               service account); None: only this user's or root's daemon
+               (or $SHMBUS_DAEMON_UID).
 
     Raises DaemonUnavailable when no daemon answers and none can be started.
     The daemon runs on after this process exits; stop it with
@@ -175,4 +179,5 @@ def connect(name="default", autospawn=True, socket=None, daemon=None, timeout=5.
         None if socket is None else _os.fspath(socket),
         None if daemon is None else _os.fspath(daemon),
         float(timeout),
+        None if daemon_uid is None else int(daemon_uid),
     )

@@ -17,6 +17,7 @@ def connect(
     socket: Optional[_Path] = None,
     daemon: Optional[_Path] = None,
     timeout: float = 5.0,
+    daemon_uid: Optional[int] = None,
 ) -> Bus: ...
 
 class Error(Exception):

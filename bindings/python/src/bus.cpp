@@ -343,8 +343,9 @@ while it has no members. wait/spin: as for publisher().)doc")
   m.def(
       "_connect",
       [](const std::string& name, bool autospawn, const std::optional<std::string>& socket,
-         const std::optional<std::string>& daemon, double timeout) {
+         const std::optional<std::string>& daemon, double timeout, std::optional<long> daemon_uid) {
         BusOptions o;
+        o.daemon_uid = daemon_uid.value_or(-1);
         o.bus = name;
         o.autospawn = autospawn;
         o.socket_path = socket.value_or("");
@@ -357,7 +358,7 @@ while it has no members. wait/spin: as for publisher().)doc")
         }()}));
       },
       py::arg("name"), py::arg("autospawn"), py::arg("socket"), py::arg("daemon"),
-      py::arg("timeout"));
+      py::arg("timeout"), py::arg("daemon_uid"));
 
   for (const char* name : {"MemberStatus", "GroupStatus", "TopicStatus", "Topic", "Bus"})
     set_public_module(m.attr(name));
