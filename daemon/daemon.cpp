@@ -72,21 +72,17 @@ void Daemon::take_bus_lock() {
   // meantime is no lock: try again on the file the name now names.
   const std::string path = bus_lock_path(config_.bus);
   for (int attempt = 0;; ++attempt) {
-    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
-    if (fd < 0) {
-      if (errno == ELOOP)
-        throw Error(ErrorCode::PermissionDenied,
-                    path + " is a symbolic link (planted?); remove it, then start shmbusd again");
-      fail_errno("cannot open the bus lock " + path);
-    }
+    std::string why;
+    const int fd = detail::open_own_file(path, O_RDWR | O_CREAT, 0644, why);
+    if (const int err = errno; fd < 0)
+      throw Error(
+          err == ELOOP || err == EPERM ? ErrorCode::PermissionDenied : ErrorCode::SystemError,
+          "the bus lock " + path + " " + why +
+              (err == EPERM ? "; or bus '" + config_.bus + "' is another user's: use another --bus"
+                            : std::string()));
     bus_lock_fd_ = fd;  // closed by the destructor whatever happens below
     struct stat st {};
     if (::fstat(fd, &st) != 0) fail_errno("fstat " + path);
-    if (!S_ISREG(st.st_mode) || st.st_uid != ::geteuid())
-      throw Error(ErrorCode::PermissionDenied,
-                  path + " is not a file of uid " + std::to_string(::geteuid()) + " (owner uid " +
-                      std::to_string(st.st_uid) + "); bus '" + config_.bus +
-                      "' is another user's: use another --bus");
     if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
       // Who holds it wrote "pid socket" into it.
       char buf[512] = {};
@@ -135,18 +131,11 @@ void Daemon::start() {
   // One daemon per socket: an exclusive flock on "<socket>.lock", held for
   // life; never through a link, and only a file of our own.
   const std::string lock_path = socket_path_ + ".lock";
-  lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
-  if (lock_fd_ < 0) {
-    if (errno == ELOOP)
-      throw Error(
-          ErrorCode::PermissionDenied,
-          lock_path + " is a symbolic link (planted?); remove it, then start shmbusd again");
-    fail_errno("cannot open " + lock_path);
-  }
-  if (struct stat lst{};
-      ::fstat(lock_fd_, &lst) != 0 || !S_ISREG(lst.st_mode) || lst.st_uid != ::geteuid())
-    throw Error(ErrorCode::PermissionDenied,
-                lock_path + " is not a file of uid " + std::to_string(::geteuid()) + "; remove it");
+  std::string why;
+  lock_fd_ = detail::open_own_file(lock_path, O_RDWR | O_CREAT, 0600, why);
+  if (const int err = errno; lock_fd_ < 0)
+    throw Error(err == ELOOP || err == EPERM ? ErrorCode::PermissionDenied : ErrorCode::SystemError,
+                "the socket lock " + lock_path + " " + why);
   if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0)
     throw Error(ErrorCode::AlreadyExists,
                 "another shmbusd already serves " + socket_path_ +

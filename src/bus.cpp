@@ -316,17 +316,10 @@ class Connection {
     }
     // Opened here, not in the child, so that a refusal can be reported: never
     // through a link another user planted, and only a file of our own.
-    const int out =
-        ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600);
+    std::string why;
+    const int out = open_own_file(log, O_WRONLY | O_CREAT | O_APPEND, 0600, why);
     if (out < 0) {
-      spawn_error_ = "cannot open the daemon's log " + log + ": " + errno_text(errno) +
-                     (errno == ELOOP ? " (a symbolic link: remove it)" : "");
-      return false;
-    }
-    struct stat log_st {};
-    if (::fstat(out, &log_st) != 0 || !S_ISREG(log_st.st_mode) || log_st.st_uid != ::geteuid()) {
-      ::close(out);
-      spawn_error_ = "the daemon's log " + log + " is not a file of this user: remove it";
+      spawn_error_ = "the daemon's log " + log + " " + why;
       return false;
     }
     const pid_t child = ::fork();

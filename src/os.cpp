@@ -116,6 +116,32 @@ int connect_unix(const std::string& path) noexcept {
   return fd;
 }
 
+int open_own_file(const std::string& path, int flags, mode_t mode, std::string& why) {
+  const int fd = ::open(path.c_str(), flags | O_NOFOLLOW | O_CLOEXEC, mode);
+  if (fd < 0) {
+    const int err = errno;
+    why = err == ELOOP ? "is a symbolic link (planted?): remove it" : errno_text(err);
+    errno = err;
+    return -1;
+  }
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    const int err = errno;
+    ::close(fd);
+    why = "fstat: " + errno_text(err);
+    errno = err;
+    return -1;
+  }
+  if (!S_ISREG(st.st_mode) || st.st_uid != ::geteuid()) {
+    ::close(fd);
+    why = "is not a regular file of uid " + std::to_string(::geteuid()) + " (owner uid " +
+          std::to_string(st.st_uid) + "): remove it";
+    errno = EPERM;
+    return -1;
+  }
+  return fd;
+}
+
 std::string dir_of(const std::string& path) {
   const auto slash = path.rfind('/');
   if (slash == std::string::npos) return ".";

@@ -50,6 +50,12 @@ void make_dirs(const std::string& dir, mode_t mode);
 // (the daemon's credentials are then what tells a squatter apart, see
 // peer_uid). "" when trusted; otherwise what is wrong and what to do.
 [[nodiscard]] std::string untrusted_dir(const std::string& dir);
+// Opens `path` (created with `mode` if missing; O_CLOEXEC added) as a file
+// that must be a regular file of this user, never through a symbolic link
+// (O_NOFOLLOW): /dev/shm and shared directories let others plant one. The
+// descriptor, or -1 with `why` set to what is wrong and what to do, and errno
+// ELOOP (a link), EPERM (another user's, or not a regular file) or the open's.
+[[nodiscard]] int open_own_file(const std::string& path, int flags, mode_t mode, std::string& why);
 // The directory part of a socket path ("." when it has none).
 [[nodiscard]] std::string dir_of(const std::string& path);
 // The uid of the process at the other end of a connected Unix socket

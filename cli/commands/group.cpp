@@ -21,7 +21,7 @@ struct GroupArgs {
 };
 
 std::string held_cell(const MemberStatus& m) {
-  return m.held == ~std::uint64_t{0} ? std::string("-") : u64(m.held);
+  return m.holds_nothing() ? std::string("-") : u64(m.held);
 }
 
 void write_members(JsonWriter& w, const GroupStatus& g) {
@@ -31,7 +31,7 @@ void write_members(JsonWriter& w, const GroupStatus& g) {
     w.key("seat").uint(m.seat);
     w.key("pid").uint(m.pid);
     w.key("held");
-    if (m.held == ~std::uint64_t{0})
+    if (m.holds_nothing())
       w.null();
     else
       w.uint(m.held);

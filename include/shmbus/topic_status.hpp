@@ -16,6 +16,7 @@ struct MemberStatus {
   std::uint64_t session = 0;               // tells a re-used seat apart
   std::uint64_t held = ~std::uint64_t{0};  // oldest sequence it holds; all ones: none
   std::uint64_t received = 0;              // messages it took
+  [[nodiscard]] bool holds_nothing() const noexcept { return held == ~std::uint64_t{0}; }
 };
 
 struct GroupStatus {

@@ -63,7 +63,7 @@ py::dict group_dict(const GroupStatus& g) {
     py::dict md;
     md["seat"] = ms.seat;
     md["pid"] = ms.pid;
-    md["held"] = ms.held == ~std::uint64_t{0} ? py::object(py::none()) : py::int_(ms.held);
+    md["held"] = ms.holds_nothing() ? py::object(py::none()) : py::int_(ms.held);
     md["received"] = ms.received;
     members.append(md);
   }
@@ -105,7 +105,7 @@ void bind_bus(py::module_& m) {
       .def_property_readonly(
           "held",
           [](const MemberStatus& ms) -> std::optional<std::uint64_t> {
-            if (ms.held == ~std::uint64_t{0}) return std::nullopt;
+            if (ms.holds_nothing()) return std::nullopt;
             return ms.held;
           },
           "The oldest sequence it holds unreleased, or None.")
