@@ -268,7 +268,7 @@ void Daemon::accept_clients() {
                                     std::to_string(held) +
                                     " connections to shmbusd, the most one user may "
                                     "(max_connections_per_uid); close some"};
-      (void)detail::send_frame(fd, proto::frame(e, 0), -1, /*may_wait=*/false);
+      (void)detail::send_frame(fd, proto::frame(e, 0), {}, /*may_wait=*/false);
       spdlog::warn("refused a connection of pid {}: uid {} holds {} connections (the limit)",
                    cred.pid, cred.uid, held);
       ::close(fd);
@@ -314,7 +314,7 @@ void Daemon::serve(Client& c) {
       const proto::ErrorReply e{ErrorCode::InvalidArgument,
                                 "frame of " + std::to_string(len) + " bytes is over the limit"};
       // Best effort: the connection is dropped whether or not the peer reads it.
-      if (!detail::send_frame(c.fd, proto::frame(e, 0), -1, /*may_wait=*/false))
+      if (!detail::send_frame(c.fd, proto::frame(e, 0), {}, /*may_wait=*/false))
         spdlog::debug("pid {}: error reply not sent: {}", c.pid, detail::errno_text(errno));
       drop(c.fd);
       return;
@@ -325,7 +325,7 @@ void Daemon::serve(Client& c) {
 void Daemon::send(Client& c, const Outgoing& out) {
   // Never wait for a client: one that does not read its replies (its socket
   // buffer is full) is dropped instead of stalling everyone else.
-  if (!detail::send_frame(c.fd, out.frame, out.fd, /*may_wait=*/false)) {
+  if (!detail::send_frame(c.fd, out.frame, out.fds.view(), /*may_wait=*/false)) {
     spdlog::warn("pid {}: reply not sent ({}; client not reading?); dropping it", c.pid,
                  detail::errno_text(errno));
     c.broken = true;

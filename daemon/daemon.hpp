@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "os.hpp"
 #include "protocol.hpp"
 #include "shmbus/options.hpp"
 
@@ -100,11 +101,16 @@ class Daemon {
     // Stuck-sequence detector: per group, the cursor last seen waiting and since when.
     std::map<std::uint32_t, std::pair<std::uint64_t, std::int64_t>> stuck;
   };
-  // A reply frame, and the region descriptor that goes with it (or -1).
+  // A reply frame, and the region descriptors that go with it (none, or a
+  // topic's data and control segments).
   struct Outgoing {
     std::vector<std::byte> frame;
-    int fd = -1;
+    detail::Descriptors fds;
   };
+  // The descriptors of `t` for client c: the data segment read-only unless c
+  // may publish to `topic` (the kernel then refuses any write of its own).
+  detail::Descriptors region_fds(const Client& c, const std::string& topic,
+                                 const detail::Region& r) const;
   enum class Right { Create, Publish, Subscribe };
 
   // daemon.cpp: the event loop and client bookkeeping.

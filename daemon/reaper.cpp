@@ -74,11 +74,16 @@ void Daemon::adopt_regions() {
     const std::string file = e->d_name;
     if (file.rfind(prefix, 0) != 0) continue;
     const std::string name = file.substr(prefix.size());
+    // A control segment is adopted with its data segment.
+    if (name.size() > 8 && name.compare(name.size() - 8, 8, "@control") == 0) continue;
     try {
       validate_name("topic", name);
       auto region = detail::Region::open(file);
       struct stat st {};
-      if (::fstat(region->fd(), &st) != 0 || st.st_uid != ::geteuid() || (st.st_mode & 077) != 0) {
+      bool ours = true;
+      for (const int fd : {region->data_fd(), region->control_fd()})
+        ours = ours && ::fstat(fd, &st) == 0 && st.st_uid == ::geteuid() && (st.st_mode & 077) == 0;
+      if (!ours) {
         spdlog::warn(
             "not adopting /dev/shm/{}: owned by uid {} with mode {:o}, not created by "
             "this daemon's user; delete it (shmbus topic delete {})",

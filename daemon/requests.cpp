@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "daemon.hpp"
+#include "os.hpp"
 #include "region.hpp"
 #include "shmbus/error.hpp"
 #include "shmbus/topic.hpp"
@@ -56,7 +57,7 @@ void Daemon::handle(Client& c, std::span<const std::byte> body) {
   }
   if (out.frame.empty()) {
     spdlog::debug("pid {}: {}", c.pid, why.message);
-    out = {reply(proto::ErrorReply{why.code, why.message}, q.id), -1};
+    out = {reply(proto::ErrorReply{why.code, why.message}, q.id), {}};
   }
   send(c, out);
 }
@@ -80,6 +81,19 @@ void Daemon::require(const Client& c, const std::string& topic, std::initializer
   throw Error(ErrorCode::PermissionDenied, "uid " + std::to_string(c.uid) + " may not " + what +
                                                " topic '" + topic +
                                                "'; ask the bus owner for a rule");
+}
+
+detail::Descriptors Daemon::region_fds(const Client& c, const std::string& topic,
+                                       const detail::Region& r) const {
+  detail::Descriptors fds;
+  const int data =
+      allowed(c, topic, Right::Publish) ? ::dup(r.data_fd()) : r.reopen_data_read_only();
+  if (data < 0) throw Error(ErrorCode::SystemError, "dup: " + detail::errno_text(errno));
+  fds.add(data);
+  const int control = ::dup(r.control_fd());
+  if (control < 0) throw Error(ErrorCode::SystemError, "dup: " + detail::errno_text(errno));
+  fds.add(control);
+  return fds;
 }
 
 Daemon::TopicEntry& Daemon::find(const std::string& name) {
@@ -108,14 +122,16 @@ Daemon::Outgoing Daemon::on(Client& c, std::uint32_t id, const proto::CreateTopi
   topics_[m.name] = TopicEntry{region, {}};
   spdlog::info("pid {} uid {} created topic '{}' ({} x {} B, policy {})", c.pid, c.uid, m.name,
                o.slot_count, o.slot_size, static_cast<int>(o.policy));
-  return {reply(proto::TopicReply{m.name, detail::options_of(*region)}, id), region->fd()};
+  return {reply(proto::TopicReply{m.name, detail::options_of(*region)}, id),
+          region_fds(c, m.name, *region)};
 }
 
 Daemon::Outgoing Daemon::on(Client& c, std::uint32_t id, const proto::OpenTopic& m) {
   const TopicEntry& t = find(m.name);
   require(c, m.name, {Right::Publish, Right::Subscribe},
           "open (neither publish to nor subscribe to)");
-  return {reply(proto::TopicReply{m.name, detail::options_of(*t.region)}, id), t.region->fd()};
+  return {reply(proto::TopicReply{m.name, detail::options_of(*t.region)}, id),
+          region_fds(c, m.name, *t.region)};
 }
 
 Daemon::Outgoing Daemon::on(Client& c, std::uint32_t id, const proto::DeleteTopic& m) {

@@ -150,10 +150,10 @@ class Connection {
   }
 
   // Sends `q` and returns the daemon's reply, an M; an Error reply is thrown
-  // as shmbus::Error. The region descriptor that comes with a TopicReply is
-  // handed to the caller through `fd` (closed when `fd` is null).
+  // as shmbus::Error. The region descriptors that come with a TopicReply are
+  // handed to the caller through `fds` (closed when `fds` is null).
   template <class M, class Q>
-  M request(const Q& q, int* fd = nullptr) {
+  M request(const Q& q, Descriptors* fds = nullptr) {
     if (::getpid() != owner_pid_)
       throw Error(ErrorCode::InvalidArgument,
                   "this Bus was connected by process " + std::to_string(owner_pid_) +
@@ -165,7 +165,7 @@ class Connection {
                     "shmbusd on " + path_ + " is gone and could not be restarted");
       const std::uint32_t id = next_id_++;
       Received r = exchange_locked(frame_of(q, id));
-      if (r.error.empty()) return accept_locked<M>(r, id, fd);
+      if (r.error.empty()) return accept_locked<M>(r, id, fds);
       drop_connection_locked();
       if (!r.closed || attempt > 0)
         throw Error(ErrorCode::DaemonUnavailable, r.error + " (socket " + path_ + ")");
@@ -241,7 +241,6 @@ class Connection {
       return false;
     }
     Received r = exchange_locked(frame_of(proto::Hello{"shmbus-client"}, next_id_++));
-    if (r.fd >= 0) ::close(r.fd);  // a hello reply carries no descriptor
     const auto hello = proto::decode_reply<proto::HelloReply>(r.body);
     if (!r.error.empty() || !hello.message) {
       // Why this daemon will not talk to us (another protocol version, say).
@@ -256,7 +255,6 @@ class Connection {
     std::vector<SeatRecord> kept;
     for (const SeatRecord& s : seats_) {
       Received a = exchange_locked(frame_of(s, next_id_++));
-      if (a.fd >= 0) ::close(a.fd);
       if (a.error.empty() && proto::decode_reply<proto::Ok>(a.body).message) kept.push_back(s);
     }
     seats_ = std::move(kept);
@@ -274,21 +272,16 @@ class Connection {
 
   // The reply `r` to request `id` as an M, or thrown. Holds mu_.
   template <class M>
-  M accept_locked(Received& r, std::uint32_t id, int* fd) {
+  M accept_locked(Received& r, std::uint32_t id, Descriptors* fds) {
     auto reply = proto::decode_reply<M>(r.body);
-    // A descriptor comes only with a topic reply; close any other.
-    if (r.fd >= 0 && (fd == nullptr || !reply.message)) {
-      ::close(r.fd);
-      r.fd = -1;
-    }
+    // Descriptors come only with a topic reply; any others close with r.
     if (reply.header_ok && reply.id != id) {
-      if (r.fd >= 0) ::close(r.fd);
       // Out of step with the daemon: start over on a fresh connection.
       drop_connection_locked();
       throw Error(ErrorCode::SystemError, "shmbusd answered another request; reconnecting");
     }
     if (!reply.message) throw Error(reply.problem.code, reply.problem.message);
-    if (fd != nullptr) *fd = r.fd;
+    if (fds != nullptr) *fds = std::move(r.fds);
     return std::move(*reply.message);
   }
 
@@ -440,16 +433,12 @@ Bus Bus::connect(const BusOptions& options) {
   return Bus(std::make_shared<detail::Connection>(options));
 }
 
-Topic Bus::make_topic(int fd, std::string_view name) {
-  if (fd < 0) throw Error(ErrorCode::SystemError, "shmbusd sent no region descriptor");
-  std::shared_ptr<detail::Region> region;
-  try {
-    region = detail::Region::from_fd(fd, region_name(conn_->bus(), name));
-  } catch (...) {
-    ::close(fd);
-    throw;
-  }
-  ::close(fd);
+Topic Bus::make_topic(const detail::Descriptors& fds, std::string_view name) {
+  if (fds.size() != 2)
+    throw Error(ErrorCode::SystemError, "shmbusd sent " + std::to_string(fds.size()) +
+                                            " region descriptors where a topic has 2; is it "
+                                            "another shmbus version?");
+  auto region = detail::Region::from_fd(fds[0], fds[1], region_name(conn_->bus(), name));
   region->set_owner(conn_);  // the connection lives as long as anything mapped through it
   return Topic(std::string(name), std::move(region), conn_);
 }
@@ -460,9 +449,9 @@ Topic Bus::create_topic(std::string_view name, const TopicOptions& options, bool
   // created again; a few rounds settle any such race with another process.
   for (int round = 0;; ++round) {
     try {
-      int fd = -1;
-      (void)conn_->request<proto::TopicReply>(proto::CreateTopic{std::string(name), options}, &fd);
-      return make_topic(fd, name);
+      detail::Descriptors fds;
+      (void)conn_->request<proto::TopicReply>(proto::CreateTopic{std::string(name), options}, &fds);
+      return make_topic(fds, name);
     } catch (const Error& e) {
       if (!if_not_exists || e.code() != ErrorCode::AlreadyExists) throw;
     }
@@ -476,9 +465,9 @@ Topic Bus::create_topic(std::string_view name, const TopicOptions& options, bool
 
 Topic Bus::open_topic(std::string_view name) {
   validate_name("topic", name);
-  int fd = -1;
-  (void)conn_->request<proto::TopicReply>(proto::OpenTopic{std::string(name)}, &fd);
-  return make_topic(fd, name);
+  detail::Descriptors fds;
+  (void)conn_->request<proto::TopicReply>(proto::OpenTopic{std::string(name)}, &fds);
+  return make_topic(fds, name);
 }
 
 void Bus::delete_topic(std::string_view name, bool if_unused) {

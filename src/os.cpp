@@ -198,23 +198,49 @@ std::string default_socket_path(const std::string& bus) {
   return "/tmp/shmbus-" + std::to_string(::getuid()) + "/" + bus + ".sock";
 }
 
-bool send_frame(int sock, std::span<const std::byte> frame, int fd, bool may_wait) noexcept {
+Descriptors& Descriptors::operator=(Descriptors&& o) noexcept {
+  if (this != &o) {
+    reset();
+    fds_ = o.fds_;
+    n_ = o.n_;
+    o.n_ = 0;
+  }
+  return *this;
+}
+
+void Descriptors::add(int fd) noexcept {
+  if (fd < 0) return;
+  if (n_ == kMaxFds) {
+    ::close(fd);
+    return;
+  }
+  fds_[n_++] = fd;
+}
+
+void Descriptors::reset() noexcept {
+  for (std::size_t i = 0; i < n_; ++i)
+    ::close(fds_[i]);
+  n_ = 0;
+}
+
+bool send_frame(int sock, std::span<const std::byte> frame, std::span<const int> fds,
+                bool may_wait) noexcept {
   std::size_t sent = 0;
-  bool fd_pending = fd >= 0;
+  bool fd_pending = !fds.empty() && fds.size() <= Descriptors::kMaxFds;
   while (sent < frame.size()) {
     iovec iov{const_cast<std::byte*>(frame.data() + sent), frame.size() - sent};
     msghdr msg{};
     msg.msg_iov = &iov;
     msg.msg_iovlen = 1;
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))]{};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * Descriptors::kMaxFds)]{};
     if (fd_pending) {
       msg.msg_control = control;
-      msg.msg_controllen = sizeof control;
+      msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
       cmsghdr* c = CMSG_FIRSTHDR(&msg);
       c->cmsg_level = SOL_SOCKET;
       c->cmsg_type = SCM_RIGHTS;
-      c->cmsg_len = CMSG_LEN(sizeof(int));
-      std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
+      c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+      std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
     }
     const ssize_t n = ::sendmsg(sock, &msg, MSG_NOSIGNAL);
     if (n < 0) {
@@ -275,10 +301,7 @@ Received recv_frame(int sock, std::chrono::milliseconds timeout) {
       for (std::size_t i = 0; i < count; ++i) {
         int fd = -1;
         std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-        if (r.fd < 0)
-          r.fd = fd;
-        else
-          ::close(fd);  // one descriptor per frame at most
+        r.fds.add(fd);  // closed at once past kMaxFds
       }
     }
     buf.insert(buf.end(), chunk, chunk + n);
@@ -294,8 +317,7 @@ Received recv_frame(int sock, std::chrono::milliseconds timeout) {
     }
   }
   if (!r.error.empty()) {
-    if (r.fd >= 0) ::close(r.fd);
-    r.fd = -1;
+    r.fds.reset();
     return r;
   }
   r.body.assign(buf.begin() + 4, buf.end());

@@ -6,6 +6,7 @@
 
 #include <sys/types.h>
 
+#include <array>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -73,15 +74,38 @@ void make_dirs(const std::string& dir, mode_t mode);
 // True when something accepts connections on the socket at `path`.
 [[nodiscard]] bool socket_answers(const std::string& path) noexcept;
 
-// Sends all of `frame`, with `fd` attached when >= 0. False on error (errno
-// set). With may_wait false a full socket buffer is an error (a peer that
-// does not read); otherwise it waits up to 1 s for room.
-[[nodiscard]] bool send_frame(int sock, std::span<const std::byte> frame, int fd = -1,
-                              bool may_wait = true) noexcept;
+// The descriptors that travel with one frame (a topic's two segments), owned:
+// closed when dropped. More than kMaxFds are closed on arrival.
+class Descriptors {
+ public:
+  static constexpr std::size_t kMaxFds = 2;
+  Descriptors() = default;
+  Descriptors(const Descriptors&) = delete;
+  Descriptors& operator=(const Descriptors&) = delete;
+  Descriptors(Descriptors&& o) noexcept : fds_(o.fds_), n_(o.n_) { o.n_ = 0; }
+  Descriptors& operator=(Descriptors&& o) noexcept;
+  ~Descriptors() { reset(); }
+  // Takes `fd` (closes it when there is no room, or when it is < 0: ignored).
+  void add(int fd) noexcept;
+  void reset() noexcept;
+  [[nodiscard]] std::size_t size() const noexcept { return n_; }
+  [[nodiscard]] int operator[](std::size_t i) const noexcept { return i < n_ ? fds_[i] : -1; }
+  [[nodiscard]] std::span<const int> view() const noexcept { return {fds_.data(), n_}; }
+
+ private:
+  std::array<int, kMaxFds> fds_{-1, -1};
+  std::size_t n_ = 0;
+};
+
+// Sends all of `frame`, with `fds` attached to its first byte. False on error
+// (errno set). With may_wait false a full socket buffer is an error (a peer
+// that does not read); otherwise it waits up to 1 s for room.
+[[nodiscard]] bool send_frame(int sock, std::span<const std::byte> frame,
+                              std::span<const int> fds = {}, bool may_wait = true) noexcept;
 
 struct Received {
   std::vector<std::byte> body;
-  int fd = -1;          // a descriptor that came with the frame, owned by the caller
+  Descriptors fds;      // the descriptors that came with the frame
   std::string error;    // non-empty on failure
   bool closed = false;  // the peer closed the connection
 };

@@ -13,6 +13,13 @@ Publisher::Publisher(std::shared_ptr<detail::Region> region, const PublisherOpti
     : region_(std::move(region)), options_(options) {
   detail::StampClock::prepare();
   detail::Region& r = *region_;
+  // Checked before anything is written: the data segment of a region opened
+  // with subscribe rights only is mapped read-only (a write would fault).
+  if (r.read_only())
+    throw Error(ErrorCode::PermissionDenied,
+                "topic '" + r.topic_name() +
+                    "' was opened with subscribe rights only (its messages are mapped "
+                    "read-only here); ask the bus owner for a publish rule");
   ring_ = r.ring();
   state_.single_producer = r.single_producer();
   state_.gated = ring_.policy != Policy::Overwrite;
@@ -53,7 +60,7 @@ Publisher::Publisher(std::shared_ptr<detail::Region> region, const PublisherOpti
   state_.next = r.header().tail.load(std::memory_order_relaxed);
   // seq_cst as J2: the epoch first, then the scan; a join after this load is
   // seen at our first claim.
-  state_.epoch = r.header().join_epoch.load(std::memory_order_seq_cst);
+  state_.epoch = r.control().join_epoch.load(std::memory_order_seq_cst);
   detail::refresh_gate(ring_, state_, state_.next);
 }
 
@@ -138,7 +145,7 @@ Status Publisher::after_join(Patience p, std::uint32_t index, std::uint64_t s,
   if (s < state_.gate_cache + ring_.count) return Status::Ok;
   const bool waits = p.wait && ring_.policy == Policy::Block;
   if (waits && detail::wait_for(
-                   ring_.header->space_event, options_.wait, p.timeout, options_.spin,
+                   ring_.control->space_event, options_.wait, p.timeout, options_.spin,
                    detail::kNoInterrupt, [&] { return detail::has_room(ring_, state_, s); },
                    detail::kSpaceRecheck) == detail::Waited::Ready)
     return Status::Ok;

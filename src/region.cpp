@@ -10,10 +10,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <boost/interprocess/exceptions.hpp>
-#include <boost/interprocess/mapped_region.hpp>
-#include <boost/interprocess/permissions.hpp>
-#include <boost/interprocess/shared_memory_object.hpp>
 #include <cerrno>
 #include <cstring>
 #include <new>
@@ -22,8 +18,6 @@
 
 #include "shmbus/detail/wait.hpp"
 #include "shmbus/error.hpp"
-
-namespace bip = boost::interprocess;
 
 namespace shmbus::detail {
 
@@ -38,16 +32,20 @@ void start_session(std::atomic<std::uint64_t>& session) noexcept {
   session.store(std::max(now, before + 1), std::memory_order_relaxed);
 }
 
-struct Region::Mapping {
-  bip::shared_memory_object shm;  // by name (create, open)
-  bip::mapped_region map;
-  void* raw = nullptr;  // or mapped from a descriptor (from_fd)
-  std::size_t raw_size = 0;
-  Mapping() = default;
-  Mapping(const Mapping&) = delete;
-  Mapping& operator=(const Mapping&) = delete;
-  ~Mapping() {
-    if (raw != nullptr) ::munmap(raw, raw_size);
+// One mapped segment of the region: its descriptor (when opened or created
+// by name; -1 for a region mapped from descriptors another process sent) and
+// its mapping.
+struct Region::Segment {
+  int fd = -1;         // owned: opened or created by name
+  int fd_to_map = -1;  // fd, or a descriptor the caller of from_fd keeps
+  void* base = nullptr;
+  std::size_t size = 0;
+  Segment() = default;
+  Segment(const Segment&) = delete;
+  Segment& operator=(const Segment&) = delete;
+  ~Segment() {
+    if (base != nullptr) ::munmap(base, size);
+    if (fd >= 0) ::close(fd);
   }
 };
 
@@ -62,22 +60,8 @@ constexpr std::uint32_t kMaxSlotSize = 64u << 20;
 constexpr std::uint32_t kMaxSeats = 1024;
 constexpr std::uint64_t kMaxRegionSize = 64ULL << 30;
 
-Error os_error(ErrorCode code, const std::string& what, const bip::interprocess_exception& e) {
-  return Error(code, what + ": " + e.what());
-}
-
-ErrorCode code_of(const bip::interprocess_exception& e) {
-  switch (e.get_error_code()) {
-    case bip::already_exists_error:
-      return ErrorCode::AlreadyExists;
-    case bip::not_found_error:
-      return ErrorCode::NotFound;
-    case bip::security_error:
-      return ErrorCode::PermissionDenied;
-    default:
-      break;
-  }
-  switch (e.get_native_error()) {
+ErrorCode code_of_errno(int err) {
+  switch (err) {
     case ENOENT:
       return ErrorCode::NotFound;
     case EEXIST:
@@ -85,9 +69,18 @@ ErrorCode code_of(const bip::interprocess_exception& e) {
     case EACCES:
     case EPERM:
       return ErrorCode::PermissionDenied;
+    case ENOSPC:
+    case ENOMEM:
+    case EMFILE:
+    case ENFILE:
+      return ErrorCode::ResourceExhausted;
     default:
       return ErrorCode::SystemError;
   }
+}
+
+Error os_error(const std::string& what, int err) {
+  return Error(code_of_errno(err), what + ": " + errno_text(err));
 }
 
 std::string validate_options(const TopicOptions& o) {
@@ -110,7 +103,39 @@ std::string validate_options(const TopicOptions& o) {
   return {};
 }
 
+// Creates a segment file exclusively with exactly `mode` (fchmod: the umask
+// neither widens nor narrows it), sized and reserved. -1 and errno on failure.
+int create_segment(const std::string& name, std::uint64_t size, std::uint32_t mode,
+                   std::string& failed) {
+  // shm_open adds O_NOFOLLOW | O_CLOEXEC.
+  const int fd = ::shm_open(name.c_str(), O_RDWR | O_CREAT | O_EXCL, static_cast<mode_t>(mode));
+  if (fd < 0) {
+    failed = "create";
+    return -1;
+  }
+  failed.clear();
+  // Reserve the memory now: tmpfs allocates lazily, and touching a page it
+  // cannot back later would kill the process with SIGBUS.
+  int rc = 0;
+  if (::fchmod(fd, static_cast<mode_t>(mode)) != 0)
+    failed = "set the mode of";
+  else if (::ftruncate(fd, static_cast<off_t>(size)) != 0)
+    failed = "size";
+  else if ((rc = ::posix_fallocate(fd, 0, static_cast<off_t>(size))) != 0)
+    failed = "reserve memory for";
+  if (failed.empty()) return fd;
+  const int err = rc != 0 ? rc : errno;
+  ::close(fd);
+  ::shm_unlink(name.c_str());
+  errno = err;
+  return -1;
+}
+
 }  // namespace
+
+std::string control_name(const std::string& shm_name) {
+  return shm_name + "@control";
+}
 
 Layout compute_layout(std::uint32_t slot_count, std::uint32_t slot_size,
                       std::uint32_t max_producers, std::uint32_t max_groups,
@@ -120,32 +145,45 @@ Layout compute_layout(std::uint32_t slot_count, std::uint32_t slot_size,
   l.group_stride =
       round_up(sizeof(GroupEntry) + std::uint64_t{max_members} * sizeof(MemberSeat), kHotAlign);
   l.producers_offset = round_up(sizeof(TopicHeader), kHotAlign);
-  l.groups_offset =
-      round_up(l.producers_offset + std::uint64_t{max_producers} * sizeof(ProducerSeat), kHotAlign);
   l.slots_offset =
-      round_up(l.groups_offset + std::uint64_t{max_groups} * l.group_stride, kHotAlign);
+      round_up(l.producers_offset + std::uint64_t{max_producers} * sizeof(ProducerSeat), kHotAlign);
   l.size = l.slots_offset + std::uint64_t{slot_count} * l.stride;
+  l.groups_offset = round_up(sizeof(ControlHeader), kHotAlign);
+  l.control_size = l.groups_offset + std::uint64_t{max_groups} * l.group_stride;
   return l;
 }
 
+Region::Region() : data_(std::make_unique<Segment>()), control_seg_(std::make_unique<Segment>()) {}
 Region::~Region() = default;
 
 // Accessors come from the validated copies, never from a second read of the
 // header: another process could change the header after it was checked.
 void Region::init_accessors(const TopicOptions& o, const Layout& l) {
+  auto* data = static_cast<std::byte*>(data_->base);
+  auto* control = static_cast<std::byte*>(control_seg_->base);
+  ring_.header = reinterpret_cast<TopicHeader*>(data);
+  ring_.control = reinterpret_cast<ControlHeader*>(control);
   ring_.count = o.slot_count;
   ring_.swap = o.slot_count >= 4 ? 3 : 0;
   ring_.slot_size = o.slot_size;
   ring_.stride = l.stride;
-  producers_offset_ = l.producers_offset;
-  ring_.groups = base_ + l.groups_offset;
+  producers_ = reinterpret_cast<ProducerSeat*>(data + l.producers_offset);
+  ring_.groups = control + l.groups_offset;
   ring_.group_stride = l.group_stride;
   max_producers_ = o.max_producers;
   ring_.max_groups = o.max_groups;
   ring_.max_members = o.max_members;
   ring_.policy = o.policy;
   single_producer_ = o.single_producer;
-  ring_.slots = base_ + l.slots_offset;
+  ring_.slots = data + l.slots_offset;
+}
+
+void Region::map(Segment& seg, std::uint64_t size, bool writable, const std::string& where) {
+  const int prot = writable ? PROT_READ | PROT_WRITE : PROT_READ;
+  void* p = ::mmap(nullptr, size, prot, MAP_SHARED, seg.fd_to_map, 0);
+  if (p == MAP_FAILED) throw os_error("cannot map " + where, errno);
+  seg.base = p;
+  seg.size = size;
 }
 
 std::shared_ptr<Region> Region::create(const std::string& shm_name, std::string_view topic,
@@ -156,47 +194,66 @@ std::shared_ptr<Region> Region::create(const std::string& shm_name, std::string_
       compute_layout(o.slot_count, o.slot_size, o.max_producers, o.max_groups, o.max_members);
   std::shared_ptr<Region> r(new Region());
   r->shm_name_ = shm_name;
-  auto m = std::make_unique<Mapping>();
-  try {
-    bip::permissions perm(static_cast<int>(o.mode));
-    m->shm = bip::shared_memory_object(bip::create_only, shm_name.c_str(), bip::read_write, perm);
-  } catch (const bip::interprocess_exception& e) {
-    const ErrorCode c = code_of(e);
-    if (c == ErrorCode::AlreadyExists)
-      throw Error(c, "topic '" + std::string(topic) + "' already exists (/dev/shm/" + shm_name +
-                         "); open it, or delete it first");
-    throw os_error(c, "cannot create /dev/shm/" + shm_name, e);
+  const std::string where = "/dev/shm/" + shm_name;
+  const std::string cname = control_name(shm_name);
+  std::string failed;
+  // The data segment is the topic's identity: whoever creates it exclusively
+  // owns the name, and only then makes the control segment.
+  r->data_->fd = create_segment(shm_name, l.size, o.mode, failed);
+  if (const int err = errno; r->data_->fd < 0) {
+    if (err == EEXIST && failed == "create")
+      throw Error(ErrorCode::AlreadyExists, "topic '" + std::string(topic) + "' already exists (" +
+                                                where + "); open it, or delete it first");
+    throw Error(
+        code_of_errno(err),
+        "cannot " + failed + " " + where + " (" + std::to_string(l.size) +
+            " bytes): " + errno_text(err) +
+            (err == ENOSPC ? "; free space in /dev/shm or use fewer or smaller slots" : ""));
+  }
+  // A control file without its data file is what a crash between the two
+  // unlinks of remove() leaves: ours to replace.
+  if (::shm_unlink(cname.c_str()) != 0 && errno != ENOENT) {
+    const int err = errno;
+    ::shm_unlink(shm_name.c_str());
+    throw os_error("cannot remove the stale /dev/shm/" + cname, err);
+  }
+  r->control_seg_->fd = create_segment(cname, l.control_size, o.mode, failed);
+  if (const int err = errno; r->control_seg_->fd < 0) {
+    ::shm_unlink(shm_name.c_str());
+    throw Error(code_of_errno(err),
+                "cannot " + failed + " /dev/shm/" + cname + ": " + errno_text(err) +
+                    (err == EEXIST ? " (another process planted it; remove it)" : ""));
   }
   try {
-    m->shm.truncate(static_cast<bip::offset_t>(l.size));
-    // Reserve the memory now: tmpfs allocates lazily, and touching a page it
-    // cannot back later would kill the process with SIGBUS.
-    const int rc = ::posix_fallocate(static_cast<int>(m->shm.get_mapping_handle().handle), 0,
-                                     static_cast<off_t>(l.size));
-    if (rc != 0) {
-      bip::shared_memory_object::remove(shm_name.c_str());
-      throw Error(rc == ENOSPC ? ErrorCode::ResourceExhausted : ErrorCode::SystemError,
-                  "cannot reserve " + std::to_string(l.size >> 20) +
-                      " MiB in /dev/shm for topic '" + std::string(topic) + "': " +
-                      std::strerror(rc) + "; free space there or use fewer or smaller slots");
-    }
-    m->map = bip::mapped_region(m->shm, bip::read_write);
-  } catch (const bip::interprocess_exception& e) {
-    bip::shared_memory_object::remove(shm_name.c_str());
-    throw os_error(code_of(e),
-                   "cannot size or map /dev/shm/" + shm_name + " (" + std::to_string(l.size) +
-                       " bytes; is /dev/shm large enough?)",
-                   e);
+    r->data_->fd_to_map = r->data_->fd;
+    r->control_seg_->fd_to_map = r->control_seg_->fd;
+    map(*r->data_, l.size, true, where);
+    map(*r->control_seg_, l.control_size, true, "/dev/shm/" + cname);
+  } catch (...) {
+    remove(shm_name);
+    throw;
   }
-  // Boost applies `perm` through fchmod, so the umask does not widen or narrow it.
-  r->base_ = static_cast<std::byte*>(m->map.get_address());
-  r->mapping_ = std::move(m);
-  // A new region reads as zeros. The atomics below are lock-free integers whose
+  r->init_accessors(o, l);
+  const std::uint64_t generation =
+      std::random_device{}() | (std::uint64_t{std::random_device{}()} << 32);
+  // New segments read as zeros. The atomics below are lock-free integers whose
   // zero bytes are a valid zero value; we construct them in place all the same.
-  auto* h = new (r->base_) TopicHeader{};
+  auto* c = new (r->control_seg_->base) ControlHeader{};
+  c->generation = generation;
+  for (std::uint32_t g = 0; g < o.max_groups; ++g) {
+    new (&r->group(g)) GroupEntry{};
+    for (std::uint32_t mbr = 0; mbr < o.max_members; ++mbr) {
+      new (&r->member(g, mbr)) MemberSeat{};
+      r->member(g, mbr).held.store(kNone, std::memory_order_relaxed);
+    }
+  }
+  // Release: before the data segment's magic (M1), which openers acquire
+  // first; an opener that sees the data magic sees this too.
+  c->magic.store(kControlMagic, std::memory_order_release);
+  auto* h = new (r->data_->base) TopicHeader{};
   h->layout_version = kLayoutVersion;
   h->header_size = sizeof(TopicHeader);
-  h->generation = std::random_device{}() | (std::uint64_t{std::random_device{}()} << 32);
+  h->generation = generation;
   h->region_size = l.size;
   h->slot_count = o.slot_count;
   h->slot_size = o.slot_size;
@@ -210,22 +267,14 @@ std::shared_ptr<Region> Region::create(const std::string& shm_name, std::string_
   h->producers_offset = l.producers_offset;
   h->groups_offset = l.groups_offset;
   h->slots_offset = l.slots_offset;
+  h->control_size = l.control_size;
   std::memset(h->name, 0, sizeof h->name);
   std::memcpy(h->name, topic.data(), std::min(topic.size(), kNameMax));
-  r->ring_.header = h;
-  r->init_accessors(o, l);
   for (std::uint32_t i = 0; i < o.max_producers; ++i)
     new (&r->producer(i)) ProducerSeat{};
   for (std::uint32_t i = 0; i < o.max_producers; ++i)
     for (auto& f : r->producer(i).in_flight)
       f.store(kNone, std::memory_order_relaxed);
-  for (std::uint32_t g = 0; g < o.max_groups; ++g) {
-    new (&r->group(g)) GroupEntry{};
-    for (std::uint32_t mbr = 0; mbr < o.max_members; ++mbr) {
-      new (&r->member(g, mbr)) MemberSeat{};
-      r->member(g, mbr).held.store(kNone, std::memory_order_relaxed);
-    }
-  }
   for (std::uint64_t s = 0; s < o.slot_count; ++s)
     new (&r->slot(s)) SlotHeader{};
   // SYNC POINT M1 (release): everything above is visible to an opener whose
@@ -235,71 +284,84 @@ std::shared_ptr<Region> Region::create(const std::string& shm_name, std::string_
 }
 
 std::shared_ptr<Region> Region::open(const std::string& shm_name) {
+  const std::string where = "/dev/shm/" + shm_name;
+  const std::string cname = control_name(shm_name);
   std::shared_ptr<Region> r(new Region());
   r->shm_name_ = shm_name;
-  auto m = std::make_unique<Mapping>();
-  bip::offset_t size = 0;
-  try {
-    m->shm = bip::shared_memory_object(bip::open_only, shm_name.c_str(), bip::read_write);
-    if (!m->shm.get_size(size)) size = 0;
-  } catch (const bip::interprocess_exception& e) {
-    const ErrorCode c = code_of(e);
-    if (c == ErrorCode::NotFound)
-      throw Error(c, "no topic region /dev/shm/" + shm_name + "; create the topic first");
-    if (c == ErrorCode::PermissionDenied)
-      throw Error(c, "no permission to open /dev/shm/" + shm_name +
-                         "; ask its owner to grant access to your uid or group");
-    throw os_error(c, "cannot open /dev/shm/" + shm_name, e);
+  // A subscriber whose file mode lets it read but not write the data segment
+  // opens it read-only (and cannot publish); the control segment it must write.
+  int fd = ::shm_open(shm_name.c_str(), O_RDWR, 0);
+  if (fd < 0 && errno == EACCES) fd = ::shm_open(shm_name.c_str(), O_RDONLY, 0);
+  if (const int err = errno; fd < 0) {
+    if (err == ENOENT)
+      throw Error(ErrorCode::NotFound, "no topic region " + where + "; create the topic first");
+    if (err == EACCES)
+      throw Error(ErrorCode::PermissionDenied,
+                  "no permission to open " + where +
+                      "; ask its owner to grant access to your uid or group");
+    throw os_error("cannot open " + where, err);
   }
-  const std::string where = "/dev/shm/" + shm_name;
-  if (size < static_cast<bip::offset_t>(sizeof(TopicHeader)))
-    throw Error(ErrorCode::Corrupt, where + " is " + std::to_string(size) +
-                                        " bytes, too small to be a shmbus topic; delete it "
-                                        "(rm " +
-                                        where + ") and create the topic again");
-  try {
-    m->map = bip::mapped_region(m->shm, bip::read_write);
-  } catch (const bip::interprocess_exception& e) {
-    throw os_error(code_of(e), "cannot map " + where, e);
+  r->data_->fd = fd;
+  struct stat ds {
+  }, cs{};
+  if (::fstat(fd, &ds) != 0) throw os_error("cannot stat " + where, errno);
+  // The data segment first: a file that is no topic at all is reported as that.
+  const Layout l = r->attach_data(where, ds);
+  r->control_seg_->fd = ::shm_open(cname.c_str(), O_RDWR, 0);
+  if (const int err = errno; r->control_seg_->fd < 0) {
+    if (err == ENOENT)
+      throw Error(ErrorCode::Corrupt, where + " has no control segment (/dev/shm/" + cname +
+                                          "); delete the topic and create it again");
+    if (err == EACCES)
+      throw Error(ErrorCode::PermissionDenied,
+                  "no permission to write /dev/shm/" + cname +
+                      " (subscribing needs it); ask the topic's owner for access");
+    throw os_error("cannot open /dev/shm/" + cname, err);
   }
-  r->base_ = static_cast<std::byte*>(m->map.get_address());
-  r->mapping_ = std::move(m);
-  r->validate(where, static_cast<std::uint64_t>(size));
+  if (::fstat(r->control_seg_->fd, &cs) != 0) throw os_error("cannot stat " + cname, errno);
+  // /dev/shm is writable by everyone: a control file someone else planted
+  // next to a topic's data file is not that topic's.
+  if (cs.st_uid != ds.st_uid)
+    throw Error(ErrorCode::PermissionDenied, "/dev/shm/" + cname + " is owned by uid " +
+                                                 std::to_string(cs.st_uid) + ", not by uid " +
+                                                 std::to_string(ds.st_uid) + " who owns " + where +
+                                                 "; remove it and re-create the topic");
+  r->attach_control(where, cs, l);
   return r;
 }
 
-std::shared_ptr<Region> Region::from_fd(int fd, const std::string& shm_name) {
+std::shared_ptr<Region> Region::from_fd(int data_fd, int control_fd, const std::string& shm_name) {
   const std::string where = "/dev/shm/" + shm_name;
-  struct stat st {};
-  if (::fstat(fd, &st) != 0)
-    throw Error(ErrorCode::SystemError,
-                "cannot stat the region of " + where + ": " + std::strerror(errno));
-  const auto size = static_cast<std::uint64_t>(st.st_size);
-  if (size < sizeof(TopicHeader) || size > kMaxRegionSize + (1ULL << 30))
+  struct stat ds {
+  }, cs{};
+  if (::fstat(data_fd, &ds) != 0 || ::fstat(control_fd, &cs) != 0)
+    throw os_error("cannot stat the region of " + where, errno);
+  std::shared_ptr<Region> r(new Region());
+  r->shm_name_ = shm_name;
+  // The descriptors stay the caller's: map through them, keep none.
+  r->data_->fd_to_map = data_fd;
+  r->control_seg_->fd_to_map = control_fd;
+  r->attach_control(where, cs, r->attach_data(where, ds));
+  return r;
+}
+
+// Maps the data segment (read-only when its descriptor is) and validates its
+// header: every field that sizes or places something is checked before use.
+Layout Region::attach_data(const std::string& where, const struct stat& ds) {
+  if (data_->fd >= 0) data_->fd_to_map = data_->fd;
+  const int flags = ::fcntl(data_->fd_to_map, F_GETFL);
+  if (flags < 0) throw os_error("cannot inspect the descriptor of " + where, errno);
+  read_only_ = (flags & O_ACCMODE) == O_RDONLY;
+  const auto size = static_cast<std::uint64_t>(ds.st_size);
+  if (size < sizeof(TopicHeader))
+    throw Error(ErrorCode::Corrupt, where + " is " + std::to_string(size) +
+                                        " bytes, too small to be a shmbus topic; delete it (rm " +
+                                        where + "*) and create the topic again");
+  if (size > kMaxRegionSize + (1ULL << 30))
     throw Error(ErrorCode::Corrupt, where + " has an impossible size (" + std::to_string(size) +
                                         " bytes); delete the topic and create it again");
-  void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  if (p == MAP_FAILED)
-    throw Error(ErrorCode::SystemError, "cannot map " + where + ": " + std::strerror(errno));
-  std::shared_ptr<Region> r(new Region());
-  r->shm_name_ = shm_name;
-  r->mapping_ = std::make_unique<Mapping>();
-  r->mapping_->raw = p;
-  r->mapping_->raw_size = size;
-  r->base_ = static_cast<std::byte*>(p);
-  r->validate(where, size);
-  return r;
-}
-
-int Region::fd() const noexcept {
-  return mapping_->raw != nullptr ? -1
-                                  : static_cast<int>(mapping_->shm.get_mapping_handle().handle);
-}
-
-// Checks every header field that sizes or places something, then sets the
-// accessors from the checked copies.
-void Region::validate(const std::string& where, std::uint64_t size) {
-  auto* h = reinterpret_cast<TopicHeader*>(base_);
+  map(*data_, size, !read_only_, where);
+  const auto* h = static_cast<const TopicHeader*>(data_->base);
   // A creator may still be initialising a fresh region: wait briefly for magic.
   // SYNC POINT M2 (acquire): pairs with M1 in create.
   std::uint64_t magic = h->magic.load(std::memory_order_acquire);
@@ -311,7 +373,7 @@ void Region::validate(const std::string& where, std::uint64_t size) {
     throw Error(ErrorCode::Corrupt,
                 where + " is not a shmbus topic (bad magic" +
                     std::string(magic == 0 ? ": its creator never finished" : "") +
-                    "); delete it (rm " + where + ") and create the topic again");
+                    "); delete it (rm " + where + "*) and create the topic again");
   if (h->layout_version != kLayoutVersion)
     throw Error(ErrorCode::VersionMismatch,
                 where + " has layout version " + std::to_string(h->layout_version) +
@@ -323,49 +385,94 @@ void Region::validate(const std::string& where, std::uint64_t size) {
                     "build expects " + std::to_string(sizeof(TopicHeader)) +
                     " (another build of layout version " + std::to_string(kLayoutVersion) +
                     "); use a matching shmbus build, or delete and re-create the topic");
-  // Every field that sizes or places something is checked against the layout
-  // this library would compute for the same parameters and against the file size.
-  TopicOptions o;
-  o.slot_count = h->slot_count;
-  o.slot_size = h->slot_size;
-  o.policy = static_cast<Policy>(h->policy);
-  o.max_producers = h->max_producers;
-  o.max_groups = h->max_groups;
-  o.max_members = h->max_members;
-  o.mode = 0600;
-  if (auto why = validate_options(o); !why.empty())
+  // Checked against the layout this library computes for the same
+  // parameters and against the file size; the copies are what we use.
+  options_.slot_count = h->slot_count;
+  options_.slot_size = h->slot_size;
+  options_.policy = static_cast<Policy>(h->policy);
+  options_.max_producers = h->max_producers;
+  options_.max_groups = h->max_groups;
+  options_.max_members = h->max_members;
+  options_.mode = 0600;
+  if (auto why = validate_options(options_); !why.empty())
     throw Error(ErrorCode::Corrupt, where + " has an invalid header (" + why +
                                         "); delete it and create the topic again");
-  const Layout l =
-      compute_layout(o.slot_count, o.slot_size, o.max_producers, o.max_groups, o.max_members);
+  const Layout l = compute_layout(options_.slot_count, options_.slot_size, options_.max_producers,
+                                  options_.max_groups, options_.max_members);
   if (h->stride != l.stride || h->group_stride != l.group_stride ||
       h->producers_offset != l.producers_offset || h->groups_offset != l.groups_offset ||
-      h->slots_offset != l.slots_offset || h->region_size != l.size || size < l.size ||
-      h->single_producer > 1)
+      h->slots_offset != l.slots_offset || h->region_size != l.size ||
+      h->control_size != l.control_size || size < l.size || h->single_producer > 1)
     throw Error(ErrorCode::Corrupt, where + " has a header that does not match its size (" +
                                         std::to_string(size) +
-                                        " bytes); delete it and create "
-                                        "the topic again");
-  o.single_producer = h->single_producer != 0;
-  ring_.header = h;
-  init_accessors(o, l);
+                                        " bytes); delete it and create the topic again");
+  options_.single_producer = h->single_producer != 0;
+  generation_ = h->generation;
+  return l;
+}
+
+// Maps the control segment (always writable: every seat holder writes it)
+// and checks that it belongs to the data segment, then sets the accessors.
+void Region::attach_control(const std::string& where, const struct stat& cs, const Layout& l) {
+  if (control_seg_->fd >= 0) control_seg_->fd_to_map = control_seg_->fd;
+  const int flags = ::fcntl(control_seg_->fd_to_map, F_GETFL);
+  if (flags < 0) throw os_error("cannot inspect the descriptor of " + where + "@control", errno);
+  if ((flags & O_ACCMODE) != O_RDWR)
+    throw Error(ErrorCode::PermissionDenied,
+                "the control segment of " + where + " was not opened for writing");
+  const auto size = static_cast<std::uint64_t>(cs.st_size);
+  if (size < l.control_size || size > l.control_size + (1ULL << 30))
+    throw Error(ErrorCode::Corrupt,
+                where + "@control is " + std::to_string(size) + " bytes where the topic needs " +
+                    std::to_string(l.control_size) + "; delete the topic and create it again");
+  map(*control_seg_, size, true, where + "@control");
+  const auto* c = static_cast<const ControlHeader*>(control_seg_->base);
+  // Acquire: pairs with the release store in create (made before M1, which
+  // attach_data acquired, so already visible; the acquire costs nothing here).
+  if (c->magic.load(std::memory_order_acquire) != kControlMagic || c->generation != generation_)
+    throw Error(ErrorCode::Corrupt, where + "@control does not belong to " + where +
+                                        " (bad magic or another generation); delete the "
+                                        "topic and create it again");
+  init_accessors(options_, l);
+}
+
+int Region::data_fd() const noexcept {
+  return data_->fd;
+}
+int Region::control_fd() const noexcept {
+  return control_seg_->fd;
+}
+
+int Region::reopen_data_read_only() const {
+  if (data_->fd < 0) throw Error(ErrorCode::SystemError, "region not opened by name");
+  // A new open file description, read-only: a descriptor that cannot be
+  // mapped writable or truncated, whatever its receiver does with it. (The
+  // receiver cannot re-open it read-write through /proc either: that checks
+  // the file's owner and mode, 0600 and shmbusd's.)
+  const std::string path = "/proc/self/fd/" + std::to_string(data_->fd);
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw os_error("cannot re-open " + path + " read-only", errno);
+  return fd;
 }
 
 bool Region::remove(const std::string& shm_name) {
-  return bip::shared_memory_object::remove(shm_name.c_str());
+  // Control first: a create that finds the data name free may then replace
+  // whatever control file it finds (see create).
+  ::shm_unlink(control_name(shm_name).c_str());
+  return ::shm_unlink(shm_name.c_str()) == 0;
 }
 
 void Region::mark_deleted() noexcept {
-  TopicHeader& h = header();
   // Release: pairs with detail::deleted()'s acquire.
-  h.deleted.store(1, std::memory_order_release);
+  header().deleted.store(1, std::memory_order_release);
+  ControlHeader& c = control();
   // seq_cst, as a join's J3: every producer's next claim sees the epoch
   // change (J2), takes the slow path and finds the flag there, so the hot
   // path never looks at it.
-  h.join_epoch.fetch_add(1, std::memory_order_seq_cst);
+  c.join_epoch.fetch_add(1, std::memory_order_seq_cst);
   // Everyone asleep re-checks: consumers drain what is left, then see it.
-  wake(h.data_event);
-  wake(h.space_event);
+  wake(c.data_event);
+  wake(c.space_event);
 }
 
 bool Region::abandon_unpublished(std::uint64_t s) noexcept {
@@ -385,7 +492,7 @@ bool Region::abandon_unpublished(std::uint64_t s) noexcept {
                                        std::memory_order_acquire)) {
       // Relaxed: a counter for reports.
       ring_.header->abandoned.fetch_add(1, std::memory_order_relaxed);
-      notify(ring_.header->data_event);
+      notify(ring_.control->data_event);
       return true;
     }
   }
@@ -438,12 +545,12 @@ void Region::free_member(std::uint32_t g, std::uint32_t m, std::uint32_t pid) {
       // Release: pairs with the acquire of state in Ring::gate and attach.
       e.state.store(static_cast<std::uint32_t>(SeatState::Free), std::memory_order_release);
   }
-  notify(ring_.header->space_event);
+  notify(ring_.control->space_event);
 }
 
 void Region::lock_control() const {
   const auto me = static_cast<std::uint32_t>(::getpid());
-  std::atomic<std::uint32_t>& lock = ring_.header->control_lock;
+  std::atomic<std::uint32_t>& lock = ring_.control->control_lock;
   const auto start = Clock::now();
   for (std::uint32_t i = 0;; ++i) {
     std::uint32_t holder = 0;
@@ -473,7 +580,7 @@ void Region::lock_control() const {
 
 void Region::unlock_control() const noexcept {
   // Release: pairs with the acquire CAS in lock_control.
-  ring_.header->control_lock.store(0, std::memory_order_release);
+  ring_.control->control_lock.store(0, std::memory_order_release);
 }
 
 }  // namespace shmbus::detail

@@ -1,6 +1,6 @@
 // A mapped topic region (internal to the library, the daemon and the tests):
-// the mapping, the accessors that turn the header's validated offsets into
-// pointers, seat release and the control lock. Created or opened by
+// the mappings of its two segments (data and control, layout.hpp), the accessors that turn the
+// header's validated offsets into pointers, seat release and the control lock. Created or opened by
 // src/region.cpp, which checks every field read from the file before any
 // accessor is used. The data path works on the region's Ring (detail/ring.hpp).
 #pragma once
@@ -11,6 +11,8 @@
 #include <memory>
 #include <string>
 #include <string_view>
+
+#include <sys/stat.h>
 
 #include "shmbus/detail/layout.hpp"
 #include "shmbus/detail/ring.hpp"
@@ -34,24 +36,39 @@ class Region;
 void start_session(std::atomic<std::uint64_t>& session) noexcept;
 
 // Layout arithmetic shared by create (to size the region) and open (to check it).
+// size is the data segment's; groups_offset and control_size the control segment's.
 struct Layout {
-  std::uint64_t stride, group_stride, producers_offset, groups_offset, slots_offset, size;
+  std::uint64_t stride, group_stride, producers_offset, groups_offset, slots_offset, size,
+      control_size;
 };
+// The name of a region's control segment: "<shm_name>@control" ('@' is not
+// allowed in topic names, so it is no topic's data segment).
+[[nodiscard]] std::string control_name(const std::string& shm_name);
 [[nodiscard]] Layout compute_layout(std::uint32_t slot_count, std::uint32_t slot_size,
                                     std::uint32_t max_producers, std::uint32_t max_groups,
                                     std::uint32_t max_members) noexcept;
 
 class Region {
  public:
-  // Creates the named region (fails with AlreadyExists) or opens and validates it.
+  // Creates the named region (fails with AlreadyExists) or opens and validates
+  // it: the files /dev/shm/<shm_name> (data) and /dev/shm/<shm_name>@control.
+  // open maps the data segment read-only when the caller may only read it.
   static std::shared_ptr<Region> create(const std::string& shm_name, std::string_view topic,
                                         const TopicOptions& options);
   static std::shared_ptr<Region> open(const std::string& shm_name);
-  // Maps and validates a region passed as a descriptor (from shmbusd over its
-  // socket); the caller keeps ownership of fd and may close it afterwards.
-  static std::shared_ptr<Region> from_fd(int fd, const std::string& shm_name);
-  // The descriptor of a region opened by name (to pass to a client), or -1.
-  [[nodiscard]] int fd() const noexcept;
+  // Maps and validates a region passed as descriptors (from shmbusd over its
+  // socket); the caller keeps ownership of both and may close them afterwards.
+  // A data descriptor opened read-only gives a read_only() region.
+  static std::shared_ptr<Region> from_fd(int data_fd, int control_fd, const std::string& shm_name);
+  // The descriptors of a region opened by name (to pass to a client), or -1.
+  [[nodiscard]] int data_fd() const noexcept;
+  [[nodiscard]] int control_fd() const noexcept;
+  // A new read-only descriptor of the data segment (the caller closes it):
+  // what shmbusd hands a client that may subscribe but not publish.
+  [[nodiscard]] int reopen_data_read_only() const;
+  // The data segment is mapped read-only: this process may subscribe only
+  // (Publisher refuses with PermissionDenied; the kernel refuses any write).
+  [[nodiscard]] bool read_only() const noexcept { return read_only_; }
   // Keeps `owner` alive as long as this mapping (a client's daemon connection).
   void set_owner(std::shared_ptr<void> owner) { owner_ = std::move(owner); }
   // Unlinks the region's name; processes that mapped it keep their mapping.
@@ -63,6 +80,7 @@ class Region {
 
   [[nodiscard]] const Ring& ring() const noexcept { return ring_; }
   [[nodiscard]] TopicHeader& header() const noexcept { return *ring_.header; }
+  [[nodiscard]] ControlHeader& control() const noexcept { return *ring_.control; }
   [[nodiscard]] std::uint64_t slot_count() const noexcept { return ring_.count; }
   [[nodiscard]] std::uint32_t slot_size() const noexcept { return ring_.slot_size; }
   [[nodiscard]] Policy policy() const noexcept { return ring_.policy; }
@@ -78,9 +96,7 @@ class Region {
   }
 
   [[nodiscard]] SlotHeader& slot(std::uint64_t seq) const noexcept { return ring_.slot(seq); }
-  [[nodiscard]] ProducerSeat& producer(std::uint32_t i) const noexcept {
-    return reinterpret_cast<ProducerSeat*>(base_ + producers_offset_)[i];
-  }
+  [[nodiscard]] ProducerSeat& producer(std::uint32_t i) const noexcept { return producers_[i]; }
   [[nodiscard]] GroupEntry& group(std::uint32_t g) const noexcept { return ring_.group(g); }
   [[nodiscard]] MemberSeat& member(std::uint32_t g, std::uint32_t m) const noexcept {
     return ring_.member(g, m);
@@ -120,19 +136,24 @@ class Region {
   // The named group `name` (control lock held), refused with InUse while it
   // has members; `doing` names the operation in the messages.
   GroupEntry& named_group_locked(const std::string& name, const char* doing);
-  Region() = default;
+  struct Segment;
+  Region();
   void init_accessors(const TopicOptions& validated, const Layout& layout);
-  void validate(const std::string& where, std::uint64_t size);
+  static void map(Segment& seg, std::uint64_t size, bool writable, const std::string& where);
+  Layout attach_data(const std::string& where, const struct stat& data);
+  void attach_control(const std::string& where, const struct stat& control, const Layout& l);
 
   std::string shm_name_;
-  struct Mapping;  // Boost.Interprocess objects, kept out of public headers
-  std::unique_ptr<Mapping> mapping_;
+  std::unique_ptr<Segment> data_;
+  std::unique_ptr<Segment> control_seg_;
   std::shared_ptr<void> owner_;
-  std::byte* base_ = nullptr;
   Ring ring_;
-  std::uint64_t producers_offset_ = 0;
+  ProducerSeat* producers_ = nullptr;
   std::uint32_t max_producers_ = 0;
   bool single_producer_ = false;
+  bool read_only_ = false;
+  TopicOptions options_;  // the validated copies of the header's fields (attach_data)
+  std::uint64_t generation_ = 0;
 };
 
 class ControlLock {

@@ -43,7 +43,7 @@ void Region::delete_group(const std::string& name) {
     // stops gating producers here.
     e.state.store(kFree, std::memory_order_release);
   }
-  notify(ring_.header->space_event);  // producers it held back may go on
+  notify(ring_.control->space_event);  // producers it held back may go on
 }
 
 std::uint64_t Region::reset_group(const std::string& name, StartPosition to) {
@@ -77,7 +77,7 @@ std::uint64_t Region::reset_group(const std::string& name, StartPosition to) {
     ring_.raise_jump_mark(target);
     (void)e.cursor.exchange(target, std::memory_order_release);
   }
-  notify(ring_.header->space_event);  // moving forward makes room
+  notify(ring_.control->space_event);  // moving forward makes room
   return target;
 }
 

@@ -44,7 +44,7 @@ void refresh_gate(const Ring& r, ProducerState& p, std::uint64_t s) noexcept {
   p.gate_cache = std::min(gate, s);
   // Relaxed: after the scan's acquire loads (state, G1), so it is at least
   // the mark raised before any group or cursor value the scan saw.
-  p.proven_floor = gate == kNone ? kNone : r.header->jump_mark.load(std::memory_order_relaxed);
+  p.proven_floor = gate == kNone ? kNone : r.control->jump_mark.load(std::memory_order_relaxed);
 }
 
 // The group has just become visible to producers, but a producer may hold a
@@ -57,10 +57,11 @@ void refresh_gate(const Ring& r, ProducerState& p, std::uint64_t s) noexcept {
 // (for a group that existed, or an explicit offset), never returned torn.
 void start_gating(const Ring& r, GroupEntry& group, bool floor_at_tail,
                   bool count_as_lost) noexcept {
-  TopicHeader& h = *r.header;
   // SYNC POINT J3 (seq_cst, both): pairs with J1/J2 in try_claim/record_claim.
-  h.join_epoch.fetch_add(1, std::memory_order_seq_cst);
-  const std::uint64_t tail = h.tail.load(std::memory_order_seq_cst);
+  // The epoch (control segment) and the tail (data segment) are in different
+  // mappings; seq_cst orders them in one total order all the same.
+  r.control->join_epoch.fetch_add(1, std::memory_order_seq_cst);
+  const std::uint64_t tail = r.header->tail.load(std::memory_order_seq_cst);
   const std::uint64_t floor = floor_at_tail ? tail : r.oldest(tail);
   // Relaxed: the caller holds the control lock and the group had no members,
   // so no one else moves this cursor; producers read it with acquire (G1)

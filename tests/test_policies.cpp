@@ -72,14 +72,14 @@ TEST(PolicyBlock, BlockedPublisherIsWokenByConsumer) {
       std::uint64_t v = 0;
       std::memcpy(&v, s.data().data(), 8);
       ASSERT_EQ(v, i);
-      const std::uint32_t seq_before = region->header().space_event.seq.load();
+      const std::uint32_t seq_before = region->control().space_event.seq.load();
       s.release();
       if (asleep) {
         // Did the release wake the sleeping producer (bump the futex word)?
         // This thread saw `waiters` > 0 before releasing, so the release's
         // hint sees it too, unless the producer was just then inside its own
         // 1 ms re-check: counted, and required of at least one sleep below.
-        if (region->header().space_event.seq.load() != seq_before) ++woken_by_release;
+        if (region->control().space_event.seq.load() != seq_before) ++woken_by_release;
         asleep = false;
       }
       if (i % 500 == 0 && w == WaitStrategy::SpinFutex) {
@@ -87,7 +87,7 @@ TEST(PolicyBlock, BlockedPublisherIsWokenByConsumer) {
         // wake-up is what this tests.
         ASSERT_TRUE(wait_until(
             [&] {
-              return region->header().space_event.waiters.load(std::memory_order_relaxed) > 0;
+              return region->control().space_event.waiters.load(std::memory_order_relaxed) > 0;
             },
             30s));
         asleep = true;

@@ -130,16 +130,16 @@ TEST(Regression, SkippingAbandonedSequencesWakesABlockedProducer) {
     });
     // Wait until the producer sleeps on the full ring, then skip 0-3.
     ASSERT_TRUE(wait_until(
-        [&] { return region->header().space_event.waiters.load(std::memory_order_relaxed) > 0; },
+        [&] { return region->control().space_event.waiters.load(std::memory_order_relaxed) > 0; },
         30s));
     // The wake-up itself, not the producer's own 1 ms re-check: the skip
     // bumps the futex word (seq) of the space event.
-    const std::uint32_t seq_before = region->header().space_event.seq.load();
+    const std::uint32_t seq_before = region->control().space_event.seq.load();
     Sample s;
     // Skips 0-3; the woken producer may already have published 4 by the time
     // this returns, so either outcome is right here.
     const Status first = sub->try_receive(s);
-    EXPECT_NE(region->header().space_event.seq.load(), seq_before) << "the skip woke nobody";
+    EXPECT_NE(region->control().space_event.seq.load(), seq_before) << "the skip woke nobody";
     EXPECT_TRUE(first == Status::WouldBlock || first == Status::Ok) << to_string(first);
     EXPECT_TRUE(wait_until([&] { return published.load(); }, 30s)) << "producer not woken";
     producer.join();
@@ -209,7 +209,7 @@ TEST(Regression, ProducerWaitingForAnUnfinishedSlotGoesOnOnceItIsPublished) {
   });
   // The lapper is asleep on the space event (past its spin phase).
   const bool asleep = wait_until(
-      [&] { return region->header().space_event.waiters.load(std::memory_order_relaxed) > 0; },
+      [&] { return region->control().space_event.waiters.load(std::memory_order_relaxed) > 0; },
       30s);
   const std::uint64_t v0 = 1000;
   std::memcpy(loan.data().data(), &v0, 8);

@@ -1,6 +1,9 @@
-// Issue 14, part 3: another user must not squat a user's bus. Each attack is
-// staged as root (CI runs as root) with directories and sockets of other uids,
-// and must now be refused with an error that names what to remove.
+// Issue 14: a subscriber must not be able to write messages (part 1), and
+// another user must not squat a user's bus (part 3). Each attack is staged as
+// root (CI runs as root) with processes, directories and sockets of other
+// uids, and must now be refused with an error that names what to do.
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -19,7 +22,13 @@ namespace {
 
 using namespace std::chrono_literals;
 
-constexpr uid_t kOther = 65534;  // nobody: the attacker
+constexpr uid_t kOther = 65534;   // nobody: the attacker
+constexpr uid_t kSecond = 65533;  // a second unprivileged uid: a legitimate publisher
+
+// Drops this (child) process to `uid` for good; false on failure.
+bool become(uid_t uid) {
+  return ::setresgid(uid, uid, uid) == 0 && ::setresuid(uid, uid, uid) == 0;
+}
 
 // The message of the Error `f` throws, with its code in `code`.
 std::string error_of(const std::function<void()>& f, ErrorCode& code) {
@@ -217,7 +226,7 @@ TEST(Flooding, ConnectionsPerUidAreBoundedAndOthersAreServed) {
       // A whole hello, and its answer: served, or refused with the reason.
       // A refused connection may be closed before the hello goes out (the
       // send then fails); its reason is queued for us all the same.
-      (void)detail::send_frame(fd, proto::frame(proto::Hello{"flood"}, 1), -1, true);
+      (void)detail::send_frame(fd, proto::frame(proto::Hello{"flood"}, 1), {}, true);
       const detail::Received r = detail::recv_frame(fd, std::chrono::seconds(10));
       const auto hello = proto::decode_reply<proto::HelloReply>(r.body);
       if (hello.message) {
@@ -263,6 +272,86 @@ TEST(Flooding, ConnectionsPerUidAreBoundedAndOthersAreServed) {
   }
   ::close(done[1]);
   EXPECT_EQ(wait_child(flooder, 30s), 0);
+}
+
+// Part 1: rights hold in the kernel. A uid the rules admit only to subscribe
+// talks the protocol itself (whatever library code it runs) and gets the
+// topic's data segment as a descriptor no mapping or call can write through.
+TEST(Forging, ASubscribeOnlyUidCannotWriteAMessage) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to switch uid";
+  BusFixture f;
+  const std::string cfg = f.dir.path + "/shmbusd.toml";
+  std::ofstream(cfg) << "[[topic]]\nname = \"pub.*\"\nsubscribe = \"*\"\n"
+                        "publish = { uids = [65533] }\n";
+  DaemonProcess d(f.bus, f.socket, cfg);
+  ASSERT_TRUE(d.start());
+  {
+    Bus owner = Bus::connect(f.options());
+    owner.create_topic("pub.a", {});
+  }
+  const BusOptions opts = f.options();
+  const std::string socket = f.socket;
+  const pid_t attacker = spawn([&]() -> int {
+    if (!become(kOther)) return 10;
+    namespace proto = detail::proto;
+    const int sock = detail::connect_unix(socket);
+    if (sock < 0) return 11;
+    if (!detail::send_frame(sock, proto::frame(proto::Hello{"forger"}, 1)) ||
+        !proto::decode_reply<proto::HelloReply>(detail::recv_frame(sock, 10s).body).message)
+      return 12;
+    if (!detail::send_frame(sock, proto::frame(proto::OpenTopic{"pub.a"}, 2))) return 13;
+    detail::Received r = detail::recv_frame(sock, 10s);
+    if (!proto::decode_reply<proto::TopicReply>(r.body).message || r.fds.size() != 2) return 14;
+    const int data = r.fds[0];
+    struct stat st {};
+    if (::fstat(data, &st) != 0 || st.st_size <= 0) return 15;
+    const auto size = static_cast<std::size_t>(st.st_size);
+    // No writable shared mapping...
+    void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, data, 0);
+    if (p != MAP_FAILED || errno != EACCES) return 16;
+    // ...nor a read-only one made writable later...
+    p = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, data, 0);
+    if (p == MAP_FAILED) return 17;
+    if (::mprotect(p, size, PROT_READ | PROT_WRITE) == 0 || errno != EACCES) return 18;
+    ::munmap(p, size);
+    // ...nor a write, a truncation, or a read-write re-open through /proc.
+    if (::pwrite(data, "x", 1, 0) >= 0 || errno != EBADF) return 19;
+    if (::ftruncate(data, 0) == 0) return 20;
+    const std::string again = "/proc/self/fd/" + std::to_string(data);
+    if (::open(again.c_str(), O_RDWR) >= 0 || errno != EACCES) return 21;
+    // The library refuses before it writes anything (the mapping would fault).
+    Bus bus = Bus::connect(opts);
+    try {
+      (void)bus.open_topic("pub.a").publisher();
+      return 22;
+    } catch (const Error& e) {
+      if (e.code() != ErrorCode::PermissionDenied ||
+          std::string(e.what()).find("subscribe rights only") == std::string::npos)
+        return 23;
+    }
+    // It still subscribes.
+    auto sub = bus.subscriber("pub.a");
+    return 0;
+  });
+  EXPECT_EQ(wait_child(attacker, 60s), 0);
+  // A second unprivileged uid with the publish right gets a writable topic.
+  Bus root = Bus::connect(f.options());
+  auto sub = root.subscriber("pub.a", SubscriberOptions{.group = "", .start = StartFrom::Earliest});
+  const pid_t publisher = spawn([&]() -> int {
+    if (!become(kSecond)) return 10;
+    Bus bus = Bus::connect(opts);
+    Publisher p = bus.publisher("pub.a");
+    return p.publish(bytes_of("legit")) == Status::Ok ? 0 : 11;
+  });
+  EXPECT_EQ(wait_child(publisher, 60s), 0);
+  // The root subscriber has exactly what was published: nothing forged.
+  Sample sm;
+  ASSERT_EQ(sub->receive(sm, 5s), Status::Ok);
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(sm.data().data()), sm.data().size()),
+            "legit");
+  sm = Sample{};
+  EXPECT_EQ(sub->receive(sm, 100ms), Status::Timeout);
+  EXPECT_EQ(root.describe("pub.a").tail, 1u);
 }
 
 }  // namespace

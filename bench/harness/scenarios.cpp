@@ -180,7 +180,9 @@ ScopedTopic::ScopedTopic(PairRunner& runner, const std::string& role,
                          const shmbus::TopicOptions& o) {
   name_ =
       strprintf("ipcbench-%d-%d-%s", static_cast<int>(::getpid()), runner.next_id(), role.c_str());
+  // Both segments of the region (data, and "<data>@control").
   runner.unlink_on_interrupt("/" + shmbus::region_name("default", name_));
+  runner.unlink_on_interrupt("/" + shmbus::region_name("default", name_) + "@control");
   topic_.emplace_back(shmbus::Topic::create(name_, o));
 }
 

@@ -19,7 +19,8 @@ namespace shmbus {
 
 namespace detail {
 class Connection;
-}
+class Descriptors;
+}  // namespace detail
 
 struct BusOptions {
   std::string bus = "default";
@@ -81,7 +82,7 @@ class Bus {
 
  private:
   explicit Bus(std::shared_ptr<detail::Connection> c) : conn_(std::move(c)) {}
-  Topic make_topic(int fd, std::string_view name);
+  Topic make_topic(const detail::Descriptors& fds, std::string_view name);
   std::shared_ptr<detail::Connection> conn_;
 };
 

@@ -196,7 +196,7 @@ class Publisher {
   // kSpaceRecheck (consumers only hint on release, see detail::notify_hint).
   template <class Ready>
   detail::Waited wait_for_space(std::chrono::nanoseconds timeout, Ready&& ready) noexcept {
-    return detail::wait_for(ring_.header->space_event, options_.wait, timeout, options_.spin,
+    return detail::wait_for(ring_.control->space_event, options_.wait, timeout, options_.spin,
                             options_.interrupt, std::forward<Ready>(ready), detail::kSpaceRecheck);
   }
   // After record_claim found that a group joined since the gate was cached:

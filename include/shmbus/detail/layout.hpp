@@ -1,9 +1,14 @@
 // The layout of a topic region in shared memory. Everything here is plain data:
-// fixed capacity, no pointers (offsets from the region's base), trivially
+// fixed capacity, no pointers (offsets from a segment's base), trivially
 // copyable apart from the atomics, and every shared atomic is lock-free.
 //
-// Region:   TopicHeader | ProducerSeat[max_producers]
-//         | (GroupEntry + MemberSeat[max_members])[max_groups] | Slot[slot_count]
+// A region is two segments (two files), split by who may write them, so that
+// the kernel enforces a subscriber's rights (docs/daemon.md):
+//
+// Data:     TopicHeader | ProducerSeat[max_producers] | Slot[slot_count]
+//           written by producers (and shmbusd); a subscriber maps it read-only.
+// Control:  ControlHeader | (GroupEntry + MemberSeat[max_members])[max_groups]
+//           written by every seat holder: wake-ups, joins, cursors, hazards.
 //
 // What a slot's stamp means, and every step of the protocol over these
 // structures, is in ring.hpp.
@@ -21,7 +26,9 @@ inline constexpr std::uint64_t kMagic = 0x31'53'55'42'4d'48'53'00ULL;  // "\0SHM
 //    (Ring::slot), and TopicHeader::jump_mark.
 // 3: ProducerSeat::published_bytes.
 // 4: TopicHeader::deleted and TopicHeader::abandoned.
-inline constexpr std::uint32_t kLayoutVersion = 4;
+// 5: the control segment (ControlHeader, groups) split from the data segment.
+inline constexpr std::uint32_t kLayoutVersion = 5;
+inline constexpr std::uint64_t kControlMagic = 0x4c'54'43'42'4d'48'53'00ULL;  // "\0SHMBCTL"
 inline constexpr std::size_t kCacheLine = 64;
 // Two lines: keeps adjacent-line prefetch from coupling hot fields.
 inline constexpr std::size_t kHotAlign = 128;
@@ -50,8 +57,8 @@ struct alignas(kHotAlign) TopicHeader {
   std::atomic<std::uint64_t> magic;
   std::uint32_t layout_version;
   std::uint32_t header_size;
-  std::uint64_t generation;  // random at creation; tells a re-created topic apart
-  std::uint64_t region_size;
+  std::uint64_t generation;   // random at creation; tells a re-created topic apart
+  std::uint64_t region_size;  // of the data segment
   std::uint32_t slot_count;
   std::uint32_t slot_size;
   std::uint32_t stride;  // bytes from one slot to the next
@@ -63,16 +70,36 @@ struct alignas(kHotAlign) TopicHeader {
   std::uint32_t max_members;
   std::uint32_t group_stride;  // bytes per GroupEntry including its members
   std::uint64_t producers_offset;
-  std::uint64_t groups_offset;
+  std::uint64_t groups_offset;  // in the control segment
   std::uint64_t slots_offset;
   char name[kNameMax + 1];
+  std::uint64_t control_size;  // of the control segment
+
+  alignas(kHotAlign) std::atomic<std::uint64_t> tail;  // next sequence to claim
+  // 1 once shmbusd deleted the topic (Region::mark_deleted): waits end with
+  // Status::TopicDeleted once what was published is drained. Checked only
+  // when there is nothing to take, or (producers) after a join epoch change.
+  alignas(kHotAlign) std::atomic<std::uint32_t> deleted;
+  std::uint32_t reserved1;
+  // Sequences given up (abandoned) rather than published, by producers and
+  // by shmbusd for dead ones: tail - abandoned is what was published.
+  std::atomic<std::uint64_t> abandoned;
+};
+
+// The head of the control segment: what subscribers write as well as producers.
+struct alignas(kHotAlign) ControlHeader {
+  // kControlMagic, stored (release) before the data segment's magic at
+  // creation; `generation` is the data segment's, so a pair of files that do
+  // not belong together (a topic re-created between two opens) is refused.
+  std::atomic<std::uint64_t> magic;
+  std::uint64_t generation;
   // Control-plane lock (joins, leaves, seat allocation): pid of the holder, 0 free.
   // Never taken on the data path.
   std::atomic<std::uint32_t> control_lock;
+  std::uint32_t reserved0;
 
-  alignas(kHotAlign) std::atomic<std::uint64_t> tail;  // next sequence to claim
-  alignas(kHotAlign) EventCount data_event;            // consumers sleep here
-  alignas(kHotAlign) EventCount space_event;           // producers sleep here (full ring)
+  alignas(kHotAlign) EventCount data_event;   // consumers sleep here
+  alignas(kHotAlign) EventCount space_event;  // producers sleep here (full ring)
   // Bumped when a group starts gating (a join); producers read it after each
   // claim and rescan the gate when it changed. Written only on joins.
   alignas(kHotAlign) std::atomic<std::uint64_t> join_epoch;
@@ -82,14 +109,6 @@ struct alignas(kHotAlign) TopicHeader {
   // it is complete: producers then skip the slot-free check (P0). Written on
   // joins and seeks only; on join_epoch's line, which producers already read.
   std::atomic<std::uint64_t> jump_mark;
-  // 1 once shmbusd deleted the topic (Region::mark_deleted): waits end with
-  // Status::TopicDeleted once what was published is drained. Checked only
-  // when there is nothing to take, or (producers) after a join epoch change.
-  std::atomic<std::uint32_t> deleted;
-  std::uint32_t reserved1;
-  // Sequences given up (abandoned) rather than published, by producers and
-  // by shmbusd for dead ones: tail - abandoned is what was published.
-  std::atomic<std::uint64_t> abandoned;
 };
 
 // Claims a producer may hold unpublished at once (loans, plus one publish).
@@ -147,12 +166,13 @@ struct SlotHeader {  // each slot starts on a cache line (stride is a multiple o
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
 static_assert(std::is_standard_layout_v<TopicHeader>);
+static_assert(std::is_standard_layout_v<ControlHeader>);
 static_assert(std::is_standard_layout_v<GroupEntry>);
 static_assert(std::is_standard_layout_v<SlotHeader>);
 static_assert(offsetof(TopicHeader, tail) % kHotAlign == 0);
-static_assert(offsetof(TopicHeader, data_event) - offsetof(TopicHeader, tail) >= kHotAlign,
-              "tail and the data event must not share a line");
-static_assert(offsetof(TopicHeader, space_event) - offsetof(TopicHeader, data_event) >= kHotAlign);
+static_assert(offsetof(ControlHeader, data_event) % kHotAlign == 0);
+static_assert(offsetof(ControlHeader, space_event) - offsetof(ControlHeader, data_event) >=
+              kHotAlign);
 static_assert(offsetof(GroupEntry, cursor) % kHotAlign == 0);
 static_assert(offsetof(GroupEntry, cursor) >= kHotAlign, "cursor on its own line");
 static_assert(sizeof(GroupEntry) % kHotAlign == 0);
@@ -168,12 +188,12 @@ static_assert(std::is_standard_layout_v<MemberSeat>);
 // Every size and offset another process relies on. A change to any of these
 // structures fails here: update the figures only together with kLayoutVersion
 // (and the note above it), so that an old process refuses the new region
-// instead of misreading it. kLayoutVersion == 4:
-static_assert(kLayoutVersion == 4, "update the pinned layout below with the version");
+// instead of misreading it. kLayoutVersion == 5:
+static_assert(kLayoutVersion == 5, "update the pinned layout below with the version");
 static_assert(sizeof(EventCount) == 8);
 static_assert(offsetof(EventCount, seq) == 0);
 static_assert(offsetof(EventCount, waiters) == 4);
-static_assert(sizeof(TopicHeader) == 768);
+static_assert(sizeof(TopicHeader) == 512);
 static_assert(offsetof(TopicHeader, magic) == 0);
 static_assert(offsetof(TopicHeader, layout_version) == 8);
 static_assert(offsetof(TopicHeader, header_size) == 12);
@@ -193,15 +213,20 @@ static_assert(offsetof(TopicHeader, producers_offset) == 64);
 static_assert(offsetof(TopicHeader, groups_offset) == 72);
 static_assert(offsetof(TopicHeader, slots_offset) == 80);
 static_assert(offsetof(TopicHeader, name) == 88);
-static_assert(offsetof(TopicHeader, control_lock) == 152);
+static_assert(offsetof(TopicHeader, control_size) == 152);
 static_assert(offsetof(TopicHeader, tail) == 256);
-static_assert(offsetof(TopicHeader, data_event) == 384);
-static_assert(offsetof(TopicHeader, space_event) == 512);
-static_assert(offsetof(TopicHeader, join_epoch) == 640);
-static_assert(offsetof(TopicHeader, jump_mark) == 648);
-static_assert(offsetof(TopicHeader, deleted) == 656);
-static_assert(offsetof(TopicHeader, reserved1) == 660);
-static_assert(offsetof(TopicHeader, abandoned) == 664);
+static_assert(offsetof(TopicHeader, deleted) == 384);
+static_assert(offsetof(TopicHeader, reserved1) == 388);
+static_assert(offsetof(TopicHeader, abandoned) == 392);
+static_assert(sizeof(ControlHeader) == 512);
+static_assert(offsetof(ControlHeader, magic) == 0);
+static_assert(offsetof(ControlHeader, generation) == 8);
+static_assert(offsetof(ControlHeader, control_lock) == 16);
+static_assert(offsetof(ControlHeader, reserved0) == 20);
+static_assert(offsetof(ControlHeader, data_event) == 128);
+static_assert(offsetof(ControlHeader, space_event) == 256);
+static_assert(offsetof(ControlHeader, join_epoch) == 384);
+static_assert(offsetof(ControlHeader, jump_mark) == 392);
 static_assert(sizeof(ProducerSeat) == 128);
 static_assert(offsetof(ProducerSeat, state) == 0);
 static_assert(offsetof(ProducerSeat, pid) == 4);

@@ -68,14 +68,15 @@ constexpr bool holds(std::uint64_t st, std::uint64_t s, std::uint64_t count) noe
 }
 
 // A ring: its slots, the header words it synchronises on, and the group tables
-// that gate it. A plain value (pointers into one mapping, never into another
-// process's): publishers and subscribers keep a copy, so that a publish or a
-// receive computes addresses from its own members. A region may hold several.
+// that gate it. A plain value (pointers into this process's mappings of the
+// region's two segments, layout.hpp): publishers and subscribers keep a copy,
+// so that a publish or a receive computes addresses from its own members.
 struct Ring {
-  std::byte* slots = nullptr;
-  TopicHeader* header = nullptr;
-  std::byte* groups = nullptr;  // GroupEntry (+ MemberSeat[max_members]) [max_groups]
-  std::uint64_t count = 0;      // slot_count, a power of two
+  std::byte* slots = nullptr;        // data segment (read-only to a subscriber)
+  TopicHeader* header = nullptr;     // data segment
+  ControlHeader* control = nullptr;  // control segment
+  std::byte* groups = nullptr;       // control: GroupEntry (+ MemberSeat[max_members]) [max_groups]
+  std::uint64_t count = 0;           // slot_count, a power of two
   std::uint64_t stride = 0;
   std::uint64_t group_stride = 0;
   std::uint32_t slot_size = 0;
@@ -116,7 +117,7 @@ struct Ring {
   // before that cursor store, which is (or is followed by) a release that
   // producers acquire: a producer that sees the new cursor then sees the mark.
   void raise_jump_mark(std::uint64_t to) const noexcept {
-    std::atomic<std::uint64_t>& mark = header->jump_mark;
+    std::atomic<std::uint64_t>& mark = control->jump_mark;
     // Relaxed (load and CAS): ordered before the caller's release, as above.
     // The mark only grows, so a failed CAS that reads a higher value is done.
     std::uint64_t seen = mark.load(std::memory_order_relaxed);
@@ -236,7 +237,7 @@ enum class Attempt : std::uint8_t { Claimed, NoRoom, Raced };
     // the bump and rescan (the new group then gates us), or the joiner's tail
     // load sees our claim and starts the group above what this claim may
     // overwrite.
-    epoch = r.header->join_epoch.load(std::memory_order_seq_cst);
+    epoch = r.control->join_epoch.load(std::memory_order_seq_cst);
     return epoch == p.epoch;
   }
   // Overwrite: a reader may still be reading the previous occupant. Mark
@@ -281,7 +282,7 @@ inline void commit(const Ring& r, ProducerState& p, SlotHeader& slot, std::uint6
                        std::memory_order_relaxed);
   seat.published_bytes.store(seat.published_bytes.load(std::memory_order_relaxed) + size,
                              std::memory_order_relaxed);
-  notify(r.header->data_event);
+  notify(r.control->data_event);
 }
 
 // Gives claimed sequence s up: consumers skip it.
@@ -293,7 +294,7 @@ inline void abandon(const Ring& r, ProducerState& p, SlotHeader& slot, std::uint
   // look at an abandoned slot's other fields).
   slot.stamp.store(stamp_abandoned(s), std::memory_order_release);
   release_claim(p, index);
-  notify(r.header->data_event);
+  notify(r.control->data_event);
 }
 
 // True once shmbusd deleted the topic (Region::mark_deleted).
@@ -348,7 +349,7 @@ inline void store_private_gate(ConsumerState& c) noexcept {
 // Wakes producers blocked on a full ring, after a skip or seek moved the gate
 // (rare: the full, fenced notify; a release only hints, see publish_hazard).
 inline void room_made(const Ring& r) noexcept {
-  if (r.policy == Policy::Block) notify(r.header->space_event);
+  if (r.policy == Policy::Block) notify(r.control->space_event);
 }
 
 inline void publish_hazard(const Ring& r, ConsumerState& c) noexcept {
@@ -363,7 +364,7 @@ inline void publish_hazard(const Ring& r, ConsumerState& c) noexcept {
   // moment may miss it; it is then woken by our notify() before we wait
   // (Subscriber::wait_then) or by its own re-check (kSpaceRecheck). See
   // docs/memory-ordering.md, "Event counts".
-  if (r.policy == Policy::Block) notify_hint(r.header->space_event);
+  if (r.policy == Policy::Block) notify_hint(r.control->space_event);
 }
 
 // Releases held entry `index`: producers may reuse its slot.

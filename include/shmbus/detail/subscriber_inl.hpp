@@ -153,7 +153,7 @@ inline Status Subscriber::wait_then(std::chrono::nanoseconds timeout, Attempt&& 
   if (result != Status::WouldBlock) return result;
   // Before we wait: the fenced notify that a release leaves out, so that a
   // producer that missed one of our hints does not sleep while we do.
-  if (ring_.policy == Policy::Block) detail::notify(ring_.header->space_event);
+  if (ring_.policy == Policy::Block) detail::notify(ring_.control->space_event);
   const auto ready = [&] {
     // The cheap look first: a spinning wait polls one stamp per turn (and
     // the deleted flag, on a line that is written only by joins).
@@ -161,7 +161,7 @@ inline Status Subscriber::wait_then(std::chrono::nanoseconds timeout, Attempt&& 
     if (result == Status::WouldBlock) result = nothing_to_take();
     return result != Status::WouldBlock;
   };
-  const detail::Waited w = detail::wait_for(ring_.header->data_event, options_.wait, timeout,
+  const detail::Waited w = detail::wait_for(ring_.control->data_event, options_.wait, timeout,
                                             options_.spin, options_.interrupt, ready);
   return detail::status_of(w, result);
 }
