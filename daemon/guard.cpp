@@ -34,7 +34,7 @@ void on_sigbus(int sig, siginfo_t* info, void*) {
   // Not inside a guard: a real bug. Put the earlier action back; a fault
   // (si_code > 0: sent by the kernel) then happens again when the faulting
   // instruction is retried and takes that action with its true siginfo; a
-  // SIGBUS sent by someone is sent again (pending until this handler returns).
+  // SIGBUS sent by someone is sent again.
   (void)::sigaction(SIGBUS, &g_previous, nullptr);
   if (info == nullptr || info->si_code <= 0) (void)::raise(sig);
 }
@@ -62,7 +62,9 @@ void install_sigbus_guard() {
   std::call_once(g_installed, [] {
     struct sigaction sa {};
     sa.sa_sigaction = on_sigbus;
-    sa.sa_flags = SA_SIGINFO;
+    // SA_NODEFER: SIGBUS is not blocked while the handler runs, so leaving it
+    // by siglongjmp needs no mask restored (guarded() saves none).
+    sa.sa_flags = SA_SIGINFO | SA_NODEFER;
     if (::sigemptyset(&sa.sa_mask) != 0 || ::sigaction(SIGBUS, &sa, &g_previous) != 0)
       throw Error(ErrorCode::SystemError,
                   "installing the SIGBUS handler: " + detail::errno_text(errno));

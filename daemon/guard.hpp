@@ -46,14 +46,17 @@ void leave(Frame& f) noexcept;  // f's outer guard is innermost again
 // f called) do not run. So f must be a section that only reads and writes
 // region memory, or whose skipped clean-up is harmless: a held control lock
 // (in region memory: the region is quarantined and never used again), or a
-// partly built status (a bounded leak, once per quarantined topic). Never a
+// partly built status or error, even an exception in flight (a bounded leak,
+// once per quarantined topic). Never a
 // section that holds a process-wide lock (a mutex, malloc's) while it touches
 // the region.
 template <class F>
 [[nodiscard]] bool guarded(F&& f) {
   guard_detail::Frame frame;
-  // Saves the signal mask (1): the jump back unblocks SIGBUS again.
-  if (sigsetjmp(frame.env, 1) != 0) return false;  // the handler already left the frame
+  // The mask is not saved (0, no system call): the handler runs with the
+  // mask of the code it interrupted (SA_NODEFER, empty sa_mask), so jumping
+  // out of it leaves the mask as it was.
+  if (sigsetjmp(frame.env, 0) != 0) return false;  // the handler already left the frame
   guard_detail::enter(frame);
   try {
     std::forward<F>(f)();

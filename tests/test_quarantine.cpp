@@ -2,6 +2,7 @@
 // was handed must not kill shmbusd. The topic is quarantined (Corrupt, still
 // listed, deletable); every other topic keeps working.
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -55,6 +56,9 @@ TEST(DaemonGuard, ASigbusInsideGuardedReturnsFalseAndTheProcessLives) {
     reached = 2;
   }));
   EXPECT_EQ(reached, 1);
+  sigset_t mask;
+  ASSERT_EQ(::pthread_sigmask(SIG_BLOCK, nullptr, &mask), 0);
+  EXPECT_EQ(::sigismember(&mask, SIGBUS), 0) << "SIGBUS left blocked after the jump";
   // Again (the handler left its frame and SIGBUS is unblocked), and nested:
   // the inner guard catches, the outer one completes.
   bool inner = true;
@@ -74,6 +78,14 @@ TEST(DaemonGuardDeathTest, ASigbusOutsideAnyGuardStillKills) {
         VanishedMapping v;
         (void)daemon::guarded([] {});  // a guard entered and left: none active now
         (void)v.p[0];
+      },
+      ::testing::KilledBySignal(SIGBUS), "");
+  // A SIGBUS someone sends, too.
+  EXPECT_EXIT(
+      {
+        daemon::install_sigbus_guard();
+        ::kill(::getpid(), SIGBUS);
+        ::_exit(0);
       },
       ::testing::KilledBySignal(SIGBUS), "");
 }
