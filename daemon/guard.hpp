@@ -47,9 +47,8 @@ void leave(Frame& f) noexcept;  // f's outer guard is innermost again
 // region memory, or whose skipped clean-up is harmless: a held control lock
 // (in region memory: the region is quarantined and never used again), or a
 // partly built status or error, even an exception in flight (a bounded leak,
-// once per quarantined topic). Never a
-// section that holds a process-wide lock (a mutex, malloc's) while it touches
-// the region.
+// once per quarantined topic). Never a section that holds a process-wide lock
+// (a mutex, malloc's) while it touches the region.
 template <class F>
 [[nodiscard]] bool guarded(F&& f) {
   guard_detail::Frame frame;
