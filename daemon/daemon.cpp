@@ -115,6 +115,8 @@ void Daemon::take_bus_lock() {
 
 void Daemon::start() {
   spdlog::set_level(spdlog::level::from_str(config_.log_level));
+  // Before any region is mapped: a client may truncate one (issue 14).
+  install_sigbus_guard();
   sockaddr_un addr{};
   if (socket_path_.size() >= sizeof addr.sun_path)
     throw Error(ErrorCode::InvalidArgument, "socket path '" + socket_path_ + "' is longer than " +

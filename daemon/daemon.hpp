@@ -13,8 +13,10 @@
 #include <string>
 #include <vector>
 
+#include "guard.hpp"
 #include "os.hpp"
 #include "protocol.hpp"
+#include "shmbus/error.hpp"
 #include "shmbus/options.hpp"
 
 namespace shmbus::detail {
@@ -99,7 +101,11 @@ class Daemon {
   struct TopicEntry {
     std::shared_ptr<detail::Region> region;
     // Stuck-sequence detector: per group, the cursor last seen waiting and since when.
-    std::map<std::uint32_t, std::pair<std::uint64_t, std::int64_t>> stuck;
+    std::map<std::uint32_t, std::pair<std::uint64_t, std::int64_t>> stuck{};
+    // Quarantined: its file no longer has the size mapped (a client truncated
+    // it) or an access faulted. Never touched again; only deleting it helps.
+    bool damaged = false;
+    std::string damage{};  // what was found, for the log and the Corrupt replies
   };
   // A reply frame, and the region descriptors that go with it (none, or a
   // topic's data and control segments).
@@ -136,6 +142,11 @@ class Daemon {
   Outgoing attach(Client& c, std::uint32_t id, const std::string& name, bool producer,
                   std::uint32_t a, std::uint32_t b);
   TopicEntry& find(const std::string& name);
+  // The Corrupt error for a quarantined topic, saying how to get rid of it.
+  [[nodiscard]] Error damaged_error(const std::string& name, const TopicEntry& t) const;
+  // t's status, or for a quarantined topic its name and options only
+  // (generation 0, which no intact region has).
+  [[nodiscard]] TopicStatus status_or_damaged(const std::string& name, TopicEntry& t);
   [[nodiscard]] bool allowed(const Client& c, const std::string& topic, Right what) const;
   void require(const Client& c, const std::string& topic, std::initializer_list<Right> any_of,
                const std::string& what) const;
@@ -146,7 +157,19 @@ class Daemon {
   void free_seats_of(const Client& c);
   void free_dead_seats(TopicEntry& t);
   void repair_stuck(const std::string& name, TopicEntry& t);
-  [[nodiscard]] static bool seat_held(const Seat& s, pid_t pid);
+  // False too when the seat's region is damaged: such a seat is forgotten.
+  [[nodiscard]] bool seat_held(const Seat& s, pid_t pid);
+
+  // Issue 14: the daemon never dies of a region it maps. touch() runs f, an
+  // access to t's region, only if the region is intact, and under guarded();
+  // false (and the topic quarantined) when it is not, before or during f.
+  template <class F>
+  bool touch(const std::string& name, TopicEntry& t, F&& f);
+  // The same for the region a seat was attached in, which may be the region
+  // of a deleted (or deleted and re-created) topic.
+  template <class F>
+  bool touch(const Seat& s, F&& f);
+  void quarantine(const std::string& name, TopicEntry& t, std::string why);
   void take_bus_lock();
 
   Config config_;
@@ -164,5 +187,29 @@ class Daemon {
   std::map<int, Client> clients_;
   std::map<std::string, TopicEntry> topics_;
 };
+
+template <class F>
+bool Daemon::touch(const std::string& name, TopicEntry& t, F&& f) {
+  if (t.damaged) return false;
+  std::string why;
+  if (!region_intact(*t.region, why)) {
+    quarantine(name, t, std::move(why));
+    return false;
+  }
+  if (guarded(std::forward<F>(f))) return true;
+  // A SIGBUS in f: the file shrank after the check (or the fault has another
+  // cause the size does not show). If f held the region's control lock, it
+  // stays held: nobody uses a quarantined region again.
+  quarantine(name, t, region_intact(*t.region, why) ? "faulted (SIGBUS) at its size" : why);
+  return false;
+}
+
+template <class F>
+bool Daemon::touch(const Seat& s, F&& f) {
+  if (auto it = topics_.find(s.topic); it != topics_.end() && it->second.region == s.region)
+    return touch(s.topic, it->second, std::forward<F>(f));
+  // The topic was deleted since the seat was attached: only the seat maps it.
+  return region_intact(*s.region) && guarded(std::forward<F>(f));
+}
 
 }  // namespace shmbus::daemon

@@ -32,16 +32,21 @@ constexpr auto kFree = static_cast<std::uint32_t>(detail::SeatState::Free);
 
 bool Daemon::seat_held(const Seat& s, pid_t pid) {
   const detail::Region& r = *s.region;
+  bool held = false;
   // Relaxed: a check of who holds the seat now; free_* re-checks under the
   // region's control lock before it changes anything.
-  if (s.producer) {
-    const detail::ProducerSeat& p = r.producer(s.a);
-    return p.state.load(std::memory_order_relaxed) != kFree &&
-           p.pid.load(std::memory_order_relaxed) == static_cast<std::uint32_t>(pid);
-  }
-  const detail::MemberSeat& m = r.member(s.a, s.b);
-  return m.state.load(std::memory_order_relaxed) != kFree &&
-         m.pid.load(std::memory_order_relaxed) == static_cast<std::uint32_t>(pid);
+  const bool intact = touch(s, [&] {
+    if (s.producer) {
+      const detail::ProducerSeat& p = r.producer(s.a);
+      held = p.state.load(std::memory_order_relaxed) != kFree &&
+             p.pid.load(std::memory_order_relaxed) == static_cast<std::uint32_t>(pid);
+    } else {
+      const detail::MemberSeat& m = r.member(s.a, s.b);
+      held = m.state.load(std::memory_order_relaxed) != kFree &&
+             m.pid.load(std::memory_order_relaxed) == static_cast<std::uint32_t>(pid);
+    }
+  });
+  return intact && held;
 }
 
 void Daemon::free_seats_of(const Client& c) {
@@ -51,12 +56,16 @@ void Daemon::free_seats_of(const Client& c) {
   for (const Seat& s : c.seats) {
     // The region the seat was attached in (kept alive by the seat), even if
     // the topic was deleted or re-created since; indices were checked then.
+    // A damaged region is left as it is: nobody can use it any more.
     detail::Region& r = *s.region;
     try {
-      if (s.producer)
-        r.free_producer(s.a, static_cast<std::uint32_t>(c.pid));
-      else
-        r.free_member(s.a, s.b, static_cast<std::uint32_t>(c.pid));
+      const bool intact = touch(s, [&] {
+        if (s.producer)
+          r.free_producer(s.a, static_cast<std::uint32_t>(c.pid));
+        else
+          r.free_member(s.a, s.b, static_cast<std::uint32_t>(c.pid));
+      });
+      if (!intact) spdlog::debug("seat of pid {} in the damaged topic '{}' left", c.pid, s.topic);
     } catch (const std::exception& e) {
       spdlog::warn("freeing seats of pid {}: {}", c.pid, e.what());
     }
@@ -90,9 +99,11 @@ void Daemon::adopt_regions() {
             file, st.st_uid, st.st_mode & 0777, name);
         continue;
       }
-      topics_[name] = TopicEntry{std::move(region), {}};
-      spdlog::info("adopted topic '{}' (tail {})", name,
-                   topics_[name].region->header().tail.load(std::memory_order_relaxed));
+      TopicEntry& t = topics_[name] = TopicEntry{std::move(region)};
+      std::uint64_t tail = 0;
+      // Relaxed: a number for the log line.
+      if (touch(name, t, [&] { tail = t.region->header().tail.load(std::memory_order_relaxed); }))
+        spdlog::info("adopted topic '{}' (tail {})", name, tail);
     } catch (const std::exception& ex) {
       spdlog::warn("not adopting /dev/shm/{}: {}", file, ex.what());
     }
@@ -176,16 +187,31 @@ void Daemon::repair_stuck(const std::string& name, TopicEntry& t) {
 }
 
 void Daemon::housekeeping() {
-  for (auto& [name, t] : topics_) {
+  // Each topic checked and guarded on its own: a damaged one is quarantined
+  // (and skipped from then on), the others are served as ever.
+  for (auto it = topics_.begin(); it != topics_.end(); ++it) {
+    const std::string& name = it->first;
+    TopicEntry& t = it->second;
     try {
-      free_dead_seats(t);
-      repair_stuck(name, t);
+      (void)touch(name, t, [&] {
+        free_dead_seats(t);
+        repair_stuck(name, t);
+      });
     } catch (const std::exception& e) {
       spdlog::warn("housekeeping of '{}': {}", name, e.what());
     }
   }
   // Release: see housekeeping_rounds(). Only this thread writes the count.
   housekeeping_rounds_.fetch_add(1, std::memory_order_release);
+}
+
+void Daemon::quarantine(const std::string& name, TopicEntry& t, std::string why) {
+  if (t.damaged) return;
+  t.damaged = true;
+  t.damage = "its region /dev/shm/" + t.region->shm_name() + " " + why;
+  t.stuck.clear();
+  spdlog::warn("topic '{}': {}; quarantined (delete it: shmbus topic delete {})", name, t.damage,
+               name);
 }
 
 }  // namespace shmbus::daemon

@@ -104,6 +104,24 @@ Daemon::TopicEntry& Daemon::find(const std::string& name) {
   return it->second;
 }
 
+Error Daemon::damaged_error(const std::string& name, const TopicEntry& t) const {
+  return Error(ErrorCode::Corrupt, "topic '" + name + "' on bus '" + config_.bus +
+                                       "' is damaged (" + t.damage +
+                                       ") and quarantined; delete it and create it again "
+                                       "(shmbus topic delete " +
+                                       name + ")");
+}
+
+TopicStatus Daemon::status_or_damaged(const std::string& name, TopicEntry& t) {
+  TopicStatus s;
+  // A SIGBUS inside status_of leaks the status it was building (see guarded).
+  if (touch(name, t, [&] { s = detail::status_of(name, *t.region); })) return s;
+  s = TopicStatus{};
+  s.name = name;
+  s.options = detail::options_of(*t.region);  // the validated copies, not the mapping
+  return s;
+}
+
 Daemon::Outgoing Daemon::on(Client&, std::uint32_t id, const proto::Hello&) {
   return {reply(proto::HelloReply{config_.bus, static_cast<std::uint32_t>(::getpid())}, id)};
 }
@@ -119,7 +137,7 @@ Daemon::Outgoing Daemon::on(Client& c, std::uint32_t id, const proto::CreateTopi
   if (o.max_members == 0) o.max_members = d.max_members;
   o.mode = 0600;  // only shmbusd maps by name; clients get a descriptor
   auto region = detail::Region::create(region_name(config_.bus, m.name), m.name, o);
-  topics_[m.name] = TopicEntry{region, {}};
+  topics_[m.name] = TopicEntry{region};
   spdlog::info("pid {} uid {} created topic '{}' ({} x {} B, policy {})", c.pid, c.uid, m.name,
                o.slot_count, o.slot_size, static_cast<int>(o.policy));
   return {reply(proto::TopicReply{m.name, detail::options_of(*region)}, id),
@@ -127,9 +145,11 @@ Daemon::Outgoing Daemon::on(Client& c, std::uint32_t id, const proto::CreateTopi
 }
 
 Daemon::Outgoing Daemon::on(Client& c, std::uint32_t id, const proto::OpenTopic& m) {
-  const TopicEntry& t = find(m.name);
+  TopicEntry& t = find(m.name);
   require(c, m.name, {Right::Publish, Right::Subscribe},
           "open (neither publish to nor subscribe to)");
+  // Only the size check: a client given a damaged region would fault in it.
+  if (!touch(m.name, t, [] {})) throw damaged_error(m.name, t);
   return {reply(proto::TopicReply{m.name, detail::options_of(*t.region)}, id),
           region_fds(c, m.name, *t.region)};
 }
@@ -138,8 +158,10 @@ Daemon::Outgoing Daemon::on(Client& c, std::uint32_t id, const proto::DeleteTopi
   require(c, m.name, {Right::Create}, "delete");
   const auto it = topics_.find(m.name);
   const bool adopted = it != topics_.end();
-  if (adopted && m.if_unused) {
-    const TopicStatus s = detail::status_of(m.name, *it->second.region);
+  // A damaged topic has no users worth asking about (none can use it): it is
+  // deleted, with or without if_unused.
+  if (adopted && m.if_unused && !it->second.damaged) {
+    const TopicStatus s = status_or_damaged(m.name, it->second);
     std::uint32_t members = 0;
     for (const GroupStatus& g : s.groups)
       members += g.members;
@@ -151,13 +173,17 @@ Daemon::Outgoing Daemon::on(Client& c, std::uint32_t id, const proto::DeleteTopi
   }
   // Tell everyone who has it mapped before the name goes: waits end, and
   // publishers and (once drained) subscribers get Status::TopicDeleted.
-  if (adopted) it->second.region->mark_deleted();
+  if (adopted) (void)touch(m.name, it->second, [&] { it->second.region->mark_deleted(); });
   // A region file the daemon did not adopt (stale layout, foreign owner):
   // deleting it is how one gets rid of it.
   const bool removed = detail::Region::remove(region_name(config_.bus, m.name));
   if (!adopted && !removed) find(m.name);  // throws NotFound
+  const bool damaged = adopted && it->second.damaged;
   if (adopted) topics_.erase(it);
-  spdlog::info("pid {} deleted {}topic '{}'", c.pid, adopted ? "" : "the unadopted region of ",
+  spdlog::info("pid {} deleted {}topic '{}'", c.pid,
+               !adopted  ? "the unadopted region of "
+               : damaged ? "the damaged "
+                         : "",
                m.name);
   return {reply(proto::Ok{}, id)};
 }
@@ -168,14 +194,16 @@ Daemon::Outgoing Daemon::on(Client& c, std::uint32_t id, const proto::ListTopics
   for (auto& [name, t] : topics_)
     if (allowed(c, name, Right::Publish) || allowed(c, name, Right::Subscribe) ||
         allowed(c, name, Right::Create))
-      list.topics.push_back(detail::status_of(name, *t.region));
+      list.topics.push_back(status_or_damaged(name, t));
   return {reply(list, id)};
 }
 
 Daemon::Outgoing Daemon::on(Client& c, std::uint32_t id, const proto::Describe& m) {
-  const TopicEntry& t = find(m.name);
+  TopicEntry& t = find(m.name);
   require(c, m.name, {Right::Publish, Right::Subscribe, Right::Create}, "describe");
-  return {reply(proto::Description{detail::status_of(m.name, *t.region)}, id)};
+  TopicStatus s = status_or_damaged(m.name, t);
+  if (t.damaged) throw damaged_error(m.name, t);
+  return {reply(proto::Description{std::move(s)}, id)};
 }
 
 // Moving or removing a group's position is consuming on its behalf: the
@@ -183,7 +211,7 @@ Daemon::Outgoing Daemon::on(Client& c, std::uint32_t id, const proto::Describe& 
 Daemon::Outgoing Daemon::on(Client& c, std::uint32_t id, const proto::DeleteGroup& m) {
   TopicEntry& t = find(m.topic);
   require(c, m.topic, {Right::Subscribe}, "delete a group of");
-  t.region->delete_group(m.group);
+  if (!touch(m.topic, t, [&] { t.region->delete_group(m.group); })) throw damaged_error(m.topic, t);
   t.stuck.clear();  // group indices may be reused
   spdlog::info("pid {} deleted group '{}' of topic '{}'", c.pid, m.group, m.topic);
   return {reply(proto::Ok{}, id)};
@@ -192,7 +220,9 @@ Daemon::Outgoing Daemon::on(Client& c, std::uint32_t id, const proto::DeleteGrou
 Daemon::Outgoing Daemon::on(Client& c, std::uint32_t id, const proto::ResetGroup& m) {
   TopicEntry& t = find(m.topic);
   require(c, m.topic, {Right::Subscribe}, "reset a group of");
-  const std::uint64_t at = t.region->reset_group(m.group, m.to);
+  std::uint64_t at = 0;
+  if (!touch(m.topic, t, [&] { at = t.region->reset_group(m.group, m.to); }))
+    throw damaged_error(m.topic, t);
   spdlog::info("pid {} reset group '{}' of topic '{}' to {}", c.pid, m.group, m.topic, at);
   return {reply(proto::Ok{}, id)};
 }
@@ -207,9 +237,10 @@ Daemon::Outgoing Daemon::on(Client& c, std::uint32_t id, const proto::AttachMemb
 
 Daemon::Outgoing Daemon::attach(Client& c, std::uint32_t id, const std::string& name, bool producer,
                                 std::uint32_t a, std::uint32_t b) {
-  const TopicEntry& t = find(name);
+  TopicEntry& t = find(name);
   require(c, name, {producer ? Right::Publish : Right::Subscribe},
           producer ? "publish to" : "subscribe to");
+  if (!touch(name, t, [] {})) throw damaged_error(name, t);
   const detail::Region& reg = *t.region;
   const bool in_range =
       producer ? a < reg.max_producers() : a < reg.max_groups() && b < reg.max_members();
