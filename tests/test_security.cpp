@@ -335,8 +335,7 @@ TEST(Forging, ASubscribeOnlyUidCannotWriteAMessage) {
   });
   EXPECT_EQ(wait_child(attacker, 60s), 0);
   // A second unprivileged uid with the publish right gets a writable topic.
-  Bus root = Bus::connect(f.options());
-  auto sub = root.subscriber("pub.a", SubscriberOptions{.group = "", .start = StartFrom::Earliest});
+  // (Forked before this process connects: a child of a single-threaded parent.)
   const pid_t publisher = spawn([&]() -> int {
     if (!become(kSecond)) return 10;
     Bus bus = Bus::connect(opts);
@@ -344,7 +343,9 @@ TEST(Forging, ASubscribeOnlyUidCannotWriteAMessage) {
     return p.publish(bytes_of("legit")) == Status::Ok ? 0 : 11;
   });
   EXPECT_EQ(wait_child(publisher, 60s), 0);
-  // The root subscriber has exactly what was published: nothing forged.
+  // A root subscriber from the start has exactly what was published: nothing forged.
+  Bus root = Bus::connect(f.options());
+  auto sub = root.subscriber("pub.a", SubscriberOptions{.group = "", .start = StartFrom::Earliest});
   Sample sm;
   ASSERT_EQ(sub->receive(sm, 5s), Status::Ok);
   EXPECT_EQ(std::string(reinterpret_cast<const char*>(sm.data().data()), sm.data().size()),
