@@ -68,7 +68,7 @@ void scribble_value(const std::string& shm_name, std::uint64_t offset, std::size
 }
 
 struct Tally {
-  std::array<int, static_cast<int>(Target::kCount)> trials{}, failed{}, pending_like{};
+  std::array<int, static_cast<int>(Target::kCount)> trials{}, failed{}, pending_like{}, reported{};
 };
 
 // The drain, in a forked child: bounded calls of receive(timeout), each timed.
@@ -269,7 +269,56 @@ void run_trial(int trial, Tally& tally) {
     }
   }
   if (!ok) ++tally.failed[static_cast<int>(target)];
+  if (ok && (v(kFatal) != 0 || v(kOpenError) != 0)) ++tally.reported[static_cast<int>(target)];
   ::munmap(rep, sizeof(SharedCounters));
+}
+
+// The other side of the check: a producer that holds a claim (a loan) for
+// many timed-out waits is never taken for damage, under every policy, for a
+// private and a named group, in the ring's first lap and in later ones.
+TEST(Corruption, ASlowProducerIsNeverTakenForDamage) {
+  for (const Policy policy : {Policy::Block, Policy::Overwrite})
+    for (const bool named : {false, true})
+      for (const std::uint64_t before : {std::uint64_t{3}, std::uint64_t{kSlots + 5}}) {
+        SCOPED_TRACE(::testing::Message()
+                     << "policy " << static_cast<int>(policy) << (named ? " named" : " private")
+                     << ", " << before << " published before");
+        ScopedTopic t("slowprod", ring_options(kSlots, 64, policy));
+        SubscriberOptions so;
+        if (named) so.group = "g";
+        auto sub = t.topic.subscriber(so);
+        PublisherOptions po;
+        po.timeout = 0ms;
+        Publisher pub = t.topic.publisher(po);
+        Publisher other = t.topic.publisher(po);
+        std::uint64_t next = 0;
+        for (; next < before; ++next) {
+          const auto v = payload_of(next);
+          ASSERT_EQ(pub.publish(std::as_bytes(std::span(v))), Status::Ok);
+          Sample s;
+          ASSERT_EQ(sub->try_receive(s), Status::Ok);
+        }
+        Loan slow = pub.loan(16);  // claims `next`, and sits on it
+        ASSERT_TRUE(slow);
+        const auto later = payload_of(next + 1);  // published behind the slow claim
+        ASSERT_EQ(other.publish(std::as_bytes(std::span(later))), Status::Ok);
+        for (int i = 0; i < 5; ++i) {
+          Sample s;
+          ASSERT_EQ(sub->receive(s, 2ms), Status::Timeout);
+        }
+        EXPECT_EQ(sub->position(), next);
+        EXPECT_EQ(sub->corrupt(), 0u);
+        const auto v = payload_of(next);
+        std::memcpy(slow.data().data(), v.data(), sizeof v);
+        ASSERT_EQ(slow.publish(sizeof v), Status::Ok);
+        for (std::uint64_t want : {next, next + 1}) {
+          Sample s;
+          ASSERT_EQ(sub->receive(s, 1s), Status::Ok);
+          EXPECT_EQ(s.sequence(), want);
+        }
+        EXPECT_EQ(sub->corrupt(), 0u);
+        EXPECT_EQ(sub->lost(), 0u);
+      }
 }
 
 TEST(Corruption, ARandomlyScribbledRegionNeverHangsOrCrashesAConsumer) {
@@ -277,8 +326,11 @@ TEST(Corruption, ARandomlyScribbledRegionNeverHangsOrCrashesAConsumer) {
   for (int trial = 0; trial < kTrials; ++trial)
     run_trial(trial, tally);
   for (int k = 0; k < static_cast<int>(Target::kCount); ++k)
-    std::printf("  %-13s %2d trials, %2d failed, %2d stopped at a slot that looks mid-write\n",
-                kTargetNames[k], tally.trials[k], tally.failed[k], tally.pending_like[k]);
+    std::printf(
+        "  %-13s %2d trials, %2d failed, %2d ended on a damaged-topic Corrupt, %2d stopped at a "
+        "slot that looks mid-write\n",
+        kTargetNames[k], tally.trials[k], tally.failed[k], tally.reported[k],
+        tally.pending_like[k]);
 }
 
 }  // namespace
