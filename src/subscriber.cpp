@@ -55,7 +55,7 @@ Stall check_stalled(const Ring& r, ConsumerState& c) noexcept {
     c.group->corrupt.fetch_add(1, std::memory_order_relaxed);  // relaxed: a counter
     return Stall::Skipped;
   }
-  if (tail - at <= r.count && pending(st, at, r.count)) return Stall::Waiting;
+  if (tail - at <= r.count && claim_pending(st, at, r.count)) return Stall::Waiting;
   // The stamp contradicts the claim of `at` or of at + count. Either it was
   // damaged, or the tail was: a real tail's last claim shows at least its
   // floor, so a tail that fails this was written by something else.
