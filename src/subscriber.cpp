@@ -9,6 +9,66 @@
 
 namespace shmbus {
 
+namespace detail {
+
+namespace {
+// True when the slot of s shows s (or a later occupant) complete.
+bool completed(const Ring& r, std::uint64_t s) noexcept {
+  // Relaxed: after the caller's acquire load of the tail; nothing is read
+  // through it. The caller asks only once it found damage, and a stale value
+  // only picks the other remedy.
+  return r.slot(s).stamp.load(std::memory_order_relaxed) >= stamp_published(s);
+}
+}  // namespace
+
+// See ring.hpp ("a position that stays unpublished") for why nothing here can
+// mistake a live producer, however slow, for damage.
+Stall check_stalled(const Ring& r, ConsumerState& c) noexcept {
+  // Acquire (a named group's cursor): pairs with the release of whoever set it
+  // (C4, advance, seek, a start), so the tail load below is no older than a
+  // tail that setter read or a claim whose stamp it acquired: without damage,
+  // the position is at most the tail we read. A private group's position is
+  // our own.
+  const std::uint64_t at = c.is_private ? c.pos : c.group->cursor.load(std::memory_order_acquire);
+  // Acquire: pairs with the claims (J1: the tail's seq_cst stores and CASes,
+  // one release sequence), so each claim below it, and the P0 load its
+  // producer made first, happen before the stamp loads below.
+  const std::uint64_t tail = r.header->tail.load(std::memory_order_acquire);
+  // Acquire: as C1; after the tail's load (see above).
+  const std::uint64_t st = r.slot(at).stamp.load(std::memory_order_acquire);
+  if (st >= stamp_published(at) || at == tail) return Stall::Waiting;  // take() decides
+  const auto report = [&] {
+    if (c.damage_reported) return Stall::Waiting;
+    c.damage_reported = true;
+    return Stall::Damaged;
+  };
+  if (at > tail) {
+    // Past every claim. If the message before the position is complete, the
+    // position is sound and the tail was damaged (producers will reuse
+    // sequences): say so once. Otherwise the cursor was: resume at the oldest
+    // message the ring retains, as a lapped reader does, re-delivering rather
+    // than losing what the group may not have taken.
+    if (completed(r, at - 1)) return report();
+    const std::uint64_t to = r.oldest(tail);
+    r.raise_jump_mark(to);  // a move other than by taking (TopicHeader::jump_mark)
+    if (!advance(r, c, at, to)) return Stall::Waiting;         // another member moved it
+    c.group->corrupt.fetch_add(1, std::memory_order_relaxed);  // relaxed: a counter
+    return Stall::Skipped;
+  }
+  if (tail - at <= r.count && claim_pending(st, at, r.count)) return Stall::Waiting;
+  // The stamp contradicts the claim of `at` or of at + count. Either it was
+  // damaged, or the tail was: a real tail's last claim shows at least its
+  // floor, so a tail that fails this was written by something else.
+  if (tail > r.count &&
+      r.slot(tail - 1).stamp.load(std::memory_order_relaxed) < claim_floor(tail - 1, r.count))
+    return report();  // relaxed: after the tail's acquire, as in completed()
+  if (!advance(r, c, at, at + 1)) return Stall::Waiting;
+  c.group->corrupt.fetch_add(1, std::memory_order_relaxed);  // relaxed: a counter
+  return Stall::Skipped;
+}
+
+}  // namespace detail
+
 namespace {
 constexpr auto kActive = static_cast<std::uint32_t>(detail::SeatState::Active);
 constexpr auto kFree = static_cast<std::uint32_t>(detail::SeatState::Free);

@@ -500,6 +500,28 @@ expect_rc 3 "topic delete of a deleted topic"
 run cli topic list
 expect_no_match '^orders ' "$out" "orders is no longer listed"
 
+# ---- a damaged topic --------------------------------------------------------------
+
+# A stray write over the stamp of sequence 17 (ring slot 2: slots fill in the order
+# 0, 2, 1, 3 within each block of four) with a value no producer leaves: `sub`
+# skips it, says so on stderr with the group's corrupt count, and goes on.
+run cli topic create damaged --slots 16 --slot-size 64
+expect_rc 0 "topic create damaged"
+run cli pub damaged < <(seq -f 'm%g' 0 19)
+expect_rc 0 "pub of twenty lines to damaged"
+region=/dev/shm/shmbus."$bus".damaged
+stride=$(od -An -t u4 -j 40 -N 4 "$region" | tr -d ' ')
+slots=$(od -An -t u8 -j 80 -N 8 "$region" | tr -d ' ')
+printf '\001\000\000\000\000\000\000\000' |
+  dd of="$region" bs=1 seek=$((slots + 2 * stride)) conv=notrunc status=none
+run cli sub damaged --from earliest --timeout 1
+expect_rc 0 "sub of a topic with a damaged slot drains the rest"
+expect_out "$(seq -f 'm%g' 4 16; echo m18; echo m19)" "sub skips only the damaged message"
+expect_match "^shmbus: topic 'damaged' is damaged: .*\(corrupt count 1\)\$" "$err" \
+  "sub names the damaged topic and its corrupt count"
+run cli topic delete damaged
+expect_rc 0 "topic delete damaged"
+
 # ---- daemon ---------------------------------------------------------------------
 
 run cli daemon status

@@ -48,6 +48,7 @@ int cmd_sub(const Globals& g, const SubArgs& a) {
   auto last = Clock::now();
   int rc = kExitOk;
   bool idle_end = false;  // stopped by --timeout
+  std::uint64_t corrupt_seen = sub->corrupt();
   for (;;) {
     if (a.count != 0 && received >= a.count) break;
     if (stop_requested()) {
@@ -62,7 +63,24 @@ int cmd_sub(const Globals& g, const SubArgs& a) {
       wait = std::clamp(left, std::chrono::nanoseconds(0), wait);
     }
     MessageInfo info;
+    const std::uint64_t position = sub->position();
     const Status st = sub->receive_copy(buffer, info, wait);
+    if (st == Status::Corrupt || sub->corrupt() != corrupt_seen) {
+      // Corrupt with the position unmoved: nothing was skipped, the topic's
+      // tail contradicts its slots (Subscriber::receive), so nothing more can
+      // be trusted to come.
+      const bool fatal = st == Status::Corrupt && sub->position() == position;
+      corrupt_seen = sub->corrupt();
+      note(strf("topic '%s' is damaged: %s (corrupt count %" PRIu64 ")", a.topic.c_str(),
+                fatal ? "its tail contradicts its slots, giving up"
+                      : "skipped messages with an invalid header",
+                corrupt_seen));
+      if (fatal) {
+        rc = kExitError;
+        break;
+      }
+      if (st == Status::Corrupt) continue;
+    }
     if (st == Status::Timeout || st == Status::WouldBlock) {
       if (timed && Clock::now() >= last + idle_limit) {
         // Without --count, --timeout drains: quiet after something came is done.
@@ -78,10 +96,6 @@ int cmd_sub(const Globals& g, const SubArgs& a) {
                 a.topic.c_str()));
       rc = kExitTopicDeleted;
       break;
-    }
-    if (st == Status::Corrupt) {
-      note(strf("skipped a message of topic '%s' with an invalid header", a.topic.c_str()));
-      continue;
     }
     if (st != Status::Ok) fail(kExitError, std::string("receive: ") + to_string(st));
     line.clear();

@@ -119,6 +119,12 @@ class Subscriber {
   // published before that was taken by the group (every receive call alike).
   [[nodiscard]] Status try_receive(Sample& out) noexcept;
   // Waits up to `timeout` for the next message (Status::Timeout if none came).
+  // Every receive call below whose wait times out (or that waited a second)
+  // checks whether the position is stuck on damage, never on a slow producer:
+  // a slot whose stamp contradicts the tail is skipped and counted in
+  // corrupt(), a cursor past the tail goes back to the oldest retained message
+  // (counted once), both returning Status::Corrupt; a damaged tail returns
+  // Status::Corrupt once with position() unchanged. try_receive never does.
   [[nodiscard]] Status receive(Sample& out, std::chrono::nanoseconds timeout) noexcept;
   // Takes up to `max` consecutive ready messages with one claim; waits up to
   // `timeout` for the first.
@@ -171,6 +177,10 @@ class Subscriber {
   Status reject_corrupt(std::uint32_t hold) noexcept;
   template <class Attempt>
   Status wait_then(std::chrono::nanoseconds timeout, Attempt&& attempt) noexcept;
+  // wait_then, checking a position stuck that long for damage (detail::check_stalled).
+  static constexpr std::chrono::nanoseconds kStallCheck = std::chrono::seconds(1);
+  template <class Attempt>
+  Status wait_checked(std::chrono::nanoseconds timeout, Attempt&& attempt) noexcept;
 
   std::shared_ptr<detail::Region> region_;
   SubscriberOptions options_;

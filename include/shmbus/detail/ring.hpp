@@ -319,6 +319,7 @@ struct ConsumerState {
   std::uint32_t held_count = 0;
   std::uint64_t held_min = kNone;
   std::array<std::uint64_t, kMaxHeld> held{};  // sequence held, or kNone
+  bool damage_reported = false;                // check_stalled returned Damaged (it does so once)
 };
 
 // Records that seq is held; returns its entry. A free entry must exist.
@@ -528,6 +529,57 @@ inline void seek(const Ring& r, ConsumerState& c, std::uint64_t sequence) noexce
   // Relaxed: a snapshot for reporting.
   return c.is_private ? c.pos : c.group->cursor.load(std::memory_order_relaxed);
 }
+
+// ---- a position that stays unpublished: a slow producer, or damage? ----------
+// A reader that finds nothing to take cannot tell at once a producer still
+// writing from a slot or header a stray write damaged. When a wait times out
+// (Subscriber::wait_checked) it asks check_stalled, which decides from what
+// only damage can produce, never from how long it waited:
+//
+// A producer claims s (the tail passes s) only after it saw the slot's
+// previous occupant s - count complete (P0, or the gate proof in slot_free):
+// its stamp at least claim_floor(s). Stamps only grow, and until s is
+// published or abandoned no one else writes that slot: the claim of
+// s + count waits for s in turn. So while a live producer (however slow)
+// holds s, the slot shows one of claim_pending(s): the previous occupant's final
+// stamp, or writing(s) (overwrite); and the tail is at most s + count.
+// Reading the tail with acquire before the stamp makes this hold for what we
+// read, not only in real time: the claim of every sequence below the tail,
+// and the P0 load made before it, happen before our stamp load, which by
+// read-read coherence sees at least what P0 saw. A shmbusd repair only raises
+// a stamp (abandon_unpublished, to abandoned(s)). Hence a position below the
+// tail whose stamp is below published(s) and not in claim_pending(s), or one more
+// than a ring below the tail, shows damage to that stamp or to the tail; and
+// a position above the tail, damage to the cursor or the tail (whoever set a
+// cursor read a tail at least as high, or acquired a stamp whose claim made
+// it so, before its release; we acquire the cursor before the tail).
+//
+// A stuck claim of a dead producer also shows claim_pending(s): check_stalled
+// leaves it alone (shmbusd abandons it after ~1 s when no live producer lists
+// it in flight; on a daemonless topic the reader waits, as before).
+
+// The lowest stamp the slot of a claimed sequence s can show (see above).
+constexpr std::uint64_t claim_floor(std::uint64_t s, std::uint64_t count) noexcept {
+  return s >= count ? stamp_published(s - count) : 0;
+}
+
+// True when stamp `st` of claimed sequence s is one a live producer can leave
+// while it writes s: the previous occupant's final stamp, or writing(s).
+constexpr bool claim_pending(std::uint64_t st, std::uint64_t s, std::uint64_t count) noexcept {
+  if (st == stamp_writing(s)) return true;
+  return s >= count ? st == claim_floor(s, count) || st == stamp_abandoned(s - count) : st == 0;
+}
+
+enum class Stall : std::uint8_t {
+  Waiting,  // nothing a reader can prove wrong: not claimed yet, or being written
+  Skipped,  // the position's slot (or the group's cursor) was damaged: counted
+            // in the group's corrupt count and moved past (or back into the ring)
+  Damaged,  // the tail contradicts the slots: reported once, the position stays
+};
+
+// Looks at the position a wait timed out on; `c` is the caller's own state.
+// Out of line (src/subscriber.cpp): it runs only after a wait timed out.
+[[nodiscard]] Stall check_stalled(const Ring& r, ConsumerState& c) noexcept;
 
 // A group that has just become gating (its first member joined, under the
 // control lock) starts no lower than what a producer that cached the gate

@@ -166,15 +166,32 @@ inline Status Subscriber::wait_then(std::chrono::nanoseconds timeout, Attempt&& 
   return detail::status_of(w, result);
 }
 
+// wait_then in slices of at most kStallCheck. A slice that times out asks
+// whether the position is stuck on damage rather than on a slow producer (off
+// the hot path: only once there was nothing to take for a whole slice).
+template <class Attempt>
+inline Status Subscriber::wait_checked(std::chrono::nanoseconds timeout,
+                                       Attempt&& attempt) noexcept {
+  for (;;) {
+    const std::chrono::nanoseconds slice = std::min(timeout, kStallCheck);
+    const Status st = wait_then(slice, attempt);
+    if (st != Status::Timeout) [[likely]]
+      return st;
+    if (detail::check_stalled(ring_, state_) != detail::Stall::Waiting) return Status::Corrupt;
+    if (timeout <= slice) return Status::Timeout;
+    timeout -= slice;  // at least a slice passed, so this never waits longer than asked
+  }
+}
+
 inline Status Subscriber::receive(Sample& out, std::chrono::nanoseconds timeout) noexcept {
-  return wait_then(timeout, [&] { return take_one(out); });
+  return wait_checked(timeout, [&] { return take_one(out); });
 }
 
 inline Status Subscriber::receive_batch(Batch& out, std::size_t max,
                                         std::chrono::nanoseconds timeout) noexcept {
   if (max == 0) return Status::Invalid;
   const auto limit = static_cast<std::uint32_t>(std::min<std::size_t>(max, ring_.count));
-  return wait_then(timeout, [&] {
+  return wait_checked(timeout, [&] {
     detail::Taken t;
     const Status st = detail::take(ring_, state_, limit, t);
     if (st != Status::Ok) return st;
@@ -209,7 +226,7 @@ copy_racy(std::byte* dst, const std::byte* src, std::size_t n) noexcept {
 inline Status Subscriber::receive_copy(std::span<std::byte> buffer, MessageInfo& info,
                                        std::chrono::nanoseconds timeout) noexcept {
   if (buffer.size() < ring_.slot_size) return Status::TooLarge;
-  return wait_then(timeout, [&] {
+  return wait_checked(timeout, [&] {
     for (;;) {
       Sample s;
       const Status st = take_one(s);
