@@ -162,9 +162,16 @@ void run_trial(int trial, Tally& tally) {
 
   const std::string shm = region_name("default", t.name);
   auto region = detail::Region::open(shm);
+  // Slots and the tail are in the data segment, groups in the control segment.
+  std::string file = shm;
   const auto* base = reinterpret_cast<const std::byte*>(&region->header());
+  const auto* control = reinterpret_cast<const std::byte*>(&region->control());
   const auto off = [&](const void* p) {
     return static_cast<std::uint64_t>(reinterpret_cast<const std::byte*>(p) - base);
+  };
+  const auto off_control = [&](const void* p) {
+    file = detail::control_name(shm);
+    return static_cast<std::uint64_t>(reinterpret_cast<const std::byte*>(p) - control);
   };
   std::uint32_t g = 0;  // the trial's only group
   while (region->group(g).state.load(std::memory_order_relaxed) == 0)
@@ -192,10 +199,10 @@ void run_trial(int trial, Tally& tally) {
       field = off(&region->header().abandoned);
       break;
     case Target::Cursor:
-      field = off(&region->group(g).cursor);
+      field = off_control(&region->group(g).cursor);
       break;
     case Target::Member:
-      field = off(&region->member(g, 0));
+      field = off_control(&region->member(g, 0));
       width = offsetof(detail::MemberSeat, received) + 8;
       break;
     case Target::kCount:
@@ -211,11 +218,11 @@ void run_trial(int trial, Tally& tally) {
   if (small_value) {
     at = target == Target::Member ? 8 * pick(0, width / 8 - 1) : 0;
     n = std::min<std::size_t>(width, 8);
-    scribble_value(shm, field + at, n, pick(0, 2 * tail + 2 * kSlots));
+    scribble_value(file, field + at, n, pick(0, 2 * tail + 2 * kSlots));
   } else {
     at = pick(0, width - 1);
     n = pick(1, std::min<std::uint64_t>(8, width - at));
-    scribble(shm, field + at, n, rng);
+    scribble(file, field + at, n, rng);
   }
   ++tally.trials[static_cast<int>(target)];
   SCOPED_TRACE(::testing::Message()
