@@ -119,6 +119,7 @@ TopicStatus Daemon::status_or_damaged(const std::string& name, TopicEntry& t) {
   s = TopicStatus{};
   s.name = name;
   s.options = detail::options_of(*t.region);  // the validated copies, not the mapping
+  s.damage = t.damage + "; quarantined: delete it (shmbus topic delete " + name + ")";
   return s;
 }
 

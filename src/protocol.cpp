@@ -178,7 +178,7 @@ void put_status(Writer& w, const TopicStatus& t) {
   w.u64(t.published_bytes).u32(static_cast<std::uint32_t>(t.producer_seats.size()));
   for (const ProducerStatus& p : t.producer_seats)
     w.u32(p.seat).u32(p.pid).u64(p.session).u64(p.published).u64(p.published_bytes);
-  w.u64(t.generation).u64(t.abandoned).u8(t.deleted ? 1 : 0);
+  w.u64(t.generation).u64(t.abandoned).u8(t.deleted ? 1 : 0).str(t.damage);
 }
 
 void get_status(Reader& r, TopicStatus& t) {
@@ -208,6 +208,7 @@ void get_status(Reader& r, TopicStatus& t) {
   t.generation = r.u64();
   t.abandoned = r.u64();
   t.deleted = r.flag();
+  t.damage = r.str();
 }
 
 }  // namespace

@@ -34,7 +34,9 @@ namespace shmbus::detail::proto {
 // 4: TopicStatus carries abandoned and deleted, published is the topic's
 //    total; GroupStatus carries overrun and its members; DeleteTopic carries
 //    if_unused; DeleteGroup and ResetGroup.
-inline constexpr std::uint16_t kVersion = 4;
+// 5: a TopicReply carries two descriptors (the data and control segments of
+//    layout version 5); TopicStatus carries damage.
+inline constexpr std::uint16_t kVersion = 5;
 inline constexpr std::uint32_t kMaxFrame = 64 * 1024;         // bytes of a request body
 inline constexpr std::uint32_t kMaxReply = 16 * 1024 * 1024;  // a reply (a long topic list)
 inline constexpr std::size_t kMaxString = 1024;

@@ -52,6 +52,7 @@ void write_topic(JsonWriter& w, const TopicStatus& t) {
   w.key("producers").uint(t.producers);
   w.key("published").uint(t.published);
   w.key("abandoned").uint(t.abandoned);
+  if (!t.damage.empty()) w.key("damage").string(t.damage);
   w.key("groups").begin_array();
   for (const GroupStatus& g : t.groups) {
     w.begin_object();
@@ -115,6 +116,8 @@ int cmd_list(const Globals& g, bool json) {
                     policy_name(t.options.policy), u64(t.tail), u64(t.producers),
                     u64(t.groups.size())});
   print_table(rows);
+  for (const auto& t : topics)
+    if (!t.damage.empty()) note("topic '" + t.name + "' is damaged: " + t.damage);
   return kExitOk;
 }
 

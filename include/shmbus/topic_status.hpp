@@ -55,6 +55,11 @@ struct TopicStatus {
   std::vector<GroupStatus> groups;
   std::uint64_t generation = 0;  // tells a re-created topic of the same name apart
   bool deleted = false;          // deleted while this region was still open
+  // Empty for an intact topic. Otherwise shmbusd found the topic's region
+  // damaged (a file truncated or grown, an access that faulted) and
+  // quarantined it: what it found. The counts above are then zero; delete the
+  // topic and create it again.
+  std::string damage;
 };
 
 }  // namespace shmbus

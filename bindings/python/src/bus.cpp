@@ -89,6 +89,7 @@ py::dict topic_dict(const TopicStatus& t) {
   d["generation"] = t.generation;
   d["abandoned"] = t.abandoned;
   d["deleted"] = t.deleted;
+  d["damage"] = t.damage;
   py::list groups;
   for (const GroupStatus& g : t.groups)
     groups.append(group_dict(g));
@@ -173,6 +174,9 @@ void bind_bus(py::module_& m) {
                     "Sequences given up instead of published (dropped loans, dead producers).")
       .def_readonly("deleted", &TopicStatus::deleted,
                     "The topic was deleted (seen through a Topic opened before).")
+      .def_readonly("damage", &TopicStatus::damage,
+                    "Empty, or what shmbusd found wrong with the topic's region (quarantined: "
+                    "delete the topic and create it again).")
       .def_readonly("published_bytes", &TopicStatus::published_bytes,
                     "Payload bytes published by the live producers (an estimate).")
       .def_readonly("generation", &TopicStatus::generation,
