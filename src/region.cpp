@@ -481,7 +481,7 @@ bool Region::abandon_unpublished(std::uint64_t s) noexcept {
   std::uint64_t st = sl.stamp.load(std::memory_order_acquire);
   // A claim of s is made only once the previous occupant is complete (P0), so
   // a slot claimed for s shows that occupant's final stamp or writing(s).
-  const std::uint64_t floor = s >= ring_.count ? stamp_published(s - ring_.count) : 0;
+  const std::uint64_t floor = claim_floor(s, ring_.count);
   while (st >= floor && st < stamp_published(s)) {
     // Release on success: pairs with C1 like the abandon of a dropped loan.
     // Acquire on failure: the stamp read back is examined as the load above.
