@@ -8,6 +8,7 @@
 // topic.
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -16,6 +17,8 @@
 #include <string>
 
 #include "in_process_daemon.hpp"
+#include "os.hpp"
+#include "protocol.hpp"
 #include "region.hpp"
 
 namespace shmbus::test {
@@ -255,6 +258,60 @@ TEST(SubscribeOnly, DISABLED_ForgedCursorsDoNotLetAProducerLapAnOpenLoan) {
   std::uint64_t got = 0;
   std::memcpy(&got, s.data().data(), 8);
   EXPECT_EQ(got, mine) << "sequence 0 carries another producer's payload";
+}
+
+// A uid with only the create right is handed the new topic's descriptors
+// with the create reply (daemon/requests.cpp, on(CreateTopic) -> region_fds),
+// so it reads every message later published there, which it may not
+// subscribe to, and writes the control segment. DISABLED: fails today
+// (issue 14 review); the create reply of a client without publish or
+// subscribe rights must carry no descriptor.
+TEST(SubscribeOnly, DISABLED_ACreateOnlyUidCannotReadTheTopicItCreated) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to switch uid";
+  BusFixture f;
+  const std::string cfg = f.dir.path + "/shmbusd.toml";
+  std::ofstream(cfg) << "[[topic]]\nname = \"c.*\"\ncreate = { uids = [65534] }\n";
+  DaemonProcess d(f.bus, f.socket, cfg);
+  ASSERT_TRUE(d.start());
+  Steps& steps = *make_steps();
+  const std::string socket = f.socket;
+  const pid_t creator = spawn([&]() -> int {
+    // Every ending says so first: the parent waits for step 1.
+    const auto end = [&](int rc) {
+      finish(steps.child, 1);
+      return rc;
+    };
+    if (::setresgid(kOther, kOther, kOther) != 0 || ::setresuid(kOther, kOther, kOther) != 0)
+      return end(10);
+    namespace proto = detail::proto;
+    const int sock = detail::connect_unix(socket);
+    if (sock < 0) return end(11);
+    if (!detail::send_frame(sock, proto::frame(proto::Hello{"creator"}, 1)) ||
+        !proto::decode_reply<proto::HelloReply>(detail::recv_frame(sock, 10s).body).message)
+      return end(12);
+    if (!detail::send_frame(sock, proto::frame(proto::CreateTopic{"c.a", {}}, 2))) return end(13);
+    detail::Received r = detail::recv_frame(sock, 10s);
+    if (!proto::decode_reply<proto::TopicReply>(r.body).message) return end(14);
+    if (r.fds.size() == 0) return end(0);  // nothing to read through: as it should be
+    struct stat st {};
+    if (::fstat(r.fds[0], &st) != 0) return end(15);
+    const auto size = static_cast<std::size_t>(st.st_size);
+    void* p = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, r.fds[0], 0);
+    if (p == MAP_FAILED) return end(0);
+    finish(steps.child, 1);
+    if (!reached(steps.parent, 1)) return 16;
+    const auto* bytes = static_cast<const char*>(p);
+    return std::string(bytes, size).find("victim-password=hunter2") != std::string::npos ? 17 : 0;
+  });
+  // Root publishes a secret once the creator holds its mapping (or ended).
+  ASSERT_TRUE(reached(steps.child, 1));
+  {
+    Bus root = Bus::connect(f.options());
+    Publisher p = root.publisher("c.a");
+    ASSERT_EQ(p.publish(bytes_of("victim-password=hunter2")), Status::Ok);
+  }
+  finish(steps.parent, 1);
+  EXPECT_EQ(wait_child(creator, 60s), 0) << "17: the create-only uid read the secret";
 }
 
 }  // namespace
