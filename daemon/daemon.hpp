@@ -111,7 +111,7 @@ class Daemon {
   // topic's data and control segments).
   struct Outgoing {
     std::vector<std::byte> frame;
-    detail::Descriptors fds;
+    detail::Descriptors fds{};  // an initializer: replies without descriptors leave it out
   };
   // The descriptors of `t` for client c: the data segment read-only unless c
   // may publish to `topic` (the kernel then refuses any write of its own).
