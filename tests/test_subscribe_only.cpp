@@ -6,6 +6,7 @@
 // seeks, the overrun and abandoned-skip paths under overwrite, the block
 // policy's wake-ups, close and re-join, status(), and the end of a deleted
 // topic.
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -15,6 +16,7 @@
 #include <cstring>
 #include <fstream>
 #include <string>
+#include <thread>
 
 #include "in_process_daemon.hpp"
 #include "os.hpp"
@@ -312,6 +314,108 @@ TEST(SubscribeOnly, DISABLED_ACreateOnlyUidCannotReadTheTopicItCreated) {
   }
   finish(steps.parent, 1);
   EXPECT_EQ(wait_child(creator, 60s), 0) << "17: the create-only uid read the secret";
+}
+
+// A region file another uid planted in /dev/shm under the bus's prefix is not
+// mapped by a (root) daemon at start: adoption checks its owner first. It
+// used to map and read it before that check, waiting up to 1 s for a magic
+// the planter never writes, and a truncation then killed it with SIGBUS.
+TEST(SubscribeOnly, APlantedRegionIsNotMappedByTheAdoptingDaemon) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to plant another uid's file";
+  BusFixture f;
+  const std::string planted = "shmbus." + f.bus + ".planted";
+  const int fd = ::shm_open(planted.c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::fchown(fd, kOther, kOther), 0);
+  ASSERT_EQ(::ftruncate(fd, 1 << 16), 0);  // big enough, and no magic
+  DaemonProcess d(f.bus, f.socket);
+  ASSERT_TRUE(d.start());
+  // Adoption runs before the daemon answers its first request.
+  std::atomic<bool> answered{false};
+  std::thread client([&] {
+    try {
+      (void)Bus::connect(f.options()).topics();
+    } catch (const Error&) {
+      // The daemon died: the checks below say so.
+    }
+    answered.store(true, std::memory_order_release);  // release: read by the loop below
+  });
+  const auto holds_planted = [&] {
+    const std::string dir = "/proc/" + std::to_string(d.pid()) + "/fd";
+    DIR* fds = ::opendir(dir.c_str());
+    if (fds == nullptr) return false;
+    bool found = false;
+    while (dirent* e = ::readdir(fds)) {
+      char target[256] = {};
+      const std::string link = dir + "/" + e->d_name;
+      if (::readlink(link.c_str(), target, sizeof target - 1) > 0 &&
+          std::string(target) == "/dev/shm/" + planted)
+        found = true;
+    }
+    ::closedir(fds);
+    return found;
+  };
+  bool mapped = false;
+  ASSERT_TRUE(wait_until(
+      [&] {
+        mapped = mapped || holds_planted();
+        return mapped || answered.load(std::memory_order_acquire);  // acquire: see above
+      },
+      30s));
+  if (mapped) {
+    EXPECT_EQ(::ftruncate(fd, 0), 0);  // the planter's move
+  }
+  client.join();
+  ::close(fd);
+  EXPECT_FALSE(mapped) << "shmbusd opened another uid's region file";
+  // Still serving (it would have died of SIGBUS reading the truncated file).
+  EXPECT_NO_THROW((void)Bus::connect(f.options()).topics()) << "status " << d.stop();
+  shm_unlink(planted.c_str());
+}
+
+// A daemon that may only read a region of its own (data segment 0400, not root)
+// maps it read-only; adopting it would let a delete or a repair write through
+// that mapping (SIGSEGV, which no guard catches). It is not adopted.
+TEST(SubscribeOnly, ARegionTheDaemonMayNotWriteIsNotAdopted) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to run a daemon as another uid";
+  BusFixture f;
+  const std::string bus = f.bus;
+  const pid_t owner = spawn([&]() -> int {
+    if (::setresgid(kOther, kOther, kOther) != 0 || ::setresuid(kOther, kOther, kOther) != 0)
+      return 10;
+    char dir[] = "/tmp/shmbus-ro-XXXXXX";  // 0700 and ours: a directory the daemon trusts
+    if (::mkdtemp(dir) == nullptr) return 11;
+    const std::string socket = std::string(dir) + "/bus.sock";
+    (void)Topic::create("mine", {.slot_count = 8, .slot_size = 64}, bus);
+    // The data segment only made read-only (its owner may): the control
+    // segment, which open wants writable, stays 0600.
+    if (::chmod(("/dev/shm/" + region_name(bus, "mine")).c_str(), 0400) != 0) return 13;
+    int rc = 0;
+    {
+      DaemonProcess d(bus, socket);
+      if (!d.start()) return 12;
+      BusOptions o;
+      o.bus = bus;
+      o.socket_path = socket;
+      o.autospawn = false;
+      Bus b = Bus::connect(o);
+      try {
+        b.delete_topic("mine");
+      } catch (const Error&) {
+        // NotFound: not adopted.
+      }
+      try {
+        (void)b.topics();
+      } catch (const Error&) {
+        rc = 20;  // the daemon died deleting it
+      }
+    }
+    (void)Topic::remove("mine", bus);
+    ::unlink(socket.c_str());
+    ::rmdir(dir);
+    return rc;
+  });
+  EXPECT_EQ(wait_child(owner, 60s), 0) << "20: shmbusd died deleting a read-only region";
 }
 
 }  // namespace
