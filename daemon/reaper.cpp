@@ -125,6 +125,7 @@ void Daemon::adopt_regions() {
             file);
         continue;
       }
+      region->set_lock_patience(kLockPatience);
       TopicEntry& t = topics_[name] = TopicEntry{std::move(region)};
       std::uint64_t tail = 0;
       // Relaxed: a number for the log line.

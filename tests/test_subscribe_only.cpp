@@ -418,5 +418,52 @@ TEST(SubscribeOnly, ARegionTheDaemonMayNotWriteIsNotAdopted) {
   EXPECT_EQ(wait_child(owner, 60s), 0) << "20: shmbusd died deleting a read-only region";
 }
 
+// A subscribe-only client writes the control lock (it is in the control
+// segment) as held by a live process it cannot be, pid 1, then leaves with a
+// member seat registered. shmbusd, one thread for every topic of the bus,
+// used to wait the lock's full 10 s to free that seat, answering nobody
+// meanwhile (a root client's request timed out), and again at every
+// housekeeping pass. It now waits kLockPatience (300 ms) and retries later.
+TEST(SubscribeOnly, AControlLockHeldByASubscriberDoesNotStallTheDaemon) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to switch uid";
+  BusFixture f;
+  const std::string cfg = f.dir.path + "/shmbusd.toml";
+  std::ofstream(cfg) << "[[topic]]\nname = \"ro.*\"\nsubscribe = \"*\"\n";
+  DaemonProcess d(f.bus, f.socket, cfg);
+  ASSERT_TRUE(d.start());
+  Bus::connect(f.options()).create_topic("ro.lock", {.slot_count = 8, .slot_size = 64});
+  const BusOptions opts = f.options();
+  const pid_t attacker = spawn([&]() -> int {
+    if (::setresgid(kOther, kOther, kOther) != 0 || ::setresuid(kOther, kOther, kOther) != 0)
+      return 10;
+    Bus bus = Bus::connect(opts);
+    auto sub = bus.subscriber("ro.lock");  // a seat the daemon frees when we go
+    namespace proto = detail::proto;
+    const int sock = detail::connect_unix(opts.socket_path);
+    if (sock < 0) return 11;
+    if (!detail::send_frame(sock, proto::frame(proto::Hello{"locker"}, 1)) ||
+        !proto::decode_reply<proto::HelloReply>(detail::recv_frame(sock, 10s).body).message)
+      return 12;
+    if (!detail::send_frame(sock, proto::frame(proto::OpenTopic{"ro.lock"}, 2))) return 13;
+    detail::Received r = detail::recv_frame(sock, 10s);
+    if (r.fds.size() != 2) return 14;
+    void* c = ::mmap(nullptr, sizeof(detail::ControlHeader), PROT_READ | PROT_WRITE, MAP_SHARED,
+                     r.fds[1], 0);
+    if (c == MAP_FAILED) return 15;
+    // Relaxed: the attacker's scribble.
+    static_cast<detail::ControlHeader*>(c)->control_lock.store(1, std::memory_order_relaxed);
+    ::_exit(0);  // the seat stays registered: the daemon frees it
+  });
+  ASSERT_EQ(wait_child(attacker, 30s), 0);
+  // Served within the client's 5 s timeout while the lock is held, across
+  // several housekeeping passes (every 250 ms) that each try to free the seat.
+  Bus root = Bus::connect(f.options());
+  int served = 0;
+  for (const auto until = std::chrono::steady_clock::now() + 1500ms;
+       std::chrono::steady_clock::now() < until; ++served)
+    ASSERT_NO_THROW((void)root.topics()) << "after " << served << " requests";
+  EXPECT_EQ(root.describe("ro.lock").groups.size(), 1u) << "the seat is still held";
+}
+
 }  // namespace
 }  // namespace shmbus::test
