@@ -60,14 +60,42 @@ std::string numbered(const char* prefix, int i) {
   return s;
 }
 
+// Drops this (child) process to kOther for good; false on failure.
+bool become_other() {
+  return ::setresgid(kOther, kOther, kOther) == 0 && ::setresuid(kOther, kOther, kOther) == 0;
+}
+
+// A bus whose shmbusd (a process of root's) runs with the access rules `rules`.
+struct RuledBus {
+  BusFixture f;
+  std::string cfg = f.dir.path + "/shmbusd.toml";
+  DaemonProcess d{f.bus, f.socket, cfg};
+  explicit RuledBus(const std::string& rules) { std::ofstream(cfg) << rules; }
+};
+
+// Talks the protocol itself, as a hostile client would: hello, then `request`
+// (whose reply brings the region's descriptors). Empty fds on any failure.
+template <class Request>
+detail::Received raw_request(const std::string& socket, const Request& request) {
+  namespace proto = detail::proto;
+  const int sock = detail::connect_unix(socket);
+  if (sock < 0) return {};
+  detail::Received r;
+  if (detail::send_frame(sock, proto::frame(proto::Hello{"raw"}, 1)) &&
+      proto::decode_reply<proto::HelloReply>(detail::recv_frame(sock, 10s).body).message &&
+      detail::send_frame(sock, proto::frame(request, 2)))
+    r = detail::recv_frame(sock, 10s);
+  ::close(sock);  // the descriptors received stay open
+  return r;
+}
+
 std::string text(const Sample& s) {
   return string_of(s.data());
 }
 
 // The child's side; returns 0, or the number of the check that failed.
 int subscribe_only_workload(const BusOptions& opts, Steps& steps) {
-  if (::setresgid(kOther, kOther, kOther) != 0 || ::setresuid(kOther, kOther, kOther) != 0)
-    return 10;
+  if (!become_other()) return 10;
   Bus bus = Bus::connect(opts);
   Topic over = bus.open_topic("ro.over");
   try {
@@ -164,10 +192,9 @@ int subscribe_only_workload(const BusOptions& opts, Steps& steps) {
 
 TEST(SubscribeOnly, AWholeSubscriberWorkloadNeverWritesTheReadOnlyDataSegment) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root to switch uid";
-  BusFixture f;
-  const std::string cfg = f.dir.path + "/shmbusd.toml";
-  std::ofstream(cfg) << "[[topic]]\nname = \"ro.*\"\nsubscribe = \"*\"\n";
-  DaemonProcess d(f.bus, f.socket, cfg);
+  RuledBus rb("[[topic]]\nname = \"ro.*\"\nsubscribe = \"*\"\n");
+  const BusFixture& f = rb.f;
+  DaemonProcess& d = rb.d;
   ASSERT_TRUE(d.start());
   {
     Bus owner = Bus::connect(f.options());
@@ -270,11 +297,9 @@ TEST(SubscribeOnly, DISABLED_ForgedCursorsDoNotLetAProducerLapAnOpenLoan) {
 // subscribe rights must carry no descriptor.
 TEST(SubscribeOnly, DISABLED_ACreateOnlyUidCannotReadTheTopicItCreated) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root to switch uid";
-  BusFixture f;
-  const std::string cfg = f.dir.path + "/shmbusd.toml";
-  std::ofstream(cfg) << "[[topic]]\nname = \"c.*\"\ncreate = { uids = [65534] }\n";
-  DaemonProcess d(f.bus, f.socket, cfg);
-  ASSERT_TRUE(d.start());
+  RuledBus rb("[[topic]]\nname = \"c.*\"\ncreate = { uids = [65534] }\n");
+  const BusFixture& f = rb.f;
+  ASSERT_TRUE(rb.d.start());
   Steps& steps = *make_steps();
   const std::string socket = f.socket;
   const pid_t creator = spawn([&]() -> int {
@@ -283,17 +308,9 @@ TEST(SubscribeOnly, DISABLED_ACreateOnlyUidCannotReadTheTopicItCreated) {
       finish(steps.child, 1);
       return rc;
     };
-    if (::setresgid(kOther, kOther, kOther) != 0 || ::setresuid(kOther, kOther, kOther) != 0)
-      return end(10);
-    namespace proto = detail::proto;
-    const int sock = detail::connect_unix(socket);
-    if (sock < 0) return end(11);
-    if (!detail::send_frame(sock, proto::frame(proto::Hello{"creator"}, 1)) ||
-        !proto::decode_reply<proto::HelloReply>(detail::recv_frame(sock, 10s).body).message)
-      return end(12);
-    if (!detail::send_frame(sock, proto::frame(proto::CreateTopic{"c.a", {}}, 2))) return end(13);
-    detail::Received r = detail::recv_frame(sock, 10s);
-    if (!proto::decode_reply<proto::TopicReply>(r.body).message) return end(14);
+    if (!become_other()) return end(10);
+    detail::Received r = raw_request(socket, detail::proto::CreateTopic{"c.a", {}});
+    if (!detail::proto::decode_reply<detail::proto::TopicReply>(r.body).message) return end(14);
     if (r.fds.size() == 0) return end(0);  // nothing to read through: as it should be
     struct stat st {};
     if (::fstat(r.fds[0], &st) != 0) return end(15);
@@ -381,8 +398,7 @@ TEST(SubscribeOnly, ARegionTheDaemonMayNotWriteIsNotAdopted) {
   BusFixture f;
   const std::string bus = f.bus;
   const pid_t owner = spawn([&]() -> int {
-    if (::setresgid(kOther, kOther, kOther) != 0 || ::setresuid(kOther, kOther, kOther) != 0)
-      return 10;
+    if (!become_other()) return 10;
     char dir[] = "/tmp/shmbus-ro-XXXXXX";  // 0700 and ours: a directory the daemon trusts
     if (::mkdtemp(dir) == nullptr) return 11;
     const std::string socket = std::string(dir) + "/bus.sock";
@@ -426,26 +442,16 @@ TEST(SubscribeOnly, ARegionTheDaemonMayNotWriteIsNotAdopted) {
 // housekeeping pass. It now waits kLockPatience (300 ms) and retries later.
 TEST(SubscribeOnly, AControlLockHeldByASubscriberDoesNotStallTheDaemon) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root to switch uid";
-  BusFixture f;
-  const std::string cfg = f.dir.path + "/shmbusd.toml";
-  std::ofstream(cfg) << "[[topic]]\nname = \"ro.*\"\nsubscribe = \"*\"\n";
-  DaemonProcess d(f.bus, f.socket, cfg);
-  ASSERT_TRUE(d.start());
+  RuledBus rb("[[topic]]\nname = \"ro.*\"\nsubscribe = \"*\"\n");
+  const BusFixture& f = rb.f;
+  ASSERT_TRUE(rb.d.start());
   Bus::connect(f.options()).create_topic("ro.lock", {.slot_count = 8, .slot_size = 64});
   const BusOptions opts = f.options();
   const pid_t attacker = spawn([&]() -> int {
-    if (::setresgid(kOther, kOther, kOther) != 0 || ::setresuid(kOther, kOther, kOther) != 0)
-      return 10;
+    if (!become_other()) return 10;
     Bus bus = Bus::connect(opts);
     auto sub = bus.subscriber("ro.lock");  // a seat the daemon frees when we go
-    namespace proto = detail::proto;
-    const int sock = detail::connect_unix(opts.socket_path);
-    if (sock < 0) return 11;
-    if (!detail::send_frame(sock, proto::frame(proto::Hello{"locker"}, 1)) ||
-        !proto::decode_reply<proto::HelloReply>(detail::recv_frame(sock, 10s).body).message)
-      return 12;
-    if (!detail::send_frame(sock, proto::frame(proto::OpenTopic{"ro.lock"}, 2))) return 13;
-    detail::Received r = detail::recv_frame(sock, 10s);
+    const detail::Received r = raw_request(opts.socket_path, detail::proto::OpenTopic{"ro.lock"});
     if (r.fds.size() != 2) return 14;
     void* c = ::mmap(nullptr, sizeof(detail::ControlHeader), PROT_READ | PROT_WRITE, MAP_SHARED,
                      r.fds[1], 0);
