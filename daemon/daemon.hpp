@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <initializer_list>
 #include <map>
@@ -26,6 +27,13 @@ class Region;
 namespace shmbus::daemon {
 
 namespace proto = detail::proto;
+
+// How long shmbusd waits for a topic's control lock before it gives up and
+// tries again at the next housekeeping pass (Region::set_lock_patience):
+// longer than the 200 ms after which a dead holder's lock is taken over, and
+// short, because the lock is in the control segment that every subscriber
+// may write, and the daemon serves every topic from one thread.
+inline constexpr std::chrono::milliseconds kLockPatience{300};
 
 // Who may do something with a topic. Root and the daemon's own uid always may.
 struct Principals {
@@ -111,7 +119,7 @@ class Daemon {
   // topic's data and control segments).
   struct Outgoing {
     std::vector<std::byte> frame;
-    detail::Descriptors fds;
+    detail::Descriptors fds{};  // an initializer: replies without descriptors leave it out
   };
   // The descriptors of `t` for client c: the data segment read-only unless c
   // may publish to `topic` (the kernel then refuses any write of its own).

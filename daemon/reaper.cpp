@@ -85,20 +85,47 @@ void Daemon::adopt_regions() {
     const std::string name = file.substr(prefix.size());
     // A control segment is adopted with its data segment.
     if (name.size() > 8 && name.compare(name.size() - 8, 8, "@control") == 0) continue;
+    const auto ours = [](const struct stat& st) {
+      return S_ISREG(st.st_mode) && st.st_uid == ::geteuid() && (st.st_mode & 077) == 0;
+    };
+    const auto refuse = [&](const struct stat& st) {
+      spdlog::warn(
+          "not adopting /dev/shm/{}: owned by uid {} with mode {:o}, not created by "
+          "this daemon's user; delete it (shmbus topic delete {})",
+          file, st.st_uid, st.st_mode & 0777, name);
+    };
     try {
       validate_name("topic", name);
-      auto region = detail::Region::open(file);
+      // The owner first, by name (no descriptor, no mapping): a file someone
+      // else planted is never mapped, so they cannot stall the start on its
+      // magic or truncate it under our reads. Nobody else can replace a file
+      // of ours in sticky /dev/shm before the open below.
       struct stat st {};
-      bool ours = true;
-      for (const int fd : {region->data_fd(), region->control_fd()})
-        ours = ours && ::fstat(fd, &st) == 0 && st.st_uid == ::geteuid() && (st.st_mode & 077) == 0;
-      if (!ours) {
-        spdlog::warn(
-            "not adopting /dev/shm/{}: owned by uid {} with mode {:o}, not created by "
-            "this daemon's user; delete it (shmbus topic delete {})",
-            file, st.st_uid, st.st_mode & 0777, name);
+      if (::lstat(("/dev/shm/" + file).c_str(), &st) != 0) continue;  // gone since readdir
+      if (!ours(st)) {
+        refuse(st);
         continue;
       }
+      auto region = detail::Region::open(file);
+      // Both segments, on the descriptors (open has checked that the control
+      // segment's owner is the data segment's).
+      bool both = true;
+      for (const int fd : {region->data_fd(), region->control_fd()})
+        both = both && ::fstat(fd, &st) == 0 && ours(st);
+      if (!both) {
+        refuse(st);
+        continue;
+      }
+      if (region->read_only()) {
+        // Mode 0400 or the like: the repairs and the delete write the data
+        // segment, which would fault through a read-only mapping.
+        spdlog::warn(
+            "not adopting /dev/shm/{}: its mode lets this daemon only read it; chmod "
+            "it 0600 or delete it",
+            file);
+        continue;
+      }
+      region->set_lock_patience(kLockPatience);
       TopicEntry& t = topics_[name] = TopicEntry{std::move(region)};
       std::uint64_t tail = 0;
       // Relaxed: a number for the log line.

@@ -138,6 +138,7 @@ Daemon::Outgoing Daemon::on(Client& c, std::uint32_t id, const proto::CreateTopi
   if (o.max_members == 0) o.max_members = d.max_members;
   o.mode = 0600;  // only shmbusd maps by name; clients get a descriptor
   auto region = detail::Region::create(region_name(config_.bus, m.name), m.name, o);
+  region->set_lock_patience(kLockPatience);
   topics_[m.name] = TopicEntry{region};
   spdlog::info("pid {} uid {} created topic '{}' ({} x {} B, policy {})", c.pid, c.uid, m.name,
                o.slot_count, o.slot_size, static_cast<int>(o.policy));

@@ -567,10 +567,11 @@ void Region::lock_control() const {
                                        std::memory_order_relaxed))
         return;
     }
-    if (Clock::now() - start > std::chrono::seconds(10))
-      throw Error(ErrorCode::SystemError, "topic control lock of /dev/shm/" + shm_name_ +
-                                              " held by pid " + std::to_string(holder) +
-                                              " for over 10 s; is that process stuck?");
+    if (Clock::now() - start > lock_patience_)
+      throw Error(ErrorCode::SystemError,
+                  "topic control lock of /dev/shm/" + shm_name_ + " held by pid " +
+                      std::to_string(holder) + " for over " +
+                      std::to_string(lock_patience_.count()) + " ms; is that process stuck?");
     if (i < 64)
       cpu_relax();
     else

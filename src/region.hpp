@@ -5,6 +5,7 @@
 // accessor is used. The data path works on the region's Ring (detail/ring.hpp).
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -128,9 +129,14 @@ class Region {
   bool abandon_unpublished(std::uint64_t s) noexcept;
 
   // Control-plane lock over seat and group allocation (never the data path).
-  // A holder that died is detected by pid and the lock is taken over.
+  // A holder that died is detected by pid and the lock is taken over. Throws
+  // SystemError once it waited `patience` (set_lock_patience; 10 s unless set).
   void lock_control() const;
   void unlock_control() const noexcept;
+  // The lock is in the control segment, which every subscriber may write: a
+  // hostile one can mark it held by a live process for ever. shmbusd, which
+  // serves every topic from one thread, waits only briefly and retries later.
+  void set_lock_patience(std::chrono::milliseconds patience) noexcept { lock_patience_ = patience; }
 
  private:
   // The named group `name` (control lock held), refused with InUse while it
@@ -154,6 +160,7 @@ class Region {
   bool read_only_ = false;
   TopicOptions options_;  // the validated copies of the header's fields (attach_data)
   std::uint64_t generation_ = 0;
+  std::chrono::milliseconds lock_patience_{10'000};
 };
 
 class ControlLock {

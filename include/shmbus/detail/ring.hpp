@@ -248,9 +248,9 @@ enum class Attempt : std::uint8_t { Claimed, NoRoom, Raced };
   // skipping the store saves a cache-line transfer per message.
   r.slot(s).stamp.store(stamp_writing(s), std::memory_order_relaxed);
   std::atomic_thread_fence(std::memory_order_release);
-  // No join epoch to watch here, so look at the deleted flag itself (on the
-  // epoch's line, written only by joins and the delete). Relaxed: it orders
-  // nothing; the caller's slow path reads it again with acquire.
+  // No join epoch to watch here, so look at the deleted flag itself (data
+  // header, on a line written only by the delete and by abandons). Relaxed:
+  // it orders nothing; the caller's slow path reads it again with acquire.
   if (r.header->deleted.load(std::memory_order_relaxed) != 0) [[unlikely]] {
     epoch = p.epoch;
     return false;

@@ -156,7 +156,7 @@ inline Status Subscriber::wait_then(std::chrono::nanoseconds timeout, Attempt&& 
   if (ring_.policy == Policy::Block) detail::notify(ring_.control->space_event);
   const auto ready = [&] {
     // The cheap look first: a spinning wait polls one stamp per turn (and
-    // the deleted flag, on a line that is written only by joins).
+    // the deleted flag, on a line written only by the delete and by abandons).
     if (detail::may_have_data(ring_, state_)) result = attempt();
     if (result == Status::WouldBlock) result = nothing_to_take();
     return result != Status::WouldBlock;
