@@ -156,6 +156,12 @@ class Daemon {
   // (generation 0, which no intact region has).
   [[nodiscard]] TopicStatus status_or_damaged(const std::string& name, TopicEntry& t);
   [[nodiscard]] bool allowed(const Client& c, const std::string& topic, Right what) const;
+  // Whether the rules let a uid other than ours and root publish to or
+  // subscribe to `topic`: it can then write the topic's control segment, so
+  // producers must not trust the gate scan's proof (TopicHeader::shared_control).
+  [[nodiscard]] bool shared_with_others(const std::string& topic) const;
+  // Records shared_with_others in the region's header (create, adoption).
+  void mark_sharing(const std::string& topic, detail::Region& r) const;
   void require(const Client& c, const std::string& topic, std::initializer_list<Right> any_of,
                const std::string& what) const;
 

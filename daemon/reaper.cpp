@@ -129,7 +129,11 @@ void Daemon::adopt_regions() {
       TopicEntry& t = topics_[name] = TopicEntry{std::move(region)};
       std::uint64_t tail = 0;
       // Relaxed: a number for the log line.
-      if (touch(name, t, [&] { tail = t.region->header().tail.load(std::memory_order_relaxed); }))
+      // The rules may have changed since the topic was created.
+      if (touch(name, t, [&] {
+            mark_sharing(name, *t.region);
+            tail = t.region->header().tail.load(std::memory_order_relaxed);
+          }))
         spdlog::info("adopted topic '{}' (tail {})", name, tail);
     } catch (const std::exception& ex) {
       spdlog::warn("not adopting /dev/shm/{}: {}", file, ex.what());

@@ -74,6 +74,22 @@ bool Daemon::allowed(const Client& c, const std::string& topic, Right what) cons
   return false;
 }
 
+bool Daemon::shared_with_others(const std::string& topic) const {
+  const auto some = [](const Principals& p) {
+    return p.anyone || !p.uids.empty() || !p.gids.empty();
+  };
+  for (const TopicRule& r : config_.rules)
+    if (matches(r.pattern, topic))
+      return some(r.publish) || some(r.subscribe);  // the first decides
+  return false;
+}
+
+void Daemon::mark_sharing(const std::string& topic, detail::Region& r) const {
+  // Relaxed: before any client of ours is sent the region (the socket
+  // message orders it); a producer that mapped it earlier keeps what it read.
+  r.header().shared_control.store(shared_with_others(topic) ? 1 : 0, std::memory_order_relaxed);
+}
+
 void Daemon::require(const Client& c, const std::string& topic, std::initializer_list<Right> any_of,
                      const std::string& what) const {
   if (std::any_of(any_of.begin(), any_of.end(), [&](Right r) { return allowed(c, topic, r); }))
@@ -138,12 +154,23 @@ Daemon::Outgoing Daemon::on(Client& c, std::uint32_t id, const proto::CreateTopi
   if (o.max_members == 0) o.max_members = d.max_members;
   o.mode = 0600;  // only shmbusd maps by name; clients get a descriptor
   auto region = detail::Region::create(region_name(config_.bus, m.name), m.name, o);
+  mark_sharing(m.name, *region);
   region->set_lock_patience(kLockPatience);
+  // The create right alone gives no descriptor: the creator may neither read
+  // nor write what others will publish there.
+  detail::Descriptors fds;
+  if (allowed(c, m.name, Right::Publish) || allowed(c, m.name, Right::Subscribe)) {
+    try {
+      fds = region_fds(c, m.name, *region);
+    } catch (...) {
+      detail::Region::remove(region->shm_name());  // not created, then
+      throw;
+    }
+  }
   topics_[m.name] = TopicEntry{region};
   spdlog::info("pid {} uid {} created topic '{}' ({} x {} B, policy {})", c.pid, c.uid, m.name,
                o.slot_count, o.slot_size, static_cast<int>(o.policy));
-  return {reply(proto::TopicReply{m.name, detail::options_of(*region)}, id),
-          region_fds(c, m.name, *region)};
+  return {reply(proto::TopicReply{m.name, detail::options_of(*region)}, id), std::move(fds)};
 }
 
 Daemon::Outgoing Daemon::on(Client& c, std::uint32_t id, const proto::OpenTopic& m) {

@@ -433,7 +433,10 @@ Bus Bus::connect(const BusOptions& options) {
   return Bus(std::make_shared<detail::Connection>(options));
 }
 
-Topic Bus::make_topic(const detail::Descriptors& fds, std::string_view name) {
+Topic Bus::make_topic(const detail::Descriptors& fds, std::string_view name,
+                      const TopicOptions& options) {
+  // The create right alone: the daemon sends no region (see Topic).
+  if (fds.size() == 0) return Topic(std::string(name), options, conn_);
   if (fds.size() != 2)
     throw Error(ErrorCode::SystemError, "shmbusd sent " + std::to_string(fds.size()) +
                                             " region descriptors where a topic has 2; is it "
@@ -450,8 +453,9 @@ Topic Bus::create_topic(std::string_view name, const TopicOptions& options, bool
   for (int round = 0;; ++round) {
     try {
       detail::Descriptors fds;
-      (void)conn_->request<proto::TopicReply>(proto::CreateTopic{std::string(name), options}, &fds);
-      return make_topic(fds, name);
+      const auto reply =
+          conn_->request<proto::TopicReply>(proto::CreateTopic{std::string(name), options}, &fds);
+      return make_topic(fds, name, reply.options);
     } catch (const Error& e) {
       if (!if_not_exists || e.code() != ErrorCode::AlreadyExists) throw;
     }
@@ -466,8 +470,8 @@ Topic Bus::create_topic(std::string_view name, const TopicOptions& options, bool
 Topic Bus::open_topic(std::string_view name) {
   validate_name("topic", name);
   detail::Descriptors fds;
-  (void)conn_->request<proto::TopicReply>(proto::OpenTopic{std::string(name)}, &fds);
-  return make_topic(fds, name);
+  const auto reply = conn_->request<proto::TopicReply>(proto::OpenTopic{std::string(name)}, &fds);
+  return make_topic(fds, name, reply.options);
 }
 
 void Bus::delete_topic(std::string_view name, bool if_unused) {

@@ -23,6 +23,9 @@ Publisher::Publisher(std::shared_ptr<detail::Region> region, const PublisherOpti
   ring_ = r.ring();
   state_.single_producer = r.single_producer();
   state_.gated = ring_.policy != Policy::Overwrite;
+  // Relaxed: written before this process got the region (see the field).
+  state_.gate_proves =
+      state_.gated && r.header().shared_control.load(std::memory_order_relaxed) == 0;
   detail::ControlLock lock(r);
   std::uint32_t free_seat = r.max_producers();
   for (std::uint32_t i = 0; i < r.max_producers(); ++i) {

@@ -260,6 +260,8 @@ std::shared_ptr<Region> Region::create(const std::string& shm_name, std::string_
   h->stride = static_cast<std::uint32_t>(l.stride);
   h->policy = static_cast<std::uint8_t>(o.policy);
   h->single_producer = o.single_producer ? 1 : 0;
+  // Relaxed: published with the rest of the header by M1 below.
+  h->shared_control.store((o.mode & 077) != 0 ? 1 : 0, std::memory_order_relaxed);
   h->max_producers = o.max_producers;
   h->max_groups = o.max_groups;
   h->max_members = o.max_members;

@@ -53,24 +53,32 @@ bool Topic::remove(std::string_view name, std::string_view bus) {
   return detail::Region::remove(region_name(bus, name));
 }
 
+const std::shared_ptr<detail::Region>& Topic::region(const char* doing) const {
+  if (!region_)
+    throw Error(ErrorCode::PermissionDenied,
+                "topic '" + name_ + "' was created with the create right only: this uid may not " +
+                    doing + " it; ask the bus owner for a publish or subscribe rule");
+  return region_;
+}
+
 Publisher Topic::publisher(const PublisherOptions& options) const {
-  Publisher p(region_, options);
+  Publisher p(region("publish to"), options);
   if (bus_) detail::register_producer(*bus_, name_, p.id());
   return p;
 }
 
 std::unique_ptr<Subscriber> Topic::subscriber(const SubscriberOptions& options) const {
-  std::unique_ptr<Subscriber> s(new Subscriber(region_, options));
+  std::unique_ptr<Subscriber> s(new Subscriber(region("subscribe to"), options));
   if (bus_) detail::register_member(*bus_, name_, s->group_index(), s->member_index());
   return s;
 }
 
 TopicOptions Topic::options() const {
-  return detail::options_of(*region_);
+  return region_ ? detail::options_of(*region_) : created_options_;
 }
 
 TopicStatus Topic::status() const {
-  return detail::status_of(name_, *region_);
+  return detail::status_of(name_, *region("read the status of"));
 }
 
 namespace detail {

@@ -16,6 +16,7 @@
 #include "in_process_daemon.hpp"
 #include "os.hpp"
 #include "protocol.hpp"
+#include "region.hpp"
 
 namespace shmbus::test {
 namespace {
@@ -353,6 +354,18 @@ TEST(Forging, ASubscribeOnlyUidCannotWriteAMessage) {
   sm = Sample{};
   EXPECT_EQ(sub->receive(sm, 100ms), Status::Timeout);
   EXPECT_EQ(root.describe("pub.a").tail, 1u);
+  // The rules let another uid write pub.a's control segment, so its producers
+  // do not trust the gate scan's proof (TopicHeader::shared_control); a topic
+  // only its owner may use keeps the shortcut.
+  root.create_topic("private", {});
+  EXPECT_EQ(detail::Region::open(region_name(f.bus, "pub.a"))
+                ->header()
+                .shared_control.load(std::memory_order_relaxed),
+            1);
+  EXPECT_EQ(detail::Region::open(region_name(f.bus, "private"))
+                ->header()
+                .shared_control.load(std::memory_order_relaxed),
+            0);
 }
 
 }  // namespace

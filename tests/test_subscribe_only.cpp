@@ -259,11 +259,13 @@ TEST(SubscribeOnly, AWholeSubscriberWorkloadNeverWritesTheReadOnlyDataSegment) {
 // ring.hpp, docs/memory-ordering.md), and a producer laps another one's open
 // loan: the victim group, which never moved, receives sequence 0 with the
 // other producer's payload, and the message of sequence 4, accepted with Ok,
-// is never delivered (its slot's stamp went back to sequence 0's).
-// DISABLED: it fails today (issue 14 review); enable it with the fix (P0 must
-// not rest on anything a subscriber can write).
-TEST(SubscribeOnly, DISABLED_ForgedCursorsDoNotLetAProducerLapAnOpenLoan) {
-  ScopedTopic t("forged-cursor", ring_options(4, 64, Policy::Block));
+// is never delivered (its slot's stamp went back to sequence 0's). Hence a
+// topic that others may map (here: mode 0660, its group may subscribe) is
+// marked shared_control, and its producers always take P0.
+TEST(SubscribeOnly, ForgedCursorsDoNotLetAProducerLapAnOpenLoan) {
+  TopicOptions shared = ring_options(4, 64, Policy::Block);
+  shared.mode = 0660;
+  ScopedTopic t("forged-cursor", shared);
   auto victim = t.topic.subscriber({.group = "", .start = StartFrom::Earliest});
   Publisher slow = t.topic.publisher();
   Loan loan = slow.loan(8);  // sequence 0, being written
@@ -289,13 +291,12 @@ TEST(SubscribeOnly, DISABLED_ForgedCursorsDoNotLetAProducerLapAnOpenLoan) {
   EXPECT_EQ(got, mine) << "sequence 0 carries another producer's payload";
 }
 
-// A uid with only the create right is handed the new topic's descriptors
-// with the create reply (daemon/requests.cpp, on(CreateTopic) -> region_fds),
-// so it reads every message later published there, which it may not
-// subscribe to, and writes the control segment. DISABLED: fails today
-// (issue 14 review); the create reply of a client without publish or
-// subscribe rights must carry no descriptor.
-TEST(SubscribeOnly, DISABLED_ACreateOnlyUidCannotReadTheTopicItCreated) {
+// A uid with only the create right was handed the new topic's descriptors
+// with the create reply, so it could read every message later published
+// there, which it may not subscribe to, and write the control segment. The
+// create reply of a client without publish or subscribe rights carries none;
+// the library's Topic then refuses publisher/subscriber/status.
+TEST(SubscribeOnly, ACreateOnlyUidCannotReadTheTopicItCreated) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root to switch uid";
   RuledBus rb("[[topic]]\nname = \"c.*\"\ncreate = { uids = [65534] }\n");
   const BusFixture& f = rb.f;
@@ -311,7 +312,17 @@ TEST(SubscribeOnly, DISABLED_ACreateOnlyUidCannotReadTheTopicItCreated) {
     if (!become_other()) return end(10);
     detail::Received r = raw_request(socket, detail::proto::CreateTopic{"c.a", {}});
     if (!detail::proto::decode_reply<detail::proto::TopicReply>(r.body).message) return end(14);
-    if (r.fds.size() == 0) return end(0);  // nothing to read through: as it should be
+    if (r.fds.size() == 0) {  // nothing to read through: as it should be
+      BusOptions o = rb.f.options();
+      Bus bus = Bus::connect(o);
+      Topic made = bus.create_topic("c.b", {});
+      if (made.options().slot_count == 0) return end(18);
+      for (const auto& use : std::initializer_list<std::function<void()>>{
+               [&] { (void)made.publisher(); }, [&] { (void)made.subscriber(); },
+               [&] { (void)made.status(); }})
+        if (code_of(use) != ErrorCode::PermissionDenied) return end(19);
+      return end(0);
+    }
     struct stat st {};
     if (::fstat(r.fds[0], &st) != 0) return end(15);
     const auto size = static_cast<std::size_t>(st.st_size);

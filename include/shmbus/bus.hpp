@@ -82,7 +82,8 @@ class Bus {
 
  private:
   explicit Bus(std::shared_ptr<detail::Connection> c) : conn_(std::move(c)) {}
-  Topic make_topic(const detail::Descriptors& fds, std::string_view name);
+  Topic make_topic(const detail::Descriptors& fds, std::string_view name,
+                   const TopicOptions& options);
   std::shared_ptr<detail::Connection> conn_;
 };
 

@@ -35,6 +35,9 @@ class Topic {
   static bool remove(std::string_view name, std::string_view bus = "default");
 
   // A producer seat (registered with shmbusd when the topic came from a Bus).
+  // A topic this uid created but may neither publish to nor subscribe to (the
+  // create right alone) has no region here: publisher, subscriber and status
+  // throw PermissionDenied.
   [[nodiscard]] Publisher publisher(const PublisherOptions& options = {}) const;
   // A member seat, likewise. Subscribers are not movable (their samples point
   // at them): hold them by pointer.
@@ -53,9 +56,16 @@ class Topic {
   Topic(std::string name, std::shared_ptr<detail::Region> region,
         std::shared_ptr<detail::Connection> bus = nullptr)
       : name_(std::move(name)), region_(std::move(region)), bus_(std::move(bus)) {}
+  // A topic this process created with the create right only: no region (the
+  // daemon sent none); options() answers, the rest is PermissionDenied.
+  Topic(std::string name, const TopicOptions& options, std::shared_ptr<detail::Connection> bus)
+      : name_(std::move(name)), bus_(std::move(bus)), created_options_(options) {}
+  // The region, or PermissionDenied for a topic created with the create right only.
+  [[nodiscard]] const std::shared_ptr<detail::Region>& region(const char* doing) const;
   std::string name_;
   std::shared_ptr<detail::Region> region_;
   std::shared_ptr<detail::Connection> bus_;  // null: seats are not registered
+  TopicOptions created_options_;             // used only without a region
 };
 
 }  // namespace shmbus

@@ -64,7 +64,15 @@ struct alignas(kHotAlign) TopicHeader {
   std::uint32_t stride;  // bytes from one slot to the next
   std::uint8_t policy;
   std::uint8_t single_producer;
-  std::uint16_t reserved0;
+  // 1 when someone other than the topic's owner (and root) may map the
+  // control segment: the daemon's rules let another uid subscribe, or a
+  // daemonless topic's mode lets its group or others open it. Producers then
+  // never take the gate scan's proof that a slot is free (slot_free): the
+  // cursors it rests on are in the control segment, which such a subscriber
+  // can forge. Written by the creator, and by shmbusd at adoption, before any
+  // client of the daemon maps the region.
+  std::atomic<std::uint8_t> shared_control;
+  std::uint8_t reserved0;
   std::uint32_t max_producers;
   std::uint32_t max_groups;
   std::uint32_t max_members;
@@ -165,6 +173,7 @@ struct SlotHeader {  // each slot starts on a cache line (stride is a multiple o
 // ---- layout invariants ------------------------------------------------------
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
+static_assert(std::atomic<std::uint8_t>::is_always_lock_free);
 static_assert(std::is_standard_layout_v<TopicHeader>);
 static_assert(std::is_standard_layout_v<ControlHeader>);
 static_assert(std::is_standard_layout_v<GroupEntry>);
@@ -204,7 +213,8 @@ static_assert(offsetof(TopicHeader, slot_size) == 36);
 static_assert(offsetof(TopicHeader, stride) == 40);
 static_assert(offsetof(TopicHeader, policy) == 44);
 static_assert(offsetof(TopicHeader, single_producer) == 45);
-static_assert(offsetof(TopicHeader, reserved0) == 46);
+static_assert(offsetof(TopicHeader, shared_control) == 46);
+static_assert(offsetof(TopicHeader, reserved0) == 47);
 static_assert(offsetof(TopicHeader, max_producers) == 48);
 static_assert(offsetof(TopicHeader, max_groups) == 52);
 static_assert(offsetof(TopicHeader, max_members) == 56);

@@ -147,6 +147,9 @@ struct ProducerState {
   std::uint32_t seat_index = 0;
   bool single_producer = false;
   bool gated = true;  // policy is not overwrite: gating groups hold producers back
+  // gated, and the control segment is the owner's alone (TopicHeader::
+  // shared_control): the gate scan may prove a slot free (slot_free).
+  bool gate_proves = true;
 };
 
 // Rescans the gate into p.gate_cache, never above `s` (a sequence this
@@ -178,7 +181,8 @@ void refresh_gate(const Ring& r, ProducerState& p, std::uint64_t s) noexcept;
   // before ours: P1, the consumer's C1, its release of the cursor (C2/C4) and
   // our acquire of that cursor (G1). This saves the stamp load below, a load
   // of the very line the consumer spins on.
-  if (p.gated && prev >= p.proven_floor && prev < p.gate_cache) return true;
+  // Only when no one but the owner can write those cursors (gate_proves).
+  if (p.gate_proves && prev >= p.proven_floor && prev < p.gate_cache) return true;
   // SYNC POINT P0 (acquire): pairs with P1 (or the abandon store) of the
   // producer of prev, so its payload writes happen before ours.
   return r.slot(s).stamp.load(std::memory_order_acquire) >= stamp_published(prev);
