@@ -311,6 +311,8 @@ def test_topics_and_describe(bus):
     assert (g.name, g.members, g.durable, g.lag) == ("workers", 1, True, 1)
     d = bus.describe("a").as_dict()
     assert d["groups"][0]["name"] == "workers" and d["producers"] == 1
+    # An intact topic reports no damage (a quarantined one says what was found).
+    assert a.damage == "" and d["damage"] == ""
     assert sub.group == "workers" and sub.policy == "overwrite"
     assert bus.open_topic("b").status().slots == 4
     assert os.path.exists(bus.socket_path)
