@@ -26,7 +26,8 @@ inline constexpr std::uint64_t kMagic = 0x31'53'55'42'4d'48'53'00ULL;  // "\0SHM
 //    (Ring::slot), and TopicHeader::jump_mark.
 // 3: ProducerSeat::published_bytes.
 // 4: TopicHeader::deleted and TopicHeader::abandoned.
-// 5: the control segment (ControlHeader, groups) split from the data segment.
+// 5: the control segment (ControlHeader, groups) split from the data segment;
+//    TopicHeader::shared_control.
 inline constexpr std::uint32_t kLayoutVersion = 5;
 inline constexpr std::uint64_t kControlMagic = 0x4c'54'43'42'4d'48'53'00ULL;  // "\0SHMBCTL"
 inline constexpr std::size_t kCacheLine = 64;
