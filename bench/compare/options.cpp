@@ -173,6 +173,9 @@ Options parse_options(int argc, char** argv) {
   app.add_flag("--same-core", o.same_core,
                "both processes of every row on CPU A (spinners yield the core; busy-spin\n"
                "latency rows are skipped); limits and ratio presets");
+  app.add_flag("--shared-topic", o.shared_topic,
+               "make shmbus topics as if other uids may use them (mode 0660: producers "
+               "always check the slot's stamp)");
   app.add_option("--cores", cores, "the two CPUs, e.g. 0,1 (default the first two allowed)");
   app.add_option("--out-dir", o.out_dir,
                  "where the results go (default " SHMBUS_BENCH_RESULTS_DIR ")");

@@ -33,6 +33,9 @@ struct Options {
   bool plot = true;
   bool read_payload = true;  // throughput consumers read one word per cache line
   bool same_core = false;    // both sides of every row on CPU A (spinners yield)
+  // shmbus topics made mode 0660, so shared_control: producers always check
+  // the slot's stamp (P0), as on a topic another uid may use (docs/daemon.md).
+  bool shared_topic = false;
   std::uint64_t repeat = 3;
   std::uint64_t slots = 0;     // throughput queue depth; 0: by size (1024, at most 64 MiB)
   std::uint64_t messages = 0;  // throughput messages per row, every size; 0: by plan

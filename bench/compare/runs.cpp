@@ -308,6 +308,7 @@ Scenario Compare::scenario(Mode mode, std::size_t size) {
   sc.cpu_a = opt_.cpu_a;
   sc.cpu_b = opt_.same_core ? opt_.cpu_a : opt_.cpu_b;
   sc.read_payload = opt_.read_payload;
+  sc.shared_topic = opt_.shared_topic;
   return sc;
 }
 

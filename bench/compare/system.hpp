@@ -37,7 +37,8 @@ struct Scenario {
   LatencyPlan plan;            // latency runs
   int run_id = 0;              // unique within this process: names of queues, services
   int cpu_a = 0, cpu_b = 1;    // where the sides run (an in-process system pins its threads)
-  bool read_payload = true;  // throughput: the consumer reads the payload (the comparators always)
+  bool read_payload = true;   // throughput: the consumer reads the payload (the comparators always)
+  bool shared_topic = false;  // shmbus: a topic other uids may use (Options::shared_topic)
 };
 
 class System {

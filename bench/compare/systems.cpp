@@ -170,6 +170,7 @@ class Shmbus : public System {
     to.slot_count = sc.mode == Mode::Throughput ? static_cast<std::uint32_t>(sc.slots) : 64;
     to.policy = shmbus::Policy::Block;
     to.single_producer = v_.single_producer;
+    if (sc.shared_topic) to.mode = 0660;  // shared_control: P0 on every claim
     a_ = std::make_unique<ScopedTopic>(runner, "cmp-ab", to);
     if (sc.mode == Mode::Latency) b_ = std::make_unique<ScopedTopic>(runner, "cmp-ba", to);
   }
