@@ -168,7 +168,9 @@ inline Status Subscriber::wait_then(std::chrono::nanoseconds timeout, Attempt&& 
 
 // wait_then in slices of at most kStallCheck. A slice that times out asks
 // whether the position is stuck on damage rather than on a slow producer (off
-// the hot path: only once there was nothing to take for a whole slice).
+// the hot path: only once there was nothing to take for a whole slice, which
+// is min(timeout, kStallCheck): a 2 ms receive checks every 2 ms. The check's
+// argument does not depend on time, so checking often is safe.)
 template <class Attempt>
 inline Status Subscriber::wait_checked(std::chrono::nanoseconds timeout,
                                        Attempt&& attempt) noexcept {
