@@ -84,7 +84,7 @@ void Daemon::adopt_regions() {
     if (file.rfind(prefix, 0) != 0) continue;
     const std::string name = file.substr(prefix.size());
     // A control segment is adopted with its data segment.
-    if (name.size() > 8 && name.compare(name.size() - 8, 8, "@control") == 0) continue;
+    if (std::string_view(name).ends_with(detail::kControlSuffix)) continue;
     const auto ours = [](const struct stat& st) {
       return S_ISREG(st.st_mode) && st.st_uid == ::geteuid() && (st.st_mode & 077) == 0;
     };

@@ -134,7 +134,7 @@ int create_segment(const std::string& name, std::uint64_t size, std::uint32_t mo
 }  // namespace
 
 std::string control_name(const std::string& shm_name) {
-  return shm_name + "@control";
+  return shm_name + std::string(kControlSuffix);
 }
 
 Layout compute_layout(std::uint32_t slot_count, std::uint32_t slot_size,
@@ -244,6 +244,7 @@ std::shared_ptr<Region> Region::create(const std::string& shm_name, std::string_
     new (&r->group(g)) GroupEntry{};
     for (std::uint32_t mbr = 0; mbr < o.max_members; ++mbr) {
       new (&r->member(g, mbr)) MemberSeat{};
+      // Relaxed: published to openers by the release stores of the magics below.
       r->member(g, mbr).held.store(kNone, std::memory_order_relaxed);
     }
   }

@@ -44,6 +44,7 @@ struct Layout {
 };
 // The name of a region's control segment: "<shm_name>@control" ('@' is not
 // allowed in topic names, so it is no topic's data segment).
+inline constexpr std::string_view kControlSuffix = "@control";
 [[nodiscard]] std::string control_name(const std::string& shm_name);
 [[nodiscard]] Layout compute_layout(std::uint32_t slot_count, std::uint32_t slot_size,
                                     std::uint32_t max_producers, std::uint32_t max_groups,
