@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <utility>
 
 #include "protocol.hpp"
 #include "shmbus/error.hpp"
@@ -219,8 +220,13 @@ void Descriptors::add(int fd) noexcept {
 
 void Descriptors::reset() noexcept {
   for (std::size_t i = 0; i < n_; ++i)
-    ::close(fds_[i]);
+    if (fds_[i] >= 0) ::close(fds_[i]);
   n_ = 0;
+}
+
+int Descriptors::release(std::size_t i) noexcept {
+  if (i >= n_) return -1;
+  return std::exchange(fds_[i], -1);
 }
 
 bool send_frame(int sock, std::span<const std::byte> frame, std::span<const int> fds,

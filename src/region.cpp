@@ -59,6 +59,8 @@ constexpr std::uint32_t kMaxSlotCount = 1u << 24;
 constexpr std::uint32_t kMaxSlotSize = 64u << 20;
 constexpr std::uint32_t kMaxSeats = 1024;
 constexpr std::uint64_t kMaxRegionSize = 64ULL << 30;
+// What create_sealed seals: no resizing, and no change to the seals.
+constexpr int kRegionSeals = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
 
 ErrorCode code_of_errno(int err) {
   switch (err) {
@@ -131,6 +133,39 @@ int create_segment(const std::string& name, std::uint64_t size, std::uint32_t mo
   return -1;
 }
 
+// Creates a sealed memfd segment: mode 0600 (a memfd starts 0777, and a
+// holder of another uid could otherwise re-open it read-write through
+// /proc/<pid>/fd), sized, reserved, then sealed so that no descriptor of it
+// can shrink or grow it, nor change the seals. -1 and errno on failure.
+int create_sealed_segment(const std::string& name, std::uint64_t size, std::string& failed) {
+  const int fd = ::memfd_create(name.c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (fd < 0) {
+    failed = "create";
+    return -1;
+  }
+  failed.clear();
+  int rc = 0;
+  if (::fchmod(fd, 0600) != 0)
+    failed = "set the mode of";
+  else if (::ftruncate(fd, static_cast<off_t>(size)) != 0)
+    failed = "size";
+  else if ((rc = ::posix_fallocate(fd, 0, static_cast<off_t>(size))) != 0)
+    failed = "reserve";
+  else if (::fcntl(fd, F_ADD_SEALS, kRegionSeals) != 0)
+    failed = "seal";
+  if (failed.empty()) return fd;
+  const int err = rc != 0 ? rc : errno;
+  ::close(fd);
+  errno = err;
+  return -1;
+}
+
+// Whether fd's file carries the seals that make it unresizable.
+bool has_region_seals(int fd) {
+  const int seals = ::fcntl(fd, F_GET_SEALS);  // EINVAL for a file that is no memfd
+  return seals >= 0 && (seals & kRegionSeals) == kRegionSeals;
+}
+
 }  // namespace
 
 std::string control_name(const std::string& shm_name) {
@@ -188,49 +223,73 @@ void Region::map(Segment& seg, std::uint64_t size, bool writable, const std::str
 
 std::shared_ptr<Region> Region::create(const std::string& shm_name, std::string_view topic,
                                        const TopicOptions& o) {
+  return create_as(shm_name, topic, o, /*sealed=*/false);
+}
+
+std::shared_ptr<Region> Region::create_sealed(const std::string& shm_name, std::string_view topic,
+                                              const TopicOptions& o) {
+  return create_as(shm_name, topic, o, /*sealed=*/true);
+}
+
+std::shared_ptr<Region> Region::create_as(const std::string& shm_name, std::string_view topic,
+                                          const TopicOptions& o, bool sealed) {
   if (auto why = validate_options(o); !why.empty())
     throw Error(ErrorCode::InvalidArgument, "topic '" + std::string(topic) + "': " + why);
   const Layout l =
       compute_layout(o.slot_count, o.slot_size, o.max_producers, o.max_groups, o.max_members);
   std::shared_ptr<Region> r(new Region());
   r->shm_name_ = shm_name;
-  const std::string where = "/dev/shm/" + shm_name;
+  r->sealed_ = sealed;
+  const std::string where = r->where();
   const std::string cname = control_name(shm_name);
   std::string failed;
-  // The data segment is the topic's identity: whoever creates it exclusively
-  // owns the name, and only then makes the control segment.
-  r->data_->fd = create_segment(shm_name, l.size, o.mode, failed);
-  if (const int err = errno; r->data_->fd < 0) {
-    if (err == EEXIST && failed == "create")
-      throw Error(ErrorCode::AlreadyExists, "topic '" + std::string(topic) + "' already exists (" +
-                                                where + "); open it, or delete it first");
-    throw Error(
-        code_of_errno(err),
-        "cannot " + failed + " " + where + " (" + std::to_string(l.size) +
-            " bytes): " + errno_text(err) +
-            (err == ENOSPC ? "; free space in /dev/shm or use fewer or smaller slots" : ""));
-  }
-  // A control file without its data file is what a crash between the two
-  // unlinks of remove() leaves: ours to replace.
-  if (::shm_unlink(cname.c_str()) != 0 && errno != ENOENT) {
-    const int err = errno;
-    ::shm_unlink(shm_name.c_str());
-    throw os_error("cannot remove the stale /dev/shm/" + cname, err);
-  }
-  r->control_seg_->fd = create_segment(cname, l.control_size, o.mode, failed);
-  if (const int err = errno; r->control_seg_->fd < 0) {
-    ::shm_unlink(shm_name.c_str());
-    throw Error(code_of_errno(err),
-                "cannot " + failed + " /dev/shm/" + cname + ": " + errno_text(err) +
-                    (err == EEXIST ? " (another process planted it; remove it)" : ""));
+  if (sealed) {
+    // No names to race for: shmbusd's topic table says what exists.
+    r->data_->fd = create_sealed_segment(shm_name, l.size, failed);
+    if (r->data_->fd >= 0)
+      r->control_seg_->fd = create_sealed_segment(cname, l.control_size, failed);
+    if (const int err = errno; r->data_->fd < 0 || r->control_seg_->fd < 0)
+      throw Error(code_of_errno(err),
+                  "cannot " + failed + " the memory of topic '" + std::string(topic) + "' (" +
+                      std::to_string(l.size + l.control_size) + " bytes): " + errno_text(err) +
+                      (err == ENOSPC || err == ENOMEM ? "; use fewer or smaller slots" : ""));
+  } else {
+    // The data segment is the topic's identity: whoever creates it exclusively
+    // owns the name, and only then makes the control segment.
+    r->data_->fd = create_segment(shm_name, l.size, o.mode, failed);
+    if (const int err = errno; r->data_->fd < 0) {
+      if (err == EEXIST && failed == "create")
+        throw Error(ErrorCode::AlreadyExists, "topic '" + std::string(topic) +
+                                                  "' already exists (" + where +
+                                                  "); open it, or delete it first");
+      throw Error(
+          code_of_errno(err),
+          "cannot " + failed + " " + where + " (" + std::to_string(l.size) +
+              " bytes): " + errno_text(err) +
+              (err == ENOSPC ? "; free space in /dev/shm or use fewer or smaller slots" : ""));
+    }
+    // A control file without its data file is what a crash between the two
+    // unlinks of remove() leaves: ours to replace.
+    if (::shm_unlink(cname.c_str()) != 0 && errno != ENOENT) {
+      const int err = errno;
+      ::shm_unlink(shm_name.c_str());
+      throw os_error("cannot remove the stale /dev/shm/" + cname, err);
+    }
+    r->control_seg_->fd = create_segment(cname, l.control_size, o.mode, failed);
+    if (const int err = errno; r->control_seg_->fd < 0) {
+      ::shm_unlink(shm_name.c_str());
+      throw Error(code_of_errno(err),
+                  "cannot " + failed + " /dev/shm/" + cname + ": " + errno_text(err) +
+                      (err == EEXIST ? " (another process planted it; remove it)" : ""));
+    }
   }
   try {
     r->data_->fd_to_map = r->data_->fd;
     r->control_seg_->fd_to_map = r->control_seg_->fd;
     map(*r->data_, l.size, true, where);
-    map(*r->control_seg_, l.control_size, true, "/dev/shm/" + cname);
+    map(*r->control_seg_, l.control_size, true, where + std::string(kControlSuffix));
   } catch (...) {
-    remove(shm_name);
+    if (!sealed) remove(shm_name);
     throw;
   }
   r->init_accessors(o, l);
@@ -334,18 +393,53 @@ std::shared_ptr<Region> Region::open(const std::string& shm_name) {
 }
 
 std::shared_ptr<Region> Region::from_fd(int data_fd, int control_fd, const std::string& shm_name) {
-  const std::string where = "/dev/shm/" + shm_name;
-  struct stat ds {
-  }, cs{};
-  if (::fstat(data_fd, &ds) != 0 || ::fstat(control_fd, &cs) != 0)
-    throw os_error("cannot stat the region of " + where, errno);
   std::shared_ptr<Region> r(new Region());
   r->shm_name_ = shm_name;
   // The descriptors stay the caller's: map through them, keep none.
   r->data_->fd_to_map = data_fd;
   r->control_seg_->fd_to_map = control_fd;
-  r->attach_control(where, cs, r->attach_data(where, ds));
+  r->attach_fds();
   return r;
+}
+
+std::shared_ptr<Region> Region::adopt(int data_fd, int control_fd) {
+  std::shared_ptr<Region> r(new Region());
+  // Owned from here on: closed with r, also if it is refused below.
+  r->data_->fd = data_fd;
+  r->control_seg_->fd = control_fd;
+  r->data_->fd_to_map = data_fd;
+  r->control_seg_->fd_to_map = control_fd;
+  // The memfd's name, from /proc: "/memfd:<name> (deleted)".
+  char link[512] = {};
+  const std::string proc = "/proc/self/fd/" + std::to_string(data_fd);
+  const ssize_t n = ::readlink(proc.c_str(), link, sizeof link - 1);
+  if (n < 0) throw os_error("cannot read the name of " + proc, errno);
+  std::string_view name(link, static_cast<std::size_t>(n));
+  constexpr std::string_view kPrefix = "/memfd:", kSuffix = " (deleted)";
+  if (!name.starts_with(kPrefix) || !name.ends_with(kSuffix))
+    throw Error(ErrorCode::Corrupt, "descriptor " + std::string(name) + " is no shmbus memfd");
+  name.remove_prefix(kPrefix.size());
+  name.remove_suffix(kSuffix.size());
+  r->shm_name_ = std::string(name);
+  if (!has_region_seals(data_fd) || !has_region_seals(control_fd))
+    throw Error(ErrorCode::Corrupt, "memfd:" + r->shm_name_ + " is not sealed against resizing");
+  r->attach_fds();
+  return r;
+}
+
+void Region::attach_fds() {
+  // A region of shmbusd's is two sealed memfds; one opened by name is not.
+  sealed_ = has_region_seals(data_->fd_to_map) && has_region_seals(control_seg_->fd_to_map);
+  const std::string where = this->where();
+  struct stat ds {
+  }, cs{};
+  if (::fstat(data_->fd_to_map, &ds) != 0 || ::fstat(control_seg_->fd_to_map, &cs) != 0)
+    throw os_error("cannot stat the region of " + where, errno);
+  attach_control(where, cs, attach_data(where, ds));
+}
+
+std::string Region::where() const {
+  return (sealed_ ? "memfd:" : "/dev/shm/") + shm_name_;
 }
 
 // Maps the data segment (read-only when its descriptor is) and validates its
@@ -571,10 +665,10 @@ void Region::lock_control() const {
         return;
     }
     if (Clock::now() - start > lock_patience_)
-      throw Error(ErrorCode::SystemError,
-                  "topic control lock of /dev/shm/" + shm_name_ + " held by pid " +
-                      std::to_string(holder) + " for over " +
-                      std::to_string(lock_patience_.count()) + " ms; is that process stuck?");
+      throw Error(ErrorCode::SystemError, "topic control lock of " + where() + " held by pid " +
+                                              std::to_string(holder) + " for over " +
+                                              std::to_string(lock_patience_.count()) +
+                                              " ms; is that process stuck?");
     if (i < 64)
       cpu_relax();
     else

@@ -58,6 +58,17 @@ class Region {
   static std::shared_ptr<Region> create(const std::string& shm_name, std::string_view topic,
                                         const TopicOptions& options);
   static std::shared_ptr<Region> open(const std::string& shm_name);
+  // Creates the region as two sealed memfds (shmbusd's topics): no name in
+  // /dev/shm, mode 0600, and F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL, so no
+  // holder of a descriptor, however writable, can resize either segment (a
+  // shrunk segment would SIGBUS every process that maps it). The memfds are
+  // named shm_name and control_name(shm_name) for /proc and the messages.
+  static std::shared_ptr<Region> create_sealed(const std::string& shm_name, std::string_view topic,
+                                               const TopicOptions& options);
+  // Maps and validates a region passed as descriptors and takes ownership of
+  // them (closed with the region, or at once if it is refused): shmbusd
+  // taking its regions back from its keeper. The name is the memfd's.
+  static std::shared_ptr<Region> adopt(int data_fd, int control_fd);
   // Maps and validates a region passed as descriptors (from shmbusd over its
   // socket); the caller keeps ownership of both and may close them afterwards.
   // A data descriptor opened read-only gives a read_only() region.
@@ -71,6 +82,11 @@ class Region {
   // The data segment is mapped read-only: this process may subscribe only
   // (Publisher refuses with PermissionDenied; the kernel refuses any write).
   [[nodiscard]] bool read_only() const noexcept { return read_only_; }
+  // Both segments are sealed against shrinking and growing (create_sealed):
+  // nothing that holds them can make them fault.
+  [[nodiscard]] bool sealed() const noexcept { return sealed_; }
+  // Where the region lives, for messages: "/dev/shm/<name>" or "memfd:<name>".
+  [[nodiscard]] std::string where() const;
   // Keeps `owner` alive as long as this mapping (a client's daemon connection).
   void set_owner(std::shared_ptr<void> owner) { owner_ = std::move(owner); }
   // Unlinks the region's name; processes that mapped it keep their mapping.
@@ -147,6 +163,11 @@ class Region {
   Region();
   void init_accessors(const TopicOptions& validated, const Layout& layout);
   static void map(Segment& seg, std::uint64_t size, bool writable, const std::string& where);
+  // create and create_sealed: makes the two segments, then initialises them.
+  static std::shared_ptr<Region> create_as(const std::string& shm_name, std::string_view topic,
+                                           const TopicOptions& options, bool sealed);
+  // from_fd and adopt: fstat, map and validate the two descriptors.
+  void attach_fds();
   Layout attach_data(const std::string& where, const struct stat& data);
   void attach_control(const std::string& where, const struct stat& control, const Layout& l);
 
@@ -159,6 +180,7 @@ class Region {
   std::uint32_t max_producers_ = 0;
   bool single_producer_ = false;
   bool read_only_ = false;
+  bool sealed_ = false;
   TopicOptions options_;  // the validated copies of the header's fields (attach_data)
   std::uint64_t generation_ = 0;
   std::chrono::milliseconds lock_patience_{10'000};
