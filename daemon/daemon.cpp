@@ -48,6 +48,7 @@ Daemon::Daemon(Config config) : config_(std::move(config)) {
   validate_name("bus", config_.bus);
   socket_path_ =
       config_.socket_path.empty() ? detail::default_socket_path(config_.bus) : config_.socket_path;
+  keeper_.configure(keeper_path(socket_path_), config_.keeper_program);
 }
 
 Daemon::~Daemon() {
@@ -220,6 +221,10 @@ void Daemon::run() {
         housekeeping();
       } else if (fd == wake_fd_) {
         drain(wake_fd_, "wake-up eventfd");
+      } else if (fd == watched_keeper_fd_) {
+        // The keeper sends nothing after the hand-over: this is its end.
+        spdlog::warn("the keeper of bus '{}' went away; starting another", config_.bus);
+        replace_keeper();
       } else if (auto it = clients_.find(fd); it != clients_.end()) {
         serve(it->second);
       }

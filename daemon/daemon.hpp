@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "guard.hpp"
+#include "keeper.hpp"
 #include "os.hpp"
 #include "protocol.hpp"
 #include "shmbus/error.hpp"
@@ -59,6 +60,11 @@ struct Config {
   // half-sent frame of up to 64 KiB buffered) from one user cannot take the
   // daemon's descriptors and memory from the others.
   std::uint32_t max_connections_per_uid = 256;
+  // The shmbusd binary to run as the keeper of this daemon's regions
+  // (keeper.hpp), so that topics outlive a daemon crash; main sets it to
+  // itself. Empty (a daemon in a test's thread): no keeper, the topics die
+  // with the daemon.
+  std::string keeper_program;
 };
 
 // Reads a TOML configuration; throws shmbus::Error(InvalidArgument) saying
@@ -167,6 +173,12 @@ class Daemon {
 
   // reaper.cpp: what dead processes (and a dead daemon) leave behind.
   void adopt_regions();
+  // The regions a previous daemon left with the keeper; returns their names.
+  void adopt_kept(std::vector<std::pair<int, int>> kept);
+  // Every topic's two descriptors, for a new keeper.
+  [[nodiscard]] std::vector<std::pair<int, int>> kept_fds() const;
+  // Starts a keeper when the one we had is gone, and deposits every topic.
+  void replace_keeper();
   void housekeeping();
   void free_seats_of(const Client& c);
   void free_dead_seats(TopicEntry& t);
@@ -196,6 +208,9 @@ class Daemon {
   int wake_fd_ = -1;  // eventfd: stop()
   int timer_fd_ = -1;
   int spare_fd_ = -1;  // given up to refuse a client when descriptors run out
+  KeeperLink keeper_;
+  int watched_keeper_fd_ = -1;                            // keeper_.fd() as registered with epoll
+  std::chrono::steady_clock::time_point keeper_retry_{};  // the next attempt without one
   std::atomic<bool> stopping_{false};
   std::atomic<std::uint64_t> housekeeping_rounds_{0};
   std::map<int, Client> clients_;

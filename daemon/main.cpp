@@ -3,13 +3,17 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
+#include <array>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <string>
 
 #include "daemon.hpp"
+#include "keeper.hpp"
 #include "shmbus/error.hpp"
 #include "shmbus/version.hpp"
 
@@ -21,6 +25,10 @@ void on_signal(int) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // The keeper a daemon starts (keeper.hpp): its sockets are descriptors 3
+  // (to the daemon) and 4 (listening at PATH). Not an option for users.
+  if (argc == 3 && std::strcmp(argv[1], "--keeper") == 0)
+    return shmbus::daemon::run_keeper(argv[2], 4, 3);
   CLI::App app{
       "shmbusd: the shmbus coordinator. Creates topic regions, hands out seats,\n"
       "enforces access rules and cleans up after processes that die. Runs in the\n"
@@ -46,6 +54,15 @@ int main(int argc, char** argv) {
     if (!bus.empty()) config.bus = bus;
     if (!socket.empty()) config.socket_path = socket;
     if (!log_level.empty()) config.log_level = log_level;
+    // The keeper is this very binary (the one running, not one found on PATH).
+    std::array<char, 4096> self{};
+    if (const ssize_t n = ::readlink("/proc/self/exe", self.data(), self.size() - 1); n > 0)
+      config.keeper_program.assign(self.data(), static_cast<std::size_t>(n));
+    else
+      spdlog::warn(
+          "cannot find this program (/proc/self/exe: {}): no keeper, so topics do not "
+          "outlive this daemon",
+          std::strerror(errno));
     spdlog::set_level(spdlog::level::from_str(config.log_level));
     shmbus::daemon::Daemon daemon(config);
     daemon.start();

@@ -4,11 +4,13 @@
 // producer claimed and never published.
 #include <dirent.h>
 #include <spdlog/spdlog.h>
+#include <sys/epoll.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
+#include <utility>
 
 #include "daemon.hpp"
 #include "os.hpp"
@@ -72,7 +74,75 @@ void Daemon::free_seats_of(const Client& c) {
   }
 }
 
+void Daemon::adopt_kept(std::vector<std::pair<int, int>> kept) {
+  for (auto& [data, control] : kept) {
+    // Our own keeper's (it checked our uid, we checked its), so our own
+    // regions; checked all the same, as anything read from elsewhere is.
+    std::shared_ptr<detail::Region> region;
+    try {
+      struct stat st {};
+      for (const int fd : {data, control})
+        if (::fstat(fd, &st) != 0 || st.st_uid != ::geteuid() || (st.st_mode & 077) != 0)
+          throw Error(ErrorCode::PermissionDenied, "not a segment of this daemon's user");
+      // Owns both descriptors from here, also when it throws.
+      region = detail::Region::adopt(std::exchange(data, -1), std::exchange(control, -1));
+      const std::string name = region->topic_name();
+      validate_name("topic", name);
+      if (region->shm_name() != region_name(config_.bus, name))
+        throw Error(ErrorCode::Corrupt, "it is named " + region->shm_name() + ", not " +
+                                            region_name(config_.bus, name));
+      // Sealed: it cannot have shrunk, so reading its header cannot fault.
+      if (detail::deleted(region->ring())) {
+        spdlog::info("forgetting the deleted topic '{}' the keeper still held", name);
+        continue;
+      }
+      if (topics_.contains(name)) continue;  // a second copy
+      region->set_lock_patience(kLockPatience);
+      TopicEntry& t = topics_[name] = TopicEntry{std::move(region)};
+      std::uint64_t tail = 0;
+      // Relaxed: a number for the log line. The rules may have changed since
+      // the topic was created.
+      if (touch(name, t, [&] {
+            mark_sharing(name, *t.region);
+            tail = t.region->header().tail.load(std::memory_order_relaxed);
+          }))
+        spdlog::info("took back topic '{}' (tail {})", name, tail);
+    } catch (const std::exception& ex) {
+      for (const int fd : {data, control})
+        if (fd >= 0) ::close(fd);
+      spdlog::warn("not taking back a region from the keeper: {}", ex.what());
+    }
+  }
+}
+
+std::vector<std::pair<int, int>> Daemon::kept_fds() const {
+  std::vector<std::pair<int, int>> all;
+  for (const auto& [name, t] : topics_)
+    if (t.region->sealed()) all.emplace_back(t.region->data_fd(), t.region->control_fd());
+  return all;
+}
+
+void Daemon::replace_keeper() {
+  if (watched_keeper_fd_ >= 0)
+    (void)::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, watched_keeper_fd_, nullptr);
+  watched_keeper_fd_ = -1;
+  keeper_.restart(kept_fds());
+  if (keeper_.fd() >= 0 && watch(keeper_.fd(), EPOLLIN | EPOLLRDHUP))
+    watched_keeper_fd_ = keeper_.fd();
+  // Without one, another try in a while (housekeeping).
+  keeper_retry_ = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+}
+
 void Daemon::adopt_regions() {
+  // Sealed regions (shmbusd's) from the keeper, then named ones (made
+  // without a daemon, or by a daemon before issue 14) from /dev/shm.
+  adopt_kept(keeper_.start());
+  // Deposited again: a keeper started afresh holds none of them yet (one that
+  // holds them already ignores the copies).
+  for (const auto& [data, control] : kept_fds())
+    keeper_.put(data, control);
+  if (keeper_.fd() >= 0 && watch(keeper_.fd(), EPOLLIN | EPOLLRDHUP))
+    watched_keeper_fd_ = keeper_.fd();
   const std::string prefix = "shmbus." + config_.bus + ".";
   DIR* d = ::opendir("/dev/shm");
   if (d == nullptr) {
@@ -85,6 +155,13 @@ void Daemon::adopt_regions() {
     const std::string name = file.substr(prefix.size());
     // A control segment is adopted with its data segment.
     if (std::string_view(name).ends_with(detail::kControlSuffix)) continue;
+    if (topics_.contains(name)) {
+      spdlog::warn(
+          "not adopting /dev/shm/{}: topic '{}' came back from the keeper; delete the "
+          "topic to remove both",
+          file, name);
+      continue;
+    }
     const auto ours = [](const struct stat& st) {
       return S_ISREG(st.st_mode) && st.st_uid == ::geteuid() && (st.st_mode & 077) == 0;
     };
@@ -218,6 +295,10 @@ void Daemon::repair_stuck(const std::string& name, TopicEntry& t) {
 }
 
 void Daemon::housekeeping() {
+  keeper_.reap();
+  if (keeper_.configured() && !keeper_.enabled() &&
+      std::chrono::steady_clock::now() >= keeper_retry_)
+    replace_keeper();
   // Each topic checked and guarded on its own: a damaged one is quarantined
   // (and skipped from then on), the others are served as ever.
   for (auto it = topics_.begin(); it != topics_.end(); ++it) {
@@ -239,7 +320,7 @@ void Daemon::housekeeping() {
 void Daemon::quarantine(const std::string& name, TopicEntry& t, std::string why) {
   if (t.damaged) return;
   t.damaged = true;
-  t.damage = "its region /dev/shm/" + t.region->shm_name() + " " + why;
+  t.damage = "its region " + t.region->where() + " " + why;
   t.stuck.clear();
   spdlog::warn("topic '{}': {}; quarantined (delete it: shmbus topic delete {})", name, t.damage,
                name);

@@ -102,6 +102,15 @@ void Daemon::require(const Client& c, const std::string& topic, std::initializer
 detail::Descriptors Daemon::region_fds(const Client& c, const std::string& topic,
                                        const detail::Region& r) const {
   detail::Descriptors fds;
+  // A region by name (adopted from /dev/shm) is a file without seals: a
+  // holder of its descriptor could shrink it under everyone who maps it
+  // (issue 14). Only processes that could do as much by name get one.
+  if (!r.sealed() && c.uid != ::geteuid() && c.uid != 0)
+    throw Error(ErrorCode::PermissionDenied,
+                "topic '" + topic + "' is the file " + r.where() +
+                    ", which cannot be sealed against resizing, so it is served only to uid " +
+                    std::to_string(::geteuid()) +
+                    " and root; delete the topic and create it again through shmbusd");
   const int data =
       allowed(c, topic, Right::Publish) ? ::dup(r.data_fd()) : r.reopen_data_read_only();
   if (data < 0) throw Error(ErrorCode::SystemError, "dup: " + detail::errno_text(errno));
@@ -152,22 +161,24 @@ Daemon::Outgoing Daemon::on(Client& c, std::uint32_t id, const proto::CreateTopi
   if (o.max_producers == 0) o.max_producers = d.max_producers;
   if (o.max_groups == 0) o.max_groups = d.max_groups;
   if (o.max_members == 0) o.max_members = d.max_members;
-  o.mode = 0600;  // only shmbusd maps by name; clients get a descriptor
-  auto region = detail::Region::create(region_name(config_.bus, m.name), m.name, o);
+  o.mode = 0600;  // clients get a descriptor; nobody else may open it
+  if (topics_.contains(m.name))
+    throw Error(ErrorCode::AlreadyExists, "topic '" + m.name + "' already exists on bus '" +
+                                              config_.bus + "'; open it, or delete it first");
+  // Sealed memfds: no client can resize them (issue 14); the keeper holds
+  // them across a daemon crash.
+  auto region = detail::Region::create_sealed(region_name(config_.bus, m.name), m.name, o);
   mark_sharing(m.name, *region);
   region->set_lock_patience(kLockPatience);
   // The create right alone gives no descriptor: the creator may neither read
   // nor write what others will publish there.
   detail::Descriptors fds;
   if (allowed(c, m.name, Right::Publish) || allowed(c, m.name, Right::Subscribe)) {
-    try {
-      fds = region_fds(c, m.name, *region);
-    } catch (...) {
-      detail::Region::remove(region->shm_name());  // not created, then
-      throw;
-    }
+    fds = region_fds(c, m.name, *region);  // a throw: not created, then (it had no name)
   }
   topics_[m.name] = TopicEntry{region};
+  keeper_.put(region->data_fd(), region->control_fd());
+  if (keeper_.configured() && !keeper_.enabled()) replace_keeper();
   spdlog::info("pid {} uid {} created topic '{}' ({} x {} B, policy {})", c.pid, c.uid, m.name,
                o.slot_count, o.slot_size, static_cast<int>(o.policy));
   return {reply(proto::TopicReply{m.name, detail::options_of(*region)}, id), std::move(fds)};
@@ -208,7 +219,11 @@ Daemon::Outgoing Daemon::on(Client& c, std::uint32_t id, const proto::DeleteTopi
   const bool removed = detail::Region::remove(region_name(config_.bus, m.name));
   if (!adopted && !removed) find(m.name);  // throws NotFound
   const bool damaged = adopted && it->second.damaged;
-  if (adopted) topics_.erase(it);
+  if (adopted) {
+    if (it->second.region->sealed()) keeper_.drop(it->second.region->data_fd());
+    topics_.erase(it);
+    if (keeper_.configured() && !keeper_.enabled()) replace_keeper();
+  }
   spdlog::info("pid {} deleted {}topic '{}'", c.pid,
                !adopted  ? "the unadopted region of "
                : damaged ? "the damaged "

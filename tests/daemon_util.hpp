@@ -12,6 +12,10 @@
 #include <fstream>
 #include <vector>
 
+#include "keeper.hpp"
+#include "os.hpp"
+#include "protocol.hpp"
+#include "region.hpp"
 #include "test_util.hpp"
 
 namespace shmbus::test {
@@ -112,6 +116,29 @@ class DaemonProcess {
   int status_ = -1;
 };
 
+// The descriptors the daemon at `socket` hands this process for `topic`,
+// through the protocol itself (empty when it refuses).
+inline detail::Descriptors topic_fds(const std::string& socket, const std::string& topic) {
+  namespace proto = detail::proto;
+  const int fd = detail::connect_unix(socket);
+  if (fd < 0) return {};
+  detail::Received r;
+  if (detail::send_frame(fd, proto::frame(proto::OpenTopic{topic}, 1)))
+    r = detail::recv_frame(fd, std::chrono::seconds(10));
+  ::close(fd);
+  if (!proto::decode_reply<proto::TopicReply>(r.body).message) return {};
+  return std::move(r.fds);
+}
+
+// A daemon's topic region mapped as a client maps it (the descriptors are
+// closed again; the mapping stays).
+inline std::shared_ptr<detail::Region> region_of(const std::string& socket, const std::string& bus,
+                                                 const std::string& topic) {
+  const detail::Descriptors fds = topic_fds(socket, topic);
+  if (fds.size() != 2) throw Error(ErrorCode::NotFound, "no descriptors for " + topic);
+  return detail::Region::from_fd(fds[0], fds[1], region_name(bus, topic));
+}
+
 // A bus name and socket of its own for each test.
 struct BusFixture {
   TempDir dir;
@@ -125,6 +152,9 @@ struct BusFixture {
     return o;
   }
   ~BusFixture() {
+    // The keeper of this bus's daemon, with the topics it holds (it would
+    // also exit within a second of the directory's removal).
+    daemon::dismiss_keeper(daemon::keeper_path(socket));
     // Regions of this bus that a test left behind.
     std::system(("rm -f /dev/shm/shmbus." + bus + ".*").c_str());
   }

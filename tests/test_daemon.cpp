@@ -1,6 +1,7 @@
 // shmbusd over its real socket: every request and its errors, malformed frames,
 // one daemon per socket, stale sockets, autospawn, and access rules checked
 // against a child that drops to another uid.
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/mman.h>
 
@@ -84,10 +85,22 @@ TEST(Daemon, EveryRequestThroughTheBus) {
   ASSERT_EQ(all.size(), 1u);
   EXPECT_EQ(all[0].name, "orders");
 
-  // The region is private to the daemon's uid (mode 0600); clients got a descriptor.
+  // The region has no name anyone could open (two memfds), is private to
+  // the daemon's uid (mode 0600), and is sealed against resizing; clients
+  // got descriptors.
   struct stat sb {};
-  ASSERT_EQ(::stat(("/dev/shm/shmbus." + f.bus + ".orders").c_str(), &sb), 0);
-  EXPECT_EQ(sb.st_mode & 0777, 0600u);
+  EXPECT_NE(::stat(("/dev/shm/shmbus." + f.bus + ".orders").c_str(), &sb), 0);
+  {
+    const detail::Descriptors fds = topic_fds(f.socket, "orders");
+    ASSERT_EQ(fds.size(), 2u);
+    for (std::size_t i = 0; i < 2; ++i) {
+      ASSERT_EQ(::fstat(fds[i], &sb), 0);
+      EXPECT_EQ(sb.st_mode & 0777, 0600u);
+      const int seals = ::fcntl(fds[i], F_GET_SEALS);
+      EXPECT_EQ(seals & (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL),
+                F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+    }
+  }
 
   bus.delete_topic("orders");
   EXPECT_EQ(code_of([&] { bus.open_topic("orders"); }), ErrorCode::NotFound);
@@ -326,15 +339,18 @@ TEST(DaemonAccess, RulesDecideAndTheRegionCannotBeMappedWithoutThem) {
   }
   const BusOptions opts = f.options();
   const std::string bus_name = f.bus;
+  const std::string daemon_fds = "/proc/" + std::to_string(d.pid()) + "/fd";
   const pid_t child = spawn([&]() -> int {
     if (::setresgid(65534, 65534, 65534) != 0 || ::setresuid(65534, 65534, 65534) != 0) return 10;
     Bus bus = Bus::connect(opts);
     if (code_of([&] { bus.open_topic("secret"); }) != ErrorCode::PermissionDenied) return 11;
     if (code_of([&] { bus.create_topic("mine", {}); }) != ErrorCode::PermissionDenied) return 12;
     if (code_of([&] { bus.delete_topic("secret"); }) != ErrorCode::PermissionDenied) return 13;
-    // Nor can it map the region by name: it is 0600 and owned by root.
+    // Nor can it map the region by name: it has none (a memfd).
     const std::string shm = "/shmbus." + bus_name + ".secret";
-    if (::shm_open(shm.c_str(), O_RDWR, 0) >= 0 || errno != EACCES) return 14;
+    if (::shm_open(shm.c_str(), O_RDONLY, 0) >= 0 || errno != ENOENT) return 14;
+    // Nor through the daemon's descriptors in /proc: another uid's.
+    if (::opendir(daemon_fds.c_str()) != nullptr || errno != EACCES) return 20;
     // public.*: subscribe yes, publish no.
     auto sub = bus.subscriber("public.news");
     if (code_of([&] { (void)bus.publisher("public.news"); }) != ErrorCode::PermissionDenied)

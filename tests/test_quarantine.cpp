@@ -1,6 +1,7 @@
-// Issue 14, part 2 (the daemon's side): a client that truncates a region it
-// was handed must not kill shmbusd. The topic is quarantined (Corrupt, still
-// listed, deletable); every other topic keeps working.
+// Issue 14, part 2: no client can resize a region shmbusd made (sealed
+// memfds); and where a region can be truncated (a named one, made without a
+// daemon), a truncation must not kill shmbusd: the topic is quarantined
+// (Corrupt, still listed, deletable); every other topic keeps working.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -140,43 +141,133 @@ TEST(DaemonGuard, RegionIntactSeesAShrunkOrGrownFile) {
   detail::Region::remove(shm);
 }
 
+// The descriptors of `topic` as the daemon at `socket` hands them to this
+// process, with a seat in the topic first (the daemon frees it when this
+// process is gone: the access that used to SIGBUS it).
+struct HandedOut {
+  Bus bus;
+  std::shared_ptr<Subscriber> sub;
+  detail::Descriptors fds;
+  HandedOut(const BusOptions& opts, const std::string& socket, const std::string& topic)
+      : bus(Bus::connect(opts)),
+        sub(bus.open_topic(topic).subscriber()),
+        fds(topic_fds(socket, topic)) {}
+};
+
 // The attack of issue 14 as it was reported: a client given a region's
-// descriptors (uid 65534 with the subscribe right when we are root) holds a
-// seat in it, truncates what it can write (the control segment: its data
-// segment is read-only) to 0 and exits.
-TEST(SecurityTruncation, ATruncatedRegionIsQuarantinedTheDaemonLivesOthersWork) {
+// descriptors truncates what it can write. shmbusd's regions are sealed
+// memfds: the kernel refuses every resize, to a subscriber of another uid
+// and to a publisher of the daemon's own, and nothing is damaged.
+TEST(SecurityTruncation, NoHolderOfADaemonsRegionCanResizeIt) {
   BusFixture f;
   const std::string cfg = f.dir.path + "/shmbusd.toml";
   std::ofstream(cfg) << "[[topic]]\nname = \"victim\"\nsubscribe = { uids = [65534] }\n";
   DaemonProcess d(f.bus, f.socket, cfg);
   ASSERT_TRUE(d.start());
-  {
-    // Closed again before the fork (a child forked from a single-threaded parent).
-    Bus owner = Bus::connect(f.options());
-    owner.create_topic("victim", {});
-    owner.create_topic("bystander", {});
-  }
+  { Bus::connect(f.options()).create_topic("victim", {}); }  // closed before the forks
+  const BusOptions opts = f.options();
+  const std::string socket = f.socket;
+  const auto attack = [&](bool drop_uid) {
+    return spawn([&]() -> int {
+      if (drop_uid && ::geteuid() == 0 &&
+          (::setresgid(kOther, kOther, kOther) != 0 || ::setresuid(kOther, kOther, kOther) != 0))
+        return 10;
+      HandedOut h(opts, socket, "victim");
+      if (h.fds.size() != 2) return 11;
+      const bool read_only_data = ::geteuid() == kOther;
+      for (std::size_t i = 0; i < 2; ++i) {
+        const int fd = h.fds[i];
+        struct stat st {};
+        if (::fstat(fd, &st) != 0) return 12;
+        // EINVAL for the read-only data descriptor of a subscriber, EPERM
+        // (the seals) for every writable one.
+        const int refused = i == 0 && read_only_data ? EINVAL : EPERM;
+        if (::ftruncate(fd, 0) == 0 || errno != refused) return 20 + static_cast<int>(i);
+        if (::ftruncate(fd, st.st_size + 4096) == 0 || errno != refused)
+          return 22 + static_cast<int>(i);
+        const int grown = ::posix_fallocate(fd, st.st_size, 4096);
+        if (grown == 0 || grown != (refused == EINVAL ? EBADF : EPERM))
+          return 24 + static_cast<int>(i);
+        // The seals themselves are sealed: none can be removed or added.
+        if (::fcntl(fd, F_ADD_SEALS, F_SEAL_WRITE) == 0 || errno != EPERM)
+          return 26 + static_cast<int>(i);
+      }
+      ::_exit(0);  // gone without a word: the daemon frees the seat
+    });
+  };
+  ASSERT_EQ(wait_child(attack(/*drop_uid=*/true), 60s), 0);
+  ASSERT_EQ(wait_child(attack(/*drop_uid=*/false), 60s), 0);
+  Bus bus = Bus::connect(f.options());
+  // Both seats freed (the daemon touched the region), and nothing damaged.
+  const auto members = [&] {
+    std::uint32_t n = 0;
+    for (const GroupStatus& g : bus.describe("victim").groups)
+      n += g.members;
+    return n;
+  };
+  EXPECT_TRUE(wait_until([&] { return members() == 0; }, 10s));
+  EXPECT_FALSE(d.exited()) << "shmbusd died, status " << d.status();
+  EXPECT_TRUE(bus.describe("victim").damage.empty());
+  Topic t = bus.open_topic("victim");
+  Publisher p = t.publisher();
+  auto s = t.subscriber(SubscriberOptions{.group = "", .start = StartFrom::Earliest});
+  ASSERT_EQ(p.publish(bytes_of("intact")), Status::Ok);
+  Sample sm;
+  EXPECT_EQ(s->receive(sm, 5s), Status::Ok);
+  EXPECT_EQ(d.stop(), 0);
+}
+
+// A region made without a daemon has a name in /dev/shm and no seals (tmpfs
+// files cannot be sealed); a daemon adopts it, but hands its descriptors
+// only to its own uid and root, who could truncate it by name anyway.
+TEST(SecurityTruncation, ANamedRegionIsServedOnlyToTheDaemonsUid) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to switch uid";
+  BusFixture f;
+  (void)Topic::create("named", {}, f.bus);  // mode 0600, ours: adopted
+  const std::string cfg = f.dir.path + "/shmbusd.toml";
+  std::ofstream(cfg) << "[[topic]]\nname = \"named\"\nsubscribe = { uids = [65534] }\n";
+  DaemonProcess d(f.bus, f.socket, cfg);
+  ASSERT_TRUE(d.start());
+  const BusOptions opts = f.options();
+  const pid_t other = spawn([&]() -> int {
+    if (::setresgid(kOther, kOther, kOther) != 0 || ::setresuid(kOther, kOther, kOther) != 0)
+      return 10;
+    Bus bus = Bus::connect(opts);
+    try {
+      (void)bus.subscriber("named");
+      return 11;
+    } catch (const Error& e) {
+      if (e.code() != ErrorCode::PermissionDenied) return 12;
+      const std::string what = e.what();
+      if (what.find("cannot be sealed") == std::string::npos ||
+          what.find("create it again through shmbusd") == std::string::npos)
+        return 13;
+    }
+    return bus.describe("named").name == "named" ? 0 : 14;  // it may still look
+  });
+  EXPECT_EQ(wait_child(other, 60s), 0);
+  Bus bus = Bus::connect(f.options());
+  auto sub = bus.subscriber("named");  // root: served
+  EXPECT_TRUE(sub != nullptr);
+}
+
+// The daemon's side, for a region that can be truncated: a named one it
+// adopted, cut by a client of its own uid that holds a seat there. The
+// topic is quarantined (Corrupt, still listed, deletable); the daemon lives
+// and every other topic keeps working.
+TEST(SecurityTruncation, ATruncatedRegionIsQuarantinedTheDaemonLivesOthersWork) {
+  BusFixture f;
+  (void)Topic::create("victim", {}, f.bus);
+  DaemonProcess d(f.bus, f.socket);
+  ASSERT_TRUE(d.start());
+  { Bus::connect(f.options()).create_topic("bystander", {}); }
   const BusOptions opts = f.options();
   const std::string socket = f.socket;
   const pid_t attacker = spawn([&]() -> int {
-    if (::geteuid() == 0 &&
-        (::setresgid(kOther, kOther, kOther) != 0 || ::setresuid(kOther, kOther, kOther) != 0))
-      return 10;
-    // A seat in the region: the daemon frees it when this process is gone.
-    Bus bus = Bus::connect(opts);
-    auto sub = bus.open_topic("victim").subscriber();
-    // The descriptor the daemon hands out, through the protocol itself.
-    namespace proto = detail::proto;
-    const int fd = detail::connect_unix(socket);
-    if (fd < 0) return 11;
-    if (!detail::send_frame(fd, proto::frame(proto::OpenTopic{"victim"}, 1), {}, true)) return 12;
-    const detail::Received r = detail::recv_frame(fd, 10s);
-    const auto reply = proto::decode_reply<proto::TopicReply>(r.body);
-    if (!reply.message || r.fds.size() != 2) return 13;
-    if (::geteuid() == kOther && ::ftruncate(r.fds[0], 0) == 0) return 15;  // read-only
-    if (::ftruncate(r.fds[1], 0) != 0) return 14;
-    // Gone without a word: the subscriber's destructor would touch the region.
-    ::_exit(0);
+    HandedOut h(opts, socket, "victim");
+    if (h.fds.size() != 2) return 11;
+    if (::ftruncate(h.fds[1], 0) != 0) return 14;  // no seals on a tmpfs file
+    ::_exit(0);  // the subscriber's destructor would touch the region
   });
   ASSERT_EQ(wait_child(attacker, 60s), 0);
   Bus bus = Bus::connect(f.options());
@@ -195,6 +286,7 @@ TEST(SecurityTruncation, ATruncatedRegionIsQuarantinedTheDaemonLivesOthersWork) 
   EXPECT_NE(message.find("quarantined"), std::string::npos) << message;
   EXPECT_NE(message.find("shmbus topic delete victim"), std::string::npos) << message;
   EXPECT_NE(message.find("control segment of 0 bytes"), std::string::npos) << message;
+  EXPECT_NE(message.find("/dev/shm/" + region_name(f.bus, "victim")), std::string::npos) << message;
   EXPECT_EQ(code_of([&] { (void)bus.subscriber("victim"); }), ErrorCode::Corrupt);
   EXPECT_EQ(code_of([&] { bus.delete_group("victim", "g"); }), ErrorCode::Corrupt);
   // Listed, and told apart by what the daemon found.
@@ -202,8 +294,6 @@ TEST(SecurityTruncation, ATruncatedRegionIsQuarantinedTheDaemonLivesOthersWork) 
   ASSERT_EQ(topics.size(), 2u);
   for (const TopicStatus& t : topics)
     EXPECT_EQ(t.damage.empty(), t.name != "victim") << t.name << ": " << t.damage;
-  // Further housekeeping passes leave it be.
-  EXPECT_FALSE(d.exited());
   {
     Topic t = bus.open_topic("bystander");
     Publisher p = t.publisher();
@@ -212,11 +302,12 @@ TEST(SecurityTruncation, ATruncatedRegionIsQuarantinedTheDaemonLivesOthersWork) 
     Sample sm;
     EXPECT_EQ(s->receive(sm, 5s), Status::Ok);
   }
+  EXPECT_FALSE(d.exited());
   bus.delete_topic("victim", /*if_unused=*/true);  // no users to ask about
   EXPECT_EQ(code_of([&] { bus.describe("victim"); }), ErrorCode::NotFound);
   struct stat st {};
   EXPECT_NE(::stat(("/dev/shm/" + region_name(f.bus, "victim")).c_str(), &st), 0);
-  bus.create_topic("victim", {});  // and it can be made again
+  bus.create_topic("victim", {});  // and it can be made again, sealed
   EXPECT_EQ(bus.describe("victim").name, "victim");
   EXPECT_EQ(d.stop(), 0);
 }
@@ -225,11 +316,11 @@ TEST(SecurityTruncation, ATruncatedRegionIsQuarantinedTheDaemonLivesOthersWork) 
 // this process, so a SIGBUS there would end the test binary.
 TEST(SecurityTruncation, HousekeepingQuarantinesATruncatedRegion) {
   BusFixture f;
+  (void)Topic::create("cut", {}, f.bus);  // a named region, adopted at start
   daemon::Config c = config_for(f);
   c.log_level = "error";
   c.housekeeping_ms = 20;
   InProcessDaemon d(c);
-  { Bus::connect(f.options()).create_topic("cut", {}); }  // unmapped again here
   const int fd = ::shm_open(("/" + region_name(f.bus, "cut")).c_str(), O_RDWR, 0);
   ASSERT_GE(fd, 0);
   ASSERT_EQ(::ftruncate(fd, 0), 0);

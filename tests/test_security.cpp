@@ -318,6 +318,8 @@ TEST(Forging, ASubscribeOnlyUidCannotWriteAMessage) {
     // ...nor a write, a truncation, or a read-write re-open through /proc.
     if (::pwrite(data, "x", 1, 0) >= 0 || errno != EBADF) return 19;
     if (::ftruncate(data, 0) == 0 || errno != EINVAL) return 20;
+    // The control segment it must write: sealed, so not resizable either.
+    if (::ftruncate(r.fds[1], 0) == 0 || errno != EPERM) return 24;
     const std::string again = "/proc/self/fd/" + std::to_string(data);
     if (::open(again.c_str(), O_RDWR) >= 0 || errno != EACCES) return 21;
     // The library refuses before it writes anything (the mapping would fault).
@@ -358,11 +360,10 @@ TEST(Forging, ASubscribeOnlyUidCannotWriteAMessage) {
   // do not trust the gate scan's proof (TopicHeader::shared_control); a topic
   // only its owner may use keeps the shortcut.
   root.create_topic("private", {});
-  EXPECT_EQ(detail::Region::open(region_name(f.bus, "pub.a"))
-                ->header()
-                .shared_control.load(std::memory_order_relaxed),
-            1);
-  EXPECT_EQ(detail::Region::open(region_name(f.bus, "private"))
+  EXPECT_EQ(
+      region_of(f.socket, f.bus, "pub.a")->header().shared_control.load(std::memory_order_relaxed),
+      1);
+  EXPECT_EQ(region_of(f.socket, f.bus, "private")
                 ->header()
                 .shared_control.load(std::memory_order_relaxed),
             0);

@@ -62,7 +62,8 @@ FUTEX_NR = {"x86_64": 202, "aarch64": 98}.get(platform.machine())
 def asleep_on_shmbus(pid, tid=None):
     """True while the thread is inside a futex wait on a word in a shmbus
     region: /proc says which syscall it is blocked in and on which address,
-    and /proc/<pid>/maps whether that address is in a /dev/shm/shmbus.* file.
+    and /proc/<pid>/maps whether that address is in a shmbus region: a
+    /dev/shm/shmbus.* file, or a shmbusd memfd (/memfd:shmbus.*).
     (A thread waiting for the GIL also sleeps in futex, but not on shmbus's.)"""
     task = f"/proc/{pid}/task/{tid}" if tid is not None else f"/proc/{pid}"
     try:
@@ -77,7 +78,8 @@ def asleep_on_shmbus(pid, tid=None):
     addr = int(fields[1], 16)
     for line in maps:
         parts = line.split()
-        if len(parts) >= 6 and "/dev/shm/shmbus." in parts[5]:
+        if len(parts) >= 6 and (parts[5].startswith("/dev/shm/shmbus.")
+                                or parts[5].startswith("/memfd:shmbus.")):
             lo, hi = (int(x, 16) for x in parts[0].split("-"))
             if lo <= addr < hi:
                 return True
