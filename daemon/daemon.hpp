@@ -120,6 +120,9 @@ class Daemon {
     // it) or an access faulted. Never touched again; only deleting it helps.
     bool damaged = false;
     std::string damage{};  // what was found, for the log and the Corrupt replies
+    // Housekeeping passes that failed in a row (housekeeping's rate-limited warning).
+    std::int64_t failing_since_ms = 0, last_warned_ms = 0;
+    std::uint64_t failed_passes = 0;
   };
   // A reply frame, and the region descriptors that go with it (none, or a
   // topic's data and control segments).

@@ -29,6 +29,8 @@ std::int64_t now_ms() {
 }
 
 constexpr auto kFree = static_cast<std::uint32_t>(detail::SeatState::Free);
+// How often a housekeeping failure that repeats every pass is logged again.
+constexpr std::int64_t kRepeatWarningMs = 60'000;
 
 }  // namespace
 
@@ -309,8 +311,27 @@ void Daemon::housekeeping() {
         free_dead_seats(t);
         repair_stuck(name, t);
       });
+      if (t.failing_since_ms != 0)
+        spdlog::info("housekeeping of '{}' works again, after {} failed passes", name,
+                     t.failed_passes);
+      t.failing_since_ms = 0;
     } catch (const std::exception& e) {
-      spdlog::warn("housekeeping of '{}': {}", name, e.what());
+      // The same failure every pass (a control lock held hostage, say) is
+      // logged when it starts and then once a minute, not four times a second.
+      const std::int64_t now = now_ms();
+      ++t.failed_passes;
+      if (t.failing_since_ms == 0 || now - t.last_warned_ms >= kRepeatWarningMs) {
+        if (t.failing_since_ms == 0) {
+          t.failing_since_ms = now;
+          t.failed_passes = 1;
+        }
+        spdlog::warn("housekeeping of '{}': {}{}", name, e.what(),
+                     t.failed_passes > 1
+                         ? fmt::format(" ({} passes failed in {} s)", t.failed_passes,
+                                       (now - t.failing_since_ms) / 1000)
+                         : std::string());
+        t.last_warned_ms = now;
+      }
     }
   }
   // Release: see housekeeping_rounds(). Only this thread writes the count.
