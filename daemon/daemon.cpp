@@ -223,8 +223,12 @@ void Daemon::run() {
         drain(wake_fd_, "wake-up eventfd");
       } else if (fd == watched_keeper_fd_) {
         // The keeper sends nothing after the hand-over: this is its end.
+        // Another is started by housekeeping (at most one every 5 s: a
+        // keeper that dies at once must not become a fork loop).
         spdlog::warn("the keeper of bus '{}' went away; starting another", config_.bus);
-        replace_keeper();
+        (void)::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, watched_keeper_fd_, nullptr);
+        watched_keeper_fd_ = -1;
+        keeper_.detach();
       } else if (auto it = clients_.find(fd); it != clients_.end()) {
         serve(it->second);
       }

@@ -20,6 +20,7 @@
 #include <span>
 
 #include "os.hpp"
+#include "shmbus/error.hpp"
 
 namespace shmbus::daemon {
 
@@ -30,6 +31,9 @@ constexpr int kMaxFds = 2;
 constexpr int kPathCheckMs = 1000;
 // How long either side waits for the other's next record during a hand-over.
 constexpr int kHandoverMs = 5000;
+// How long a record, once begun, may take to arrive whole.
+constexpr int kFrameMs = 1000;
+constexpr int kBacklog = 64;
 
 // Whether sock has something to read within timeout_ms (0: now).
 bool readable(int sock, int timeout_ms) {
@@ -63,7 +67,7 @@ bool send_record(int sock, KeeperOp op, std::uint64_t ino, int fd_a = -1, int fd
 // descriptors closed).
 int recv_record(int sock, KeeperRecord& rec, detail::Descriptors& fds, int timeout_ms) {
   if (!readable(sock, timeout_ms)) return -1;
-  detail::Received r = detail::recv_frame(sock, std::chrono::milliseconds(kHandoverMs));
+  detail::Received r = detail::recv_frame(sock, std::chrono::milliseconds(kFrameMs));
   if (!r.error.empty()) return 0;
   if (r.body.size() != sizeof rec) return -1;  // r.fds closed with r
   std::memcpy(&rec, r.body.data(), sizeof rec);
@@ -89,16 +93,29 @@ sockaddr_un address_of(const std::string& path) {
   return a;
 }
 
-// Connects to the keeper at `path`; -1 when none listens there.
+// Connects to the keeper at `path`, non-blocking: a keeper that accepts
+// nothing (stopped, with a full backlog) is EAGAIN, never a wait. -1 and
+// errno when none answers (ENOENT, ECONNREFUSED: none listens there).
 int connect_keeper(const std::string& path) {
-  const int s = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const int s = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (s < 0) return -1;
   const sockaddr_un a = address_of(path);
   if (::connect(s, reinterpret_cast<const sockaddr*>(&a), sizeof a) != 0) {
+    const int err = errno;
     ::close(s);
+    errno = err;
     return -1;
   }
   return s;
+}
+
+// Why a daemon does not start: a keeper answers at `path` (so it holds the
+// bus's topics) but will not hand them over.
+[[noreturn]] void refuse_start(const std::string& path, const std::string& why) {
+  throw Error(ErrorCode::SystemError,
+              "the keeper at " + path + " holds this bus's topics but " + why +
+                  "; is it stopped (kill -CONT it)? Killing it loses every topic no process "
+                  "maps; then start shmbusd again");
 }
 
 // ---- the keeper process ---------------------------------------------------
@@ -108,18 +125,28 @@ struct Held {
   int data, control;
 };
 
+using Clock = std::chrono::steady_clock;
+
+// A peer that has not said yet what it wants (Take or Dismiss).
+struct Pending {
+  int fd;
+  Clock::time_point deadline;
+};
+// Peers that may wait to be heard at once: each is of our uid, so this
+// bounds only what a confused process of ours can tie up.
+constexpr std::size_t kMaxPending = 16;
+
 class Keeper {
  public:
-  Keeper(std::string path, int listen_fd, int channel)
-      : path_(std::move(path)), listen_(listen_fd), channel_(channel) {
-    struct stat st {};
-    if (::lstat(path_.c_str(), &st) == 0) path_ino_ = st.st_ino;
-  }
+  Keeper(std::string path, std::uint64_t path_ino, int listen_fd, int channel)
+      : path_(std::move(path)), path_ino_(path_ino), listen_(listen_fd), channel_(channel) {}
   ~Keeper() {
     for (const Held& h : held_) {
       ::close(h.data);
       ::close(h.control);
     }
+    for (const Pending& p : pending_)
+      ::close(p.fd);
     if (channel_ >= 0) ::close(channel_);
     // The socket file goes with us, unless another keeper's replaced it.
     if (still_mine()) ::unlink(path_.c_str());
@@ -128,19 +155,28 @@ class Keeper {
 
   int run() {
     for (;;) {
-      if (!still_mine()) return 0;                  // nobody can reach us again
-      if (channel_ < 0 && held_.empty()) return 0;  // nothing to keep, nobody to keep it for
-      pollfd p[2] = {{listen_, POLLIN, 0}, {channel_, POLLIN, 0}};
-      const int n = ::poll(p, channel_ >= 0 ? 2 : 1, kPathCheckMs);
+      if (!still_mine()) return 0;  // nobody can reach us again
+      // Nothing to keep, nobody to keep it for.
+      if (channel_ < 0 && held_.empty() && pending_.empty()) return 0;
+      std::vector<pollfd> p = {{listen_, POLLIN, 0}, {channel_, POLLIN, 0}};  // -1: ignored
+      int timeout_ms = kPathCheckMs;
+      const auto now = Clock::now();
+      for (const Pending& q : pending_) {
+        p.push_back({q.fd, POLLIN, 0});
+        const auto left =
+            std::chrono::duration_cast<std::chrono::milliseconds>(q.deadline - now).count();
+        timeout_ms = std::clamp(static_cast<int>(left) + 1, 0, timeout_ms);
+      }
+      const int n = ::poll(p.data(), p.size(), timeout_ms);
       if (n < 0 && errno != EINTR) return 1;
-      if (n <= 0) continue;
-      if (channel_ >= 0 && p[1].revents != 0 && !serve_daemon(0)) {
+      if (channel_ >= 0 && p[1].revents != 0 && !serve_daemon()) {
         ::close(channel_);
         channel_ = -1;
       }
       if (dismissed_) return 0;
-      if ((p[0].revents & POLLIN) != 0) accept_one();
+      hear_pending(std::span<const pollfd>(p).subspan(2));
       if (dismissed_) return 0;
+      if ((p[0].revents & POLLIN) != 0) accept_one();
     }
   }
 
@@ -151,11 +187,11 @@ class Keeper {
   }
 
   // Handles the daemon's records; false once it is gone (or sent garbage).
-  bool serve_daemon(int timeout_ms) {
+  bool serve_daemon() {
     for (;;) {
       KeeperRecord rec{};
       detail::Descriptors fds;
-      const int got = recv_record(channel_, rec, fds, timeout_ms);
+      const int got = recv_record(channel_, rec, fds, 0);
       if (got < 0) return true;  // nothing more for now
       if (got == 0) return false;
       switch (rec.op) {
@@ -171,7 +207,6 @@ class Keeper {
         default:
           break;  // ignored: not for the keeper
       }
-      timeout_ms = 0;
     }
   }
 
@@ -193,42 +228,68 @@ class Keeper {
       }
   }
 
-  // A new peer: a daemon taking over (Take), or a Dismiss.
+  // A new peer waits to be heard alongside the others (one that says
+  // nothing cannot hold up a daemon's hand-over), until its deadline.
   void accept_one() {
-    const int s = ::accept4(listen_, nullptr, nullptr, SOCK_CLOEXEC);
+    const int s = ::accept4(listen_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (s < 0) return;
+    if (!peer_is_me(s) || pending_.size() >= kMaxPending) {
+      ::close(s);
+      return;
+    }
+    pending_.push_back(Pending{s, Clock::now() + std::chrono::milliseconds(kHandoverMs)});
+  }
+
+  // The pending peers that spoke (revents, in pending_'s order) or ran out of time.
+  void hear_pending(std::span<const pollfd> events) {
+    std::vector<Pending> still;
+    const auto now = Clock::now();
+    for (std::size_t i = 0; i < pending_.size(); ++i) {
+      const Pending q = pending_[i];
+      if (i < events.size() && events[i].revents != 0) {
+        hear(q.fd);
+      } else if (now >= q.deadline) {
+        ::close(q.fd);
+      } else {
+        still.push_back(q);
+      }
+    }
+    pending_ = std::move(still);
+  }
+
+  // A peer's first record: a daemon taking over (Take), or a Dismiss.
+  void hear(int s) {
     KeeperRecord rec{};
     detail::Descriptors fds;
-    if (!peer_is_me(s) || recv_record(s, rec, fds, kHandoverMs) != 1) {
-      ::close(s);
-      return;
-    }
-    if (rec.op == KeeperOp::Dismiss) {
-      dismissed_ = true;
-      ::close(s);
-      return;
-    }
-    if (rec.op != KeeperOp::Take) {
+    if (recv_record(s, rec, fds, 0) != 1 || rec.op != KeeperOp::Take) {
+      if (rec.op == KeeperOp::Dismiss) dismissed_ = true;
       ::close(s);
       return;
     }
     // Only one daemon serves a bus (its bus lock): the new one replaces the
     // old, which is dead or dying. Whatever the old one sent first counts.
     if (channel_ >= 0) {
-      (void)serve_daemon(0);
+      (void)serve_daemon();
       ::close(channel_);
     }
     channel_ = s;
+    // Non-blocking, with at most 1 s for room each (send_frame): a daemon
+    // that does not read is dropped, not waited for.
+    bool sent = true;
     for (const Held& h : held_)
-      if (!send_record(channel_, KeeperOp::Entry, h.ino, h.data, h.control)) break;
-    (void)send_record(channel_, KeeperOp::End, 0);
+      if (!(sent = send_record(channel_, KeeperOp::Entry, h.ino, h.data, h.control))) break;
+    if (!sent || !send_record(channel_, KeeperOp::End, 0)) {
+      ::close(channel_);
+      channel_ = -1;
+    }
   }
 
   std::string path_;
-  std::uint64_t path_ino_ = 0;
+  std::uint64_t path_ino_;
   int listen_;
   int channel_;
   std::vector<Held> held_;
+  std::vector<Pending> pending_;
   bool dismissed_ = false;
 };
 
@@ -242,7 +303,7 @@ void place(int fd, int target) {
 
 }  // namespace
 
-int run_keeper(const std::string& path, int listen_fd, int channel) {
+int run_keeper(const std::string& path, std::uint64_t path_ino, int listen_fd, int channel) {
   ::signal(SIGPIPE, SIG_IGN);
   // Two descriptors per topic: as many as the hard limit allows.
   rlimit lim{};
@@ -250,8 +311,10 @@ int run_keeper(const std::string& path, int listen_fd, int channel) {
     lim.rlim_cur = lim.rlim_max;
     (void)::setrlimit(RLIMIT_NOFILE, &lim);
   }
-  if (::listen(listen_fd, 8) != 0) return 1;
-  Keeper k(path, listen_fd, channel);
+  // Listening already (the daemon did): again, so that SO_PEERCRED of the
+  // connections from now on names this process.
+  if (::listen(listen_fd, kBacklog) != 0) return 1;
+  Keeper k(path, path_ino, listen_fd, channel);
   return k.run();
 }
 
@@ -283,17 +346,26 @@ std::vector<std::pair<int, int>> KeeperLink::start() {
   std::vector<std::pair<int, int>> regions;
   if (program_.empty()) return regions;
   const int s = connect_keeper(path_);
+  if (s < 0 && errno == EAGAIN) refuse_start(path_, "accepts no connection");
   if (s < 0) {
+    // None listens: the path is free, or a dead keeper's stale socket.
     spawn();
     return regions;
   }
-  if (!peer_is_me(s) || !send_record(s, KeeperOp::Take, 0)) {
-    spdlog::warn("the keeper at {} is not this user's, or does not answer; starting another",
-                 path_);
+  // A keeper answered, so it holds this bus's topics: replacing it would
+  // lose every one nobody else maps. Whatever goes wrong from here is an
+  // error that stops the start, never a new keeper.
+  const auto refuse = [&](const std::string& why) {
+    for (const auto& [data, control] : regions) {
+      ::close(data);
+      ::close(control);
+    }
     ::close(s);
-    spawn();
-    return regions;
-  }
+    refuse_start(path_, why);
+  };
+  if (!peer_is_me(s)) refuse("is another user's");
+  if (!send_record(s, KeeperOp::Take, 0))
+    refuse("does not take a request (" + detail::errno_text(errno) + ")");
   for (;;) {
     KeeperRecord rec{};
     detail::Descriptors fds;
@@ -304,11 +376,8 @@ std::vector<std::pair<int, int>> KeeperLink::start() {
       continue;
     }
     if (got == 1) continue;  // a record with the wrong descriptors: skipped
-    spdlog::warn("the keeper at {} stopped answering after {} topics; starting another", path_,
-                 regions.size());
-    ::close(s);
-    spawn();
-    return regions;  // deposited again by the caller, once adopted
+    refuse("stopped answering within " + std::to_string(kHandoverMs) + " ms after " +
+           std::to_string(regions.size()) + " topics");
   }
   channel_ = s;
   spdlog::info("took {} topics back from the keeper at {}", regions.size(), path_);
@@ -324,7 +393,10 @@ void KeeperLink::spawn() {
   }
   const int listen_fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   int pair[2] = {-1, -1};
-  if (listen_fd < 0 || ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
+  // Non-blocking both ways: neither end ever waits for the other without a
+  // bound (send_frame gives a full socket 1 s, or none with may_wait false).
+  if (listen_fd < 0 ||
+      ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, pair) != 0) {
     spdlog::warn("cannot make the keeper's sockets: {}; running without a keeper",
                  detail::errno_text(errno));
     if (listen_fd >= 0) ::close(listen_fd);
@@ -334,11 +406,17 @@ void KeeperLink::spawn() {
   // Only this uid may connect (a mode set by bind, under a umask set for it:
   // the daemon is single-threaded here).
   const mode_t old_mask = ::umask(0177);
-  // Bound here, listened on by the keeper: SO_PEERCRED of a connection
-  // names whoever called listen(), and that should be the keeper.
-  const bool bound = ::bind(listen_fd, reinterpret_cast<const sockaddr*>(&a), sizeof a) == 0;
+  // Listening from here on, so a daemon that comes after a crash of this
+  // one always finds it (the keeper listens again once started, so that
+  // SO_PEERCRED names it rather than this daemon).
+  const bool bound = ::bind(listen_fd, reinterpret_cast<const sockaddr*>(&a), sizeof a) == 0 &&
+                     ::listen(listen_fd, kBacklog) == 0;
   const int err = errno;
   ::umask(old_mask);
+  // The socket file's inode, which the keeper checks is still at the path.
+  struct stat st {};
+  if (bound && ::lstat(path_.c_str(), &st) != 0) st.st_ino = 0;
+  const std::string ino = std::to_string(st.st_ino);
   if (!bound) {
     spdlog::warn("cannot listen on {}: {}; running without a keeper", path_,
                  detail::errno_text(err));
@@ -354,6 +432,7 @@ void KeeperLink::spawn() {
     // nothing of the daemon's stdio (a test harness waiting for a pipe to
     // close must not wait for the keeper).
     (void)::setsid();
+    (void)::chdir("/");  // holds no directory of the daemon's
     const int channel = ::fcntl(pair[1], F_DUPFD_CLOEXEC, 10);
     const int listener = ::fcntl(listen_fd, F_DUPFD_CLOEXEC, 10);
     if (channel < 0 || listener < 0) ::_exit(126);
@@ -365,8 +444,10 @@ void KeeperLink::spawn() {
         (void)::dup2(null, i);
     // Nothing else the daemon inherited without FD_CLOEXEC (a harness's
     // pipe, say) stays open for the keeper's life.
-    (void)::close_range(5, ~0U, 0);
-    ::execl(program_.c_str(), program_.c_str(), "--keeper", path_.c_str(),
+    if (::close_range(5, ~0U, 0) != 0)
+      for (int fd = 5; fd < 65536; ++fd)
+        (void)::close(fd);  // a kernel before 5.9
+    ::execl(program_.c_str(), program_.c_str(), "--keeper", path_.c_str(), ino.c_str(),
             static_cast<char*>(nullptr));
     ::_exit(127);
   }
@@ -384,17 +465,20 @@ void KeeperLink::spawn() {
   spdlog::info("started the keeper (pid {}) on {}", pid, path_);
 }
 
-void KeeperLink::put(int data_fd, int control_fd) {
-  if (channel_ >= 0 && !send_record(channel_, KeeperOp::Put, inode_of(data_fd), data_fd, control_fd,
-                                    /*may_wait=*/false)) {
+void KeeperLink::put(int data_fd, int control_fd, bool may_wait) {
+  if (channel_ >= 0 &&
+      !send_record(channel_, KeeperOp::Put, inode_of(data_fd), data_fd, control_fd, may_wait)) {
     spdlog::warn("the keeper does not take a topic ({}); replacing it", detail::errno_text(errno));
     close_channel();  // restart() follows from the daemon's loop (fd() is gone)
   }
 }
 
 void KeeperLink::drop(int data_fd) {
-  if (channel_ >= 0 &&
-      !send_record(channel_, KeeperOp::Drop, inode_of(data_fd), -1, -1, /*may_wait=*/false)) {
+  drop_inode(inode_of(data_fd));
+}
+
+void KeeperLink::drop_inode(std::uint64_t ino) {
+  if (channel_ >= 0 && !send_record(channel_, KeeperOp::Drop, ino, -1, -1, /*may_wait=*/false)) {
     spdlog::warn("the keeper does not take a deletion ({}); replacing it",
                  detail::errno_text(errno));
     close_channel();
@@ -405,8 +489,11 @@ void KeeperLink::restart(const std::vector<std::pair<int, int>>& all) {
   if (program_.empty()) return;
   close_channel();
   spawn();
+  // A keeper just started reads once it has been exec'd: each deposit may
+  // wait up to 1 s for room (send_frame), so a burst of many topics goes
+  // in, and a keeper that reads nothing is given up within a second.
   for (const auto& [data, control] : all)
-    put(data, control);
+    put(data, control, /*may_wait=*/true);
   if (channel_ >= 0) spdlog::info("the new keeper holds {} topics", all.size());
 }
 

@@ -50,7 +50,9 @@ static_assert(sizeof(KeeperRecord) == 16);
 // `shmbusd --keeper PATH`: serves as the keeper on the socket `listen_fd`
 // (bound at PATH by the daemon; the keeper listens on it) with `channel` connected to the
 // daemon that spawned it. Returns the process's exit status.
-int run_keeper(const std::string& path, int listen_fd, int channel);
+// `path_ino`: the inode of the socket file the daemon bound, so that a
+// keeper whose socket was replaced knows it.
+int run_keeper(const std::string& path, std::uint64_t path_ino, int listen_fd, int channel);
 
 // Tells a keeper to let go of everything and exit (tests, and whoever wants
 // its topics gone): true if one was listening at `path`.
@@ -72,13 +74,20 @@ class KeeperLink {
     program_ = std::move(program);
   }
   // Connects to the keeper a previous daemon left and takes every region it
-  // holds (pairs of owned descriptors: data, control), or starts a keeper.
-  // Failures are logged: the daemon serves on without one.
+  // holds (pairs of owned descriptors: data, control), or starts a keeper
+  // when none listens. Throws Error when a keeper listens but does not hand
+  // its regions over (starting another would lose them); a keeper that
+  // cannot be started is logged, and the daemon serves on without one.
   std::vector<std::pair<int, int>> start();
-  // Deposits a region's descriptors (copies are sent; the caller keeps its own).
-  void put(int data_fd, int control_fd);
-  // Forgets the region whose data segment is data_fd.
+  // Deposits a region's descriptors (copies are sent; the caller keeps its
+  // own). Without may_wait (a request being served) a keeper whose socket
+  // is full is given up at once (and replaced by the next restart()).
+  void put(int data_fd, int control_fd, bool may_wait = false);
+  // Forgets the region whose data segment is data_fd (or has inode `ino`).
   void drop(int data_fd);
+  void drop_inode(std::uint64_t ino);
+  // Stops using the keeper (its connection ended); the next restart() starts one.
+  void detach() noexcept { close_channel(); }
   // The descriptor to watch for the keeper's death (-1: none).
   [[nodiscard]] int fd() const noexcept { return channel_; }
   // The keeper went away (fd() hung up): start a new one and deposit `all`

@@ -9,6 +9,7 @@
 #include <array>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -25,10 +26,11 @@ void on_signal(int) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // The keeper a daemon starts (keeper.hpp): its sockets are descriptors 3
-  // (to the daemon) and 4 (listening at PATH). Not an option for users.
-  if (argc == 3 && std::strcmp(argv[1], "--keeper") == 0)
-    return shmbus::daemon::run_keeper(argv[2], 4, 3);
+  // The keeper a daemon starts (keeper.hpp): `--keeper PATH INODE`, its
+  // sockets descriptors 3 (to the daemon) and 4 (listening at PATH, whose
+  // inode INODE is). Not an option for users.
+  if (argc == 4 && std::strcmp(argv[1], "--keeper") == 0)
+    return shmbus::daemon::run_keeper(argv[2], std::strtoull(argv[3], nullptr, 10), 4, 3);
   CLI::App app{
       "shmbusd: the shmbus coordinator. Creates topic regions, hands out seats,\n"
       "enforces access rules and cleans up after processes that die. Runs in the\n"

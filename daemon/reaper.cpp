@@ -80,7 +80,14 @@ void Daemon::adopt_kept(std::vector<std::pair<int, int>> kept) {
   for (auto& [data, control] : kept) {
     // Our own keeper's (it checked our uid, we checked its), so our own
     // regions; checked all the same, as anything read from elsewhere is.
+    // One not taken back is dropped from the keeper too (or it would hold
+    // it, and its memory, for ever).
     std::shared_ptr<detail::Region> region;
+    struct stat ds {};
+    const std::uint64_t ino = ::fstat(data, &ds) == 0 ? ds.st_ino : 0;
+    const auto forget = [&] {
+      if (ino != 0) keeper_.drop_inode(ino);
+    };
     try {
       struct stat st {};
       for (const int fd : {data, control})
@@ -96,9 +103,14 @@ void Daemon::adopt_kept(std::vector<std::pair<int, int>> kept) {
       // Sealed: it cannot have shrunk, so reading its header cannot fault.
       if (detail::deleted(region->ring())) {
         spdlog::info("forgetting the deleted topic '{}' the keeper still held", name);
+        forget();
         continue;
       }
-      if (topics_.contains(name)) continue;  // a second copy
+      if (topics_.contains(name)) {
+        spdlog::warn("the keeper held topic '{}' twice; keeping the first", name);
+        forget();
+        continue;
+      }
       region->set_lock_patience(kLockPatience);
       TopicEntry& t = topics_[name] = TopicEntry{std::move(region)};
       std::uint64_t tail = 0;
@@ -112,6 +124,7 @@ void Daemon::adopt_kept(std::vector<std::pair<int, int>> kept) {
     } catch (const std::exception& ex) {
       for (const int fd : {data, control})
         if (fd >= 0) ::close(fd);
+      forget();
       spdlog::warn("not taking back a region from the keeper: {}", ex.what());
     }
   }
@@ -142,7 +155,7 @@ void Daemon::adopt_regions() {
   // Deposited again: a keeper started afresh holds none of them yet (one that
   // holds them already ignores the copies).
   for (const auto& [data, control] : kept_fds())
-    keeper_.put(data, control);
+    keeper_.put(data, control, /*may_wait=*/true);
   if (keeper_.fd() >= 0 && watch(keeper_.fd(), EPOLLIN | EPOLLRDHUP))
     watched_keeper_fd_ = keeper_.fd();
   const std::string prefix = "shmbus." + config_.bus + ".";

@@ -177,8 +177,9 @@ Daemon::Outgoing Daemon::on(Client& c, std::uint32_t id, const proto::CreateTopi
     fds = region_fds(c, m.name, *region);  // a throw: not created, then (it had no name)
   }
   topics_[m.name] = TopicEntry{region};
+  // A keeper that does not take it is replaced by housekeeping, and given
+  // every topic then.
   keeper_.put(region->data_fd(), region->control_fd());
-  if (keeper_.configured() && !keeper_.enabled()) replace_keeper();
   spdlog::info("pid {} uid {} created topic '{}' ({} x {} B, policy {})", c.pid, c.uid, m.name,
                o.slot_count, o.slot_size, static_cast<int>(o.policy));
   return {reply(proto::TopicReply{m.name, detail::options_of(*region)}, id), std::move(fds)};
@@ -222,7 +223,6 @@ Daemon::Outgoing Daemon::on(Client& c, std::uint32_t id, const proto::DeleteTopi
   if (adopted) {
     if (it->second.region->sealed()) keeper_.drop(it->second.region->data_fd());
     topics_.erase(it);
-    if (keeper_.configured() && !keeper_.enabled()) replace_keeper();
   }
   spdlog::info("pid {} deleted {}topic '{}'", c.pid,
                !adopted  ? "the unadopted region of "

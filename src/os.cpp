@@ -248,7 +248,9 @@ bool send_frame(int sock, std::span<const std::byte> frame, std::span<const int>
       c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
       std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
     }
-    const ssize_t n = ::sendmsg(sock, &msg, MSG_NOSIGNAL);
+    // MSG_DONTWAIT: without may_wait a full buffer is an error even on a
+    // blocking socket.
+    const ssize_t n = ::sendmsg(sock, &msg, MSG_NOSIGNAL | (may_wait ? 0 : MSG_DONTWAIT));
     if (n < 0) {
       if (errno == EINTR) continue;
       if ((errno == EAGAIN || errno == EWOULDBLOCK) && may_wait) {

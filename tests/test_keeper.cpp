@@ -2,11 +2,14 @@
 // restarted daemon could find; the keeper (daemon/keeper.hpp) holds them so
 // that a topic outlives a daemon crash, as a /dev/shm file did. Real daemons,
 // real keepers, real SIGKILLs.
+#include <dirent.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 
+#include <algorithm>
+#include <initializer_list>
 #include <string>
 
 #include "daemon_util.hpp"
@@ -20,9 +23,10 @@ using namespace std::chrono_literals;
 
 // The pid of the keeper listening for the daemon at `socket` (SO_PEERCRED of
 // a connection it accepts), or -1 when none answers. The connection closes
-// at once: the keeper drops a peer that sends nothing.
+// at once: the keeper drops a peer that sends nothing. Non-blocking: a
+// stopped keeper's full backlog is -1, not a wait.
 pid_t keeper_pid(const std::string& socket) {
-  const int s = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const int s = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   sockaddr_un a{};
   a.sun_family = AF_UNIX;
   std::snprintf(a.sun_path, sizeof a.sun_path, "%s", daemon::keeper_path(socket).c_str());
@@ -36,18 +40,37 @@ pid_t keeper_pid(const std::string& socket) {
   return pid;
 }
 
-// Waits (up to 20 s: the keeper listens once it has started) for a keeper
-// other than `other` to answer; its pid, or -1.
-pid_t await_keeper(const std::string& socket, pid_t other = -1) {
+// Waits (up to 20 s) for a keeper to answer that is none of `others`; its
+// pid, or -1. Until the keeper has started, the socket is the daemon's
+// (bound and listened on before the fork) and SO_PEERCRED names the daemon:
+// pass its pid among `others`.
+pid_t await_keeper(const std::string& socket, std::initializer_list<pid_t> others) {
   pid_t pid = -1;
   return wait_until(
              [&] {
                pid = keeper_pid(socket);
-               return pid > 0 && pid != other;
+               return pid > 0 && std::find(others.begin(), others.end(), pid) == others.end();
              },
              20s)
              ? pid
              : -1;
+}
+
+// Whether process `pid` holds a descriptor of the memfd `name`.
+bool holds_memfd(pid_t pid, const std::string& name) {
+  const std::string dir = "/proc/" + std::to_string(pid) + "/fd";
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) return false;
+  bool found = false;
+  while (dirent* e = ::readdir(d)) {
+    char link[512] = {};
+    const std::string fd = dir + "/" + e->d_name;
+    const ssize_t n = ::readlink(fd.c_str(), link, sizeof link - 1);
+    if (n > 0 && std::string(link, static_cast<std::size_t>(n)) == "/memfd:" + name + " (deleted)")
+      found = true;
+  }
+  ::closedir(d);
+  return found;
 }
 
 std::string text_of(const Sample& s) {
@@ -89,7 +112,7 @@ TEST(Keeper, ADaemonKilledWithNoClientLosesNoTopic) {
     DaemonProcess d(f.bus, f.socket);
     ASSERT_TRUE(d.start());
     fill(f.options(), "orders", 3, 1);
-    ASSERT_GT(await_keeper(f.socket), 0);
+    ASSERT_GT(await_keeper(f.socket, {d.pid()}), 0);
     d.kill9();
   }
   struct stat st {};
@@ -119,12 +142,14 @@ TEST(Keeper, AKilledKeeperIsReplacedAndHoldsEveryTopicAgain) {
     ASSERT_TRUE(d.start());
     fill(f.options(), "a", 2, 0);
     fill(f.options(), "b", 5, 2);
-    const pid_t first = await_keeper(f.socket);
+    const pid_t first = await_keeper(f.socket, {d.pid()});
     ASSERT_GT(first, 0);
     ASSERT_EQ(::kill(first, SIGKILL), 0);
     // The daemon sees its keeper's end and starts another, which it gives
     // every topic again.
-    ASSERT_GT(await_keeper(f.socket, first), 0);
+    const pid_t second = await_keeper(f.socket, {d.pid(), first});
+    ASSERT_GT(second, 0);
+    EXPECT_TRUE(wait_until([&] { return holds_memfd(second, region_name(f.bus, "b")); }, 20s));
     EXPECT_FALSE(d.exited());
     // A topic made after the replacement is held too.
     fill(f.options(), "c", 1, 0);
@@ -148,7 +173,13 @@ TEST(Keeper, ADeletedTopicIsNotBroughtBack) {
     ASSERT_TRUE(d.start());
     fill(f.options(), "gone", 1, 0);
     fill(f.options(), "kept", 1, 0);
+    const pid_t keeper = await_keeper(f.socket, {d.pid()});
+    ASSERT_GT(keeper, 0);
+    EXPECT_TRUE(holds_memfd(keeper, region_name(f.bus, "gone")));
     Bus::connect(f.options()).delete_topic("gone");
+    // The keeper lets go of it (its memory with it), and keeps the other.
+    EXPECT_TRUE(wait_until([&] { return !holds_memfd(keeper, region_name(f.bus, "gone")); }, 20s));
+    EXPECT_TRUE(holds_memfd(keeper, region_name(f.bus, "kept")));
     d.kill9();
   }
   DaemonProcess d(f.bus, f.socket);
@@ -170,7 +201,7 @@ TEST(Keeper, ADismissedKeeperLetsGoOfEveryTopic) {
     DaemonProcess d(f.bus, f.socket);
     ASSERT_TRUE(d.start());
     fill(f.options(), "t", 1, 0);
-    keeper = await_keeper(f.socket);
+    keeper = await_keeper(f.socket, {d.pid()});
     ASSERT_GT(keeper, 0);
     EXPECT_EQ(d.stop(), 0);
   }
@@ -183,6 +214,96 @@ TEST(Keeper, ADismissedKeeperLetsGoOfEveryTopic) {
   EXPECT_TRUE(Bus::connect(f.options()).topics().empty());
 }
 
+// Peers of the daemon's uid that connect to the keeper and say nothing (a
+// probe, a confused tool) are heard alongside the new daemon, not before it:
+// the hand-over goes on, and nothing is lost.
+TEST(Keeper, SilentPeersDoNotHoldUpAHandOver) {
+  BusFixture f;
+  std::vector<int> silent;
+  {
+    DaemonProcess d(f.bus, f.socket);
+    ASSERT_TRUE(d.start());
+    fill(f.options(), "t", 2, 0);
+    ASSERT_GT(await_keeper(f.socket, {d.pid()}), 0);
+    d.kill9();
+  }
+  for (int i = 0; i < 3; ++i) {
+    const int s = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::snprintf(a.sun_path, sizeof a.sun_path, "%s", daemon::keeper_path(f.socket).c_str());
+    ASSERT_EQ(::connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    silent.push_back(s);
+  }
+  DaemonProcess d(f.bus, f.socket);
+  ASSERT_TRUE(d.start());
+  EXPECT_EQ(Bus::connect(f.options()).describe("t").tail, 2u);
+  for (const int s : silent)
+    ::close(s);
+}
+
+// A keeper that stops reading (SIGSTOP) must not stop the daemon, which
+// serves from one thread: deposits never wait; once the keeper's socket is
+// full the daemon replaces it and deposits every topic in the new one.
+TEST(Keeper, AStoppedKeeperStallsNothingAndIsReplaced) {
+  BusFixture f;
+  constexpr int kTopics = 600;  // more deposits than a socket buffer holds
+  TopicOptions small;
+  small.slot_count = 8;
+  small.slot_size = 64;
+  {
+    DaemonProcess d(f.bus, f.socket);
+    ASSERT_TRUE(d.start());
+    const pid_t stopped = await_keeper(f.socket, {d.pid()});
+    ASSERT_GT(stopped, 0);
+    ASSERT_EQ(::kill(stopped, SIGSTOP), 0);
+    {
+      Bus bus = Bus::connect(f.options());
+      for (int i = 0; i < kTopics; ++i)
+        bus.create_topic("t" + std::to_string(i), small);
+      EXPECT_EQ(bus.topics().size(), static_cast<std::size_t>(kTopics));
+    }
+    const pid_t fresh = await_keeper(f.socket, {d.pid(), stopped});
+    EXPECT_GT(fresh, 0);
+    EXPECT_TRUE(wait_until(
+        [&] { return holds_memfd(fresh, region_name(f.bus, "t" + std::to_string(kTopics - 1))); },
+        20s));
+    ASSERT_EQ(::kill(stopped, SIGCONT), 0);
+    // Its socket is another's now: it lets go and exits.
+    EXPECT_TRUE(wait_until([&] { return process_gone(stopped); }, 20s));
+    d.kill9();
+  }
+  DaemonProcess d(f.bus, f.socket);
+  ASSERT_TRUE(d.start());
+  EXPECT_EQ(Bus::connect(f.options()).topics().size(), static_cast<std::size_t>(kTopics));
+}
+
+// A keeper that listens but does not hand over (stopped) holds topics no
+// one else may: a new daemon refuses to start, saying so, rather than
+// replacing it and losing them; once the keeper runs again, it starts.
+TEST(Keeper, ADaemonDoesNotReplaceAKeeperThatHoldsTopics) {
+  BusFixture f;
+  pid_t keeper = -1;
+  {
+    DaemonProcess d(f.bus, f.socket);
+    ASSERT_TRUE(d.start());
+    fill(f.options(), "t", 1, 0);
+    keeper = await_keeper(f.socket, {d.pid()});
+    ASSERT_GT(keeper, 0);
+    d.kill9();
+  }
+  ASSERT_EQ(::kill(keeper, SIGSTOP), 0);
+  {
+    DaemonProcess d(f.bus, f.socket);
+    EXPECT_EQ(d.run_expecting_exit(), 1);
+  }
+  ASSERT_EQ(::kill(keeper, SIGCONT), 0);
+  DaemonProcess d(f.bus, f.socket);
+  ASSERT_TRUE(d.start());
+  EXPECT_EQ(Bus::connect(f.options()).describe("t").tail, 1u);
+  EXPECT_EQ(keeper_pid(f.socket), keeper);
+}
+
 // The keeper hands every region to whoever asks: only the daemon's uid may.
 TEST(Keeper, AnotherUidCannotReachTheKeeper) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root to switch uid";
@@ -190,7 +311,7 @@ TEST(Keeper, AnotherUidCannotReachTheKeeper) {
   DaemonProcess d(f.bus, f.socket);
   ASSERT_TRUE(d.start());
   fill(f.options(), "secret", 1, 0);
-  ASSERT_GT(await_keeper(f.socket), 0);
+  ASSERT_GT(await_keeper(f.socket, {d.pid()}), 0);
   const std::string path = daemon::keeper_path(f.socket);
   struct stat st {};
   ASSERT_EQ(::lstat(path.c_str(), &st), 0);

@@ -22,7 +22,8 @@ class Connection;  // src/bus.cpp: the daemon connection of a Bus
 
 // Throws shmbus::Error(InvalidArgument) with a message that says what is allowed.
 void validate_name(std::string_view what, std::string_view name);
-// "shmbus.<bus>.<topic>", the name under /dev/shm.
+// "shmbus.<bus>.<topic>": the name under /dev/shm of a topic made without a daemon
+// (Topic::create), and of the sealed memfds of one shmbusd made.
 [[nodiscard]] std::string region_name(std::string_view bus, std::string_view topic);
 
 class Topic {
