@@ -88,7 +88,8 @@ class Descriptors {
   // Takes `fd` (closes it when there is no room, or when it is < 0: ignored).
   void add(int fd) noexcept;
   void reset() noexcept;
-  // Gives up descriptor i (the caller owns it now); -1 if there is none.
+  // Gives up descriptor i (the caller owns it now); -1 if there is none. The
+  // slot stays counted by size(), holding -1 (which reset() skips).
   [[nodiscard]] int release(std::size_t i) noexcept;
   [[nodiscard]] std::size_t size() const noexcept { return n_; }
   [[nodiscard]] int operator[](std::size_t i) const noexcept { return i < n_ ? fds_[i] : -1; }
