@@ -221,13 +221,12 @@ void Daemon::run() {
         housekeeping();
       } else if (fd == wake_fd_) {
         drain(wake_fd_, "wake-up eventfd");
-      } else if (fd == watched_keeper_fd_) {
+      } else if (fd == watched_keeper_fd_ && fd == keeper_.fd()) {
         // The keeper sends nothing after the hand-over: this is its end.
         // Another is started by housekeeping (at most one every 5 s: a
         // keeper that dies at once must not become a fork loop).
         spdlog::warn("the keeper of bus '{}' went away; starting another", config_.bus);
-        (void)::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, watched_keeper_fd_, nullptr);
-        watched_keeper_fd_ = -1;
+        unwatch_keeper();
         keeper_.detach();
       } else if (auto it = clients_.find(fd); it != clients_.end()) {
         serve(it->second);

@@ -178,10 +178,16 @@ class Daemon {
   void adopt_regions();
   // The regions a previous daemon left with the keeper; returns their names.
   void adopt_kept(std::vector<std::pair<int, int>> kept);
+  // Serves a region found at start (kept or named) as topic `name`; `how`
+  // says which for the log.
+  void serve_adopted(const std::string& name, std::shared_ptr<detail::Region> region,
+                     const char* how);
   // Every topic's two descriptors, for a new keeper.
   [[nodiscard]] std::vector<std::pair<int, int>> kept_fds() const;
   // Starts a keeper when the one we had is gone, and deposits every topic.
   void replace_keeper();
+  // Takes the keeper's descriptor out of epoll, if it is still registered.
+  void unwatch_keeper();
   void housekeeping();
   void free_seats_of(const Client& c);
   void free_dead_seats(TopicEntry& t);
@@ -212,6 +218,8 @@ class Daemon {
   int timer_fd_ = -1;
   int spare_fd_ = -1;  // given up to refuse a client when descriptors run out
   KeeperLink keeper_;
+  // keeper_.fd() as registered with epoll; stale (and not ours to touch)
+  // once keeper_.fd() differs: a failed deposit closes the channel.
   int watched_keeper_fd_ = -1;                            // keeper_.fd() as registered with epoll
   std::chrono::steady_clock::time_point keeper_retry_{};  // the next attempt without one
   std::atomic<bool> stopping_{false};

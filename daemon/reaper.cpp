@@ -76,6 +76,20 @@ void Daemon::free_seats_of(const Client& c) {
   }
 }
 
+void Daemon::serve_adopted(const std::string& name, std::shared_ptr<detail::Region> region,
+                           const char* how) {
+  region->set_lock_patience(kLockPatience);
+  TopicEntry& t = topics_[name] = TopicEntry{std::move(region)};
+  std::uint64_t tail = 0;
+  // Relaxed: a number for the log line. The rules may have changed since
+  // the topic was created.
+  if (touch(name, t, [&] {
+        mark_sharing(name, *t.region);
+        tail = t.region->header().tail.load(std::memory_order_relaxed);
+      }))
+    spdlog::info("{} topic '{}' (tail {})", how, name, tail);
+}
+
 void Daemon::adopt_kept(std::vector<std::pair<int, int>> kept) {
   for (auto& [data, control] : kept) {
     // Our own keeper's (it checked our uid, we checked its), so our own
@@ -111,16 +125,7 @@ void Daemon::adopt_kept(std::vector<std::pair<int, int>> kept) {
         forget();
         continue;
       }
-      region->set_lock_patience(kLockPatience);
-      TopicEntry& t = topics_[name] = TopicEntry{std::move(region)};
-      std::uint64_t tail = 0;
-      // Relaxed: a number for the log line. The rules may have changed since
-      // the topic was created.
-      if (touch(name, t, [&] {
-            mark_sharing(name, *t.region);
-            tail = t.region->header().tail.load(std::memory_order_relaxed);
-          }))
-        spdlog::info("took back topic '{}' (tail {})", name, tail);
+      serve_adopted(name, std::move(region), "took back");
     } catch (const std::exception& ex) {
       for (const int fd : {data, control})
         if (fd >= 0) ::close(fd);
@@ -137,10 +142,16 @@ std::vector<std::pair<int, int>> Daemon::kept_fds() const {
   return all;
 }
 
-void Daemon::replace_keeper() {
-  if (watched_keeper_fd_ >= 0)
+void Daemon::unwatch_keeper() {
+  // Only while the descriptor is still the keeper's: one closed by a failed
+  // deposit left epoll by itself, and its number may be a client's now.
+  if (watched_keeper_fd_ >= 0 && watched_keeper_fd_ == keeper_.fd())
     (void)::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, watched_keeper_fd_, nullptr);
   watched_keeper_fd_ = -1;
+}
+
+void Daemon::replace_keeper() {
+  unwatch_keeper();
   keeper_.restart(kept_fds());
   if (keeper_.fd() >= 0 && watch(keeper_.fd(), EPOLLIN | EPOLLRDHUP))
     watched_keeper_fd_ = keeper_.fd();
@@ -217,16 +228,7 @@ void Daemon::adopt_regions() {
             file);
         continue;
       }
-      region->set_lock_patience(kLockPatience);
-      TopicEntry& t = topics_[name] = TopicEntry{std::move(region)};
-      std::uint64_t tail = 0;
-      // Relaxed: a number for the log line.
-      // The rules may have changed since the topic was created.
-      if (touch(name, t, [&] {
-            mark_sharing(name, *t.region);
-            tail = t.region->header().tail.load(std::memory_order_relaxed);
-          }))
-        spdlog::info("adopted topic '{}' (tail {})", name, tail);
+      serve_adopted(name, std::move(region), "adopted");
     } catch (const std::exception& ex) {
       spdlog::warn("not adopting /dev/shm/{}: {}", file, ex.what());
     }

@@ -175,7 +175,8 @@ TEST(Keeper, ADeletedTopicIsNotBroughtBack) {
     fill(f.options(), "kept", 1, 0);
     const pid_t keeper = await_keeper(f.socket, {d.pid()});
     ASSERT_GT(keeper, 0);
-    EXPECT_TRUE(holds_memfd(keeper, region_name(f.bus, "gone")));
+    // Deposits are read once the keeper runs its loop: waited for.
+    EXPECT_TRUE(wait_until([&] { return holds_memfd(keeper, region_name(f.bus, "gone")); }, 20s));
     Bus::connect(f.options()).delete_topic("gone");
     // The keeper lets go of it (its memory with it), and keeps the other.
     EXPECT_TRUE(wait_until([&] { return !holds_memfd(keeper, region_name(f.bus, "gone")); }, 20s));
