@@ -4,6 +4,7 @@
 #include "shmbus/bus.hpp"
 #include "shmbus/error.hpp"
 #include "shmbus/options.hpp"
+#include "shmbus/partition.hpp"
 #include "shmbus/publisher.hpp"
 #include "shmbus/subscriber.hpp"
 #include "shmbus/topic.hpp"
