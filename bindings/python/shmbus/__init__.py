@@ -98,6 +98,7 @@ from ._shmbus import (  # noqa: E402
     TopicStatus,
     VersionMismatch,
     WouldBlock,
+    partition_for_key,
 )
 from ._shmbus import _connect  # noqa: E402
 
@@ -110,6 +111,7 @@ from ._shmbus import __version__  # noqa: E402  (the library's, set by CMake)
 
 __all__ = [
     "connect",
+    "partition_for_key",
     "Bus",
     "Topic",
     "TopicStatus",

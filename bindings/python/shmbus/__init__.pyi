@@ -20,6 +20,8 @@ def connect(
     daemon_uid: Optional[int] = None,
 ) -> Bus: ...
 
+def partition_for_key(key: Union[_Buffer, str], partitions: int) -> int: ...
+
 class Error(Exception):
     code: str
 
