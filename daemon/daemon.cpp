@@ -119,9 +119,11 @@ void Daemon::start() {
   // Before any region is mapped: a client may truncate one (issue 14).
   install_sigbus_guard();
   sockaddr_un addr{};
-  if (socket_path_.size() >= sizeof addr.sun_path)
+  // The keeper's socket beside it must fit too (a longer one would be cut).
+  const std::size_t longest = sizeof addr.sun_path - 1 - (keeper_path("").size());
+  if (socket_path_.size() > longest)
     throw Error(ErrorCode::InvalidArgument, "socket path '" + socket_path_ + "' is longer than " +
-                                                std::to_string(sizeof addr.sun_path - 1) +
+                                                std::to_string(longest) +
                                                 " bytes; pick a shorter --socket");
   const auto slash = socket_path_.rfind('/');
   if (slash != std::string::npos && slash > 0)

@@ -86,27 +86,11 @@ std::uint64_t inode_of(int fd) {
   return ::fstat(fd, &st) == 0 ? static_cast<std::uint64_t>(st.st_ino) : 0;
 }
 
-sockaddr_un address_of(const std::string& path) {
-  sockaddr_un a{};
-  a.sun_family = AF_UNIX;
-  std::snprintf(a.sun_path, sizeof a.sun_path, "%s", path.c_str());
-  return a;
-}
-
 // Connects to the keeper at `path`, non-blocking: a keeper that accepts
 // nothing (stopped, with a full backlog) is EAGAIN, never a wait. -1 and
 // errno when none answers (ENOENT, ECONNREFUSED: none listens there).
 int connect_keeper(const std::string& path) {
-  const int s = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (s < 0) return -1;
-  const sockaddr_un a = address_of(path);
-  if (::connect(s, reinterpret_cast<const sockaddr*>(&a), sizeof a) != 0) {
-    const int err = errno;
-    ::close(s);
-    errno = err;
-    return -1;
-  }
-  return s;
+  return detail::connect_unix(path, SOCK_NONBLOCK);
 }
 
 // Why a daemon does not start: a keeper answers at `path` (so it holds the
@@ -402,7 +386,11 @@ void KeeperLink::spawn() {
     if (listen_fd >= 0) ::close(listen_fd);
     return;
   }
-  const sockaddr_un a = address_of(path_);
+  // The path fits: Daemon::start refuses a socket path whose keeper path
+  // would not.
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::snprintf(a.sun_path, sizeof a.sun_path, "%s", path_.c_str());
   // Only this uid may connect (a mode set by bind, under a umask set for it:
   // the daemon is single-threaded here).
   const mode_t old_mask = ::umask(0177);

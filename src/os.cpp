@@ -97,13 +97,13 @@ void make_dirs(const std::string& dir, mode_t mode) {
   }
 }
 
-int connect_unix(const std::string& path) noexcept {
+int connect_unix(const std::string& path, int type_flags) noexcept {
   sockaddr_un addr{};
   if (path.size() >= sizeof addr.sun_path) {
     errno = ENAMETOOLONG;
     return -1;
   }
-  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | type_flags, 0);
   if (fd < 0) return -1;
   addr.sun_family = AF_UNIX;
   std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);

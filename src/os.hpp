@@ -69,7 +69,9 @@ void make_dirs(const std::string& dir, mode_t mode);
 
 // A connected SOCK_STREAM|SOCK_CLOEXEC Unix socket to `path`, or -1 with errno
 // set (ENAMETOOLONG for a path longer than sun_path holds).
-[[nodiscard]] int connect_unix(const std::string& path) noexcept;
+// `type_flags` are added to the socket's type (SOCK_NONBLOCK: a listener
+// that accepts nothing and has a full backlog is EAGAIN, not a wait).
+[[nodiscard]] int connect_unix(const std::string& path, int type_flags = 0) noexcept;
 
 // True when something accepts connections on the socket at `path`.
 [[nodiscard]] bool socket_answers(const std::string& path) noexcept;

@@ -421,16 +421,16 @@ std::shared_ptr<Region> Region::adopt(int data_fd, int control_fd) {
   name.remove_prefix(kPrefix.size());
   name.remove_suffix(kSuffix.size());
   r->shm_name_ = std::string(name);
-  if (!has_region_seals(data_fd) || !has_region_seals(control_fd))
-    throw Error(ErrorCode::Corrupt, "memfd:" + r->shm_name_ + " is not sealed against resizing");
-  r->attach_fds();
+  r->attach_fds(/*must_be_sealed=*/true);
   return r;
 }
 
-void Region::attach_fds() {
+void Region::attach_fds(bool must_be_sealed) {
   // A region of shmbusd's is two sealed memfds; one opened by name is not.
   sealed_ = has_region_seals(data_->fd_to_map) && has_region_seals(control_seg_->fd_to_map);
   const std::string where = this->where();
+  if (must_be_sealed && !sealed_)
+    throw Error(ErrorCode::Corrupt, "memfd:" + shm_name_ + " is not sealed against resizing");
   struct stat ds {
   }, cs{};
   if (::fstat(data_->fd_to_map, &ds) != 0 || ::fstat(control_seg_->fd_to_map, &cs) != 0)

@@ -166,8 +166,9 @@ class Region {
   // create and create_sealed: makes the two segments, then initialises them.
   static std::shared_ptr<Region> create_as(const std::string& shm_name, std::string_view topic,
                                            const TopicOptions& options, bool sealed);
-  // from_fd and adopt: fstat, map and validate the two descriptors.
-  void attach_fds();
+  // from_fd and adopt: fstat, map and validate the two descriptors; adopt
+  // refuses (before mapping) a pair without the seals.
+  void attach_fds(bool must_be_sealed = false);
   Layout attach_data(const std::string& where, const struct stat& data);
   void attach_control(const std::string& where, const struct stat& control, const Layout& l);
 

@@ -6,7 +6,6 @@
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 
 #include <algorithm>
 #include <initializer_list>
@@ -26,16 +25,12 @@ using namespace std::chrono_literals;
 // at once: the keeper drops a peer that sends nothing. Non-blocking: a
 // stopped keeper's full backlog is -1, not a wait.
 pid_t keeper_pid(const std::string& socket) {
-  const int s = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  sockaddr_un a{};
-  a.sun_family = AF_UNIX;
-  std::snprintf(a.sun_path, sizeof a.sun_path, "%s", daemon::keeper_path(socket).c_str());
+  const int s = detail::connect_unix(daemon::keeper_path(socket), SOCK_NONBLOCK);
+  if (s < 0) return -1;
   pid_t pid = -1;
-  if (::connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
-    ucred cred{};
-    socklen_t len = sizeof cred;
-    if (::getsockopt(s, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) pid = cred.pid;
-  }
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  if (::getsockopt(s, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) pid = cred.pid;
   ::close(s);
   return pid;
 }
@@ -229,11 +224,8 @@ TEST(Keeper, SilentPeersDoNotHoldUpAHandOver) {
     d.kill9();
   }
   for (int i = 0; i < 3; ++i) {
-    const int s = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_un a{};
-    a.sun_family = AF_UNIX;
-    std::snprintf(a.sun_path, sizeof a.sun_path, "%s", daemon::keeper_path(f.socket).c_str());
-    ASSERT_EQ(::connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    const int s = detail::connect_unix(daemon::keeper_path(f.socket));
+    ASSERT_GE(s, 0) << detail::errno_text(errno);
     silent.push_back(s);
   }
   DaemonProcess d(f.bus, f.socket);
@@ -319,11 +311,7 @@ TEST(Keeper, AnotherUidCannotReachTheKeeper) {
   EXPECT_EQ(st.st_mode & 0777, 0600u);
   const pid_t other = spawn([&]() -> int {
     if (::setresgid(65534, 65534, 65534) != 0 || ::setresuid(65534, 65534, 65534) != 0) return 10;
-    const int s = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_un a{};
-    a.sun_family = AF_UNIX;
-    std::snprintf(a.sun_path, sizeof a.sun_path, "%s", path.c_str());
-    if (::connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 || errno != EACCES) return 11;
+    if (detail::connect_unix(path) >= 0 || errno != EACCES) return 11;
     // Nor can it dismiss it.
     if (daemon::dismiss_keeper(path)) return 12;
     return 0;
