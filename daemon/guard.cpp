@@ -72,9 +72,7 @@ void install_sigbus_guard() {
 }
 
 bool region_intact(const detail::Region& r, std::string& why) {
-  const detail::Layout l =
-      detail::compute_layout(static_cast<std::uint32_t>(r.slot_count()), r.slot_size(),
-                             r.max_producers(), r.max_groups(), r.max_members());
+  const detail::Layout l = detail::compute_layout(detail::options_of(r));
   // The daemon opens its regions by name, so it always has the descriptors; a
   // region mapped from passed descriptors (a client's) has none to check.
   const struct {

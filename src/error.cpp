@@ -48,6 +48,8 @@ const char* to_string(Status status) noexcept {
       return "Interrupted";
     case Status::TopicDeleted:
       return "TopicDeleted";
+    case Status::NoSuchPartition:
+      return "NoSuchPartition";
   }
   return "Unknown";
 }

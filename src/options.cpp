@@ -60,6 +60,22 @@ std::string_view to_string(StartFrom s) noexcept {
   return "unknown";
 }
 
+std::string_view to_string(GroupMode m) noexcept {
+  switch (m) {
+    case GroupMode::Shared:
+      return "shared";
+    case GroupMode::Partitioned:
+      return "partitioned";
+  }
+  return "unknown";
+}
+
+std::optional<GroupMode> parse_group_mode(std::string_view s) noexcept {
+  for (const GroupMode m : {GroupMode::Shared, GroupMode::Partitioned})
+    if (iequals(s, to_string(m))) return m;
+  return std::nullopt;
+}
+
 std::optional<Policy> parse_policy(std::string_view s) noexcept {
   for (const Policy p : {Policy::Block, Policy::Reject, Policy::Overwrite})
     if (iequals(s, to_string(p))) return p;

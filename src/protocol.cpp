@@ -127,7 +127,9 @@ void put_spec(Writer& w, const std::string& name, const TopicOptions& o) {
       .u32(o.max_producers)
       .u32(o.max_groups)
       .u32(o.max_members)
-      .u32(o.mode);
+      .u32(o.mode)
+      .u32(o.partitions)
+      .u32(o.priorities);
 }
 
 void get_spec(Reader& r, std::string& name, TopicOptions& o) {
@@ -140,6 +142,8 @@ void get_spec(Reader& r, std::string& name, TopicOptions& o) {
   o.max_groups = r.u32();
   o.max_members = r.u32();
   o.mode = r.u32();
+  o.partitions = r.u32();
+  o.priorities = r.u32();
 }
 
 void put_group(Writer& w, const GroupStatus& g) {
@@ -147,6 +151,9 @@ void put_group(Writer& w, const GroupStatus& g) {
   w.u64(g.overrun).u32(static_cast<std::uint32_t>(g.member_seats.size()));
   for (const MemberStatus& m : g.member_seats)
     w.u32(m.seat).u32(m.pid).u64(m.session).u64(m.held).u64(m.received);
+  w.u8(static_cast<std::uint8_t>(g.mode)).u32(static_cast<std::uint32_t>(g.partitions.size()));
+  for (const GroupPartitionStatus& p : g.partitions)
+    w.u64(p.position).u64(p.lag).u32(p.owner_pid).u32(static_cast<std::uint32_t>(p.target_seat));
 }
 
 void get_group(Reader& r, GroupStatus& g) {
@@ -168,6 +175,20 @@ void get_group(Reader& r, GroupStatus& g) {
     m.received = r.u64();
     g.member_seats.push_back(m);
   }
+  const std::uint8_t mode = r.u8();
+  if (mode > static_cast<std::uint8_t>(GroupMode::Partitioned))
+    r.fail("group mode " + std::to_string(mode) + " is not shared (0) or partitioned (1)");
+  g.mode = static_cast<GroupMode>(mode);
+  const std::uint32_t np = r.count(kMaxPartitions);
+  g.partitions.clear();
+  for (std::uint32_t i = 0; i < np && r.ok(); ++i) {
+    GroupPartitionStatus p;
+    p.position = r.u64();
+    p.lag = r.u64();
+    p.owner_pid = r.u32();
+    p.target_seat = static_cast<std::int32_t>(r.u32());
+    g.partitions.push_back(p);
+  }
 }
 
 void put_status(Writer& w, const TopicStatus& t) {
@@ -179,6 +200,9 @@ void put_status(Writer& w, const TopicStatus& t) {
   for (const ProducerStatus& p : t.producer_seats)
     w.u32(p.seat).u32(p.pid).u64(p.session).u64(p.published).u64(p.published_bytes);
   w.u64(t.generation).u64(t.abandoned).u8(t.deleted ? 1 : 0).str(t.damage);
+  w.u32(static_cast<std::uint32_t>(t.partitions.size()));
+  for (const PartitionStatus& p : t.partitions)
+    w.u64(p.tail).u64(p.abandoned);
 }
 
 void get_status(Reader& r, TopicStatus& t) {
@@ -209,6 +233,14 @@ void get_status(Reader& r, TopicStatus& t) {
   t.abandoned = r.u64();
   t.deleted = r.flag();
   t.damage = r.str();
+  const std::uint32_t nparts = r.count(kMaxPartitions);
+  t.partitions.clear();
+  for (std::uint32_t i = 0; i < nparts && r.ok(); ++i) {
+    PartitionStatus p;
+    p.tail = r.u64();
+    p.abandoned = r.u64();
+    t.partitions.push_back(p);
+  }
 }
 
 }  // namespace

@@ -36,13 +36,16 @@ namespace shmbus::detail::proto {
 //    if_unused; DeleteGroup and ResetGroup.
 // 5: a TopicReply carries two descriptors (the data and control segments of
 //    layout version 5); TopicStatus carries damage.
-inline constexpr std::uint16_t kVersion = 5;
+// 6: TopicOptions carry partitions and priorities; TopicStatus one entry per
+//    partition; GroupStatus its mode and one entry per partition.
+inline constexpr std::uint16_t kVersion = 6;
 inline constexpr std::uint32_t kMaxFrame = 64 * 1024;         // bytes of a request body
 inline constexpr std::uint32_t kMaxReply = 16 * 1024 * 1024;  // a reply (a long topic list)
 inline constexpr std::size_t kMaxString = 1024;
 inline constexpr std::size_t kHeaderSize = 8;      // version, type, request id
 inline constexpr std::uint32_t kMaxGroups = 4096;  // entries in one TopicStatus list
 inline constexpr std::uint32_t kMaxTopics = 1 << 20;
+inline constexpr std::uint32_t kMaxPartitions = 1024;  // entries in one partition list
 
 enum class Type : std::uint16_t {
   Error = 0,

@@ -97,11 +97,20 @@ std::string validate_options(const TopicOptions& o) {
       o.max_groups > kMaxSeats || o.max_members == 0 || o.max_members > kMaxSeats)
     return "max_producers, max_groups and max_members must be between 1 and 1024";
   if ((o.mode & ~0777u) != 0) return "mode must be permission bits only (e.g. 0600)";
-  const Layout l =
-      compute_layout(o.slot_count, o.slot_size, o.max_producers, o.max_groups, o.max_members);
-  if (l.size > kMaxRegionSize)
-    return "slot_count x slot_size makes a region of " + std::to_string(l.size >> 20) +
-           " MiB, over the 64 GiB limit; use fewer or smaller slots";
+  if (o.partitions == 0 || o.partitions > kMaxPartitions)
+    return "partitions " + std::to_string(o.partitions) + " must be between 1 and " +
+           std::to_string(kMaxPartitions);
+  if (o.priorities == 1 || o.priorities > kMaxPriorities)
+    return "priorities " + std::to_string(o.priorities) + " must be 0 (none) or between 2 and " +
+           std::to_string(kMaxPriorities);
+  if (o.priorities != 0 && o.partitions != 1)
+    return "a topic has either partitions or priority lanes, not both (partitions " +
+           std::to_string(o.partitions) + ", priorities " + std::to_string(o.priorities) + ")";
+  const Layout l = compute_layout(o);
+  if (l.size + l.control_size > kMaxRegionSize)
+    return "slot_count x slot_size x rings makes a region of " +
+           std::to_string((l.size + l.control_size) >> 20) +
+           " MiB, over the 64 GiB limit; use fewer or smaller slots, or fewer partitions";
   return {};
 }
 
@@ -172,19 +181,21 @@ std::string control_name(const std::string& shm_name) {
   return shm_name + std::string(kControlSuffix);
 }
 
-Layout compute_layout(std::uint32_t slot_count, std::uint32_t slot_size,
-                      std::uint32_t max_producers, std::uint32_t max_groups,
-                      std::uint32_t max_members) noexcept {
+Layout compute_layout(const TopicOptions& o) noexcept {
   Layout l{};
-  l.stride = round_up(kSlotHeaderSize + std::uint64_t{slot_size}, kCacheLine);
+  l.stride = round_up(kSlotHeaderSize + std::uint64_t{o.slot_size}, kCacheLine);
   l.group_stride =
-      round_up(sizeof(GroupEntry) + std::uint64_t{max_members} * sizeof(MemberSeat), kHotAlign);
+      round_up(sizeof(GroupEntry) + std::uint64_t{o.max_members} * sizeof(MemberSeat), kHotAlign);
   l.producers_offset = round_up(sizeof(TopicHeader), kHotAlign);
-  l.slots_offset =
-      round_up(l.producers_offset + std::uint64_t{max_producers} * sizeof(ProducerSeat), kHotAlign);
-  l.size = l.slots_offset + std::uint64_t{slot_count} * l.stride;
+  l.slots_offset = round_up(
+      l.producers_offset + std::uint64_t{o.max_producers} * sizeof(ProducerSeat), kHotAlign);
+  l.partition_size = round_up(l.slots_offset + std::uint64_t{o.slot_count} * l.stride, kHotAlign);
   l.groups_offset = round_up(sizeof(ControlHeader), kHotAlign);
-  l.control_size = l.groups_offset + std::uint64_t{max_groups} * l.group_stride;
+  l.partition_control_size =
+      round_up(l.groups_offset + std::uint64_t{o.max_groups} * l.group_stride, kHotAlign);
+  const std::uint64_t rings = std::max<std::uint32_t>(o.rings(), 1);
+  l.size = rings * l.partition_size;
+  l.control_size = rings * l.partition_control_size;
   return l;
 }
 
@@ -196,21 +207,31 @@ Region::~Region() = default;
 void Region::init_accessors(const TopicOptions& o, const Layout& l) {
   auto* data = static_cast<std::byte*>(data_->base);
   auto* control = static_cast<std::byte*>(control_seg_->base);
-  ring_.header = reinterpret_cast<TopicHeader*>(data);
-  ring_.control = reinterpret_cast<ControlHeader*>(control);
-  ring_.count = o.slot_count;
-  ring_.swap = o.slot_count >= 4 ? 3 : 0;
-  ring_.slot_size = o.slot_size;
-  ring_.stride = l.stride;
-  producers_ = reinterpret_cast<ProducerSeat*>(data + l.producers_offset);
-  ring_.groups = control + l.groups_offset;
-  ring_.group_stride = l.group_stride;
+  options_ = o;
   max_producers_ = o.max_producers;
-  ring_.max_groups = o.max_groups;
-  ring_.max_members = o.max_members;
-  ring_.policy = o.policy;
   single_producer_ = o.single_producer;
-  ring_.slots = data + l.slots_offset;
+  const std::uint32_t rings = o.rings();
+  rings_.assign(rings, Ring{});
+  producers_.assign(rings, nullptr);
+  for (std::uint32_t p = 0; p < rings; ++p) {
+    std::byte* d = data + p * l.partition_size;
+    std::byte* c = control + p * l.partition_control_size;
+    Ring& ring = rings_[p];
+    ring.header = reinterpret_cast<TopicHeader*>(d);
+    ring.control = reinterpret_cast<ControlHeader*>(c);
+    ring.data_event = &reinterpret_cast<ControlHeader*>(control)->data_event;
+    ring.count = o.slot_count;
+    ring.swap = o.slot_count >= 4 ? 3 : 0;
+    ring.slot_size = o.slot_size;
+    ring.stride = l.stride;
+    ring.groups = c + l.groups_offset;
+    ring.group_stride = l.group_stride;
+    ring.max_groups = o.max_groups;
+    ring.max_members = o.max_members;
+    ring.policy = o.policy;
+    ring.slots = d + l.slots_offset;
+    producers_[p] = reinterpret_cast<ProducerSeat*>(d + l.producers_offset);
+  }
 }
 
 void Region::map(Segment& seg, std::uint64_t size, bool writable, const std::string& where) {
@@ -235,8 +256,7 @@ std::shared_ptr<Region> Region::create_as(const std::string& shm_name, std::stri
                                           const TopicOptions& o, bool sealed) {
   if (auto why = validate_options(o); !why.empty())
     throw Error(ErrorCode::InvalidArgument, "topic '" + std::string(topic) + "': " + why);
-  const Layout l =
-      compute_layout(o.slot_count, o.slot_size, o.max_producers, o.max_groups, o.max_members);
+  const Layout l = compute_layout(o);
   std::shared_ptr<Region> r(new Region());
   r->shm_name_ = shm_name;
   r->sealed_ = sealed;
@@ -297,51 +317,63 @@ std::shared_ptr<Region> Region::create_as(const std::string& shm_name, std::stri
       std::random_device{}() | (std::uint64_t{std::random_device{}()} << 32);
   // New segments read as zeros. The atomics below are lock-free integers whose
   // zero bytes are a valid zero value; we construct them in place all the same.
-  auto* c = new (r->control_seg_->base) ControlHeader{};
-  c->generation = generation;
-  for (std::uint32_t g = 0; g < o.max_groups; ++g) {
-    new (&r->group(g)) GroupEntry{};
-    for (std::uint32_t mbr = 0; mbr < o.max_members; ++mbr) {
-      new (&r->member(g, mbr)) MemberSeat{};
-      // Relaxed: published to openers by the release stores of the magics below.
-      r->member(g, mbr).held.store(kNone, std::memory_order_relaxed);
+  // Every block gets the same headers (block 0's speak for the topic).
+  for (std::uint32_t p = 0; p < o.rings(); ++p) {
+    auto* c = new (&r->control(p)) ControlHeader{};
+    c->generation = generation;
+    for (std::uint32_t g = 0; g < o.max_groups; ++g) {
+      new (&r->group(g, p)) GroupEntry{};
+      for (std::uint32_t mbr = 0; mbr < o.max_members; ++mbr) {
+        new (&r->member(g, mbr, p)) MemberSeat{};
+        // Relaxed: published to openers by the release stores of the magics below.
+        r->member(g, mbr, p).held.store(kNone, std::memory_order_relaxed);
+      }
     }
+    if (p != 0) c->magic.store(kControlMagic, std::memory_order_relaxed);  // as block 0's, below
   }
   // Release: before the data segment's magic (M1), which openers acquire
   // first; an opener that sees the data magic sees this too.
-  c->magic.store(kControlMagic, std::memory_order_release);
-  auto* h = new (r->data_->base) TopicHeader{};
-  h->layout_version = kLayoutVersion;
-  h->header_size = sizeof(TopicHeader);
-  h->generation = generation;
-  h->region_size = l.size;
-  h->slot_count = o.slot_count;
-  h->slot_size = o.slot_size;
-  h->stride = static_cast<std::uint32_t>(l.stride);
-  h->policy = static_cast<std::uint8_t>(o.policy);
-  h->single_producer = o.single_producer ? 1 : 0;
-  // Relaxed: published with the rest of the header by M1 below.
-  h->shared_control.store((o.mode & 077) != 0 ? 1 : 0, std::memory_order_relaxed);
-  h->max_producers = o.max_producers;
-  h->max_groups = o.max_groups;
-  h->max_members = o.max_members;
-  h->group_stride = static_cast<std::uint32_t>(l.group_stride);
-  h->producers_offset = l.producers_offset;
-  h->groups_offset = l.groups_offset;
-  h->slots_offset = l.slots_offset;
-  h->control_size = l.control_size;
-  std::memset(h->name, 0, sizeof h->name);
-  std::memcpy(h->name, topic.data(), std::min(topic.size(), kNameMax));
-  for (std::uint32_t i = 0; i < o.max_producers; ++i)
-    new (&r->producer(i)) ProducerSeat{};
-  for (std::uint32_t i = 0; i < o.max_producers; ++i)
-    for (auto& f : r->producer(i).in_flight)
-      f.store(kNone, std::memory_order_relaxed);
-  for (std::uint64_t s = 0; s < o.slot_count; ++s)
-    new (&r->slot(s)) SlotHeader{};
+  r->control(0).magic.store(kControlMagic, std::memory_order_release);
+  for (std::uint32_t p = o.rings(); p-- > 0;) {
+    auto* h = new (&r->header(p)) TopicHeader{};
+    h->layout_version = kLayoutVersion;
+    h->header_size = sizeof(TopicHeader);
+    h->generation = generation;
+    h->region_size = l.size;
+    h->slot_count = o.slot_count;
+    h->slot_size = o.slot_size;
+    h->stride = static_cast<std::uint32_t>(l.stride);
+    h->policy = static_cast<std::uint8_t>(o.policy);
+    h->single_producer = o.single_producer ? 1 : 0;
+    // Relaxed: published with the rest of the header by M1 below.
+    h->shared_control.store((o.mode & 077) != 0 ? 1 : 0, std::memory_order_relaxed);
+    h->max_producers = o.max_producers;
+    h->max_groups = o.max_groups;
+    h->max_members = o.max_members;
+    h->group_stride = static_cast<std::uint32_t>(l.group_stride);
+    h->producers_offset = l.producers_offset;
+    h->groups_offset = l.groups_offset;
+    h->slots_offset = l.slots_offset;
+    h->control_size = l.control_size;
+    h->partitions = o.rings();
+    h->lanes = o.priorities != 0 ? 1 : 0;
+    h->partition_size = l.partition_size;
+    h->partition_control_size = l.partition_control_size;
+    std::memset(h->name, 0, sizeof h->name);
+    std::memcpy(h->name, topic.data(), std::min(topic.size(), kNameMax));
+    for (std::uint32_t i = 0; i < o.max_producers; ++i) {
+      new (&r->producer(i, p)) ProducerSeat{};
+      for (auto& f : r->producer(i, p).in_flight)
+        f.store(kNone, std::memory_order_relaxed);
+    }
+    for (std::uint64_t s = 0; s < o.slot_count; ++s)
+      new (&r->slot(s, p)) SlotHeader{};
+    // Relaxed for blocks p > 0 (block 0's release, M1, publishes them all).
+    if (p != 0) h->magic.store(kMagic, std::memory_order_relaxed);
+  }
   // SYNC POINT M1 (release): everything above is visible to an opener whose
   // acquire load of `magic` (M2, in validate: open and from_fd) reads kMagic.
-  h->magic.store(kMagic, std::memory_order_release);
+  r->header(0).magic.store(kMagic, std::memory_order_release);
   return r;
 }
 
@@ -491,15 +523,22 @@ Layout Region::attach_data(const std::string& where, const struct stat& ds) {
   options_.max_groups = h->max_groups;
   options_.max_members = h->max_members;
   options_.mode = 0600;
+  if (h->lanes > 1)
+    throw Error(ErrorCode::Corrupt, where + " has an invalid header (lanes " +
+                                        std::to_string(h->lanes) +
+                                        "); delete it and create the topic again");
+  options_.partitions = h->lanes != 0 ? 1 : h->partitions;
+  options_.priorities = h->lanes != 0 ? h->partitions : 0;
   if (auto why = validate_options(options_); !why.empty())
     throw Error(ErrorCode::Corrupt, where + " has an invalid header (" + why +
                                         "); delete it and create the topic again");
-  const Layout l = compute_layout(options_.slot_count, options_.slot_size, options_.max_producers,
-                                  options_.max_groups, options_.max_members);
+  const Layout l = compute_layout(options_);
   if (h->stride != l.stride || h->group_stride != l.group_stride ||
       h->producers_offset != l.producers_offset || h->groups_offset != l.groups_offset ||
       h->slots_offset != l.slots_offset || h->region_size != l.size ||
-      h->control_size != l.control_size || size < l.size || h->single_producer > 1)
+      h->control_size != l.control_size || h->partition_size != l.partition_size ||
+      h->partition_control_size != l.partition_control_size || size < l.size ||
+      h->single_producer > 1)
     throw Error(ErrorCode::Corrupt, where + " has a header that does not match its size (" +
                                         std::to_string(size) +
                                         " bytes); delete it and create the topic again");
@@ -560,25 +599,27 @@ bool Region::remove(const std::string& shm_name) {
 }
 
 void Region::mark_deleted() noexcept {
-  // Release: pairs with detail::deleted()'s acquire.
-  header().deleted.store(1, std::memory_order_release);
-  ControlHeader& c = control();
-  // seq_cst, as a join's J3: every producer's next claim sees the epoch
-  // change (J2), takes the slow path and finds the flag there, so the hot
-  // path never looks at it.
-  c.join_epoch.fetch_add(1, std::memory_order_seq_cst);
+  for (std::uint32_t p = 0; p < partitions(); ++p) {
+    // Release: pairs with detail::deleted()'s acquire.
+    header(p).deleted.store(1, std::memory_order_release);
+    // seq_cst, as a join's J3: every producer's next claim sees the epoch
+    // change (J2), takes the slow path and finds the flag there, so the hot
+    // path never looks at it.
+    control(p).join_epoch.fetch_add(1, std::memory_order_seq_cst);
+    wake(control(p).space_event);
+  }
   // Everyone asleep re-checks: consumers drain what is left, then see it.
-  wake(c.data_event);
-  wake(c.space_event);
+  wake(control(0).data_event);
 }
 
-bool Region::abandon_unpublished(std::uint64_t s) noexcept {
-  SlotHeader& sl = slot(s);
+bool Region::abandon_unpublished(std::uint64_t s, std::uint32_t p) noexcept {
+  const Ring& ring = rings_[p];
+  SlotHeader& sl = ring.slot(s);
   // Acquire: pairs with P1/P0; we inspect what the dead producer left.
   std::uint64_t st = sl.stamp.load(std::memory_order_acquire);
   // A claim of s is made only once the previous occupant is complete (P0), so
   // a slot claimed for s shows that occupant's final stamp or writing(s).
-  const std::uint64_t floor = claim_floor(s, ring_.count);
+  const std::uint64_t floor = claim_floor(s, ring.count);
   while (st >= floor && st < stamp_published(s)) {
     // Release on success: pairs with C1 like the abandon of a dropped loan.
     // Acquire on failure: the stamp read back is examined as the load above.
@@ -588,8 +629,8 @@ bool Region::abandon_unpublished(std::uint64_t s) noexcept {
     if (sl.stamp.compare_exchange_weak(st, stamp_abandoned(s), std::memory_order_release,
                                        std::memory_order_acquire)) {
       // Relaxed: a counter for reports.
-      ring_.header->abandoned.fetch_add(1, std::memory_order_relaxed);
-      notify(ring_.control->data_event);
+      ring.header->abandoned.fetch_add(1, std::memory_order_relaxed);
+      notify(*ring.data_event);
       return true;
     }
   }
@@ -598,56 +639,71 @@ bool Region::abandon_unpublished(std::uint64_t s) noexcept {
 
 void Region::free_producer(std::uint32_t i, std::uint32_t pid) {
   if (i >= max_producers_) return;
-  ProducerSeat& seat = producer(i);
   {
     ControlLock lock(*this);
     // Checked under the lock: the seat may have been freed and taken by another
     // process since the caller looked. Relaxed: seats change under the lock.
-    if (seat.state.load(std::memory_order_relaxed) == static_cast<std::uint32_t>(SeatState::Free) ||
-        seat.pid.load(std::memory_order_relaxed) != pid)
+    // Block 0's seat speaks for all (they are taken and freed together).
+    const ProducerSeat& first = producer(i);
+    if (first.state.load(std::memory_order_relaxed) ==
+            static_cast<std::uint32_t>(SeatState::Free) ||
+        first.pid.load(std::memory_order_relaxed) != pid)
       return;
-    for (auto& f : seat.in_flight) {
-      // Relaxed: only says which sequences to look at; abandon_unpublished
-      // decides from the slot's stamp (acquire load, CAS).
-      const std::uint64_t s = f.load(std::memory_order_relaxed);
-      if (s != kNone) abandon_unpublished(s);
-      // Relaxed: under the control lock; the release store of state below
-      // publishes the cleared seat to the next attach.
-      f.store(kNone, std::memory_order_relaxed);
+    for (std::uint32_t p = partitions(); p-- > 0;) {
+      ProducerSeat& seat = producer(i, p);
+      for (auto& f : seat.in_flight) {
+        // Relaxed: only says which sequences to look at; abandon_unpublished
+        // decides from the slot's stamp (acquire load, CAS).
+        const std::uint64_t s = f.load(std::memory_order_relaxed);
+        if (s != kNone) abandon_unpublished(s, p);
+        // Relaxed: under the control lock; the release store of state below
+        // publishes the cleared seat to the next attach.
+        f.store(kNone, std::memory_order_relaxed);
+      }
+      // Release: pairs with the acquire of a later attach (block 0's last).
+      seat.state.store(static_cast<std::uint32_t>(SeatState::Free), std::memory_order_release);
     }
-    // Release: pairs with the acquire of a later attach.
-    seat.state.store(static_cast<std::uint32_t>(SeatState::Free), std::memory_order_release);
   }
 }
 
 void Region::free_member(std::uint32_t g, std::uint32_t m, std::uint32_t pid) {
-  if (g >= ring_.max_groups || m >= ring_.max_members) return;
+  if (g >= options_.max_groups || m >= options_.max_members) return;
   {
     ControlLock lock(*this);
-    GroupEntry& e = group(g);
-    MemberSeat& seat = member(g, m);
-    // Re-checked under the lock, as in free_producer.
-    if (seat.state.load(std::memory_order_relaxed) == static_cast<std::uint32_t>(SeatState::Free) ||
-        seat.pid.load(std::memory_order_relaxed) != pid)
+    // Re-checked under the lock, as in free_producer (block 0's seat).
+    const MemberSeat& first = member(g, m);
+    if (first.state.load(std::memory_order_relaxed) ==
+            static_cast<std::uint32_t>(SeatState::Free) ||
+        first.pid.load(std::memory_order_relaxed) != pid)
       return;
-    // Release: producers that read the cleared hazard (G2) may reuse the slot.
-    seat.held.store(kNone, std::memory_order_release);
-    // Release: pairs with the acquire of a later attach (the seat is cleared).
-    seat.state.store(static_cast<std::uint32_t>(SeatState::Free), std::memory_order_release);
-    // Release: pairs with the acquire of members in Ring::gate; a producer
-    // that sees the group without members sees the hazard cleared above.
-    e.members.fetch_sub(1, std::memory_order_release);
     // Relaxed: flags change only under the control lock, which we hold.
-    if ((e.flags.load(std::memory_order_relaxed) & kGroupPrivate) != 0)
-      // Release: pairs with the acquire of state in Ring::gate and attach.
-      e.state.store(static_cast<std::uint32_t>(SeatState::Free), std::memory_order_release);
+    const std::uint32_t flags = group(g).flags.load(std::memory_order_relaxed);
+    for (std::uint32_t p = partitions(); p-- > 0;) {
+      GroupEntry& e = group(g, p);
+      MemberSeat& seat = member(g, m, p);
+      // Release: producers that read the cleared hazard (G2) may reuse the slot.
+      seat.held.store(kNone, std::memory_order_release);
+      // Release: pairs with the acquire of a later attach (the seat is cleared).
+      seat.state.store(static_cast<std::uint32_t>(SeatState::Free), std::memory_order_release);
+      // Release: pairs with the acquire of members in Ring::gate; a producer
+      // that sees the group without members sees the hazard cleared above.
+      e.members.fetch_sub(1, std::memory_order_release);
+      if ((flags & kGroupPrivate) != 0)
+        // Release: pairs with the acquire of state in Ring::gate and attach.
+        e.state.store(static_cast<std::uint32_t>(SeatState::Free), std::memory_order_release);
+    }
+    // Its partitions go to the members left (it holds nothing any more: it
+    // left, or died and its samples died with it).
+    if ((flags & kGroupPartitioned) != 0) assign_partitions_locked(g);
   }
-  notify(ring_.control->space_event);
+  for (std::uint32_t p = 0; p < partitions(); ++p)
+    notify(control(p).space_event);
+  notify(control(0).data_event);  // members waiting for a partition look again
 }
 
 void Region::lock_control() const {
   const auto me = static_cast<std::uint32_t>(::getpid());
-  std::atomic<std::uint32_t>& lock = ring_.control->control_lock;
+  std::atomic<std::uint32_t>& lock = rings_[0].control->control_lock;
   const auto start = Clock::now();
   for (std::uint32_t i = 0;; ++i) {
     std::uint32_t holder = 0;
@@ -678,7 +734,7 @@ void Region::lock_control() const {
 
 void Region::unlock_control() const noexcept {
   // Release: pairs with the acquire CAS in lock_control.
-  ring_.control->control_lock.store(0, std::memory_order_release);
+  rings_[0].control->control_lock.store(0, std::memory_order_release);
 }
 
 }  // namespace shmbus::detail

@@ -12,6 +12,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <sys/stat.h>
 
@@ -38,17 +39,17 @@ void start_session(std::atomic<std::uint64_t>& session) noexcept;
 
 // Layout arithmetic shared by create (to size the region) and open (to check it).
 // size is the data segment's; groups_offset and control_size the control segment's.
+// Offsets are within one partition's block; size and control_size are of the
+// whole segments (partitions blocks each).
 struct Layout {
   std::uint64_t stride, group_stride, producers_offset, groups_offset, slots_offset, size,
-      control_size;
+      control_size, partition_size, partition_control_size;
 };
 // The name of a region's control segment: "<shm_name>@control" ('@' is not
 // allowed in topic names, so it is no topic's data segment).
 inline constexpr std::string_view kControlSuffix = "@control";
 [[nodiscard]] std::string control_name(const std::string& shm_name);
-[[nodiscard]] Layout compute_layout(std::uint32_t slot_count, std::uint32_t slot_size,
-                                    std::uint32_t max_producers, std::uint32_t max_groups,
-                                    std::uint32_t max_members) noexcept;
+[[nodiscard]] Layout compute_layout(const TopicOptions& o) noexcept;
 
 class Region {
  public:
@@ -96,16 +97,28 @@ class Region {
   Region& operator=(const Region&) = delete;
   ~Region();
 
-  [[nodiscard]] const Ring& ring() const noexcept { return ring_; }
-  [[nodiscard]] TopicHeader& header() const noexcept { return *ring_.header; }
-  [[nodiscard]] ControlHeader& control() const noexcept { return *ring_.control; }
-  [[nodiscard]] std::uint64_t slot_count() const noexcept { return ring_.count; }
-  [[nodiscard]] std::uint32_t slot_size() const noexcept { return ring_.slot_size; }
-  [[nodiscard]] Policy policy() const noexcept { return ring_.policy; }
+  // Partition p's ring and headers (p < partitions()); block 0's speak for
+  // the topic (layout.hpp).
+  [[nodiscard]] const Ring& ring(std::uint32_t p = 0) const noexcept { return rings_[p]; }
+  [[nodiscard]] TopicHeader& header(std::uint32_t p = 0) const noexcept {
+    return *rings_[p].header;
+  }
+  [[nodiscard]] ControlHeader& control(std::uint32_t p = 0) const noexcept {
+    return *rings_[p].control;
+  }
+  // The rings of the topic: its partitions, or its priority lanes.
+  [[nodiscard]] std::uint32_t partitions() const noexcept {
+    return static_cast<std::uint32_t>(rings_.size());
+  }
+  // True when the rings are priority lanes (ring p holds priority p).
+  [[nodiscard]] bool lanes() const noexcept { return options_.priorities != 0; }
+  [[nodiscard]] std::uint64_t slot_count() const noexcept { return options_.slot_count; }
+  [[nodiscard]] std::uint32_t slot_size() const noexcept { return options_.slot_size; }
+  [[nodiscard]] Policy policy() const noexcept { return options_.policy; }
   [[nodiscard]] bool single_producer() const noexcept { return single_producer_; }
   [[nodiscard]] std::uint32_t max_producers() const noexcept { return max_producers_; }
-  [[nodiscard]] std::uint32_t max_groups() const noexcept { return ring_.max_groups; }
-  [[nodiscard]] std::uint32_t max_members() const noexcept { return ring_.max_members; }
+  [[nodiscard]] std::uint32_t max_groups() const noexcept { return options_.max_groups; }
+  [[nodiscard]] std::uint32_t max_members() const noexcept { return options_.max_members; }
   [[nodiscard]] const std::string& shm_name() const noexcept { return shm_name_; }
   // The topic's name as stored in the header (bounded: the field may lack a NUL).
   [[nodiscard]] std::string topic_name() const {
@@ -113,11 +126,18 @@ class Region {
     return std::string(h.name, ::strnlen(h.name, sizeof h.name));
   }
 
-  [[nodiscard]] SlotHeader& slot(std::uint64_t seq) const noexcept { return ring_.slot(seq); }
-  [[nodiscard]] ProducerSeat& producer(std::uint32_t i) const noexcept { return producers_[i]; }
-  [[nodiscard]] GroupEntry& group(std::uint32_t g) const noexcept { return ring_.group(g); }
-  [[nodiscard]] MemberSeat& member(std::uint32_t g, std::uint32_t m) const noexcept {
-    return ring_.member(g, m);
+  [[nodiscard]] SlotHeader& slot(std::uint64_t seq, std::uint32_t p = 0) const noexcept {
+    return rings_[p].slot(seq);
+  }
+  [[nodiscard]] ProducerSeat& producer(std::uint32_t i, std::uint32_t p = 0) const noexcept {
+    return producers_[p][i];
+  }
+  [[nodiscard]] GroupEntry& group(std::uint32_t g, std::uint32_t p = 0) const noexcept {
+    return rings_[p].group(g);
+  }
+  [[nodiscard]] MemberSeat& member(std::uint32_t g, std::uint32_t m,
+                                   std::uint32_t p = 0) const noexcept {
+    return rings_[p].member(g, m);
   }
 
   // Marks the topic deleted (shmbusd, before it unlinks the name) and wakes
@@ -141,9 +161,19 @@ class Region {
   void free_producer(std::uint32_t seat, std::uint32_t pid);
   // Frees a member seat: its hazard no longer gates; wakes blocked producers.
   void free_member(std::uint32_t group, std::uint32_t member, std::uint32_t pid);
-  // Marks claimed-but-unpublished sequence s abandoned. False if it was
-  // published (or abandoned) meanwhile, or s's slot was never claimed for s.
-  bool abandon_unpublished(std::uint64_t s) noexcept;
+  // Marks claimed-but-unpublished sequence s of partition p abandoned. False
+  // if it was published (or abandoned) meanwhile, or s's slot was never
+  // claimed for s.
+  bool abandon_unpublished(std::uint64_t s, std::uint32_t p = 0) noexcept;
+
+  // A partitioned group's assignment (src/region_groups.cpp), control lock
+  // held: gives every partition a target among the group's live members,
+  // sticky (a partition keeps its target while that member lives and has no
+  // more than its share), clears the ownership of members that are gone, and
+  // bumps the group's assignment word so that every member looks.
+  void assign_partitions_locked(std::uint32_t group) noexcept;
+  // The pid of the member that owns partition p of group g now, or 0.
+  [[nodiscard]] std::uint32_t owner_pid(std::uint32_t g, std::uint32_t p) const noexcept;
 
   // Control-plane lock over seat and group allocation (never the data path).
   // A holder that died is detected by pid and the lock is taken over. Throws
@@ -156,9 +186,9 @@ class Region {
   void set_lock_patience(std::chrono::milliseconds patience) noexcept { lock_patience_ = patience; }
 
  private:
-  // The named group `name` (control lock held), refused with InUse while it
+  // The index of the named group `name` (control lock held), refused with InUse while it
   // has members; `doing` names the operation in the messages.
-  GroupEntry& named_group_locked(const std::string& name, const char* doing);
+  std::uint32_t named_group_locked(const std::string& name, const char* doing);
   struct Segment;
   Region();
   void init_accessors(const TopicOptions& validated, const Layout& layout);
@@ -176,8 +206,8 @@ class Region {
   std::unique_ptr<Segment> data_;
   std::unique_ptr<Segment> control_seg_;
   std::shared_ptr<void> owner_;
-  Ring ring_;
-  ProducerSeat* producers_ = nullptr;
+  std::vector<Ring> rings_;               // one per partition
+  std::vector<ProducerSeat*> producers_;  // each partition's seat table
   std::uint32_t max_producers_ = 0;
   bool single_producer_ = false;
   bool read_only_ = false;

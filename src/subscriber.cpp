@@ -4,6 +4,7 @@
 
 #include <cstring>
 
+#include "os.hpp"
 #include "region.hpp"
 #include "shmbus/topic.hpp"
 
@@ -76,16 +77,25 @@ constexpr auto kFree = static_cast<std::uint32_t>(detail::SeatState::Free);
 
 Subscriber::Subscriber(std::shared_ptr<detail::Region> region, const SubscriberOptions& options)
     : region_(std::move(region)), options_(options) {
-  state_.held.fill(detail::kNone);
   detail::Region& r = *region_;
-  ring_ = r.ring();
+  rings_ = r.partitions();
+  lanes_ = r.lanes();
+  if (rings_ > 1) rest_ = std::make_unique<detail::ConsumerLane[]>(rings_ - 1);
   const bool is_private = options.group.empty();
-  state_.is_private = is_private;
+  for (std::uint32_t p = 0; p < rings_; ++p) {
+    detail::ConsumerLane& l = lane(p);
+    l.ring = r.ring(p);
+    l.index = p;
+    l.state.held.fill(detail::kNone);
+    l.state.is_private = is_private;
+  }
   if (!is_private) validate_name("group", options.group);
   const std::string topic = r.topic_name();
+  const bool want_partitioned = !is_private && options.group_mode == GroupMode::Partitioned;
 
   detail::ControlLock lock(r);
   // Relaxed loads below: groups and seats change only under the control lock.
+  // Block 0's tables speak for all (they are kept identical).
   std::uint32_t g = r.max_groups();
   std::uint32_t free_group = r.max_groups();
   for (std::uint32_t i = 0; i < r.max_groups(); ++i) {
@@ -102,7 +112,9 @@ Subscriber::Subscriber(std::shared_ptr<detail::Region> region, const SubscriberO
     }
   }
   const bool fresh = g == r.max_groups();
-  if (options.start == StartFrom::Offset) check_not_future(options.offset, "start at offset");
+  if (options.start == StartFrom::Offset)
+    for (std::uint32_t p = 0; p < rings_; ++p)
+      check_not_future(lane(p).ring, options.offset, "start at offset");
   if (fresh) {
     if (free_group == r.max_groups())
       throw Error(ErrorCode::ResourceExhausted,
@@ -110,32 +122,51 @@ Subscriber::Subscriber(std::shared_ptr<detail::Region> region, const SubscriberO
                       " consumer groups in use; close subscribers, delete unused groups, or "
                       "create the topic with a larger max_groups");
     g = free_group;
-    detail::GroupEntry& e = r.group(g);
-    std::memset(e.name, 0, sizeof e.name);
-    std::memcpy(e.name, options.group.data(), std::min(options.group.size(), detail::kNameMax));
-    // Relaxed: a first estimate; the join below corrects it.
-    const std::uint64_t tail = r.header().tail.load(std::memory_order_relaxed);
-    std::uint64_t start = tail;
-    if (options.start == StartFrom::Earliest) start = ring_.oldest(tail);
-    if (options.start == StartFrom::Offset) start = options.offset;
-    ring_.raise_jump_mark(start);
-    // Release: a producer whose scan reads this cursor (G1, acquire) sees the
-    // raised mark even if it reads the entry's old state and members (a
-    // reused entry); the release of state below is not enough for that.
-    e.cursor.store(start, std::memory_order_release);
-    e.lost.store(0, std::memory_order_relaxed);
-    e.corrupt.store(0, std::memory_order_relaxed);
-    e.members.store(0, std::memory_order_relaxed);
-    e.flags.store(
-        (is_private ? detail::kGroupPrivate : 0u) | (options.durable ? detail::kGroupDurable : 0u),
-        std::memory_order_relaxed);
-    for (std::uint32_t m = 0; m < r.max_members(); ++m) {
-      r.member(g, m).state.store(kFree, std::memory_order_relaxed);
-      r.member(g, m).held.store(detail::kNone, std::memory_order_relaxed);
+    // Blocks p > 0 first, block 0's state last: whoever finds the group in
+    // block 0 finds it in every block.
+    for (std::uint32_t p = rings_; p-- > 0;) {
+      detail::GroupEntry& e = r.group(g, p);
+      std::memset(e.name, 0, sizeof e.name);
+      std::memcpy(e.name, options.group.data(), std::min(options.group.size(), detail::kNameMax));
+      // Relaxed: a first estimate; the join below corrects it.
+      const std::uint64_t tail = r.header(p).tail.load(std::memory_order_relaxed);
+      std::uint64_t start = tail;
+      if (options.start == StartFrom::Earliest) start = lane(p).ring.oldest(tail);
+      if (options.start == StartFrom::Offset) start = options.offset;
+      lane(p).ring.raise_jump_mark(start);
+      // Release: a producer whose scan reads this cursor (G1, acquire) sees the
+      // raised mark even if it reads the entry's old state and members (a
+      // reused entry); the release of state below is not enough for that.
+      e.cursor.store(start, std::memory_order_release);
+      e.lost.store(0, std::memory_order_relaxed);
+      e.corrupt.store(0, std::memory_order_relaxed);
+      e.members.store(0, std::memory_order_relaxed);
+      e.owner.store(0, std::memory_order_relaxed);
+      e.target.store(0, std::memory_order_relaxed);
+      e.flags.store((is_private ? detail::kGroupPrivate : 0u) |
+                        (options.durable ? detail::kGroupDurable : 0u) |
+                        (want_partitioned ? detail::kGroupPartitioned : 0u),
+                    std::memory_order_relaxed);
+      for (std::uint32_t m = 0; m < r.max_members(); ++m) {
+        r.member(g, m, p).state.store(kFree, std::memory_order_relaxed);
+        r.member(g, m, p).held.store(detail::kNone, std::memory_order_relaxed);
+      }
+      // Release: pairs with the acquire of state in Ring::gate; a producer that
+      // sees the group active sees its cursor and seats initialised.
+      e.state.store(kActive, std::memory_order_release);
     }
-    // Release: pairs with the acquire of state in Ring::gate; a producer that
-    // sees the group active sees its cursor and seats initialised.
-    e.state.store(kActive, std::memory_order_release);
+  } else if (!is_private) {
+    const bool partitioned =
+        (r.group(g).flags.load(std::memory_order_relaxed) & detail::kGroupPartitioned) != 0;
+    if (partitioned != want_partitioned) {
+      const GroupMode mode = partitioned ? GroupMode::Partitioned : GroupMode::Shared;
+      throw Error(ErrorCode::InvalidArgument,
+                  "group '" + options.group + "' of topic '" + topic + "' is " +
+                      std::string(to_string(mode)) +
+                      " (chosen when it was created); join it with " + "group_mode " +
+                      std::string(to_string(mode)) +
+                      " (CLI --group-mode, Python mode=), or use another group");
+    }
   }
   detail::GroupEntry& e = r.group(g);
   std::uint32_t m = 0;
@@ -148,63 +179,242 @@ Subscriber::Subscriber(std::shared_ptr<detail::Region> region, const SubscriberO
                     " member seats taken; create the topic with a larger max_members");
   group_index_ = g;
   member_index_ = m;
-  state_.group = &e;
-  detail::MemberSeat& member = r.member(g, m);
-  state_.member = &member;
-  member.pid.store(static_cast<std::uint32_t>(::getpid()), std::memory_order_relaxed);
-  detail::start_session(member.session);
-  member.held.store(detail::kNone, std::memory_order_relaxed);
-  member.received.store(0, std::memory_order_relaxed);
-  member.state.store(kActive, std::memory_order_release);  // release: as the group's state
   const bool was_gating =
       !fresh && (e.members.load(std::memory_order_relaxed) > 0 ||
                  (e.flags.load(std::memory_order_relaxed) & detail::kGroupDurable) != 0);
-  // Relaxed: ordered before the seq_cst fetch_add below, which producers
-  // read (acquire) before they read flags.
-  if (options.durable) e.flags.fetch_or(detail::kGroupDurable, std::memory_order_relaxed);
-  // seq_cst: the group gates from here (Ring::gate reads members).
-  e.members.fetch_add(1, std::memory_order_seq_cst);
-  if (!was_gating) {
-    // What a group that existed skips, or what an explicit offset does, is lost;
-    // a fresh group starting at the latest or earliest retained message loses nothing.
-    detail::start_gating(ring_, e, fresh && options_.start == StartFrom::Latest,
-                         !fresh || options_.start == StartFrom::Offset);
+  for (std::uint32_t p = rings_; p-- > 0;) {
+    detail::ConsumerLane& l = lane(p);
+    detail::GroupEntry& ep = r.group(g, p);
+    detail::MemberSeat& member = r.member(g, m, p);
+    l.state.group = &ep;
+    l.state.member = &member;
+    member.pid.store(static_cast<std::uint32_t>(::getpid()), std::memory_order_relaxed);
+    detail::start_session(member.session);
+    member.held.store(detail::kNone, std::memory_order_relaxed);
+    member.received.store(0, std::memory_order_relaxed);
+    member.state.store(kActive, std::memory_order_release);  // release: as the group's state
+    // Relaxed: ordered before the seq_cst fetch_add below, which producers
+    // read (acquire) before they read flags.
+    if (options.durable) ep.flags.fetch_or(detail::kGroupDurable, std::memory_order_relaxed);
+    // seq_cst: the group gates from here (Ring::gate reads members).
+    ep.members.fetch_add(1, std::memory_order_seq_cst);
+    if (!was_gating) {
+      // What a group that existed skips, or what an explicit offset does, is lost;
+      // a fresh group starting at the latest or earliest retained message loses nothing.
+      detail::start_gating(l.ring, ep, fresh && options_.start == StartFrom::Latest,
+                           !fresh || options_.start == StartFrom::Offset);
+    }
+    // Relaxed: pos is used only by a private group, whose cursor only this
+    // (new, sole) member writes, under the control lock we hold.
+    l.state.pos = ep.cursor.load(std::memory_order_relaxed);
   }
-  // Relaxed: pos is used only by a private group, whose cursor only this
-  // (new, sole) member writes, under the control lock we hold.
-  state_.pos = e.cursor.load(std::memory_order_relaxed);
+  partitioned_ =
+      !is_private && (e.flags.load(std::memory_order_relaxed) & detail::kGroupPartitioned) != 0;
+  if (partitioned_) {
+    // A new member owns nothing yet: it takes the partitions the assignment
+    // gives it as their owners let go (rebalance, on its first receive).
+    for (std::uint32_t p = 0; p < rings_; ++p)
+      lane(p).owned = false;
+    r.assign_partitions_locked(g);
+    unsettled_ = true;
+  }
+  if (partitioned_) detail::notify(*head_.ring.data_event);  // members asleep look at it
 }
 
-void Subscriber::check_not_future(std::uint64_t sequence, const char* what) const {
+void Subscriber::check_not_future(const detail::Ring& r, std::uint64_t sequence,
+                                  const char* what) const {
   // Relaxed: the tail only grows; a sequence at or below any value read is fine.
-  const std::uint64_t tail = ring_.header->tail.load(std::memory_order_relaxed);
+  const std::uint64_t tail = r.header->tail.load(std::memory_order_relaxed);
   if (sequence <= tail) return;
+  std::string where;
+  if (rings_ > 1)
+    for (std::uint32_t p = 0; p < rings_; ++p)
+      if (&lane(p).ring == &r)
+        where = std::string(lanes_ ? " in priority lane " : " in partition ") + std::to_string(p);
   throw Error(ErrorCode::InvalidArgument,
               std::string("cannot ") + what + " " + std::to_string(sequence) + ": topic '" +
                   region_->topic_name() + "' has published up to " + std::to_string(tail) +
-                  " (its tail); use at most " + std::to_string(tail) + " (= latest)");
+                  " (its tail" + where + "); use at most " + std::to_string(tail) + " (= latest)");
 }
 
-// Out of line: keeps try_receive small enough to inline into wait loops.
-Status Subscriber::try_receive_slow(Sample& out) noexcept {
+void Subscriber::seek(std::uint32_t partition, std::uint64_t offset) {
+  if (partition >= rings_)
+    throw Error(ErrorCode::InvalidArgument,
+                "cannot seek in " + std::string(lanes_ ? "priority lane " : "partition ") +
+                    std::to_string(partition) + ": topic '" + region_->topic_name() + "' has " +
+                    std::to_string(rings_) + (lanes_ ? " lanes" : " partitions") + " (0 to " +
+                    std::to_string(rings_ - 1) + ")");
+  detail::ConsumerLane& l = lane(partition);
+  check_not_future(l.ring, offset, "seek to");
+  detail::seek(l.ring, l.state, offset);
+}
+
+std::vector<std::uint32_t> Subscriber::owned_partitions() const {
+  std::vector<std::uint32_t> out;
+  for (std::uint32_t p = 0; p < rings_; ++p)
+    if (lane(p).owned) out.push_back(p);
+  return out;
+}
+
+// Out of line: keeps take_from small enough to inline into wait loops.
+Status Subscriber::take_slow(detail::ConsumerLane& l, Sample& out) noexcept {
   detail::Taken t;
-  const Status st = detail::take(ring_, state_, 1, t);
+  const Status st = detail::take(l.ring, l.state, 1, t);
   if (st != Status::Ok) return st;
-  detail::SlotHeader& slot = ring_.slot(t.first);
+  detail::SlotHeader& slot = l.ring.slot(t.first);
   // Relaxed: the acquire load of its stamp (C1) in take() already made the
   // producer's stores before P1 visible.
   const std::uint32_t len = slot.length.load(std::memory_order_relaxed);
-  if (len > ring_.slot_size) [[unlikely]]
-    return reject_corrupt(t.hold);
-  fill(out, slot, t.first, len, t.hold);
+  const std::uint32_t key_length = slot.key_length.load(std::memory_order_relaxed);
+  if (!detail::fits(len, key_length, l.ring.slot_size)) [[unlikely]]
+    return reject_corrupt(l, t.hold);
+  fill(out, l, slot, t.first, len, key_length, t.hold);
   return Status::Ok;
+}
+
+namespace {
+// The lanes of a topic of several rings, in the order a receive looks at
+// them: from the highest priority lane down (strict priority), or from the
+// partition of the current run, each partition for a run of `burst` takes
+// before the next (so no partition starves another, and a run stays on one
+// partition's cache lines).
+template <class Lane, class Take>
+Status scan_lanes(bool lanes, std::uint32_t rings, std::uint32_t& current,
+                  std::uint32_t& burst_left, std::uint32_t burst, Lane&& lane, Take&& take) {
+  if (lanes) {
+    for (std::uint32_t p = rings; p-- > 0;) {
+      detail::ConsumerLane& l = lane(p);
+      if (!l.owned || l.revoking) continue;
+      const Status st = take(l);
+      if (st != Status::WouldBlock) return st;
+    }
+    return Status::WouldBlock;
+  }
+  for (std::uint32_t i = 0; i <= rings; ++i) {
+    detail::ConsumerLane& l = lane(current);
+    if (burst_left != 0 && l.owned && !l.revoking) {
+      const Status st = take(l);
+      if (st != Status::WouldBlock) {
+        if (st == Status::Ok) --burst_left;
+        return st;
+      }
+    }
+    current = current + 1 == rings ? 0 : current + 1;
+    burst_left = burst;
+  }
+  return Status::WouldBlock;
+}
+}  // namespace
+
+Status Subscriber::take_any(Sample& out) noexcept {
+  const auto lane_of = [this](std::uint32_t p) -> detail::ConsumerLane& { return lane(p); };
+  const auto take = [&](detail::ConsumerLane& l) { return take_from(l, out); };
+  if (assignment_changed()) [[unlikely]]
+    rebalance(false);
+  Status st = scan_lanes(lanes_, rings_, current_, burst_left_, kBurst, lane_of, take);
+  if (st == Status::WouldBlock && partitioned_) {
+    rebalance(true);
+    st = scan_lanes(lanes_, rings_, current_, burst_left_, kBurst, lane_of, take);
+  }
+  return st;
+}
+
+Status Subscriber::take_batch_any(Batch& out, std::uint32_t max) noexcept {
+  const auto lane_of = [this](std::uint32_t p) -> detail::ConsumerLane& { return lane(p); };
+  const auto take = [&](detail::ConsumerLane& l) { return take_batch(l, out, max); };
+  if (assignment_changed()) [[unlikely]]
+    rebalance(false);
+  Status st = scan_lanes(lanes_, rings_, current_, burst_left_, kBurst, lane_of, take);
+  if (st == Status::WouldBlock && partitioned_) {
+    rebalance(true);
+    st = scan_lanes(lanes_, rings_, current_, burst_left_, kBurst, lane_of, take);
+  }
+  return st;
+}
+
+// Partitioned groups (see GroupEntry::owner): a member takes only from the
+// partitions it owns. An assignment (a join, a leave, a death) names each
+// partition's next owner (target); the owner lets go once it holds nothing
+// taken from it, and the target takes it then, at the group's cursor there.
+// Everything goes through the region: no daemon needed.
+void Subscriber::rebalance(bool idle) noexcept {
+  // Acquire: pairs with the release bump in assign_partitions_locked; the
+  // targets it wrote, and the owners it cleared, are visible below.
+  const std::uint64_t a = head_.state.group->assignment.load(std::memory_order_acquire);
+  const std::uint32_t me = member_index_ + 1;
+  bool settled = true;
+  for (std::uint32_t p = 0; p < rings_; ++p) {
+    detail::ConsumerLane& l = lane(p);
+    detail::GroupEntry& e = *l.state.group;
+    // Relaxed: after the acquire above.
+    const std::uint32_t target = e.target.load(std::memory_order_relaxed);
+    if (l.owned) {
+      l.revoking = target != me;
+      if (!l.revoking) continue;
+      if (l.state.held_count == 0)
+        let_go(l);
+      else
+        settled = false;  // let go when its last sample is released (release())
+    } else if (target == me) {
+      std::uint32_t expected = 0;
+      // Acquire: pairs with the previous owner's release in let_go (or the
+      // clean-up's clearing): its takes, cursor moves included, happen
+      // before ours, so we continue exactly where it stopped.
+      if (e.owner.compare_exchange_strong(expected, me, std::memory_order_acquire,
+                                          std::memory_order_relaxed) ||
+          expected == me) {
+        l.owned = true;
+        l.revoking = false;
+      } else {
+        settled = false;  // its owner still holds samples of it
+      }
+    }
+  }
+  assignment_seen_ = a;
+  unsettled_ = !settled;
+  if (!idle) return;
+  // Nothing to take: now and then, look for members that died without the
+  // daemon seeing it (it may be down), and free their seats: their
+  // partitions then go to the members left.
+  const std::int64_t now =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(detail::Clock::now().time_since_epoch())
+          .count();
+  if (now - last_peer_check_ns_ < kGroupCheck.count()) return;
+  last_peer_check_ns_ = now;
+  detail::Region& r = *region_;
+  for (std::uint32_t m = 0; m < r.max_members(); ++m) {
+    const detail::MemberSeat& seat = r.member(group_index_, m);
+    // Acquire: pairs with the seat's release store when it was taken, so the
+    // pid is the taker's; free_member re-checks under the control lock.
+    if (m == member_index_ || seat.state.load(std::memory_order_acquire) == kFree) continue;
+    const std::uint32_t pid = seat.pid.load(std::memory_order_relaxed);
+    if (pid == 0 || detail::process_alive(static_cast<pid_t>(pid))) continue;
+    try {
+      r.free_member(group_index_, m, pid);
+    } catch (...) {
+      // The control lock is held by a stuck process: try again next time.
+    }
+  }
+}
+
+void Subscriber::let_go(detail::ConsumerLane& l) noexcept {
+  std::uint32_t expected = member_index_ + 1;
+  // Release: pairs with the next owner's acquire CAS in rebalance; our takes
+  // from the partition (cursor CASes) and released hazards happen before its
+  // first take. Fails only if a clean-up already cleared it (we were judged dead).
+  (void)l.state.group->owner.compare_exchange_strong(expected, 0, std::memory_order_release,
+                                                     std::memory_order_relaxed);
+  l.owned = false;
+  l.revoking = false;
+  detail::notify(*l.ring.data_event);  // the next owner may be asleep waiting for it
 }
 
 Subscriber::~Subscriber() {
   try {
     // The same release the daemon performs for a dead member: only if the seat
     // is still ours (the daemon may have reclaimed it, judging us dead), so it
-    // is never freed twice. Wakes producers blocked on the ring.
+    // is never freed twice. Wakes producers blocked on the ring, and gives a
+    // partitioned group's partitions to the members left.
     region_->free_member(group_index_, member_index_, static_cast<std::uint32_t>(::getpid()));
   } catch (...) {
     // The control lock timed out (a stuck process holds it). Leaving the seat

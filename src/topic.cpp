@@ -1,5 +1,6 @@
 #include "shmbus/topic.hpp"
 
+#include <algorithm>
 #include <cstring>
 
 #include "connection.hpp"
@@ -92,6 +93,8 @@ TopicOptions options_of(const Region& r) {
   o.max_producers = r.max_producers();
   o.max_groups = r.max_groups();
   o.max_members = r.max_members();
+  o.partitions = r.lanes() ? 1 : r.partitions();
+  o.priorities = r.lanes() ? r.partitions() : 0;
   return o;
 }
 
@@ -102,8 +105,14 @@ TopicStatus status_of(const std::string& name, const Region& r) {
   t.generation = r.header().generation;
   // Relaxed loads below: a snapshot for reporting; no field is used to reach
   // other memory, and a seat or group caught mid-change is reported as seen.
-  t.tail = r.header().tail.load(std::memory_order_relaxed);
-  t.abandoned = r.header().abandoned.load(std::memory_order_relaxed);
+  for (std::uint32_t p = 0; p < r.partitions(); ++p) {
+    PartitionStatus ps;
+    ps.tail = r.header(p).tail.load(std::memory_order_relaxed);
+    ps.abandoned = r.header(p).abandoned.load(std::memory_order_relaxed);
+    t.tail += ps.tail;
+    t.abandoned += ps.abandoned;
+    t.partitions.push_back(ps);
+  }
   t.published = t.tail > t.abandoned ? t.tail - t.abandoned : 0;
   t.deleted = r.header().deleted.load(std::memory_order_relaxed) != 0;
   for (std::uint32_t i = 0; i < r.max_producers(); ++i) {
@@ -115,8 +124,10 @@ TopicStatus status_of(const std::string& name, const Region& r) {
     ps.seat = i;
     ps.pid = p.pid.load(std::memory_order_relaxed);
     ps.session = p.session.load(std::memory_order_relaxed);
-    ps.published = p.published.load(std::memory_order_relaxed);
-    ps.published_bytes = p.published_bytes.load(std::memory_order_relaxed);
+    for (std::uint32_t q = 0; q < r.partitions(); ++q) {
+      ps.published += r.producer(i, q).published.load(std::memory_order_relaxed);
+      ps.published_bytes += r.producer(i, q).published_bytes.load(std::memory_order_relaxed);
+    }
     t.published_bytes += ps.published_bytes;
     t.producer_seats.push_back(ps);
   }
@@ -130,11 +141,25 @@ TopicStatus status_of(const std::string& name, const Region& r) {
                                            : std::string(e.name, ::strnlen(e.name, sizeof e.name));
     gs.members = e.members.load(std::memory_order_relaxed);
     gs.durable = (flags & kGroupDurable) != 0;
-    gs.position = e.cursor.load(std::memory_order_relaxed);
-    gs.lag = t.tail > gs.position ? t.tail - gs.position : 0;
-    gs.lost = e.lost.load(std::memory_order_relaxed);
-    const std::uint64_t oldest = r.ring().oldest(t.tail);
-    gs.overrun = gs.position < oldest ? oldest - gs.position : 0;
+    gs.mode = (flags & kGroupPartitioned) != 0 ? GroupMode::Partitioned : GroupMode::Shared;
+    for (std::uint32_t p = 0; p < r.partitions(); ++p) {
+      const GroupEntry& ep = r.group(g, p);
+      const std::uint64_t tail = t.partitions[p].tail;
+      GroupPartitionStatus gp;
+      gp.position = ep.cursor.load(std::memory_order_relaxed);
+      gp.lag = tail > gp.position ? tail - gp.position : 0;
+      if (gs.mode == GroupMode::Partitioned) {
+        gp.owner_pid = r.owner_pid(g, p);
+        const std::uint32_t target = ep.target.load(std::memory_order_relaxed);
+        gp.target_seat = target == 0 ? -1 : static_cast<std::int32_t>(target - 1);
+      }
+      gs.position += gp.position;
+      gs.lag += gp.lag;
+      gs.lost += ep.lost.load(std::memory_order_relaxed);
+      const std::uint64_t oldest = r.ring(p).oldest(tail);
+      gs.overrun += gp.position < oldest ? oldest - gp.position : 0;
+      gs.partitions.push_back(gp);
+    }
     for (std::uint32_t m = 0; m < r.max_members(); ++m) {
       const MemberSeat& seat = r.member(g, m);
       if (seat.state.load(std::memory_order_relaxed) == static_cast<std::uint32_t>(SeatState::Free))
@@ -145,6 +170,11 @@ TopicStatus status_of(const std::string& name, const Region& r) {
       ms.session = seat.session.load(std::memory_order_relaxed);
       ms.held = seat.held.load(std::memory_order_relaxed);
       ms.received = seat.received.load(std::memory_order_relaxed);
+      for (std::uint32_t p = 1; p < r.partitions(); ++p) {
+        const MemberSeat& sp = r.member(g, m, p);
+        ms.held = std::min(ms.held, sp.held.load(std::memory_order_relaxed));
+        ms.received += sp.received.load(std::memory_order_relaxed);
+      }
       gs.member_seats.push_back(ms);
     }
     t.groups.push_back(std::move(gs));

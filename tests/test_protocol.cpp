@@ -72,6 +72,8 @@ void expect_same(const TopicOptions& a, const TopicOptions& b) {
   EXPECT_EQ(a.max_groups, b.max_groups);
   EXPECT_EQ(a.max_members, b.max_members);
   EXPECT_EQ(a.mode, b.mode);
+  EXPECT_EQ(a.partitions, b.partitions);
+  EXPECT_EQ(a.priorities, b.priorities);
 }
 
 void expect_same(const TopicStatus& a, const TopicStatus& b) {
@@ -102,6 +104,20 @@ void expect_same(const TopicStatus& a, const TopicStatus& b) {
       EXPECT_EQ(x.held, y.held);
       EXPECT_EQ(x.received, y.received);
     }
+    EXPECT_EQ(a.groups[i].mode, b.groups[i].mode);
+    ASSERT_EQ(a.groups[i].partitions.size(), b.groups[i].partitions.size());
+    for (std::size_t k = 0; k < a.groups[i].partitions.size(); ++k) {
+      const GroupPartitionStatus &x = a.groups[i].partitions[k], &y = b.groups[i].partitions[k];
+      EXPECT_EQ(x.position, y.position);
+      EXPECT_EQ(x.lag, y.lag);
+      EXPECT_EQ(x.owner_pid, y.owner_pid);
+      EXPECT_EQ(x.target_seat, y.target_seat);
+    }
+  }
+  ASSERT_EQ(a.partitions.size(), b.partitions.size());
+  for (std::size_t i = 0; i < a.partitions.size(); ++i) {
+    EXPECT_EQ(a.partitions[i].tail, b.partitions[i].tail);
+    EXPECT_EQ(a.partitions[i].abandoned, b.partitions[i].abandoned);
   }
   ASSERT_EQ(a.producer_seats.size(), b.producer_seats.size());
   for (std::size_t i = 0; i < a.producer_seats.size(); ++i) {
@@ -125,6 +141,8 @@ TopicOptions odd_options() {
   o.max_groups = 5;
   o.max_members = 7;
   o.mode = 0640;
+  o.partitions = 12;
+  o.priorities = 3;
   return o;
 }
 
@@ -137,8 +155,18 @@ TopicStatus odd_status(const std::string& name) {
   t.published = 99;
   t.published_bytes = 1ULL << 40;
   t.generation = 0x0123456789abcdefULL;
-  t.groups = {{"billing", 3, true, 10, 5, 2, 7, {{1, 99, 5, 9, 40}, {2, 98, 6, ~0ULL, 1}}},
+  t.groups = {{"billing",
+               3,
+               true,
+               10,
+               5,
+               2,
+               7,
+               {{1, 99, 5, 9, 40}, {2, 98, 6, ~0ULL, 1}},
+               GroupMode::Partitioned,
+               {{4, 6, 1234, 2}, {8, 0, 0, -1}}},
               {"", 1, false, 15, 0, 0, 0, {}}};
+  t.partitions = {{7, 1}, {3, 0}};
   t.abandoned = 13;
   t.deleted = true;
   t.producer_seats = {{0, 1234, 77, 50, 500}, {2, 4321, 78, 49, 1ULL << 35}};

@@ -43,6 +43,8 @@ enum class Status : std::uint8_t {
   Invalid,       // the call was made on an empty/moved-from/published object
   Interrupted,   // the options' Interrupt::check ended the wait; nothing was done
   TopicDeleted,  // the topic was deleted; a subscriber gets it once it drained the rest
+  // A publish's partition or priority is not one of the topic's (Route).
+  NoSuchPartition,
 };
 
 [[nodiscard]] const char* to_string(Status status) noexcept;

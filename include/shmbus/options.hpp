@@ -51,6 +51,17 @@ struct TopicOptions {
   std::uint32_t max_groups = 16;
   std::uint32_t max_members = 8;  // members per consumer group
   std::uint32_t mode = 0600;      // permission bits of the region
+  // Rings in the topic, each with its own offsets (Kafka's partitions): a
+  // keyed message goes to partition_for_key(key, partitions). 1 to 1024.
+  std::uint32_t partitions = 1;
+  // 0: no priority lanes. 2 to 32: the topic's rings are priority lanes
+  // 0 (lowest, the default) to priorities - 1, and a receive takes the
+  // oldest message of the highest lane that has one. Not with partitions > 1.
+  std::uint32_t priorities = 0;
+  // The rings the topic has: its priority lanes, else its partitions.
+  [[nodiscard]] std::uint32_t rings() const noexcept {
+    return priorities != 0 ? priorities : partitions;
+  }
 };
 
 struct PublisherOptions {
@@ -70,6 +81,16 @@ enum class StartFrom : std::uint8_t {
   Offset = 2,    // the sequence number in SubscriberOptions::offset
 };
 
+// How the members of a named group share a topic of several partitions.
+enum class GroupMode : std::uint8_t {
+  // RabbitMQ's competing consumers: any member takes the next message of any
+  // partition; per-key order across members is not promised.
+  Shared = 0,
+  // Kafka's consumer groups: each partition is owned by at most one member at
+  // a time, so a key's messages are processed in order, one at a time.
+  Partitioned = 1,
+};
+
 struct SubscriberOptions {
   // Empty: a private group of its own. Named: members of one group compete,
   // each message goes to exactly one member; every group sees every message.
@@ -77,6 +98,9 @@ struct SubscriberOptions {
   StartFrom start = StartFrom::Latest;  // used when the group is created
   std::uint64_t offset = 0;             // with StartFrom::Offset
   bool durable = false;                 // the group gates producers even with no members
+  // Chosen when the group is created; a member joining an existing group
+  // with another mode is refused (InvalidArgument). Private groups ignore it.
+  GroupMode group_mode = GroupMode::Shared;
   WaitStrategy wait = WaitStrategy::SpinFutex;
   // As PublisherOptions::spin.
   std::chrono::nanoseconds spin = kDefaultSpin;
@@ -93,9 +117,11 @@ struct SubscriberOptions {
 [[nodiscard]] std::string_view to_string(
     WaitStrategy w) noexcept;                                    // busy_spin|spin_yield|spin_futex
 [[nodiscard]] std::string_view to_string(StartFrom s) noexcept;  // latest|earliest|offset
+[[nodiscard]] std::string_view to_string(GroupMode m) noexcept;  // shared|partitioned
 
 [[nodiscard]] std::optional<Policy> parse_policy(std::string_view s) noexcept;
 [[nodiscard]] std::optional<WaitStrategy> parse_wait_strategy(std::string_view s) noexcept;
+[[nodiscard]] std::optional<GroupMode> parse_group_mode(std::string_view s) noexcept;
 
 // A start position as a user writes it: "earliest", "latest" or a decimal offset.
 struct StartPosition {
@@ -109,5 +135,6 @@ inline constexpr std::string_view kPolicyNames = "block, reject or overwrite";
 inline constexpr std::string_view kWaitStrategyNames =
     "busy_spin (busy), spin_yield (yield) or spin_futex (futex)";
 inline constexpr std::string_view kStartNames = "earliest, latest or an offset";
+inline constexpr std::string_view kGroupModeNames = "shared or partitioned";
 
 }  // namespace shmbus

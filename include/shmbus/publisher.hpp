@@ -15,6 +15,7 @@
 #include <cstring>
 #include <memory>
 #include <span>
+#include <string_view>
 #include <utility>
 
 #include "shmbus/detail/clock.hpp"
@@ -32,6 +33,47 @@ class Region;  // src/region.hpp: the mapping, kept out of public headers
 class Publisher;
 class Topic;
 
+namespace detail {
+// One partition (or priority lane) as a publisher sees it: its ring, and this
+// publisher's side of the protocol there (its seat in that partition).
+struct ProducerLane {
+  Ring ring;
+  ProducerState state;
+};
+}  // namespace detail
+
+// Where a message goes on a topic of several partitions or priority lanes.
+// A key is stored with the message (Sample::key) and, unless a partition is
+// given, picks it: partition_for_key(key, partitions), Kafka's default. On a
+// priority topic the priority picks the lane (0, the default, is the
+// lowest). With neither, a partitioned topic takes the publisher's sticky
+// partition: runs of kStickyRun messages, one partition after the other.
+struct Route {
+  static constexpr std::uint32_t kNone = ~std::uint32_t{0};
+  std::span<const std::byte> key{};
+  std::uint32_t partition = kNone;  // explicit partition (wins over the key's)
+  std::uint32_t priority = kNone;   // lane of a priority topic
+
+  [[nodiscard]] static Route with_key(std::span<const std::byte> k) noexcept {
+    Route r;
+    r.key = k;
+    return r;
+  }
+  [[nodiscard]] static Route with_key(std::string_view k) noexcept {
+    return with_key(std::as_bytes(std::span(k.data(), k.size())));
+  }
+  [[nodiscard]] static Route to_partition(std::uint32_t p) noexcept {
+    Route r;
+    r.partition = p;
+    return r;
+  }
+  [[nodiscard]] static Route with_priority(std::uint32_t p) noexcept {
+    Route r;
+    r.priority = p;
+    return r;
+  }
+};
+
 // A slot claimed for writing in place. Write into data(), then publish().
 // Dropping a loan without publishing it publishes nothing: its sequence is
 // marked abandoned and consumers skip it. Only the thread that took the loan
@@ -44,9 +86,12 @@ class Loan {
     if (this != &o) {
       abandon();
       pub_ = o.pub_;
+      lane_ = o.lane_;
       slot_ = o.slot_;
       seq_ = o.seq_;
       size_ = o.size_;
+      key_length_ = o.key_length_;
+      partition_ = o.partition_;
       status_ = o.status_;
       claim_ = o.claim_;
       o.pub_ = nullptr;
@@ -63,9 +108,12 @@ class Loan {
   [[nodiscard]] Status status() const noexcept { return status_; }
   // The writable payload, `size` bytes as requested (empty if no slot is held).
   [[nodiscard]] std::span<std::byte> data() const noexcept {
-    return slot_ ? std::span<std::byte>(detail::payload(*slot_), size_) : std::span<std::byte>();
+    return slot_ ? std::span<std::byte>(detail::payload(*slot_, key_length_), size_)
+                 : std::span<std::byte>();
   }
   [[nodiscard]] std::uint64_t sequence() const noexcept { return seq_; }
+  // The partition (or priority lane) the loan's slot is in.
+  [[nodiscard]] std::uint32_t partition() const noexcept { return partition_; }
   // Publishes the first `size` bytes (default: the size loaned; at most that).
   [[nodiscard]] Status publish() noexcept { return publish(size_); }
   [[nodiscard]] Status publish(std::size_t size) noexcept;
@@ -75,15 +123,22 @@ class Loan {
  private:
   friend class Publisher;
   Publisher* pub_ = nullptr;
+  detail::ProducerLane* lane_ = nullptr;
   detail::SlotHeader* slot_ = nullptr;
   std::uint64_t seq_ = 0;
   std::uint32_t size_ = 0;
+  std::uint32_t key_length_ = 0;
+  std::uint32_t partition_ = 0;
   std::uint32_t claim_ = 0;  // index of this claim in the seat's in_flight table
   Status status_ = Status::Invalid;
 };
 
 class Publisher {
  public:
+  // Unkeyed messages of a partitioned topic go to one partition for this many
+  // messages, then to the next (Kafka's sticky partitioner, in runs).
+  static constexpr std::uint32_t kStickyRun = 64;
+
   Publisher(Publisher&&) noexcept;
   Publisher& operator=(Publisher&&) noexcept;
   Publisher(const Publisher&) = delete;
@@ -94,32 +149,72 @@ class Publisher {
   // for room up to the publisher's timeout (Status::Timeout: not accepted).
   // Status::Interrupted: the options' interrupt ended the wait, nothing published.
   [[nodiscard]] Status publish(std::span<const std::byte> data) noexcept {
-    return publish_impl(data, {true, options_.timeout});
+    return publish_impl(unrouted(), data, {}, {true, options_.timeout});
   }
   // The same, waiting up to `timeout` instead of the publisher's timeout.
   [[nodiscard]] Status publish(std::span<const std::byte> data,
                                std::chrono::nanoseconds timeout) noexcept {
-    return publish_impl(data, {true, timeout});
+    return publish_impl(unrouted(), data, {}, {true, timeout});
   }
   // Never waits: Status::WouldBlock when the ring is full (Block and Reject).
   [[nodiscard]] Status try_publish(std::span<const std::byte> data) noexcept {
-    return publish_impl(data, {false, options_.timeout});
+    return publish_impl(unrouted(), data, {}, {false, options_.timeout});
+  }
+  // A keyed message: stored with its key, in partition_for_key(key, partitions).
+  // The key and the payload together must fit the slot: key_span(key) +
+  // size <= slot_size (else TooLarge), and a key is at most kMaxKey bytes.
+  [[nodiscard]] Status publish(std::span<const std::byte> key,
+                               std::span<const std::byte> data) noexcept {
+    return publish(Route::with_key(key), data);
+  }
+  [[nodiscard]] Status publish(std::string_view key, std::span<const std::byte> data) noexcept {
+    return publish(Route::with_key(key), data);
+  }
+  // Routed: a key, an explicit partition, a priority (see Route).
+  // Status::NoSuchPartition for a partition or priority the topic lacks.
+  [[nodiscard]] Status publish(const Route& route, std::span<const std::byte> data) noexcept {
+    return publish(route, data, options_.timeout);
+  }
+  [[nodiscard]] Status publish(const Route& route, std::span<const std::byte> data,
+                               std::chrono::nanoseconds timeout) noexcept {
+    detail::ProducerLane* lane = nullptr;
+    if (const Status st = resolve(route, lane); st != Status::Ok) return st;
+    return publish_impl(*lane, data, route.key, {true, timeout});
+  }
+  [[nodiscard]] Status try_publish(const Route& route, std::span<const std::byte> data) noexcept {
+    detail::ProducerLane* lane = nullptr;
+    if (const Status st = resolve(route, lane); st != Status::Ok) return st;
+    return publish_impl(*lane, data, route.key, {false, options_.timeout});
   }
   // Claims a slot for `size` bytes written in place. Waits for room like publish.
   [[nodiscard]] Loan loan(std::size_t size) noexcept {
-    return loan_impl(size, {true, options_.timeout});
+    return loan_impl(unrouted(), size, {}, {true, options_.timeout});
   }
   [[nodiscard]] Loan loan(std::size_t size, std::chrono::nanoseconds timeout) noexcept {
-    return loan_impl(size, {true, timeout});
+    return loan_impl(unrouted(), size, {}, {true, timeout});
   }
   [[nodiscard]] Loan try_loan(std::size_t size) noexcept {
-    return loan_impl(size, {false, options_.timeout});
+    return loan_impl(unrouted(), size, {}, {false, options_.timeout});
+  }
+  // A routed loan: the key (if any) is written into the slot at once.
+  [[nodiscard]] Loan loan(const Route& route, std::size_t size) noexcept {
+    return loan(route, size, options_.timeout);
+  }
+  [[nodiscard]] Loan loan(const Route& route, std::size_t size,
+                          std::chrono::nanoseconds timeout) noexcept {
+    return routed_loan(route, size, {true, timeout});
+  }
+  [[nodiscard]] Loan try_loan(const Route& route, std::size_t size) noexcept {
+    return routed_loan(route, size, {false, options_.timeout});
   }
 
   // The topic's slot size: the largest message, in bytes.
-  [[nodiscard]] std::uint32_t slot_size() const noexcept { return ring_.slot_size; }
+  [[nodiscard]] std::uint32_t slot_size() const noexcept { return head_.ring.slot_size; }
+  // The topic's partitions (1 on a priority topic) and priority lanes (0: none).
+  [[nodiscard]] std::uint32_t partitions() const noexcept { return lanes_ ? 1 : rings_; }
+  [[nodiscard]] std::uint32_t priorities() const noexcept { return lanes_ ? rings_ : 0; }
   // This publisher's producer seat: Sample::producer_id() of what it publishes.
-  [[nodiscard]] std::uint32_t id() const noexcept { return state_.seat_index; }
+  [[nodiscard]] std::uint32_t id() const noexcept { return head_.state.seat_index; }
   [[nodiscard]] const PublisherOptions& options() const noexcept { return options_; }
 
  private:
@@ -135,88 +230,133 @@ class Publisher {
     std::chrono::nanoseconds timeout;
   };
 
-  Status publish_impl(std::span<const std::byte> data, Patience p) noexcept {
-    if (data.size() > ring_.slot_size) [[unlikely]]
+  [[nodiscard]] detail::ProducerLane& lane(std::uint32_t p) noexcept {
+    return p == 0 ? head_ : rest_[p - 1];
+  }
+  // Where an unrouted message goes: the only ring, lane 0 (the lowest
+  // priority), or the sticky partition.
+  [[nodiscard]] detail::ProducerLane& unrouted() noexcept {
+    if (rings_ == 1 || lanes_) [[likely]]
+      return head_;
+    return sticky();
+  }
+  detail::ProducerLane& sticky() noexcept;
+  // The lane a route names (Ok), or why there is none.
+  Status resolve(const Route& route, detail::ProducerLane*& out) noexcept;
+  Loan routed_loan(const Route& route, std::size_t size, Patience p) noexcept {
+    detail::ProducerLane* l = nullptr;
+    if (const Status st = resolve(route, l); st != Status::Ok) {
+      Loan bad;
+      bad.status_ = st;
+      return bad;
+    }
+    return loan_impl(*l, size, route.key, p);
+  }
+  [[nodiscard]] std::uint32_t index_of(const detail::ProducerLane& l) const noexcept {
+    return &l == &head_ ? 0 : static_cast<std::uint32_t>(&l - rest_.get()) + 1;
+  }
+
+  Status publish_impl(detail::ProducerLane& l, std::span<const std::byte> data,
+                      std::span<const std::byte> key, Patience p) noexcept {
+    const std::uint64_t key_bytes = detail::key_span(static_cast<std::uint32_t>(key.size()));
+    if (data.size() + key_bytes > l.ring.slot_size || key.size() > detail::kMaxKey) [[unlikely]]
       return Status::TooLarge;
     // A free entry in the seat's in_flight table (loan_impl keeps one free).
-    const auto index = static_cast<std::uint32_t>(std::countr_one(state_.claims_used));
+    const auto index = static_cast<std::uint32_t>(std::countr_one(l.state.claims_used));
     std::uint64_t s = 0;
-    if (Status st = claim(p, index, s); st != Status::Ok) [[unlikely]]
+    if (Status st = claim(l, p, index, s); st != Status::Ok) [[unlikely]]
       return st;
-    detail::SlotHeader& slot = ring_.slot(s);
-    if (!data.empty()) std::memcpy(detail::payload(slot), data.data(), data.size());
-    detail::commit(ring_, state_, slot, s, static_cast<std::uint32_t>(data.size()), index,
-                   clock_.now());
+    detail::SlotHeader& slot = l.ring.slot(s);
+    const auto key_length = static_cast<std::uint32_t>(key.size());
+    if (key_length != 0) [[unlikely]]
+      std::memcpy(detail::payload(slot), key.data(), key.size());
+    if (!data.empty()) std::memcpy(detail::payload(slot, key_length), data.data(), data.size());
+    detail::commit(l.ring, l.state, slot, s, static_cast<std::uint32_t>(data.size()), key_length,
+                   index, clock_.now());
     return Status::Ok;
   }
 
-  Loan loan_impl(std::size_t size, Patience p) noexcept {
+  Loan loan_impl(detail::ProducerLane& ln, std::size_t size, std::span<const std::byte> key,
+                 Patience p) noexcept {
     Loan l;
-    if (size > ring_.slot_size) [[unlikely]] {
+    if (size + detail::key_span(static_cast<std::uint32_t>(key.size())) > ln.ring.slot_size ||
+        key.size() > detail::kMaxKey) [[unlikely]] {
       l.status_ = Status::TooLarge;
       return l;
     }
     // Loans take the lowest free entries and publish() returns its own at
     // once, so kMaxInFlight - 1 loans held fill exactly the entries below it:
     // one stays free for publish().
-    const auto index = static_cast<std::uint32_t>(std::countr_one(state_.claims_used));
+    const auto index = static_cast<std::uint32_t>(std::countr_one(ln.state.claims_used));
     if (index >= detail::kMaxInFlight - 1) [[unlikely]] {
       l.status_ = Status::TooManyHeld;
       return l;
     }
-    l.status_ = claim(p, index, l.seq_);
+    l.status_ = claim(ln, p, index, l.seq_);
     if (l.status_ == Status::Ok) [[likely]] {
       l.pub_ = this;
-      l.slot_ = &ring_.slot(l.seq_);
+      l.lane_ = &ln;
+      l.slot_ = &ln.ring.slot(l.seq_);
       l.size_ = static_cast<std::uint32_t>(size);
+      l.key_length_ = static_cast<std::uint32_t>(key.size());
+      l.partition_ = index_of(ln);
       l.claim_ = index;
+      if (!key.empty()) std::memcpy(detail::payload(*l.slot_), key.data(), key.size());
     }
     return l;
   }
 
-  // Claims the next sequence into in_flight entry `index` once its slot may be
-  // written (detail/ring.hpp: try_claim, record_claim). Nothing is claimed
-  // unless Ok is returned.
-  Status claim(Patience p, std::uint32_t index, std::uint64_t& s) noexcept {
-    if (const detail::Attempt a = detail::try_claim(ring_, state_, s);
+  // Claims the next sequence of lane `l` into in_flight entry `index` once its
+  // slot may be written (detail/ring.hpp: try_claim, record_claim). Nothing is
+  // claimed unless Ok is returned.
+  Status claim(detail::ProducerLane& l, Patience p, std::uint32_t index,
+               std::uint64_t& s) noexcept {
+    if (const detail::Attempt a = detail::try_claim(l.ring, l.state, s);
         a != detail::Attempt::Claimed) [[unlikely]] {
-      if (Status st = claim_contended(p, a, s); st != Status::Ok) return st;
+      if (Status st = claim_contended(l, p, a, s); st != Status::Ok) return st;
     }
     std::uint64_t epoch = 0;
-    if (!detail::record_claim(ring_, state_, index, s, epoch)) [[unlikely]]
-      return after_join(p, index, s, epoch);
+    if (!detail::record_claim(l.ring, l.state, index, s, epoch)) [[unlikely]]
+      return after_join(l, p, index, s, epoch);
     return Status::Ok;
   }
 
   // The slow path of claim, after attempt `a` failed for `s`: waits for room,
   // retries after a lost race.
-  Status claim_contended(Patience p, detail::Attempt a, std::uint64_t& s) noexcept;
-  Status wait_for_room(std::uint64_t s, Patience p) noexcept;
+  Status claim_contended(detail::ProducerLane& l, Patience p, detail::Attempt a,
+                         std::uint64_t& s) noexcept;
+  Status wait_for_room(detail::ProducerLane& l, std::uint64_t s, Patience p) noexcept;
   // Every wait on the space event goes through here: it bounds each sleep by
   // kSpaceRecheck (consumers only hint on release, see detail::notify_hint).
   template <class Ready>
-  detail::Waited wait_for_space(std::chrono::nanoseconds timeout, Ready&& ready) noexcept {
-    return detail::wait_for(ring_.control->space_event, options_.wait, timeout, options_.spin,
+  detail::Waited wait_for_space(detail::ProducerLane& l, std::chrono::nanoseconds timeout,
+                                Ready&& ready) noexcept {
+    return detail::wait_for(l.ring.control->space_event, options_.wait, timeout, options_.spin,
                             options_.interrupt, std::forward<Ready>(ready), detail::kSpaceRecheck);
   }
   // After record_claim found that a group joined since the gate was cached:
   // Ok when s may be written; otherwise s is given up (abandoned) and the
   // call fails as a full ring would.
-  Status after_join(Patience p, std::uint32_t index, std::uint64_t s, std::uint64_t epoch) noexcept;
+  Status after_join(detail::ProducerLane& l, Patience p, std::uint32_t index, std::uint64_t s,
+                    std::uint64_t epoch) noexcept;
   void detach() noexcept;
 
   std::shared_ptr<detail::Region> region_;
   PublisherOptions options_;
-  detail::Ring ring_;            // the region's ring, copied
-  detail::ProducerState state_;  // this publisher's side of the protocol
-  detail::StampClock clock_;     // the slots' timestamps
+  detail::ProducerLane head_;  // partition (or lane) 0: the region's ring, copied
+  std::unique_ptr<detail::ProducerLane[]> rest_;  // partitions 1 .. rings_ - 1
+  std::uint32_t rings_ = 1;
+  bool lanes_ = false;             // the rings are priority lanes
+  std::uint32_t sticky_ = 0;       // the sticky partition of unrouted messages
+  std::uint32_t sticky_left_ = 0;  // messages left in its run
+  detail::StampClock clock_;       // the slots' timestamps
 };
 
 inline Status Loan::publish(std::size_t size) noexcept {
   if (slot_ == nullptr) return Status::Invalid;
   if (size > size_) return Status::TooLarge;
-  detail::commit(pub_->ring_, pub_->state_, *slot_, seq_, static_cast<std::uint32_t>(size), claim_,
-                 pub_->clock_.now());
+  detail::commit(lane_->ring, lane_->state, *slot_, seq_, static_cast<std::uint32_t>(size),
+                 key_length_, claim_, pub_->clock_.now());
   slot_ = nullptr;
   pub_ = nullptr;
   return Status::Ok;
@@ -224,7 +364,7 @@ inline Status Loan::publish(std::size_t size) noexcept {
 
 inline void Loan::abandon() noexcept {
   if (slot_ == nullptr) return;
-  detail::abandon(pub_->ring_, pub_->state_, *slot_, seq_, claim_);
+  detail::abandon(lane_->ring, lane_->state, *slot_, seq_, claim_);
   slot_ = nullptr;
   pub_ = nullptr;
 }

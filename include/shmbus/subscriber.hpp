@@ -11,6 +11,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "shmbus/detail/ring.hpp"
 #include "shmbus/detail/wait.hpp"
@@ -27,13 +28,30 @@ class Bus;
 class Subscriber;
 class Topic;
 
+namespace detail {
+// One partition (or priority lane) as a subscriber sees it: its ring, this
+// member's side of the protocol there, and (partitioned groups) whether the
+// member owns it.
+struct ConsumerLane {
+  Ring ring;
+  ConsumerState state;
+  std::uint32_t index = 0;  // the partition (or lane)
+  bool owned = true;        // this member may take from it
+  // Owned, but the group's assignment gave it to another member: take
+  // nothing more, and let go once nothing taken from it is held.
+  bool revoking = false;
+};
+}  // namespace detail
+
 // Metadata of a message, filled by the copying reads.
 struct MessageInfo {
-  std::uint64_t sequence = 0;
+  std::uint64_t sequence = 0;  // the offset in its partition
   // CLOCK_MONOTONIC at publish, to about 10 ns (detail::StampClock).
   std::uint64_t timestamp_ns = 0;
   std::uint32_t size = 0;
   std::uint32_t producer_id = 0;
+  std::uint32_t partition = 0;  // the partition (or priority lane)
+  std::uint32_t key_size = 0;   // bytes of key (Subscriber::receive_copy skips them)
 };
 
 // A received message viewed in place. Valid until released (release() or the
@@ -50,11 +68,22 @@ class Sample {
   ~Sample() { release(); }
 
   [[nodiscard]] explicit operator bool() const noexcept { return slot_ != nullptr; }
+  // The payload, 8-byte aligned in the slot.
   [[nodiscard]] std::span<const std::byte> data() const noexcept {
-    return slot_ ? std::span<const std::byte>(detail::payload(*slot_), size_)
+    return slot_ ? std::span<const std::byte>(detail::payload(*slot_, key_length_), size_)
                  : std::span<const std::byte>();
   }
+  // The message's key (empty for an unkeyed message), in the slot.
+  [[nodiscard]] std::span<const std::byte> key() const noexcept {
+    return slot_ ? std::span<const std::byte>(detail::payload(*slot_), key_length_)
+                 : std::span<const std::byte>();
+  }
+  // The offset of the message in its partition.
   [[nodiscard]] std::uint64_t sequence() const noexcept { return seq_; }
+  // The partition it came from (0 on a one-partition or a priority topic).
+  [[nodiscard]] std::uint32_t partition() const noexcept;
+  // Its priority (0 on a topic without priority lanes).
+  [[nodiscard]] std::uint32_t priority() const noexcept;
   // As MessageInfo::timestamp_ns.
   [[nodiscard]] std::uint64_t timestamp_ns() const noexcept { return timestamp_ns_; }
   [[nodiscard]] std::uint32_t producer_id() const noexcept { return producer_id_; }
@@ -67,12 +96,14 @@ class Sample {
  private:
   friend class Subscriber;
   Subscriber* sub_ = nullptr;
+  detail::ConsumerLane* lane_ = nullptr;
   detail::SlotHeader* slot_ = nullptr;
   std::uint64_t seq_ = 0;
   std::uint64_t timestamp_ns_ = 0;
   std::uint32_t size_ = 0;
   std::uint32_t producer_id_ = 0;
   std::uint32_t hold_ = 0;
+  std::uint32_t key_length_ = 0;
 };
 
 // A run of consecutive messages taken with one claim. Released as a whole.
@@ -88,8 +119,11 @@ class Batch {
   [[nodiscard]] std::size_t size() const noexcept { return sub_ ? count_ : 0; }
   [[nodiscard]] bool empty() const noexcept { return size() == 0; }
   [[nodiscard]] std::uint64_t first_sequence() const noexcept { return first_; }
-  // The i-th message's payload and metadata (i < size()).
+  // The partition (or priority lane) of the whole batch.
+  [[nodiscard]] std::uint32_t partition() const noexcept { return lane_ ? lane_->index : 0; }
+  // The i-th message's payload, key and metadata (i < size()).
   [[nodiscard]] std::span<const std::byte> data(std::size_t i) const noexcept;
+  [[nodiscard]] std::span<const std::byte> key(std::size_t i) const noexcept;
   [[nodiscard]] MessageInfo info(std::size_t i) const noexcept;
   // True when no message of the batch was overwritten (see Sample::intact).
   [[nodiscard]] bool intact() const noexcept;
@@ -98,6 +132,7 @@ class Batch {
  private:
   friend class Subscriber;
   Subscriber* sub_ = nullptr;
+  detail::ConsumerLane* lane_ = nullptr;
   std::uint64_t first_ = 0;
   std::uint32_t count_ = 0;
   std::uint32_t hold_ = 0;
@@ -126,8 +161,8 @@ class Subscriber {
   // (counted once), both returning Status::Corrupt; a damaged tail returns
   // Status::Corrupt once with position() unchanged. try_receive never does.
   [[nodiscard]] Status receive(Sample& out, std::chrono::nanoseconds timeout) noexcept;
-  // Takes up to `max` consecutive ready messages with one claim; waits up to
-  // `timeout` for the first.
+  // Takes up to `max` consecutive ready messages of one partition with one
+  // claim; waits up to `timeout` for the first.
   [[nodiscard]] Status receive_batch(Batch& out, std::size_t max,
                                      std::chrono::nanoseconds timeout) noexcept;
   // Copies the next message into `buffer` and releases its slot. The copy is
@@ -141,18 +176,36 @@ class Subscriber {
   // when it is read). For a named group this moves every member. Throws
   // Error(InvalidArgument) past the tail: the group would silently skip
   // messages not yet published (seek to the tail for "latest").
+  // On a topic of several partitions (or lanes): every partition to `sequence`.
   void seek(std::uint64_t sequence);
-  // Messages published but not yet taken by this group (a guess under concurrency).
+  // Moves the group's position in one partition (or priority lane).
+  // Throws Error(InvalidArgument) for a partition the topic lacks.
+  void seek(std::uint32_t partition, std::uint64_t offset);
+  // Messages published but not yet taken by this group (a guess under
+  // concurrency): in total, and in one partition.
   [[nodiscard]] std::uint64_t lag() const noexcept;
-  // The group's position: the next sequence it will take.
+  [[nodiscard]] std::uint64_t lag(std::uint32_t partition) const noexcept;
+  // The group's position: the next sequence it will take (on a topic of
+  // several partitions, the sum over them), and in one partition.
   [[nodiscard]] std::uint64_t position() const noexcept;
+  [[nodiscard]] std::uint64_t position(std::uint32_t partition) const noexcept;
   // Messages this group skipped because producers overwrote them first.
   [[nodiscard]] std::uint64_t lost() const noexcept;
   // Messages this group skipped because their slot header was invalid.
   [[nodiscard]] std::uint64_t corrupt() const noexcept;
   [[nodiscard]] const std::string& group() const noexcept { return options_.group; }
   // The topic's slot size: the largest message, in bytes.
-  [[nodiscard]] std::uint32_t slot_size() const noexcept { return ring_.slot_size; }
+  [[nodiscard]] std::uint32_t slot_size() const noexcept { return head_.ring.slot_size; }
+  // The topic's partitions (1 on a priority topic) and priority lanes (0: none).
+  [[nodiscard]] std::uint32_t partitions() const noexcept { return lanes_ ? 1 : rings_; }
+  [[nodiscard]] std::uint32_t priorities() const noexcept { return lanes_ ? rings_ : 0; }
+  // The group's mode (Shared for a private group).
+  [[nodiscard]] GroupMode group_mode() const noexcept {
+    return partitioned_ ? GroupMode::Partitioned : GroupMode::Shared;
+  }
+  // A partitioned group's member: the partitions it owns now (it takes only
+  // from these). Every partition for other members.
+  [[nodiscard]] std::vector<std::uint32_t> owned_partitions() const;
 
  private:
   friend class Sample;
@@ -165,27 +218,69 @@ class Subscriber {
   [[nodiscard]] std::uint32_t group_index() const noexcept { return group_index_; }
   [[nodiscard]] std::uint32_t member_index() const noexcept { return member_index_; }
 
-  Status try_receive_slow(Sample& out) noexcept;
-  Status take_one(Sample& out) noexcept;
+  [[nodiscard]] detail::ConsumerLane& lane(std::uint32_t p) noexcept {
+    return p == 0 ? head_ : rest_[p - 1];
+  }
+  [[nodiscard]] const detail::ConsumerLane& lane(std::uint32_t p) const noexcept {
+    return p == 0 ? head_ : rest_[p - 1];
+  }
+  // One lane's take (the inline common case, then the general one).
+  Status take_from(detail::ConsumerLane& l, Sample& out) noexcept;
+  Status take_slow(detail::ConsumerLane& l, Sample& out) noexcept;
+  // A topic of several rings: the next lane with a message (strict priority,
+  // or runs of kBurst per partition in turn), partitioned ownership first.
+  Status take_any(Sample& out) noexcept;
+  Status take_batch_any(Batch& out, std::uint32_t max) noexcept;
+  Status take_batch(detail::ConsumerLane& l, Batch& out, std::uint32_t max) noexcept;
+  static constexpr std::uint32_t kBurst = 32;
+  // Partitioned groups: follows the group's assignment (lets go of revoked
+  // partitions that hold nothing, takes assigned ones their owner let go),
+  // and looks for dead members when nothing was there to take.
+  void rebalance(bool idle) noexcept;
+  void let_go(detail::ConsumerLane& l) noexcept;
+  [[nodiscard]] bool assignment_changed() const noexcept {
+    // Relaxed: a hint; rebalance() loads it again with acquire.
+    return partitioned_ && (unsettled_ || head_.state.group->assignment.load(
+                                              std::memory_order_relaxed) != assignment_seen_);
+  }
+  [[nodiscard]] bool may_have_data() const noexcept;
   // Throws Error(InvalidArgument), naming the tail, when `sequence` is past it.
-  void check_not_future(std::uint64_t sequence, const char* what) const;
+  void check_not_future(const detail::Ring& r, std::uint64_t sequence, const char* what) const;
   // What "nothing to take" means: WouldBlock, or TopicDeleted once the topic
   // was deleted and the group has taken everything claimed before.
   [[nodiscard]] Status nothing_to_take() const noexcept;
-  void fill(Sample& out, detail::SlotHeader& slot, std::uint64_t seq, std::uint32_t len,
-            std::uint32_t hold) noexcept;
-  Status reject_corrupt(std::uint32_t hold) noexcept;
+  void fill(Sample& out, detail::ConsumerLane& l, detail::SlotHeader& slot, std::uint64_t seq,
+            std::uint32_t len, std::uint32_t key_length, std::uint32_t hold) noexcept;
+  Status reject_corrupt(detail::ConsumerLane& l, std::uint32_t hold) noexcept;
+  // The one release of a sample or batch: its hold, then (partitioned) a
+  // partition let go once nothing of it is held.
+  void release(detail::ConsumerLane& l, std::uint32_t hold) noexcept {
+    detail::unhold(l.ring, l.state, hold);
+    if (l.revoking && l.state.held_count == 0) [[unlikely]]
+      let_go(l);
+  }
   template <class Attempt>
   Status wait_then(std::chrono::nanoseconds timeout, Attempt&& attempt) noexcept;
   // wait_then, checking a position stuck that long for damage (detail::check_stalled).
   static constexpr std::chrono::nanoseconds kStallCheck = std::chrono::seconds(1);
+  // How often a partitioned member with nothing to take looks at its group
+  // (assignment, dead members), at most.
+  static constexpr std::chrono::nanoseconds kGroupCheck = std::chrono::milliseconds(50);
   template <class Attempt>
   Status wait_checked(std::chrono::nanoseconds timeout, Attempt&& attempt) noexcept;
 
   std::shared_ptr<detail::Region> region_;
   SubscriberOptions options_;
-  detail::Ring ring_;            // the region's ring, copied
-  detail::ConsumerState state_;  // this member's side of the protocol
+  detail::ConsumerLane head_;                     // partition (or lane) 0
+  std::unique_ptr<detail::ConsumerLane[]> rest_;  // partitions 1 .. rings_ - 1
+  std::uint32_t rings_ = 1;
+  bool lanes_ = false;            // the rings are priority lanes
+  bool partitioned_ = false;      // a member of a partitioned group
+  bool unsettled_ = false;        // partitioned: a hand-over is still under way
+  std::uint32_t current_ = 0;     // the partition a run is taken from
+  std::uint32_t burst_left_ = 0;  // messages left in its run
+  std::uint64_t assignment_seen_ = 0;
+  std::int64_t last_peer_check_ns_ = 0;
   // Where this member sits in the region's tables (for shmbusd's bookkeeping).
   std::uint32_t group_index_ = 0;
   std::uint32_t member_index_ = 0;

@@ -19,10 +19,21 @@ struct MemberStatus {
   [[nodiscard]] bool holds_nothing() const noexcept { return held == ~std::uint64_t{0}; }
 };
 
+// A group's place in one partition (or priority lane) of its topic.
+struct GroupPartitionStatus {
+  std::uint64_t position = 0;  // next offset the group takes in the partition
+  std::uint64_t lag = 0;       // the partition's tail - position
+  // A partitioned group: the pid of the member that owns the partition now
+  // (0: none), and the seat the last assignment gave it to (-1: none).
+  std::uint32_t owner_pid = 0;
+  std::int32_t target_seat = -1;
+};
+
 struct GroupStatus {
   std::string name;  // empty for a private group
   std::uint32_t members = 0;
   bool durable = false;
+  // Summed over the partitions (on a one-partition topic: that partition's).
   std::uint64_t position = 0;  // next sequence the group takes
   std::uint64_t lag = 0;       // tail - position
   std::uint64_t lost = 0;      // skipped after being overrun
@@ -30,6 +41,14 @@ struct GroupStatus {
   // retains, and this many messages will count in `lost` at the next read.
   std::uint64_t overrun = 0;
   std::vector<MemberStatus> member_seats{};  // one per live member
+  GroupMode mode = GroupMode::Shared;
+  std::vector<GroupPartitionStatus> partitions{};  // one per partition (or lane)
+};
+
+// One partition (or priority lane) of a topic.
+struct PartitionStatus {
+  std::uint64_t tail = 0;       // next offset to be claimed in the partition
+  std::uint64_t abandoned = 0;  // offsets given up instead of published
 };
 
 // A live producer seat: its process and what it published since it attached.
@@ -44,6 +63,7 @@ struct ProducerStatus {
 struct TopicStatus {
   std::string name;
   TopicOptions options;
+  // Summed over the partitions (on a one-partition topic: its tail).
   std::uint64_t tail = 0;       // next sequence to be claimed
   std::uint32_t producers = 0;  // live producer seats
   // Messages ever published to the topic: tail - abandoned (claims in flight
@@ -53,8 +73,9 @@ struct TopicStatus {
   std::uint64_t published_bytes = 0;           // payload bytes of the live producers (a guess)
   std::vector<ProducerStatus> producer_seats;  // one per live producer
   std::vector<GroupStatus> groups;
-  std::uint64_t generation = 0;  // tells a re-created topic of the same name apart
-  bool deleted = false;          // deleted while this region was still open
+  std::vector<PartitionStatus> partitions;  // one per partition (or priority lane)
+  std::uint64_t generation = 0;             // tells a re-created topic of the same name apart
+  bool deleted = false;                     // deleted while this region was still open
   // Empty for an intact topic. Otherwise shmbusd found the topic's region
   // damaged (a file truncated or grown, an access that faulted) and
   // quarantined it: what it found. The counts above are then zero; delete the

@@ -247,10 +247,16 @@ returned. Otherwise raises as receive() does.)doc")
           "what the ring retains when\n"
           "read). For a named group this moves every member. InvalidArgument past the\n"
           "tail (messages not yet published): seek to the tail for 'latest'.")
-      .def_property_readonly("lag", open_getter<PySubscriber>(&Subscriber::lag),
-                             "Messages published but not yet taken by this group (a snapshot).")
-      .def_property_readonly("position", open_getter<PySubscriber>(&Subscriber::position),
-                             "The next sequence the group takes.")
+      .def_property_readonly(
+          "lag",
+          open_getter<PySubscriber>(
+              static_cast<std::uint64_t (Subscriber::*)() const noexcept>(&Subscriber::lag)),
+          "Messages published but not yet taken by this group (a snapshot).")
+      .def_property_readonly(
+          "position",
+          open_getter<PySubscriber>(
+              static_cast<std::uint64_t (Subscriber::*)() const noexcept>(&Subscriber::position)),
+          "The next sequence the group takes.")
       .def_property_readonly("lost", open_getter<PySubscriber>(&Subscriber::lost),
                              "Messages this group skipped because producers overwrote them first.")
       .def_property_readonly("corrupt", open_getter<PySubscriber>(&Subscriber::corrupt),

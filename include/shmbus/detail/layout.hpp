@@ -10,6 +10,16 @@
 // Control:  ControlHeader | (GroupEntry + MemberSeat[max_members])[max_groups]
 //           written by every seat holder: wake-ups, joins, cursors, hazards.
 //
+// A topic of P partitions (or P priority lanes) is P such rings: each segment
+// is P blocks of the layout above, block p at p * partition_size (data) and
+// p * partition_control_size (control), so every step of ring.hpp works on
+// one partition unchanged. Block 0's headers speak for the topic: its
+// geometry, its control lock (joins and leaves of every partition), its
+// data_event (consumers of any partition sleep there) and its groups' names,
+// modes and assignment words. The seat and group tables of every block are
+// kept identical by the control plane (a seat or group index means the same
+// in each); cursors, hazards, tails and counters are each partition's own.
+//
 // What a slot's stamp means, and every step of the protocol over these
 // structures, is in ring.hpp.
 #pragma once
@@ -28,7 +38,11 @@ inline constexpr std::uint64_t kMagic = 0x31'53'55'42'4d'48'53'00ULL;  // "\0SHM
 // 4: TopicHeader::deleted and TopicHeader::abandoned.
 // 5: the control segment (ControlHeader, groups) split from the data segment;
 //    TopicHeader::shared_control.
-inline constexpr std::uint32_t kLayoutVersion = 5;
+// 6: partitions (or priority lanes): the data and control segments are each
+//    `partitions` blocks of the version-5 layout (TopicHeader::partitions,
+//    partition_size, partition_control_size, lanes); SlotHeader::key_length;
+//    GroupEntry::owner, target and assignment (partitioned groups).
+inline constexpr std::uint32_t kLayoutVersion = 6;
 inline constexpr std::uint64_t kControlMagic = 0x4c'54'43'42'4d'48'53'00ULL;  // "\0SHMBCTL"
 inline constexpr std::size_t kCacheLine = 64;
 // Two lines: keeps adjacent-line prefetch from coupling hot fields.
@@ -50,7 +64,16 @@ enum class SeatState : std::uint32_t { Free = 0, Claimed = 1, Active = 2 };
 enum GroupFlags : std::uint32_t {
   kGroupDurable = 1u << 0,
   kGroupPrivate = 1u << 1,  // one member only, consumes without CAS
+  // Kafka's consumer groups: each partition owned by one member at a time
+  // (GroupEntry::owner, target, assignment). Else members share partitions.
+  kGroupPartitioned = 1u << 2,
 };
+
+// The most partitions (or priority lanes) a topic may have.
+inline constexpr std::uint32_t kMaxPartitions = 1024;
+inline constexpr std::uint32_t kMaxPriorities = 32;
+// The longest message key, in bytes (stored in the slot before the payload).
+inline constexpr std::uint32_t kMaxKey = 1024;
 
 struct alignas(kHotAlign) TopicHeader {
   // Written once at creation; `magic` last with release (see Region::create),
@@ -83,6 +106,11 @@ struct alignas(kHotAlign) TopicHeader {
   std::uint64_t slots_offset;
   char name[kNameMax + 1];
   std::uint64_t control_size;  // of the control segment
+  std::uint32_t partitions;    // rings in the topic (blocks in each segment), >= 1
+  std::uint8_t lanes;          // 1: the partitions are priority lanes (lane p = priority p)
+  std::uint8_t reserved2[3];
+  std::uint64_t partition_size;          // bytes per data block
+  std::uint64_t partition_control_size;  // bytes per control block
 
   alignas(kHotAlign) std::atomic<std::uint64_t> tail;  // next sequence to claim
   // 1 once shmbusd deleted the topic (Region::mark_deleted): waits end with
@@ -153,10 +181,25 @@ struct alignas(kHotAlign) GroupEntry {
   char name[kNameMax + 1];
   std::atomic<std::uint64_t> lost;     // messages skipped after being overrun
   std::atomic<std::uint64_t> corrupt;  // messages skipped for an invalid header
+  // Partitioned groups (kGroupPartitioned), in each partition's copy: the
+  // member (seat index + 1; 0: none) that owns this partition now, and the
+  // one the last assignment gave it to. Ownership moves from owner to target
+  // only when the owner lets go (it holds nothing of the partition) or dies.
+  std::atomic<std::uint32_t> owner;
+  std::atomic<std::uint32_t> target;
+  // Block 0's copy: bumped by every assignment (a join, a leave, a death), so
+  // a member learns of one by this one word.
+  std::atomic<std::uint64_t> assignment;
   // Claim cursor: the next sequence a member of this group will take.
   alignas(kHotAlign) std::atomic<std::uint64_t> cursor;
   // MemberSeat[max_members] follows at offset sizeof(GroupEntry).
 };
+
+// The bytes a key of n bytes takes before the payload: n, rounded up to 8
+// (64-bit: n may come from a damaged slot).
+constexpr std::uint64_t key_span(std::uint32_t n) noexcept {
+  return (std::uint64_t{n} + 7u) & ~std::uint64_t{7};
+}
 
 struct SlotHeader {  // each slot starts on a cache line (stride is a multiple of 64)
   std::atomic<std::uint64_t> stamp;
@@ -167,8 +210,11 @@ struct SlotHeader {  // each slot starts on a cache line (stride is a multiple o
   std::atomic<std::uint32_t> length;
   std::atomic<std::uint32_t> producer_id;
   std::atomic<std::uint64_t> timestamp_ns;
-  std::uint64_t reserved0;
-  // payload[slot_size] follows at kSlotHeaderSize.
+  // Bytes of key at kSlotHeaderSize; the payload follows the key, at
+  // kSlotHeaderSize + key_span(key_length), so it stays 8-byte aligned.
+  std::atomic<std::uint32_t> key_length;
+  std::uint32_t reserved0;
+  // key, then payload, within slot_size bytes from kSlotHeaderSize.
 };
 
 // ---- layout invariants ------------------------------------------------------
@@ -198,8 +244,8 @@ static_assert(std::is_standard_layout_v<MemberSeat>);
 // Every size and offset another process relies on. A change to any of these
 // structures fails here: update the figures only together with kLayoutVersion
 // (and the note above it), so that an old process refuses the new region
-// instead of misreading it. kLayoutVersion == 5:
-static_assert(kLayoutVersion == 5, "update the pinned layout below with the version");
+// instead of misreading it. kLayoutVersion == 6:
+static_assert(kLayoutVersion == 6, "update the pinned layout below with the version");
 static_assert(sizeof(EventCount) == 8);
 static_assert(offsetof(EventCount, seq) == 0);
 static_assert(offsetof(EventCount, waiters) == 4);
@@ -225,6 +271,10 @@ static_assert(offsetof(TopicHeader, groups_offset) == 72);
 static_assert(offsetof(TopicHeader, slots_offset) == 80);
 static_assert(offsetof(TopicHeader, name) == 88);
 static_assert(offsetof(TopicHeader, control_size) == 152);
+static_assert(offsetof(TopicHeader, partitions) == 160);
+static_assert(offsetof(TopicHeader, lanes) == 164);
+static_assert(offsetof(TopicHeader, partition_size) == 168);
+static_assert(offsetof(TopicHeader, partition_control_size) == 176);
 static_assert(offsetof(TopicHeader, tail) == 256);
 static_assert(offsetof(TopicHeader, deleted) == 384);
 static_assert(offsetof(TopicHeader, reserved1) == 388);
@@ -259,12 +309,16 @@ static_assert(offsetof(GroupEntry, reserved0) == 12);
 static_assert(offsetof(GroupEntry, name) == 16);
 static_assert(offsetof(GroupEntry, lost) == 80);
 static_assert(offsetof(GroupEntry, corrupt) == 88);
+static_assert(offsetof(GroupEntry, owner) == 96);
+static_assert(offsetof(GroupEntry, target) == 100);
+static_assert(offsetof(GroupEntry, assignment) == 104);
 static_assert(offsetof(GroupEntry, cursor) == 128);
 static_assert(sizeof(SlotHeader) == 32);
 static_assert(offsetof(SlotHeader, stamp) == 0);
 static_assert(offsetof(SlotHeader, length) == 8);
 static_assert(offsetof(SlotHeader, producer_id) == 12);
 static_assert(offsetof(SlotHeader, timestamp_ns) == 16);
-static_assert(offsetof(SlotHeader, reserved0) == 24);
+static_assert(offsetof(SlotHeader, key_length) == 24);
+static_assert(offsetof(SlotHeader, reserved0) == 28);
 
 }  // namespace shmbus::detail

@@ -62,9 +62,25 @@ constexpr bool holds(std::uint64_t st, std::uint64_t s, std::uint64_t count) noe
   return st == stamp_published(s) || st == stamp_abandoned(s + count);
 }
 
-// The payload of a slot: kSlotHeaderSize bytes into it.
+// The key of a slot (kSlotHeaderSize bytes into it), followed by the payload
+// at key_span(key length) bytes after that.
 [[nodiscard]] inline std::byte* payload(SlotHeader& s) noexcept {
   return reinterpret_cast<std::byte*>(&s) + kSlotHeaderSize;
+}
+[[nodiscard]] inline std::byte* payload(SlotHeader& s, std::uint32_t key_length) noexcept {
+  return payload(s) + key_span(key_length);
+}
+// True when a message of `len` payload bytes and a `key_length`-byte key fits
+// the slot: what a reader checks before it trusts either length.
+[[nodiscard]] constexpr bool fits(std::uint32_t len, std::uint32_t key_length,
+                                  std::uint32_t slot_size) noexcept {
+  return std::uint64_t{len} + key_span(key_length) <= slot_size;
+}
+// The lengths of a published slot, and whether they fit. Relaxed loads: the
+// caller made them after the stamp's acquire load (C1).
+[[nodiscard]] inline bool well_formed(const SlotHeader& s, std::uint32_t slot_size) noexcept {
+  return fits(s.length.load(std::memory_order_relaxed),
+              s.key_length.load(std::memory_order_relaxed), slot_size);
 }
 
 // A ring: its slots, the header words it synchronises on, and the group tables
@@ -75,8 +91,11 @@ struct Ring {
   std::byte* slots = nullptr;        // data segment (read-only to a subscriber)
   TopicHeader* header = nullptr;     // data segment
   ControlHeader* control = nullptr;  // control segment
-  std::byte* groups = nullptr;       // control: GroupEntry (+ MemberSeat[max_members]) [max_groups]
-  std::uint64_t count = 0;           // slot_count, a power of two
+  // Where consumers sleep: block 0's data_event, for every partition's ring
+  // (a consumer of several partitions waits on one word).
+  EventCount* data_event = nullptr;
+  std::byte* groups = nullptr;  // control: GroupEntry (+ MemberSeat[max_members]) [max_groups]
+  std::uint64_t count = 0;      // slot_count, a power of two
   std::uint64_t stride = 0;
   std::uint64_t group_stride = 0;
   std::uint32_t slot_size = 0;
@@ -268,11 +287,13 @@ inline void release_claim(ProducerState& p, std::uint32_t index) noexcept {
   p.claims_used = static_cast<std::uint8_t>(p.claims_used & ~(1u << index));
 }
 
-// Publishes claimed sequence s (its payload already written), stamped `now`.
+// Publishes claimed sequence s (its key and payload already written), stamped `now`.
 inline void commit(const Ring& r, ProducerState& p, SlotHeader& slot, std::uint64_t s,
-                   std::uint32_t size, std::uint32_t index, std::uint64_t now) noexcept {
+                   std::uint32_t size, std::uint32_t key_length, std::uint32_t index,
+                   std::uint64_t now) noexcept {
   // Relaxed: ordered before the stamp's release store below.
   slot.length.store(size, std::memory_order_relaxed);
+  slot.key_length.store(key_length, std::memory_order_relaxed);
   slot.producer_id.store(p.seat_index, std::memory_order_relaxed);
   slot.timestamp_ns.store(now, std::memory_order_relaxed);
   // SYNC POINT P1 (release): pairs with the consumer's acquire load of the
@@ -286,7 +307,7 @@ inline void commit(const Ring& r, ProducerState& p, SlotHeader& slot, std::uint6
                        std::memory_order_relaxed);
   seat.published_bytes.store(seat.published_bytes.load(std::memory_order_relaxed) + size,
                              std::memory_order_relaxed);
-  notify(r.control->data_event);
+  notify(*r.data_event);
 }
 
 // Gives claimed sequence s up: consumers skip it.
@@ -298,7 +319,7 @@ inline void abandon(const Ring& r, ProducerState& p, SlotHeader& slot, std::uint
   // look at an abandoned slot's other fields).
   slot.stamp.store(stamp_abandoned(s), std::memory_order_release);
   release_claim(p, index);
-  notify(r.control->data_event);
+  notify(*r.data_event);
 }
 
 // True once shmbusd deleted the topic (Region::mark_deleted).
@@ -427,14 +448,13 @@ struct Taken {
     if (st == stamp_published(at)) [[likely]] {
       std::uint32_t k = 1;
       // C1 again (acquire) for each further slot of the run.
-      // A run stops before a slot whose length is invalid, so that slot is
+      // A run stops before a slot whose lengths are invalid, so that slot is
       // taken alone and reported (Subscriber::fill) instead of inside a batch.
       // Length loads are relaxed: each follows that slot's acquire stamp load (C1).
-      const std::uint32_t run_max =
-          slot.length.load(std::memory_order_relaxed) <= r.slot_size ? max : 1;
+      const std::uint32_t run_max = well_formed(slot, r.slot_size) ? max : 1;
       while (k < run_max &&
              r.slot(at + k).stamp.load(std::memory_order_acquire) == stamp_published(at + k) &&
-             r.slot(at + k).length.load(std::memory_order_relaxed) <= r.slot_size)
+             well_formed(r.slot(at + k), r.slot_size))
         ++k;
       if (c.is_private) {
         c.pos = at + k;  // the cursor (our gate) stays at `at` while the messages are held
@@ -482,7 +502,8 @@ struct Taken {
 // hold table). On success the caller holds it via hold(c, seq) after releasing
 // whatever it must release first (Subscriber::try_receive).
 [[nodiscard]] inline SlotHeader* try_take_private(const Ring& r, ConsumerState& c,
-                                                  std::uint32_t& len, Status& not_ready) noexcept {
+                                                  std::uint32_t& len, std::uint32_t& key_length,
+                                                  Status& not_ready) noexcept {
   const std::uint64_t at = c.pos;
   SlotHeader& slot = r.slot(at);
   // C1 (acquire), as in take().
@@ -493,7 +514,8 @@ struct Taken {
   }
   // Relaxed: ordered after the stamp's acquire load (C1), as in take().
   len = slot.length.load(std::memory_order_relaxed);
-  if (st != stamp_published(at) || len > r.slot_size) [[unlikely]] {
+  key_length = slot.key_length.load(std::memory_order_relaxed);
+  if (st != stamp_published(at) || !fits(len, key_length, r.slot_size)) [[unlikely]] {
     not_ready = Status::Invalid;  // not a status to return: take the general path
     return nullptr;
   }
