@@ -274,40 +274,46 @@ void Daemon::repair_stuck(const std::string& name, TopicEntry& t) {
   // sequence. A stale view only delays a repair; a live producer's claim is
   // protected by its in_flight record and the stuck_ms wait, and
   // abandon_unpublished() acts by CAS on the stamp it read.
-  const std::uint64_t tail = r.header().tail.load(std::memory_order_acquire);
   const std::int64_t now = now_ms();
-  for (std::uint32_t g = 0; g < r.max_groups(); ++g) {
-    const detail::GroupEntry& e = r.group(g);
-    if (e.state.load(std::memory_order_acquire) == 0) {
-      t.stuck.erase(g);
-      continue;
-    }
-    const std::uint64_t c = e.cursor.load(std::memory_order_acquire);
-    const bool waiting =
-        c < tail && r.slot(c).stamp.load(std::memory_order_acquire) < detail::stamp_published(c);
-    if (!waiting) {
-      t.stuck.erase(g);
-      continue;
-    }
-    auto [it, fresh] = t.stuck.try_emplace(g, c, now);
-    if (fresh || it->second.first != c) {
-      it->second = {c, now};
-      continue;
-    }
-    if (now - it->second.second < config_.stuck_ms) continue;
-    bool claimed_by_live = false;
-    for (std::uint32_t i = 0; i < r.max_producers(); ++i) {
-      const detail::ProducerSeat& p = r.producer(i);
-      if (p.state.load(std::memory_order_acquire) == 0 ||
-          !detail::process_alive(static_cast<pid_t>(p.pid.load(std::memory_order_relaxed))))
+  for (std::uint32_t p = 0; p < r.partitions(); ++p) {
+    const std::uint64_t tail = r.header(p).tail.load(std::memory_order_acquire);
+    for (std::uint32_t g = 0; g < r.max_groups(); ++g) {
+      // One watch per group and partition (groups and partitions are at most 1024).
+      const std::uint32_t key = g * detail::kMaxPartitions + p;
+      const detail::GroupEntry& e = r.group(g, p);
+      if (e.state.load(std::memory_order_acquire) == 0) {
+        t.stuck.erase(key);
         continue;
-      for (const auto& f : p.in_flight)
-        if (f.load(std::memory_order_relaxed) == c) claimed_by_live = true;
+      }
+      const std::uint64_t c = e.cursor.load(std::memory_order_acquire);
+      const bool waiting = c < tail && r.slot(c, p).stamp.load(std::memory_order_acquire) <
+                                           detail::stamp_published(c);
+      if (!waiting) {
+        t.stuck.erase(key);
+        continue;
+      }
+      auto [it, fresh] = t.stuck.try_emplace(key, c, now);
+      if (fresh || it->second.first != c) {
+        it->second = {c, now};
+        continue;
+      }
+      if (now - it->second.second < config_.stuck_ms) continue;
+      bool claimed_by_live = false;
+      for (std::uint32_t i = 0; i < r.max_producers(); ++i) {
+        const detail::ProducerSeat& seat = r.producer(i, p);
+        if (seat.state.load(std::memory_order_acquire) == 0 ||
+            !detail::process_alive(static_cast<pid_t>(seat.pid.load(std::memory_order_relaxed))))
+          continue;
+        for (const auto& f : seat.in_flight)
+          if (f.load(std::memory_order_relaxed) == c) claimed_by_live = true;
+      }
+      if (!claimed_by_live && r.abandon_unpublished(c, p))
+        spdlog::warn(
+            "topic '{}': sequence {} of partition {} was claimed and never published; marked "
+            "abandoned",
+            name, c, p);
+      t.stuck.erase(key);
     }
-    if (!claimed_by_live && r.abandon_unpublished(c))
-      spdlog::warn("topic '{}': sequence {} was claimed and never published; marked abandoned",
-                   name, c);
-    t.stuck.erase(g);
   }
 }
 

@@ -204,5 +204,99 @@ TEST(Faults, DaemonKilledMidTrafficLosesNothingAndIsAdoptedOnRestart) {
   EXPECT_EQ(topics[0].groups[0].position, kMessages);
 }
 
+// Issue 15: a partitioned group rebalances through the region alone. With
+// the daemon SIGKILLed, a member joins and another leaves; the partitions
+// move, and every message is taken exactly once.
+TEST(Faults, PartitionedGroupRebalancesWithTheDaemonDown) {
+  BusFixture f;
+  DaemonProcess d(f.bus, f.socket);
+  ASSERT_TRUE(d.start());
+  constexpr std::uint64_t kHalf = 2000;
+  constexpr std::uint64_t kTotal = 2 * kHalf;
+  Bus bus = Bus::connect(f.options());
+  TopicOptions o = ring(64);
+  o.partitions = 8;
+  bus.create_topic("t", o);
+  // [0..2] member a, b, c joined; [3] daemon dead; [4] c: leave; [5] c left;
+  // [6] taken in all; [7] taken by b; [8] errors; [16..] per-message counts
+  // live in `counts`.
+  Shared* sh = shared_block();
+  void* mem = ::mmap(nullptr, kTotal * sizeof(std::atomic<std::uint32_t>), PROT_READ | PROT_WRITE,
+                     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(mem, MAP_FAILED);
+  auto* counts = new (mem) std::atomic<std::uint32_t>[kTotal] {};
+  const BusOptions opts = f.options();
+  const SubscriberOptions so{
+      .group = "g", .start = StartFrom::Earliest, .group_mode = GroupMode::Partitioned};
+  // Takes messages until all are taken (or, for c, until told to leave).
+  const auto consume = [&](Subscriber& sub, bool is_b, bool leaves) -> int {
+    const auto deadline = std::chrono::steady_clock::now() + 60s;
+    while (sh->v[6].load() < kTotal) {
+      if (leaves && sh->v[4].load() != 0) return 0;
+      if (std::chrono::steady_clock::now() > deadline) return 30;
+      Sample s;
+      const Status st = sub.receive(s, 50ms);
+      if (st == Status::Timeout) continue;
+      if (st != Status::Ok) return 31;
+      const std::uint64_t v = value_of(s);
+      if (v >= kTotal) return 32;
+      counts[v].fetch_add(1);
+      sh->v[6].fetch_add(1);
+      if (is_b) sh->v[7].fetch_add(1);
+    }
+    return 0;
+  };
+  const pid_t a = spawn([&]() -> int {
+    Bus b = Bus::connect(opts);
+    auto sub = b.subscriber("t", so);
+    sh->v[0].store(1);
+    return consume(*sub, false, false);
+  });
+  const pid_t c = spawn([&]() -> int {
+    Bus b = Bus::connect(opts);
+    {
+      auto sub = b.subscriber("t", so);
+      sh->v[2].store(1);
+      if (const int rc = consume(*sub, false, true); rc != 0) return rc;
+    }  // leaves here, with the daemon down
+    sh->v[5].store(1);
+    return 0;
+  });
+  const pid_t b = spawn([&]() -> int {
+    Bus bb = Bus::connect(opts);
+    Topic t = bb.open_topic("t");  // the region, while the daemon still runs
+    if (!wait_until([&] { return sh->v[3].load() != 0; }, 60s)) return 40;
+    auto sub = t.subscriber(so);  // joins with the daemon dead
+    sh->v[1].store(1);
+    return consume(*sub, true, false);
+  });
+  ASSERT_TRUE(wait_until([&] { return sh->v[0].load() == 1 && sh->v[2].load() == 1; }, 20s));
+  PublisherOptions po;
+  po.timeout = 30s;
+  Publisher pub = bus.publisher("t", po);
+  const auto publish = [&](std::uint64_t from, std::uint64_t to) {
+    for (std::uint64_t i = from; i < to; ++i)
+      ASSERT_EQ(pub.publish("key-" + std::to_string(i % 97), std::as_bytes(std::span(&i, 1))),
+                Status::Ok);
+  };
+  publish(0, kHalf);
+  ASSERT_TRUE(wait_until([&] { return sh->v[6].load() >= kHalf / 2; }, 30s));
+  d.kill9();
+  sh->v[3].store(1);
+  ASSERT_TRUE(wait_until([&] { return sh->v[1].load() == 1; }, 20s)) << "b joined";
+  sh->v[4].store(1);  // c leaves
+  ASSERT_TRUE(wait_until([&] { return sh->v[5].load() == 1; }, 20s)) << "c left";
+  publish(kHalf, kTotal);
+  EXPECT_EQ(wait_child(a, 90s), 0);
+  EXPECT_EQ(wait_child(b, 90s), 0);
+  EXPECT_EQ(wait_child(c, 90s), 0);
+  std::uint64_t wrong = 0;
+  for (std::uint64_t i = 0; i < kTotal; ++i)
+    wrong += counts[i].load() != 1;
+  EXPECT_EQ(wrong, 0u) << "messages not taken exactly once";
+  EXPECT_GT(sh->v[7].load(), 0u) << "no partition moved to the member that joined";
+  ::munmap(mem, kTotal * sizeof(std::atomic<std::uint32_t>));
+}
+
 }  // namespace
 }  // namespace shmbus::test
