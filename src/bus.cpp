@@ -174,8 +174,16 @@ class Connection {
 
   // Registers a seat this process took, so that the daemon frees it if the
   // process dies, and remembers it to register it again after a reconnect.
+  // With the daemon down (DaemonUnavailable), the seat is kept and only
+  // remembered: the data path needs no daemon (a partitioned group's members
+  // rebalance through the region), and the next daemon hears of the seat at
+  // the reconnect, or frees it by pid if this process is gone by then.
   void attach(const SeatRecord& s) {
-    (void)request<proto::Ok>(s);  // throws PermissionDenied if the rules say no
+    try {
+      (void)request<proto::Ok>(s);  // throws PermissionDenied if the rules say no
+    } catch (const Error& e) {
+      if (e.code() != ErrorCode::DaemonUnavailable) throw;
+    }
     std::lock_guard lock(mu_);
     // A seat index is reused once freed: keep one record per seat.
     std::erase(seats_, s);
