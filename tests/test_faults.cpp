@@ -213,10 +213,14 @@ TEST(Faults, PartitionedGroupRebalancesWithTheDaemonDown) {
   ASSERT_TRUE(d.start());
   constexpr std::uint64_t kHalf = 2000;
   constexpr std::uint64_t kTotal = 2 * kHalf;
-  Bus bus = Bus::connect(f.options());
-  TopicOptions o = ring(64);
-  o.partitions = 8;
-  bus.create_topic("t", o);
+  {
+    // The parent forks the members below: it must not have a Bus (whose
+    // monitor thread would make the fork multi-threaded) until they run.
+    Bus setup = Bus::connect(f.options());
+    TopicOptions o = ring(64);
+    o.partitions = 8;
+    setup.create_topic("t", o);
+  }
   // [0..2] member a, b, c joined; [3] daemon dead; [4] c: leave; [5] c left;
   // [6] taken in all; [7] taken by b; [8] errors; [16..] per-message counts
   // live in `counts`.
@@ -271,6 +275,7 @@ TEST(Faults, PartitionedGroupRebalancesWithTheDaemonDown) {
     return consume(*sub, true, false);
   });
   ASSERT_TRUE(wait_until([&] { return sh->v[0].load() == 1 && sh->v[2].load() == 1; }, 20s));
+  Bus bus = Bus::connect(f.options());
   PublisherOptions po;
   po.timeout = 30s;
   Publisher pub = bus.publisher("t", po);
