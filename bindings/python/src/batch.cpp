@@ -18,8 +18,11 @@ namespace {
 class PyBatch : public HeldSlots<Batch> {
  public:
   // May throw (memory): then the slots are given back by ~HeldSlots.
-  PyBatch(py::object owner, PySubscriber* sub, Batch&& b)
-      : HeldSlots(std::move(owner), sub, std::move(b)), first(value.first_sequence()) {
+  PyBatch(py::object owner, PySubscriber* sub, Batch&& b, bool lanes)
+      : HeldSlots(std::move(owner), sub, std::move(b)),
+        first(value.first_sequence()),
+        partition(lanes ? 0 : value.partition()),
+        priority(lanes ? value.partition() : 0) {
     infos.reserve(value.size());
     for (std::size_t i = 0; i < value.size(); ++i)
       infos.push_back(value.info(i));
@@ -28,6 +31,8 @@ class PyBatch : public HeldSlots<Batch> {
   PyBatch& operator=(const PyBatch&) = delete;
 
   std::uint64_t first;
+  std::uint32_t partition;  // of the whole batch (0 on a priority topic)
+  std::uint32_t priority;   // its lane on a priority topic (else 0)
   std::vector<MessageInfo> infos;  // one per message, read when received, kept after release()
 
   [[nodiscard]] std::size_t size() const noexcept { return infos.size(); }
@@ -42,6 +47,10 @@ class PyBatch : public HeldSlots<Batch> {
   [[nodiscard]] std::span<const std::byte> data(std::size_t i) const {
     // The payload's start, and the size read when received (<= the slot size).
     return {open_or_raise().data(i).data(), infos[i].size};
+  }
+  // Message i's key, of the size it had when received.
+  [[nodiscard]] std::span<const std::byte> key(std::size_t i) const {
+    return {open_or_raise().key(i).data(), infos[i].key_size};
   }
 };
 
@@ -125,6 +134,27 @@ has no such buffer can no longer be read (Closed); its metadata can.
           "size", [](const PyBatchSample& s) { return s.info().size; }, "Payload size in bytes.")
       .def("__len__", [](const PyBatchSample& s) { return s.info().size; })
       .def_property_readonly(
+          "key",
+          [](const py::object& self) {
+            const auto& s = self.cast<const PyBatchSample&>();
+            PyBatch* b = s.batch;
+            const std::size_t i = s.index;
+            // The batch's exports: a key's memoryview holds the batch as an item's buffer does.
+            return key_view(s.batch_obj, *b, [b, i] { return b->key(i); });
+          },
+          "The message's key: a read-only memoryview of it in the slot (zero copy), or None\n"
+          "for a message published without a key; it keeps the batch's slots held while it\n"
+          "lives, as an item's buffers do. Closed once the batch was released.")
+      .def_property_readonly(
+          "key_size", [](const PyBatchSample& s) { return s.info().key_size; },
+          "Bytes of key (0: no key).")
+      .def_property_readonly(
+          "partition", [](const PyBatchSample& s) { return s.batch->partition; },
+          "The partition it came from (the batch's).")
+      .def_property_readonly(
+          "priority", [](const PyBatchSample& s) { return s.batch->priority; },
+          "Its priority lane (the batch's; 0 on a topic without lanes).")
+      .def_property_readonly(
           "batch", [](const PyBatchSample& s) { return s.batch_obj; }, "The Batch it belongs to.")
       .def(
           "tobytes",
@@ -138,8 +168,11 @@ has no such buffer can no longer be read (Closed); its metadata can.
 }
 
 std::string batch_repr(const PyBatch& b) {
-  return "<shmbus.Batch topic='" + b.sub->topic + "' first_sequence=" + std::to_string(b.first) +
-         " len=" + std::to_string(b.size()) + (b.closed ? " released" : "") + ">";
+  std::string r = "<shmbus.Batch topic='" + b.sub->topic + "'";
+  if (b.partition != 0) r += " partition=" + std::to_string(b.partition);
+  if (b.priority != 0) r += " priority=" + std::to_string(b.priority);
+  return r + " first_sequence=" + std::to_string(b.first) + " len=" + std::to_string(b.size()) +
+         (b.closed ? " released" : "") + ">";
 }
 
 }  // namespace
@@ -149,14 +182,16 @@ py::object receive_batch(const py::object& self, std::int64_t max, std::optional
   if (max < 1) raise(invalid_argument(), "max=" + std::to_string(max) + ": expected an int >= 1");
   const Deadline deadline(timeout);
   Batch out;
+  bool lanes = false;
   const Status st =
       attempt_then_wait(deadline, ps, [&](Subscriber& s, std::chrono::nanoseconds left) {
+        lanes = s.priorities() != 0;
         return receive_counted(
             ps, [&] { return s.receive_batch(out, static_cast<std::size_t>(max), left); });
       });
   if (st == Status::WouldBlock || st == Status::Timeout) return py::none();
   if (st != Status::Ok) raise_receive_status(st, ps);
-  return wrap_received<PyBatch>(self, ps, out);
+  return wrap_received<PyBatch>(self, ps, out, lanes);
 }
 
 void bind_batch(py::module_& m) {
@@ -191,7 +226,13 @@ A Batch must be used from one thread at a time.
           "__iter__() -> Iterator[BatchSample]")
       .def_property_readonly(
           "first_sequence", [](const PyBatch& b) { return b.first; },
-          "The first message's sequence number (the others follow it).")
+          "The first message's sequence number (the others follow it) in its partition.")
+      .def_property_readonly(
+          "partition", [](const PyBatch& b) { return b.partition; },
+          "The partition every message of the batch came from (0 on a priority topic).")
+      .def_property_readonly(
+          "priority", [](const PyBatch& b) { return b.priority; },
+          "The priority lane every message of the batch came from (0 without lanes).")
       .def_property_readonly(
           "released", [](const PyBatch& b) { return b.closed; },
           "True after release() (or the end of a with block).")

@@ -1,11 +1,13 @@
 // Bus, Topic and the status records for Python. Every call here talks to
 // shmbusd over its socket, so each runs with the GIL released.
 #include <variant>
+#include <vector>
 
 #include "common.hpp"
 #include "py_publisher.hpp"
 #include "py_subscriber.hpp"
 #include "shmbus/bus.hpp"
+#include "shmbus/detail/layout.hpp"
 #include "shmbus/topic.hpp"
 #include "shmbus/topic_status.hpp"
 
@@ -41,12 +43,77 @@ Topic resolve(Bus& bus, const TopicArg& t) {
   return bus.open_topic(name);
 }
 
+// partitions= and priorities= of create_topic, checked here so that the
+// message names the keywords.
+void set_rings(TopicOptions& o, const py::object& partitions, const py::object& priorities) {
+  const auto count = [](const py::object& v, const char* keyword) -> std::int64_t {
+    if (py::isinstance<py::int_>(v) && !py::isinstance<py::bool_>(v)) {
+      const long long n = PyLong_AsLongLong(v.ptr());
+      if (!PyErr_Occurred()) return n;
+      PyErr_Clear();
+    }
+    raise(PyExc_TypeError, std::string(keyword) + "= must be an int, not " +
+                               py::repr(v).cast<std::string>());
+  };
+  const std::int64_t parts = count(partitions, "partitions");
+  const std::int64_t prios = count(priorities, "priorities");
+  if (parts < 1 || parts > detail::kMaxPartitions)
+    raise(invalid_argument(), "partitions=" + std::to_string(parts) + ": a topic has 1 to " +
+                                  std::to_string(detail::kMaxPartitions) +
+                                  " partitions (1: not partitioned)");
+  if (prios == 1 || prios < 0 || prios > detail::kMaxPriorities)
+    raise(invalid_argument(), "priorities=" + std::to_string(prios) +
+                                  ": expected 0 (no priority lanes) or 2 to " +
+                                  std::to_string(detail::kMaxPriorities) + " lanes");
+  if (prios != 0 && parts != 1)
+    raise(invalid_argument(), "partitions=" + std::to_string(parts) +
+                                  " with priorities=" + std::to_string(prios) +
+                                  ": a topic has either partitions or priority lanes, not both");
+  o.partitions = static_cast<std::uint32_t>(parts);
+  o.priorities = static_cast<std::uint32_t>(prios);
+}
+
+// One partition (or priority lane) of a topic, with its index, for Python
+// (TopicStatus.per_partition).
+struct PyPartitionStatus {
+  std::uint32_t partition;
+  PartitionStatus s;
+};
+// A group's place in one partition, with its index (GroupStatus.per_partition).
+struct PyGroupPartitionStatus {
+  std::uint32_t partition;
+  GroupPartitionStatus s;
+};
+
+std::vector<PyPartitionStatus> per_partition(const TopicStatus& t) {
+  std::vector<PyPartitionStatus> out;
+  for (std::size_t i = 0; i < t.partitions.size(); ++i)
+    out.push_back({static_cast<std::uint32_t>(i), t.partitions[i]});
+  return out;
+}
+std::vector<PyGroupPartitionStatus> per_partition(const GroupStatus& g) {
+  std::vector<PyGroupPartitionStatus> out;
+  for (std::size_t i = 0; i < g.partitions.size(); ++i)
+    out.push_back({static_cast<std::uint32_t>(i), g.partitions[i]});
+  return out;
+}
+
+py::object owner_pid(const GroupPartitionStatus& p) {
+  return p.owner_pid == 0 ? py::object(py::none()) : py::object(py::int_(p.owner_pid));
+}
+py::object target_seat(const GroupPartitionStatus& p) {
+  return p.target_seat < 0 ? py::object(py::none()) : py::object(py::int_(p.target_seat));
+}
+
 std::string repr_topic_status(const TopicStatus& t) {
   return "<shmbus.TopicStatus name='" + t.name + "' slots=" + std::to_string(t.options.slot_count) +
          " slot_size=" + std::to_string(t.options.slot_size) + " policy='" +
          std::string(to_string(t.options.policy)) + "' tail=" + std::to_string(t.tail) +
          " producers=" + std::to_string(t.producers) +
-         " groups=" + std::to_string(t.groups.size()) + ">";
+         " groups=" + std::to_string(t.groups.size()) +
+         (t.options.partitions != 1 ? " partitions=" + std::to_string(t.options.partitions) : "") +
+         (t.options.priorities != 0 ? " priorities=" + std::to_string(t.options.priorities) : "") +
+         ">";
 }
 
 py::dict group_dict(const GroupStatus& g) {
@@ -68,6 +135,18 @@ py::dict group_dict(const GroupStatus& g) {
     members.append(md);
   }
   d["member_seats"] = members;
+  d["mode"] = to_string(g.mode);
+  py::list parts;
+  for (const PyGroupPartitionStatus& p : per_partition(g)) {
+    py::dict pd;
+    pd["partition"] = p.partition;
+    pd["position"] = p.s.position;
+    pd["lag"] = p.s.lag;
+    pd["owner_pid"] = owner_pid(p.s);
+    pd["target_seat"] = target_seat(p.s);
+    parts.append(pd);
+  }
+  d["per_partition"] = parts;
   return d;
 }
 
@@ -90,6 +169,17 @@ py::dict topic_dict(const TopicStatus& t) {
   d["abandoned"] = t.abandoned;
   d["deleted"] = t.deleted;
   d["damage"] = t.damage;
+  d["partitions"] = t.options.partitions;
+  d["priorities"] = t.options.priorities;
+  py::list parts;
+  for (const PyPartitionStatus& p : per_partition(t)) {
+    py::dict pd;
+    pd["partition"] = p.partition;
+    pd["tail"] = p.s.tail;
+    pd["abandoned"] = p.s.abandoned;
+    parts.append(pd);
+  }
+  d["per_partition"] = parts;
   py::list groups;
   for (const GroupStatus& g : t.groups)
     groups.append(group_dict(g));
@@ -116,6 +206,48 @@ void bind_bus(py::module_& m) {
                " pid=" + std::to_string(ms.pid) + " received=" + std::to_string(ms.received) + ">";
       });
 
+  py::class_<PyPartitionStatus>(m, "PartitionStatus",
+                                "One partition (or priority lane) of a topic "
+                                "(TopicStatus.per_partition).")
+      .def_readonly("partition", &PyPartitionStatus::partition,
+                    "Its index (on a priority topic: the lane's priority).")
+      .def_property_readonly(
+          "tail", [](const PyPartitionStatus& p) { return p.s.tail; },
+          "The next offset to be claimed in the partition.")
+      .def_property_readonly(
+          "abandoned", [](const PyPartitionStatus& p) { return p.s.abandoned; },
+          "Offsets given up instead of published.")
+      .def("__repr__", [](const PyPartitionStatus& p) {
+        return "<shmbus.PartitionStatus partition=" + std::to_string(p.partition) +
+               " tail=" + std::to_string(p.s.tail) + ">";
+      });
+
+  py::class_<PyGroupPartitionStatus>(m, "GroupPartitionStatus",
+                                     "A group's place in one partition (or priority lane) "
+                                     "(GroupStatus.per_partition).")
+      .def_readonly("partition", &PyGroupPartitionStatus::partition,
+                    "Its index (on a priority topic: the lane's priority).")
+      .def_property_readonly(
+          "position", [](const PyGroupPartitionStatus& p) { return p.s.position; },
+          "The next offset the group takes in the partition.")
+      .def_property_readonly(
+          "lag", [](const PyGroupPartitionStatus& p) { return p.s.lag; },
+          "The partition's tail - position.")
+      .def_property_readonly(
+          "owner_pid", [](const PyGroupPartitionStatus& p) { return owner_pid(p.s); },
+          "A partitioned group: the pid of the member that owns the partition now, or None\n"
+          "(none owns it, or the group is shared).")
+      .def_property_readonly(
+          "target_seat", [](const PyGroupPartitionStatus& p) { return target_seat(p.s); },
+          "A partitioned group: the member seat (MemberStatus.seat) the group's assignment\n"
+          "gives the partition to, or None. It owns it once the previous owner let go.")
+      .def("__repr__", [](const PyGroupPartitionStatus& p) {
+        return "<shmbus.GroupPartitionStatus partition=" + std::to_string(p.partition) +
+               " position=" + std::to_string(p.s.position) + " lag=" + std::to_string(p.s.lag) +
+               " owner_pid=" + (p.s.owner_pid == 0 ? "None" : std::to_string(p.s.owner_pid)) +
+               ">";
+      });
+
   py::class_<GroupStatus>(m, "GroupStatus", "A consumer group of a topic, as shmbusd reports it.")
       .def_property_readonly(
           "name",
@@ -129,8 +261,16 @@ void bind_bus(py::module_& m) {
                     "The live members (list of MemberStatus).")
       .def_readonly("durable", &GroupStatus::durable,
                     "The group gates producers even with no members.")
-      .def_readonly("position", &GroupStatus::position, "The next sequence the group takes.")
-      .def_readonly("lag", &GroupStatus::lag, "tail - position.")
+      .def_readonly("position", &GroupStatus::position,
+                    "The next sequence the group takes (summed over the partitions).")
+      .def_readonly("lag", &GroupStatus::lag, "tail - position (summed over the partitions).")
+      .def_property_readonly(
+          "mode", [](const GroupStatus& g) { return to_string(g.mode); },
+          "'shared' or 'partitioned' (see Bus.subscriber).")
+      .def_property_readonly(
+          "per_partition", [](const GroupStatus& g) { return per_partition(g); },
+          "The group in each partition (list of GroupPartitionStatus): position, lag, and\n"
+          "in a partitioned group its owner.")
       .def_readonly("lost", &GroupStatus::lost, "Messages skipped after being overrun.")
       .def_readonly("overrun", &GroupStatus::overrun,
                     "Overrun now: messages older than the ring keeps that the group will\n"
@@ -166,7 +306,18 @@ void bind_bus(py::module_& m) {
       .def_property_readonly(
           "mode", [](const TopicStatus& t) { return t.options.mode; },
           "Permission bits of the region.")
-      .def_readonly("tail", &TopicStatus::tail, "The next sequence to be claimed.")
+      .def_property_readonly(
+          "partitions", [](const TopicStatus& t) { return t.options.partitions; },
+          "Partitions (1: not partitioned; 1 on a priority topic).")
+      .def_property_readonly(
+          "priorities", [](const TopicStatus& t) { return t.options.priorities; },
+          "Priority lanes (0: none).")
+      .def_property_readonly(
+          "per_partition", [](const TopicStatus& t) { return per_partition(t); },
+          "Each partition's (or priority lane's) tail and abandoned count (list of\n"
+          "PartitionStatus).")
+      .def_readonly("tail", &TopicStatus::tail,
+                    "The next sequence to be claimed (summed over the partitions).")
       .def_readonly("producers", &TopicStatus::producers, "Live producer seats.")
       .def_readonly("published", &TopicStatus::published,
                     "Messages ever published to the topic (tail - abandoned).")
@@ -214,8 +365,9 @@ object may be dropped before them.
           [](PyBus& b, const std::string& name, std::uint32_t slots, std::uint32_t slot_size,
              const std::string& policy, bool single_producer, std::uint32_t max_producers,
              std::uint32_t max_groups, std::uint32_t max_members, std::uint32_t mode,
-             bool if_not_exists) {
+             bool if_not_exists, const py::object& partitions, const py::object& priorities) {
             TopicOptions o;
+            set_rings(o, partitions, priorities);
             o.slot_count = slots;
             o.slot_size = slot_size;
             o.policy = policy_arg(policy);
@@ -229,10 +381,17 @@ object may be dropped before them.
           py::arg("name"), py::arg("slots") = 1024, py::arg("slot_size") = 1024,
           py::arg("policy") = "block", py::arg("single_producer") = false, py::kw_only(),
           py::arg("max_producers") = 16, py::arg("max_groups") = 16, py::arg("max_members") = 8,
-          py::arg("mode") = 0600, py::arg("if_not_exists") = false,
-          R"doc(create_topic(name: str, slots: int = 1024, slot_size: int = 1024, policy: str = 'block', single_producer: bool = False, *, max_producers: int = 16, max_groups: int = 16, max_members: int = 8, mode: int = 0o600, if_not_exists: bool = False) -> Topic
+          py::arg("mode") = 0600, py::arg("if_not_exists") = false, py::arg("partitions") = 1,
+          py::arg("priorities") = 0,
+          R"doc(create_topic(name: str, slots: int = 1024, slot_size: int = 1024, policy: str = 'block', single_producer: bool = False, *, max_producers: int = 16, max_groups: int = 16, max_members: int = 8, mode: int = 0o600, if_not_exists: bool = False, partitions: int = 1, priorities: int = 0) -> Topic
 
 Creates a topic: `slots` (a power of two >= 2) slots of `slot_size` bytes.
+
+partitions (1 to 1024): rings of `slots` slots each, each with its own
+offsets (Kafka's partitions); a keyed message goes to
+partition_for_key(key, partitions). priorities (0: none, or 2 to 32): the
+rings are priority lanes instead, 0 the lowest; a receive takes the oldest
+message of the highest lane that has one. Not both.
 
 policy: what a publisher does on a full ring: 'block' (wait), 'reject'
 (refuse at once) or 'overwrite' (overwrite the oldest; slow readers skip and
@@ -310,14 +469,15 @@ for ever). wait: 'futex' (spin `spin` seconds, then sleep), 'yield' or 'busy'.)d
       .def(
           "subscriber",
           [](PyBus& b, const TopicArg& topic, const std::optional<std::string>& group,
-             const py::object& start, bool durable, const std::string& wait, double spin) {
+             const py::object& start, bool durable, const std::string& wait, double spin,
+             const std::string& mode) {
             Bus& bus = b.get();
-            return make_subscriber(resolve(bus, topic), group, start, durable, wait, spin);
+            return make_subscriber(resolve(bus, topic), group, start, durable, wait, spin, mode);
           },
           py::arg("topic"), py::arg("group") = py::none(), py::arg("start") = "latest",
           py::kw_only(), py::arg("durable") = false, py::arg("wait") = "futex",
-          py::arg("spin") = 50e-6,
-          R"doc(subscriber(topic: str | Topic, group: str | None = None, start: str | int = 'latest', *, durable: bool = False, wait: str = 'futex', spin: float = 50e-6) -> Subscriber
+          py::arg("spin") = 50e-6, py::arg("mode") = "shared",
+          R"doc(subscriber(topic: str | Topic, group: str | None = None, start: str | int = 'latest', *, durable: bool = False, wait: str = 'futex', spin: float = 50e-6, mode: str = 'shared') -> Subscriber
 
 A Subscriber of `topic` (a name or a Topic).
 
@@ -325,7 +485,12 @@ group: None for a private group; a name to join (or create) a consumer group
 whose members compete for messages. start (used when the group is created):
 'latest' (only messages published from now on), 'earliest' (the oldest the
 ring retains) or a sequence number. durable: the group gates producers even
-while it has no members. wait/spin: as for publisher().)doc")
+while it has no members. wait/spin: as for publisher().
+mode (chosen when the group is created; joining it with another raises
+InvalidArgument): 'shared', members take from any partition (competing
+consumers), or 'partitioned', each partition owned by one member at a time
+(Kafka's consumer groups: a key's messages in order, by one member). A
+'partitioned' group needs a name.)doc")
       .def(
           "shutdown_daemon",
           [](PyBus& b) { b.ask_daemon([&](Bus& bus) { return bus.shutdown_daemon(); }); },
@@ -364,7 +529,8 @@ while it has no members. wait/spin: as for publisher().)doc")
       py::arg("name"), py::arg("autospawn"), py::arg("socket"), py::arg("daemon"),
       py::arg("timeout"), py::arg("daemon_uid"));
 
-  for (const char* name : {"MemberStatus", "GroupStatus", "TopicStatus", "Topic", "Bus"})
+  for (const char* name : {"PartitionStatus", "GroupPartitionStatus", "MemberStatus",
+                           "GroupStatus", "TopicStatus", "Topic", "Bus"})
     set_public_module(m.attr(name));
 }
 

@@ -86,6 +86,22 @@ WaitStrategy wait_arg(const std::string& s) {
   raise_bad_arg("wait", "'" + s + "'", kWaitStrategyNames);
 }
 
+GroupMode group_mode_arg(const std::string& s) {
+  if (const auto m = parse_group_mode(s)) return *m;
+  raise_bad_arg("mode", "'" + s + "'", kGroupModeNames);
+}
+
+std::optional<std::uint32_t> index_arg(const py::handle& value, const char* keyword) {
+  if (value.is_none()) return std::nullopt;
+  if (py::isinstance<py::int_>(value) && !py::isinstance<py::bool_>(value)) {
+    // Negative or wider than 32 bits (the top value means "none" in C++): no index.
+    const unsigned long long v = PyLong_AsUnsignedLongLong(value.ptr());
+    if (!PyErr_Occurred() && v < 0xffffffffULL) return static_cast<std::uint32_t>(v);
+    PyErr_Clear();
+  }
+  raise_bad_arg(keyword, py::repr(value).cast<std::string>(), "None or an int >= 0");
+}
+
 StartPosition start_arg(const py::handle& start) {
   if (py::isinstance<py::str>(start)) {
     if (const auto p = parse_start(start.cast<std::string>())) return *p;
@@ -113,6 +129,9 @@ std::string python_spelling(std::string message) {
       {"Bus::connect()", "shmbus.connect()"},
       {"slot_count x slot_size", "slots x slot_size"},  // TopicOptions::slot_count
       {"slot_count ", "slots="},                        // "slot_count 3 is not a power of two"
+      // A group joined with another mode (Subscriber's constructor).
+      {"group_mode partitioned (CLI --group-mode, Python mode=)", "mode='partitioned'"},
+      {"group_mode shared (CLI --group-mode, Python mode=)", "mode='shared'"},
   };
   for (const auto& [cpp, python] : kSpellings)
     for (auto at = message.find(cpp); at != std::string::npos;
@@ -127,6 +146,22 @@ BufferArg::BufferArg(py::handle obj, int flags, const char* needs) {
     py::error_already_set e;
     raise(PyExc_TypeError, std::string(needs) + ": " + e.what());
   }
+}
+
+KeyArg::KeyArg(const py::handle& key, const char* what) {
+  if (key.is_none()) return;
+  if (PyUnicode_Check(key.ptr())) {
+    Py_ssize_t n = 0;
+    const char* s = PyUnicode_AsUTF8AndSize(key.ptr(), &n);  // owned by the str
+    if (s == nullptr) throw py::error_already_set();
+    bytes_ = {reinterpret_cast<const std::byte*>(s), static_cast<std::size_t>(n)};
+    return;
+  }
+  buffer_.emplace(key, PyBUF_C_CONTIGUOUS,
+                  (std::string(what) + " needs a key of bytes (or any C-contiguous buffer), str "
+                                       "or None")
+                      .c_str());
+  bytes_ = buffer_->bytes();
 }
 
 void set_public_module(py::handle type) {

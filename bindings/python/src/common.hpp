@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 
@@ -160,8 +161,12 @@ py::object to_python(std::unique_ptr<T> p) {
 // listing what the library accepts.
 Policy policy_arg(const std::string& s);           // policy=
 WaitStrategy wait_arg(const std::string& s);       // wait=
+GroupMode group_mode_arg(const std::string& s);    // mode= (of a subscriber's group)
 StartPosition start_arg(const py::handle& start);  // start=: a name, or an int >= 0
 std::chrono::nanoseconds seconds_to_ns(double seconds, const char* what);
+// A partition or priority argument (partition=, priority=): None, or an int
+// >= 0 that fits 32 bits (else InvalidArgument naming `keyword`).
+std::optional<std::uint32_t> index_arg(const py::handle& value, const char* keyword);
 
 // ---- the buffer protocol (Sample: read-only; Loan: writable) ----------------------
 
@@ -210,6 +215,22 @@ class BufferArg {
 
  private:
   Py_buffer view_{};
+};
+
+// A message key from Python (key=, partition_for_key): a str (its UTF-8
+// bytes, as Kafka's StringSerializer sends it) or any C-contiguous buffer,
+// viewed in place for the life of the KeyArg. None: no key (empty bytes).
+// Anything else raises TypeError naming `what` (the call).
+class KeyArg {
+ public:
+  KeyArg(const py::handle& key, const char* what);
+  KeyArg(const KeyArg&) = delete;
+  KeyArg& operator=(const KeyArg&) = delete;
+  [[nodiscard]] std::span<const std::byte> bytes() const noexcept { return bytes_; }
+
+ private:
+  std::optional<BufferArg> buffer_;
+  std::span<const std::byte> bytes_;
 };
 
 // Fills `view` over `bytes` (a zero-length buffer points at a static byte).

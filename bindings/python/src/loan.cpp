@@ -38,6 +38,7 @@ PyLoan::PyLoan(py::object o, PyPublisher* p, Loan&& l) noexcept
       loan(std::move(l)),
       sequence(loan.sequence()),
       size(loan.data().size()),
+      lane(loan.partition()),
       view(py::none()) {}
 
 PyLoan::~PyLoan() {
@@ -109,6 +110,12 @@ not keep them.
           "The sequence number the message will have.")
       .def_property_readonly(
           "size", [](const PyLoan& l) { return l.size; }, "Bytes loaned.")
+      .def_property_readonly(
+          "partition", [](const PyLoan& l) { return l.pub->priorities != 0 ? 0u : l.lane; },
+          "The partition the message goes to (0 on a priority topic).")
+      .def_property_readonly(
+          "priority", [](const PyLoan& l) { return l.pub->priorities != 0 ? l.lane : 0u; },
+          "Its priority (0 on a topic without priority lanes).")
       .def("__len__", [](const PyLoan& l) { return l.size; })
       .def_property_readonly(
           "done", [](const PyLoan& l) { return l.done; }, "True once published or abandoned.")

@@ -5,6 +5,8 @@
 #include <cstdio>
 #include <span>
 
+#include "shmbus/detail/layout.hpp"
+
 #include "wait.hpp"
 
 namespace shmbus::python {
@@ -18,9 +20,81 @@ std::string seconds_text(std::optional<double> t) {
   return buf;
 }
 
+// key=, partition= and priority= of publish and loan: the Route they name,
+// with the key viewed in place for the call.
+class RouteArgs {
+ public:
+  RouteArgs(const py::handle& key, const py::handle& partition, const py::handle& priority,
+            const char* what)
+      : key_(key, what),
+        partition_(index_arg(partition, "partition")),
+        priority_(index_arg(priority, "priority")) {}
+
+  // False: none given, so the plain (unrouted) calls apply.
+  [[nodiscard]] bool routed() const noexcept {
+    return !key_.bytes().empty() || partition_ || priority_;
+  }
+  [[nodiscard]] Route route() const noexcept {
+    Route r;
+    r.key = key_.bytes();
+    r.partition = partition_.value_or(Route::kNone);
+    r.priority = priority_.value_or(Route::kNone);
+    return r;
+  }
+  [[nodiscard]] std::size_t key_size() const noexcept { return key_.bytes().size(); }
+  [[nodiscard]] const std::optional<std::uint32_t>& partition() const noexcept {
+    return partition_;
+  }
+  [[nodiscard]] const std::optional<std::uint32_t>& priority() const noexcept { return priority_; }
+
+ private:
+  KeyArg key_;
+  std::optional<std::uint32_t> partition_, priority_;
+};
+
+std::string lanes_text(std::uint32_t n, const char* noun) {
+  return std::to_string(n) + " " + noun + (n == 1 ? "" : "s") + ", 0 to " + std::to_string(n - 1);
+}
+
+// Why a route names no lane of the topic (Status::NoSuchPartition).
+std::string no_such_partition(const PyPublisher& pp, const RouteArgs& r) {
+  const std::string topic = "topic '" + pp.topic + "'";
+  if (pp.priorities != 0) {
+    if (r.partition() && *r.partition() != 0)
+      return "partition=" + std::to_string(*r.partition()) + ": " + topic +
+             " is a priority topic with one partition (0); choose its lane with priority= "
+             "(0 to " +
+             std::to_string(pp.priorities - 1) + ")";
+    return "priority=" + std::to_string(r.priority().value_or(0)) + ": " + topic + " has " +
+           lanes_text(pp.priorities, "priority lane") + " (0 the lowest)";
+  }
+  if (r.priority() && *r.priority() != 0)
+    return "priority=" + std::to_string(*r.priority()) + ": " + topic +
+           " has no priority lanes; create a topic with priorities=N (2 to 32) to have them";
+  const std::string p = "partition=" + std::to_string(r.partition().value_or(0)) + ": " + topic;
+  if (pp.partitions == 1)
+    return p + " has one partition (0); create it with partitions=N for more";
+  return p + " has " + lanes_text(pp.partitions, "partition");
+}
+
+// Why a message (of `size` bytes, with the route's key) does not fit (Status::TooLarge).
+std::string too_large(const PyPublisher& pp, std::size_t size, const RouteArgs* r) {
+  const std::size_t key = r != nullptr ? r->key_size() : 0;
+  if (key > detail::kMaxKey)
+    return "key of " + std::to_string(key) + " bytes is longer than the " +
+           std::to_string(detail::kMaxKey) + " bytes a key may have";
+  std::string m = "message of " + std::to_string(size) + " bytes";
+  if (key != 0)
+    m += " with a key of " + std::to_string(key) + " bytes (" +
+         std::to_string(detail::key_span(static_cast<std::uint32_t>(key))) +
+         " in the slot: a key is padded to a multiple of 8)";
+  return m + " is larger than topic '" + pp.topic + "''s slot size of " +
+         std::to_string(pp.slot_size) + " bytes";
+}
+
 // Raises the Python exception for a data-plane status that is not Ok.
 [[noreturn]] void raise_publish_status(Status st, const PyPublisher& pp, std::size_t size,
-                                       std::optional<double> timeout) {
+                                       std::optional<double> timeout, const RouteArgs* route) {
   switch (st) {
     case Status::Timeout:
       raise(exceptions().timeout,
@@ -31,9 +105,11 @@ std::string seconds_text(std::optional<double> t) {
                                           std::string(to_string(pp.policy)) +
                                           "'): the message was not accepted");
     case Status::TooLarge:
-      raise(exceptions().too_large, "message of " + std::to_string(size) +
-                                        " bytes is larger than topic '" + pp.topic +
-                                        "''s slot size");
+      raise(exceptions().too_large, too_large(pp, size, route));
+    case Status::NoSuchPartition:
+      // route is set: an unrouted call never names a lane.
+      raise(invalid_argument(), route != nullptr ? no_such_partition(pp, *route)
+                                                 : "no such partition in topic '" + pp.topic + "'");
     case Status::TopicDeleted:
       raise(exceptions().topic_deleted,
             "topic '" + pp.topic + "' was deleted: the message was not published");
@@ -49,38 +125,49 @@ std::optional<double> wait_time(const PyPublisher& pp, bool wait) {
   return wait ? pp.timeout : std::optional<double>(0.0);
 }
 
-// Publishes a copy of `data`; false when it was not accepted and `wait` is false.
-bool publish(PyPublisher& pp, py::handle data, bool wait) {
+// Publishes a copy of `data` where `r` routes it; false when it was not
+// accepted and `wait` is false.
+bool publish(PyPublisher& pp, py::handle data, bool wait, const RouteArgs& r) {
   const BufferArg buf(data, PyBUF_C_CONTIGUOUS,
                       "publish needs a C-contiguous buffer (bytes, bytearray, memoryview, "
                       "array.array, NumPy array)");
   const auto bytes = buf.bytes();
   const std::optional<double> timeout = wait_time(pp, wait);
   const Deadline deadline(timeout);
+  const bool routed = r.routed();
+  const Route route = r.route();
+  const auto try_once = [&](Publisher& p) {
+    return routed ? p.try_publish(route, bytes) : p.try_publish(bytes);
+  };
   Status st = pp.with_open([&](Publisher& p) {
-    if (bytes.size() < kReleaseGilBytes) return p.try_publish(bytes);
+    if (bytes.size() < kReleaseGilBytes) return try_once(p);
     py::gil_scoped_release nogil;
-    return p.try_publish(bytes);
+    return try_once(p);
   });
   if (st == Status::WouldBlock && !deadline.zero())
     st = wait_until(deadline, pp, [&](Publisher& p, std::chrono::nanoseconds left) {
-      return p.publish(bytes, left);
+      return routed ? p.publish(route, bytes, left) : p.publish(bytes, left);
     });
   if (st == Status::Ok) return true;
   if (!wait && st == Status::WouldBlock) return false;
-  raise_publish_status(st, pp, bytes.size(), timeout);
+  raise_publish_status(st, pp, bytes.size(), timeout, &r);
 }
 
-// Takes a loan; None when the ring is full and `wait` is false.
-py::object take_loan(const py::object& self, std::size_t size, bool wait) {
+// Takes a loan where `r` routes it; None when the ring is full and `wait` is false.
+py::object take_loan(const py::object& self, std::size_t size, bool wait, const RouteArgs& r) {
   PyPublisher& pp = self.cast<PyPublisher&>();
   const std::optional<double> timeout = wait_time(pp, wait);
   const Deadline deadline(timeout);
+  const bool routed = r.routed();
+  const Route route = r.route();
   Loan loan;
   // One claim, counted in `held` when it succeeds (mu held).
   // `left`: how long it may wait; none: not at all.
   auto claim = [&](Publisher& p, std::optional<std::chrono::nanoseconds> left) {
-    loan = left ? p.loan(size, *left) : p.try_loan(size);
+    if (routed)
+      loan = left ? p.loan(route, size, *left) : p.try_loan(route, size);
+    else
+      loan = left ? p.loan(size, *left) : p.try_loan(size);
     if (!loan) return loan.status();
     ++pp.held;
     return Status::Ok;
@@ -101,7 +188,7 @@ py::object take_loan(const py::object& self, std::size_t size, bool wait) {
     }
   }
   if (!wait && st == Status::WouldBlock) return py::none();
-  raise_publish_status(st, pp, size, timeout);
+  raise_publish_status(st, pp, size, timeout, &r);
 }
 
 }  // namespace
@@ -144,37 +231,72 @@ When the ring is full:
   * policy 'overwrite': never full (the oldest message is overwritten).
 try_publish()/try_loan() never wait: they return False/None instead.
 
+On a topic of several partitions, key= picks the partition as Kafka's default
+partitioner does (partition= names one); on a priority topic priority= picks
+the lane. The topic's counts: partitions, priorities.
+
 Close with close() or a with block (deferred until open loans end).
 )doc");
   def_endpoint(pub, "publisher",
                "close() -> None\n\nFrees the producer seat (once open loans end). Further calls "
                "raise Closed.");
   pub.def(
-         "publish", [](PyPublisher& pp, const py::object& data) { (void)publish(pp, data, true); },
-         py::arg("data"),
-         "publish(data: Buffer) -> None\n\nCopies `data` (any C-contiguous buffer) into the next "
-         "slot and publishes it.\n"
-         "Raises Timeout / WouldBlock when the ring stays full (see the class doc),\n"
-         "TooLarge when larger than the slot size.")
+         "publish",
+         [](PyPublisher& pp, const py::object& data, const py::object& key,
+            const py::object& partition, const py::object& priority) {
+           (void)publish(pp, data, true, RouteArgs(key, partition, priority, "publish"));
+         },
+         py::arg("data"), py::arg("key") = py::none(), py::arg("partition") = py::none(),
+         py::arg("priority") = py::none(),
+         R"doc(publish(data: Buffer, key: Buffer | str | None = None, partition: int | None = None, priority: int | None = None) -> None
+
+Copies `data` (any C-contiguous buffer) into the next slot and publishes it.
+
+key: stored with the message (Sample.key; a str as its UTF-8 bytes; b"" is no
+key) and, unless `partition` is given, picks its partition:
+partition_for_key(key, partitions), as Kafka does. partition: this partition
+(it wins over the key's). priority: the lane of a priority topic (0, the
+default, is the lowest). Neither key nor partition on a partitioned topic:
+the publisher's sticky partition (runs of 64 messages, then the next).
+Raises Timeout / WouldBlock when the ring stays full (see the class doc),
+TooLarge when key (padded to 8 bytes) + data exceed the slot size or the key
+1024 bytes, InvalidArgument for a partition or priority the topic lacks.)doc")
       .def(
           "try_publish",
-          [](PyPublisher& pp, const py::object& data) { return publish(pp, data, false); },
-          py::arg("data"),
-          "try_publish(data: Buffer) -> bool\n\nLike publish but never waits: False when the ring "
-          "is full.")
+          [](PyPublisher& pp, const py::object& data, const py::object& key,
+             const py::object& partition, const py::object& priority) {
+            return publish(pp, data, false, RouteArgs(key, partition, priority, "try_publish"));
+          },
+          py::arg("data"), py::arg("key") = py::none(), py::arg("partition") = py::none(),
+          py::arg("priority") = py::none(),
+          "try_publish(data: Buffer, key: Buffer | str | None = None, partition: int | None = "
+          "None, priority: int | None = None) -> bool\n\nLike publish but never waits: False "
+          "when the ring is full.")
       .def(
           "loan",
-          [](const py::object& self, std::size_t size) { return take_loan(self, size, true); },
-          py::arg("size"),
-          "loan(size: int) -> Loan\n\nClaims a slot for `size` bytes written in place; waits for "
-          "room like publish.\n"
+          [](const py::object& self, std::size_t size, const py::object& key,
+             const py::object& partition, const py::object& priority) {
+            return take_loan(self, size, true, RouteArgs(key, partition, priority, "loan"));
+          },
+          py::arg("size"), py::arg("key") = py::none(), py::arg("partition") = py::none(),
+          py::arg("priority") = py::none(),
+          "loan(size: int, key: Buffer | str | None = None, partition: int | None = None, "
+          "priority: int | None = None) -> Loan\n\nClaims a slot for `size` bytes written in "
+          "place; waits for room like publish.\n"
+          "key, partition, priority: as for publish (the key is written into the slot at "
+          "once).\n"
           "Use as `with pub.loan(n) as buf: ...` (see Loan).")
       .def(
           "try_loan",
-          [](const py::object& self, std::size_t size) { return take_loan(self, size, false); },
-          py::arg("size"),
-          "try_loan(size: int) -> Loan | None\n\nLike loan but never waits: None when the ring is "
-          "full.")
+          [](const py::object& self, std::size_t size, const py::object& key,
+             const py::object& partition, const py::object& priority) {
+            return take_loan(self, size, false, RouteArgs(key, partition, priority, "try_loan"));
+          },
+          py::arg("size"), py::arg("key") = py::none(), py::arg("partition") = py::none(),
+          py::arg("priority") = py::none(),
+          "try_loan(size: int, key: Buffer | str | None = None, partition: int | None = None, "
+          "priority: int | None = None) -> Loan | None\n\nLike loan but never waits: None when "
+          "the ring is full.")
       .def_property(
           "timeout", [](const PyPublisher& pp) { return pp.timeout; },
           [](PyPublisher& pp, std::optional<double> t) { pp.timeout = Deadline::checked(t); },
@@ -183,9 +305,18 @@ Close with close() or a with block (deferred until open loans end).
                              "The topic's slot size in bytes.")
       .def_property_readonly("id", open_getter<PyPublisher>(&Publisher::id),
                              "This producer's seat number (Sample.producer_id of its messages).")
+      .def_property_readonly(
+          "partitions", [](const PyPublisher& pp) { return pp.partitions; },
+          "The topic's partitions (1 on a priority topic).")
+      .def_property_readonly(
+          "priorities", [](const PyPublisher& pp) { return pp.priorities; },
+          "The topic's priority lanes (0: none).")
       .def("__repr__", [](const PyPublisher& pp) {
-        return "<shmbus.Publisher topic='" + pp.topic + "' policy='" +
-               std::string(to_string(pp.policy)) + "'" + (pp.closing ? " closed" : "") + ">";
+        std::string r = "<shmbus.Publisher topic='" + pp.topic + "' policy='" +
+                        std::string(to_string(pp.policy)) + "'";
+        if (pp.partitions != 1) r += " partitions=" + std::to_string(pp.partitions);
+        if (pp.priorities != 0) r += " priorities=" + std::to_string(pp.priorities);
+        return r + (pp.closing ? " closed" : "") + ">";
       });
   set_public_module(pub);
 }

@@ -24,9 +24,16 @@ class PyPublisher : public Endpoint<std::optional<Publisher>> {
               std::optional<double> t)
       : Endpoint(std::move(p), std::move(wanted), std::move(topic), policy, "Publisher",
                  "publisher"),
-        timeout(t) {}
+        timeout(t),
+        slot_size(core->slot_size()),
+        partitions(core->partitions()),
+        priorities(core->priorities()) {}
 
   std::optional<double> timeout;  // seconds a publish waits for room; None: forever
+  // The topic's, for messages (fixed for its life; readable after close()).
+  std::uint32_t slot_size;
+  std::uint32_t partitions;
+  std::uint32_t priorities;
 };
 
 class PyLoan {
@@ -39,6 +46,7 @@ class PyLoan {
   Loan loan;
   std::uint64_t sequence;
   std::size_t size;
+  std::uint32_t lane;  // the partition (or priority lane) of its slot
   pid_t pid = current_pid();
   bool done = false;  // published or abandoned
   py::object view;    // weak reference to the memoryview __enter__ returned

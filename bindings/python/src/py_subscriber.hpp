@@ -11,8 +11,10 @@
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -126,10 +128,50 @@ class PySample : public HeldSlots<Sample> {
   std::uint64_t timestamp_ns;
   std::uint32_t size;
   std::uint32_t producer_id;
+  std::uint32_t key_size;
+  std::uint32_t partition;
+  std::uint32_t priority;
 
   // The sample, or raises (a fork() child; Closed after release()).
   const Sample& open_or_raise() const;
 };
+
+// A received message's key as Python sees it (Sample.key, BatchSample.key): a
+// read-only memoryview of the key in its slot (zero copy), or None for an
+// unkeyed message. The memoryview's exporter counts in the sample's (or the
+// batch's) `exports`, as the payload's buffers do, so the slots stay held
+// while the memoryview lives, even after release().
+// `open()` raises unless the owner's data may still be read and returns the
+// key; `owner` is the Sample or Batch object; `held` its HeldSlots.
+template <class T, class Open>
+py::object key_view(const py::object& owner, HeldSlots<T>& held, Open&& open);
+
+// The exporter behind key_view's memoryview (bound as shmbus._KeyBuffer).
+struct PyKeyBuffer {
+  py::object owner;  // the Sample or Batch object: keeps it (and its slots) alive
+  std::span<const std::byte> bytes;
+  std::function<void()> on_export;   // counts an export; raises once released
+  std::function<void()> on_release;  // counts it down
+};
+void bind_key_buffer(py::module_& m);
+
+template <class T, class Open>
+py::object key_view(const py::object& owner, HeldSlots<T>& held, Open&& open) {
+  const std::span<const std::byte> key = open();
+  if (key.empty()) return py::none();
+  HeldSlots<T>* h = &held;
+  auto exporter = std::make_unique<PyKeyBuffer>(PyKeyBuffer{
+      owner, key,
+      [h, open] {
+        (void)open();  // raises (Closed, a fork() child) before anything is counted
+        ++h->exports;
+      },
+      [h] { h->unexport(); }});
+  py::object obj = to_python(std::move(exporter));
+  py::object mv = py::reinterpret_steal<py::object>(PyMemoryView_FromObject(obj.ptr()));
+  if (!mv) throw py::error_already_set();
+  return mv;
+}
 
 // Calls `take()` (one core receive) until it returns anything but
 // Status::Corrupt: a slot with an invalid header is skipped and counted
@@ -154,10 +196,11 @@ Status receive_counted(PySubscriber& ps, Take&& take) noexcept {
 // Makes the Python object Py(self, &ps, std::move(out)) for what was
 // received into `out` (already counted in `held`); on failure gives the
 // slots back (unless a Py made and destroyed already did) and raises.
-template <class Py, class T>
-py::object wrap_received(const py::object& self, PySubscriber& ps, T& out) {
+template <class Py, class T, class... Extra>
+py::object wrap_received(const py::object& self, PySubscriber& ps, T& out, Extra&&... extra) {
   try {
-    return to_python(std::make_unique<Py>(self, &ps, std::move(out)));
+    return to_python(
+        std::make_unique<Py>(self, &ps, std::move(out), std::forward<Extra>(extra)...));
   } catch (...) {
     auto lk = ps.lock();
     if (holds_slots(out)) {
@@ -175,7 +218,7 @@ py::object wrap_received(const py::object& self, PySubscriber& ps, T& out) {
 // Used by Bus.subscriber.
 py::object make_subscriber(const Topic& topic, const std::optional<std::string>& group,
                            const py::handle& start, bool durable, const std::string& wait,
-                           double spin);
+                           double spin, const std::string& mode);
 
 // Subscriber.receive_batch (batch.cpp).
 py::object receive_batch(const py::object& self, std::int64_t max, std::optional<double> timeout);

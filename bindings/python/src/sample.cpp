@@ -29,14 +29,50 @@ void sample_releasebuffer(PyObject* obj, Py_buffer* /*view*/) {
   }
 }
 
+int key_getbuffer(PyObject* obj, Py_buffer* view, int flags) {
+  return buffer_slot<PyKeyBuffer>(obj, view, "_KeyBuffer", [&](PyKeyBuffer& k) {
+    if ((flags & PyBUF_WRITABLE) == PyBUF_WRITABLE)
+      raise(PyExc_BufferError,
+            "a message key is read-only (it is in the producer's slot in shared memory); copy "
+            "it to modify it: bytearray(sample.key)");
+    k.on_export();
+    try {
+      fill_buffer(view, obj, k.bytes, true, flags);
+    } catch (...) {
+      k.on_release();
+      throw;
+    }
+  });
+}
+
+void key_releasebuffer(PyObject* obj, Py_buffer* /*view*/) {
+  try {
+    if (auto* k = py::handle(obj).cast<PyKeyBuffer*>()) k->on_release();
+  } catch (...) {
+  }
+}
+
 }  // namespace
+
+void bind_key_buffer(py::module_& m) {
+  py::class_<PyKeyBuffer, ForkSafePtr<PyKeyBuffer>> cls(
+      m, "_KeyBuffer", py::buffer_protocol(), py::is_final(),
+      "What a Sample.key or BatchSample.key memoryview views: the key in its slot.");
+  auto* type = reinterpret_cast<PyHeapTypeObject*>(cls.ptr());
+  type->as_buffer.bf_getbuffer = key_getbuffer;
+  type->as_buffer.bf_releasebuffer = key_releasebuffer;
+  set_public_module(cls);
+}
 
 PySample::PySample(py::object o, PySubscriber* s, Sample&& smp) noexcept
     : HeldSlots(std::move(o), s, std::move(smp)),
       sequence(value.sequence()),
       timestamp_ns(value.timestamp_ns()),
       size(static_cast<std::uint32_t>(value.data().size())),
-      producer_id(value.producer_id()) {}
+      producer_id(value.producer_id()),
+      key_size(static_cast<std::uint32_t>(value.key().size())),
+      partition(value.partition()),
+      priority(value.priority()) {}
 
 PySample::~PySample() {
   if (sub->last_yielded == this) sub->last_yielded = nullptr;
@@ -47,6 +83,7 @@ const Sample& PySample::open_or_raise() const {
 }
 
 void bind_sample(py::module_& m) {
+  bind_key_buffer(m);
   py::class_<PySample, ForkSafePtr<PySample>> sample(m, "Sample", py::buffer_protocol(),
                                                      py::is_final(), R"doc(
 A received message, viewed in place in the topic's shared memory (zero copy).
@@ -76,7 +113,7 @@ A Sample must be used from one thread at a time.
   sample
       .def_property_readonly(
           "sequence", [](const PySample& s) { return s.sequence; },
-          "The message's sequence number in its topic.")
+          "The message's sequence number (its offset) in its partition.")
       .def_property_readonly(
           "timestamp_ns", [](const PySample& s) { return s.timestamp_ns; },
           "CLOCK_MONOTONIC at publish, in ns (comparable with time.monotonic_ns()).")
@@ -86,6 +123,27 @@ A Sample must be used from one thread at a time.
       .def_property_readonly(
           "size", [](const PySample& s) { return s.size; }, "Payload size in bytes.")
       .def("__len__", [](const PySample& s) { return s.size; })
+      .def_property_readonly(
+          "key",
+          [](const py::object& self) {
+            auto& s = self.cast<PySample&>();
+            PySample* p = &s;
+            return key_view(self, s, [p] { return p->open_or_raise().key(); });
+          },
+          R"doc(The message's key: a read-only memoryview of it in the slot (zero copy;
+bytes(sample.key) copies it; it compares equal to bytes), or None for a
+message published without a key (b"" is no key). Like the payload's
+buffers, the memoryview keeps the slot held while it lives. Closed after
+release().)doc")
+      .def_property_readonly(
+          "key_size", [](const PySample& s) { return s.key_size; },
+          "Bytes of key (0: no key).")
+      .def_property_readonly(
+          "partition", [](const PySample& s) { return s.partition; },
+          "The partition it came from (0 on a one-partition or a priority topic).")
+      .def_property_readonly(
+          "priority", [](const PySample& s) { return s.priority; },
+          "Its priority lane (0 on a topic without priority lanes).")
       .def_property_readonly(
           "released", [](const PySample& s) { return s.closed; },
           "True after release() (or the end of a with block).")
@@ -123,8 +181,11 @@ slot is given back when the last one is dropped. Idempotent.)doc")
           "__exit__(*exc) -> False\n\nReleases the sample (deferred while exported buffers are "
           "alive).")
       .def("__repr__", [](const PySample& s) {
-        return "<shmbus.Sample topic='" + s.sub->topic +
-               "' sequence=" + std::to_string(s.sequence) + " size=" + std::to_string(s.size) +
+        std::string r = "<shmbus.Sample topic='" + s.sub->topic + "'";
+        if (s.partition != 0) r += " partition=" + std::to_string(s.partition);
+        if (s.priority != 0) r += " priority=" + std::to_string(s.priority);
+        return r + " sequence=" + std::to_string(s.sequence) + " size=" + std::to_string(s.size) +
+               (s.key_size != 0 ? " key_size=" + std::to_string(s.key_size) : "") +
                (s.closed ? " released" : "") + ">";
       });
   set_public_module(sample);

@@ -1,6 +1,8 @@
 // Subscriber for Python: receive, iteration and the group's counters.
 #include "py_subscriber.hpp"
 
+#include <pybind11/eval.h>
+
 #include "wait.hpp"
 
 namespace shmbus::python {
@@ -22,20 +24,41 @@ py::object receive(const py::object& self, std::optional<double> timeout) {
   raise_receive_status(st, ps);
 }
 
-// The type receive_copy returns: shmbus.MessageInfo, a named tuple (made at
-// import; the module owns it).
+// The type receive_copy returns: shmbus.MessageInfo, a named tuple of four
+// fields (as before partitions came, so unpacking it keeps working) with
+// `partition` and `key_size` as attributes beside them, as os.stat_result
+// has fields outside its tuple. Made at import; the module owns it.
 py::handle g_message_info;
 
 void make_message_info(py::module_& m) {
-  py::object t =
-      py::module_::import("collections")
-          .attr("namedtuple")("MessageInfo",
-                              py::make_tuple("size", "sequence", "timestamp_ns", "producer_id"),
-                              py::arg("module") = "shmbus");
-  t.attr("__doc__") =
-      "MessageInfo(size, sequence, timestamp_ns, producer_id)\n\n"
-      "What Subscriber.receive_copy copied: `size` bytes of message `sequence`,\n"
-      "published at `timestamp_ns` (CLOCK_MONOTONIC) by producer seat `producer_id`.";
+  py::dict scope;
+  scope["__name__"] = "shmbus";
+  py::exec(R"py(
+import collections as _collections
+
+class MessageInfo(_collections.namedtuple(
+        "MessageInfo", ("size", "sequence", "timestamp_ns", "producer_id"))):
+    """MessageInfo(size, sequence, timestamp_ns, producer_id, partition=0, key_size=0)
+
+What Subscriber.receive_copy copied: `size` bytes of message `sequence` (its
+offset in its partition), published at `timestamp_ns` (CLOCK_MONOTONIC) by
+producer seat `producer_id`. The tuple has these four fields; `partition`
+(the partition, or the priority lane on a priority topic) and `key_size`
+(bytes of key, which receive_copy does not copy) are attributes beside them."""
+
+    def __new__(cls, size, sequence, timestamp_ns, producer_id, partition=0, key_size=0):
+        self = super().__new__(cls, size, sequence, timestamp_ns, producer_id)
+        self.partition = partition
+        self.key_size = key_size
+        return self
+
+    def __repr__(self):
+        return (f"MessageInfo(size={self.size}, sequence={self.sequence}, "
+                f"timestamp_ns={self.timestamp_ns}, producer_id={self.producer_id}, "
+                f"partition={self.partition}, key_size={self.key_size})")
+)py",
+           scope);
+  py::object t = scope["MessageInfo"];
   m.attr("MessageInfo") = t;
   g_message_info = t;  // borrowed: the module keeps it
 }
@@ -61,7 +84,8 @@ py::object receive_copy(PySubscriber& ps, py::handle buffer, std::optional<doubl
       large);
   switch (st) {
     case Status::Ok:
-      return g_message_info(info.size, info.sequence, info.timestamp_ns, info.producer_id);
+      return g_message_info(info.size, info.sequence, info.timestamp_ns, info.producer_id,
+                            info.partition, info.key_size);
     case Status::WouldBlock:
     case Status::Timeout:
       return py::none();
@@ -96,9 +120,26 @@ struct SampleIterator {
   std::optional<double> timeout;
 };
 
+// The partition (or priority lane) `value` names, or InvalidArgument
+// naming `keyword` and what the topic has.
+std::uint32_t lane_arg(const Subscriber& s, const std::string& topic, const py::handle& value,
+                       const char* keyword) {
+  const std::optional<std::uint32_t> p = index_arg(value, keyword);
+  const bool lanes = s.priorities() != 0;
+  const std::uint32_t n = lanes ? s.priorities() : s.partitions();
+  if (p && *p < n) return *p;
+  std::string has = std::to_string(n) + (lanes ? " priority lane" : " partition");
+  if (n != 1) has += "s";
+  raise(invalid_argument(), std::string(keyword) + "=" + py::repr(value).cast<std::string>() +
+                                ": topic '" + topic + "' has " + has + ", 0 to " +
+                                std::to_string(n - 1) +
+                                (lanes ? " (on a priority topic a partition names a lane)" : ""));
+}
+
 std::string subscriber_repr(const PySubscriber& ps) {
   std::string r = "<shmbus.Subscriber topic='" + ps.topic + "'";
   if (ps.core && !ps.core->group().empty()) r += " group='" + ps.core->group() + "'";
+  if (ps.core && ps.core->group_mode() == GroupMode::Partitioned) r += " mode='partitioned'";
   if (ps.closing) r += " closed";
   return r + ">";
 }
@@ -127,9 +168,14 @@ void raise_receive_status(Status st, const PySubscriber& ps) {
 
 py::object make_subscriber(const Topic& topic, const std::optional<std::string>& group,
                            const py::handle& start, bool durable, const std::string& wait,
-                           double spin) {
+                           double spin, const std::string& mode) {
   SubscriberOptions o;
   o.group = group.value_or("");
+  o.group_mode = group_mode_arg(mode);
+  if (o.group_mode == GroupMode::Partitioned && o.group.empty())
+    raise(invalid_argument(),
+          "mode='partitioned' needs a group name (group=...): a private group has one member, "
+          "which owns every partition");
   o.durable = durable;
   o.wait = wait_arg(wait);
   o.spin = seconds_to_ns(spin, "spin");
@@ -178,6 +224,12 @@ releases each sample when the next one is asked for (as release() does:
 arrays made from it stay valid and keep the slot until dropped); copy what
 must outlive the step (``bytes(s)``, ``np.array(...)``) or use receive().
 
+On a topic of several partitions a receive takes from each partition in
+turn (runs of 32); on a priority topic, the oldest message of the highest
+lane that has one. A group made with mode='partitioned' gives each partition
+to one member at a time (owned_partitions), so a key's messages are taken in
+order, by one member.
+
 A held sample keeps its slot from being reused. In a named group the members
 share one ring: a member that holds a sample (or an array made from one)
 while waiting for the next stalls the producers once they are a ring ahead
@@ -213,7 +265,8 @@ into `buffer` (writable and C-contiguous: a bytearray, a writable memoryview, a
 NumPy array) and gives its slot back at once.
 
 Returns a MessageInfo(size, sequence, timestamp_ns, producer_id): the message
-is buffer[:size]. None when the timeout passed. TypeError for a read-only or
+is buffer[:size] (the payload only: its key is not copied; info.key_size
+says how long it was, info.partition where it came from). None when the timeout passed. TypeError for a read-only or
 non-contiguous buffer; TooLarge when the buffer is smaller than the slot size
 (checked first, whatever the message's size). Under policy 'overwrite' a
 message overwritten while it was copied is skipped (counted in lost), never
@@ -239,24 +292,75 @@ returned. Otherwise raises as receive() does.)doc")
           "stops when none comes within `timeout` seconds.")
       .def(
           "seek",
-          [](PySubscriber& ps, std::uint64_t sequence) {
-            ps.with_open([&](Subscriber& s) { s.seek(sequence); });
+          [](PySubscriber& ps, std::uint64_t sequence, const py::object& partition) {
+            ps.with_open([&](Subscriber& s) {
+              if (partition.is_none())
+                s.seek(sequence);
+              else
+                s.seek(lane_arg(s, ps.topic, partition, "partition"), sequence);
+            });
           },
-          py::arg("sequence"),
-          "seek(sequence: int) -> None\n\nMoves the group's position to `sequence` (clamped to "
-          "what the ring retains when\n"
-          "read). For a named group this moves every member. InvalidArgument past the\n"
-          "tail (messages not yet published): seek to the tail for 'latest'.")
+          py::arg("sequence"), py::arg("partition") = py::none(),
+          R"doc(seek(sequence: int, partition: int | None = None) -> None
+
+Moves the group's position to `sequence` (clamped to what the ring retains
+when read): in `partition` (on a priority topic: that lane), or in every
+partition when None. For a named group this moves every member.
+InvalidArgument past the tail (messages not yet published): seek to the tail
+for 'latest'; or for a partition the topic lacks.)doc")
       .def_property_readonly(
           "lag",
           open_getter<PySubscriber>(
               static_cast<std::uint64_t (Subscriber::*)() const noexcept>(&Subscriber::lag)),
-          "Messages published but not yet taken by this group (a snapshot).")
+          "Messages published but not yet taken by this group (a snapshot), summed over the\n"
+          "partitions (lag_of(p): one partition's).")
       .def_property_readonly(
           "position",
           open_getter<PySubscriber>(
               static_cast<std::uint64_t (Subscriber::*)() const noexcept>(&Subscriber::position)),
-          "The next sequence the group takes.")
+          "The next sequence the group takes; on a topic of several partitions (or lanes)\n"
+          "the sum over them (position_of(p): one partition's).")
+      .def(
+          "lag_of",
+          [](PySubscriber& ps, const py::object& partition) {
+            return ps.with_open([&](const Subscriber& s) {
+              return s.lag(lane_arg(s, ps.topic, partition, "partition"));
+            });
+          },
+          py::arg("partition"),
+          "lag_of(partition: int) -> int\n\nThe group's lag in one partition (on a priority "
+          "topic: one lane);\nInvalidArgument for a partition the topic lacks.")
+      .def(
+          "position_of",
+          [](PySubscriber& ps, const py::object& partition) {
+            return ps.with_open([&](const Subscriber& s) {
+              return s.position(lane_arg(s, ps.topic, partition, "partition"));
+            });
+          },
+          py::arg("partition"),
+          "position_of(partition: int) -> int\n\nThe next offset the group takes in one "
+          "partition (on a priority topic:\none lane); InvalidArgument for a partition the "
+          "topic lacks.")
+      .def_property_readonly("partitions", open_getter<PySubscriber>(&Subscriber::partitions),
+                             "The topic's partitions (1 on a priority topic).")
+      .def_property_readonly("priorities", open_getter<PySubscriber>(&Subscriber::priorities),
+                             "The topic's priority lanes (0: none).")
+      .def_property_readonly(
+          "mode",
+          [](PySubscriber& ps) {
+            return ps.with_open([](const Subscriber& s) { return to_string(s.group_mode()); });
+          },
+          "The group's mode: 'shared' (members take from any partition) or 'partitioned'\n"
+          "(each partition owned by one member at a time). 'shared' for a private group.")
+      .def_property_readonly(
+          "owned_partitions",
+          [](PySubscriber& ps) {
+            return ps.with_open([](const Subscriber& s) { return s.owned_partitions(); });
+          },
+          "The partitions this member takes from now, ascending (a list). In a partitioned\n"
+          "group: those it owns; it gets the ones the group's assignment gives it as their\n"
+          "previous owners let go (once they hold no sample of them), and it follows the\n"
+          "assignment when it receives. Otherwise every partition (or lane).")
       .def_property_readonly("lost", open_getter<PySubscriber>(&Subscriber::lost),
                              "Messages this group skipped because producers overwrote them first.")
       .def_property_readonly("corrupt", open_getter<PySubscriber>(&Subscriber::corrupt),
