@@ -156,6 +156,55 @@ void write_group_fields(JsonWriter& w, const GroupStatus& g) {
   w.key("lag").uint(g.lag);
   w.key("lost").uint(g.lost);
   w.key("overrun").uint(g.overrun);
+  w.key("mode").string(to_string(g.mode));
+  w.key("per_partition").begin_array();
+  for (std::size_t i = 0; i < g.partitions.size(); ++i) {
+    const GroupPartitionStatus& p = g.partitions[i];
+    w.begin_object();
+    w.key("partition").uint(i);
+    w.key("position").uint(p.position);
+    w.key("lag").uint(p.lag);
+    if (g.mode == GroupMode::Partitioned) {
+      w.key("owner_pid");
+      if (p.owner_pid == 0)
+        w.null();
+      else
+        w.uint(p.owner_pid);
+    }
+    w.end_object();
+  }
+  w.end_array();
+}
+void write_topic_partitions(JsonWriter& w, const TopicStatus& t) {
+  w.key("partitions").uint(t.options.partitions);
+  w.key("priorities").uint(t.options.priorities);
+  w.key("per_partition").begin_array();
+  for (std::size_t i = 0; i < t.partitions.size(); ++i) {
+    w.begin_object();
+    w.key("partition").uint(i);
+    w.key("tail").uint(t.partitions[i].tail);
+    w.key("abandoned").uint(t.partitions[i].abandoned);
+    w.end_object();
+  }
+  w.end_array();
+}
+std::string ring_word(const TopicOptions& o) {
+  return o.priorities != 0 ? "LANE" : "PARTITION";
+}
+std::vector<std::vector<std::string>> group_partition_rows(const GroupStatus& g,
+                                                           const TopicOptions& o) {
+  const bool owners = g.mode == GroupMode::Partitioned;
+  std::vector<std::vector<std::string>> rows;
+  std::vector<std::string> head{ring_word(o), "POSITION", "LAG"};
+  if (owners) head.emplace_back("OWNER_PID");
+  rows.push_back(std::move(head));
+  for (std::size_t i = 0; i < g.partitions.size(); ++i) {
+    const GroupPartitionStatus& p = g.partitions[i];
+    std::vector<std::string> row{u64(i), u64(p.position), u64(p.lag)};
+    if (owners) row.push_back(p.owner_pid == 0 ? std::string("-") : u64(p.owner_pid));
+    rows.push_back(std::move(row));
+  }
+  return rows;
 }
 
 std::string lost_cell(const GroupStatus& g) {

@@ -60,9 +60,19 @@ class JsonWriter {
   bool after_key_ = false;
 };
 
-// A group's fields (name, private, members, durable, position, lag, lost) into
-// an object the caller has opened.
+// A group's fields (name, private, members, durable, position, lag, lost,
+// overrun, mode, and per_partition: position, lag, owner_pid) into an object
+// the caller has opened.
 void write_group_fields(JsonWriter& w, const GroupStatus& g);
+// A topic's partition count, priority lanes and each partition's (or lane's)
+// tail and abandoned count, into an object the caller has opened.
+void write_topic_partitions(JsonWriter& w, const TopicStatus& t);
+// "LANE" on a priority topic, else "PARTITION": the heading of ring columns.
+[[nodiscard]] std::string ring_word(const TopicOptions& o);
+// A table of a group's place in each partition: position, lag and, for a
+// partitioned group, the owning member's pid ("-": none now).
+[[nodiscard]] std::vector<std::vector<std::string>> group_partition_rows(const GroupStatus& g,
+                                                                         const TopicOptions& o);
 // The LOST cell of a group row: "12", or "12 +976 overrun" while the group's
 // position is older than the oldest message the ring retains.
 std::string lost_cell(const GroupStatus& g);

@@ -247,13 +247,13 @@ expect_rc 0 "topic describe orders"
 expect_match '^tail: +5$' "$out" "describe shows the tail"
 expect_match '^slot size: +64 bytes$' "$out" "describe shows the slot size"
 expect_match '^policy: +block$' "$out" "describe shows the policy"
-expect_match '^ +GROUP +MEMBERS +DURABLE +POSITION +LAG +LOST$' "$out" "describe group header"
-expect_match '^ +g +0 +no +4 +1 +0$' "$out" "describe shows group g at position 4, lag 1"
+expect_match '^ +GROUP +MEMBERS +DURABLE +POSITION +LAG +LOST +MODE$' "$out" "describe group header"
+expect_match '^ +g +0 +no +4 +1 +0 +shared$' "$out" "describe shows group g at position 4, lag 1"
 
 run cli topic describe orders --json
 expect_rc 0 "topic describe --json"
 expect_match '"tail":5' "$out" "describe --json tail"
-expect_match '\{"name":"g","private":false,"members":0,"durable":false,"position":4,"lag":1,"lost":0,"overrun":0\}' \
+expect_match '\{"name":"g","private":false,"members":0,"durable":false,"position":4,"lag":1,"lost":0,"overrun":0,"mode":"shared","per_partition":\[\{"partition":0,"position":4,"lag":1\}\]\}' \
   "$out" "describe --json group g"
 
 # --file: whole file as one message, or line by line; --repeat.
@@ -358,7 +358,7 @@ run cli stat --once --interval 0.2
 expect_rc 0 "stat --once"
 expect_match '^TOPIC +MSGS/S +BYTES/S +TAIL +PRODUCERS +GROUPS$' "$out" "stat table header"
 expect_match '^orders +0\.0 +0 B/s +5 +0 +1$' "$out" "stat row of orders"
-expect_match '^orders +g +0 +4 +1 +0 +0\.0$' "$out" "stat group row with its lag"
+expect_match '^orders +g +0 +4 +1 +0 +0\.0 +shared$' "$out" "stat group row with its lag"
 expect_no_match 'Ctrl-C' "$err" "stat --once does not say how to quit"
 
 # On a terminal, stat (which runs until stopped) says how to quit.
@@ -443,7 +443,7 @@ run cli sub behind --group slow --from earliest --timeout 0.1 -q
 expect_rc 2 "sub of an empty topic until quiet"
 seq 1 20 | cli pub behind -q 2>/dev/null || true
 run cli topic describe behind
-expect_match '^  slow +0 +no +0 +20 +0 \+12 overrun$' "$out" "describe shows the group overrun"
+expect_match '^  slow +0 +no +0 +20 +0 \+12 overrun +shared$' "$out" "describe shows the group overrun"
 expect_match "is overrun: it is 12 messages behind" "$out" "describe explains the overrun"
 run cli topic delete behind
 
@@ -454,7 +454,7 @@ run cli sub grp --group billing --from earliest --count 1 -q
 expect_rc 0 "sub --group billing takes one"
 run cli group list grp
 expect_rc 0 "group list TOPIC"
-expect_match '^grp +billing +0 +no +1 +2 +0$' "$out" "group list shows billing's position and lag"
+expect_match '^grp +billing +0 +no +1 +2 +0 +shared$' "$out" "group list shows billing's position and lag"
 run cli group describe grp billing
 expect_rc 0 "group describe"
 expect_match '^position: +1$' "$out" "group describe shows the position"
@@ -499,6 +499,153 @@ run cli topic delete orders
 expect_rc 3 "topic delete of a deleted topic"
 run cli topic list
 expect_no_match '^orders ' "$out" "orders is no longer listed"
+
+# ---- partitions, keys and priority lanes ---------------------------------------
+
+run cli topic create kp --partitions 8 --slots 64
+expect_rc 0 "topic create --partitions 8"
+expect_match "^created topic 'kp' .*: 8 partitions of 64 slots" "$out" "create says 8 partitions"
+run cli topic create bad --partitions 2 --priorities 4
+expect_rc 64 "--partitions with --priorities"
+expect_one_error_line "--partitions with --priorities"
+run cli topic create bad --priorities 1
+expect_rc 64 "--priorities 1"
+run cli topic create bad --partitions 2000
+expect_rc 64 "--partitions 2000"
+expect_match "partitions 2000 must be between 1 and 1024" "$err" "--partitions 2000 says the range"
+run cli topic describe kp --json
+expect_match '"partitions":8,"priorities":0,"per_partition":\[\{"partition":0,"tail":0' "$out" \
+  "describe --json has the partitions"
+
+# Routing errors name what the topic has, before anything is published.
+run cli pub kp --partition 8 <<<"x"
+expect_rc 64 "pub --partition 8 on 8 partitions"
+expect_match "topic 'kp' has partitions 0 to 7" "$err" "--partition out of range says the range"
+run cli pub kp --priority 1 <<<"x"
+expect_rc 64 "pub --priority on a topic without lanes"
+expect_match "has no priority lanes" "$err" "--priority without lanes"
+run cli pub kp --key k --key-separator : <<<"x"
+expect_rc 64 "--key with --key-separator"
+printf 'k1:v1\nno separator here\nk3:v3\n' >"$tmp/keyed-bad"
+run cli pub kp --key-separator : --file "$tmp/keyed-bad" --lines
+expect_rc 1 "a file line without the key separator"
+expect_match "^shmbus: message 2 has no key separator ':'" "$err" "names the line without separator"
+run cli topic describe kp --json
+expect_match '"tail":0,' "$out" "a file with a bad line publishes nothing"
+
+# Two members of a partitioned group split the partitions; only then are keyed
+# messages published, so each key stays with one member, in order.
+member() {  # OUTFILE: a member of group pg, in the background
+  timeout 20 "$SHMBUS" sub kp --group pg --group-mode partitioned --from earliest --show-key \
+    --show-partition -q --bus "$bus" --socket "$sock" --daemon "$SHMBUSD" >"$1" 2>"$1.err" &
+}
+member "$tmp/m1"
+m1=$!
+one_member() { cli group describe kp pg --json 2>/dev/null | grep -q '"members":1'; }
+wait_until "the first partitioned member joins" one_member
+member "$tmp/m2"
+m2=$!
+# Settled: every partition owned, by two different processes.
+settled() {
+  local j
+  j=$(cli group describe kp pg --json 2>/dev/null) || return 1
+  grep -q '"members":2' <<<"$j" || return 1
+  ! grep -q '"owner_pid":null' <<<"$j" || return 1
+  [[ $(grep -Eo '"owner_pid":[0-9]+' <<<"$j" | sort -u | wc -l) -eq 2 ]]
+}
+wait_until "two members own the 8 partitions" settled
+for i in $(seq 1 300); do echo "key$((i % 50)):$i"; done >"$tmp/keyed"
+run cli pub kp --key-separator : --file "$tmp/keyed" --lines
+expect_rc 0 "pub of 300 keyed messages"
+all_taken() { [[ $(cat "$tmp/m1" "$tmp/m2" | wc -l) -ge 300 ]]; }
+wait_until "the two members print 300 messages" all_taken
+kill -TERM "$m1" "$m2"
+wait "$m1" || true
+wait "$m2" || true
+[[ -s $tmp/m1 && -s $tmp/m2 ]] || fail "both partitioned members take messages" "two non-empty" \
+  "$(wc -l <"$tmp/m1") and $(wc -l <"$tmp/m2") lines"
+pass
+# Lines are "PARTITION: KEY<TAB>VALUE".
+out=$(cut -f2 "$tmp/m1" "$tmp/m2" | sort -n)
+expect_out "$(seq 1 300)" "the partitioned group took every message exactly once"
+for m in m1 m2; do
+  # Per key: values increasing, one partition.
+  awk -F'\t' '{ split($1, a, ": "); k = a[2]; p = a[1]
+      if ((k in last) && $2 <= last[k]) { print "order " k; exit 1 }
+      if ((k in part) && part[k] != p) { print "partition " k; exit 1 }
+      last[k] = $2; part[k] = p }' "$tmp/$m" >"$tmp/check" ||
+    fail "per-key order and partition in $m" "increasing, one partition" "$(<"$tmp/check")"
+  pass
+done
+keys_split() { cut -f1 "$tmp/m1" | sort -u >"$tmp/k1"; cut -f1 "$tmp/m2" | sort -u >"$tmp/k2"
+  [[ -z $(comm -12 "$tmp/k1" "$tmp/k2") ]]; }
+keys_split || fail "no key goes to both partitioned members" "disjoint keys" \
+  "$(comm -12 "$tmp/k1" "$tmp/k2" | head -3)"
+pass
+
+# A shared group on the same topic gets every message too.
+run cli sub kp --group sg --from earliest --count 300 -q
+expect_rc 0 "a shared group reads the keyed topic"
+out=$(sort -n <<<"$out")
+expect_out "$(seq 1 300)" "the shared group took every message exactly once"
+# Joining the partitioned group without --group-mode takes its mode.
+run cli sub kp --group pg --timeout 0.2 -q
+expect_rc 2 "joining pg without --group-mode (nothing left, so a timeout)"
+run cli sub kp --group pg --group-mode shared --timeout 0.2
+expect_rc 64 "joining pg as shared"
+expect_match "group 'pg' of topic 'kp' is partitioned" "$err" "a mode mismatch says the mode"
+run cli sub kp --group-mode partitioned --timeout 0.2
+expect_rc 64 "--group-mode without --group"
+
+# describe and stat per partition.
+run cli topic describe kp
+expect_match '^  PARTITION +TAIL +ABANDONED$' "$out" "describe has a partition table"
+expect_match '^  pg +.* partitioned$' "$out" "describe shows the group's mode"
+run cli group describe kp pg
+expect_match '^mode: +partitioned' "$out" "group describe shows the mode"
+expect_match '^  PARTITION +POSITION +LAG +OWNER_PID$' "$out" "group describe per partition"
+run cli stat --once --interval 0.1
+expect_rc 0 "stat --once"
+expect_match '^kp +7 +[0-9]+ +' "$out" "stat lists partition 7's tail"
+expect_match '^kp +pg +7 +[0-9]+ +0 +-$' "$out" "stat: group pg in partition 7, no owner now"
+run cli stat --once --interval 0.1 --json
+expect_match '"per_partition":\[\{"partition":0,"tail":[0-9]+' "$out" "stat --json per partition"
+
+# --key: one key for every message; an explicit --partition wins over it.
+run cli pub kp --key same --partition 3 <<<"pinned"
+expect_rc 0 "pub --key --partition"
+run cli sub kp --group sg --count 1 --show-key --show-partition --show-offset \
+  --key-separator '=' -q
+expect_match '^3: [0-9]+: same=pinned$' "$out" "sub shows partition, offset and key"
+
+# Priority lanes: a backlog comes out highest first, publish order within a lane.
+run cli topic create lanes --priorities 4
+expect_rc 0 "topic create --priorities 4"
+expect_match ": 4 priority lanes of " "$out" "create says 4 priority lanes"
+run cli pub lanes --priority 0 < <(printf 'low1\nlow2\n')
+expect_rc 0 "pub --priority 0"
+run cli pub lanes --priority 3 < <(printf 'high1\nhigh2\n')
+expect_rc 0 "pub --priority 3"
+run cli pub lanes < <(printf 'low3\n')
+expect_rc 0 "pub without --priority (lane 0)"
+run cli pub lanes --priority 1 <<<"mid"
+expect_rc 0 "pub --priority 1"
+run cli pub lanes --priority 4 <<<"x"
+expect_rc 64 "pub --priority 4 of 4 lanes"
+expect_match "topic 'lanes' has priorities 0 to 3" "$err" "--priority out of range says the range"
+run cli pub lanes --partition 1 <<<"x"
+expect_rc 64 "pub --partition on a priority topic"
+run cli sub lanes --from earliest --count 6 --show-partition -q
+expect_rc 0 "sub of the priority backlog"
+expect_out $'3: high1\n3: high2\n1: mid\n0: low1\n0: low2\n0: low3' "highest lane first"
+run cli topic describe lanes
+expect_match '^priority lanes: +4 ' "$out" "describe says the lanes"
+expect_match '^  LANE +TAIL +ABANDONED$' "$out" "describe has a lane table"
+
+run cli topic delete kp
+expect_rc 0 "topic delete kp"
+run cli topic delete lanes
+expect_rc 0 "topic delete lanes"
 
 # ---- a damaged topic --------------------------------------------------------------
 

@@ -73,7 +73,7 @@ TEST(Partitions, OptionsAreChecked) {
 
 TEST(Partitions, KeyedMessagesGoToKafkasPartitionInOrder) {
   ScopedTopic t("keyed", partitioned(8, 256, 64));
-  auto sub = t.topic.subscriber({.start = StartFrom::Earliest});
+  auto sub = t.topic.subscriber({.group = {}, .start = StartFrom::Earliest});
   Publisher pub = t.topic.publisher();
   EXPECT_EQ(pub.partitions(), 8u);
   std::map<std::string, std::uint64_t> next;  // per key: the next sequence number
@@ -91,7 +91,9 @@ TEST(Partitions, KeyedMessagesGoToKafkasPartitionInOrder) {
     EXPECT_EQ(reinterpret_cast<std::uintptr_t>(s.data().data()) % 8, 0u) << "payload aligned";
     const std::uint64_t v = u64_of(s.data());
     EXPECT_EQ(key, "user-" + std::to_string(v % 37));
-    if (last.count(key) != 0) EXPECT_GT(v, last[key]) << "per-key order";
+    if (last.count(key) != 0) {
+      EXPECT_GT(v, last[key]) << "per-key order";
+    }
     last[key] = v;
   }
   Sample s;
@@ -109,7 +111,7 @@ TEST(Partitions, KeyedMessagesGoToKafkasPartitionInOrder) {
 
 TEST(Partitions, ExplicitPartitionsAndBadRoutes) {
   ScopedTopic t("routes", partitioned(4, 16, 64));
-  auto sub = t.topic.subscriber({.start = StartFrom::Earliest});
+  auto sub = t.topic.subscriber({.group = {}, .start = StartFrom::Earliest});
   Publisher pub = t.topic.publisher();
   const std::uint64_t v = 7;
   Route r = Route::with_key("k");
@@ -147,7 +149,7 @@ TEST(Partitions, ExplicitPartitionsAndBadRoutes) {
 
 TEST(Partitions, UnkeyedMessagesGoInStickyRuns) {
   ScopedTopic t("sticky", partitioned(4, 512, 16));
-  auto sub = t.topic.subscriber({.start = StartFrom::Earliest});
+  auto sub = t.topic.subscriber({.group = {}, .start = StartFrom::Earliest});
   Publisher pub = t.topic.publisher();
   const std::uint64_t v = 1;
   for (std::uint32_t i = 0; i < 4 * Publisher::kStickyRun; ++i)
@@ -219,7 +221,7 @@ TEST(Partitions, SharedGroupMembersTakeEveryMessageOnce) {
 
 TEST(Priority, BacklogComesInNonIncreasingPriorityAndPublishOrder) {
   ScopedTopic t("prio", lanes(4, 256));
-  auto sub = t.topic.subscriber({.start = StartFrom::Earliest});
+  auto sub = t.topic.subscriber({.group = {}, .start = StartFrom::Earliest});
   Publisher pub = t.topic.publisher();
   EXPECT_EQ(pub.priorities(), 4u);
   EXPECT_EQ(pub.partitions(), 1u);
@@ -238,8 +240,12 @@ TEST(Priority, BacklogComesInNonIncreasingPriorityAndPublishOrder) {
     const std::uint32_t pr = s.priority();
     EXPECT_EQ(s.partition(), 0u);
     EXPECT_LE(pr, prev) << "message " << v;
-    if (v != 1000) EXPECT_EQ(pr, (v * 7) % 4);
-    if (last.count(pr) != 0) EXPECT_GT(v, last[pr]) << "publish order within a lane";
+    if (v != 1000) {
+      EXPECT_EQ(pr, (v * 7) % 4);
+    }
+    if (last.count(pr) != 0) {
+      EXPECT_GT(v, last[pr]) << "publish order within a lane";
+    }
     last[pr] = v;
     prev = pr;
   }
@@ -248,7 +254,7 @@ TEST(Priority, BacklogComesInNonIncreasingPriorityAndPublishOrder) {
 
 TEST(Priority, HighPriorityOvertakesTheLowBacklog) {
   ScopedTopic t("overtake", lanes(8, 256));
-  auto sub = t.topic.subscriber({.start = StartFrom::Earliest});
+  auto sub = t.topic.subscriber({.group = {}, .start = StartFrom::Earliest});
   Publisher pub = t.topic.publisher();
   for (std::uint64_t i = 0; i < 100; ++i)
     ASSERT_EQ(pub.publish(Route::with_priority(1), bytes_of_u64(i)), Status::Ok);

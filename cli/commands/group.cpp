@@ -65,11 +65,12 @@ int cmd_list(const Globals& g, const std::string& topic, bool json) {
     return kExitOk;
   }
   std::vector<std::vector<std::string>> rows{
-      {"TOPIC", "GROUP", "MEMBERS", "DURABLE", "POSITION", "LAG", "LOST"}};
+      {"TOPIC", "GROUP", "MEMBERS", "DURABLE", "POSITION", "LAG", "LOST", "MODE"}};
   for (const auto& t : topics)
     for (const auto& gs : t.groups)
       rows.push_back({t.name, group_label(gs), u64(gs.members), gs.durable ? "yes" : "no",
-                      u64(gs.position), u64(gs.lag), lost_cell(gs)});
+                      u64(gs.position), u64(gs.lag), lost_cell(gs),
+                      std::string(to_string(gs.mode))});
   print_table(rows);
   return kExitOk;
 }
@@ -89,6 +90,10 @@ int cmd_describe(const Globals& g, const GroupArgs& a) {
   }
   print_table({{"topic:", a.topic},
                {"group:", gs.name},
+               {"mode:", std::string(to_string(gs.mode)) +
+                             (gs.mode == GroupMode::Partitioned
+                                  ? " (each partition owned by one member at a time)"
+                                  : " (members take the next message of any partition)")},
                {"members:", u64(gs.members)},
                {"durable:", gs.durable ? "yes" : "no"},
                {"position:", u64(gs.position)},
@@ -99,6 +104,11 @@ int cmd_describe(const Globals& g, const GroupArgs& a) {
     for (const MemberStatus& m : gs.member_seats)
       rows.push_back({u64(m.seat), u64(m.pid), held_cell(m), u64(m.received)});
     print_table(rows, "  ");
+  }
+  if (gs.partitions.size() > 1) {
+    const TopicOptions o = bus.describe(a.topic).options;
+    std::printf("\n");
+    print_table(group_partition_rows(gs, o), "  ");
   }
   return kExitOk;
 }
@@ -138,8 +148,9 @@ void add_group_commands(CommandTree& tree) {
 
   auto da = std::make_shared<GroupArgs>();
   CLI::App* describe = tree.leaf(group, "describe",
-                                 "a named group: position, lag, lost, and each member's pid, "
-                                 "oldest held sample and count",
+                                 "a named group: mode, position, lag, lost, each member's pid, "
+                                 "oldest held sample and count, and per partition: position, "
+                                 "lag and owner pid",
                                  [&g, da] { return cmd_describe(g, *da); });
   describe->add_option("TOPIC", da->topic, "topic name")->required();
   describe->add_option("GROUP", da->group, "group name")->required();

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -28,7 +29,32 @@ struct PubArgs {
   double rate = 0;      // messages per second; 0: as fast as the topic takes them
   double timeout = 10;  // seconds a publish may wait for room (policy block)
   bool quiet = false;
+  // Routing (topics of several partitions or priority lanes).
+  std::string key;            // every message's key (empty: none)
+  std::string key_separator;  // each line is KEY<SEP>VALUE (empty: lines are values)
+  std::int64_t partition = -1;
+  std::int64_t priority = -1;
 };
+
+// A message as published: its key (maybe empty) and its payload.
+struct Message {
+  std::string_view key, value;
+};
+
+// Splits a line at the first separator; nullopt when it has none (such a
+// line is refused rather than published without a key).
+std::optional<Message> split_key(std::string_view line, const std::string& sep) {
+  const auto at = line.find(sep);
+  if (at == std::string_view::npos) return std::nullopt;
+  return Message{line.substr(0, at), line.substr(at + sep.size())};
+}
+
+std::string no_separator(std::uint64_t n, const std::string& sep) {
+  return strf("message %" PRIu64
+              " has no key separator '%s': with --key-separator each "
+              "line must be KEY%sVALUE; nothing of it was published",
+              n, sep.c_str(), sep.c_str());
+}
 
 // Reads stdin line by line with read(2), so a stop signal interrupts it.
 class LineReader {
@@ -116,15 +142,36 @@ class PubSession {
  public:
   PubSession(const PubArgs& a, Publisher& pub) : args_(a), pub_(pub) {}
 
-  // Publishes one message; returns kExitOk or the exit code of the failure
-  // (after saying what went wrong).
-  int send(std::string_view m) {
+  // Publishes one message (a line, or a whole file); returns kExitOk or the
+  // exit code of the failure (after saying what went wrong).
+  int send(std::string_view line) {
     const std::uint64_t n = count_ + 1;
-    if (m.size() > pub_.slot_size()) {
-      note(strf("message %" PRIu64 " is %zu bytes, larger than the %u-byte slot size of topic "
+    const std::optional<Message> split = args_.key_separator.empty()
+                                             ? Message{args_.key, line}
+                                             : split_key(line, args_.key_separator);
+    if (!split) {
+      note(no_separator(n, args_.key_separator));
+      return kExitError;
+    }
+    const Message msg = *split;
+    const std::string_view m = msg.value;
+    if (msg.key.size() > detail::kMaxKey) {
+      note(strf("message %" PRIu64 " has a key of %zu bytes, longer than the %u bytes a key may "
+                "have; nothing of it was published",
+                n, msg.key.size(), detail::kMaxKey));
+      return kExitError;
+    }
+    const std::uint64_t key_bytes = detail::key_span(static_cast<std::uint32_t>(msg.key.size()));
+    if (m.size() + key_bytes > pub_.slot_size()) {
+      const std::string with_key =
+          msg.key.empty() ? std::string()
+                          : strf(" with a %zu-byte key (%" PRIu64
+                                 " bytes in the slot: a key is padded to a multiple of 8)",
+                                 msg.key.size(), key_bytes);
+      note(strf("message %" PRIu64 " is %zu bytes%s, larger than the %u-byte slot size of topic "
                 "'%s'; nothing of it was published (create the topic with a larger "
                 "--slot-size)",
-                n, m.size(), pub_.slot_size(), args_.topic.c_str()));
+                n, m.size(), with_key.c_str(), pub_.slot_size(), args_.topic.c_str()));
       return kExitError;
     }
     if (args_.rate > 0) {
@@ -135,7 +182,10 @@ class PubSession {
       ++paced_;
       if (!sleep_until(due)) return signal_exit();
     }
-    const Status st = pub_.publish(std::as_bytes(std::span(m.data(), m.size())));
+    Route route = Route::with_key(msg.key);
+    if (args_.partition >= 0) route.partition = static_cast<std::uint32_t>(args_.partition);
+    if (args_.priority >= 0) route.priority = static_cast<std::uint32_t>(args_.priority);
+    const Status st = pub_.publish(route, std::as_bytes(std::span(m.data(), m.size())));
     switch (st) {
       case Status::Ok:
         ++count_;
@@ -177,6 +227,31 @@ class PubSession {
   Clock::time_point start_{};
 };
 
+// Refuses a --partition or --priority the topic lacks before anything is sent.
+void check_route(const PubArgs& a, const Publisher& pub) {
+  const std::string t = "topic '" + a.topic + "'";
+  if (a.priority >= 0) {
+    if (pub.priorities() == 0)
+      fail(kExitUsage, strf("--priority %" PRId64 ": %s has no priority lanes (create a topic "
+                            "with --priorities N to have them)",
+                            a.priority, t.c_str()));
+    if (a.priority >= pub.priorities())
+      fail(kExitUsage, strf("--priority %" PRId64 ": %s has priorities 0 to %u", a.priority,
+                            t.c_str(), pub.priorities() - 1));
+  }
+  if (a.partition >= 0) {
+    if (pub.priorities() != 0)
+      fail(kExitUsage, strf("--partition %" PRId64 ": %s has priority lanes, not partitions; "
+                            "choose a lane with --priority",
+                            a.partition, t.c_str()));
+    if (a.partition >= pub.partitions())
+      fail(kExitUsage,
+           strf("--partition %" PRId64 ": %s has %s", a.partition, t.c_str(),
+                pub.partitions() == 1 ? "one partition, 0"
+                                      : strf("partitions 0 to %u", pub.partitions() - 1).c_str()));
+  }
+}
+
 int cmd_pub(const Globals& g, const PubArgs& a) {
   // Read a file before connecting: a missing file is reported without side effects.
   std::vector<std::string> input;
@@ -188,10 +263,15 @@ int cmd_pub(const Globals& g, const PubArgs& a) {
     else
       input.push_back(std::move(content));
   }
+  if (!a.key_separator.empty())  // a file is checked whole before anything is published
+    for (std::size_t i = 0; i < input.size(); ++i)
+      if (!split_key(input[i], a.key_separator))
+        fail(kExitError, no_separator(i + 1, a.key_separator));
   Bus bus = connect(g);
   PublisherOptions po;
   po.timeout = seconds_to_ns(a.timeout);
   Publisher pub = bus.publisher(a.topic, po);
+  check_route(a, pub);
   install_stop_handlers();
   PubSession session(a, pub);
   int rc = kExitOk;
@@ -248,6 +328,25 @@ void add_pub_command(CommandTree& tree) {
                   "fails with exit code 2 (default: 10)")
       ->check(number_above(0, true));
   pub->add_flag("-q,--quiet", pa->quiet, "no count on stderr at the end (errors still show)");
+  CLI::Option* key = pub->add_option(
+      "--key", pa->key,
+      "give every message this key: it is stored with the message and, unless --partition is "
+      "given, picks its partition as Kafka's default partitioner does");
+  pub->add_option("--key-separator", pa->key_separator,
+                  "each message is KEY<SEP>VALUE, split at the first SEP (as Kafka's console "
+                  "producer with parse.key); a message without SEP is refused")
+      ->excludes(key)
+      ->check(CLI::Validator(
+          [](std::string& s) { return s.empty() ? std::string("must not be empty") : ""; }, "SEP"));
+  pub->add_option("--partition", pa->partition,
+                  "publish to this partition (0 to partitions-1; wins over the key's); "
+                  "unkeyed messages otherwise go to one partition for a run of 64, then the "
+                  "next")
+      ->check(number_above(0, true));
+  pub->add_option("--priority", pa->priority,
+                  "on a topic with priority lanes: the lane, 0 (lowest, the default) to "
+                  "priorities-1")
+      ->check(number_above(0, true));
 }
 
 }  // namespace shmbus::cli

@@ -99,7 +99,12 @@ void render_stat(const Globals& g, const Snapshot& prev, const Snapshot& cur, bo
   std::vector<std::vector<std::string>> trows{
       {"TOPIC", "MSGS/S", "BYTES/S", "TAIL", "PRODUCERS", "GROUPS"}};
   std::vector<std::vector<std::string>> grows{
-      {"TOPIC", "GROUP", "MEMBERS", "POSITION", "LAG", "LOST", "MSGS/S"}};
+      {"TOPIC", "GROUP", "MEMBERS", "POSITION", "LAG", "LOST", "MSGS/S", "MODE"}};
+  // Topics of several partitions (or lanes): each one's tail, and each
+  // group's place in it.
+  std::vector<std::vector<std::string>> prows{{"TOPIC", "PARTITION", "TAIL", "MSGS/S"}};
+  std::vector<std::vector<std::string>> gprows{
+      {"TOPIC", "GROUP", "PARTITION", "POSITION", "LAG", "OWNER_PID"}};
   JsonWriter w;
   w.begin_object();
   w.key("time").number(
@@ -129,6 +134,25 @@ void render_stat(const Globals& g, const Snapshot& prev, const Snapshot& cur, bo
     write_rate(w, byte_rate);
     // Kept for scripts that read it; bytes now always come from these counters.
     w.key("bytes_source").string("producer_counters");
+    w.key("partitions").uint(t.options.partitions);
+    w.key("priorities").uint(t.options.priorities);
+    const bool rings_comparable = comparable && p->second.partitions.size() == t.partitions.size();
+    w.key("per_partition").begin_array();
+    for (std::size_t i = 0; i < t.partitions.size(); ++i) {
+      const std::uint64_t tail = t.partitions[i].tail;
+      const std::uint64_t was = rings_comparable ? p->second.partitions[i].tail : tail + 1;
+      const double prate = was <= tail ? static_cast<double>(tail - was) / dt : -1;
+      w.begin_object();
+      w.key("partition").uint(i);
+      w.key("tail").uint(tail);
+      w.key("msgs_per_sec");
+      write_rate(w, prate);
+      w.end_object();
+      if (t.options.rings() > 1)
+        prows.push_back({name, (t.options.priorities != 0 ? "lane " : "") + u64(i), u64(tail),
+                         rate_cell(prate)});
+    }
+    w.end_array();
     w.key("groups").begin_array();
     const auto before =
         comparable ? group_positions(p->second) : std::map<std::string, std::uint64_t>{};
@@ -140,7 +164,17 @@ void render_stat(const Globals& g, const Snapshot& prev, const Snapshot& cur, bo
                                ? static_cast<double>(gs.position - b->second) / dt
                                : -1;
       grows.push_back({name, group_label(gs), u64(gs.members), u64(gs.position), u64(gs.lag),
-                       lost_cell(gs), rate_cell(grate)});
+                       lost_cell(gs), rate_cell(grate), std::string(to_string(gs.mode))});
+      if (t.options.rings() > 1)
+        for (std::size_t i = 0; i < gs.partitions.size(); ++i) {
+          const GroupPartitionStatus& gp = gs.partitions[i];
+          gprows.push_back({name, group_label(gs),
+                            (t.options.priorities != 0 ? "lane " : "") + u64(i), u64(gp.position),
+                            u64(gp.lag),
+                            gs.mode != GroupMode::Partitioned ? std::string("(shared)")
+                            : gp.owner_pid == 0               ? std::string("-")
+                                                              : u64(gp.owner_pid)});
+        }
       w.begin_object();
       write_group_fields(w, gs);
       w.key("msgs_per_sec");
@@ -163,6 +197,14 @@ void render_stat(const Globals& g, const Snapshot& prev, const Snapshot& cur, bo
   if (grows.size() > 1) {
     std::printf("\n");
     print_table(grows);
+  }
+  if (prows.size() > 1) {
+    std::printf("\n");
+    print_table(prows);
+  }
+  if (gprows.size() > 1) {
+    std::printf("\n");
+    print_table(gprows);
   }
   std::printf("\nMSGS/S: change of the tail (claimed sequences) per second.\n");
   std::printf("%s\n", kBytesNote);
@@ -202,8 +244,10 @@ void add_stat_command(CommandTree& tree) {
   const Globals& g = tree.globals();
   auto st = std::make_shared<StatArgs>();
   CLI::App* stat = tree.leaf(&tree.app(), "stat",
-                             "per topic: messages/s, bytes/s, and per group: lag; refreshed every "
-                             "interval until Ctrl-C",
+                             "per topic: messages/s, bytes/s, and per group: lag; for topics of "
+                             "several partitions also each partition's tail and each group's "
+                             "position, lag and owner there; refreshed every interval until "
+                             "Ctrl-C",
                              [&g, st] { return cmd_stat(g, *st); });
   // The note, then the exit codes every command's help ends with.
   stat->footer(std::string(kBytesNote) + "\n\n" + tree.app().get_footer());

@@ -3,8 +3,10 @@
 #include <chrono>
 #include <cinttypes>
 #include <cstdio>
+#include <cstring>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "../output.hpp"
@@ -27,7 +29,25 @@ struct SubArgs {
   bool show_offset = false;
   bool durable = false;
   bool quiet = false;
+  std::string group_mode;  // empty: an existing group's mode, else shared
+  bool show_key = false;
+  bool show_partition = false;
+  std::string key_separator = "\t";
 };
+
+// Appends `n` bytes at `p`, as they are or as hex digits (two per byte).
+void append_bytes(std::string& line, const char* p, std::size_t n, bool hex) {
+  if (!hex) {
+    line.append(p, n);
+    return;
+  }
+  static constexpr char kDigits[] = "0123456789abcdef";
+  for (std::size_t i = 0; i < n; ++i) {
+    const auto c = static_cast<unsigned char>(p[i]);
+    line += kDigits[c >> 4];
+    line += kDigits[c & 15];
+  }
+}
 
 int cmd_sub(const Globals& g, const SubArgs& a) {
   SubscriberOptions so;
@@ -38,7 +58,21 @@ int cmd_sub(const Globals& g, const SubArgs& a) {
   so.start = start->from;
   so.offset = start->offset;
   Bus bus = connect(g);
+  if (!a.group_mode.empty()) {
+    const auto mode = parse_group_mode(a.group_mode);
+    if (!mode) fail(kExitUsage, "--group-mode '" + a.group_mode + "' is not shared|partitioned");
+    so.group_mode = *mode;
+  } else if (!a.group.empty()) {
+    // Joining an existing group: in the mode it was created with.
+    try {
+      so.group_mode = bus.describe_group(a.topic, a.group).mode;
+    } catch (const Error& e) {
+      if (e.code() != ErrorCode::NotFound) throw;
+    }
+  }
   std::unique_ptr<Subscriber> sub = bus.subscriber(a.topic, so);
+  const bool lanes = sub->priorities() != 0;
+  Sample sample;  // --show-key reads in place: receive_copy leaves the key out
   install_stop_handlers();
   std::vector<std::byte> buffer(sub->slot_size());
   std::string line;
@@ -63,8 +97,22 @@ int cmd_sub(const Globals& g, const SubArgs& a) {
       wait = std::clamp(left, std::chrono::nanoseconds(0), wait);
     }
     MessageInfo info;
+    std::string_view key;
     const std::uint64_t position = sub->position();
-    const Status st = sub->receive_copy(buffer, info, wait);
+    Status st;
+    if (a.show_key) {
+      sample.release();
+      st = sub->receive(sample, wait);
+      if (st == Status::Ok) {
+        info.sequence = sample.sequence();
+        info.partition = lanes ? sample.priority() : sample.partition();
+        info.size = static_cast<std::uint32_t>(sample.data().size());
+        std::memcpy(buffer.data(), sample.data().data(), info.size);
+        key = {reinterpret_cast<const char*>(sample.key().data()), sample.key().size()};
+      }
+    } else {
+      st = sub->receive_copy(buffer, info, wait);
+    }
     if (st == Status::Corrupt || sub->corrupt() != corrupt_seen) {
       // Corrupt with the position unmoved: nothing was skipped, the topic's
       // tail contradicts its slots (Subscriber::receive), so nothing more can
@@ -99,24 +147,23 @@ int cmd_sub(const Globals& g, const SubArgs& a) {
     }
     if (st != Status::Ok) fail(kExitError, std::string("receive: ") + to_string(st));
     line.clear();
+    if (a.show_partition) line += u64(info.partition) + ": ";
     if (a.show_offset) line += u64(info.sequence) + ": ";
-    const auto* p = reinterpret_cast<const char*>(buffer.data());
-    if (a.hex) {
-      static constexpr char kDigits[] = "0123456789abcdef";
-      for (std::uint32_t i = 0; i < info.size; ++i) {
-        const auto c = static_cast<unsigned char>(p[i]);
-        line += kDigits[c >> 4];
-        line += kDigits[c & 15];
-      }
-    } else {
-      line.append(p, info.size);
+    if (a.show_key) {
+      append_bytes(line, key.data(), key.size(), a.hex);
+      line += a.key_separator;
     }
+    append_bytes(line, reinterpret_cast<const char*>(buffer.data()), info.size, a.hex);
     line += '\n';
+    // Under policy overwrite a slot read in place may have been reused meanwhile.
+    if (a.show_key && !sample.intact()) continue;
+    sample.release();
     std::fwrite(line.data(), 1, line.size(), stdout);
     if (stdout_closed()) break;  // the reader of our pipe left: a clean stop
     ++received;
     last = Clock::now();
   }
+  sample.release();
   sub.reset();  // frees the member seat before we report
   if (!a.quiet)
     std::fprintf(stderr, "shmbus: received %" PRIu64 " message%s from '%s'%s\n", received,
@@ -135,9 +182,10 @@ void add_sub_command(CommandTree& tree) {
                 "print the messages of a topic, one per line (stdout is flushed per message)",
                 [&g, sa] { return cmd_sub(g, *sa); });
   sub->add_option("TOPIC", sa->topic, "topic to read")->required();
-  sub->add_option("--group", sa->group,
-                  "consumer group: members of one group share its messages, each goes to one "
-                  "member (default: a private group of this process)");
+  CLI::Option* group =
+      sub->add_option("--group", sa->group,
+                      "consumer group: members of one group share its messages, each goes to one "
+                      "member (default: a private group of this process)");
   sub->add_option("--from", sa->from,
                   "where a new group starts: earliest (oldest the ring holds), latest, or an "
                   "offset at most the tail (default: latest; an existing group goes on from "
@@ -154,6 +202,21 @@ void add_sub_command(CommandTree& tree) {
   sub->add_flag("--durable", sa->durable,
                 "make the named group durable: it holds back producers even with no members");
   sub->add_flag("-q,--quiet", sa->quiet, "no count on stderr at the end");
+  sub->add_option("--group-mode", sa->group_mode,
+                  "how the members of a new --group share a topic of several partitions: "
+                  "shared (each takes the next message of any partition) or partitioned (each "
+                  "partition is owned by one member at a time, so a key's messages come in "
+                  "order) (default: the group's mode if it exists, else shared)")
+      ->needs(group)
+      ->transform(CLI::IsMember({"shared", "partitioned"}, CLI::ignore_case));
+  sub->add_flag("--show-key", sa->show_key,
+                "print each message as KEY<SEP>VALUE (an unkeyed message has an empty key)");
+  sub->add_option("--key-separator", sa->key_separator,
+                  "with --show-key: what goes between the key and the value (default: a tab)")
+      ->needs("--show-key");
+  sub->add_flag("--show-partition", sa->show_partition,
+                "prefix each message with \"PARTITION: \" (on a priority topic: its priority "
+                "lane); before the offset when both are shown");
 }
 
 }  // namespace shmbus::cli

@@ -21,18 +21,34 @@ struct CreateArgs {
   bool single_producer = false;
   std::uint32_t max_producers = 0, max_groups = 0, max_members = 0;
   bool if_not_exists = false;
+  std::uint32_t partitions = 1;
+  std::uint32_t priorities = 0;
 };
+
+std::string lower(std::string s) {
+  for (char& c : s)
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  return s;
+}
 
 std::string policy_name(Policy p) {
   return std::string(to_string(p));
 }
 
+// "8 partitions", "4 priority lanes" or "1 partition".
+std::string rings_of(const TopicOptions& o) {
+  if (o.priorities != 0) return strf("%u priority lanes", o.priorities);
+  return strf("%u partition%s", o.partitions, o.partitions == 1 ? "" : "s");
+}
+
 std::string topic_summary(const TopicStatus& t) {
   const TopicOptions& o = t.options;
+  // A one-partition topic is described as before partitions existed.
+  const std::string rings = o.rings() > 1 ? rings_of(o) + " of " : std::string();
   return strf(
-      "%u slots x %u bytes, policy %s, %s; at most %u producers, %u groups, %u members "
+      "%s%u slots x %u bytes, policy %s, %s; at most %u producers, %u groups, %u members "
       "per group",
-      o.slot_count, o.slot_size, policy_name(o.policy).c_str(),
+      rings.c_str(), o.slot_count, o.slot_size, policy_name(o.policy).c_str(),
       o.single_producer ? "single producer" : "multi-producer", o.max_producers, o.max_groups,
       o.max_members);
 }
@@ -52,6 +68,7 @@ void write_topic(JsonWriter& w, const TopicStatus& t) {
   w.key("producers").uint(t.producers);
   w.key("published").uint(t.published);
   w.key("abandoned").uint(t.abandoned);
+  write_topic_partitions(w, t);
   if (!t.damage.empty()) w.key("damage").string(t.damage);
   w.key("groups").begin_array();
   for (const GroupStatus& g : t.groups) {
@@ -74,6 +91,8 @@ int cmd_create(const Globals& g, const CreateArgs& a) {
   o.max_producers = a.max_producers;
   o.max_groups = a.max_groups;
   o.max_members = a.max_members;
+  o.partitions = a.partitions;
+  o.priorities = a.priorities;
   Bus bus = connect(g);
   try {
     (void)bus.create_topic(a.name, o);
@@ -109,12 +128,19 @@ int cmd_list(const Globals& g, bool json) {
     std::printf("%s\n", w.str().c_str());
     return kExitOk;
   }
+  // A RINGS column only when some topic has several partitions (or lanes):
+  // a bus of one-partition topics lists as it did before partitions existed.
+  const bool rings = std::any_of(topics.begin(), topics.end(),
+                                 [](const auto& t) { return t.options.rings() > 1; });
   std::vector<std::vector<std::string>> rows{
       {"NAME", "SLOTS", "SLOT_SIZE", "POLICY", "TAIL", "PRODUCERS", "GROUPS"}};
-  for (const auto& t : topics)
+  if (rings) rows[0].emplace_back("RINGS");
+  for (const auto& t : topics) {
     rows.push_back({t.name, u64(t.options.slot_count), u64(t.options.slot_size),
                     policy_name(t.options.policy), u64(t.tail), u64(t.producers),
                     u64(t.groups.size())});
+    if (rings) rows.back().push_back(rings_of(t.options));
+  }
   print_table(rows);
   for (const auto& t : topics)
     if (!t.damage.empty()) note("topic '" + t.name + "' is damaged: " + t.damage);
@@ -134,26 +160,45 @@ int cmd_describe(const Globals& g, const std::string& name, bool json) {
   std::vector<std::vector<std::string>> kv{
       {"topic:", t.name},
       {"bus:", g.bus},
-      {"slots:", u64(o.slot_count)},
+      {o.priorities != 0 ? "priority lanes:" : "partitions:",
+       o.priorities != 0 ? strf("%u (0 lowest, %u highest; a receive takes the highest first)",
+                                o.priorities, o.priorities - 1)
+                         : u64(o.partitions)},
+      {"slots:", u64(o.slot_count) + (o.rings() > 1 ? " per " + lower(ring_word(o)) : "")},
       {"slot size:", u64(o.slot_size) + " bytes"},
       {"policy:", policy_name(o.policy)},
       {"single producer:", o.single_producer ? "yes" : "no"},
       {"limits:", strf("%u producers, %u groups, %u members per group", o.max_producers,
                        o.max_groups, o.max_members)},
-      {"tail:", u64(t.tail)},
+      {"tail:",
+       u64(t.tail) + (o.rings() > 1 ? " (summed over the " + lower(ring_word(o)) + "s)" : "")},
       {"producers:", u64(t.producers)},
       {"published:", u64(t.published) +
                          (t.abandoned != 0 ? " (" + u64(t.abandoned) + " more given up unpublished)"
                                            : std::string())},
       {"groups:", t.groups.empty() ? std::string("(none)") : u64(t.groups.size())}};
   print_table(kv);
+  if (o.rings() > 1) {
+    std::vector<std::vector<std::string>> rows{{ring_word(o), "TAIL", "ABANDONED"}};
+    for (std::size_t i = 0; i < t.partitions.size(); ++i)
+      rows.push_back({u64(i), u64(t.partitions[i].tail), u64(t.partitions[i].abandoned)});
+    std::printf("\n");
+    print_table(rows, "  ");
+  }
   if (!t.groups.empty()) {
     std::vector<std::vector<std::string>> rows{
-        {"GROUP", "MEMBERS", "DURABLE", "POSITION", "LAG", "LOST"}};
+        {"GROUP", "MEMBERS", "DURABLE", "POSITION", "LAG", "LOST", "MODE"}};
     for (const auto& gs : t.groups)
       rows.push_back({group_label(gs), u64(gs.members), gs.durable ? "yes" : "no", u64(gs.position),
-                      u64(gs.lag), lost_cell(gs)});
+                      u64(gs.lag), lost_cell(gs), std::string(to_string(gs.mode))});
+    if (o.rings() > 1) std::printf("\n");
     print_table(rows, "  ");
+    if (o.rings() > 1)
+      for (const auto& gs : t.groups) {
+        std::printf("\ngroup %s (%s) by %s:\n", group_label(gs).c_str(),
+                    std::string(to_string(gs.mode)).c_str(), lower(ring_word(o)).c_str());
+        print_table(group_partition_rows(gs, o), "  ");
+      }
     for (const auto& gs : t.groups)
       if (gs.overrun != 0)
         std::printf(
@@ -202,6 +247,18 @@ void add_topic_commands(CommandTree& tree) {
       ->add_option("--max-members", ca->max_members,
                    "members per consumer group (default: the daemon's, 8)")
       ->check(number_above(0, false));
+  CLI::Option* partitions =
+      create
+          ->add_option("--partitions", ca->partitions,
+                       "rings with their own offsets, 1-1024; a keyed message goes to Kafka's "
+                       "partition of its key (default: 1)")
+          ->check(number_above(1, true));
+  create
+      ->add_option("--priorities", ca->priorities,
+                   "priority lanes 0 (lowest) to N-1, N from 2 to 32: a receive takes the "
+                   "highest lane's oldest message first (default: none)")
+      ->check(number_above(2, true))
+      ->excludes(partitions);
   create->add_flag("--if-not-exists", ca->if_not_exists,
                    "succeed (and describe it) when the topic exists already");
 
