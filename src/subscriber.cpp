@@ -306,9 +306,9 @@ Status scan_lanes(bool lanes, std::uint32_t rings, std::uint32_t& current,
 }
 }  // namespace
 
-Status Subscriber::take_any(Sample& out) noexcept {
+template <class Take>
+Status Subscriber::take_next(Take&& take) noexcept {
   const auto lane_of = [this](std::uint32_t p) -> detail::ConsumerLane& { return lane(p); };
-  const auto take = [&](detail::ConsumerLane& l) { return take_from(l, out); };
   if (assignment_changed()) [[unlikely]]
     rebalance(false);
   Status st = scan_lanes(lanes_, rings_, current_, burst_left_, kBurst, lane_of, take);
@@ -319,17 +319,12 @@ Status Subscriber::take_any(Sample& out) noexcept {
   return st;
 }
 
+Status Subscriber::take_any(Sample& out) noexcept {
+  return take_next([&](detail::ConsumerLane& l) { return take_from(l, out); });
+}
+
 Status Subscriber::take_batch_any(Batch& out, std::uint32_t max) noexcept {
-  const auto lane_of = [this](std::uint32_t p) -> detail::ConsumerLane& { return lane(p); };
-  const auto take = [&](detail::ConsumerLane& l) { return take_batch(l, out, max); };
-  if (assignment_changed()) [[unlikely]]
-    rebalance(false);
-  Status st = scan_lanes(lanes_, rings_, current_, burst_left_, kBurst, lane_of, take);
-  if (st == Status::WouldBlock && partitioned_) {
-    rebalance(true);
-    st = scan_lanes(lanes_, rings_, current_, burst_left_, kBurst, lane_of, take);
-  }
-  return st;
+  return take_next([&](detail::ConsumerLane& l) { return take_batch(l, out, max); });
 }
 
 // Partitioned groups (see GroupEntry::owner): a member takes only from the

@@ -498,20 +498,30 @@ Msg msg_of(const Sample& s) {
   return m;
 }
 
-int member(const std::string& topic, Ledger& l, bool victim) {
-  Topic t = Topic::open(topic);
-  auto sub = t.subscriber(
-      {.group = "workers", .start = StartFrom::Earliest, .group_mode = GroupMode::Partitioned});
+// Takes messages until `taken` reaches kMessages (within 120 s), checking
+// each one and handing it to on_message.
+template <class OnMessage>
+int consume(Subscriber& sub, const std::atomic<std::uint64_t>& taken, OnMessage&& on_message) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  std::uint32_t done = 0;
-  while (l.processed.load() < kMessages) {
+  while (taken.load() < kMessages) {
     if (std::chrono::steady_clock::now() > deadline) return 3;
     Sample s;
-    const Status st = sub->receive(s, std::chrono::milliseconds(100));
+    const Status st = sub.receive(s, std::chrono::milliseconds(100));
     if (st == Status::Timeout) continue;
     if (st != Status::Ok) return 4;
     const Msg m = msg_of(s);
     if (m.producer >= kProducers || m.key >= kKeys || m.seq >= kPerKey) return 5;
+    on_message(m);
+  }
+  return 0;
+}
+
+int member(const std::string& topic, Ledger& l, bool victim) {
+  Topic t = Topic::open(topic);
+  auto sub = t.subscriber(
+      {.group = "workers", .start = StartFrom::Earliest, .group_mode = GroupMode::Partitioned});
+  std::uint32_t done = 0;
+  return consume(*sub, l.processed, [&](const Msg& m) {
     begin(l, m);
     if (victim && ++done == 2000) {
       // Hold this one and two more, mid-processing, and wait to be killed.
@@ -523,26 +533,16 @@ int member(const std::string& topic, Ledger& l, bool victim) {
         ::pause();
     }
     end(l, m);
-  }
-  return 0;
+  });
 }
 
 int shared_member(const std::string& topic, Ledger& l) {
   Topic t = Topic::open(topic);
   auto sub = t.subscriber({.group = "audit", .start = StartFrom::Earliest});
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  while (l.shared_taken.load() < kMessages) {
-    if (std::chrono::steady_clock::now() > deadline) return 3;
-    Sample s;
-    const Status st = sub->receive(s, std::chrono::milliseconds(100));
-    if (st == Status::Timeout) continue;
-    if (st != Status::Ok) return 4;
-    const Msg m = msg_of(s);
-    if (m.producer >= kProducers || m.key >= kKeys || m.seq >= kPerKey) return 5;
+  return consume(*sub, l.shared_taken, [&](const Msg& m) {
     l.shared_count[m.index()].fetch_add(1);
     l.shared_taken.fetch_add(1);
-  }
-  return 0;
+  });
 }
 
 int producer(const std::string& topic, std::uint32_t id) {

@@ -231,6 +231,10 @@ class Subscriber {
   // or runs of kBurst per partition in turn), partitioned ownership first.
   Status take_any(Sample& out) noexcept;
   Status take_batch_any(Batch& out, std::uint32_t max) noexcept;
+  // Both of them: `take(lane)` on the lanes in scan order, after a
+  // rebalance the assignment asks for (and, idle, one that looks at peers).
+  template <class Take>
+  Status take_next(Take&& take) noexcept;
   Status take_batch(detail::ConsumerLane& l, Batch& out, std::uint32_t max) noexcept;
   static constexpr std::uint32_t kBurst = 32;
   // Partitioned groups: follows the group's assignment (lets go of revoked
