@@ -31,8 +31,8 @@ class PyBatch : public HeldSlots<Batch> {
   PyBatch& operator=(const PyBatch&) = delete;
 
   std::uint64_t first;
-  std::uint32_t partition;  // of the whole batch (0 on a priority topic)
-  std::uint32_t priority;   // its lane on a priority topic (else 0)
+  std::uint32_t partition;         // of the whole batch (0 on a priority topic)
+  std::uint32_t priority;          // its lane on a priority topic (else 0)
   std::vector<MessageInfo> infos;  // one per message, read when received, kept after release()
 
   [[nodiscard]] std::size_t size() const noexcept { return infos.size(); }

@@ -52,8 +52,8 @@ void set_rings(TopicOptions& o, const py::object& partitions, const py::object& 
       if (!PyErr_Occurred()) return n;
       PyErr_Clear();
     }
-    raise(PyExc_TypeError, std::string(keyword) + "= must be an int, not " +
-                               py::repr(v).cast<std::string>());
+    raise(PyExc_TypeError,
+          std::string(keyword) + "= must be an int, not " + py::repr(v).cast<std::string>());
   };
   const std::int64_t parts = count(partitions, "partitions");
   const std::int64_t prios = count(priorities, "priorities");
@@ -244,8 +244,7 @@ void bind_bus(py::module_& m) {
       .def("__repr__", [](const PyGroupPartitionStatus& p) {
         return "<shmbus.GroupPartitionStatus partition=" + std::to_string(p.partition) +
                " position=" + std::to_string(p.s.position) + " lag=" + std::to_string(p.s.lag) +
-               " owner_pid=" + (p.s.owner_pid == 0 ? "None" : std::to_string(p.s.owner_pid)) +
-               ">";
+               " owner_pid=" + (p.s.owner_pid == 0 ? "None" : std::to_string(p.s.owner_pid)) + ">";
       });
 
   py::class_<GroupStatus>(m, "GroupStatus", "A consumer group of a topic, as shmbusd reports it.")
@@ -529,8 +528,8 @@ consumers), or 'partitioned', each partition owned by one member at a time
       py::arg("name"), py::arg("autospawn"), py::arg("socket"), py::arg("daemon"),
       py::arg("timeout"), py::arg("daemon_uid"));
 
-  for (const char* name : {"PartitionStatus", "GroupPartitionStatus", "MemberStatus",
-                           "GroupStatus", "TopicStatus", "Topic", "Bus"})
+  for (const char* name : {"PartitionStatus", "GroupPartitionStatus", "MemberStatus", "GroupStatus",
+                           "TopicStatus", "Topic", "Bus"})
     set_public_module(m.attr(name));
 }
 

@@ -72,8 +72,7 @@ std::string no_such_partition(const PyPublisher& pp, const RouteArgs& r) {
     return "priority=" + std::to_string(*r.priority()) + ": " + topic +
            " has no priority lanes; create a topic with priorities=N (2 to 32) to have them";
   const std::string p = "partition=" + std::to_string(r.partition().value_or(0)) + ": " + topic;
-  if (pp.partitions == 1)
-    return p + " has one partition (0); create it with partitions=N for more";
+  if (pp.partitions == 1) return p + " has one partition (0); create it with partitions=N for more";
   return p + " has " + lanes_text(pp.partitions, "partition");
 }
 

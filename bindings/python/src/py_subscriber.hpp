@@ -160,13 +160,13 @@ py::object key_view(const py::object& owner, HeldSlots<T>& held, Open&& open) {
   const std::span<const std::byte> key = open();
   if (key.empty()) return py::none();
   HeldSlots<T>* h = &held;
-  auto exporter = std::make_unique<PyKeyBuffer>(PyKeyBuffer{
-      owner, key,
-      [h, open] {
-        (void)open();  // raises (Closed, a fork() child) before anything is counted
-        ++h->exports;
-      },
-      [h] { h->unexport(); }});
+  auto exporter = std::make_unique<PyKeyBuffer>(
+      PyKeyBuffer{owner, key,
+                  [h, open] {
+                    (void)open();  // raises (Closed, a fork() child) before anything is counted
+                    ++h->exports;
+                  },
+                  [h] { h->unexport(); }});
   py::object obj = to_python(std::move(exporter));
   py::object mv = py::reinterpret_steal<py::object>(PyMemoryView_FromObject(obj.ptr()));
   if (!mv) throw py::error_already_set();

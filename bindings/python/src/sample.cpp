@@ -136,8 +136,7 @@ message published without a key (b"" is no key). Like the payload's
 buffers, the memoryview keeps the slot held while it lives. Closed after
 release().)doc")
       .def_property_readonly(
-          "key_size", [](const PySample& s) { return s.key_size; },
-          "Bytes of key (0: no key).")
+          "key_size", [](const PySample& s) { return s.key_size; }, "Bytes of key (0: no key).")
       .def_property_readonly(
           "partition", [](const PySample& s) { return s.partition; },
           "The partition it came from (0 on a one-partition or a priority topic).")
