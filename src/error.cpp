@@ -50,6 +50,8 @@ const char* to_string(Status status) noexcept {
       return "TopicDeleted";
     case Status::NoSuchPartition:
       return "NoSuchPartition";
+    case Status::InvalidProperties:
+      return "InvalidProperties";
   }
   return "Unknown";
 }

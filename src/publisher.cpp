@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 
 #include "region.hpp"
 #include "shmbus/partition.hpp"
@@ -92,6 +93,29 @@ detail::ProducerLane& Publisher::sticky() noexcept {
   --sticky_left_;
   return lane(sticky_);
 }
+
+namespace detail {
+
+Status route_meta(const Route& route, std::uint32_t& meta, std::uint32_t& tag) noexcept {
+  if (route.key.size() > kMaxKey) return Status::TooLarge;
+  std::uint32_t props = 0;
+  if (const Status st = encoded_size(route.properties, props); st != Status::Ok) return st;
+  meta = meta_of(static_cast<std::uint32_t>(route.key.size()), props);
+  tag = 0;
+  for (const Property& p : route.properties)
+    if (p.name == "tag") {
+      tag = tag_hash(p.value);
+      break;  // the first "tag", as Properties::get finds it
+    }
+  return Status::Ok;
+}
+
+void write_meta(std::byte* at, const Route& route) noexcept {
+  if (!route.key.empty()) std::memcpy(at, route.key.data(), route.key.size());
+  encode(route.properties, at + route.key.size());
+}
+
+}  // namespace detail
 
 Status Publisher::resolve(const Route& route, detail::ProducerLane*& out) noexcept {
   if (lanes_) {

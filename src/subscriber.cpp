@@ -265,10 +265,10 @@ Status Subscriber::take_slow(detail::ConsumerLane& l, Sample& out) noexcept {
   // Relaxed: the acquire load of its stamp (C1) in take() already made the
   // producer's stores before P1 visible.
   const std::uint32_t len = slot.length.load(std::memory_order_relaxed);
-  const std::uint32_t key_length = slot.key_length.load(std::memory_order_relaxed);
-  if (!detail::fits(len, key_length, l.ring.slot_size)) [[unlikely]]
+  const std::uint32_t meta = slot.meta.load(std::memory_order_relaxed);
+  if (!detail::fits(len, meta, l.ring.slot_size)) [[unlikely]]
     return reject_corrupt(l, t.hold);
-  fill(out, l, slot, t.first, len, key_length, t.hold);
+  fill(out, l, slot, t.first, len, meta, t.hold);
   return Status::Ok;
 }
 

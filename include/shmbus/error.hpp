@@ -45,6 +45,9 @@ enum class Status : std::uint8_t {
   TopicDeleted,  // the topic was deleted; a subscriber gets it once it drained the rest
   // A publish's partition or priority is not one of the topic's (Route).
   NoSuchPartition,
+  // A publish's properties break a limit (properties.hpp): too many, a name
+  // empty or too long, or more than kMaxPropertyBytes encoded.
+  InvalidProperties,
 };
 
 [[nodiscard]] const char* to_string(Status status) noexcept;

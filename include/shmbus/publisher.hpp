@@ -23,6 +23,7 @@
 #include "shmbus/detail/wait.hpp"
 #include "shmbus/error.hpp"
 #include "shmbus/options.hpp"
+#include "shmbus/properties.hpp"
 
 namespace shmbus {
 
@@ -48,11 +49,15 @@ struct ProducerLane {
 // priority topic the priority picks the lane (0, the default, is the
 // lowest). With neither, a partitioned topic takes the publisher's sticky
 // partition: runs of kStickyRun messages, one partition after the other.
+//
+// Properties (name/value pairs, properties.hpp) are stored after the key and
+// read with Sample::properties(); the one named "tag" is the message's tag.
 struct Route {
   static constexpr std::uint32_t kNone = ~std::uint32_t{0};
   std::span<const std::byte> key{};
   std::uint32_t partition = kNone;  // explicit partition (wins over the key's)
   std::uint32_t priority = kNone;   // lane of a priority topic
+  std::span<const Property> properties{};
 
   [[nodiscard]] static Route with_key(std::span<const std::byte> k) noexcept {
     Route r;
@@ -72,7 +77,22 @@ struct Route {
     r.priority = p;
     return r;
   }
+  [[nodiscard]] static Route with_properties(std::span<const Property> p) noexcept {
+    Route r;
+    r.properties = p;
+    return r;
+  }
 };
+
+namespace detail {
+// The meta word (layout.hpp) and tag hash of a route's key and properties
+// (Ok), or why they are refused: TooLarge for a key over kMaxKey,
+// InvalidProperties for properties over their limits.
+[[nodiscard]] Status route_meta(const Route& route, std::uint32_t& meta,
+                                std::uint32_t& tag) noexcept;
+// Writes the route's key, then its encoded properties, at `at`.
+void write_meta(std::byte* at, const Route& route) noexcept;
+}  // namespace detail
 
 // A slot claimed for writing in place. Write into data(), then publish().
 // Dropping a loan without publishing it publishes nothing: its sequence is
@@ -90,7 +110,8 @@ class Loan {
       slot_ = o.slot_;
       seq_ = o.seq_;
       size_ = o.size_;
-      key_length_ = o.key_length_;
+      meta_ = o.meta_;
+      tag_ = o.tag_;
       partition_ = o.partition_;
       status_ = o.status_;
       claim_ = o.claim_;
@@ -108,7 +129,7 @@ class Loan {
   [[nodiscard]] Status status() const noexcept { return status_; }
   // The writable payload, `size` bytes as requested (empty if no slot is held).
   [[nodiscard]] std::span<std::byte> data() const noexcept {
-    return slot_ ? std::span<std::byte>(detail::payload(*slot_, key_length_), size_)
+    return slot_ ? std::span<std::byte>(detail::payload(*slot_, meta_), size_)
                  : std::span<std::byte>();
   }
   [[nodiscard]] std::uint64_t sequence() const noexcept { return seq_; }
@@ -127,7 +148,8 @@ class Loan {
   detail::SlotHeader* slot_ = nullptr;
   std::uint64_t seq_ = 0;
   std::uint32_t size_ = 0;
-  std::uint32_t key_length_ = 0;
+  std::uint32_t meta_ = 0;  // the key's and properties' bytes (layout.hpp)
+  std::uint32_t tag_ = 0;   // the tag's hash (0: none)
   std::uint32_t partition_ = 0;
   std::uint32_t claim_ = 0;  // index of this claim in the seat's in_flight table
   Status status_ = Status::Invalid;
@@ -149,20 +171,21 @@ class Publisher {
   // for room up to the publisher's timeout (Status::Timeout: not accepted).
   // Status::Interrupted: the options' interrupt ended the wait, nothing published.
   [[nodiscard]] Status publish(std::span<const std::byte> data) noexcept {
-    return publish_impl(unrouted(), data, {}, {true, options_.timeout});
+    return publish_impl(unrouted(), data, Route{}, {true, options_.timeout});
   }
   // The same, waiting up to `timeout` instead of the publisher's timeout.
   [[nodiscard]] Status publish(std::span<const std::byte> data,
                                std::chrono::nanoseconds timeout) noexcept {
-    return publish_impl(unrouted(), data, {}, {true, timeout});
+    return publish_impl(unrouted(), data, Route{}, {true, timeout});
   }
   // Never waits: Status::WouldBlock when the ring is full (Block and Reject).
   [[nodiscard]] Status try_publish(std::span<const std::byte> data) noexcept {
-    return publish_impl(unrouted(), data, {}, {false, options_.timeout});
+    return publish_impl(unrouted(), data, Route{}, {false, options_.timeout});
   }
   // A keyed message: stored with its key, in partition_for_key(key, partitions).
-  // The key and the payload together must fit the slot: key_span(key) +
-  // size <= slot_size (else TooLarge), and a key is at most kMaxKey bytes.
+  // The key, properties and payload together must fit the slot: their
+  // bytes, the key's and properties' rounded up to 8, at most slot_size
+  // (else TooLarge), and a key is at most kMaxKey bytes.
   [[nodiscard]] Status publish(std::span<const std::byte> key,
                                std::span<const std::byte> data) noexcept {
     return publish(Route::with_key(key), data);
@@ -179,22 +202,22 @@ class Publisher {
                                std::chrono::nanoseconds timeout) noexcept {
     detail::ProducerLane* lane = nullptr;
     if (const Status st = resolve(route, lane); st != Status::Ok) return st;
-    return publish_impl(*lane, data, route.key, {true, timeout});
+    return publish_impl(*lane, data, route, {true, timeout});
   }
   [[nodiscard]] Status try_publish(const Route& route, std::span<const std::byte> data) noexcept {
     detail::ProducerLane* lane = nullptr;
     if (const Status st = resolve(route, lane); st != Status::Ok) return st;
-    return publish_impl(*lane, data, route.key, {false, options_.timeout});
+    return publish_impl(*lane, data, route, {false, options_.timeout});
   }
   // Claims a slot for `size` bytes written in place. Waits for room like publish.
   [[nodiscard]] Loan loan(std::size_t size) noexcept {
-    return loan_impl(unrouted(), size, {}, {true, options_.timeout});
+    return loan_impl(unrouted(), size, Route{}, {true, options_.timeout});
   }
   [[nodiscard]] Loan loan(std::size_t size, std::chrono::nanoseconds timeout) noexcept {
-    return loan_impl(unrouted(), size, {}, {true, timeout});
+    return loan_impl(unrouted(), size, Route{}, {true, timeout});
   }
   [[nodiscard]] Loan try_loan(std::size_t size) noexcept {
-    return loan_impl(unrouted(), size, {}, {false, options_.timeout});
+    return loan_impl(unrouted(), size, Route{}, {false, options_.timeout});
   }
   // A routed loan: the key (if any) is written into the slot at once.
   [[nodiscard]] Loan loan(const Route& route, std::size_t size) noexcept {
@@ -250,16 +273,18 @@ class Publisher {
       bad.status_ = st;
       return bad;
     }
-    return loan_impl(*l, size, route.key, p);
+    return loan_impl(*l, size, route, p);
   }
   [[nodiscard]] std::uint32_t index_of(const detail::ProducerLane& l) const noexcept {
     return &l == &head_ ? 0 : static_cast<std::uint32_t>(&l - rest_.get()) + 1;
   }
 
-  Status publish_impl(detail::ProducerLane& l, std::span<const std::byte> data,
-                      std::span<const std::byte> key, Patience p) noexcept {
-    const std::uint64_t key_bytes = detail::key_span(static_cast<std::uint32_t>(key.size()));
-    if (data.size() + key_bytes > l.ring.slot_size || key.size() > detail::kMaxKey) [[unlikely]]
+  Status publish_impl(detail::ProducerLane& l, std::span<const std::byte> data, const Route& route,
+                      Patience p) noexcept {
+    std::uint32_t meta = 0, tag = 0;
+    if (!route.key.empty() || !route.properties.empty()) [[unlikely]]
+      if (const Status st = detail::route_meta(route, meta, tag); st != Status::Ok) return st;
+    if (data.size() + detail::meta_span(meta) > l.ring.slot_size) [[unlikely]]
       return Status::TooLarge;
     // A free entry in the seat's in_flight table (loan_impl keeps one free).
     const auto index = static_cast<std::uint32_t>(std::countr_one(l.state.claims_used));
@@ -267,20 +292,24 @@ class Publisher {
     if (Status st = claim(l, p, index, s); st != Status::Ok) [[unlikely]]
       return st;
     detail::SlotHeader& slot = l.ring.slot(s);
-    const auto key_length = static_cast<std::uint32_t>(key.size());
-    if (key_length != 0) [[unlikely]]
-      std::memcpy(detail::payload(slot), key.data(), key.size());
-    if (!data.empty()) std::memcpy(detail::payload(slot, key_length), data.data(), data.size());
-    detail::commit(l.ring, l.state, slot, s, static_cast<std::uint32_t>(data.size()), key_length,
+    if (meta != 0) [[unlikely]]
+      detail::write_meta(detail::payload(slot), route);
+    if (!data.empty()) std::memcpy(detail::payload(slot, meta), data.data(), data.size());
+    detail::commit(l.ring, l.state, slot, s, static_cast<std::uint32_t>(data.size()), meta, tag,
                    index, clock_.now());
     return Status::Ok;
   }
 
-  Loan loan_impl(detail::ProducerLane& ln, std::size_t size, std::span<const std::byte> key,
+  Loan loan_impl(detail::ProducerLane& ln, std::size_t size, const Route& route,
                  Patience p) noexcept {
     Loan l;
-    if (size + detail::key_span(static_cast<std::uint32_t>(key.size())) > ln.ring.slot_size ||
-        key.size() > detail::kMaxKey) [[unlikely]] {
+    std::uint32_t meta = 0, tag = 0;
+    if (!route.key.empty() || !route.properties.empty()) [[unlikely]]
+      if (const Status st = detail::route_meta(route, meta, tag); st != Status::Ok) {
+        l.status_ = st;
+        return l;
+      }
+    if (size + detail::meta_span(meta) > ln.ring.slot_size) [[unlikely]] {
       l.status_ = Status::TooLarge;
       return l;
     }
@@ -298,10 +327,11 @@ class Publisher {
       l.lane_ = &ln;
       l.slot_ = &ln.ring.slot(l.seq_);
       l.size_ = static_cast<std::uint32_t>(size);
-      l.key_length_ = static_cast<std::uint32_t>(key.size());
+      l.meta_ = meta;
+      l.tag_ = tag;
       l.partition_ = index_of(ln);
       l.claim_ = index;
-      if (!key.empty()) std::memcpy(detail::payload(*l.slot_), key.data(), key.size());
+      if (meta != 0) detail::write_meta(detail::payload(*l.slot_), route);
     }
     return l;
   }
@@ -355,8 +385,8 @@ class Publisher {
 inline Status Loan::publish(std::size_t size) noexcept {
   if (slot_ == nullptr) return Status::Invalid;
   if (size > size_) return Status::TooLarge;
-  detail::commit(lane_->ring, lane_->state, *slot_, seq_, static_cast<std::uint32_t>(size),
-                 key_length_, claim_, pub_->clock_.now());
+  detail::commit(lane_->ring, lane_->state, *slot_, seq_, static_cast<std::uint32_t>(size), meta_,
+                 tag_, claim_, pub_->clock_.now());
   slot_ = nullptr;
   pub_ = nullptr;
   return Status::Ok;

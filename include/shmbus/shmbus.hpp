@@ -5,6 +5,7 @@
 #include "shmbus/error.hpp"
 #include "shmbus/options.hpp"
 #include "shmbus/partition.hpp"
+#include "shmbus/properties.hpp"
 #include "shmbus/publisher.hpp"
 #include "shmbus/subscriber.hpp"
 #include "shmbus/topic.hpp"

@@ -17,6 +17,7 @@
 #include "shmbus/detail/wait.hpp"
 #include "shmbus/error.hpp"
 #include "shmbus/options.hpp"
+#include "shmbus/properties.hpp"
 
 namespace shmbus {
 
@@ -50,8 +51,9 @@ struct MessageInfo {
   std::uint64_t timestamp_ns = 0;
   std::uint32_t size = 0;
   std::uint32_t producer_id = 0;
-  std::uint32_t partition = 0;  // the partition (or priority lane)
-  std::uint32_t key_size = 0;   // bytes of key (Subscriber::receive_copy skips them)
+  std::uint32_t partition = 0;        // the partition (or priority lane)
+  std::uint32_t key_size = 0;         // bytes of key (Subscriber::receive_copy skips them)
+  std::uint32_t properties_size = 0;  // bytes of encoded properties (skipped too)
 };
 
 // A received message viewed in place. Valid until released (release() or the
@@ -70,13 +72,20 @@ class Sample {
   [[nodiscard]] explicit operator bool() const noexcept { return slot_ != nullptr; }
   // The payload, 8-byte aligned in the slot.
   [[nodiscard]] std::span<const std::byte> data() const noexcept {
-    return slot_ ? std::span<const std::byte>(detail::payload(*slot_, key_length_), size_)
+    return slot_ ? std::span<const std::byte>(detail::payload(*slot_, meta_), size_)
                  : std::span<const std::byte>();
   }
   // The message's key (empty for an unkeyed message), in the slot.
   [[nodiscard]] std::span<const std::byte> key() const noexcept {
-    return slot_ ? std::span<const std::byte>(detail::payload(*slot_), key_length_)
+    return slot_ ? std::span<const std::byte>(detail::payload(*slot_), detail::meta_key(meta_))
                  : std::span<const std::byte>();
+  }
+  // The message's properties (empty when it has none), in the slot after
+  // the key. Bounds-checked as it is read (Properties).
+  [[nodiscard]] Properties properties() const noexcept {
+    return slot_ ? Properties({detail::payload(*slot_) + detail::meta_key(meta_),
+                               detail::meta_properties(meta_)})
+                 : Properties();
   }
   // The offset of the message in its partition.
   [[nodiscard]] std::uint64_t sequence() const noexcept { return seq_; }
@@ -103,7 +112,7 @@ class Sample {
   std::uint32_t size_ = 0;
   std::uint32_t producer_id_ = 0;
   std::uint32_t hold_ = 0;
-  std::uint32_t key_length_ = 0;
+  std::uint32_t meta_ = 0;  // the key's and properties' bytes (layout.hpp)
 };
 
 // A run of consecutive messages taken with one claim. Released as a whole.
@@ -124,6 +133,7 @@ class Batch {
   // The i-th message's payload, key and metadata (i < size()).
   [[nodiscard]] std::span<const std::byte> data(std::size_t i) const noexcept;
   [[nodiscard]] std::span<const std::byte> key(std::size_t i) const noexcept;
+  [[nodiscard]] Properties properties(std::size_t i) const noexcept;
   [[nodiscard]] MessageInfo info(std::size_t i) const noexcept;
   // True when no message of the batch was overwritten (see Sample::intact).
   [[nodiscard]] bool intact() const noexcept;
@@ -254,7 +264,7 @@ class Subscriber {
   // was deleted and the group has taken everything claimed before.
   [[nodiscard]] Status nothing_to_take() const noexcept;
   void fill(Sample& out, detail::ConsumerLane& l, detail::SlotHeader& slot, std::uint64_t seq,
-            std::uint32_t len, std::uint32_t key_length, std::uint32_t hold) noexcept;
+            std::uint32_t len, std::uint32_t meta, std::uint32_t hold) noexcept;
   Status reject_corrupt(detail::ConsumerLane& l, std::uint32_t hold) noexcept;
   // The one release of a sample or batch: its hold, then (partitioned) a
   // partition let go once nothing of it is held.

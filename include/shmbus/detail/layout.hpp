@@ -42,7 +42,10 @@ inline constexpr std::uint64_t kMagic = 0x31'53'55'42'4d'48'53'00ULL;  // "\0SHM
 //    `partitions` blocks of the version-5 layout (TopicHeader::partitions,
 //    partition_size, partition_control_size, lanes); SlotHeader::key_length;
 //    GroupEntry::owner, target and assignment (partitioned groups).
-inline constexpr std::uint32_t kLayoutVersion = 6;
+// 7: message properties: SlotHeader::meta (was key_length) holds the key's
+//    bytes (low 16 bits) and the encoded properties' (high 16), which follow
+//    the key; SlotHeader::tag_hash (was reserved0).
+inline constexpr std::uint32_t kLayoutVersion = 7;
 inline constexpr std::uint64_t kControlMagic = 0x4c'54'43'42'4d'48'53'00ULL;  // "\0SHMBCTL"
 inline constexpr std::size_t kCacheLine = 64;
 // Two lines: keeps adjacent-line prefetch from coupling hot fields.
@@ -201,6 +204,25 @@ constexpr std::uint64_t key_span(std::uint32_t n) noexcept {
   return (std::uint64_t{n} + 7u) & ~std::uint64_t{7};
 }
 
+// SlotHeader::meta: the bytes before the payload, the key's (low 16 bits)
+// and the encoded properties' after it (high 16). Both fit 16 bits:
+// kMaxKey and kMaxPropertyBytes (properties.hpp) are below 65536.
+static_assert(kMaxKey < 65536);
+constexpr std::uint32_t meta_of(std::uint32_t key, std::uint32_t properties) noexcept {
+  return key | properties << 16;
+}
+constexpr std::uint32_t meta_key(std::uint32_t meta) noexcept {
+  return meta & 0xffffu;
+}
+constexpr std::uint32_t meta_properties(std::uint32_t meta) noexcept {
+  return meta >> 16;
+}
+// Where the payload starts after the key and properties: their bytes
+// rounded up to 8, so it stays 8-byte aligned (at most 2 * 65535 + 7).
+constexpr std::uint64_t meta_span(std::uint32_t meta) noexcept {
+  return key_span(meta_key(meta) + meta_properties(meta));
+}
+
 struct SlotHeader {  // each slot starts on a cache line (stride is a multiple of 64)
   std::atomic<std::uint64_t> stamp;
   // The fields below are written by the producer before its release store of
@@ -210,11 +232,13 @@ struct SlotHeader {  // each slot starts on a cache line (stride is a multiple o
   std::atomic<std::uint32_t> length;
   std::atomic<std::uint32_t> producer_id;
   std::atomic<std::uint64_t> timestamp_ns;
-  // Bytes of key at kSlotHeaderSize; the payload follows the key, at
-  // kSlotHeaderSize + key_span(key_length), so it stays 8-byte aligned.
-  std::atomic<std::uint32_t> key_length;
-  std::uint32_t reserved0;
-  // key, then payload, within slot_size bytes from kSlotHeaderSize.
+  // The key at kSlotHeaderSize, its properties right after it; the payload
+  // at kSlotHeaderSize + meta_span(meta), so it stays 8-byte aligned.
+  std::atomic<std::uint32_t> meta;
+  // properties.hpp's tag_hash of the message's `tag` property (0: none):
+  // what a tag filter looks at first.
+  std::atomic<std::uint32_t> tag_hash;
+  // key, properties, then payload, within slot_size bytes from kSlotHeaderSize.
 };
 
 // ---- layout invariants ------------------------------------------------------
@@ -244,8 +268,8 @@ static_assert(std::is_standard_layout_v<MemberSeat>);
 // Every size and offset another process relies on. A change to any of these
 // structures fails here: update the figures only together with kLayoutVersion
 // (and the note above it), so that an old process refuses the new region
-// instead of misreading it. kLayoutVersion == 6:
-static_assert(kLayoutVersion == 6, "update the pinned layout below with the version");
+// instead of misreading it. kLayoutVersion == 7:
+static_assert(kLayoutVersion == 7, "update the pinned layout below with the version");
 static_assert(sizeof(EventCount) == 8);
 static_assert(offsetof(EventCount, seq) == 0);
 static_assert(offsetof(EventCount, waiters) == 4);
@@ -318,7 +342,7 @@ static_assert(offsetof(SlotHeader, stamp) == 0);
 static_assert(offsetof(SlotHeader, length) == 8);
 static_assert(offsetof(SlotHeader, producer_id) == 12);
 static_assert(offsetof(SlotHeader, timestamp_ns) == 16);
-static_assert(offsetof(SlotHeader, key_length) == 24);
-static_assert(offsetof(SlotHeader, reserved0) == 28);
+static_assert(offsetof(SlotHeader, meta) == 24);
+static_assert(offsetof(SlotHeader, tag_hash) == 28);
 
 }  // namespace shmbus::detail

@@ -62,25 +62,26 @@ constexpr bool holds(std::uint64_t st, std::uint64_t s, std::uint64_t count) noe
   return st == stamp_published(s) || st == stamp_abandoned(s + count);
 }
 
-// The key of a slot (kSlotHeaderSize bytes into it), followed by the payload
-// at key_span(key length) bytes after that.
+// The key of a slot (kSlotHeaderSize bytes into it) and its properties,
+// followed by the payload at meta_span(meta) bytes after that.
 [[nodiscard]] inline std::byte* payload(SlotHeader& s) noexcept {
   return reinterpret_cast<std::byte*>(&s) + kSlotHeaderSize;
 }
-[[nodiscard]] inline std::byte* payload(SlotHeader& s, std::uint32_t key_length) noexcept {
-  return payload(s) + key_span(key_length);
+[[nodiscard]] inline std::byte* payload(SlotHeader& s, std::uint32_t meta) noexcept {
+  return payload(s) + meta_span(meta);
 }
-// True when a message of `len` payload bytes and a `key_length`-byte key fits
-// the slot: what a reader checks before it trusts either length.
-[[nodiscard]] constexpr bool fits(std::uint32_t len, std::uint32_t key_length,
+// True when a message of `len` payload bytes after the key and properties
+// `meta` describes fits the slot: what a reader checks before it trusts any
+// of the lengths.
+[[nodiscard]] constexpr bool fits(std::uint32_t len, std::uint32_t meta,
                                   std::uint32_t slot_size) noexcept {
-  return std::uint64_t{len} + key_span(key_length) <= slot_size;
+  return std::uint64_t{len} + meta_span(meta) <= slot_size;
 }
 // The lengths of a published slot, and whether they fit. Relaxed loads: the
 // caller made them after the stamp's acquire load (C1).
 [[nodiscard]] inline bool well_formed(const SlotHeader& s, std::uint32_t slot_size) noexcept {
-  return fits(s.length.load(std::memory_order_relaxed),
-              s.key_length.load(std::memory_order_relaxed), slot_size);
+  return fits(s.length.load(std::memory_order_relaxed), s.meta.load(std::memory_order_relaxed),
+              slot_size);
 }
 
 // A ring: its slots, the header words it synchronises on, and the group tables
@@ -287,13 +288,15 @@ inline void release_claim(ProducerState& p, std::uint32_t index) noexcept {
   p.claims_used = static_cast<std::uint8_t>(p.claims_used & ~(1u << index));
 }
 
-// Publishes claimed sequence s (its key and payload already written), stamped `now`.
+// Publishes claimed sequence s (its key, properties and payload already
+// written), stamped `now`.
 inline void commit(const Ring& r, ProducerState& p, SlotHeader& slot, std::uint64_t s,
-                   std::uint32_t size, std::uint32_t key_length, std::uint32_t index,
-                   std::uint64_t now) noexcept {
+                   std::uint32_t size, std::uint32_t meta, std::uint32_t tag_hash,
+                   std::uint32_t index, std::uint64_t now) noexcept {
   // Relaxed: ordered before the stamp's release store below.
   slot.length.store(size, std::memory_order_relaxed);
-  slot.key_length.store(key_length, std::memory_order_relaxed);
+  slot.meta.store(meta, std::memory_order_relaxed);
+  slot.tag_hash.store(tag_hash, std::memory_order_relaxed);
   slot.producer_id.store(p.seat_index, std::memory_order_relaxed);
   slot.timestamp_ns.store(now, std::memory_order_relaxed);
   // SYNC POINT P1 (release): pairs with the consumer's acquire load of the
@@ -502,7 +505,7 @@ struct Taken {
 // hold table). On success the caller holds it via hold(c, seq) after releasing
 // whatever it must release first (Subscriber::try_receive).
 [[nodiscard]] inline SlotHeader* try_take_private(const Ring& r, ConsumerState& c,
-                                                  std::uint32_t& len, std::uint32_t& key_length,
+                                                  std::uint32_t& len, std::uint32_t& meta,
                                                   Status& not_ready) noexcept {
   const std::uint64_t at = c.pos;
   SlotHeader& slot = r.slot(at);
@@ -514,8 +517,8 @@ struct Taken {
   }
   // Relaxed: ordered after the stamp's acquire load (C1), as in take().
   len = slot.length.load(std::memory_order_relaxed);
-  key_length = slot.key_length.load(std::memory_order_relaxed);
-  if (st != stamp_published(at) || !fits(len, key_length, r.slot_size)) [[unlikely]] {
+  meta = slot.meta.load(std::memory_order_relaxed);
+  if (st != stamp_published(at) || !fits(len, meta, r.slot_size)) [[unlikely]] {
     not_ready = Status::Invalid;  // not a status to return: take the general path
     return nullptr;
   }

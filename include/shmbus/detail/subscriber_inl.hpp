@@ -18,7 +18,7 @@ inline Sample& Sample::operator=(Sample&& o) noexcept {
     size_ = o.size_;
     producer_id_ = o.producer_id_;
     hold_ = o.hold_;
-    key_length_ = o.key_length_;
+    meta_ = o.meta_;
     o.sub_ = nullptr;
     o.slot_ = nullptr;
   }
@@ -64,26 +64,31 @@ namespace detail {
 // again (a later overwrite may change them under Policy::Overwrite). Relaxed:
 // ordered after that slot's acquire stamp load (C1) in take().
 struct Lengths {
-  std::uint32_t size, key;
+  std::uint32_t size, meta;
 };
 [[nodiscard]] inline Lengths lengths(const SlotHeader& s, std::uint32_t slot_size) noexcept {
-  const std::uint32_t key = std::min(s.key_length.load(std::memory_order_relaxed), slot_size);
-  const auto room =
-      static_cast<std::uint32_t>(slot_size - std::min<std::uint64_t>(key_span(key), slot_size));
-  return {std::min(s.length.load(std::memory_order_relaxed), room),
-          key_span(key) <= slot_size ? key : 0};
+  std::uint32_t meta = s.meta.load(std::memory_order_relaxed);
+  if (meta_span(meta) > slot_size) meta = 0;  // overwritten meanwhile: no key, no properties
+  const auto room = static_cast<std::uint32_t>(slot_size - meta_span(meta));
+  return {std::min(s.length.load(std::memory_order_relaxed), room), meta};
 }
 }  // namespace detail
 
 inline std::span<const std::byte> Batch::data(std::size_t i) const noexcept {
   detail::SlotHeader& s = lane_->ring.slot(first_ + i);
   const detail::Lengths n = detail::lengths(s, lane_->ring.slot_size);
-  return {detail::payload(s, n.key), n.size};
+  return {detail::payload(s, n.meta), n.size};
 }
 
 inline std::span<const std::byte> Batch::key(std::size_t i) const noexcept {
   detail::SlotHeader& s = lane_->ring.slot(first_ + i);
-  return {detail::payload(s), detail::lengths(s, lane_->ring.slot_size).key};
+  return {detail::payload(s), detail::meta_key(detail::lengths(s, lane_->ring.slot_size).meta)};
+}
+
+inline Properties Batch::properties(std::size_t i) const noexcept {
+  detail::SlotHeader& s = lane_->ring.slot(first_ + i);
+  const std::uint32_t meta = detail::lengths(s, lane_->ring.slot_size).meta;
+  return Properties({detail::payload(s) + detail::meta_key(meta), detail::meta_properties(meta)});
 }
 
 inline MessageInfo Batch::info(std::size_t i) const noexcept {
@@ -92,7 +97,8 @@ inline MessageInfo Batch::info(std::size_t i) const noexcept {
   m.sequence = first_ + i;
   const detail::Lengths n = detail::lengths(s, lane_->ring.slot_size);
   m.size = n.size;
-  m.key_size = n.key;
+  m.key_size = detail::meta_key(n.meta);
+  m.properties_size = detail::meta_properties(n.meta);
   m.partition = lane_->index;
   // Relaxed: ordered after the stamp's acquire (C1) in take(), like fill().
   m.timestamp_ns = s.timestamp_ns.load(std::memory_order_relaxed);
@@ -129,7 +135,7 @@ inline Status Subscriber::reject_corrupt(detail::ConsumerLane& l,
 
 // Points `out` at the taken message `seq` in `slot`, of valid lengths.
 inline void Subscriber::fill(Sample& out, detail::ConsumerLane& l, detail::SlotHeader& slot,
-                             std::uint64_t seq, std::uint32_t len, std::uint32_t key_length,
+                             std::uint64_t seq, std::uint32_t len, std::uint32_t meta,
                              std::uint32_t hold_index) noexcept {
   out.release();
   out.sub_ = this;
@@ -137,7 +143,7 @@ inline void Subscriber::fill(Sample& out, detail::ConsumerLane& l, detail::SlotH
   out.slot_ = &slot;
   out.seq_ = seq;
   out.size_ = len;
-  out.key_length_ = key_length;
+  out.meta_ = meta;
   // Relaxed: ordered after the stamp's acquire load (C1) that found it published.
   out.timestamp_ns_ = slot.timestamp_ns.load(std::memory_order_relaxed);
   out.producer_id_ = slot.producer_id.load(std::memory_order_relaxed);
@@ -167,10 +173,10 @@ inline Status Subscriber::nothing_to_take() const noexcept {
 inline Status Subscriber::take_from(detail::ConsumerLane& l, Sample& out) noexcept {
   detail::ConsumerState& state = l.state;
   if (state.is_private && state.held_count != kMaxHeld) [[likely]] {
-    std::uint32_t len = 0, key_length = 0;
+    std::uint32_t len = 0, meta = 0;
     Status not_ready = Status::WouldBlock;
-    if (detail::SlotHeader* slot =
-            detail::try_take_private(l.ring, state, len, key_length, not_ready)) [[likely]] {
+    if (detail::SlotHeader* slot = detail::try_take_private(l.ring, state, len, meta, not_ready))
+        [[likely]] {
       const std::uint64_t c = state.pos;
       // The sample `out` held goes first (as fill would do last): in the usual
       // `Sample s; while (receive(s))` loop it is the oldest held, and
@@ -179,7 +185,7 @@ inline Status Subscriber::take_from(detail::ConsumerLane& l, Sample& out) noexce
       out.release();
       state.pos = c + 1;  // the cursor (our gate) stays at c while the sample is held
       detail::count_received(state, 1);
-      fill(out, l, *slot, c, len, key_length, detail::hold(state, c));
+      fill(out, l, *slot, c, len, meta, detail::hold(state, c));
       return Status::Ok;
     }
     if (not_ready == Status::WouldBlock) return Status::WouldBlock;
@@ -316,7 +322,8 @@ inline Status Subscriber::receive_copy(std::span<std::byte> buffer, MessageInfo&
       info.size = static_cast<std::uint32_t>(d.size());
       info.producer_id = s.producer_id();
       info.partition = s.lane_->index;
-      info.key_size = static_cast<std::uint32_t>(s.key().size());
+      info.key_size = detail::meta_key(s.meta_);
+      info.properties_size = detail::meta_properties(s.meta_);
       return Status::Ok;
     }
   });
