@@ -1,7 +1,7 @@
 # Type stubs for the shmbus package (the compiled part is shmbus._shmbus).
 import os
 from types import TracebackType
-from typing import Any, Iterator, Literal, NamedTuple, Optional, Union
+from typing import Any, Dict, Iterator, Literal, NamedTuple, Optional, Union
 
 from typing_extensions import Buffer as _Buffer  # PEP 688 (any buffer-protocol object)
 
@@ -231,6 +231,7 @@ class Publisher:
         key: _Key = None,
         partition: Optional[int] = None,
         priority: Optional[int] = None,
+        headers: Optional[Dict[str, str]] = None,
     ) -> None: ...
     def try_publish(
         self,
@@ -238,6 +239,7 @@ class Publisher:
         key: _Key = None,
         partition: Optional[int] = None,
         priority: Optional[int] = None,
+        headers: Optional[Dict[str, str]] = None,
     ) -> bool: ...
     def loan(
         self,
@@ -245,6 +247,7 @@ class Publisher:
         key: _Key = None,
         partition: Optional[int] = None,
         priority: Optional[int] = None,
+        headers: Optional[Dict[str, str]] = None,
     ) -> Loan: ...
     def try_loan(
         self,
@@ -252,6 +255,7 @@ class Publisher:
         key: _Key = None,
         partition: Optional[int] = None,
         priority: Optional[int] = None,
+        headers: Optional[Dict[str, str]] = None,
     ) -> Optional[Loan]: ...
     @property
     def slot_size(self) -> int: ...
@@ -286,6 +290,8 @@ class Sample:
     def key(self) -> Optional[memoryview]: ...
     @property
     def key_size(self) -> int: ...
+    @property
+    def headers(self) -> Dict[str, str]: ...
     @property
     def partition(self) -> int: ...
     @property
@@ -322,6 +328,8 @@ class BatchSample:
     def key(self) -> Optional[memoryview]: ...
     @property
     def key_size(self) -> int: ...
+    @property
+    def headers(self) -> Dict[str, str]: ...
     @property
     def partition(self) -> int: ...
     @property

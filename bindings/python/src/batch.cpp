@@ -149,6 +149,13 @@ has no such buffer can no longer be read (Closed); its metadata can.
           "key_size", [](const PyBatchSample& s) { return s.info().key_size; },
           "Bytes of key (0: no key).")
       .def_property_readonly(
+          "headers",
+          [](const PyBatchSample& s) {
+            return headers_dict(s.batch->open_or_raise().properties(s.index));
+          },
+          "The message's properties as a new dict of str to str ({} when none), as\n"
+          "Sample.headers. Closed once the batch was released.")
+      .def_property_readonly(
           "partition", [](const PyBatchSample& s) { return s.batch->partition; },
           "The partition it came from (the batch's).")
       .def_property_readonly(

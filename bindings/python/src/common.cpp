@@ -194,4 +194,18 @@ Interrupt python_interrupt(WantCount wanted) {
   return i;
 }
 
+py::dict headers_dict(const Properties& props) {
+  py::dict out;
+  const auto str = [](std::string_view v) {
+    return py::reinterpret_steal<py::object>(
+        PyUnicode_DecodeUTF8(v.data(), static_cast<Py_ssize_t>(v.size()), "replace"));
+  };
+  for (const Property& p : props) {
+    py::object k = str(p.name), v = str(p.value);
+    if (!k || !v) throw py::error_already_set();
+    out[k] = v;
+  }
+  return out;
+}
+
 }  // namespace shmbus::python

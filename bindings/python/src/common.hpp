@@ -20,6 +20,7 @@
 
 #include "shmbus/error.hpp"
 #include "shmbus/options.hpp"
+#include "shmbus/properties.hpp"
 
 namespace shmbus::python {
 
@@ -236,6 +237,10 @@ class KeyArg {
 // Fills `view` over `bytes` (a zero-length buffer points at a static byte).
 void fill_buffer(Py_buffer* view, PyObject* obj, std::span<const std::byte> bytes, bool readonly,
                  int flags);
+
+// A message's properties as a new dict of str to str (invalid UTF-8 decodes
+// with U+FFFD).
+[[nodiscard]] py::dict headers_dict(const Properties& props);
 
 // Gives a pybind11-made type the module name users import ("shmbus").
 void set_public_module(py::handle type);

@@ -4,6 +4,8 @@
 
 #include <cstdio>
 #include <span>
+#include <string>
+#include <vector>
 
 #include "shmbus/detail/layout.hpp"
 
@@ -20,27 +22,81 @@ std::string seconds_text(std::optional<double> t) {
   return buf;
 }
 
-// key=, partition= and priority= of publish and loan: the Route they name,
-// with the key viewed in place for the call.
+// headers= of publish and loan: a dict of str names to str values (None or
+// {}: none), kept as UTF-8 for the call and checked against the limits.
+class HeadersArg {
+ public:
+  HeadersArg(const py::handle& headers, const char* what) {
+    if (headers.is_none()) return;
+    if (!py::isinstance<py::dict>(headers))
+      raise(PyExc_TypeError, std::string(what) + ": headers must be a dict of str to str, not " +
+                                 std::string(py::str(py::type::of(headers).attr("__name__"))));
+    for (const auto& [k, v] : headers.cast<py::dict>()) {
+      if (!py::isinstance<py::str>(k) || !py::isinstance<py::str>(v))
+        raise(PyExc_TypeError, std::string(what) + ": headers must be a dict of str to str; " +
+                                   std::string(py::repr(k)) + ": " + std::string(py::repr(v)) +
+                                   " is not");
+      text_.push_back(k.cast<std::string>());
+      text_.push_back(v.cast<std::string>());
+    }
+    for (std::size_t i = 0; i < text_.size(); i += 2)
+      props_.push_back({text_[i], text_[i + 1]});
+    std::uint32_t size = 0;
+    if (detail::encoded_size(props_, size) != Status::Ok) {
+      std::size_t bytes = 0, longest = 0;
+      for (const Property& p : props_) {
+        bytes += 4 + p.name.size() + p.value.size();
+        longest = std::max(longest, p.name.size());
+      }
+      raise(invalid_argument(),
+            std::string(what) + ": headers break a limit: " + std::to_string(props_.size()) +
+                " pairs, the longest name " + std::to_string(longest) + " bytes, " +
+                std::to_string(bytes) + " bytes encoded; at most " +
+                std::to_string(kMaxProperties) + " pairs, names of 1 to " +
+                std::to_string(kMaxPropertyName) + " bytes (UTF-8), " +
+                std::to_string(kMaxPropertyBytes) + " bytes encoded (4 per pair + name + value)");
+    }
+  }
+  HeadersArg(const HeadersArg&) = delete;
+  HeadersArg& operator=(const HeadersArg&) = delete;
+  [[nodiscard]] std::span<const Property> properties() const noexcept { return props_; }
+  // Bytes they take in the slot (before rounding with the key).
+  [[nodiscard]] std::size_t encoded() const noexcept {
+    std::size_t n = 0;
+    for (const Property& p : props_)
+      n += 4 + p.name.size() + p.value.size();
+    return n;
+  }
+
+ private:
+  std::vector<std::string> text_;  // name, value, name, value, ...
+  std::vector<Property> props_;
+};
+
+// key=, partition=, priority= and headers= of publish and loan: the Route
+// they name, with the key viewed in place for the call.
 class RouteArgs {
  public:
   RouteArgs(const py::handle& key, const py::handle& partition, const py::handle& priority,
-            const char* what)
+            const py::handle& headers, const char* what)
       : key_(key, what),
         partition_(index_arg(partition, "partition")),
-        priority_(index_arg(priority, "priority")) {}
+        priority_(index_arg(priority, "priority")),
+        headers_(headers, what) {}
 
   // False: none given, so the plain (unrouted) calls apply.
   [[nodiscard]] bool routed() const noexcept {
-    return !key_.bytes().empty() || partition_ || priority_;
+    return !key_.bytes().empty() || partition_ || priority_ || !headers_.properties().empty();
   }
   [[nodiscard]] Route route() const noexcept {
     Route r;
     r.key = key_.bytes();
     r.partition = partition_.value_or(Route::kNone);
     r.priority = priority_.value_or(Route::kNone);
+    r.properties = headers_.properties();
     return r;
   }
+  [[nodiscard]] std::size_t headers_size() const noexcept { return headers_.encoded(); }
   [[nodiscard]] std::size_t key_size() const noexcept { return key_.bytes().size(); }
   [[nodiscard]] const std::optional<std::uint32_t>& partition() const noexcept {
     return partition_;
@@ -50,6 +106,7 @@ class RouteArgs {
  private:
   KeyArg key_;
   std::optional<std::uint32_t> partition_, priority_;
+  HeadersArg headers_;
 };
 
 std::string lanes_text(std::uint32_t n, const char* noun) {
@@ -82,10 +139,15 @@ std::string too_large(const PyPublisher& pp, std::size_t size, const RouteArgs* 
   if (key > detail::kMaxKey)
     return "key of " + std::to_string(key) + " bytes is longer than the " +
            std::to_string(detail::kMaxKey) + " bytes a key may have";
+  const std::size_t headers = r != nullptr ? r->headers_size() : 0;
   std::string m = "message of " + std::to_string(size) + " bytes";
-  if (key != 0)
-    m += " with a key of " + std::to_string(key) + " bytes (" +
-         std::to_string(detail::key_span(static_cast<std::uint32_t>(key))) +
+  const std::string span =
+      std::to_string(detail::key_span(static_cast<std::uint32_t>(key + headers)));
+  if (headers != 0)
+    m += " with " + std::to_string(key) + " bytes of key and " + std::to_string(headers) +
+         " of headers (" + span + " in the slot: they are padded to a multiple of 8)";
+  else if (key != 0)
+    m += " with a key of " + std::to_string(key) + " bytes (" + span +
          " in the slot: a key is padded to a multiple of 8)";
   return m + " is larger than topic '" + pp.topic + "''s slot size of " +
          std::to_string(pp.slot_size) + " bytes";
@@ -242,12 +304,12 @@ Close with close() or a with block (deferred until open loans end).
   pub.def(
          "publish",
          [](PyPublisher& pp, const py::object& data, const py::object& key,
-            const py::object& partition, const py::object& priority) {
-           (void)publish(pp, data, true, RouteArgs(key, partition, priority, "publish"));
+            const py::object& partition, const py::object& priority, const py::object& headers) {
+           (void)publish(pp, data, true, RouteArgs(key, partition, priority, headers, "publish"));
          },
          py::arg("data"), py::arg("key") = py::none(), py::arg("partition") = py::none(),
-         py::arg("priority") = py::none(),
-         R"doc(publish(data: Buffer, key: Buffer | str | None = None, partition: int | None = None, priority: int | None = None) -> None
+         py::arg("priority") = py::none(), py::arg("headers") = py::none(),
+         R"doc(publish(data: Buffer, key: Buffer | str | None = None, partition: int | None = None, priority: int | None = None, headers: dict[str, str] | None = None) -> None
 
 Copies `data` (any C-contiguous buffer) into the next slot and publishes it.
 
@@ -257,44 +319,53 @@ partition_for_key(key, partitions), as Kafka does. partition: this partition
 (it wins over the key's). priority: the lane of a priority topic (0, the
 default, is the lowest). Neither key nor partition on a partitioned topic:
 the publisher's sticky partition (runs of 64 messages, then the next).
+headers: properties stored with the message (Kafka's headers), str to str,
+at most 16 pairs, names of 1 to 255 bytes, 1024 bytes encoded (4 per pair +
+name + value; else InvalidArgument); the one named "tag" is its tag.
 Raises Timeout / WouldBlock when the ring stays full (see the class doc),
 TooLarge when key (padded to 8 bytes) + data exceed the slot size or the key
 1024 bytes, InvalidArgument for a partition or priority the topic lacks.)doc")
       .def(
           "try_publish",
           [](PyPublisher& pp, const py::object& data, const py::object& key,
-             const py::object& partition, const py::object& priority) {
-            return publish(pp, data, false, RouteArgs(key, partition, priority, "try_publish"));
+             const py::object& partition, const py::object& priority, const py::object& headers) {
+            return publish(pp, data, false,
+                           RouteArgs(key, partition, priority, headers, "try_publish"));
           },
           py::arg("data"), py::arg("key") = py::none(), py::arg("partition") = py::none(),
-          py::arg("priority") = py::none(),
+          py::arg("priority") = py::none(), py::arg("headers") = py::none(),
           "try_publish(data: Buffer, key: Buffer | str | None = None, partition: int | None = "
-          "None, priority: int | None = None) -> bool\n\nLike publish but never waits: False "
+          "None, priority: int | None = None, headers: dict[str, str] | None = None) -> "
+          "bool\n\nLike publish but never waits: False "
           "when the ring is full.")
       .def(
           "loan",
           [](const py::object& self, std::size_t size, const py::object& key,
-             const py::object& partition, const py::object& priority) {
-            return take_loan(self, size, true, RouteArgs(key, partition, priority, "loan"));
+             const py::object& partition, const py::object& priority, const py::object& headers) {
+            return take_loan(self, size, true,
+                             RouteArgs(key, partition, priority, headers, "loan"));
           },
           py::arg("size"), py::arg("key") = py::none(), py::arg("partition") = py::none(),
-          py::arg("priority") = py::none(),
+          py::arg("priority") = py::none(), py::arg("headers") = py::none(),
           "loan(size: int, key: Buffer | str | None = None, partition: int | None = None, "
-          "priority: int | None = None) -> Loan\n\nClaims a slot for `size` bytes written in "
+          "priority: int | None = None, headers: dict[str, str] | None = None) -> Loan\n\nClaims a "
+          "slot for `size` bytes written in "
           "place; waits for room like publish.\n"
-          "key, partition, priority: as for publish (the key is written into the slot at "
+          "key, partition, priority, headers: as for publish (written into the slot at "
           "once).\n"
           "Use as `with pub.loan(n) as buf: ...` (see Loan).")
       .def(
           "try_loan",
           [](const py::object& self, std::size_t size, const py::object& key,
-             const py::object& partition, const py::object& priority) {
-            return take_loan(self, size, false, RouteArgs(key, partition, priority, "try_loan"));
+             const py::object& partition, const py::object& priority, const py::object& headers) {
+            return take_loan(self, size, false,
+                             RouteArgs(key, partition, priority, headers, "try_loan"));
           },
           py::arg("size"), py::arg("key") = py::none(), py::arg("partition") = py::none(),
-          py::arg("priority") = py::none(),
+          py::arg("priority") = py::none(), py::arg("headers") = py::none(),
           "try_loan(size: int, key: Buffer | str | None = None, partition: int | None = None, "
-          "priority: int | None = None) -> Loan | None\n\nLike loan but never waits: None when "
+          "priority: int | None = None, headers: dict[str, str] | None = None) -> Loan | "
+          "None\n\nLike loan but never waits: None when "
           "the ring is full.")
       .def_property(
           "timeout", [](const PyPublisher& pp) { return pp.timeout; },

@@ -138,6 +138,11 @@ release().)doc")
       .def_property_readonly(
           "key_size", [](const PySample& s) { return s.key_size; }, "Bytes of key (0: no key).")
       .def_property_readonly(
+          "headers", [](const PySample& s) { return headers_dict(s.open_or_raise().properties()); },
+          R"doc(The message's properties (Kafka's headers) as a new dict of str to str
+(bytes that are not UTF-8 decode with U+FFFD); {} when it has none. The
+"tag" entry is its tag. Closed after release().)doc")
+      .def_property_readonly(
           "partition", [](const PySample& s) { return s.partition; },
           "The partition it came from (0 on a one-partition or a priority topic).")
       .def_property_readonly(
