@@ -647,6 +647,33 @@ expect_rc 0 "topic delete kp"
 run cli topic delete lanes
 expect_rc 0 "topic delete lanes"
 
+# ---- headers (message properties) -------------------------------------------------
+
+run cli topic create hdr --slot-size 128
+expect_rc 0 "topic create hdr"
+run cli pub hdr --header tag=TagA --header trace=t-1 --key k1 <<<"with"
+expect_rc 0 "pub --header"
+run cli pub hdr <<<"without"
+expect_rc 0 "pub without headers"
+run cli sub hdr --from earliest --count 2 --show-headers --show-key -q
+expect_rc 0 "sub --show-headers"
+expect_out $'tag=TagA,trace=t-1\tk1\twith\n\t\twithout' "headers, then key, then value"
+run cli pub hdr --header novalue <<<"x"
+expect_rc 64 "--header without '='"
+expect_match "is not NAME=VALUE" "$err" "--header NAME=VALUE error"
+run cli pub hdr --header =v <<<"x"
+expect_rc 64 "--header with an empty name"
+run cli pub hdr $(for i in $(seq 1 17); do printf -- '--header h%s=v ' "$i"; done) <<<"x"
+expect_rc 64 "17 headers"
+expect_match "at most 16 headers" "$err" "the header limits are named"
+run cli pub hdr --header "big=$(head -c 120 /dev/zero | tr '\0' v)" <<<"x"
+expect_rc 1 "headers that do not fit the slot"
+expect_match "bytes of headers" "$err" "the slot-size error counts the headers"
+run cli topic describe hdr --json
+expect_match '"tail":2,' "$out" "refused header messages publish nothing"
+run cli topic delete hdr
+expect_rc 0 "topic delete hdr"
+
 # ---- a damaged topic --------------------------------------------------------------
 
 # A stray write over the stamp of sequence 17 (ring slot 2: slots fill in the order

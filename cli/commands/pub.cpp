@@ -34,6 +34,7 @@ struct PubArgs {
   std::string key_separator;  // each line is KEY<SEP>VALUE (empty: lines are values)
   std::int64_t partition = -1;
   std::int64_t priority = -1;
+  std::vector<std::string> headers;  // NAME=VALUE, for every message
 };
 
 // A message as published: its key (maybe empty) and its payload.
@@ -140,7 +141,11 @@ std::vector<std::string> split_lines(const std::string& text) {
 
 class PubSession {
  public:
-  PubSession(const PubArgs& a, Publisher& pub) : args_(a), pub_(pub) {}
+  PubSession(const PubArgs& a, Publisher& pub, std::span<const Property> props)
+      : args_(a), pub_(pub), props_(props) {
+    for (const Property& p : props)
+      props_bytes_ += 4 + p.name.size() + p.value.size();
+  }
 
   // Publishes one message (a line, or a whole file); returns kExitOk or the
   // exit code of the failure (after saying what went wrong).
@@ -161,13 +166,15 @@ class PubSession {
                 n, msg.key.size(), detail::kMaxKey));
       return kExitError;
     }
-    const std::uint64_t key_bytes = detail::key_span(static_cast<std::uint32_t>(msg.key.size()));
+    const std::uint64_t key_bytes =
+        detail::key_span(static_cast<std::uint32_t>(msg.key.size() + props_bytes_));
     if (m.size() + key_bytes > pub_.slot_size()) {
       const std::string with_key =
-          msg.key.empty() ? std::string()
-                          : strf(" with a %zu-byte key (%" PRIu64
-                                 " bytes in the slot: a key is padded to a multiple of 8)",
-                                 msg.key.size(), key_bytes);
+          msg.key.empty() && props_bytes_ == 0
+              ? std::string()
+              : strf(" with a %zu-byte key and %zu bytes of headers (%" PRIu64
+                     " bytes in the slot: they are padded to a multiple of 8)",
+                     msg.key.size(), props_bytes_, key_bytes);
       note(strf("message %" PRIu64 " is %zu bytes%s, larger than the %u-byte slot size of topic "
                 "'%s'; nothing of it was published (create the topic with a larger "
                 "--slot-size)",
@@ -185,6 +192,7 @@ class PubSession {
     Route route = Route::with_key(msg.key);
     if (args_.partition >= 0) route.partition = static_cast<std::uint32_t>(args_.partition);
     if (args_.priority >= 0) route.priority = static_cast<std::uint32_t>(args_.priority);
+    route.properties = props_;
     const Status st = pub_.publish(route, std::as_bytes(std::span(m.data(), m.size())));
     switch (st) {
       case Status::Ok:
@@ -223,6 +231,8 @@ class PubSession {
  private:
   const PubArgs& args_;
   Publisher& pub_;
+  std::span<const Property> props_;
+  std::size_t props_bytes_ = 0;
   std::uint64_t count_ = 0, bytes_ = 0, paced_ = 0;
   Clock::time_point start_{};
 };
@@ -252,7 +262,26 @@ void check_route(const PubArgs& a, const Publisher& pub) {
   }
 }
 
+// The --header NAME=VALUE options as properties (viewing a.headers), checked
+// against the limits.
+std::vector<Property> header_properties(const PubArgs& a) {
+  std::vector<Property> out;
+  for (const std::string& h : a.headers) {
+    const auto eq = h.find('=');
+    if (eq == std::string::npos || eq == 0)
+      fail(kExitUsage, "--header '" + h + "' is not NAME=VALUE (a non-empty name, then '=')");
+    out.push_back({std::string_view(h).substr(0, eq), std::string_view(h).substr(eq + 1)});
+  }
+  std::uint32_t size = 0;
+  if (detail::encoded_size(out, size) != Status::Ok)
+    fail(kExitUsage, strf("--header: at most %u headers, names of 1 to %u bytes, %u bytes in "
+                          "all (4 per header + its name and value)",
+                          kMaxProperties, kMaxPropertyName, kMaxPropertyBytes));
+  return out;
+}
+
 int cmd_pub(const Globals& g, const PubArgs& a) {
+  const std::vector<Property> props = header_properties(a);
   // Read a file before connecting: a missing file is reported without side effects.
   std::vector<std::string> input;
   const bool from_file = !a.file.empty();
@@ -273,7 +302,7 @@ int cmd_pub(const Globals& g, const PubArgs& a) {
   Publisher pub = bus.publisher(a.topic, po);
   check_route(a, pub);
   install_stop_handlers();
-  PubSession session(a, pub);
+  PubSession session(a, pub, props);
   int rc = kExitOk;
   const auto run = [&]() -> int {
     std::uint64_t pass = 0;
@@ -343,6 +372,9 @@ void add_pub_command(CommandTree& tree) {
                   "unkeyed messages otherwise go to one partition for a run of 64, then the "
                   "next")
       ->check(number_above(0, true));
+  pub->add_option("--header", pa->headers,
+                  "NAME=VALUE: a property every message carries (Kafka's headers; repeat for "
+                  "more, at most 16; the one named tag is the message's tag)");
   pub->add_option("--priority", pa->priority,
                   "on a topic with priority lanes: the lane, 0 (lowest, the default) to "
                   "priorities-1")

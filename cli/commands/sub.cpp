@@ -32,6 +32,7 @@ struct SubArgs {
   std::string group_mode;  // empty: an existing group's mode, else shared
   bool show_key = false;
   bool show_partition = false;
+  bool show_headers = false;
   std::string key_separator = "\t";
 };
 
@@ -72,7 +73,10 @@ int cmd_sub(const Globals& g, const SubArgs& a) {
   }
   std::unique_ptr<Subscriber> sub = bus.subscriber(a.topic, so);
   const bool lanes = sub->priorities() != 0;
-  Sample sample;  // --show-key reads in place: receive_copy leaves the key out
+  // --show-key and --show-headers read in place: receive_copy leaves them out.
+  const bool in_place = a.show_key || a.show_headers;
+  Sample sample;
+  std::string headers;
   install_stop_handlers();
   std::vector<std::byte> buffer(sub->slot_size());
   std::string line;
@@ -100,10 +104,15 @@ int cmd_sub(const Globals& g, const SubArgs& a) {
     std::string_view key;
     const std::uint64_t position = sub->position();
     Status st;
-    if (a.show_key) {
+    if (in_place) {
       sample.release();
       st = sub->receive(sample, wait);
       if (st == Status::Ok) {
+        headers.clear();
+        for (const Property& p : sample.properties()) {
+          if (!headers.empty()) headers += ',';
+          headers.append(p.name).append("=").append(p.value);
+        }
         info.sequence = sample.sequence();
         info.partition = lanes ? sample.priority() : sample.partition();
         info.size = static_cast<std::uint32_t>(sample.data().size());
@@ -149,6 +158,7 @@ int cmd_sub(const Globals& g, const SubArgs& a) {
     line.clear();
     if (a.show_partition) line += u64(info.partition) + ": ";
     if (a.show_offset) line += u64(info.sequence) + ": ";
+    if (a.show_headers) line += headers + '\t';
     if (a.show_key) {
       append_bytes(line, key.data(), key.size(), a.hex);
       line += a.key_separator;
@@ -156,7 +166,7 @@ int cmd_sub(const Globals& g, const SubArgs& a) {
     append_bytes(line, reinterpret_cast<const char*>(buffer.data()), info.size, a.hex);
     line += '\n';
     // Under policy overwrite a slot read in place may have been reused meanwhile.
-    if (a.show_key && !sample.intact()) continue;
+    if (in_place && !sample.intact()) continue;
     sample.release();
     std::fwrite(line.data(), 1, line.size(), stdout);
     if (stdout_closed()) break;  // the reader of our pipe left: a clean stop
@@ -214,6 +224,10 @@ void add_sub_command(CommandTree& tree) {
   sub->add_option("--key-separator", sa->key_separator,
                   "with --show-key: what goes between the key and the value (default: a tab)")
       ->needs("--show-key");
+  sub->add_flag("--show-headers", sa->show_headers,
+                "print each message's headers (properties) first, as NAME=VALUE,NAME=VALUE "
+                "and a tab (nothing before the tab when it has none), after partition and "
+                "offset and before the key");
   sub->add_flag("--show-partition", sa->show_partition,
                 "prefix each message with \"PARTITION: \" (on a priority topic: its priority "
                 "lane); before the offset when both are shown");
