@@ -154,6 +154,7 @@ void put_group(Writer& w, const GroupStatus& g) {
   w.u8(static_cast<std::uint8_t>(g.mode)).u32(static_cast<std::uint32_t>(g.partitions.size()));
   for (const GroupPartitionStatus& p : g.partitions)
     w.u64(p.position).u64(p.lag).u32(p.owner_pid).u32(static_cast<std::uint32_t>(p.target_seat));
+  w.u64(g.filtered);
 }
 
 void get_group(Reader& r, GroupStatus& g) {
@@ -189,6 +190,7 @@ void get_group(Reader& r, GroupStatus& g) {
     p.target_seat = static_cast<std::int32_t>(r.u32());
     g.partitions.push_back(p);
   }
+  g.filtered = r.u64();
 }
 
 void put_status(Writer& w, const TopicStatus& t) {

@@ -2,7 +2,9 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
+#include <string_view>
 
 #include "os.hpp"
 #include "region.hpp"
@@ -73,6 +75,37 @@ Stall check_stalled(const Ring& r, ConsumerState& c) noexcept {
 namespace {
 constexpr auto kActive = static_cast<std::uint32_t>(detail::SeatState::Active);
 constexpr auto kFree = static_cast<std::uint32_t>(detail::SeatState::Free);
+
+std::string_view trimmed(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t'))
+    s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t'))
+    s.remove_suffix(1);
+  return s;
+}
+
+// SubscriberOptions::tags into its tags (none for "*" or empty), or
+// InvalidArgument naming what is wrong.
+void parse_tags(const std::string& expression, std::vector<std::string>& out) {
+  const std::string_view all = trimmed(expression);
+  if (all.empty() || all == "*") return;
+  std::string_view rest = all;
+  for (;;) {
+    const auto bar = rest.find("||");
+    const std::string_view tag = trimmed(rest.substr(0, bar));
+    if (tag.empty() || tag == "*" || tag.find('|') != std::string_view::npos)
+      throw Error(ErrorCode::InvalidArgument,
+                  "tag filter '" + expression +
+                      "' is not TAG || TAG ...: each tag non-empty and without '|' (or '*' "
+                      "alone for every message)");
+    if (tag.size() > kMaxPropertyBytes)
+      throw Error(ErrorCode::InvalidArgument,
+                  "tag filter '" + expression + "': a tag longer than a message can carry");
+    out.emplace_back(tag);
+    if (bar == std::string_view::npos) return;
+    rest = rest.substr(bar + 2);
+  }
+}
 }  // namespace
 
 Subscriber::Subscriber(std::shared_ptr<detail::Region> region, const SubscriberOptions& options)
@@ -90,6 +123,10 @@ Subscriber::Subscriber(std::shared_ptr<detail::Region> region, const SubscriberO
     l.state.is_private = is_private;
   }
   if (!is_private) validate_name("group", options.group);
+  parse_tags(options.tags, tags_);
+  for (const std::string& t : tags_)
+    tag_hashes_.push_back(tag_hash(t));
+  simple_ = rings_ == 1 && tags_.empty();
   const std::string topic = r.topic_name();
   const bool want_partitioned = !is_private && options.group_mode == GroupMode::Partitioned;
 
@@ -140,6 +177,7 @@ Subscriber::Subscriber(std::shared_ptr<detail::Region> region, const SubscriberO
       e.cursor.store(start, std::memory_order_release);
       e.lost.store(0, std::memory_order_relaxed);
       e.corrupt.store(0, std::memory_order_relaxed);
+      e.filtered.store(0, std::memory_order_relaxed);
       e.members.store(0, std::memory_order_relaxed);
       e.owner.store(0, std::memory_order_relaxed);
       e.target.store(0, std::memory_order_relaxed);
@@ -317,6 +355,47 @@ Status Subscriber::take_next(Take&& take) noexcept {
     st = scan_lanes(lanes_, rings_, current_, burst_left_, kBurst, lane_of, take);
   }
   return st;
+}
+
+Status Subscriber::take_filtered(Sample& out) noexcept {
+  for (int i = 0; i < kFilterRun; ++i) {
+    const Status st = rings_ == 1 ? take_from(head_, out) : take_any(out);
+    if (st != Status::Ok || tags_.empty() || wanted(*out.slot_, out.meta_)) return st;
+    detail::ConsumerLane& l = *out.lane_;
+    out.release();
+    count_filtered(l);
+  }
+  return Status::WouldBlock;
+}
+
+Status Subscriber::take_batch_filtered(Batch& out) noexcept {
+  for (int i = 0; i < kFilterRun; ++i) {
+    const Status st = rings_ == 1 ? take_batch(head_, out, 1) : take_batch_any(out, 1);
+    if (st != Status::Ok) return st;
+    detail::SlotHeader& slot = out.lane_->ring.slot(out.first_);
+    if (wanted(slot, detail::lengths(slot, out.lane_->ring.slot_size).meta)) return st;
+    detail::ConsumerLane& l = *out.lane_;
+    out.release();
+    count_filtered(l);
+  }
+  return Status::WouldBlock;
+}
+
+// The tag's hash in the header first (one load on the line take() read), then
+// the tag itself: a hash that matches by chance does not let a message through.
+bool Subscriber::wanted(detail::SlotHeader& slot, std::uint32_t meta) const noexcept {
+  // Relaxed: ordered after the stamp's acquire load (C1) in the take.
+  const std::uint32_t h = slot.tag_hash.load(std::memory_order_relaxed);
+  if (h == 0 || std::find(tag_hashes_.begin(), tag_hashes_.end(), h) == tag_hashes_.end())
+    return false;
+  const auto tag =
+      Properties({detail::payload(slot) + detail::meta_key(meta), detail::meta_properties(meta)})
+          .tag();
+  return tag && std::find(tags_.begin(), tags_.end(), *tag) != tags_.end();
+}
+
+void Subscriber::count_filtered(detail::ConsumerLane& l) noexcept {
+  l.state.group->filtered.fetch_add(1, std::memory_order_relaxed);  // relaxed: a counter
 }
 
 Status Subscriber::take_any(Sample& out) noexcept {

@@ -156,6 +156,7 @@ TopicStatus status_of(const std::string& name, const Region& r) {
       gs.position += gp.position;
       gs.lag += gp.lag;
       gs.lost += ep.lost.load(std::memory_order_relaxed);
+      gs.filtered += ep.filtered.load(std::memory_order_relaxed);
       const std::uint64_t oldest = r.ring(p).oldest(tail);
       gs.overrun += gp.position < oldest ? oldest - gp.position : 0;
       gs.partitions.push_back(gp);

@@ -2,6 +2,7 @@
 // slot after the key, set through Route::properties on publish and loan, read
 // in place through Sample::properties(), Batch::properties(i) and the copying
 // reads' MessageInfo; their limits; a reader that does not trust the bytes.
+#include <algorithm>
 #include <array>
 #include <string>
 #include <vector>
@@ -182,6 +183,106 @@ TEST(Properties, DamagedBytesAreReadSafely) {
   EXPECT_NE(tag_hash(""), 0u);
   EXPECT_EQ(tag_hash("TagA"), tag_hash("TagA"));
   EXPECT_NE(tag_hash("TagA"), tag_hash("TagB"));
+}
+
+// Tag filters (RocketMQ's subscription expressions): a message whose tag is
+// not in the filter is taken, not returned, and counted in filtered().
+Status publish_tagged(Publisher& pub, std::string_view tag, std::string_view payload) {
+  if (tag.empty()) return pub.publish(bytes_of(std::string(payload)));
+  const std::array<Property, 2> props{{{"trace", "t"}, {"tag", tag}}};
+  return pub.publish(Route::with_properties(props), bytes_of(std::string(payload)));
+}
+
+TEST(TagFilter, ReturnsOnlyMatchingTagsAndCountsTheRest) {
+  ScopedTopic t("tags", ring_options(16, 128));
+  auto sub =
+      t.topic.subscriber({.group = "g", .start = StartFrom::Earliest, .tags = " TagA ||TagB "});
+  auto all = t.topic.subscriber({.group = "all", .start = StartFrom::Earliest, .tags = "*"});
+  Publisher pub = t.topic.publisher();
+  const std::vector<std::pair<std::string, std::string>> msgs{
+      {"TagA", "1"}, {"TagC", "2"}, {"", "3"}, {"TagB", "4"}, {"TagAB", "5"}, {"TagA", "6"}};
+  for (const auto& [tag, v] : msgs)
+    ASSERT_EQ(publish_tagged(pub, tag, v), Status::Ok);
+  std::vector<std::string> got;
+  Sample s;
+  while (sub->try_receive(s) == Status::Ok)
+    got.push_back(sv(s.data()));
+  s.release();
+  EXPECT_EQ(got, (std::vector<std::string>{"1", "4", "6"}));
+  EXPECT_EQ(sub->filtered(), 3u);
+  EXPECT_EQ(sub->lost(), 0u);
+  EXPECT_EQ(sub->lag(), 0u) << "filtered messages are consumed";
+  std::size_t n = 0;
+  while (all->try_receive(s) == Status::Ok)
+    ++n;
+  EXPECT_EQ(n, msgs.size()) << "'*' takes everything";
+  EXPECT_EQ(all->filtered(), 0u);
+  for (const GroupStatus& g : t.topic.status().groups)
+    EXPECT_EQ(g.filtered, g.name == "g" ? 3u : 0u) << g.name;
+}
+
+TEST(TagFilter, AGroupThatMatchesNothingDoesNotHoldProducersBack) {
+  ScopedTopic t("none", ring_options(8, 128));
+  auto sub = t.topic.subscriber({.group = "g", .start = StartFrom::Earliest, .tags = "Never"});
+  Publisher pub = t.topic.publisher();
+  for (int round = 0; round < 4; ++round) {
+    // The ring is full after 8 under block; the filtering group takes them.
+    for (int i = 0; i < 8; ++i) {
+      const std::array<Property, 1> props{{{"tag", "Other"}}};
+      ASSERT_EQ(pub.try_publish(Route::with_properties(props), bytes_of("x")), Status::Ok)
+          << "round " << round << " message " << i;
+    }
+    Sample s;
+    EXPECT_EQ(sub->try_receive(s), Status::WouldBlock);
+  }
+  EXPECT_EQ(sub->filtered(), 32u);
+  EXPECT_EQ(sub->position(), 32u);
+}
+
+TEST(TagFilter, BatchesCopiesAndPartitionsFilterToo) {
+  ScopedTopic t("mixed", [] {
+    TopicOptions o = ring_options(16, 128);
+    o.partitions = 4;
+    return o;
+  }());
+  auto sub = t.topic.subscriber({.group = "g", .start = StartFrom::Earliest, .tags = "Keep"});
+  Publisher pub = t.topic.publisher();
+  for (int i = 0; i < 24; ++i) {
+    const std::array<Property, 1> props{{{"tag", i % 3 == 0 ? "Keep" : "Drop"}}};
+    Route r = Route::with_properties(props);
+    r.partition = static_cast<std::uint32_t>(i % 4);
+    ASSERT_EQ(pub.publish(r, bytes_of(std::to_string(i))), Status::Ok);
+  }
+  std::vector<int> got;
+  Batch b;
+  for (int k = 0; k < 4; ++k) {
+    ASSERT_EQ(sub->receive_batch(b, 8, kWait), Status::Ok);
+    ASSERT_EQ(b.size(), 1u) << "a filtering batch is one message";
+    EXPECT_EQ(b.properties(0).tag(), "Keep");
+    got.push_back(std::stoi(sv(b.data(0))));
+    b.release();
+  }
+  std::array<std::byte, 128> buf{};
+  MessageInfo info;
+  while (sub->receive_copy(buf, info, std::chrono::milliseconds(0)) == Status::Ok)
+    got.push_back(std::stoi(std::string(reinterpret_cast<const char*>(buf.data()), info.size)));
+  std::sort(got.begin(), got.end());
+  EXPECT_EQ(got, (std::vector<int>{0, 3, 6, 9, 12, 15, 18, 21}));
+  EXPECT_EQ(sub->filtered(), 16u);
+}
+
+TEST(TagFilter, BadExpressionsAreRefused) {
+  ScopedTopic t("bad", ring_options(8, 64));
+  for (const char* bad : {"TagA ||", "|| TagA", "TagA | TagB", "TagA || *", "TagA |||| B", "||"}) {
+    try {
+      (void)t.topic.subscriber({.group = "g", .start = StartFrom::Earliest, .tags = bad});
+      ADD_FAILURE() << "accepted '" << bad << "'";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::InvalidArgument) << bad;
+      EXPECT_NE(std::string(e.what()).find("is not TAG || TAG"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_NO_THROW((void)t.topic.subscriber({.group = "g", .tags = "  *  "}));
 }
 
 }  // namespace

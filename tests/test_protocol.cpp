@@ -94,6 +94,7 @@ void expect_same(const TopicStatus& a, const TopicStatus& b) {
     EXPECT_EQ(a.groups[i].position, b.groups[i].position);
     EXPECT_EQ(a.groups[i].lag, b.groups[i].lag);
     EXPECT_EQ(a.groups[i].lost, b.groups[i].lost);
+    EXPECT_EQ(a.groups[i].filtered, b.groups[i].filtered);
     EXPECT_EQ(a.groups[i].overrun, b.groups[i].overrun);
     ASSERT_EQ(a.groups[i].member_seats.size(), b.groups[i].member_seats.size());
     for (std::size_t k = 0; k < a.groups[i].member_seats.size(); ++k) {
@@ -164,7 +165,8 @@ TopicStatus odd_status(const std::string& name) {
                7,
                {{1, 99, 5, 9, 40}, {2, 98, 6, ~0ULL, 1}},
                GroupMode::Partitioned,
-               {{4, 6, 1234, 2}, {8, 0, 0, -1}}},
+               {{4, 6, 1234, 2}, {8, 0, 0, -1}},
+               21},
               {"", 1, false, 15, 0, 0, 0, {}}};
   t.partitions = {{7, 1}, {3, 0}};
   t.abandoned = 13;

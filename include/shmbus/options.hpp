@@ -101,6 +101,14 @@ struct SubscriberOptions {
   // Chosen when the group is created; a member joining an existing group
   // with another mode is refused (InvalidArgument). Private groups ignore it.
   GroupMode group_mode = GroupMode::Shared;
+  // A tag filter, RocketMQ's subscription expression: "TagA || TagB" (tags
+  // separated by ||, spaces around them ignored), or "*" or empty for every
+  // message. A message whose tag (its property "tag", properties.hpp) is
+  // not one of them, or that has none, is taken and not returned: it counts
+  // in Subscriber::filtered() and the group's status, not as lost. Each
+  // member filters what it takes, so every member of a group should use the
+  // same expression (RocketMQ asks the same).
+  std::string tags{};
   WaitStrategy wait = WaitStrategy::SpinFutex;
   // As PublisherOptions::spin.
   std::chrono::nanoseconds spin = kDefaultSpin;

@@ -203,6 +203,9 @@ class Subscriber {
   [[nodiscard]] std::uint64_t lost() const noexcept;
   // Messages this group skipped because their slot header was invalid.
   [[nodiscard]] std::uint64_t corrupt() const noexcept;
+  // Messages this group's members took without returning them: their tag
+  // did not match the filter (SubscriberOptions::tags).
+  [[nodiscard]] std::uint64_t filtered() const noexcept;
   [[nodiscard]] const std::string& group() const noexcept { return options_.group; }
   // The topic's slot size: the largest message, in bytes.
   [[nodiscard]] std::uint32_t slot_size() const noexcept { return head_.ring.slot_size; }
@@ -246,6 +249,14 @@ class Subscriber {
   template <class Take>
   Status take_next(Take&& take) noexcept;
   Status take_batch(detail::ConsumerLane& l, Batch& out, std::uint32_t max) noexcept;
+  // With a tag filter: takes until a message matches (one at a time for a
+  // batch), returning the others; WouldBlock after kFilterRun returned ones,
+  // so a call on a stream of other tags still ends.
+  Status take_filtered(Sample& out) noexcept;
+  Status take_batch_filtered(Batch& out) noexcept;
+  [[nodiscard]] bool wanted(detail::SlotHeader& slot, std::uint32_t meta) const noexcept;
+  void count_filtered(detail::ConsumerLane& l) noexcept;
+  static constexpr int kFilterRun = 256;
   static constexpr std::uint32_t kBurst = 32;
   // Partitioned groups: follows the group's assignment (lets go of revoked
   // partitions that hold nothing, takes assigned ones their owner let go),
@@ -288,6 +299,10 @@ class Subscriber {
   detail::ConsumerLane head_;                     // partition (or lane) 0
   std::unique_ptr<detail::ConsumerLane[]> rest_;  // partitions 1 .. rings_ - 1
   std::uint32_t rings_ = 1;
+  bool simple_ = true;  // one ring and no tag filter: receive's fast path
+  // The tag filter (SubscriberOptions::tags) and its hashes; empty: none.
+  std::vector<std::string> tags_;
+  std::vector<std::uint32_t> tag_hashes_;
   bool lanes_ = false;            // the rings are priority lanes
   bool partitioned_ = false;      // a member of a partitioned group
   bool unsettled_ = false;        // partitioned: a hand-over is still under way

@@ -43,6 +43,7 @@ struct GroupStatus {
   std::vector<MemberStatus> member_seats{};  // one per live member
   GroupMode mode = GroupMode::Shared;
   std::vector<GroupPartitionStatus> partitions{};  // one per partition (or lane)
+  std::uint64_t filtered = 0;  // taken and not returned: the tag filter did not match
 };
 
 // One partition (or priority lane) of a topic.

@@ -44,7 +44,7 @@ inline constexpr std::uint64_t kMagic = 0x31'53'55'42'4d'48'53'00ULL;  // "\0SHM
 //    GroupEntry::owner, target and assignment (partitioned groups).
 // 7: message properties: SlotHeader::meta (was key_length) holds the key's
 //    bytes (low 16 bits) and the encoded properties' (high 16), which follow
-//    the key; SlotHeader::tag_hash (was reserved0).
+//    the key; SlotHeader::tag_hash (was reserved0); GroupEntry::filtered.
 inline constexpr std::uint32_t kLayoutVersion = 7;
 inline constexpr std::uint64_t kControlMagic = 0x4c'54'43'42'4d'48'53'00ULL;  // "\0SHMBCTL"
 inline constexpr std::size_t kCacheLine = 64;
@@ -193,6 +193,9 @@ struct alignas(kHotAlign) GroupEntry {
   // Block 0's copy: bumped by every assignment (a join, a leave, a death), so
   // a member learns of one by this one word.
   std::atomic<std::uint64_t> assignment;
+  // Messages members took and did not return because their tag filter
+  // (SubscriberOptions::tags) did not match.
+  std::atomic<std::uint64_t> filtered;
   // Claim cursor: the next sequence a member of this group will take.
   alignas(kHotAlign) std::atomic<std::uint64_t> cursor;
   // MemberSeat[max_members] follows at offset sizeof(GroupEntry).
@@ -336,6 +339,7 @@ static_assert(offsetof(GroupEntry, corrupt) == 88);
 static_assert(offsetof(GroupEntry, owner) == 96);
 static_assert(offsetof(GroupEntry, target) == 100);
 static_assert(offsetof(GroupEntry, assignment) == 104);
+static_assert(offsetof(GroupEntry, filtered) == 112);
 static_assert(offsetof(GroupEntry, cursor) == 128);
 static_assert(sizeof(SlotHeader) == 32);
 static_assert(offsetof(SlotHeader, stamp) == 0);

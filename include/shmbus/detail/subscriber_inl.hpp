@@ -155,7 +155,7 @@ inline void Subscriber::fill(Sample& out, detail::ConsumerLane& l, detail::SlotH
 // members, skips, a full hold table, a corrupt length) takes the general
 // path, which decides from scratch.
 inline Status Subscriber::try_receive(Sample& out) noexcept {
-  const Status st = rings_ == 1 ? take_from(head_, out) : take_any(out);
+  const Status st = simple_ ? take_from(head_, out) : take_filtered(out);
   return st == Status::WouldBlock ? nothing_to_take() : st;
 }
 
@@ -253,9 +253,9 @@ inline Status Subscriber::wait_checked(std::chrono::nanoseconds timeout,
 }
 
 inline Status Subscriber::receive(Sample& out, std::chrono::nanoseconds timeout) noexcept {
-  if (rings_ == 1) [[likely]]
+  if (simple_) [[likely]]
     return wait_checked(timeout, [&] { return take_from(head_, out); });
-  return wait_checked(timeout, [&] { return take_any(out); });
+  return wait_checked(timeout, [&] { return take_filtered(out); });
 }
 
 inline Status Subscriber::take_batch(detail::ConsumerLane& l, Batch& out,
@@ -280,8 +280,9 @@ inline Status Subscriber::receive_batch(Batch& out, std::size_t max,
                                         std::chrono::nanoseconds timeout) noexcept {
   if (max == 0) return Status::Invalid;
   const auto limit = static_cast<std::uint32_t>(std::min<std::size_t>(max, head_.ring.count));
-  if (rings_ == 1) [[likely]]
+  if (simple_) [[likely]]
     return wait_checked(timeout, [&] { return take_batch(head_, out, limit); });
+  if (!tags_.empty()) return wait_checked(timeout, [&] { return take_batch_filtered(out); });
   return wait_checked(timeout, [&] { return take_batch_any(out, limit); });
 }
 
@@ -370,6 +371,13 @@ inline std::uint64_t Subscriber::lost() const noexcept {
   // Relaxed (here and in corrupt()): counters, read for reporting.
   for (std::uint32_t p = 0; p < rings_; ++p)
     sum += lane(p).state.group->lost.load(std::memory_order_relaxed);
+  return sum;
+}
+
+inline std::uint64_t Subscriber::filtered() const noexcept {
+  std::uint64_t sum = 0;
+  for (std::uint32_t p = 0; p < rings_; ++p)
+    sum += lane(p).state.group->filtered.load(std::memory_order_relaxed);  // a counter
   return sum;
 }
 
