@@ -66,3 +66,21 @@ def test_header_limits_and_types(bus):
     with pytest.raises(shmbus.TooLarge, match="6 of headers"):
         sp.publish(b"x" * 60, headers={"k": "v"})
     assert bus.describe("small").tail == 0
+
+
+def test_tag_filter(bus):
+    bus.create_topic("t", slots=16, slot_size=128)
+    sub = bus.subscriber("t", group="g", start="earliest", tags="TagA || TagB")
+    pub = bus.publisher("t")
+    for tag, v in [("TagA", b"1"), ("TagC", b"2"), (None, b"3"), ("TagB", b"4")]:
+        pub.publish(v, headers=None if tag is None else {"tag": tag})
+    got = []
+    while (s := sub.try_receive()) is not None:
+        with s:
+            got.append(bytes(s))
+    assert got == [b"1", b"4"]
+    assert sub.filtered == 2 and sub.lost == 0 and sub.lag == 0
+    (g,) = [g for g in bus.describe("t").groups if g.name == "g"]
+    assert g.filtered == 2 and g.as_dict()["filtered"] == 2
+    with pytest.raises(shmbus.InvalidArgument, match="is not TAG"):
+        bus.subscriber("t", group="h", tags="TagA ||")

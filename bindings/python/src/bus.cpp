@@ -124,6 +124,7 @@ py::dict group_dict(const GroupStatus& g) {
   d["position"] = g.position;
   d["lag"] = g.lag;
   d["lost"] = g.lost;
+  d["filtered"] = g.filtered;
   d["overrun"] = g.overrun;
   py::list members;
   for (const MemberStatus& ms : g.member_seats) {
@@ -271,6 +272,8 @@ void bind_bus(py::module_& m) {
           "The group in each partition (list of GroupPartitionStatus): position, lag, and\n"
           "in a partitioned group its owner.")
       .def_readonly("lost", &GroupStatus::lost, "Messages skipped after being overrun.")
+      .def_readonly("filtered", &GroupStatus::filtered,
+                    "Messages taken and not returned: the tag filter did not match.")
       .def_readonly("overrun", &GroupStatus::overrun,
                     "Overrun now: messages older than the ring keeps that the group will\n"
                     "lose (count in lost) when it next reads; 0 when it is not.")
@@ -469,14 +472,15 @@ for ever). wait: 'futex' (spin `spin` seconds, then sleep), 'yield' or 'busy'.)d
           "subscriber",
           [](PyBus& b, const TopicArg& topic, const std::optional<std::string>& group,
              const py::object& start, bool durable, const std::string& wait, double spin,
-             const std::string& mode) {
+             const std::string& mode, const std::optional<std::string>& tags) {
             Bus& bus = b.get();
-            return make_subscriber(resolve(bus, topic), group, start, durable, wait, spin, mode);
+            return make_subscriber(resolve(bus, topic), group, start, durable, wait, spin, mode,
+                                   tags);
           },
           py::arg("topic"), py::arg("group") = py::none(), py::arg("start") = "latest",
           py::kw_only(), py::arg("durable") = false, py::arg("wait") = "futex",
-          py::arg("spin") = 50e-6, py::arg("mode") = "shared",
-          R"doc(subscriber(topic: str | Topic, group: str | None = None, start: str | int = 'latest', *, durable: bool = False, wait: str = 'futex', spin: float = 50e-6, mode: str = 'shared') -> Subscriber
+          py::arg("spin") = 50e-6, py::arg("mode") = "shared", py::arg("tags") = py::none(),
+          R"doc(subscriber(topic: str | Topic, group: str | None = None, start: str | int = 'latest', *, durable: bool = False, wait: str = 'futex', spin: float = 50e-6, mode: str = 'shared', tags: str | None = None) -> Subscriber
 
 A Subscriber of `topic` (a name or a Topic).
 
@@ -489,7 +493,10 @@ mode (chosen when the group is created; joining it with another raises
 InvalidArgument): 'shared', members take from any partition (competing
 consumers), or 'partitioned', each partition owned by one member at a time
 (Kafka's consumer groups: a key's messages in order, by one member). A
-'partitioned' group needs a name.)doc")
+'partitioned' group needs a name.
+tags: a tag filter, RocketMQ's expression "TagA || TagB" ('*' or None: every
+message): messages whose "tag" header is not one of them are taken and not
+returned (counted in filtered). Members of a group should use the same one.)doc")
       .def(
           "shutdown_daemon",
           [](PyBus& b) { b.ask_daemon([&](Bus& bus) { return bus.shutdown_daemon(); }); },

@@ -218,7 +218,8 @@ py::object wrap_received(const py::object& self, PySubscriber& ps, T& out, Extra
 // Used by Bus.subscriber.
 py::object make_subscriber(const Topic& topic, const std::optional<std::string>& group,
                            const py::handle& start, bool durable, const std::string& wait,
-                           double spin, const std::string& mode);
+                           double spin, const std::string& mode,
+                           const std::optional<std::string>& tags);
 
 // Subscriber.receive_batch (batch.cpp).
 py::object receive_batch(const py::object& self, std::int64_t max, std::optional<double> timeout);

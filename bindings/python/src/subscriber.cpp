@@ -168,9 +168,11 @@ void raise_receive_status(Status st, const PySubscriber& ps) {
 
 py::object make_subscriber(const Topic& topic, const std::optional<std::string>& group,
                            const py::handle& start, bool durable, const std::string& wait,
-                           double spin, const std::string& mode) {
+                           double spin, const std::string& mode,
+                           const std::optional<std::string>& tags) {
   SubscriberOptions o;
   o.group = group.value_or("");
+  o.tags = tags.value_or("");
   o.group_mode = group_mode_arg(mode);
   if (o.group_mode == GroupMode::Partitioned && o.group.empty())
     raise(invalid_argument(),
@@ -361,6 +363,9 @@ for 'latest'; or for a partition the topic lacks.)doc")
           "group: those it owns; it gets the ones the group's assignment gives it as their\n"
           "previous owners let go (once they hold no sample of them), and it follows the\n"
           "assignment when it receives. Otherwise every partition (or lane).")
+      .def_property_readonly("filtered", open_getter<PySubscriber>(&Subscriber::filtered),
+                             "Messages the group took without returning them: their tag did "
+                             "not match the filter (tags=).")
       .def_property_readonly("lost", open_getter<PySubscriber>(&Subscriber::lost),
                              "Messages this group skipped because producers overwrote them first.")
       .def_property_readonly("corrupt", open_getter<PySubscriber>(&Subscriber::corrupt),
