@@ -156,6 +156,7 @@ void write_group_fields(JsonWriter& w, const GroupStatus& g) {
   w.key("lag").uint(g.lag);
   w.key("lost").uint(g.lost);
   w.key("overrun").uint(g.overrun);
+  w.key("filtered").uint(g.filtered);
   w.key("mode").string(to_string(g.mode));
   w.key("per_partition").begin_array();
   for (std::size_t i = 0; i < g.partitions.size(); ++i) {

@@ -253,7 +253,7 @@ expect_match '^ +g +0 +no +4 +1 +0 +shared$' "$out" "describe shows group g at p
 run cli topic describe orders --json
 expect_rc 0 "topic describe --json"
 expect_match '"tail":5' "$out" "describe --json tail"
-expect_match '\{"name":"g","private":false,"members":0,"durable":false,"position":4,"lag":1,"lost":0,"overrun":0,"mode":"shared","per_partition":\[\{"partition":0,"position":4,"lag":1\}\]\}' \
+expect_match '\{"name":"g","private":false,"members":0,"durable":false,"position":4,"lag":1,"lost":0,"overrun":0,"filtered":0,"mode":"shared","per_partition":\[\{"partition":0,"position":4,"lag":1\}\]\}' \
   "$out" "describe --json group g"
 
 # --file: whole file as one message, or line by line; --repeat.
@@ -673,6 +673,28 @@ run cli topic describe hdr --json
 expect_match '"tail":2,' "$out" "refused header messages publish nothing"
 run cli topic delete hdr
 expect_rc 0 "topic delete hdr"
+
+# Tag filters: sub --tags takes only those tags; the rest counts as filtered.
+run cli topic create tagged --slot-size 128
+expect_rc 0 "topic create tagged"
+for t in TagA TagC TagB TagA; do
+  run cli pub tagged --header tag=$t <<<"$t"
+  expect_rc 0 "pub tag $t"
+done
+run cli pub tagged <<<"untagged"
+expect_rc 0 "pub untagged"
+run cli sub tagged --group tg --from earliest --tags 'TagA || TagB' --timeout 0.5 -q
+expect_rc 0 "sub --tags"
+expect_out $'TagA\nTagB\nTagA' "only TagA and TagB are printed"
+run cli group describe tagged tg --json
+expect_match '"lag":0,"lost":0,"overrun":0,"filtered":2,' "$out" "the others count as filtered"
+run cli group describe tagged tg
+expect_match '^filtered: +2 ' "$out" "group describe shows filtered"
+run cli sub tagged --group bad --tags 'TagA ||' --timeout 0.2
+expect_rc 64 "a malformed tag filter"
+expect_match "is not TAG \|\| TAG" "$err" "the tag filter error says the form"
+run cli topic delete tagged
+expect_rc 0 "topic delete tagged"
 
 # ---- a damaged topic --------------------------------------------------------------
 

@@ -98,7 +98,9 @@ int cmd_describe(const Globals& g, const GroupArgs& a) {
                {"durable:", gs.durable ? "yes" : "no"},
                {"position:", u64(gs.position)},
                {"lag:", u64(gs.lag)},
-               {"lost:", lost_cell(gs)}});
+               {"lost:", lost_cell(gs)},
+               {"filtered:", u64(gs.filtered) + " (taken and not returned: not the members' "
+                                                "tag filter)"}});
   if (!gs.member_seats.empty()) {
     std::vector<std::vector<std::string>> rows{{"SEAT", "PID", "HELD", "RECEIVED"}};
     for (const MemberStatus& m : gs.member_seats)

@@ -30,6 +30,7 @@ struct SubArgs {
   bool durable = false;
   bool quiet = false;
   std::string group_mode;  // empty: an existing group's mode, else shared
+  std::string tags;        // a tag filter, "TagA || TagB" (empty: every message)
   bool show_key = false;
   bool show_partition = false;
   bool show_headers = false;
@@ -53,6 +54,7 @@ void append_bytes(std::string& line, const char* p, std::size_t n, bool hex) {
 int cmd_sub(const Globals& g, const SubArgs& a) {
   SubscriberOptions so;
   so.group = a.group;
+  so.tags = a.tags;
   so.durable = a.durable;
   const auto start = parse_start(a.from);
   if (!start) fail(kExitUsage, "--from '" + a.from + "' is not " + std::string(kStartNames));
@@ -219,6 +221,10 @@ void add_sub_command(CommandTree& tree) {
                   "order) (default: the group's mode if it exists, else shared)")
       ->needs(group)
       ->transform(CLI::IsMember({"shared", "partitioned"}, CLI::ignore_case));
+  sub->add_option("--tags", sa->tags,
+                  "a tag filter, 'TagA || TagB' (RocketMQ's expression; '*': every message): "
+                  "messages whose tag header is another or none are taken and not printed "
+                  "(counted as filtered in group describe)");
   sub->add_flag("--show-key", sa->show_key,
                 "print each message as KEY<SEP>VALUE (an unkeyed message has an empty key)");
   sub->add_option("--key-separator", sa->key_separator,
