@@ -79,7 +79,8 @@ TEST(Properties, LimitsAreCheckedAndNothingIsPublishedPastThem) {
   // Key + properties + payload must fit the slot.
   ScopedTopic small("small", ring_options(8, 64));
   Publisher sp = small.topic.publisher();
-  const std::array<Property, 1> p40{{{"k", std::string(35, 'v')}}};  // 40 bytes encoded
+  const std::string v35(35, 'v');                   // outlives the view of it
+  const std::array<Property, 1> p40{{{"k", v35}}};  // 40 bytes encoded
   EXPECT_EQ(sp.publish(Route::with_properties(p40),
                        std::span<const std::byte>(std::vector<std::byte>(24))),
             Status::Ok);  // 40 + 24 = 64
