@@ -11,6 +11,8 @@
 //   latency     64 B one-way p50 (ping-pong / 2) of a 1-lane topic against an
 //               8-lane priority topic, messages on the top lane (one look) and
 //               on the bottom lane (the receive looks at 7 empty lanes first)
+//   properties  64 B publish()+receive() on one partition, plain against
+//               with two properties (a tag and a trace id) on every message
 //   rebalance   a partitioned group of one member draining a 16-partition
 //               backlog; a second member joins: the time from its join to its
 //               first message (the owner notices at its next receive, lets go
@@ -25,6 +27,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -128,14 +131,18 @@ shmbus::PublisherOptions spin_pub() {
 
 // ---- throughput ---------------------------------------------------------------
 
+// What each message carries besides its 64 B payload.
+enum class Load { Plain, Keyed, Properties };
+
 // Messages per second of n 64 B messages, producer to consumer.
-double throughput(std::uint32_t partitions, bool keyed, std::uint64_t n,
+double throughput(std::uint32_t partitions, Load load, std::uint64_t n,
                   std::uint32_t slots = 1024) {
   shmbus::TopicOptions o;
   o.slot_count = slots;
-  // Room for a key of up to 16 bytes before the 64 B payload; the slots'
-  // stride is 128 bytes either way (32-byte header + 64 or 80, to a line).
-  o.slot_size = keyed ? 80 : 64;
+  // Room for a key of up to 16 bytes, or the two properties (28 bytes,
+  // 32 in the slot), before the 64 B payload; the slots' stride is 128 bytes
+  // in every case (32-byte header + 64, 80 or 96, to a line).
+  o.slot_size = load == Load::Keyed ? 80 : load == Load::Properties ? 96 : 64;
   o.partitions = partitions;
   const std::string name = topic_name("tp");
   shmbus::Topic::remove(name);
@@ -154,12 +161,17 @@ double throughput(std::uint32_t partitions, bool keyed, std::uint64_t n,
     std::vector<std::string> keys;
     for (int k = 0; k < 1000; ++k)
       keys.push_back("user-" + std::to_string(k));
+    // A tag and an 8-byte trace id: 4 + 3 + 4 and 4 + 5 + 8 bytes encoded.
+    const std::array<shmbus::Property, 2> props{{{"tag", "TagA"}, {"trace", "0123abcd"}}};
+    const shmbus::Route with_props = shmbus::Route::with_properties(props);
     shmbus::Publisher pub = topic.publisher(spin_pub());
     std::byte payload[64] = {};
     if (!wait_flag(sh->ready, 1)) die("consumer start", shmbus::Status::Timeout);
     for (std::uint64_t i = 0; i < n; ++i) {
       std::memcpy(payload, &i, sizeof i);
-      const auto st = keyed ? pub.publish(keys[i % keys.size()], payload) : pub.publish(payload);
+      const auto st = load == Load::Keyed        ? pub.publish(keys[i % keys.size()], payload)
+                      : load == Load::Properties ? pub.publish(with_props, payload)
+                                                 : pub.publish(payload);
       if (st != shmbus::Status::Ok) die("publish", st);
     }
   });
@@ -308,9 +320,9 @@ int main(int argc, char** argv) {
       "16 x 64 keyed (Mmsg/s) | ratio |\n|---|---|---|---|---|---|\n");
   std::vector<double> tratio, sratio;
   for (std::uint32_t r = 0; r < rounds; ++r) {
-    const double one = throughput(1, false, messages);
-    const double keyed = throughput(16, true, messages);
-    const double same_memory = throughput(16, true, messages, 64);
+    const double one = throughput(1, Load::Plain, messages);
+    const double keyed = throughput(16, Load::Keyed, messages);
+    const double same_memory = throughput(16, Load::Keyed, messages, 64);
     tratio.push_back(one / keyed);
     sratio.push_back(one / same_memory);
     std::printf("| %u | %.2f | %.2f | %.2fx | %.2f | %.2fx |\n", r + 1, one / 1e6, keyed / 1e6,
@@ -320,6 +332,19 @@ int main(int argc, char** argv) {
       "\nmedian 1-partition / 16-partition-keyed throughput: %.2fx (1024 slots per partition), "
       "%.2fx (64 per partition, the same memory)\n\n",
       median(tratio), median(sratio));
+
+  std::printf(
+      "## 64 B throughput with two properties (a tag and a trace id), 1 partition, interleaved "
+      "pairs\n\n| round | plain (Mmsg/s) | with properties (Mmsg/s) | ratio "
+      "|\n|---|---|---|---|\n");
+  std::vector<double> pratio;
+  for (std::uint32_t r = 0; r < rounds; ++r) {
+    const double plain = throughput(1, Load::Plain, messages);
+    const double with = throughput(1, Load::Properties, messages);
+    pratio.push_back(plain / with);
+    std::printf("| %u | %.2f | %.2f | %.2fx |\n", r + 1, plain / 1e6, with / 1e6, plain / with);
+  }
+  std::printf("\nmedian plain / with-properties throughput: %.2fx\n\n", median(pratio));
 
   std::printf(
       "## 64 B one-way p50 (ping-pong / 2), interleaved (%u rounds of %llu round trips)\n\n",
