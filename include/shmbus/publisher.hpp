@@ -292,9 +292,13 @@ class Publisher {
     if (Status st = claim(l, p, index, s); st != Status::Ok) [[unlikely]]
       return st;
     detail::SlotHeader& slot = l.ring.slot(s);
+    if (!data.empty()) std::memcpy(detail::payload(slot, meta), data.data(), data.size());
+    // The key and properties after the payload: they share the slot's first
+    // line with the header, which commit() writes next, so that line (the one
+    // a waiting consumer keeps reading for the stamp) is written in one burst
+    // (measured: 1.47x -> 1.30x of a plain publish's time, bench/partitions.cpp).
     if (meta != 0) [[unlikely]]
       detail::write_meta(detail::payload(slot), route);
-    if (!data.empty()) std::memcpy(detail::payload(slot, meta), data.data(), data.size());
     detail::commit(l.ring, l.state, slot, s, static_cast<std::uint32_t>(data.size()), meta, tag,
                    index, clock_.now());
     return Status::Ok;
