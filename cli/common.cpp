@@ -10,6 +10,7 @@
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 
 #include "os.hpp"
 #include "shmbus/options.hpp"
@@ -101,6 +102,89 @@ bool sleep_until(Clock::time_point until) {
     (void)::nanosleep(&ts, nullptr);
   }
   return false;
+}
+
+std::optional<std::chrono::nanoseconds> parse_duration(std::string_view text) {
+  static constexpr std::pair<std::string_view, double> kUnits[] = {
+      {"ms", 1e6}, {"us", 1e3}, {"s", 1e9}, {"m", 60e9}, {"h", 3600e9}, {"d", 86400e9}};
+  for (const auto& [unit, ns] : kUnits) {
+    if (text.size() <= unit.size() || !text.ends_with(unit)) continue;
+    const std::string number(text.substr(0, text.size() - unit.size()));
+    // Digits and at most one '.': no sign, exponent, "inf" or "nan".
+    if (number.find_first_not_of("0123456789.") != std::string::npos ||
+        std::count(number.begin(), number.end(), '.') > 1 || number == ".")
+      return std::nullopt;
+    const double v = std::strtod(number.c_str(), nullptr) * ns;
+    if (v > 9e18) return std::nullopt;  // about 285 years
+    return std::chrono::nanoseconds(static_cast<std::int64_t>(v));
+  }
+  return std::nullopt;
+}
+
+std::optional<std::int64_t> parse_time(std::string_view t) {
+  // YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM)
+  const auto digits = [&](std::size_t at, std::size_t n, int& out) {
+    if (at + n > t.size()) return false;
+    out = 0;
+    for (std::size_t i = at; i < at + n; ++i) {
+      if (t[i] < '0' || t[i] > '9') return false;
+      out = out * 10 + (t[i] - '0');
+    }
+    return true;
+  };
+  int year = 0, mon = 0, day = 0, hour = 0, min = 0, sec = 0;
+  if (!digits(0, 4, year) || t.size() < 20 || t[4] != '-' || !digits(5, 2, mon) || t[7] != '-' ||
+      !digits(8, 2, day) || (t[10] != 'T' && t[10] != 't' && t[10] != ' ') ||
+      !digits(11, 2, hour) || t[13] != ':' || !digits(14, 2, min) || t[16] != ':' ||
+      !digits(17, 2, sec))
+    return std::nullopt;
+  if (mon < 1 || mon > 12 || day < 1 || day > 31 || hour > 23 || min > 59 || sec > 60)
+    return std::nullopt;
+  std::size_t at = 19;
+  std::int64_t frac_ns = 0;
+  if (at < t.size() && t[at] == '.') {
+    std::int64_t scale = 100'000'000;
+    ++at;
+    const std::size_t first = at;
+    for (; at < t.size() && t[at] >= '0' && t[at] <= '9'; ++at, scale /= 10)
+      frac_ns += (t[at] - '0') * scale;
+    if (at == first) return std::nullopt;
+  }
+  std::int64_t offset_s = 0;
+  if (at < t.size() && (t[at] == 'Z' || t[at] == 'z')) {
+    ++at;
+  } else if (at < t.size() && (t[at] == '+' || t[at] == '-')) {
+    int oh = 0, om = 0;
+    if (!digits(at + 1, 2, oh) || at + 3 >= t.size() || t[at + 3] != ':' ||
+        !digits(at + 4, 2, om) || oh > 23 || om > 59)
+      return std::nullopt;
+    offset_s = (t[at] == '+' ? 1 : -1) * (oh * 3600 + om * 60);
+    at += 6;
+  } else {
+    return std::nullopt;  // a time without a zone is ambiguous
+  }
+  if (at != t.size()) return std::nullopt;
+  std::tm tm{};
+  tm.tm_year = year - 1900;
+  tm.tm_mon = mon - 1;
+  tm.tm_mday = day;
+  tm.tm_hour = hour;
+  tm.tm_min = min;
+  tm.tm_sec = sec;
+  const std::int64_t secs = static_cast<std::int64_t>(::timegm(&tm)) - offset_s;
+  if (tm.tm_mday != day) return std::nullopt;  // timegm normalised a 31st of a short month
+  return secs * 1'000'000'000 + frac_ns;
+}
+
+std::string format_time(std::uint64_t ns) {
+  const auto secs = static_cast<time_t>(ns / 1'000'000'000u);
+  std::tm tm{};
+  ::gmtime_r(&secs, &tm);
+  char out[48];
+  std::snprintf(out, sizeof out, "%04d-%02d-%02dT%02d:%02d:%02d.%03uZ", tm.tm_year + 1900,
+                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                static_cast<unsigned>(ns % 1'000'000'000u / 1'000'000u));
+  return out;
 }
 
 std::chrono::nanoseconds seconds_to_ns(double s) {

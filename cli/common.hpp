@@ -9,6 +9,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -65,6 +66,17 @@ void install_stop_handlers();
 // Seconds from the command line as a duration (capped at about 285 years, so the
 // conversion cannot overflow).
 [[nodiscard]] std::chrono::nanoseconds seconds_to_ns(double s);
+
+// Delayed messages (pub --delay, --at; describe, stat).
+// "500ms", "5s", "2m", "1.5h" (also "us", "d"): a duration; nullopt if the
+// text is not a number and one of those units, or is negative or absurd.
+[[nodiscard]] std::optional<std::chrono::nanoseconds> parse_duration(std::string_view text);
+// RFC 3339 in UTC or with an offset: "2026-12-24T18:00:00Z",
+// "2026-12-24T18:00:00.250+01:00" (a space for the T too): ns since the
+// epoch; nullopt if it is not such a time.
+[[nodiscard]] std::optional<std::int64_t> parse_time(std::string_view text);
+// ns since the epoch as "2026-12-24T18:00:00.000Z".
+[[nodiscard]] std::string format_time(std::uint64_t ns);
 
 // ---- global options and connecting ------------------------------------------------
 

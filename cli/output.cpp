@@ -189,6 +189,31 @@ void write_topic_partitions(JsonWriter& w, const TopicStatus& t) {
   }
   w.end_array();
 }
+void write_schedule(JsonWriter& w, const TopicStatus& t) {
+  w.key("delay_slots").uint(t.options.delay_slots);
+  w.key("scheduled").uint(t.scheduled);
+  w.key("overdue").uint(t.overdue);
+  w.key("next_due_ns");
+  if (t.next_due_ns == 0)
+    w.null();
+  else
+    w.uint(t.next_due_ns);
+  w.key("next_due");
+  if (t.next_due_ns == 0)
+    w.null();
+  else
+    w.string(format_time(t.next_due_ns));
+  w.key("moved").uint(t.moved);
+  w.key("refused").uint(t.refused);
+}
+std::string schedule_summary(const TopicStatus& t) {
+  std::string s = u64(t.scheduled);
+  if (t.overdue != 0) s += " (" + u64(t.overdue) + " overdue)";
+  if (t.next_due_ns != 0) s += ", next due " + format_time(t.next_due_ns);
+  s += "; " + u64(t.moved) + " moved";
+  if (t.refused != 0) s += ", " + u64(t.refused) + " refused as invalid";
+  return s;
+}
 std::string ring_word(const TopicOptions& o) {
   return o.priorities != 0 ? "LANE" : "PARTITION";
 }

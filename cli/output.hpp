@@ -67,6 +67,11 @@ void write_group_fields(JsonWriter& w, const GroupStatus& g);
 // A topic's partition count, priority lanes and each partition's (or lane's)
 // tail and abandoned count, into an object the caller has opened.
 void write_topic_partitions(JsonWriter& w, const TopicStatus& t);
+// The schedule of delayed messages: delay_slots, scheduled, overdue,
+// next_due_ns (null: none), next_due (RFC 3339), moved, refused.
+void write_schedule(JsonWriter& w, const TopicStatus& t);
+// "3 (1 overdue), next due 2026-12-24T18:00:00.000Z; 12 moved".
+[[nodiscard]] std::string schedule_summary(const TopicStatus& t);
 // "LANE" on a priority topic, else "PARTITION": the heading of ring columns.
 [[nodiscard]] std::string ring_word(const TopicOptions& o);
 // A table of a group's place in each partition: position, lag and, for a

@@ -12,6 +12,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "guard.hpp"
@@ -23,7 +24,8 @@
 
 namespace shmbus::detail {
 class Region;
-}
+class Mover;
+}  // namespace shmbus::detail
 
 namespace shmbus::daemon {
 
@@ -35,6 +37,19 @@ namespace proto = detail::proto;
 // short, because the lock is in the control segment that every subscriber
 // may write, and the daemon serves every topic from one thread.
 inline constexpr std::chrono::milliseconds kLockPatience{300};
+
+// A topic's mover of due delayed messages (src/schedule.hpp) on a thread of
+// its own, so that a full partition under `block` holds up that topic's
+// schedule only, never the control plane. Destroying it stops and joins it.
+struct MoverThread {
+  MoverThread(const std::string& topic, std::shared_ptr<detail::Region> region);
+  ~MoverThread();
+  MoverThread(const MoverThread&) = delete;
+  MoverThread& operator=(const MoverThread&) = delete;
+  void rescan() noexcept;  // a producer died: look at every entry
+  std::unique_ptr<detail::Mover> mover;
+  std::thread thread;
+};
 
 // Who may do something with a topic. Root and the daemon's own uid always may.
 struct Principals {
@@ -123,6 +138,9 @@ class Daemon {
     // Housekeeping passes that failed in a row (housekeeping's rate-limited warning).
     std::int64_t failing_since_ms = 0, last_warned_ms = 0;
     std::uint64_t failed_passes = 0;
+    // A topic with delay_slots: its mover (daemon/mover.cpp). Stopped on
+    // quarantine and delete.
+    std::unique_ptr<MoverThread> mover{};
   };
   // A reply frame, and the region descriptors that go with it (none, or a
   // topic's data and control segments).
@@ -191,6 +209,12 @@ class Daemon {
   void housekeeping();
   void free_seats_of(const Client& c);
   void free_dead_seats(TopicEntry& t);
+  // mover.cpp: delayed messages. The schedule entries a dead producer left
+  // half-written are freed, and the mover looks at every entry (its Ready
+  // entry may lack its bit); `t` null: the topic was deleted since.
+  void free_dead_writer(TopicEntry* t, detail::Region& r, std::uint32_t pid);
+  // What a dead mover left (before its seat is freed), then a mover of ours.
+  void start_mover(const std::string& name, TopicEntry& t, bool recover);
   void repair_stuck(const std::string& name, TopicEntry& t);
   // False too when the seat's region is damaged: such a seat is forgotten.
   [[nodiscard]] bool seat_held(const Seat& s, pid_t pid);

@@ -64,9 +64,13 @@ void Daemon::free_seats_of(const Client& c) {
     detail::Region& r = *s.region;
     try {
       const bool intact = touch(s, [&] {
-        if (s.producer)
+        if (s.producer) {
           r.free_producer(s.a, static_cast<std::uint32_t>(c.pid));
-        else
+          const auto it = topics_.find(s.topic);
+          free_dead_writer(
+              it != topics_.end() && it->second.region == s.region ? &it->second : nullptr, r,
+              static_cast<std::uint32_t>(c.pid));
+        } else
           r.free_member(s.a, s.b, static_cast<std::uint32_t>(c.pid));
       });
       if (!intact) spdlog::debug("seat of pid {} in the damaged topic '{}' left", c.pid, s.topic);
@@ -88,6 +92,8 @@ void Daemon::serve_adopted(const std::string& name, std::shared_ptr<detail::Regi
         tail = t.region->header().tail.load(std::memory_order_relaxed);
       }))
     spdlog::info("{} topic '{}' (tail {})", how, name, tail);
+  // Before housekeeping frees the dead daemon's seats (schedule.hpp).
+  start_mover(name, t, true);
 }
 
 void Daemon::adopt_kept(std::vector<std::pair<int, int>> kept) {
@@ -249,6 +255,7 @@ void Daemon::free_dead_seats(TopicEntry& t) {
     if (!detail::process_alive(pid)) {
       spdlog::info("producer seat {} of pid {} (dead) freed", i, pid);
       r.free_producer(i, static_cast<std::uint32_t>(pid));
+      free_dead_writer(&t, r, static_cast<std::uint32_t>(pid));
     }
   }
   for (std::uint32_t g = 0; g < r.max_groups(); ++g) {
@@ -364,6 +371,7 @@ void Daemon::quarantine(const std::string& name, TopicEntry& t, std::string why)
   t.damaged = true;
   t.damage = "its region " + t.region->where() + " " + why;
   t.stuck.clear();
+  t.mover.reset();
   spdlog::warn("topic '{}': {}; quarantined (delete it: shmbus topic delete {})", name, t.damage,
                name);
 }

@@ -10,6 +10,7 @@
 #include "daemon.hpp"
 #include "os.hpp"
 #include "region.hpp"
+#include "schedule.hpp"
 #include "shmbus/error.hpp"
 #include "shmbus/topic.hpp"
 
@@ -176,7 +177,8 @@ Daemon::Outgoing Daemon::on(Client& c, std::uint32_t id, const proto::CreateTopi
   if (allowed(c, m.name, Right::Publish) || allowed(c, m.name, Right::Subscribe)) {
     fds = region_fds(c, m.name, *region);  // a throw: not created, then (it had no name)
   }
-  topics_[m.name] = TopicEntry{region};
+  TopicEntry& t = topics_[m.name] = TopicEntry{region};
+  start_mover(m.name, t, false);
   // A keeper that does not take it is replaced by housekeeping, and given
   // every topic then.
   keeper_.put(region->data_fd(), region->control_fd());
@@ -206,8 +208,14 @@ Daemon::Outgoing Daemon::on(Client& c, std::uint32_t id, const proto::DeleteTopi
     std::uint32_t members = 0;
     for (const GroupStatus& g : s.groups)
       members += g.members;
-    if (s.producers != 0 || members != 0)
-      throw Error(ErrorCode::InUse, "topic '" + m.name + "' has " + std::to_string(s.producers) +
+    // The seat of our own mover of delayed messages does not count.
+    const std::uint32_t mover =
+        it->second.mover ? it->second.mover->mover->seat() : detail::Mover::kNoSeat;
+    std::uint32_t producers = 0;
+    for (const ProducerStatus& p : s.producer_seats)
+      producers += p.seat != mover || p.pid != static_cast<std::uint32_t>(::getpid()) ? 1 : 0;
+    if (producers != 0 || members != 0)
+      throw Error(ErrorCode::InUse, "topic '" + m.name + "' has " + std::to_string(producers) +
                                         " producer(s) and " + std::to_string(members) +
                                         " member(s) attached; stop them first, or delete "
                                         "without --if-unused (they are then told)");

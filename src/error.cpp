@@ -52,6 +52,8 @@ const char* to_string(Status status) noexcept {
       return "NoSuchPartition";
     case Status::InvalidProperties:
       return "InvalidProperties";
+    case Status::NoSchedule:
+      return "NoSchedule";
   }
   return "Unknown";
 }

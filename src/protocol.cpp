@@ -129,7 +129,8 @@ void put_spec(Writer& w, const std::string& name, const TopicOptions& o) {
       .u32(o.max_members)
       .u32(o.mode)
       .u32(o.partitions)
-      .u32(o.priorities);
+      .u32(o.priorities)
+      .u32(o.delay_slots);
 }
 
 void get_spec(Reader& r, std::string& name, TopicOptions& o) {
@@ -144,6 +145,7 @@ void get_spec(Reader& r, std::string& name, TopicOptions& o) {
   o.mode = r.u32();
   o.partitions = r.u32();
   o.priorities = r.u32();
+  o.delay_slots = r.u32();
 }
 
 void put_group(Writer& w, const GroupStatus& g) {
@@ -205,6 +207,7 @@ void put_status(Writer& w, const TopicStatus& t) {
   w.u32(static_cast<std::uint32_t>(t.partitions.size()));
   for (const PartitionStatus& p : t.partitions)
     w.u64(p.tail).u64(p.abandoned);
+  w.u64(t.scheduled).u64(t.overdue).u64(t.next_due_ns).u64(t.moved).u64(t.refused);
 }
 
 void get_status(Reader& r, TopicStatus& t) {
@@ -243,6 +246,11 @@ void get_status(Reader& r, TopicStatus& t) {
     p.abandoned = r.u64();
     t.partitions.push_back(p);
   }
+  t.scheduled = r.u64();
+  t.overdue = r.u64();
+  t.next_due_ns = r.u64();
+  t.moved = r.u64();
+  t.refused = r.u64();
 }
 
 }  // namespace

@@ -39,7 +39,9 @@ namespace shmbus::detail::proto {
 // 6: TopicOptions carry partitions and priorities; TopicStatus one entry per
 //    partition; GroupStatus its mode and one entry per partition.
 // 7: GroupStatus carries filtered (tag filters).
-inline constexpr std::uint16_t kVersion = 7;
+// 8: TopicOptions carry delay_slots; TopicStatus the schedule's counts
+//    (scheduled, overdue, next_due_ns, moved, refused).
+inline constexpr std::uint16_t kVersion = 8;
 inline constexpr std::uint32_t kMaxFrame = 64 * 1024;         // bytes of a request body
 inline constexpr std::uint32_t kMaxReply = 16 * 1024 * 1024;  // a reply (a long topic list)
 inline constexpr std::size_t kMaxString = 1024;

@@ -106,6 +106,15 @@ std::string validate_options(const TopicOptions& o) {
   if (o.priorities != 0 && o.partitions != 1)
     return "a topic has either partitions or priority lanes, not both (partitions " +
            std::to_string(o.partitions) + ", priorities " + std::to_string(o.priorities) + ")";
+  if (o.delay_slots > kMaxDelaySlots)
+    return "delay_slots " + std::to_string(o.delay_slots) + " must be at most " +
+           std::to_string(kMaxDelaySlots);
+  if (o.delay_slots != 0 && o.single_producer)
+    return "a single-producer topic cannot have delay_slots: shmbusd appends due messages as a "
+           "second producer; create it without single_producer";
+  if (o.delay_slots != 0 && o.slot_size < 8)
+    return "delay_slots needs a slot_size of at least 8 bytes (a delayed message carries its "
+           "due time in the slot)";
   const Layout l = compute_layout(o);
   if (l.size + l.control_size > kMaxRegionSize)
     return "slot_count x slot_size x rings makes a region of " +
@@ -196,6 +205,15 @@ Layout compute_layout(const TopicOptions& o) noexcept {
   const std::uint64_t rings = std::max<std::uint32_t>(o.rings(), 1);
   l.size = rings * l.partition_size;
   l.control_size = rings * l.partition_control_size;
+  if (o.delay_slots != 0) {
+    // The schedule area after the last block (layout.hpp).
+    l.schedule_offset = l.size;
+    l.delay_stride = kEntryHeaderSize + l.stride;
+    l.bitmap_offset = sizeof(ScheduleHeader);
+    l.entries_offset =
+        l.bitmap_offset + round_up((std::uint64_t{o.delay_slots} + 63) / 64 * 8, kHotAlign);
+    l.size += l.entries_offset + std::uint64_t{o.delay_slots} * l.delay_stride;
+  }
   return l;
 }
 
@@ -231,6 +249,15 @@ void Region::init_accessors(const TopicOptions& o, const Layout& l) {
     ring.policy = o.policy;
     ring.slots = d + l.slots_offset;
     producers_[p] = reinterpret_cast<ProducerSeat*>(d + l.producers_offset);
+  }
+  schedule_ = {};
+  if (o.delay_slots != 0) {
+    std::byte* area = data + l.schedule_offset;
+    schedule_.header = reinterpret_cast<ScheduleHeader*>(area);
+    schedule_.bitmap = reinterpret_cast<std::atomic<std::uint64_t>*>(area + l.bitmap_offset);
+    schedule_.entries = area + l.entries_offset;
+    schedule_.capacity = o.delay_slots;
+    schedule_.stride = l.delay_stride;
   }
 }
 
@@ -359,6 +386,9 @@ std::shared_ptr<Region> Region::create_as(const std::string& shm_name, std::stri
     h->lanes = o.priorities != 0 ? 1 : 0;
     h->partition_size = l.partition_size;
     h->partition_control_size = l.partition_control_size;
+    h->schedule_offset = l.schedule_offset;
+    h->delay_slots = o.delay_slots;
+    h->delay_stride = static_cast<std::uint32_t>(l.delay_stride);
     std::memset(h->name, 0, sizeof h->name);
     std::memcpy(h->name, topic.data(), std::min(topic.size(), kNameMax));
     for (std::uint32_t i = 0; i < o.max_producers; ++i) {
@@ -370,6 +400,13 @@ std::shared_ptr<Region> Region::create_as(const std::string& shm_name, std::stri
       new (&r->slot(s, p)) SlotHeader{};
     // Relaxed for blocks p > 0 (block 0's release, M1, publishes them all).
     if (p != 0) h->magic.store(kMagic, std::memory_order_relaxed);
+  }
+  if (const Schedule& sc = r->schedule(); sc.header != nullptr) {
+    new (sc.header) ScheduleHeader{};
+    // Relaxed: published by M1 below. Nothing scheduled: no wake-up needed.
+    sc.header->armed.store(kNone, std::memory_order_relaxed);
+    for (std::uint32_t i = 0; i < sc.capacity; ++i)
+      new (&sc.entry(i)) ScheduleEntry{};
   }
   // SYNC POINT M1 (release): everything above is visible to an opener whose
   // acquire load of `magic` (M2, in validate: open and from_fd) reads kMagic.
@@ -529,6 +566,8 @@ Layout Region::attach_data(const std::string& where, const struct stat& ds) {
                                         "); delete it and create the topic again");
   options_.partitions = h->lanes != 0 ? 1 : h->partitions;
   options_.priorities = h->lanes != 0 ? h->partitions : 0;
+  options_.delay_slots = h->delay_slots;
+  options_.single_producer = h->single_producer == 1;
   if (auto why = validate_options(options_); !why.empty())
     throw Error(ErrorCode::Corrupt, where + " has an invalid header (" + why +
                                         "); delete it and create the topic again");
@@ -538,7 +577,8 @@ Layout Region::attach_data(const std::string& where, const struct stat& ds) {
       h->slots_offset != l.slots_offset || h->region_size != l.size ||
       h->control_size != l.control_size || h->partition_size != l.partition_size ||
       h->partition_control_size != l.partition_control_size || size < l.size ||
-      h->single_producer > 1)
+      h->single_producer > 1 || h->schedule_offset != l.schedule_offset ||
+      h->delay_stride != l.delay_stride)
     throw Error(ErrorCode::Corrupt, where + " has a header that does not match its size (" +
                                         std::to_string(size) +
                                         " bytes); delete it and create the topic again");

@@ -44,6 +44,26 @@ void start_session(std::atomic<std::uint64_t>& session) noexcept;
 struct Layout {
   std::uint64_t stride, group_stride, producers_offset, groups_offset, slots_offset, size,
       control_size, partition_size, partition_control_size;
+  // The schedule area (delay_slots > 0; else all 0): its offset in the data
+  // segment, bytes per entry, and its bitmap's and entries' offsets in it.
+  std::uint64_t schedule_offset, delay_stride, bitmap_offset, entries_offset;
+};
+
+// A topic's schedule area as mapped (src/schedule.cpp works on it); all null
+// and 0 when the topic has no delay_slots.
+struct Schedule {
+  ScheduleHeader* header = nullptr;
+  std::atomic<std::uint64_t>* bitmap = nullptr;  // (capacity + 63) / 64 words
+  std::byte* entries = nullptr;
+  std::uint32_t capacity = 0;
+  std::uint64_t stride = 0;
+  [[nodiscard]] ScheduleEntry& entry(std::uint32_t i) const noexcept {
+    return *reinterpret_cast<ScheduleEntry*>(entries + i * stride);
+  }
+  // The message an entry holds, laid out as a slot.
+  [[nodiscard]] SlotHeader& message(std::uint32_t i) const noexcept {
+    return *reinterpret_cast<SlotHeader*>(entries + i * stride + kEntryHeaderSize);
+  }
 };
 // The name of a region's control segment: "<shm_name>@control" ('@' is not
 // allowed in topic names, so it is no topic's data segment).
@@ -125,6 +145,9 @@ class Region {
     const TopicHeader& h = header();
     return std::string(h.name, ::strnlen(h.name, sizeof h.name));
   }
+
+  // The topic's schedule area (Schedule::header null: delay_slots 0).
+  [[nodiscard]] const Schedule& schedule() const noexcept { return schedule_; }
 
   [[nodiscard]] SlotHeader& slot(std::uint64_t seq, std::uint32_t p = 0) const noexcept {
     return rings_[p].slot(seq);
@@ -208,6 +231,7 @@ class Region {
   std::shared_ptr<void> owner_;
   std::vector<Ring> rings_;               // one per partition
   std::vector<ProducerSeat*> producers_;  // each partition's seat table
+  Schedule schedule_;
   std::uint32_t max_producers_ = 0;
   bool single_producer_ = false;
   bool read_only_ = false;

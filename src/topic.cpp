@@ -5,6 +5,7 @@
 
 #include "connection.hpp"
 #include "region.hpp"
+#include "schedule.hpp"
 
 namespace shmbus {
 
@@ -95,6 +96,7 @@ TopicOptions options_of(const Region& r) {
   o.max_members = r.max_members();
   o.partitions = r.lanes() ? 1 : r.partitions();
   o.priorities = r.lanes() ? r.partitions() : 0;
+  o.delay_slots = r.schedule().capacity;
   return o;
 }
 
@@ -179,6 +181,14 @@ TopicStatus status_of(const std::string& name, const Region& r) {
       gs.member_seats.push_back(ms);
     }
     t.groups.push_back(std::move(gs));
+  }
+  if (const Schedule& sc = r.schedule(); sc.header != nullptr) {
+    const ScheduleCounts c = count_schedule(r, wall_ns());
+    t.scheduled = c.scheduled;
+    t.overdue = c.overdue;
+    t.next_due_ns = c.next_due_ns;
+    t.moved = sc.header->moved.load(std::memory_order_relaxed);
+    t.refused = sc.header->refused.load(std::memory_order_relaxed);
   }
   return t;
 }

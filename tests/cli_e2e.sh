@@ -696,6 +696,49 @@ expect_match "is not TAG \|\| TAG" "$err" "the tag filter error says the form"
 run cli topic delete tagged
 expect_rc 0 "topic delete tagged"
 
+# ---- delayed messages ----------------------------------------------------------
+
+run cli topic create delayed --slot-size 64 --delay-slots 4
+expect_rc 0 "topic create --delay-slots"
+run cli pub delayed --at 2099-12-24T18:00:00Z <<<"far"
+expect_rc 0 "pub --at"
+run cli pub delayed --delay 200ms --header tag=T <<<"soon"
+expect_rc 0 "pub --delay"
+run cli sub delayed --from earliest --count 1 --show-headers -q
+expect_rc 0 "sub receives the message once it is due"
+expect_out $'tag=T\tsoon' "only the due message came"
+run cli topic describe delayed
+expect_match '^delay slots: +4$' "$out" "describe shows the delay slots"
+expect_match '^scheduled: +1, next due 2099-12-24T18:00:00.000Z; 1 moved$' "$out" \
+  "describe shows what is scheduled and when it is due"
+run cli topic describe delayed --json
+expect_match '"scheduled":1,"overdue":0,"next_due_ns":4101818400000000000,' "$out" \
+  "describe --json shows the schedule"
+run cli stat --once --interval 0.2
+expect_match '^TOPIC +SCHEDULED +OVERDUE +NEXT_DUE +MOVED$' "$out" "stat shows the schedules"
+expect_match '^delayed +1 +0 +2099-12-24T18:00:00.000Z +1$' "$out" "stat's schedule row"
+run cli pub delayed --delay 5 <<<"x"
+expect_rc 64 "--delay without a unit"
+expect_match "is not a duration: a number and a unit, as 500ms, 5s, 2m, 1h" "$err" \
+  "the --delay error shows the form"
+run cli pub delayed --at 2026-12-24T18:00:00 <<<"x"
+expect_rc 64 "--at without a zone"
+expect_match "RFC 3339 with its zone" "$err" "the --at error shows the form"
+run cli pub delayed --at 2026-12-24T18:00:00Z --delay 1s <<<"x"
+expect_rc 64 "--at with --delay"
+run cli pub delayed --delay 1h --timeout 0.2 <<<$'a\nb\nc\nd'
+expect_rc 2 "a full schedule under block waits, then times out (exit 2)"
+expect_match "schedule of topic 'delayed' stayed full" "$err" "the full-schedule error names it"
+run cli pub tagged --delay 1s <<<"x"
+expect_rc 3 "pub --delay to a missing topic"
+run cli topic create nodelay --slot-size 64
+run cli pub nodelay --delay 1s <<<"x"
+expect_rc 1 "pub --delay to a topic without a schedule"
+expect_match "create it with --delay-slots N" "$err" "the no-schedule error says what to do"
+run cli topic delete nodelay
+run cli topic delete delayed
+expect_rc 0 "topic delete delayed"
+
 # ---- a damaged topic --------------------------------------------------------------
 
 # A stray write over the stamp of sequence 17 (ring slot 2: slots fill in the order

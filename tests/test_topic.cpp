@@ -9,13 +9,6 @@
 
 namespace shmbus::test {
 
-SharedCounters* make_shared_counters() {
-  void* p = ::mmap(nullptr, sizeof(SharedCounters), PROT_READ | PROT_WRITE,
-                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  if (p == MAP_FAILED) throw std::runtime_error("mmap failed");
-  return new (p) SharedCounters{};
-}
-
 namespace {
 
 ErrorCode code_of(const std::function<void()>& f) {

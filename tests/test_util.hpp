@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -12,6 +13,7 @@
 #include <cstring>
 #include <functional>
 #include <shmbus/shmbus.hpp>
+#include <stdexcept>
 #include <string>
 #include <thread>
 
@@ -87,7 +89,12 @@ inline int wait_child(pid_t pid, std::chrono::milliseconds timeout) {
 struct SharedCounters {
   std::atomic<std::uint64_t> value[16];
 };
-SharedCounters* make_shared_counters();
+inline SharedCounters* make_shared_counters() {
+  void* p = ::mmap(nullptr, sizeof(SharedCounters), PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) throw std::runtime_error("mmap failed");
+  return new (p) SharedCounters{};
+}
 
 inline bool wait_until(const std::function<bool()>& cond, std::chrono::milliseconds timeout) {
   const auto until = std::chrono::steady_clock::now() + timeout;

@@ -35,6 +35,11 @@ struct PubArgs {
   std::int64_t partition = -1;
   std::int64_t priority = -1;
   std::vector<std::string> headers;  // NAME=VALUE, for every message
+  // Delayed messages: each due --delay after its publish, or all --at.
+  std::string delay, at;
+  std::optional<std::chrono::nanoseconds> delay_ns;
+  std::optional<std::int64_t> at_ns;
+  [[nodiscard]] bool delayed() const { return delay_ns || at_ns; }
 };
 
 // A message as published: its key (maybe empty) and its payload.
@@ -168,17 +173,20 @@ class PubSession {
     }
     const std::uint64_t key_bytes =
         detail::key_span(static_cast<std::uint32_t>(msg.key.size() + props_bytes_));
-    if (m.size() + key_bytes > pub_.slot_size()) {
+    const std::uint64_t due_bytes = args_.delayed() ? 8 : 0;  // a delayed message's due time
+    if (m.size() + key_bytes + due_bytes > pub_.slot_size()) {
       const std::string with_key =
           msg.key.empty() && props_bytes_ == 0
               ? std::string()
               : strf(" with a %zu-byte key and %zu bytes of headers (%" PRIu64
                      " bytes in the slot: they are padded to a multiple of 8)",
                      msg.key.size(), props_bytes_, key_bytes);
-      note(strf("message %" PRIu64 " is %zu bytes%s, larger than the %u-byte slot size of topic "
+      note(strf("message %" PRIu64 " is %zu bytes%s%s, larger than the %u-byte slot size of topic "
                 "'%s'; nothing of it was published (create the topic with a larger "
                 "--slot-size)",
-                n, m.size(), with_key.c_str(), pub_.slot_size(), args_.topic.c_str()));
+                n, m.size(), with_key.c_str(),
+                due_bytes != 0 ? " and 8 bytes of due time (a delayed message carries it)" : "",
+                pub_.slot_size(), args_.topic.c_str()));
       return kExitError;
     }
     if (args_.rate > 0) {
@@ -193,7 +201,37 @@ class PubSession {
     if (args_.partition >= 0) route.partition = static_cast<std::uint32_t>(args_.partition);
     if (args_.priority >= 0) route.priority = static_cast<std::uint32_t>(args_.priority);
     route.properties = props_;
-    const Status st = pub_.publish(route, std::as_bytes(std::span(m.data(), m.size())));
+    const auto data = std::as_bytes(std::span(m.data(), m.size()));
+    const Status st =
+        args_.delay_ns ? pub_.publish_after(route, *args_.delay_ns, data)
+        : args_.at_ns
+            ? pub_.publish_at(route,
+                              Publisher::WallClock::time_point(
+                                  std::chrono::duration_cast<Publisher::WallClock::duration>(
+                                      std::chrono::nanoseconds(*args_.at_ns))),
+                              data)
+            : pub_.publish(route, data);
+    if (args_.delayed()) switch (st) {
+        case Status::NoSchedule:
+          note(strf("message %" PRIu64 " was not published: topic '%s' has no schedule for "
+                    "delayed messages; create it with --delay-slots N (shmbus topic create %s "
+                    "--delay-slots 1024)",
+                    n, args_.topic.c_str(), args_.topic.c_str()));
+          return kExitError;
+        case Status::Timeout:
+          note(strf("message %" PRIu64 " was not published: the schedule of topic '%s' stayed "
+                    "full for %gs; its delayed messages are not yet due (see shmbus topic "
+                    "describe %s), or create it with more --delay-slots",
+                    n, args_.topic.c_str(), args_.timeout, args_.topic.c_str()));
+          return kExitTimeout;
+        case Status::WouldBlock:
+          note(strf("message %" PRIu64 " was not published: the schedule of topic '%s' is full "
+                    "(nothing scheduled is dropped; see shmbus topic describe %s)",
+                    n, args_.topic.c_str(), args_.topic.c_str()));
+          return kExitError;
+        default:
+          break;
+      }
     switch (st) {
       case Status::Ok:
         ++count_;
@@ -280,8 +318,21 @@ std::vector<Property> header_properties(const PubArgs& a) {
   return out;
 }
 
-int cmd_pub(const Globals& g, const PubArgs& a) {
+int cmd_pub(const Globals& g, PubArgs& a) {
   const std::vector<Property> props = header_properties(a);
+  if (!a.delay.empty()) {
+    a.delay_ns = parse_duration(a.delay);
+    if (!a.delay_ns)
+      fail(kExitUsage, "--delay '" + a.delay +
+                           "' is not a duration: a number and a unit, as 500ms, 5s, 2m, 1h");
+  }
+  if (!a.at.empty()) {
+    a.at_ns = parse_time(a.at);
+    if (!a.at_ns)
+      fail(kExitUsage, "--at '" + a.at +
+                           "' is not a time: give it as RFC 3339 with its zone, as "
+                           "2026-12-24T18:00:00Z or 2026-12-24T19:00:00+01:00");
+  }
   // Read a file before connecting: a missing file is reported without side effects.
   std::vector<std::string> input;
   const bool from_file = !a.file.empty();
@@ -379,6 +430,14 @@ void add_pub_command(CommandTree& tree) {
                   "on a topic with priority lanes: the lane, 0 (lowest, the default) to "
                   "priorities-1")
       ->check(number_above(0, true));
+  CLI::Option* delay = pub->add_option(
+      "--delay", pa->delay,
+      "DURATION: deliver each message this long after it is published (500ms, 5s, 2m, 1h); it "
+      "is invisible until then. The topic needs --delay-slots");
+  pub->add_option("--at", pa->at,
+                  "TIME: deliver every message at this time, RFC 3339 with its zone "
+                  "(2026-12-24T18:00:00Z); a time in the past delivers at once")
+      ->excludes(delay);
 }
 
 }  // namespace shmbus::cli

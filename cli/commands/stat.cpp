@@ -105,6 +105,9 @@ void render_stat(const Globals& g, const Snapshot& prev, const Snapshot& cur, bo
   std::vector<std::vector<std::string>> prows{{"TOPIC", "PARTITION", "TAIL", "MSGS/S"}};
   std::vector<std::vector<std::string>> gprows{
       {"TOPIC", "GROUP", "PARTITION", "POSITION", "LAG", "OWNER_PID"}};
+  // Topics with a schedule: their delayed messages.
+  std::vector<std::vector<std::string>> drows{
+      {"TOPIC", "SCHEDULED", "OVERDUE", "NEXT_DUE", "MOVED"}};
   JsonWriter w;
   w.begin_object();
   w.key("time").number(
@@ -136,6 +139,10 @@ void render_stat(const Globals& g, const Snapshot& prev, const Snapshot& cur, bo
     w.key("bytes_source").string("producer_counters");
     w.key("partitions").uint(t.options.partitions);
     w.key("priorities").uint(t.options.priorities);
+    write_schedule(w, t);
+    if (t.options.delay_slots != 0)
+      drows.push_back({name, u64(t.scheduled), u64(t.overdue),
+                       t.next_due_ns == 0 ? "-" : format_time(t.next_due_ns), u64(t.moved)});
     const bool rings_comparable = comparable && p->second.partitions.size() == t.partitions.size();
     w.key("per_partition").begin_array();
     for (std::size_t i = 0; i < t.partitions.size(); ++i) {
@@ -205,6 +212,10 @@ void render_stat(const Globals& g, const Snapshot& prev, const Snapshot& cur, bo
   if (gprows.size() > 1) {
     std::printf("\n");
     print_table(gprows);
+  }
+  if (drows.size() > 1) {
+    std::printf("\n");
+    print_table(drows);
   }
   std::printf("\nMSGS/S: change of the tail (claimed sequences) per second.\n");
   std::printf("%s\n", kBytesNote);

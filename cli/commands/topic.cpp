@@ -23,6 +23,7 @@ struct CreateArgs {
   bool if_not_exists = false;
   std::uint32_t partitions = 1;
   std::uint32_t priorities = 0;
+  std::uint32_t delay_slots = 0;
 };
 
 std::string lower(std::string s) {
@@ -68,6 +69,7 @@ void write_topic(JsonWriter& w, const TopicStatus& t) {
   w.key("producers").uint(t.producers);
   w.key("published").uint(t.published);
   w.key("abandoned").uint(t.abandoned);
+  write_schedule(w, t);
   write_topic_partitions(w, t);
   if (!t.damage.empty()) w.key("damage").string(t.damage);
   w.key("groups").begin_array();
@@ -93,6 +95,7 @@ int cmd_create(const Globals& g, const CreateArgs& a) {
   o.max_members = a.max_members;
   o.partitions = a.partitions;
   o.priorities = a.priorities;
+  o.delay_slots = a.delay_slots;
   Bus bus = connect(g);
   try {
     (void)bus.create_topic(a.name, o);
@@ -177,6 +180,10 @@ int cmd_describe(const Globals& g, const std::string& name, bool json) {
                          (t.abandoned != 0 ? " (" + u64(t.abandoned) + " more given up unpublished)"
                                            : std::string())},
       {"groups:", t.groups.empty() ? std::string("(none)") : u64(t.groups.size())}};
+  if (o.delay_slots != 0) {
+    kv.insert(kv.begin() + 8, {"delay slots:", u64(o.delay_slots)});
+    kv.push_back({"scheduled:", schedule_summary(t)});
+  }
   print_table(kv);
   if (o.rings() > 1) {
     std::vector<std::vector<std::string>> rows{{ring_word(o), "TAIL", "ABANDONED"}};
@@ -253,6 +260,11 @@ void add_topic_commands(CommandTree& tree) {
                        "rings with their own offsets, 1-1024; a keyed message goes to Kafka's "
                        "partition of its key (default: 1)")
           ->check(number_above(1, true));
+  create
+      ->add_option("--delay-slots", ca->delay_slots,
+                   "entries of the topic's schedule of delayed messages (pub --delay, --at), up "
+                   "to 1048576; 0 (the default): delayed messages are refused")
+      ->check(number_above(0, true));
   create
       ->add_option("--priorities", ca->priorities,
                    "priority lanes 0 (lowest) to N-1, N from 2 to 32: a receive takes the "

@@ -48,6 +48,8 @@ enum class Status : std::uint8_t {
   // A publish's properties break a limit (properties.hpp): too many, a name
   // empty or too long, or more than kMaxPropertyBytes encoded.
   InvalidProperties,
+  // A delayed publish to a topic created without a schedule (delay_slots 0).
+  NoSchedule,
 };
 
 [[nodiscard]] const char* to_string(Status status) noexcept;

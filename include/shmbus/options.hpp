@@ -58,6 +58,10 @@ struct TopicOptions {
   // 0 (lowest, the default) to priorities - 1, and a receive takes the
   // oldest message of the highest lane that has one. Not with partitions > 1.
   std::uint32_t priorities = 0;
+  // Entries of the topic's schedule: delayed messages (Publisher::publish_at,
+  // publish_after) waiting for their due time, at most 1048576. 0: the topic
+  // refuses delayed messages (Status::NoSchedule). Not with single_producer.
+  std::uint32_t delay_slots = 0;
   // The rings the topic has: its priority lanes, else its partitions.
   [[nodiscard]] std::uint32_t rings() const noexcept {
     return priorities != 0 ? priorities : partitions;

@@ -29,7 +29,7 @@ struct Property {
 inline constexpr std::uint32_t kMaxProperties = 16;
 inline constexpr std::uint32_t kMaxPropertyName = 255;
 inline constexpr std::uint32_t kMaxPropertyBytes = 1024;
-static_assert(kMaxPropertyBytes < 65536, "SlotHeader::meta keeps it in 16 bits");
+static_assert(kMaxPropertyBytes < 32768, "SlotHeader::meta keeps it in 15 bits");
 
 // A read-only view of a message's encoded properties, in its slot (valid as
 // long as the Sample it came from). Bytes from shared memory are not trusted:

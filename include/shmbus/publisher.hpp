@@ -29,6 +29,7 @@ namespace shmbus {
 
 namespace detail {
 class Region;  // src/region.hpp: the mapping, kept out of public headers
+class Mover;   // src/schedule.hpp: shmbusd's mover of due messages
 }  // namespace detail
 
 class Publisher;
@@ -115,6 +116,8 @@ class Loan {
       partition_ = o.partition_;
       status_ = o.status_;
       claim_ = o.claim_;
+      entry_ = o.entry_;
+      due_ns_ = o.due_ns_;
       o.pub_ = nullptr;
       o.slot_ = nullptr;
     }
@@ -132,6 +135,8 @@ class Loan {
     return slot_ ? std::span<std::byte>(detail::payload(*slot_, meta_), size_)
                  : std::span<std::byte>();
   }
+  // The offset the message will have; 0 for a delayed loan (loan_at), whose
+  // offset is given when it comes due.
   [[nodiscard]] std::uint64_t sequence() const noexcept { return seq_; }
   // The partition (or priority lane) the loan's slot is in.
   [[nodiscard]] std::uint32_t partition() const noexcept { return partition_; }
@@ -152,6 +157,11 @@ class Loan {
   std::uint32_t tag_ = 0;   // the tag's hash (0: none)
   std::uint32_t partition_ = 0;
   std::uint32_t claim_ = 0;  // index of this claim in the seat's in_flight table
+  // A delayed loan (Publisher::loan_at): the schedule entry whose message
+  // slot_ points at, and its due time; kNoEntry for a loan of a ring slot.
+  static constexpr std::uint32_t kNoEntry = ~std::uint32_t{0};
+  std::uint32_t entry_ = kNoEntry;
+  std::uint64_t due_ns_ = 0;
   Status status_ = Status::Invalid;
 };
 
@@ -231,6 +241,62 @@ class Publisher {
     return routed_loan(route, size, {false, options_.timeout});
   }
 
+  // ---- delayed messages (docs/delayed.md) ----
+  // Schedules `data` for `when` (wall-clock time, as RocketMQ's delivery
+  // time): it is invisible until due, then shmbusd appends it to its
+  // partition as a fresh message (its offset given then), keeping this
+  // publish's timestamp, producer id, key and properties; Sample::deliver_at
+  // says when it was due. A time in the past delivers at once. The route
+  // (key, partition, priority) is resolved now. A full schedule answers like
+  // a full ring: Block waits up to the timeout (Timeout), Reject and
+  // Overwrite refuse (WouldBlock; nothing scheduled is ever dropped).
+  // NoSchedule: the topic was created with delay_slots 0. The message and
+  // its due time (8 bytes) must fit the slot (TooLarge).
+  using WallClock = std::chrono::system_clock;
+  [[nodiscard]] Status publish_at(WallClock::time_point when,
+                                  std::span<const std::byte> data) noexcept {
+    return publish_at(Route{}, when, data, options_.timeout);
+  }
+  [[nodiscard]] Status publish_at(const Route& route, WallClock::time_point when,
+                                  std::span<const std::byte> data) noexcept {
+    return publish_at(route, when, data, options_.timeout);
+  }
+  [[nodiscard]] Status publish_at(const Route& route, WallClock::time_point when,
+                                  std::span<const std::byte> data,
+                                  std::chrono::nanoseconds timeout) noexcept {
+    return schedule_impl(route, when, data, {true, timeout});
+  }
+  [[nodiscard]] Status try_publish_at(const Route& route, WallClock::time_point when,
+                                      std::span<const std::byte> data) noexcept {
+    return schedule_impl(route, when, data, {false, options_.timeout});
+  }
+  // Due `delay` from now (a negative or zero delay: at once).
+  [[nodiscard]] Status publish_after(std::chrono::nanoseconds delay,
+                                     std::span<const std::byte> data) noexcept {
+    return publish_at(Route{}, due_after(delay), data, options_.timeout);
+  }
+  [[nodiscard]] Status publish_after(const Route& route, std::chrono::nanoseconds delay,
+                                     std::span<const std::byte> data) noexcept {
+    return publish_at(route, due_after(delay), data, options_.timeout);
+  }
+  // A delayed loan: write into data(), then publish() schedules it (the
+  // order among messages due at the same time is publish()'s). Dropped, it
+  // schedules nothing.
+  [[nodiscard]] Loan loan_at(WallClock::time_point when, std::size_t size) noexcept {
+    return loan_at(Route{}, when, size);
+  }
+  [[nodiscard]] Loan loan_at(const Route& route, WallClock::time_point when,
+                             std::size_t size) noexcept {
+    return schedule_loan(route, when, size, {true, options_.timeout});
+  }
+  [[nodiscard]] Loan loan_after(std::chrono::nanoseconds delay, std::size_t size) noexcept {
+    return loan_at(Route{}, due_after(delay), size);
+  }
+  [[nodiscard]] Loan loan_after(const Route& route, std::chrono::nanoseconds delay,
+                                std::size_t size) noexcept {
+    return loan_at(route, due_after(delay), size);
+  }
+
   // The topic's slot size: the largest message, in bytes.
   [[nodiscard]] std::uint32_t slot_size() const noexcept { return head_.ring.slot_size; }
   // The topic's partitions (1 on a priority topic) and priority lanes (0: none).
@@ -242,7 +308,8 @@ class Publisher {
 
  private:
   friend class Loan;
-  friend class Topic;  // the only constructor's caller (Bus::publisher goes through it)
+  friend class Topic;          // the only constructor's caller (Bus::publisher goes through it)
+  friend class detail::Mover;  // shmbusd's mover appends due messages (src/schedule.cpp)
 
   Publisher(std::shared_ptr<detail::Region> region, const PublisherOptions& options);
 
@@ -375,6 +442,22 @@ class Publisher {
                     std::uint64_t epoch) noexcept;
   void detach() noexcept;
 
+  // Delayed messages (src/schedule.cpp).
+  [[nodiscard]] static WallClock::time_point due_after(std::chrono::nanoseconds d) noexcept {
+    return WallClock::now() + std::chrono::duration_cast<WallClock::duration>(d);
+  }
+  Status schedule_impl(const Route& route, WallClock::time_point when,
+                       std::span<const std::byte> data, Patience p) noexcept;
+  Loan schedule_loan(const Route& route, WallClock::time_point when, std::size_t size,
+                     Patience p) noexcept;
+  // Takes a free schedule entry for a message of `size` bytes on `route`
+  // (Writing, its header filled in), or says why not.
+  Status schedule_claim(const Route& route, std::size_t size, Patience p, std::uint64_t due_ns,
+                        Loan& out) noexcept;
+  // publish() of a delayed loan: the entry becomes Ready.
+  Status schedule_commit(Loan& l, std::size_t size) noexcept;
+  void schedule_abandon(Loan& l) noexcept;
+
   std::shared_ptr<detail::Region> region_;
   PublisherOptions options_;
   detail::ProducerLane head_;  // partition (or lane) 0: the region's ring, copied
@@ -389,6 +472,8 @@ class Publisher {
 inline Status Loan::publish(std::size_t size) noexcept {
   if (slot_ == nullptr) return Status::Invalid;
   if (size > size_) return Status::TooLarge;
+  if (entry_ != kNoEntry) [[unlikely]]
+    return pub_->schedule_commit(*this, size);
   detail::commit(lane_->ring, lane_->state, *slot_, seq_, static_cast<std::uint32_t>(size), meta_,
                  tag_, claim_, pub_->clock_.now());
   slot_ = nullptr;
@@ -398,6 +483,10 @@ inline Status Loan::publish(std::size_t size) noexcept {
 
 inline void Loan::abandon() noexcept {
   if (slot_ == nullptr) return;
+  if (entry_ != kNoEntry) [[unlikely]] {
+    pub_->schedule_abandon(*this);
+    return;
+  }
   detail::abandon(lane_->ring, lane_->state, *slot_, seq_, claim_);
   slot_ = nullptr;
   pub_ = nullptr;

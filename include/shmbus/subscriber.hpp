@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -54,6 +55,9 @@ struct MessageInfo {
   std::uint32_t partition = 0;        // the partition (or priority lane)
   std::uint32_t key_size = 0;         // bytes of key (Subscriber::receive_copy skips them)
   std::uint32_t properties_size = 0;  // bytes of encoded properties (skipped too)
+  // A delayed message's due time (Publisher::publish_at), system-clock ns
+  // since the epoch; 0 for a message published at once.
+  std::uint64_t deliver_at_ns = 0;
 };
 
 // A received message viewed in place. Valid until released (release() or the
@@ -96,6 +100,19 @@ class Sample {
   // As MessageInfo::timestamp_ns.
   [[nodiscard]] std::uint64_t timestamp_ns() const noexcept { return timestamp_ns_; }
   [[nodiscard]] std::uint32_t producer_id() const noexcept { return producer_id_; }
+  // A delayed message's due time (Publisher::publish_at, publish_after): it
+  // became visible then, with the offset it has. Empty for a message
+  // published at once. deliver_at_ns(): the same in ns since the epoch, 0: none.
+  [[nodiscard]] std::optional<std::chrono::system_clock::time_point> deliver_at() const noexcept {
+    const std::uint64_t ns = deliver_at_ns();
+    if (ns == 0) return std::nullopt;
+    return std::chrono::system_clock::time_point(
+        std::chrono::duration_cast<std::chrono::system_clock::duration>(
+            std::chrono::nanoseconds(ns)));
+  }
+  [[nodiscard]] std::uint64_t deliver_at_ns() const noexcept {
+    return slot_ ? detail::due_of(*slot_, meta_) : 0;
+  }
   // True when the slot still holds this message, so everything read from
   // data() so far is what was published. Always true under Block and Reject.
   [[nodiscard]] bool intact() const noexcept;

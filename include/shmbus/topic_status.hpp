@@ -77,6 +77,16 @@ struct TopicStatus {
   std::vector<PartitionStatus> partitions;  // one per partition (or priority lane)
   std::uint64_t generation = 0;             // tells a re-created topic of the same name apart
   bool deleted = false;                     // deleted while this region was still open
+  // Delayed messages (options.delay_slots > 0; docs/delayed.md): entries
+  // taken in the schedule, those of them past their due time (waiting for
+  // shmbusd, or for room in their partition), the earliest due time
+  // (system-clock ns since the epoch; 0: none), messages moved into their
+  // partitions, and entries shmbusd refused as invalid.
+  std::uint64_t scheduled = 0;
+  std::uint64_t overdue = 0;
+  std::uint64_t next_due_ns = 0;
+  std::uint64_t moved = 0;
+  std::uint64_t refused = 0;
   // Empty for an intact topic. Otherwise shmbusd found the topic's region
   // damaged (a file truncated or grown, an access that faulted) and
   // quarantined it: what it found. The counts above are then zero; delete the

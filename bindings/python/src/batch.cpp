@@ -128,6 +128,13 @@ has no such buffer can no longer be read (Closed); its metadata can.
           "timestamp_ns", [](const PyBatchSample& s) { return s.info().timestamp_ns; },
           "CLOCK_MONOTONIC at publish, in ns (comparable with time.monotonic_ns()).")
       .def_property_readonly(
+          "deliver_at",
+          [](const PyBatchSample& s) {
+            const std::uint64_t ns = s.info().deliver_at_ns;
+            return ns == 0 ? py::object(py::none()) : py::object(py::float_(ns / 1e9));
+          },
+          "As Sample.deliver_at.")
+      .def_property_readonly(
           "producer_id", [](const PyBatchSample& s) { return s.info().producer_id; },
           "The publishing producer's seat number.")
       .def_property_readonly(

@@ -172,6 +172,12 @@ py::dict topic_dict(const TopicStatus& t) {
   d["damage"] = t.damage;
   d["partitions"] = t.options.partitions;
   d["priorities"] = t.options.priorities;
+  d["delay_slots"] = t.options.delay_slots;
+  d["scheduled"] = t.scheduled;
+  d["overdue"] = t.overdue;
+  d["next_due_ns"] = t.next_due_ns == 0 ? py::object(py::none()) : py::int_(t.next_due_ns);
+  d["moved"] = t.moved;
+  d["refused"] = t.refused;
   py::list parts;
   for (const PyPartitionStatus& p : per_partition(t)) {
     py::dict pd;
@@ -315,6 +321,25 @@ void bind_bus(py::module_& m) {
           "priorities", [](const TopicStatus& t) { return t.options.priorities; },
           "Priority lanes (0: none).")
       .def_property_readonly(
+          "delay_slots", [](const TopicStatus& t) { return t.options.delay_slots; },
+          "Entries of the topic's schedule of delayed messages (0: none).")
+      .def_readonly("scheduled", &TopicStatus::scheduled,
+                    "Delayed messages waiting in the schedule (not yet appended).")
+      .def_readonly("overdue", &TopicStatus::overdue,
+                    "Of those, how many are past their due time (no daemon ran, or their\n"
+                    "partition is full).")
+      .def_property_readonly(
+          "next_due_ns",
+          [](const TopicStatus& t) {
+            return t.next_due_ns == 0 ? py::object(py::none())
+                                      : py::object(py::int_(t.next_due_ns));
+          },
+          "The earliest due time in the schedule, ns since the epoch (None: nothing scheduled).")
+      .def_readonly("moved", &TopicStatus::moved,
+                    "Delayed messages shmbusd appended to their partitions.")
+      .def_readonly("refused", &TopicStatus::refused,
+                    "Schedule entries shmbusd found invalid and dropped (logged).")
+      .def_property_readonly(
           "per_partition", [](const TopicStatus& t) { return per_partition(t); },
           "Each partition's (or priority lane's) tail and abandoned count (list of\n"
           "PartitionStatus).")
@@ -367,9 +392,11 @@ object may be dropped before them.
           [](PyBus& b, const std::string& name, std::uint32_t slots, std::uint32_t slot_size,
              const std::string& policy, bool single_producer, std::uint32_t max_producers,
              std::uint32_t max_groups, std::uint32_t max_members, std::uint32_t mode,
-             bool if_not_exists, const py::object& partitions, const py::object& priorities) {
+             bool if_not_exists, const py::object& partitions, const py::object& priorities,
+             std::uint32_t delay_slots) {
             TopicOptions o;
             set_rings(o, partitions, priorities);
+            o.delay_slots = delay_slots;
             o.slot_count = slots;
             o.slot_size = slot_size;
             o.policy = policy_arg(policy);
@@ -384,8 +411,8 @@ object may be dropped before them.
           py::arg("policy") = "block", py::arg("single_producer") = false, py::kw_only(),
           py::arg("max_producers") = 16, py::arg("max_groups") = 16, py::arg("max_members") = 8,
           py::arg("mode") = 0600, py::arg("if_not_exists") = false, py::arg("partitions") = 1,
-          py::arg("priorities") = 0,
-          R"doc(create_topic(name: str, slots: int = 1024, slot_size: int = 1024, policy: str = 'block', single_producer: bool = False, *, max_producers: int = 16, max_groups: int = 16, max_members: int = 8, mode: int = 0o600, if_not_exists: bool = False, partitions: int = 1, priorities: int = 0) -> Topic
+          py::arg("priorities") = 0, py::arg("delay_slots") = 0,
+          R"doc(create_topic(name: str, slots: int = 1024, slot_size: int = 1024, policy: str = 'block', single_producer: bool = False, *, max_producers: int = 16, max_groups: int = 16, max_members: int = 8, mode: int = 0o600, if_not_exists: bool = False, partitions: int = 1, priorities: int = 0, delay_slots: int = 0) -> Topic
 
 Creates a topic: `slots` (a power of two >= 2) slots of `slot_size` bytes.
 
@@ -394,6 +421,10 @@ offsets (Kafka's partitions); a keyed message goes to
 partition_for_key(key, partitions). priorities (0: none, or 2 to 32): the
 rings are priority lanes instead, 0 the lowest; a receive takes the oldest
 message of the highest lane that has one. Not both.
+
+delay_slots (0 to 1048576): entries of the topic's schedule of delayed
+messages (Publisher.publish(..., delay=, deliver_at=)); 0: delayed publishes
+raise InvalidArgument. Not with single_producer.
 
 policy: what a publisher does on a full ring: 'block' (wait), 'reject'
 (refuse at once) or 'overwrite' (overwrite the oldest; slow readers skip and

@@ -2,6 +2,8 @@
 // room under policy 'block'.
 #include "py_publisher.hpp"
 
+#include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <span>
 #include <string>
@@ -155,7 +157,30 @@ std::string too_large(const PyPublisher& pp, std::size_t size, const RouteArgs* 
 
 // Raises the Python exception for a data-plane status that is not Ok.
 [[noreturn]] void raise_publish_status(Status st, const PyPublisher& pp, std::size_t size,
-                                       std::optional<double> timeout, const RouteArgs* route) {
+                                       std::optional<double> timeout, const RouteArgs* route,
+                                       bool delayed = false) {
+  if (delayed) switch (st) {
+      case Status::Timeout:
+        raise(exceptions().timeout, "topic '" + pp.topic + "''s schedule stayed full for " +
+                                        seconds_text(timeout) +
+                                        " (policy 'block'): the delayed message was not accepted; "
+                                        "create the topic with more delay_slots");
+      case Status::WouldBlock:
+        raise(exceptions().would_block,
+              "topic '" + pp.topic + "''s schedule is full (policy '" +
+                  std::string(to_string(pp.policy)) +
+                  "'; nothing scheduled is dropped): the delayed message was not accepted");
+      case Status::NoSchedule:
+        raise(invalid_argument(),
+              "topic '" + pp.topic +
+                  "' has no schedule for delayed messages (created with delay_slots=0); create "
+                  "it with delay_slots=N to publish with delay= or deliver_at=");
+      case Status::TooLarge:
+        raise(exceptions().too_large,
+              too_large(pp, size + 8, route) + " (a delayed message carries its 8-byte due time)");
+      default:
+        break;
+    }
   switch (st) {
     case Status::Timeout:
       raise(exceptions().timeout,
@@ -186,9 +211,34 @@ std::optional<double> wait_time(const PyPublisher& pp, bool wait) {
   return wait ? pp.timeout : std::optional<double>(0.0);
 }
 
-// Publishes a copy of `data` where `r` routes it; false when it was not
-// accepted and `wait` is false.
-bool publish(PyPublisher& pp, py::handle data, bool wait, const RouteArgs& r) {
+// delay= and deliver_at= of publish: when a delayed message is due, or none.
+std::optional<Publisher::WallClock::time_point> due_arg(const py::handle& delay,
+                                                        const py::handle& deliver_at) {
+  if (delay.is_none() && deliver_at.is_none()) return std::nullopt;
+  if (!delay.is_none() && !deliver_at.is_none())
+    raise(invalid_argument(),
+          "give delay= (seconds from now) or deliver_at= (seconds since the "
+          "epoch, as time.time()), not both");
+  const bool rel = !delay.is_none();
+  const char* what = rel ? "delay" : "deliver_at";
+  const py::handle v = rel ? delay : deliver_at;
+  if (!py::isinstance<py::float_>(v) && !py::isinstance<py::int_>(v))
+    raise(PyExc_TypeError, std::string(what) + " must be a number of seconds, not " +
+                               std::string(py::str(py::type::of(v).attr("__name__"))));
+  const double secs = v.cast<double>();
+  // Up to ~290 years either way: a time_point in ns holds it.
+  if (!std::isfinite(secs) || std::abs(secs) > 9e9)
+    raise(invalid_argument(),
+          std::string(what) + "=" + std::string(py::str(v)) + " is not a usable number of seconds");
+  const auto d = std::chrono::duration_cast<Publisher::WallClock::duration>(
+      std::chrono::duration<double>(secs));
+  return rel ? Publisher::WallClock::now() + d : Publisher::WallClock::time_point(d);
+}
+
+// Publishes a copy of `data` where `r` routes it (when `due`, delayed until
+// then); false when it was not accepted and `wait` is false.
+bool publish(PyPublisher& pp, py::handle data, bool wait, const RouteArgs& r,
+             std::optional<Publisher::WallClock::time_point> due = std::nullopt) {
   const BufferArg buf(data, PyBUF_C_CONTIGUOUS,
                       "publish needs a C-contiguous buffer (bytes, bytearray, memoryview, "
                       "array.array, NumPy array)");
@@ -198,6 +248,7 @@ bool publish(PyPublisher& pp, py::handle data, bool wait, const RouteArgs& r) {
   const bool routed = r.routed();
   const Route route = r.route();
   const auto try_once = [&](Publisher& p) {
+    if (due) return p.try_publish_at(route, *due, bytes);
     return routed ? p.try_publish(route, bytes) : p.try_publish(bytes);
   };
   Status st = pp.with_open([&](Publisher& p) {
@@ -207,11 +258,12 @@ bool publish(PyPublisher& pp, py::handle data, bool wait, const RouteArgs& r) {
   });
   if (st == Status::WouldBlock && !deadline.zero())
     st = wait_until(deadline, pp, [&](Publisher& p, std::chrono::nanoseconds left) {
+      if (due) return p.publish_at(route, *due, bytes, left);
       return routed ? p.publish(route, bytes, left) : p.publish(bytes, left);
     });
   if (st == Status::Ok) return true;
   if (!wait && st == Status::WouldBlock) return false;
-  raise_publish_status(st, pp, bytes.size(), timeout, &r);
+  raise_publish_status(st, pp, bytes.size(), timeout, &r, due.has_value());
 }
 
 // Takes a loan where `r` routes it; None when the ring is full and `wait` is false.
@@ -304,12 +356,15 @@ Close with close() or a with block (deferred until open loans end).
   pub.def(
          "publish",
          [](PyPublisher& pp, const py::object& data, const py::object& key,
-            const py::object& partition, const py::object& priority, const py::object& headers) {
-           (void)publish(pp, data, true, RouteArgs(key, partition, priority, headers, "publish"));
+            const py::object& partition, const py::object& priority, const py::object& headers,
+            const py::object& delay, const py::object& deliver_at) {
+           (void)publish(pp, data, true, RouteArgs(key, partition, priority, headers, "publish"),
+                         due_arg(delay, deliver_at));
          },
          py::arg("data"), py::arg("key") = py::none(), py::arg("partition") = py::none(),
-         py::arg("priority") = py::none(), py::arg("headers") = py::none(),
-         R"doc(publish(data: Buffer, key: Buffer | str | None = None, partition: int | None = None, priority: int | None = None, headers: dict[str, str] | None = None) -> None
+         py::arg("priority") = py::none(), py::arg("headers") = py::none(), py::kw_only(),
+         py::arg("delay") = py::none(), py::arg("deliver_at") = py::none(),
+         R"doc(publish(data: Buffer, key: Buffer | str | None = None, partition: int | None = None, priority: int | None = None, headers: dict[str, str] | None = None, *, delay: float | None = None, deliver_at: float | None = None) -> None
 
 Copies `data` (any C-contiguous buffer) into the next slot and publishes it.
 
@@ -324,20 +379,32 @@ at most 16 pairs, names of 1 to 255 bytes, 1024 bytes encoded (4 per pair +
 name + value; else InvalidArgument); the one named "tag" is its tag.
 Raises Timeout / WouldBlock when the ring stays full (see the class doc),
 TooLarge when key (padded to 8 bytes) + data exceed the slot size or the key
-1024 bytes, InvalidArgument for a partition or priority the topic lacks.)doc")
+1024 bytes, InvalidArgument for a partition or priority the topic lacks.
+
+delay (seconds from now) or deliver_at (seconds since the epoch, as
+time.time()): a delayed message, invisible until then; shmbusd then appends
+it to its partition as a fresh message (with the offset it gets then), keeping
+this publish's timestamp, key and headers (Sample.deliver_at: its due time).
+A time in the past delivers at once. The topic needs delay_slots
+(create_topic); a full schedule raises as a full ring does (Timeout under
+'block', WouldBlock otherwise: nothing scheduled is ever dropped).)doc")
       .def(
           "try_publish",
           [](PyPublisher& pp, const py::object& data, const py::object& key,
-             const py::object& partition, const py::object& priority, const py::object& headers) {
+             const py::object& partition, const py::object& priority, const py::object& headers,
+             const py::object& delay, const py::object& deliver_at) {
             return publish(pp, data, false,
-                           RouteArgs(key, partition, priority, headers, "try_publish"));
+                           RouteArgs(key, partition, priority, headers, "try_publish"),
+                           due_arg(delay, deliver_at));
           },
           py::arg("data"), py::arg("key") = py::none(), py::arg("partition") = py::none(),
-          py::arg("priority") = py::none(), py::arg("headers") = py::none(),
+          py::arg("priority") = py::none(), py::arg("headers") = py::none(), py::kw_only(),
+          py::arg("delay") = py::none(), py::arg("deliver_at") = py::none(),
           "try_publish(data: Buffer, key: Buffer | str | None = None, partition: int | None = "
-          "None, priority: int | None = None, headers: dict[str, str] | None = None) -> "
+          "None, priority: int | None = None, headers: dict[str, str] | None = None, *, "
+          "delay: float | None = None, deliver_at: float | None = None) -> "
           "bool\n\nLike publish but never waits: False "
-          "when the ring is full.")
+          "when the ring (or, for a delayed message, the schedule) is full.")
       .def(
           "loan",
           [](const py::object& self, std::size_t size, const py::object& key,

@@ -126,6 +126,7 @@ class PySample : public HeldSlots<Sample> {
 
   std::uint64_t sequence;
   std::uint64_t timestamp_ns;
+  std::uint64_t deliver_at_ns;  // 0: not a delayed message
   std::uint32_t size;
   std::uint32_t producer_id;
   std::uint32_t key_size;

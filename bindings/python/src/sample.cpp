@@ -68,6 +68,7 @@ PySample::PySample(py::object o, PySubscriber* s, Sample&& smp) noexcept
     : HeldSlots(std::move(o), s, std::move(smp)),
       sequence(value.sequence()),
       timestamp_ns(value.timestamp_ns()),
+      deliver_at_ns(value.deliver_at_ns()),
       size(static_cast<std::uint32_t>(value.data().size())),
       producer_id(value.producer_id()),
       key_size(static_cast<std::uint32_t>(value.key().size())),
@@ -117,6 +118,21 @@ A Sample must be used from one thread at a time.
       .def_property_readonly(
           "timestamp_ns", [](const PySample& s) { return s.timestamp_ns; },
           "CLOCK_MONOTONIC at publish, in ns (comparable with time.monotonic_ns()).")
+      .def_property_readonly(
+          "deliver_at",
+          [](const PySample& s) {
+            return s.deliver_at_ns == 0 ? py::object(py::none())
+                                        : py::object(py::float_(s.deliver_at_ns / 1e9));
+          },
+          "A delayed message's due time (publish(..., delay=, deliver_at=)) in seconds\n"
+          "since the epoch, comparable with time.time(); None for a message published at once.")
+      .def_property_readonly(
+          "deliver_at_ns",
+          [](const PySample& s) {
+            return s.deliver_at_ns == 0 ? py::object(py::none())
+                                        : py::object(py::int_(s.deliver_at_ns));
+          },
+          "deliver_at in ns since the epoch (time.time_ns()); None when not delayed.")
       .def_property_readonly(
           "producer_id", [](const PySample& s) { return s.producer_id; },
           "The publishing producer's seat number.")

@@ -45,7 +45,10 @@ inline constexpr std::uint64_t kMagic = 0x31'53'55'42'4d'48'53'00ULL;  // "\0SHM
 // 7: message properties: SlotHeader::meta (was key_length) holds the key's
 //    bytes (low 16 bits) and the encoded properties' (high 16), which follow
 //    the key; SlotHeader::tag_hash (was reserved0); GroupEntry::filtered.
-inline constexpr std::uint32_t kLayoutVersion = 7;
+// 8: delayed messages: the schedule area after the last data block
+//    (TopicHeader::delay_slots, schedule_offset, delay_stride; ScheduleHeader,
+//    ScheduleEntry), and kMetaDelayed: a moved message's due time in its slot.
+inline constexpr std::uint32_t kLayoutVersion = 8;
 inline constexpr std::uint64_t kControlMagic = 0x4c'54'43'42'4d'48'53'00ULL;  // "\0SHMBCTL"
 inline constexpr std::size_t kCacheLine = 64;
 // Two lines: keeps adjacent-line prefetch from coupling hot fields.
@@ -114,6 +117,11 @@ struct alignas(kHotAlign) TopicHeader {
   std::uint8_t reserved2[3];
   std::uint64_t partition_size;          // bytes per data block
   std::uint64_t partition_control_size;  // bytes per control block
+  // Block 0's copy: the schedule area of delayed messages (ScheduleHeader),
+  // in the data segment after the last block; delay_slots 0: none.
+  std::uint64_t schedule_offset;
+  std::uint32_t delay_slots;   // schedule entries
+  std::uint32_t delay_stride;  // bytes per entry
 
   alignas(kHotAlign) std::atomic<std::uint64_t> tail;  // next sequence to claim
   // 1 once shmbusd deleted the topic (Region::mark_deleted): waits end with
@@ -208,9 +216,13 @@ constexpr std::uint64_t key_span(std::uint32_t n) noexcept {
 }
 
 // SlotHeader::meta: the bytes before the payload, the key's (low 16 bits)
-// and the encoded properties' after it (high 16). Both fit 16 bits:
-// kMaxKey and kMaxPropertyBytes (properties.hpp) are below 65536.
-static_assert(kMaxKey < 65536);
+// and the encoded properties' after it (bits 16-30), and kMetaDelayed: the
+// message was scheduled (Publisher::publish_at), and its due time, 8 bytes
+// of system-clock ns, follows the key and properties (rounded up to 8).
+// Both sizes fit: kMaxKey and kMaxPropertyBytes (properties.hpp) are below
+// 32768.
+static_assert(kMaxKey < 32768);
+inline constexpr std::uint32_t kMetaDelayed = 1u << 31;
 constexpr std::uint32_t meta_of(std::uint32_t key, std::uint32_t properties) noexcept {
   return key | properties << 16;
 }
@@ -218,12 +230,17 @@ constexpr std::uint32_t meta_key(std::uint32_t meta) noexcept {
   return meta & 0xffffu;
 }
 constexpr std::uint32_t meta_properties(std::uint32_t meta) noexcept {
-  return meta >> 16;
+  return (meta >> 16) & 0x7fffu;
 }
-// Where the payload starts after the key and properties: their bytes
-// rounded up to 8, so it stays 8-byte aligned (at most 2 * 65535 + 7).
-constexpr std::uint64_t meta_span(std::uint32_t meta) noexcept {
+// Where a delayed message's due time is: after the key and properties,
+// their bytes rounded up to 8.
+constexpr std::uint64_t meta_due_offset(std::uint32_t meta) noexcept {
   return key_span(meta_key(meta) + meta_properties(meta));
+}
+// Where the payload starts after the key, properties and due time: 8-byte
+// aligned (at most 2 * 32767 + 7 + 8).
+constexpr std::uint64_t meta_span(std::uint32_t meta) noexcept {
+  return meta_due_offset(meta) + ((meta & kMetaDelayed) != 0 ? 8 : 0);
 }
 
 struct SlotHeader {  // each slot starts on a cache line (stride is a multiple of 64)
@@ -244,7 +261,68 @@ struct SlotHeader {  // each slot starts on a cache line (stride is a multiple o
   // key, properties, then payload, within slot_size bytes from kSlotHeaderSize.
 };
 
-// ---- layout invariants ------------------------------------------------------
+// ---- the schedule: delayed messages (docs/delayed.md) ------------------------
+// Schedule area = ScheduleHeader | bitmap (one bit per entry, 64-bit words,
+// rounded up to kHotAlign) | ScheduleEntry+message [delay_slots], each entry
+// delay_stride bytes: the 64-byte entry, then a SlotHeader and the message's
+// key, properties, due time and payload exactly as the slot will hold them,
+// so moving it is one copy. Written by producers (insert) and shmbusd (move);
+// a subscriber maps it read-only with the rest of the data segment.
+inline constexpr std::uint32_t kMaxDelaySlots = 1u << 20;
+
+// ScheduleEntry::state: the state in the low 32 bits, the pid of the process
+// that put it there (a producer writing it, shmbusd moving it) in the high 32.
+enum class EntryState : std::uint32_t {
+  Free = 0,     // may be taken by an insert (CAS from 0)
+  Writing = 1,  // a producer fills it; freed by shmbusd if the pid dies
+  Ready = 2,    // scheduled: order, due_ns and the message are complete
+  Moving = 3,   // shmbusd is appending it to its partition (target: the offset)
+};
+constexpr std::uint64_t entry_word(EntryState s, std::uint32_t pid) noexcept {
+  return static_cast<std::uint64_t>(s) | std::uint64_t{pid} << 32;
+}
+constexpr EntryState entry_state(std::uint64_t w) noexcept {
+  return static_cast<EntryState>(w & 0xffffffffu);
+}
+constexpr std::uint32_t entry_pid(std::uint64_t w) noexcept {
+  return static_cast<std::uint32_t>(w >> 32);
+}
+
+struct alignas(kHotAlign) ScheduleHeader {
+  // Publish order of delayed messages (ties of due time go in this order):
+  // each insert's fetch_add when it becomes Ready.
+  std::atomic<std::uint64_t> next_order;
+  // Where the next insert starts looking for a free entry (fetch_add).
+  std::atomic<std::uint32_t> hint;
+  std::uint32_t reserved0;
+  // The due time (system-clock ns) the mover sleeps until; 0 while it looks
+  // at the bitmap, kNone when nothing is scheduled. An insert due earlier
+  // (or any insert while it is 0) bumps `event` and wakes the mover.
+  alignas(kHotAlign) std::atomic<std::uint64_t> armed;
+  EventCount event;  // the mover sleeps here
+  // Producers waiting for a free entry (a full schedule under Block) sleep
+  // here; the mover notifies as it frees entries.
+  alignas(kHotAlign) EventCount space;
+  std::atomic<std::uint64_t> moved;    // messages appended to their partition (statistics)
+  std::atomic<std::uint64_t> refused;  // entries shmbusd found invalid and dropped
+};
+
+struct alignas(kCacheLine) ScheduleEntry {
+  std::atomic<std::uint64_t> state;   // entry_word(EntryState, pid)
+  std::atomic<std::uint64_t> order;   // ScheduleHeader::next_order at publish
+  std::atomic<std::uint64_t> due_ns;  // system-clock ns since the epoch
+  // Moving: the offset shmbusd claimed in `partition`, stored before it
+  // publishes there (kNone before the claim). A restarted shmbusd that finds
+  // a Moving entry looks at that slot: published there, the entry is
+  // retired; not, it is Ready again (docs/delayed.md, "Crashes").
+  std::atomic<std::uint64_t> target;
+  std::atomic<std::uint32_t> partition;
+  std::uint32_t reserved0;
+  std::uint64_t reserved1[3];
+  // The message: a SlotHeader (stamp unused) and its bytes follow.
+};
+inline constexpr std::uint64_t kEntryHeaderSize = 64;
+
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
 static_assert(std::atomic<std::uint8_t>::is_always_lock_free);
@@ -266,13 +344,15 @@ static_assert(sizeof(SlotHeader) == kSlotHeaderSize,
 static_assert(std::is_standard_layout_v<EventCount>);
 static_assert(std::is_standard_layout_v<ProducerSeat>);
 static_assert(std::is_standard_layout_v<MemberSeat>);
+static_assert(std::is_standard_layout_v<ScheduleHeader>);
+static_assert(std::is_standard_layout_v<ScheduleEntry>);
 
 // ---- the layout, pinned -----------------------------------------------------
 // Every size and offset another process relies on. A change to any of these
 // structures fails here: update the figures only together with kLayoutVersion
 // (and the note above it), so that an old process refuses the new region
-// instead of misreading it. kLayoutVersion == 7:
-static_assert(kLayoutVersion == 7, "update the pinned layout below with the version");
+// instead of misreading it. kLayoutVersion == 8:
+static_assert(kLayoutVersion == 8, "update the pinned layout below with the version");
 static_assert(sizeof(EventCount) == 8);
 static_assert(offsetof(EventCount, seq) == 0);
 static_assert(offsetof(EventCount, waiters) == 4);
@@ -302,6 +382,9 @@ static_assert(offsetof(TopicHeader, partitions) == 160);
 static_assert(offsetof(TopicHeader, lanes) == 164);
 static_assert(offsetof(TopicHeader, partition_size) == 168);
 static_assert(offsetof(TopicHeader, partition_control_size) == 176);
+static_assert(offsetof(TopicHeader, schedule_offset) == 184);
+static_assert(offsetof(TopicHeader, delay_slots) == 192);
+static_assert(offsetof(TopicHeader, delay_stride) == 196);
 static_assert(offsetof(TopicHeader, tail) == 256);
 static_assert(offsetof(TopicHeader, deleted) == 384);
 static_assert(offsetof(TopicHeader, reserved1) == 388);
@@ -348,5 +431,19 @@ static_assert(offsetof(SlotHeader, producer_id) == 12);
 static_assert(offsetof(SlotHeader, timestamp_ns) == 16);
 static_assert(offsetof(SlotHeader, meta) == 24);
 static_assert(offsetof(SlotHeader, tag_hash) == 28);
+static_assert(sizeof(ScheduleHeader) == 384);
+static_assert(offsetof(ScheduleHeader, next_order) == 0);
+static_assert(offsetof(ScheduleHeader, hint) == 8);
+static_assert(offsetof(ScheduleHeader, armed) == 128);
+static_assert(offsetof(ScheduleHeader, event) == 136);
+static_assert(offsetof(ScheduleHeader, space) == 256);
+static_assert(offsetof(ScheduleHeader, moved) == 264);
+static_assert(offsetof(ScheduleHeader, refused) == 272);
+static_assert(sizeof(ScheduleEntry) == kEntryHeaderSize);
+static_assert(offsetof(ScheduleEntry, state) == 0);
+static_assert(offsetof(ScheduleEntry, order) == 8);
+static_assert(offsetof(ScheduleEntry, due_ns) == 16);
+static_assert(offsetof(ScheduleEntry, target) == 24);
+static_assert(offsetof(ScheduleEntry, partition) == 32);
 
 }  // namespace shmbus::detail

@@ -30,6 +30,7 @@
 #include <bit>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include "shmbus/detail/layout.hpp"
 #include "shmbus/detail/wait.hpp"
@@ -76,6 +77,14 @@ constexpr bool holds(std::uint64_t st, std::uint64_t s, std::uint64_t count) noe
 [[nodiscard]] constexpr bool fits(std::uint32_t len, std::uint32_t meta,
                                   std::uint32_t slot_size) noexcept {
   return std::uint64_t{len} + meta_span(meta) <= slot_size;
+}
+// A delayed message's due time (kMetaDelayed), 0 for any other: 8 bytes
+// after the key and properties, within the slot when `meta` fits it.
+[[nodiscard]] inline std::uint64_t due_of(SlotHeader& s, std::uint32_t meta) noexcept {
+  if ((meta & kMetaDelayed) == 0) return 0;
+  std::uint64_t ns = 0;
+  std::memcpy(&ns, payload(s) + meta_due_offset(meta), sizeof ns);
+  return ns;
 }
 // The lengths of a published slot, and whether they fit. Relaxed loads: the
 // caller made them after the stamp's acquire load (C1).
@@ -290,14 +299,16 @@ inline void release_claim(ProducerState& p, std::uint32_t index) noexcept {
 
 // Publishes claimed sequence s (its key, properties and payload already
 // written), stamped `now`.
-inline void commit(const Ring& r, ProducerState& p, SlotHeader& slot, std::uint64_t s,
-                   std::uint32_t size, std::uint32_t meta, std::uint32_t tag_hash,
-                   std::uint32_t index, std::uint64_t now) noexcept {
+// commit() as producer `producer_id` at time `now`: shmbusd's mover keeps a
+// delayed message's own (src/schedule.cpp).
+inline void commit_as(const Ring& r, ProducerState& p, SlotHeader& slot, std::uint64_t s,
+                      std::uint32_t size, std::uint32_t meta, std::uint32_t tag_hash,
+                      std::uint32_t index, std::uint64_t now, std::uint32_t producer_id) noexcept {
   // Relaxed: ordered before the stamp's release store below.
   slot.length.store(size, std::memory_order_relaxed);
   slot.meta.store(meta, std::memory_order_relaxed);
   slot.tag_hash.store(tag_hash, std::memory_order_relaxed);
-  slot.producer_id.store(p.seat_index, std::memory_order_relaxed);
+  slot.producer_id.store(producer_id, std::memory_order_relaxed);
   slot.timestamp_ns.store(now, std::memory_order_relaxed);
   // SYNC POINT P1 (release): pairs with the consumer's acquire load of the
   // stamp (C1); the payload and fields above are visible to a consumer that
@@ -311,6 +322,12 @@ inline void commit(const Ring& r, ProducerState& p, SlotHeader& slot, std::uint6
   seat.published_bytes.store(seat.published_bytes.load(std::memory_order_relaxed) + size,
                              std::memory_order_relaxed);
   notify(*r.data_event);
+}
+
+inline void commit(const Ring& r, ProducerState& p, SlotHeader& slot, std::uint64_t s,
+                   std::uint32_t size, std::uint32_t meta, std::uint32_t tag_hash,
+                   std::uint32_t index, std::uint64_t now) noexcept {
+  commit_as(r, p, slot, s, size, meta, tag_hash, index, now, p.seat_index);
 }
 
 // Gives claimed sequence s up: consumers skip it.

@@ -99,6 +99,7 @@ inline MessageInfo Batch::info(std::size_t i) const noexcept {
   m.size = n.size;
   m.key_size = detail::meta_key(n.meta);
   m.properties_size = detail::meta_properties(n.meta);
+  m.deliver_at_ns = detail::due_of(s, n.meta);
   m.partition = lane_->index;
   // Relaxed: ordered after the stamp's acquire (C1) in take(), like fill().
   m.timestamp_ns = s.timestamp_ns.load(std::memory_order_relaxed);
@@ -325,6 +326,7 @@ inline Status Subscriber::receive_copy(std::span<std::byte> buffer, MessageInfo&
       info.partition = s.lane_->index;
       info.key_size = detail::meta_key(s.meta_);
       info.properties_size = detail::meta_properties(s.meta_);
+      info.deliver_at_ns = s.deliver_at_ns();
       return Status::Ok;
     }
   });
