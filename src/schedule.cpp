@@ -5,6 +5,7 @@
 #include "schedule.hpp"
 
 #include <linux/futex.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -360,6 +361,9 @@ bool Mover::later(const Item& a, const Item& b) noexcept {
 void Mover::run() noexcept {
   const Schedule& sc = region_->schedule();
   EventCount& ev = sc.header->event;
+  // Its sleeps end at due times: a timer slack of 1 us instead of the
+  // default 50 us (this thread only; best effort).
+  (void)::prctl(PR_SET_TIMERSLACK, 1000UL, 0UL, 0UL, 0UL);
   // The mover counts as a waiter for as long as it runs, so that an insert
   // due before `armed` always bumps the event (notify).
   ev.waiters.store(1, std::memory_order_seq_cst);
