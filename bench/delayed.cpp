@@ -7,6 +7,10 @@
 //
 //   shmbus-delay-bench [--counts 1000,10000,100000] [--spread-ms 2000] [--rounds 3]
 //
+// Then request-reply (Bus::request / Sample::reply) against a plain
+// ping-pong over two topics, as interleaved pairs: the round trip p50/p99 of
+// each, a busy-spinning responder (or echoer) in another process.
+//
 // Run it on an otherwise idle machine: the subscriber spins on one core, the
 // mover needs the other.
 #include <signal.h>
@@ -18,6 +22,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <random>
 #include <shmbus/shmbus.hpp>
 #include <string>
@@ -92,7 +97,8 @@ std::vector<double> round_of(const Daemon& d, std::uint32_t n, std::uint64_t spr
   shmbus::TopicOptions o;
   o.slot_size = 128;  // 64 B of payload and the 8-byte due time
   o.slot_count = 1024;
-  while (o.slot_count < n) o.slot_count *= 2;  // the ring never blocks the mover
+  while (o.slot_count < n)
+    o.slot_count *= 2;  // the ring never blocks the mover
   o.delay_slots = n;
   shmbus::Topic t = bus.create_topic(name, o);
   int pipefd[2];
@@ -157,6 +163,80 @@ std::vector<double> round_of(const Daemon& d, std::uint32_t n, std::uint64_t spr
   return late;
 }
 
+struct RoundTrips {
+  double p50, p99;
+};
+
+RoundTrips summary(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return {pct(v, 0.5), pct(v, 0.99)};
+}
+
+std::uint64_t mono_ns() {
+  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                        std::chrono::steady_clock::now().time_since_epoch())
+                                        .count());
+}
+
+// A child that answers `n` messages of `in`: by Sample::reply (request) or
+// by publishing to `out` (plain).
+pid_t responder(const Daemon& d, const std::string& in, const std::string& out, int n) {
+  const pid_t kid = ::fork();
+  if (kid != 0) return kid;
+  shmbus::Bus bus = d.connect();
+  shmbus::SubscriberOptions so;
+  so.group = "svc";
+  so.start = shmbus::StartFrom::Earliest;
+  so.wait = shmbus::WaitStrategy::BusySpin;
+  auto sub = bus.subscriber(in, so);
+  std::optional<shmbus::Publisher> pub;
+  if (!out.empty()) pub.emplace(bus.publisher(out));
+  shmbus::Sample s;
+  for (int i = 0; i < n; ++i) {
+    if (sub->receive(s, std::chrono::seconds(30)) != shmbus::Status::Ok) ::_exit(2);
+    const shmbus::Status st = pub ? pub->publish(s.data()) : s.reply(s.data());
+    if (st != shmbus::Status::Ok) ::_exit(3);
+    s.release();
+  }
+  ::_exit(0);
+}
+
+RoundTrips plain_round(const Daemon& d, int n) {
+  shmbus::Bus bus = d.connect();
+  const pid_t kid = responder(d, "ping", "pong", n);
+  shmbus::SubscriberOptions so;
+  so.group = "me";
+  so.start = shmbus::StartFrom::Earliest;
+  auto back = bus.subscriber("pong", so);
+  shmbus::Publisher p = bus.publisher("ping");
+  std::vector<double> rt;
+  std::uint64_t payload[8] = {};
+  shmbus::Sample s;
+  for (int i = 0; i < n; ++i) {
+    const std::uint64_t t0 = mono_ns();
+    if (p.publish(std::as_bytes(std::span(payload))) != shmbus::Status::Ok) std::exit(1);
+    if (back->receive(s, std::chrono::seconds(30)) != shmbus::Status::Ok) std::exit(1);
+    s.release();
+    rt.push_back(static_cast<double>(mono_ns() - t0) / 1e3);
+  }
+  ::waitpid(kid, nullptr, 0);
+  return summary(std::move(rt));
+}
+
+RoundTrips request_round(const Daemon& d, int n) {
+  shmbus::Bus bus = d.connect();
+  const pid_t kid = responder(d, "rr", "", n);
+  std::vector<double> rt;
+  std::uint64_t payload[8] = {};
+  for (int i = 0; i < n; ++i) {
+    const std::uint64_t t0 = mono_ns();
+    (void)bus.request("rr", std::as_bytes(std::span(payload)), std::chrono::seconds(30));
+    rt.push_back(static_cast<double>(mono_ns() - t0) / 1e3);
+  }
+  ::waitpid(kid, nullptr, 0);
+  return summary(std::move(rt));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -174,15 +254,15 @@ int main(int argc, char** argv) {
     } else if (a == "--rounds") {
       rounds = std::atoi(argv[i + 1]);
     } else {
-      std::fprintf(stderr, "usage: %s [--counts N,N,...] [--spread-ms MS] [--rounds R]\n",
-                   argv[0]);
+      std::fprintf(stderr, "usage: %s [--counts N,N,...] [--spread-ms MS] [--rounds R]\n", argv[0]);
       return 2;
     }
   }
   Daemon d;
-  std::printf("lateness of delayed messages (receive - due, CLOCK_REALTIME), 64 B, due over %llu ms,"
-              " real shmbusd as the mover, busy-spinning subscriber\n",
-              static_cast<unsigned long long>(spread_ms));
+  std::printf(
+      "lateness of delayed messages (receive - due, CLOCK_REALTIME), 64 B, due over %llu ms,"
+      " real shmbusd as the mover, busy-spinning subscriber\n",
+      static_cast<unsigned long long>(spread_ms));
   std::printf("%10s %6s %10s %10s %10s %10s %10s\n", "scheduled", "round", "p50 us", "p99 us",
               "p99.9 us", "max us", "min us");
   for (const std::uint32_t n : counts)
@@ -194,5 +274,28 @@ int main(int argc, char** argv) {
                   pct(late, 0.99), pct(late, 0.999), late.back(), late.front());
       std::fflush(stdout);
     }
+
+  // Request-reply against a plain ping-pong, interleaved.
+  {
+    shmbus::Bus bus = d.connect();
+    shmbus::TopicOptions o;
+    o.slot_size = 256;
+    for (const char* t : {"ping", "pong", "rr"})
+      (void)bus.create_topic(t, o);
+  }
+  constexpr int kTrips = 20000;
+  std::printf(
+      "\nround trip, 64 B, %d per round (us): plain ping-pong over two topics against "
+      "Bus::request + Sample::reply\n",
+      kTrips);
+  std::printf("%6s %12s %12s %12s %12s %10s\n", "round", "plain p50", "plain p99", "request p50",
+              "request p99", "p50 ratio");
+  for (int r = 0; r < rounds; ++r) {
+    const RoundTrips a = plain_round(d, kTrips);
+    const RoundTrips b = request_round(d, kTrips);
+    std::printf("%6d %12.2f %12.2f %12.2f %12.2f %9.2fx\n", r + 1, a.p50, a.p99, b.p50, b.p99,
+                b.p50 / a.p50);
+    std::fflush(stdout);
+  }
   return 0;
 }

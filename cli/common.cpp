@@ -33,6 +33,8 @@ int exit_code_of(ErrorCode c) {
       return kExitUsage;  // a bad value, wherever it is found (here or by the library)
     case ErrorCode::InUse:
       return kExitInUse;
+    case ErrorCode::Timeout:
+      return kExitTimeout;
     default:
       return kExitError;
   }

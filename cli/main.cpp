@@ -72,6 +72,7 @@ int run(int argc, char** argv) {
   add_pub_command(tree);
   add_sub_command(tree);
   add_stat_command(tree);
+  add_request_command(tree);
   add_daemon_commands(tree);
   app.footer(kFooter);
 

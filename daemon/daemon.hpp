@@ -82,6 +82,12 @@ struct Config {
   std::string keeper_program;
 };
 
+// "_reply.<pid>.<n>", the reply topic Bus::request makes for a requester:
+// the pid; 0 for any other name. Only that pid may create it (and it may
+// create and subscribe to it whatever the rules say); shmbusd removes it
+// once the pid is gone.
+[[nodiscard]] pid_t reply_topic_pid(const std::string& name) noexcept;
+
 // Reads a TOML configuration; throws shmbus::Error(InvalidArgument) saying
 // which key is wrong.
 Config load_config(const std::string& path);
@@ -216,6 +222,11 @@ class Daemon {
   // What a dead mover left (before its seat is freed), then a mover of ours.
   void start_mover(const std::string& name, TopicEntry& t, bool recover);
   void repair_stuck(const std::string& name, TopicEntry& t);
+  // Deletes reply topics whose requester is gone (reply_topic_pid).
+  void remove_orphan_replies();
+  // What a delete does once it is allowed: waits end, the name goes, the
+  // keeper lets go. Returns whether the region was adopted (and erases it).
+  void remove_topic(std::map<std::string, TopicEntry>::iterator it);
   // False too when the seat's region is damaged: such a seat is forgotten.
   [[nodiscard]] bool seat_held(const Seat& s, pid_t pid);
 

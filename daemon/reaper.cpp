@@ -324,8 +324,20 @@ void Daemon::repair_stuck(const std::string& name, TopicEntry& t) {
   }
 }
 
+void Daemon::remove_orphan_replies() {
+  for (auto it = topics_.begin(); it != topics_.end();) {
+    const auto next = std::next(it);
+    if (const pid_t pid = reply_topic_pid(it->first); pid != 0 && !detail::process_alive(pid)) {
+      spdlog::info("removed reply topic '{}': its requester (pid {}) is gone", it->first, pid);
+      remove_topic(it);
+    }
+    it = next;
+  }
+}
+
 void Daemon::housekeeping() {
   keeper_.reap();
+  remove_orphan_replies();
   if (keeper_.configured() && !keeper_.enabled() &&
       std::chrono::steady_clock::now() >= keeper_retry_)
     replace_keeper();

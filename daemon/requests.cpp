@@ -43,6 +43,17 @@ std::vector<std::byte> reply(const M& m, std::uint32_t id) {
 
 }  // namespace
 
+pid_t reply_topic_pid(const std::string& name) noexcept {
+  constexpr std::string_view kPrefix = "_reply.";
+  if (!name.starts_with(kPrefix)) return 0;
+  long pid = 0;
+  std::size_t i = kPrefix.size();
+  for (; i < name.size() && name[i] >= '0' && name[i] <= '9' && pid < 1 << 30; ++i)
+    pid = pid * 10 + (name[i] - '0');
+  if (i == kPrefix.size() || i >= name.size() || name[i] != '.' || i + 1 == name.size()) return 0;
+  return static_cast<pid_t>(pid);
+}
+
 void Daemon::handle(Client& c, std::span<const std::byte> body) {
   proto::Request q;
   proto::Problem why;
@@ -65,6 +76,9 @@ void Daemon::handle(Client& c, std::span<const std::byte> body) {
 
 bool Daemon::allowed(const Client& c, const std::string& topic, Right what) const {
   if (c.uid == 0 || c.uid == ::geteuid()) return true;
+  // A requester's own reply topic: it makes it and reads it; who may answer
+  // (publish there) is for the rules to say.
+  if (what != Right::Publish && reply_topic_pid(topic) == c.pid && c.pid != 0) return true;
   for (const TopicRule& r : config_.rules) {
     if (!matches(r.pattern, topic)) continue;
     const Principals& p = what == Right::Create    ? r.create
@@ -154,6 +168,11 @@ Daemon::Outgoing Daemon::on(Client&, std::uint32_t id, const proto::Hello&) {
 }
 
 Daemon::Outgoing Daemon::on(Client& c, std::uint32_t id, const proto::CreateTopic& m) {
+  if (const pid_t owner = reply_topic_pid(m.name); owner != 0 && owner != c.pid)
+    throw Error(ErrorCode::PermissionDenied,
+                "topic '" + m.name + "' is the name of pid " + std::to_string(owner) +
+                    "'s reply topic (Bus::request makes it); a topic named _reply.<pid>.<n> may "
+                    "be created only by that pid");
   require(c, m.name, {Right::Create}, "create");
   TopicOptions o = m.options;
   const TopicOptions& d = config_.defaults;
@@ -220,17 +239,13 @@ Daemon::Outgoing Daemon::on(Client& c, std::uint32_t id, const proto::DeleteTopi
                                         " member(s) attached; stop them first, or delete "
                                         "without --if-unused (they are then told)");
   }
-  // Tell everyone who has it mapped before the name goes: waits end, and
-  // publishers and (once drained) subscribers get Status::TopicDeleted.
-  if (adopted) (void)touch(m.name, it->second, [&] { it->second.region->mark_deleted(); });
-  // A region file the daemon did not adopt (stale layout, foreign owner):
-  // deleting it is how one gets rid of it.
-  const bool removed = detail::Region::remove(region_name(config_.bus, m.name));
-  if (!adopted && !removed) find(m.name);  // throws NotFound
   const bool damaged = adopted && it->second.damaged;
   if (adopted) {
-    if (it->second.region->sealed()) keeper_.drop(it->second.region->data_fd());
-    topics_.erase(it);
+    remove_topic(it);
+  } else if (!detail::Region::remove(region_name(config_.bus, m.name))) {
+    // A region file the daemon did not adopt (stale layout, foreign owner):
+    // deleting it is how one gets rid of it.
+    find(m.name);  // throws NotFound
   }
   spdlog::info("pid {} deleted {}topic '{}'", c.pid,
                !adopted  ? "the unadopted region of "
@@ -238,6 +253,15 @@ Daemon::Outgoing Daemon::on(Client& c, std::uint32_t id, const proto::DeleteTopi
                          : "",
                m.name);
   return {reply(proto::Ok{}, id)};
+}
+
+void Daemon::remove_topic(std::map<std::string, TopicEntry>::iterator it) {
+  // Tell everyone who has it mapped before the name goes: waits end, and
+  // publishers and (once drained) subscribers get Status::TopicDeleted.
+  (void)touch(it->first, it->second, [&] { it->second.region->mark_deleted(); });
+  (void)detail::Region::remove(region_name(config_.bus, it->first));
+  if (it->second.region->sealed()) keeper_.drop(it->second.region->data_fd());
+  topics_.erase(it);
 }
 
 Daemon::Outgoing Daemon::on(Client& c, std::uint32_t id, const proto::ListTopics&) {

@@ -437,6 +437,9 @@ void register_member(Connection& c, const std::string& topic, std::uint32_t grou
 
 }  // namespace detail
 
+Bus::Bus(std::shared_ptr<detail::Connection> c)
+    : conn_(std::move(c)), requester_(detail::make_requester_slot()) {}
+
 Bus Bus::connect(const BusOptions& options) {
   return Bus(std::make_shared<detail::Connection>(options));
 }

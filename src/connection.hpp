@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 namespace shmbus::detail {
@@ -14,5 +15,9 @@ class Connection;
 void register_producer(Connection& c, const std::string& topic, std::uint32_t seat);
 void register_member(Connection& c, const std::string& topic, std::uint32_t group,
                      std::uint32_t member);
+
+// src/request.cpp: a Bus's (empty) share of its requester state.
+struct RequesterSlot;
+std::shared_ptr<RequesterSlot> make_requester_slot();
 
 }  // namespace shmbus::detail

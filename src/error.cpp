@@ -22,6 +22,8 @@ const char* to_string(ErrorCode code) noexcept {
       return "SystemError";
     case ErrorCode::InUse:
       return "InUse";
+    case ErrorCode::Timeout:
+      return "Timeout";
     case ErrorCode::DaemonUnavailable:
       return "DaemonUnavailable";
   }
@@ -54,6 +56,8 @@ const char* to_string(Status status) noexcept {
       return "InvalidProperties";
     case Status::NoSchedule:
       return "NoSchedule";
+    case Status::NotARequest:
+      return "NotARequest";
   }
   return "Unknown";
 }

@@ -72,6 +72,7 @@ Publisher Topic::publisher(const PublisherOptions& options) const {
 std::unique_ptr<Subscriber> Topic::subscriber(const SubscriberOptions& options) const {
   std::unique_ptr<Subscriber> s(new Subscriber(region("subscribe to"), options));
   if (bus_) detail::register_member(*bus_, name_, s->group_index(), s->member_index());
+  s->bus_ = bus_;  // Sample::reply opens reply topics through it
   return s;
 }
 

@@ -739,6 +739,18 @@ run cli topic delete nodelay
 run cli topic delete delayed
 expect_rc 0 "topic delete delayed"
 
+# ---- request-reply (the round trip itself is tested from Python, with a responder) --
+
+run cli topic create svc --slot-size 64
+run cli request svc 'ping' --timeout 0.2
+expect_rc 2 "request with no responder times out"
+expect_match "no reply from topic 'svc' within 0.2s" "$err" "the request timeout names the topic"
+run cli request nosuch 'ping' --timeout 0.2
+expect_rc 3 "request to a missing topic"
+run cli request svc
+expect_rc 64 "request without a payload"
+run cli topic delete svc
+
 # ---- a damaged topic --------------------------------------------------------------
 
 # A stray write over the stamp of sequence 17 (ring slot 2: slots fill in the order

@@ -11,5 +11,6 @@ void add_pub_command(CommandTree& tree);      // pub
 void add_sub_command(CommandTree& tree);      // sub
 void add_stat_command(CommandTree& tree);     // stat
 void add_daemon_commands(CommandTree& tree);  // daemon status|stop
+void add_request_command(CommandTree& tree);  // request
 
 }  // namespace shmbus::cli

@@ -7,11 +7,13 @@
 
 #include <chrono>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "shmbus/options.hpp"
+#include "shmbus/publisher.hpp"
 #include "shmbus/topic.hpp"
 #include "shmbus/topic_status.hpp"
 
@@ -20,6 +22,8 @@ namespace shmbus {
 namespace detail {
 class Connection;
 class Descriptors;
+struct RequesterSlot;  // src/request.cpp: the reply topic of Bus::request
+class Replier;         // src/request.cpp: Sample::reply's publishers
 }  // namespace detail
 
 struct BusOptions {
@@ -75,16 +79,38 @@ class Bus {
   std::unique_ptr<Subscriber> subscriber(std::string_view topic,
                                          const SubscriberOptions& options = {});
 
+  // Request-reply (RocketMQ's request, RabbitMQ's direct reply-to;
+  // docs/request-reply.md): publishes `data` to `topic` with the properties
+  // reply_to (this Bus's reply topic, "_reply.<pid>.<n>", created on the
+  // first request and deleted with the last copy of this Bus, or by shmbusd
+  // when this process dies) and correlation_id, and waits up to `timeout` for
+  // the responder's Sample::reply. Returns the reply's payload (a copy).
+  // Throws Error(Timeout) when no reply came in time (a late reply is
+  // dropped when it comes), and the publish's error otherwise (a full topic
+  // under Block waits within the same timeout). The route's key, partition
+  // and properties are kept. One request at a time per Bus (and its copies):
+  // concurrent callers wait for each other; use one Bus per thread for
+  // parallel requests. Replies are at most kMaxReplySize bytes.
+  static constexpr std::uint32_t kMaxReplySize = 16384;
+  std::vector<std::byte> request(std::string_view topic, std::span<const std::byte> data,
+                                 std::chrono::nanoseconds timeout);
+  std::vector<std::byte> request(std::string_view topic, const Route& route,
+                                 std::span<const std::byte> data, std::chrono::nanoseconds timeout);
+  // Replies to earlier requests that came after they had timed out (dropped).
+  [[nodiscard]] std::uint64_t stale_replies() const noexcept;
+
   // Asks the daemon to exit (only root or the daemon's own user may).
   void shutdown_daemon();
   [[nodiscard]] const std::string& socket_path() const noexcept;
   [[nodiscard]] int daemon_pid() const noexcept;  // as the daemon reported it at the last hello
 
  private:
-  explicit Bus(std::shared_ptr<detail::Connection> c) : conn_(std::move(c)) {}
+  friend class detail::Replier;  // a responder's replies go through its topic's Bus
+  explicit Bus(std::shared_ptr<detail::Connection> c);
   Topic make_topic(const detail::Descriptors& fds, std::string_view name,
                    const TopicOptions& options);
   std::shared_ptr<detail::Connection> conn_;
+  std::shared_ptr<detail::RequesterSlot> requester_;  // shared by copies of this Bus
 };
 
 }  // namespace shmbus

@@ -19,6 +19,7 @@ enum class ErrorCode : std::uint8_t {
   SystemError,        // a POSIX call failed; the message carries errno text
   DaemonUnavailable,  // reserved for the control plane (shmbusd)
   InUse,              // refused while producers or members are attached (if_unused, groups)
+  Timeout,            // Bus::request: no reply came within the timeout
 };
 
 [[nodiscard]] const char* to_string(ErrorCode code) noexcept;
@@ -50,6 +51,9 @@ enum class Status : std::uint8_t {
   InvalidProperties,
   // A delayed publish to a topic created without a schedule (delay_slots 0).
   NoSchedule,
+  // Sample::reply to a message that is no request: it lacks the reply_to and
+  // correlation_id properties of Bus::request (or names no reply topic).
+  NotARequest,
 };
 
 [[nodiscard]] const char* to_string(Status status) noexcept;

@@ -23,7 +23,9 @@
 namespace shmbus {
 
 namespace detail {
-class Region;  // src/region.hpp: the mapping, kept out of public headers
+class Region;      // src/region.hpp: the mapping, kept out of public headers
+class Connection;  // src/bus.cpp: a Bus's daemon connection
+class Replier;     // src/request.cpp: Sample::reply's publishers
 }  // namespace detail
 
 class Bus;
@@ -118,6 +120,15 @@ class Sample {
   [[nodiscard]] bool intact() const noexcept;
   // Ends the zero-copy read: producers may reuse the slot. Idempotent.
   void release() noexcept;
+  // Answers a request (Bus::request): publishes `data` to the requester's
+  // reply topic (the reply_to property) with its correlation_id, without
+  // waiting: a reply to a requester that is gone (TopicDeleted, NotFound as
+  // TopicDeleted) or whose reply topic is full (WouldBlock) is dropped and
+  // counted (Subscriber::replies_dropped), never blocks the responder.
+  // NotARequest: the message has no reply_to / correlation_id; Invalid: the
+  // sample is empty, or its topic did not come from a Bus (no daemon to
+  // open the reply topic through); TooLarge: more than Bus::kMaxReplySize.
+  [[nodiscard]] Status reply(std::span<const std::byte> data) const;
 
  private:
   friend class Subscriber;
@@ -223,6 +234,9 @@ class Subscriber {
   // Messages this group's members took without returning them: their tag
   // did not match the filter (SubscriberOptions::tags).
   [[nodiscard]] std::uint64_t filtered() const noexcept;
+  // Replies (Sample::reply) this subscriber dropped: their requester was
+  // gone or its reply topic full.
+  [[nodiscard]] std::uint64_t replies_dropped() const noexcept;
   [[nodiscard]] const std::string& group() const noexcept { return options_.group; }
   // The topic's slot size: the largest message, in bytes.
   [[nodiscard]] std::uint32_t slot_size() const noexcept { return head_.ring.slot_size; }
@@ -240,6 +254,8 @@ class Subscriber {
  private:
   friend class Sample;
   friend class Batch;
+  friend class detail::Replier;
+  Status reply(const Sample& s, std::span<const std::byte> data);
   // The only constructor's caller; registers the seat (group_index_,
   // member_index_) with shmbusd when the topic came from a Bus.
   friend class Topic;
@@ -330,6 +346,10 @@ class Subscriber {
   // Where this member sits in the region's tables (for shmbusd's bookkeeping).
   std::uint32_t group_index_ = 0;
   std::uint32_t member_index_ = 0;
+  // The daemon connection of the Bus the topic came from (null: none), and
+  // Sample::reply's publishers to reply topics, made on the first reply.
+  std::shared_ptr<detail::Connection> bus_;
+  std::shared_ptr<detail::Replier> replier_;
 };
 
 }  // namespace shmbus

@@ -129,10 +129,7 @@ has no such buffer can no longer be read (Closed); its metadata can.
           "CLOCK_MONOTONIC at publish, in ns (comparable with time.monotonic_ns()).")
       .def_property_readonly(
           "deliver_at",
-          [](const PyBatchSample& s) {
-            const std::uint64_t ns = s.info().deliver_at_ns;
-            return ns == 0 ? py::object(py::none()) : py::object(py::float_(ns / 1e9));
-          },
+          [](const PyBatchSample& s) { return seconds_or_none(s.info().deliver_at_ns); },
           "As Sample.deliver_at.")
       .def_property_readonly(
           "producer_id", [](const PyBatchSample& s) { return s.info().producer_id; },

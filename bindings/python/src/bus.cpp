@@ -175,7 +175,7 @@ py::dict topic_dict(const TopicStatus& t) {
   d["delay_slots"] = t.options.delay_slots;
   d["scheduled"] = t.scheduled;
   d["overdue"] = t.overdue;
-  d["next_due_ns"] = t.next_due_ns == 0 ? py::object(py::none()) : py::int_(t.next_due_ns);
+  d["next_due_ns"] = ns_or_none(t.next_due_ns);
   d["moved"] = t.moved;
   d["refused"] = t.refused;
   py::list parts;
@@ -330,10 +330,7 @@ void bind_bus(py::module_& m) {
                     "partition is full).")
       .def_property_readonly(
           "next_due_ns",
-          [](const TopicStatus& t) {
-            return t.next_due_ns == 0 ? py::object(py::none())
-                                      : py::object(py::int_(t.next_due_ns));
-          },
+          [](const TopicStatus& t) { return ns_or_none(t.next_due_ns); },
           "The earliest due time in the schedule, ns since the epoch (None: nothing scheduled).")
       .def_readonly("moved", &TopicStatus::moved,
                     "Delayed messages shmbusd appended to their partitions.")
@@ -451,6 +448,31 @@ InvalidArgument for bad values.)doc")
       .def(
           "topics", [](PyBus& b) { return b.ask_daemon([&](Bus& bus) { return bus.topics(); }); },
           "topics() -> list[TopicStatus]\n\nEvery topic of the bus.")
+      .def(
+          "request",
+          [](PyBus& b, const std::string& topic, const py::object& data, double timeout) {
+            const std::chrono::nanoseconds t = seconds_to_ns(timeout, "timeout");
+            const BufferArg buf(data, PyBUF_C_CONTIGUOUS,
+                                "request needs a C-contiguous buffer (bytes, bytearray, "
+                                "memoryview, NumPy array)");
+            const std::vector<std::byte> reply =
+                b.ask_daemon([&](Bus& bus) { return bus.request(topic, buf.bytes(), t); });
+            return py::bytes(reinterpret_cast<const char*>(reply.data()), reply.size());
+          },
+          py::arg("topic"), py::arg("data"), py::arg("timeout") = 1.0,
+          R"doc(request(topic: str, data: Buffer, timeout: float = 1.0) -> bytes
+
+Request-reply (RocketMQ's request, RabbitMQ's direct reply-to): publishes
+`data` to `topic` with the properties reply_to (this Bus's private reply
+topic, made on the first request, removed when the Bus is closed or this
+process dies) and correlation_id, and returns the payload of the reply a
+responder sends with Sample.reply(). Raises Timeout when none came within
+`timeout` seconds (0 to 3600; a late reply is dropped). One request at a time
+per Bus: use a Bus per thread for parallel requests. Replies are at most
+16384 bytes.)doc")
+      .def_property_readonly(
+          "stale_replies", [](PyBus& b) { return b.get().stale_replies(); },
+          "Replies that came after their request had timed out (dropped).")
       .def(
           "describe",
           [](PyBus& b, const std::string& name) {

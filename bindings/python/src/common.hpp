@@ -34,7 +34,7 @@ inline constexpr std::size_t kReleaseGilBytes = 64 * 1024;
 // The exception classes (created once at import, owned by the module).
 struct Exceptions {
   PyObject* error = nullptr;   // shmbus.Error
-  PyObject* by_code[10] = {};  // indexed by shmbus::ErrorCode
+  PyObject* by_code[11] = {};  // indexed by shmbus::ErrorCode
   PyObject* timeout = nullptr;
   PyObject* would_block = nullptr;
   PyObject* too_large = nullptr;
@@ -165,6 +165,15 @@ WaitStrategy wait_arg(const std::string& s);       // wait=
 GroupMode group_mode_arg(const std::string& s);    // mode= (of a subscriber's group)
 StartPosition start_arg(const py::handle& start);  // start=: a name, or an int >= 0
 std::chrono::nanoseconds seconds_to_ns(double seconds, const char* what);
+// A wall-clock time in ns since the epoch as Python shows it: an int of ns,
+// or float seconds (time.time()); None for 0 (none: not a delayed message,
+// nothing scheduled).
+inline py::object ns_or_none(std::uint64_t ns) {
+  return ns == 0 ? py::object(py::none()) : py::object(py::int_(ns));
+}
+inline py::object seconds_or_none(std::uint64_t ns) {
+  return ns == 0 ? py::object(py::none()) : py::object(py::float_(static_cast<double>(ns) / 1e9));
+}
 // A partition or priority argument (partition=, priority=): None, or an int
 // >= 0 that fits 32 bits (else InvalidArgument naming `keyword`).
 std::optional<std::uint32_t> index_arg(const py::handle& value, const char* keyword);

@@ -74,8 +74,10 @@ void register_exceptions(py::module_& m) {
   e.timeout = new_exception(
       m, "Timeout",
       "A blocking call's timeout passed first: publish/loan found the ring full until the\n"
-      "publisher's timeout (policy 'block'). Also a TimeoutError.",
+      "publisher's timeout (policy 'block'), or Bus.request got no reply in time. Also a\n"
+      "TimeoutError.",
       bases(e.error, PyExc_TimeoutError), "timeout");
+  e.by_code[static_cast<int>(ErrorCode::Timeout)] = e.timeout;  // Bus.request
   e.would_block =
       new_exception(m, "WouldBlock",
                     "publish/loan found the ring full and the topic's policy is 'reject'\n"

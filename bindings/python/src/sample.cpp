@@ -120,18 +120,12 @@ A Sample must be used from one thread at a time.
           "CLOCK_MONOTONIC at publish, in ns (comparable with time.monotonic_ns()).")
       .def_property_readonly(
           "deliver_at",
-          [](const PySample& s) {
-            return s.deliver_at_ns == 0 ? py::object(py::none())
-                                        : py::object(py::float_(s.deliver_at_ns / 1e9));
-          },
+          [](const PySample& s) { return seconds_or_none(s.deliver_at_ns); },
           "A delayed message's due time (publish(..., delay=, deliver_at=)) in seconds\n"
           "since the epoch, comparable with time.time(); None for a message published at once.")
       .def_property_readonly(
           "deliver_at_ns",
-          [](const PySample& s) {
-            return s.deliver_at_ns == 0 ? py::object(py::none())
-                                        : py::object(py::int_(s.deliver_at_ns));
-          },
+          [](const PySample& s) { return ns_or_none(s.deliver_at_ns); },
           "deliver_at in ns since the epoch (time.time_ns()); None when not delayed.")
       .def_property_readonly(
           "producer_id", [](const PySample& s) { return s.producer_id; },
@@ -181,6 +175,41 @@ release().)doc")
             return py::bytes(reinterpret_cast<const char*>(d.data()), d.size());
           },
           "tobytes() -> bytes\n\nA copy of the payload.")
+      .def(
+          "reply",
+          [](const PySample& s, const py::object& data) {
+            const BufferArg buf(data, PyBUF_C_CONTIGUOUS,
+                                "reply needs a C-contiguous buffer (bytes, bytearray, "
+                                "memoryview, NumPy array)");
+            const Status st = s.open_or_raise().reply(buf.bytes());
+            switch (st) {
+              case Status::Ok:
+                return true;
+              case Status::TopicDeleted:
+              case Status::WouldBlock:
+                return false;
+              case Status::NotARequest:
+                raise(invalid_argument(),
+                      "this message is no request: it lacks the reply_to and correlation_id "
+                      "headers Bus.request sets");
+              case Status::TooLarge:
+                raise(exceptions().too_large, "a reply of " + std::to_string(buf.bytes().size()) +
+                                                  " bytes is larger than the 16384 a reply may "
+                                                  "have");
+              default:
+                raise(invalid_argument(),
+                      "cannot reply: the subscriber's topic was not opened through a Bus (" +
+                          std::string(to_string(st)) + ")");
+            }
+          },
+          py::arg("data"),
+          R"doc(reply(data: Buffer) -> bool
+
+Answers a request (Bus.request): publishes `data` to the requester's reply
+topic with its correlation_id, without waiting. Returns True when it was
+published, False when it was dropped because the requester is gone or its
+reply topic is full (counted in Subscriber.replies_dropped); never blocks.
+Raises InvalidArgument for a message that is no request.)doc")
       .def(
           "release", [](PySample& s) { return s.end_checked("Sample"); },
           R"doc(release() -> bool

@@ -366,6 +366,10 @@ for 'latest'; or for a partition the topic lacks.)doc")
       .def_property_readonly("filtered", open_getter<PySubscriber>(&Subscriber::filtered),
                              "Messages the group took without returning them: their tag did "
                              "not match the filter (tags=).")
+      .def_property_readonly("replies_dropped",
+                             open_getter<PySubscriber>(&Subscriber::replies_dropped),
+                             "Replies (Sample.reply) dropped: their requester was gone or its "
+                             "reply topic full.")
       .def_property_readonly("lost", open_getter<PySubscriber>(&Subscriber::lost),
                              "Messages this group skipped because producers overwrote them first.")
       .def_property_readonly("corrupt", open_getter<PySubscriber>(&Subscriber::corrupt),

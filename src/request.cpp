@@ -1,0 +1,214 @@
+// Request-reply on top of topics and properties (issue 16,
+// docs/request-reply.md): Bus::request publishes with reply_to and
+// correlation_id and waits on a private reply topic; Sample::reply publishes
+// there without waiting.
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cstdio>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "connection.hpp"
+#include "shmbus/bus.hpp"
+#include "shmbus/subscriber.hpp"
+
+namespace shmbus {
+
+namespace {
+
+constexpr std::string_view kReplyPrefix = "_reply.";
+constexpr std::uint32_t kReplySlots = 64;
+
+std::string seconds_of(std::chrono::nanoseconds d) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%g", std::chrono::duration<double>(d).count());
+  return b;
+}
+
+}  // namespace
+
+namespace detail {
+
+// The requester side of one Bus (and its copies): its reply topic, a
+// private subscriber of it, and a publisher per request topic.
+class Requester {
+ public:
+  explicit Requester(Bus bus) : bus_(std::move(bus)) {
+    static std::atomic<std::uint32_t> counter{0};
+    // Relaxed: a number that only has to differ between this process's Buses.
+    name_ = std::string(kReplyPrefix) + std::to_string(::getpid()) + "." +
+            std::to_string(counter.fetch_add(1, std::memory_order_relaxed));
+    TopicOptions o;
+    o.slot_count = kReplySlots;
+    o.slot_size = Bus::kMaxReplySize;
+    // A responder never waits for a requester (a full reply topic drops).
+    o.policy = Policy::Reject;
+    Topic t = bus_.create_topic(name_, o);
+    replies_ = t.subscriber({.group = {}, .start = StartFrom::Latest});
+  }
+  ~Requester() {
+    publishers_.clear();
+    replies_.reset();
+    try {
+      bus_.delete_topic(name_);
+    } catch (...) {
+      // The daemon is gone: it removes the topic when it finds us gone.
+    }
+  }
+  Requester(const Requester&) = delete;
+  Requester& operator=(const Requester&) = delete;
+
+  std::vector<std::byte> request(std::string_view topic, const Route& route,
+                                 std::span<const std::byte> data,
+                                 std::chrono::nanoseconds timeout) {
+    const auto until = std::chrono::steady_clock::now() + timeout;
+    const auto left = [&] {
+      return std::max(std::chrono::nanoseconds(0),
+                      std::chrono::duration_cast<std::chrono::nanoseconds>(
+                          until - std::chrono::steady_clock::now()));
+    };
+    Publisher& pub = publisher(topic);
+    const std::string id = std::to_string(next_id_++);
+    std::vector<Property> props(route.properties.begin(), route.properties.end());
+    props.push_back({"reply_to", name_});
+    props.push_back({"correlation_id", id});
+    Route r = route;
+    r.properties = props;
+    const std::string where = "request to topic '" + std::string(topic) + "'";
+    if (const Status st = pub.publish(r, data, left()); st != Status::Ok)
+      throw Error(st == Status::Timeout        ? ErrorCode::Timeout
+                  : st == Status::TopicDeleted ? ErrorCode::NotFound
+                                               : ErrorCode::InvalidArgument,
+                  where + " not published: " + to_string(st) +
+                      (st == Status::Timeout ? " (the topic stayed full)" : ""));
+    for (;;) {
+      Sample s;
+      const Status st = replies_->receive(s, left());
+      if (st == Status::Timeout || st == Status::WouldBlock)
+        throw Error(ErrorCode::Timeout, where + ": no reply within " + seconds_of(timeout) +
+                                            " s (is a responder subscribed?)");
+      if (st != Status::Ok)
+        throw Error(ErrorCode::SystemError, where + ": the reply topic failed: " + to_string(st));
+      if (s.properties().get("correlation_id") == id) {
+        const auto d = s.data();
+        return {d.begin(), d.end()};
+      }
+      stale_.fetch_add(1, std::memory_order_relaxed);  // a counter
+    }
+  }
+  [[nodiscard]] std::uint64_t stale() const noexcept {
+    return stale_.load(std::memory_order_relaxed);
+  }
+
+ private:
+  Publisher& publisher(std::string_view topic) {
+    auto it = publishers_.find(topic);
+    if (it == publishers_.end()) {
+      if (publishers_.size() >= 64) publishers_.clear();  // bounded: the oldest seats go
+      it = publishers_.emplace(std::string(topic), bus_.publisher(topic)).first;
+    }
+    return it->second;
+  }
+
+  Bus bus_;
+  std::string name_;
+  std::unique_ptr<Subscriber> replies_;
+  std::map<std::string, Publisher, std::less<>> publishers_;
+  std::uint64_t next_id_ = 1;
+  std::atomic<std::uint64_t> stale_{0};
+};
+
+struct RequesterSlot {
+  std::mutex mu;  // one request at a time (see Bus::request)
+  std::unique_ptr<Requester> requester;
+};
+
+std::shared_ptr<RequesterSlot> make_requester_slot() {
+  return std::make_shared<RequesterSlot>();
+}
+
+// A responder's publishers to reply topics.
+class Replier {
+ public:
+  explicit Replier(std::shared_ptr<Connection> c) : bus_(std::move(c)) {}
+
+  Status reply(std::string_view to, std::string_view id, std::span<const std::byte> data) {
+    if (data.size() > Bus::kMaxReplySize) return Status::TooLarge;
+    auto it = publishers_.find(to);
+    if (it == publishers_.end()) {
+      if (publishers_.size() >= 64) publishers_.clear();  // bounded
+      try {
+        it = publishers_.emplace(std::string(to), bus_.publisher(to)).first;
+      } catch (const Error&) {
+        // No such topic (the requester closed, or died and shmbusd removed
+        // it), or no right to publish there.
+        return dropped(Status::TopicDeleted);
+      }
+    }
+    const std::array<Property, 1> props{{{"correlation_id", id}}};
+    Route r;
+    r.properties = props;
+    const Status st = it->second.try_publish(r, data);
+    if (st == Status::Ok) return st;
+    if (st == Status::TopicDeleted) publishers_.erase(it);
+    return dropped(st);
+  }
+  std::atomic<std::uint64_t> dropped_count{0};
+
+ private:
+  Status dropped(Status st) {
+    dropped_count.fetch_add(1, std::memory_order_relaxed);  // a counter
+    return st;
+  }
+  Bus bus_;
+  std::map<std::string, Publisher, std::less<>> publishers_;
+};
+
+}  // namespace detail
+
+std::vector<std::byte> Bus::request(std::string_view topic, std::span<const std::byte> data,
+                                    std::chrono::nanoseconds timeout) {
+  return request(topic, Route{}, data, timeout);
+}
+
+std::vector<std::byte> Bus::request(std::string_view topic, const Route& route,
+                                    std::span<const std::byte> data,
+                                    std::chrono::nanoseconds timeout) {
+  validate_name("topic", topic);
+  std::lock_guard lock(requester_->mu);
+  if (!requester_->requester)
+    requester_->requester = std::make_unique<detail::Requester>(Bus(conn_));
+  return requester_->requester->request(topic, route, data, timeout);
+}
+
+std::uint64_t Bus::stale_replies() const noexcept {
+  std::lock_guard lock(requester_->mu);
+  return requester_->requester ? requester_->requester->stale() : 0;
+}
+
+Status Sample::reply(std::span<const std::byte> data) const {
+  if (slot_ == nullptr || sub_ == nullptr) return Status::Invalid;
+  return sub_->reply(*this, data);
+}
+
+Status Subscriber::reply(const Sample& s, std::span<const std::byte> data) {
+  const Properties p = s.properties();
+  const auto to = p.get("reply_to");
+  const auto id = p.get("correlation_id");
+  // Only a reply topic: a request cannot make a responder publish elsewhere.
+  if (!to || !id || !to->starts_with(kReplyPrefix)) return Status::NotARequest;
+  if (!bus_) return Status::Invalid;
+  if (!replier_) replier_ = std::make_shared<detail::Replier>(bus_);
+  return replier_->reply(*to, *id, data);
+}
+
+std::uint64_t Subscriber::replies_dropped() const noexcept {
+  return replier_ ? replier_->dropped_count.load(std::memory_order_relaxed) : 0;
+}
+
+}  // namespace shmbus
