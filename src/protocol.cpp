@@ -339,8 +339,8 @@ void ErrorReply::encode(Writer& w) const {
 }
 void ErrorReply::decode(Reader& r) {
   const std::uint8_t c = r.u8();
-  code = c <= static_cast<std::uint8_t>(ErrorCode::InUse) ? static_cast<ErrorCode>(c)
-                                                          : ErrorCode::SystemError;
+  code = c <= static_cast<std::uint8_t>(ErrorCode::Timeout) ? static_cast<ErrorCode>(c)
+                                                            : ErrorCode::SystemError;
   message = r.str();
 }
 
