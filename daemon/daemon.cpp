@@ -52,6 +52,10 @@ Daemon::Daemon(Config config) : config_(std::move(config)) {
 }
 
 Daemon::~Daemon() {
+  // The movers stop first, while this daemon still holds the bus's locks: a
+  // daemon started after them must never meet a mover of ours mid-move.
+  for (auto& [name, t] : topics_)
+    t.mover.reset();
   // The socket file goes first: a client that sees its connection drop checks
   // for it to tell a clean stop (no file: do not restart) from a crash.
   if (listen_fd_ >= 0) ::unlink(socket_path_.c_str());

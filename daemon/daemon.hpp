@@ -82,11 +82,12 @@ struct Config {
   std::string keeper_program;
 };
 
-// "_reply.<pid>.<n>", the reply topic Bus::request makes for a requester:
-// the pid; 0 for any other name. Only that pid may create it (and it may
-// create and subscribe to it whatever the rules say); shmbusd removes it
-// once the pid is gone.
-[[nodiscard]] pid_t reply_topic_pid(const std::string& name) noexcept;
+// Reply topics (Bus::request, src/os.hpp): only their pid may create one
+// (and it may create and subscribe to it whatever the rules say; at most
+// kMaxReplyTopics each, with the geometry Bus::request gives them);
+// shmbusd removes them once the pid is gone.
+using detail::reply_topic_pid;
+inline constexpr std::size_t kMaxReplyTopics = 16;
 
 // Reads a TOML configuration; throws shmbus::Error(InvalidArgument) saying
 // which key is wrong.

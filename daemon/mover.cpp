@@ -26,6 +26,9 @@ MoverThread::~MoverThread() {
   // stop (or faults itself) by then.
   (void)guarded([&] { mover->stop(); });
   if (thread.joinable()) thread.join();
+  // Its seat, under the guard too: on a quarantined region this faults, and
+  // the seat is left (nobody uses the region again).
+  (void)guarded([&] { mover->drop_publisher(); });
 }
 
 void MoverThread::rescan() noexcept {

@@ -43,17 +43,6 @@ std::vector<std::byte> reply(const M& m, std::uint32_t id) {
 
 }  // namespace
 
-pid_t reply_topic_pid(const std::string& name) noexcept {
-  constexpr std::string_view kPrefix = "_reply.";
-  if (!name.starts_with(kPrefix)) return 0;
-  long pid = 0;
-  std::size_t i = kPrefix.size();
-  for (; i < name.size() && name[i] >= '0' && name[i] <= '9' && pid < 1 << 30; ++i)
-    pid = pid * 10 + (name[i] - '0');
-  if (i == kPrefix.size() || i >= name.size() || name[i] != '.' || i + 1 == name.size()) return 0;
-  return static_cast<pid_t>(pid);
-}
-
 void Daemon::handle(Client& c, std::span<const std::byte> body) {
   proto::Request q;
   proto::Problem why;
@@ -175,6 +164,19 @@ Daemon::Outgoing Daemon::on(Client& c, std::uint32_t id, const proto::CreateTopi
                     "be created only by that pid");
   require(c, m.name, {Right::Create}, "create");
   TopicOptions o = m.options;
+  if (reply_topic_pid(m.name) != 0) {
+    // A requester's own: it may make it whatever the rules say, so it gets
+    // the fixed geometry, and a bounded number of them.
+    const auto own = std::count_if(topics_.begin(), topics_.end(), [&](const auto& e) {
+      return reply_topic_pid(e.first) == c.pid;
+    });
+    if (static_cast<std::size_t>(own) >= kMaxReplyTopics)
+      throw Error(ErrorCode::ResourceExhausted,
+                  "pid " + std::to_string(c.pid) + " has " + std::to_string(own) +
+                      " reply topics already (at most " + std::to_string(kMaxReplyTopics) +
+                      "): close some Bus objects that made requests");
+    o = detail::reply_topic_options();
+  }
   const TopicOptions& d = config_.defaults;
   if (o.slot_count == 0) o.slot_count = d.slot_count;
   if (o.slot_size == 0) o.slot_size = d.slot_size;

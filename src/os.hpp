@@ -12,7 +12,10 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
+
+#include "shmbus/options.hpp"
 
 namespace shmbus::detail {
 
@@ -34,6 +37,23 @@ namespace shmbus::detail {
 // - kill() says EPERM (another user's process): alive.
 // Without /proc the answer is kill()'s.
 [[nodiscard]] bool process_alive(pid_t pid, std::uint64_t start_time = 0) noexcept;
+
+// "_reply.<pid>.<suffix>", the reply topic Bus::request makes for a
+// requester: the pid; 0 for any other name.
+[[nodiscard]] pid_t reply_topic_pid(std::string_view name) noexcept;
+// The one geometry of reply topics (shmbusd gives every one this, whatever
+// the request asked): 64 slots of 16 KiB, policy reject (a responder never
+// waits), 64 producer seats (responders keep one each).
+[[nodiscard]] inline TopicOptions reply_topic_options() noexcept {
+  TopicOptions o;
+  o.slot_count = 64;
+  o.slot_size = 16384;
+  o.policy = Policy::Reject;
+  o.max_producers = 64;
+  o.max_groups = 4;
+  o.max_members = 1;
+  return o;
+}
 
 // ---- files ---------------------------------------------------------------------
 

@@ -10,10 +10,12 @@
 #include <cstdio>
 #include <map>
 #include <mutex>
+#include <random>
 #include <string>
 #include <vector>
 
 #include "connection.hpp"
+#include "os.hpp"
 #include "shmbus/bus.hpp"
 #include "shmbus/subscriber.hpp"
 
@@ -22,7 +24,12 @@ namespace shmbus {
 namespace {
 
 constexpr std::string_view kReplyPrefix = "_reply.";
-constexpr std::uint32_t kReplySlots = 64;
+
+std::string hex(std::uint64_t v) {
+  char b[17];
+  std::snprintf(b, sizeof b, "%016llx", static_cast<unsigned long long>(v));
+  return b;
+}
 
 std::string seconds_of(std::chrono::nanoseconds d) {
   char b[32];
@@ -38,17 +45,16 @@ namespace detail {
 // private subscriber of it, and a publisher per request topic.
 class Requester {
  public:
-  explicit Requester(Bus bus) : bus_(std::move(bus)) {
-    static std::atomic<std::uint32_t> counter{0};
-    // Relaxed: a number that only has to differ between this process's Buses.
-    name_ = std::string(kReplyPrefix) + std::to_string(::getpid()) + "." +
-            std::to_string(counter.fetch_add(1, std::memory_order_relaxed));
-    TopicOptions o;
-    o.slot_count = kReplySlots;
-    o.slot_size = Bus::kMaxReplySize;
-    // A responder never waits for a requester (a full reply topic drops).
-    o.policy = Policy::Reject;
-    Topic t = bus_.create_topic(name_, o);
+  Requester(Bus bus, std::atomic<std::uint64_t>& stale) : bus_(std::move(bus)), stale_(&stale) {
+    // Random suffix and correlation ids: a client that may publish requests
+    // cannot guess another requester's next id and have a responder answer
+    // it with a reply of its making.
+    std::random_device rd;
+    rng_.seed((std::uint64_t{rd()} << 32) ^ rd());
+    name_ = std::string(kReplyPrefix) + std::to_string(::getpid()) + "." + hex(rng_());
+    // A responder never waits for a requester (policy reject: a full reply
+    // topic drops); shmbusd gives every reply topic this geometry.
+    Topic t = bus_.create_topic(name_, reply_topic_options());
     replies_ = t.subscriber({.group = {}, .start = StartFrom::Latest});
   }
   ~Requester() {
@@ -73,7 +79,7 @@ class Requester {
                           until - std::chrono::steady_clock::now()));
     };
     Publisher& pub = publisher(topic);
-    const std::string id = std::to_string(next_id_++);
+    const std::string id = hex(rng_()) + hex(rng_());
     std::vector<Property> props(route.properties.begin(), route.properties.end());
     props.push_back({"reply_to", name_});
     props.push_back({"correlation_id", id});
@@ -98,11 +104,8 @@ class Requester {
         const auto d = s.data();
         return {d.begin(), d.end()};
       }
-      stale_.fetch_add(1, std::memory_order_relaxed);  // a counter
+      stale_->fetch_add(1, std::memory_order_relaxed);  // a counter
     }
-  }
-  [[nodiscard]] std::uint64_t stale() const noexcept {
-    return stale_.load(std::memory_order_relaxed);
   }
 
  private:
@@ -119,13 +122,14 @@ class Requester {
   std::string name_;
   std::unique_ptr<Subscriber> replies_;
   std::map<std::string, Publisher, std::less<>> publishers_;
-  std::uint64_t next_id_ = 1;
-  std::atomic<std::uint64_t> stale_{0};
+  std::mt19937_64 rng_;
+  std::atomic<std::uint64_t>* stale_;  // the slot's
 };
 
 struct RequesterSlot {
   std::mutex mu;  // one request at a time (see Bus::request)
   std::unique_ptr<Requester> requester;
+  std::atomic<std::uint64_t> stale{0};  // read without mu (Bus::stale_replies)
 };
 
 std::shared_ptr<RequesterSlot> make_requester_slot() {
@@ -182,13 +186,12 @@ std::vector<std::byte> Bus::request(std::string_view topic, const Route& route,
   validate_name("topic", topic);
   std::lock_guard lock(requester_->mu);
   if (!requester_->requester)
-    requester_->requester = std::make_unique<detail::Requester>(Bus(conn_));
+    requester_->requester = std::make_unique<detail::Requester>(Bus(conn_), requester_->stale);
   return requester_->requester->request(topic, route, data, timeout);
 }
 
 std::uint64_t Bus::stale_replies() const noexcept {
-  std::lock_guard lock(requester_->mu);
-  return requester_->requester ? requester_->requester->stale() : 0;
+  return requester_->stale.load(std::memory_order_relaxed);  // a counter
 }
 
 Status Sample::reply(std::span<const std::byte> data) const {
@@ -201,7 +204,7 @@ Status Subscriber::reply(const Sample& s, std::span<const std::byte> data) {
   const auto to = p.get("reply_to");
   const auto id = p.get("correlation_id");
   // Only a reply topic: a request cannot make a responder publish elsewhere.
-  if (!to || !id || !to->starts_with(kReplyPrefix)) return Status::NotARequest;
+  if (!to || !id || detail::reply_topic_pid(*to) == 0) return Status::NotARequest;
   if (!bus_) return Status::Invalid;
   if (!replier_) replier_ = std::make_shared<detail::Replier>(bus_);
   return replier_->reply(*to, *id, data);

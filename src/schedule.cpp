@@ -187,6 +187,12 @@ void Mover::stop() noexcept {
   wake(region_->schedule().header->event);
 }
 
+void Mover::drop_publisher() noexcept {
+  if (!pub_) return;
+  Publisher last = std::move(*pub_);  // pub_ keeps no seat: its destructor touches nothing
+  pub_.reset();
+}  // `last` frees the seat here
+
 void Mover::rescan() noexcept {
   rescan_.store(true, std::memory_order_relaxed);  // as stop()
   wake(region_->schedule().header->event);
@@ -213,6 +219,8 @@ Recovered Mover::recover(const Region& r) noexcept {
         ++out.freed;
         break;
       case EntryState::Moving: {
+        // A mover that still runs (a daemon on its way out) finishes its move.
+        if (pid != self_pid() && process_alive(static_cast<pid_t>(pid))) continue;
         const std::uint64_t t = e.target.load(std::memory_order_relaxed);
         const std::uint32_t p = e.partition.load(std::memory_order_relaxed);
         bool delivered = false;
@@ -267,7 +275,7 @@ void Mover::scan_all() {
   const Schedule& sc = region_->schedule();
   // The bits first (a Ready after this sets its bit again), then every state.
   for (std::uint32_t w = 0; w < (sc.capacity + 63) / 64; ++w)
-    sc.bitmap[w].store(0, std::memory_order_seq_cst);  // as scan_bits
+    (void)sc.bitmap[w].exchange(0, std::memory_order_seq_cst);  // an RMW, as scan_bits
   for (std::uint32_t i = 0; i < sc.capacity; ++i)
     found(i);
 }
@@ -331,8 +339,10 @@ Status Mover::move(std::uint32_t i) {
   const auto index = static_cast<std::uint32_t>(std::countr_one(l.state.claims_used));
   std::uint64_t s = 0;
   if (const Status st = pub.claim(l, {true, kMoveWait}, index, s); st != Status::Ok) {
-    // Nothing claimed: Ready again, for the next try.
-    e.state.store(w, std::memory_order_release);  // as E2
+    // Nothing claimed: Ready again, for the next try. A CAS: only if the
+    // entry is still ours (release as E2).
+    std::uint64_t mine = entry_word(EntryState::Moving, self_pid());
+    e.state.compare_exchange_strong(mine, w, std::memory_order_release, std::memory_order_relaxed);
     return st;
   }
   // Relaxed: the stamp's release in commit (P1) publishes it with the
@@ -441,16 +451,13 @@ Status Publisher::schedule_claim(const Route& route, std::size_t size, Patience 
     const detail::Waited w = detail::wait_for(
         sc.header->space, options_.wait, p.timeout, options_.spin, options_.interrupt,
         [&] {
-          gone = detail::deleted(l->ring);  // the delete wakes space sleepers too
+          // A delete is seen at the next recheck (every 10 ms): it does not
+          // wake the schedule's space sleepers.
+          gone = detail::deleted(l->ring);
           return gone || take_free(sc, pid, i);
         },
         std::chrono::milliseconds(10));
-    if (gone) {
-      if (w == detail::Waited::Ready &&
-          entry_state(sc.entry(i).state.load(std::memory_order_relaxed)) == EntryState::Writing)
-        free_entry(sc, i);
-      return Status::TopicDeleted;
-    }
+    if (gone) return Status::TopicDeleted;  // no entry was taken
     if (w != detail::Waited::Ready) return detail::status_of(w, Status::Ok);
   }
   detail::ScheduleEntry& e = sc.entry(i);

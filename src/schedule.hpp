@@ -66,6 +66,10 @@ class Mover {
   void run() noexcept;
   // Thread-safe: run() returns soon after.
   void stop() noexcept;
+  // After run() returned: frees the mover's producer seat. The region is
+  // touched only by the last step, so a fault there (a damaged region, under
+  // the daemon's guard) leaves nothing to be destroyed twice.
+  void drop_publisher() noexcept;
   // Thread-safe: the producer seat the mover publishes from, once it has
   // one (its first move); kNoSeat before.
   static constexpr std::uint32_t kNoSeat = ~std::uint32_t{0};

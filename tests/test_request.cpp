@@ -119,7 +119,8 @@ TEST(RequestReply, NoResponderTimesOutAndALateReplyIsCountedStale) {
   // The responder answers the first request late, then the second at once.
   Sample s;
   ASSERT_EQ(responder->receive(s, kWait), Status::Ok);
-  EXPECT_EQ(s.properties().get("correlation_id"), "1");
+  EXPECT_EQ(s.properties().get("correlation_id").value_or("").size(), 32u)
+      << "a random 128-bit id, in hex";
   ASSERT_EQ(s.reply(bytes_of("late")), Status::Ok);
   s.release();
   std::thread answer = answer_once(*responder, "second");
@@ -157,6 +158,20 @@ TEST(RequestReply, RepliesOnlyToRequestsAndOnlyToReplyTopics) {
     FAIL() << "created pid 1's reply topic";
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ErrorCode::PermissionDenied);
+  }
+  // Our own: the fixed geometry, whatever was asked, and at most 16.
+  const std::string own = "_reply." + std::to_string(::getpid()) + ".";
+  const TopicOptions got = bus.create_topic(own + "0", service_options()).options();
+  EXPECT_EQ(got.slot_count, 64u);
+  EXPECT_EQ(got.slot_size, 16384u);
+  EXPECT_EQ(got.policy, Policy::Reject);
+  for (int i = 1; i < 16; ++i)
+    (void)bus.create_topic(own + std::to_string(i), {});
+  try {
+    (void)bus.create_topic(own + "16", {});
+    FAIL() << "a 17th reply topic of one pid was created";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::ResourceExhausted);
   }
 }
 

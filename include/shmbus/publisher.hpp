@@ -444,7 +444,11 @@ class Publisher {
 
   // Delayed messages (src/schedule.cpp).
   [[nodiscard]] static WallClock::time_point due_after(std::chrono::nanoseconds d) noexcept {
-    return WallClock::now() + std::chrono::duration_cast<WallClock::duration>(d);
+    const WallClock::time_point now = WallClock::now();
+    // Saturated: a huge delay is "never", not a wrap into the past.
+    const auto room = WallClock::time_point::max() - now;
+    const auto dd = std::chrono::duration_cast<WallClock::duration>(d);
+    return dd > room ? WallClock::time_point::max() : now + dd;
   }
   Status schedule_impl(const Route& route, WallClock::time_point when,
                        std::span<const std::byte> data, Patience p) noexcept;
