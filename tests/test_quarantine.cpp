@@ -310,6 +310,41 @@ TEST(SecurityTruncation, ATruncatedRegionIsQuarantinedTheDaemonLivesOthersWork) 
   EXPECT_EQ(d.stop(), 0);
 }
 
+// A topic with a schedule has a mover thread holding a producer seat: its
+// quarantine stops the mover and leaves the seat instead of freeing it
+// through the vanished pages (which would kill the daemon).
+TEST(SecurityTruncation, QuarantiningATopicWithAScheduleKeepsTheDaemonAlive) {
+  BusFixture f;
+  TopicOptions o;
+  o.slot_size = 64;
+  o.delay_slots = 8;
+  (void)Topic::create("delayed", o, f.bus);
+  DaemonProcess d(f.bus, f.socket);
+  ASSERT_TRUE(d.start());
+  Bus bus = Bus::connect(f.options());
+  {
+    Publisher p = bus.publisher("delayed");
+    ASSERT_EQ(p.publish_after(std::chrono::milliseconds(0), bytes_of("x")), Status::Ok);
+  }
+  // The mover has moved it: it holds its producer seat now.
+  ASSERT_TRUE(wait_until([&] { return bus.describe("delayed").moved == 1; }, 10s));
+  const BusOptions opts = f.options();
+  const std::string socket = f.socket;
+  const pid_t attacker = spawn([&]() -> int {
+    HandedOut h(opts, socket, "delayed");
+    if (h.fds.size() != 2) return 11;
+    if (::ftruncate(h.fds[0], 0) != 0) return 14;  // the data segment, schedule and all
+    ::_exit(0);
+  });
+  ASSERT_EQ(wait_child(attacker, 60s), 0);
+  EXPECT_TRUE(wait_until(
+      [&] { return code_of([&] { bus.describe("delayed"); }) == ErrorCode::Corrupt; }, 10s));
+  EXPECT_FALSE(d.exited()) << "shmbusd died, status " << d.status();
+  bus.delete_topic("delayed");
+  EXPECT_FALSE(d.exited()) << "shmbusd died, status " << d.status();
+  EXPECT_EQ(d.stop(), 0);
+}
+
 // The housekeeping pass itself (no request in between): the daemon runs in
 // this process, so a SIGBUS there would end the test binary.
 TEST(SecurityTruncation, HousekeepingQuarantinesATruncatedRegion) {
