@@ -222,8 +222,8 @@ TEST(Delayed, TenThousandFromThreeProcessesArriveOnceInDueOrder) {
   // Per message: 1 when its publish returned before its due time; [kTotal]:
   // the go signal. The producers are forked before this process has threads
   // (its Bus's), so that theirs are the first of their own (TSan's rule).
-  auto* shared = static_cast<std::atomic<std::uint8_t>*>(::mmap(
-      nullptr, kTotal + 1, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+  auto* shared = static_cast<std::atomic<std::uint8_t>*>(
+      ::mmap(nullptr, kTotal + 1, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
   ASSERT_NE(shared, MAP_FAILED);
   std::atomic<std::uint8_t>* on_time = shared;
   std::atomic<std::uint8_t>& go = shared[kTotal];

@@ -329,8 +329,7 @@ void bind_bus(py::module_& m) {
                     "Of those, how many are past their due time (no daemon ran, or their\n"
                     "partition is full).")
       .def_property_readonly(
-          "next_due_ns",
-          [](const TopicStatus& t) { return ns_or_none(t.next_due_ns); },
+          "next_due_ns", [](const TopicStatus& t) { return ns_or_none(t.next_due_ns); },
           "The earliest due time in the schedule, ns since the epoch (None: nothing scheduled).")
       .def_readonly("moved", &TopicStatus::moved,
                     "Delayed messages shmbusd appended to their partitions.")

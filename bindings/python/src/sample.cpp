@@ -119,13 +119,11 @@ A Sample must be used from one thread at a time.
           "timestamp_ns", [](const PySample& s) { return s.timestamp_ns; },
           "CLOCK_MONOTONIC at publish, in ns (comparable with time.monotonic_ns()).")
       .def_property_readonly(
-          "deliver_at",
-          [](const PySample& s) { return seconds_or_none(s.deliver_at_ns); },
+          "deliver_at", [](const PySample& s) { return seconds_or_none(s.deliver_at_ns); },
           "A delayed message's due time (publish(..., delay=, deliver_at=)) in seconds\n"
           "since the epoch, comparable with time.time(); None for a message published at once.")
       .def_property_readonly(
-          "deliver_at_ns",
-          [](const PySample& s) { return ns_or_none(s.deliver_at_ns); },
+          "deliver_at_ns", [](const PySample& s) { return ns_or_none(s.deliver_at_ns); },
           "deliver_at in ns since the epoch (time.time_ns()); None when not delayed.")
       .def_property_readonly(
           "producer_id", [](const PySample& s) { return s.producer_id; },
