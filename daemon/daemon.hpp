@@ -47,6 +47,9 @@ struct MoverThread {
   MoverThread(const MoverThread&) = delete;
   MoverThread& operator=(const MoverThread&) = delete;
   void rescan() noexcept;  // a producer died: look at every entry
+  // The region was found damaged: the destructor then never touches it
+  // (the mover's seat is left; nobody uses the region again).
+  bool damaged = false;
   std::unique_ptr<detail::Mover> mover;
   std::thread thread;
 };

@@ -383,6 +383,7 @@ void Daemon::quarantine(const std::string& name, TopicEntry& t, std::string why)
   t.damaged = true;
   t.damage = "its region " + t.region->where() + " " + why;
   t.stuck.clear();
+  if (t.mover) t.mover->damaged = true;
   t.mover.reset();
   spdlog::warn("topic '{}': {}; quarantined (delete it: shmbus topic delete {})", name, t.damage,
                name);

@@ -91,7 +91,12 @@ class Requester {
                   : st == Status::TopicDeleted ? ErrorCode::NotFound
                                                : ErrorCode::InvalidArgument,
                   where + " not published: " + to_string(st) +
-                      (st == Status::Timeout ? " (the topic stayed full)" : ""));
+                      (st == Status::Timeout ? " (the topic stayed full)"
+                       : st == Status::TooLarge
+                           ? " (with its reply_to and correlation_id properties, about 90 "
+                             "bytes, it does not fit the topic's slot of " +
+                                 std::to_string(pub.slot_size()) + " bytes)"
+                           : ""));
     for (;;) {
       Sample s;
       const Status st = replies_->receive(s, left());

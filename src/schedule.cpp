@@ -181,10 +181,16 @@ Mover::Mover(std::shared_ptr<Region> region, Log warn) noexcept
 
 Mover::~Mover() = default;
 
-void Mover::stop() noexcept {
-  // Relaxed: the wake's release, and run()'s acquire load of seq, order it.
+void Mover::stop(bool wake_it) noexcept {
+  // Relaxed: the wake's release, and run()'s acquire load of seq, order it
+  // (without the wake, run() sees it at its next pass).
   stop_.store(true, std::memory_order_relaxed);
-  wake(region_->schedule().header->event);
+  if (wake_it) wake(region_->schedule().header->event);
+}
+
+void Mover::forget_publisher() noexcept {
+  if (pub_) pub_->head_.state.seat = nullptr;  // its destructor then frees nothing
+  pub_.reset();
 }
 
 void Mover::drop_publisher() noexcept {

@@ -64,8 +64,12 @@ class Mover {
   // the earliest due time (a futex wait with an absolute CLOCK_REALTIME
   // deadline), re-armed when an earlier one is inserted.
   void run() noexcept;
-  // Thread-safe: run() returns soon after.
-  void stop() noexcept;
+  // Thread-safe: run() returns soon after; without `wake` (a damaged
+  // region: not touched) within its 1 s sleep cap.
+  void stop(bool wake = true) noexcept;
+  // After run() returned, for a damaged region: lets go of the producer
+  // seat without touching the region (the seat stays taken in it).
+  void forget_publisher() noexcept;
   // After run() returned: frees the mover's producer seat. The region is
   // touched only by the last step, so a fault there (a damaged region, under
   // the daemon's guard) leaves nothing to be destroyed twice.

@@ -741,7 +741,7 @@ expect_rc 0 "topic delete delayed"
 
 # ---- request-reply (the round trip itself is tested from Python, with a responder) --
 
-run cli topic create svc --slot-size 64
+run cli topic create svc --slot-size 256
 run cli request svc 'ping' --timeout 0.2
 expect_rc 2 "request with no responder times out"
 expect_match "no reply from topic 'svc' within 0.2s" "$err" "the request timeout names the topic"
