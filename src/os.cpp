@@ -73,13 +73,13 @@ std::uint64_t process_start_time(pid_t pid) noexcept {
 }
 
 pid_t reply_topic_pid(std::string_view name) noexcept {
-  constexpr std::string_view kPrefix = "_reply.";
-  if (!name.starts_with(kPrefix)) return 0;
+  if (!name.starts_with(kReplyTopicPrefix)) return 0;
   long pid = 0;
-  std::size_t i = kPrefix.size();
+  std::size_t i = kReplyTopicPrefix.size();
   for (; i < name.size() && name[i] >= '0' && name[i] <= '9' && pid < 1 << 30; ++i)
     pid = pid * 10 + (name[i] - '0');
-  if (i == kPrefix.size() || i >= name.size() || name[i] != '.' || i + 1 == name.size()) return 0;
+  if (i == kReplyTopicPrefix.size() || i >= name.size() || name[i] != '.' || i + 1 == name.size())
+    return 0;
   return static_cast<pid_t>(pid);
 }
 

@@ -40,6 +40,7 @@ namespace shmbus::detail {
 
 // "_reply.<pid>.<suffix>", the reply topic Bus::request makes for a
 // requester: the pid; 0 for any other name.
+inline constexpr std::string_view kReplyTopicPrefix = "_reply.";
 [[nodiscard]] pid_t reply_topic_pid(std::string_view name) noexcept;
 // The one geometry of reply topics (shmbusd gives every one this, whatever
 // the request asked): 64 slots of 16 KiB, policy reject (a responder never

@@ -23,8 +23,6 @@ namespace shmbus {
 
 namespace {
 
-constexpr std::string_view kReplyPrefix = "_reply.";
-
 std::string hex(std::uint64_t v) {
   char b[17];
   std::snprintf(b, sizeof b, "%016llx", static_cast<unsigned long long>(v));
@@ -41,6 +39,28 @@ std::string seconds_of(std::chrono::nanoseconds d) {
 
 namespace detail {
 
+// Publishers by topic name, for the requests of a Bus and the replies of a
+// subscriber: at most 64 (then all are let go, freeing their seats).
+class PublisherCache {
+ public:
+  // Throws what Bus::publisher throws (no such topic, no right to publish).
+  Publisher& get(Bus& bus, std::string_view topic) {
+    auto it = map_.find(topic);
+    if (it == map_.end()) {
+      if (map_.size() >= 64) map_.clear();
+      it = map_.emplace(std::string(topic), bus.publisher(topic)).first;
+    }
+    return it->second;
+  }
+  void forget(std::string_view topic) {
+    if (auto it = map_.find(topic); it != map_.end()) map_.erase(it);
+  }
+  void clear() noexcept { map_.clear(); }
+
+ private:
+  std::map<std::string, Publisher, std::less<>> map_;
+};
+
 // The requester side of one Bus (and its copies): its reply topic, a
 // private subscriber of it, and a publisher per request topic.
 class Requester {
@@ -51,7 +71,7 @@ class Requester {
     // it with a reply of its making.
     std::random_device rd;
     rng_.seed((std::uint64_t{rd()} << 32) ^ rd());
-    name_ = std::string(kReplyPrefix) + std::to_string(::getpid()) + "." + hex(rng_());
+    name_ = std::string(kReplyTopicPrefix) + std::to_string(::getpid()) + "." + hex(rng_());
     // A responder never waits for a requester (policy reject: a full reply
     // topic drops); shmbusd gives every reply topic this geometry.
     Topic t = bus_.create_topic(name_, reply_topic_options());
@@ -78,7 +98,7 @@ class Requester {
                       std::chrono::duration_cast<std::chrono::nanoseconds>(
                           until - std::chrono::steady_clock::now()));
     };
-    Publisher& pub = publisher(topic);
+    Publisher& pub = publishers_.get(bus_, topic);
     const std::string id = hex(rng_()) + hex(rng_());
     std::vector<Property> props(route.properties.begin(), route.properties.end());
     props.push_back({"reply_to", name_});
@@ -114,19 +134,10 @@ class Requester {
   }
 
  private:
-  Publisher& publisher(std::string_view topic) {
-    auto it = publishers_.find(topic);
-    if (it == publishers_.end()) {
-      if (publishers_.size() >= 64) publishers_.clear();  // bounded: the oldest seats go
-      it = publishers_.emplace(std::string(topic), bus_.publisher(topic)).first;
-    }
-    return it->second;
-  }
-
   Bus bus_;
   std::string name_;
   std::unique_ptr<Subscriber> replies_;
-  std::map<std::string, Publisher, std::less<>> publishers_;
+  PublisherCache publishers_;
   std::mt19937_64 rng_;
   std::atomic<std::uint64_t>* stale_;  // the slot's
 };
@@ -148,23 +159,20 @@ class Replier {
 
   Status reply(std::string_view to, std::string_view id, std::span<const std::byte> data) {
     if (data.size() > Bus::kMaxReplySize) return Status::TooLarge;
-    auto it = publishers_.find(to);
-    if (it == publishers_.end()) {
-      if (publishers_.size() >= 64) publishers_.clear();  // bounded
-      try {
-        it = publishers_.emplace(std::string(to), bus_.publisher(to)).first;
-      } catch (const Error&) {
-        // No such topic (the requester closed, or died and shmbusd removed
-        // it), or no right to publish there.
-        return dropped(Status::TopicDeleted);
-      }
+    Publisher* pub = nullptr;
+    try {
+      pub = &publishers_.get(bus_, to);
+    } catch (const Error&) {
+      // No such topic (the requester closed, or died and shmbusd removed
+      // it), or no right to publish there.
+      return dropped(Status::TopicDeleted);
     }
     const std::array<Property, 1> props{{{"correlation_id", id}}};
     Route r;
     r.properties = props;
-    const Status st = it->second.try_publish(r, data);
+    const Status st = pub->try_publish(r, data);
     if (st == Status::Ok) return st;
-    if (st == Status::TopicDeleted) publishers_.erase(it);
+    if (st == Status::TopicDeleted) publishers_.forget(to);
     return dropped(st);
   }
   std::atomic<std::uint64_t> dropped_count{0};
@@ -175,7 +183,7 @@ class Replier {
     return st;
   }
   Bus bus_;
-  std::map<std::string, Publisher, std::less<>> publishers_;
+  PublisherCache publishers_;
 };
 
 }  // namespace detail
