@@ -13,6 +13,8 @@
 //               on the bottom lane (the receive looks at 7 empty lanes first)
 //   properties  64 B publish()+receive() on one partition, plain against
 //               with two properties (a tag and a trace id) on every message
+//   delivery    a named group, at-most-once against at-least-once (issue 17):
+//               64 B throughput and one-way p50
 //   rebalance   a partitioned group of one member draining a 16-partition
 //               backlog; a second member joins: the time from its join to its
 //               first message (the owner notices at its next receive, lets go
@@ -135,8 +137,8 @@ shmbus::PublisherOptions spin_pub() {
 enum class Load { Plain, Keyed, Properties };
 
 // Messages per second of n 64 B messages, producer to consumer.
-double throughput(std::uint32_t partitions, Load load, std::uint64_t n,
-                  std::uint32_t slots = 1024) {
+double throughput(std::uint32_t partitions, Load load, std::uint64_t n, std::uint32_t slots = 1024,
+                  const shmbus::SubscriberOptions& so = spin_sub()) {
   shmbus::TopicOptions o;
   o.slot_count = slots;
   // Room for a key of up to 16 bytes, or the two properties (28 bytes,
@@ -148,7 +150,7 @@ double throughput(std::uint32_t partitions, Load load, std::uint64_t n,
   shmbus::Topic::remove(name);
   shmbus::Topic topic = shmbus::Topic::create(name, o);
   Shared* sh = shared_block();
-  auto sub = topic.subscriber(spin_sub());  // before the producer: it sees everything
+  auto sub = topic.subscriber(so);  // before the producer: it sees everything
   const pid_t consumer = child(1, [&] {
     shmbus::Sample s;
     sh->ready.store(1, std::memory_order_release);
@@ -188,7 +190,8 @@ double throughput(std::uint32_t partitions, Load load, std::uint64_t n,
 
 // The p50 one-way latency (round trip / 2) of 64 B messages on topics of
 // `lanes` priority lanes (0: a plain topic), published on lane `lane`.
-double latency_p50(std::uint32_t lanes, std::uint32_t lane, std::uint64_t iters) {
+double latency_p50(std::uint32_t lanes, std::uint32_t lane, std::uint64_t iters,
+                   const shmbus::SubscriberOptions& so = spin_sub()) {
   shmbus::TopicOptions o;
   o.slot_count = 64;
   o.slot_size = 64;
@@ -202,7 +205,7 @@ double latency_p50(std::uint32_t lanes, std::uint32_t lane, std::uint64_t iters)
   const std::uint64_t warm = iters / 10;
   const auto route = lanes != 0 ? shmbus::Route::with_priority(lane) : shmbus::Route{};
   const pid_t ponger = child(1, [&] {
-    auto sub = tab.subscriber(spin_sub());
+    auto sub = tab.subscriber(so);
     shmbus::Publisher pub = tba.publisher(spin_pub());
     sh->ready.store(1, std::memory_order_release);
     shmbus::Sample s;
@@ -363,6 +366,30 @@ int main(int argc, char** argv) {
   }
   std::printf("\nmedian 8-lane / 1-lane p50: top lane %.2fx, bottom lane %.2fx\n\n", median(top),
               median(bottom));
+
+  // Issue 17: a named group, at most once against at least once (an ack
+  // record written before each claim, cleared at each release).
+  shmbus::SubscriberOptions amo = spin_sub("g"), alo = spin_sub("g");
+  alo.delivery = shmbus::Delivery::AtLeastOnce;
+  std::printf(
+      "## a named group: at-most-once against at-least-once, 64 B, interleaved pairs\n\n"
+      "| round | at-most-once (Mmsg/s) | at-least-once (Mmsg/s) | ratio | at-most-once p50 (ns) "
+      "| at-least-once p50 (ns) |\n|---|---|---|---|---|---|\n");
+  std::vector<double> aratio, alat;
+  for (std::uint32_t r = 0; r < rounds; ++r) {
+    const double m = throughput(1, Load::Plain, messages, 1024, amo);
+    const double l = throughput(1, Load::Plain, messages, 1024, alo);
+    const double mp = latency_p50(0, 0, iters, amo);
+    const double lp = latency_p50(0, 0, iters, alo);
+    aratio.push_back(m / l);
+    alat.push_back(lp / mp);
+    std::printf("| %u | %.2f | %.2f | %.2fx | %.0f | %.0f |\n", r + 1, m / 1e6, l / 1e6, m / l, mp,
+                lp);
+  }
+  std::printf(
+      "\nmedian at-most-once / at-least-once throughput: %.2fx; at-least-once / at-most-once "
+      "p50: %.2fx\n\n",
+      median(aratio), median(alat));
 
   std::vector<std::uint64_t> rb = rebalance(rebalances);
   std::sort(rb.begin(), rb.end());

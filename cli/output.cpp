@@ -158,6 +158,14 @@ void write_group_fields(JsonWriter& w, const GroupStatus& g) {
   w.key("overrun").uint(g.overrun);
   w.key("filtered").uint(g.filtered);
   w.key("mode").string(to_string(g.mode));
+  w.key("delivery").string(to_string(g.delivery));
+  if (g.delivery == Delivery::AtLeastOnce) {
+    w.key("max_deliveries").uint(g.max_deliveries);
+    w.key("redelivered").uint(g.redelivered);
+    w.key("dead_lettered").uint(g.dead_lettered);
+    w.key("unacked_orphans").uint(g.unacked_orphans);
+    w.key("orphans").uint(g.orphans);
+  }
   w.key("per_partition").begin_array();
   for (std::size_t i = 0; i < g.partitions.size(); ++i) {
     const GroupPartitionStatus& p = g.partitions[i];
@@ -231,6 +239,12 @@ std::vector<std::vector<std::string>> group_partition_rows(const GroupStatus& g,
     rows.push_back(std::move(row));
   }
   return rows;
+}
+
+std::string delivery_cell(const GroupStatus& g) {
+  if (g.delivery == Delivery::AtLeastOnce)
+    return "at_least_once (a release acknowledges; what a dead member held is delivered again)";
+  return "at_most_once (what a dead member held is lost to the group)";
 }
 
 std::string lost_cell(const GroupStatus& g) {

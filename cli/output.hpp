@@ -81,6 +81,8 @@ void write_schedule(JsonWriter& w, const TopicStatus& t);
 // The LOST cell of a group row: "12", or "12 +976 overrun" while the group's
 // position is older than the oldest message the ring retains.
 std::string lost_cell(const GroupStatus& g);
+// A group's delivery mode, with what it promises.
+std::string delivery_cell(const GroupStatus& g);
 
 // ---- stdout ----------------------------------------------------------------------
 

@@ -262,7 +262,9 @@ void Daemon::free_dead_seats(TopicEntry& t) {
     if (r.group(g).state.load(std::memory_order_acquire) == kFree) continue;
     for (std::uint32_t m = 0; m < r.max_members(); ++m) {
       const detail::MemberSeat& s = r.member(g, m);
-      if (s.state.load(std::memory_order_acquire) == kFree) continue;
+      const std::uint32_t st = s.state.load(std::memory_order_acquire);
+      // An orphan (at least once) is dead already: its adopters free it.
+      if (st == kFree || st == static_cast<std::uint32_t>(detail::SeatState::Orphan)) continue;
       const auto pid = static_cast<pid_t>(s.pid.load(std::memory_order_relaxed));
       if (!detail::process_alive(pid)) {
         spdlog::info("member seat {}/{} of pid {} (dead) freed", g, m, pid);

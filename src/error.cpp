@@ -58,6 +58,8 @@ const char* to_string(Status status) noexcept {
       return "NoSchedule";
     case Status::NotARequest:
       return "NotARequest";
+    case Status::NoDeadLetter:
+      return "NoDeadLetter";
   }
   return "Unknown";
 }

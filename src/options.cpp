@@ -1,6 +1,7 @@
 #include "shmbus/options.hpp"
 
 #include <charconv>
+#include <string>
 
 #include "shmbus/version.hpp"
 
@@ -73,6 +74,25 @@ std::string_view to_string(GroupMode m) noexcept {
 std::optional<GroupMode> parse_group_mode(std::string_view s) noexcept {
   for (const GroupMode m : {GroupMode::Shared, GroupMode::Partitioned})
     if (iequals(s, to_string(m))) return m;
+  return std::nullopt;
+}
+
+std::string_view to_string(Delivery d) noexcept {
+  switch (d) {
+    case Delivery::AtMostOnce:
+      return "at_most_once";
+    case Delivery::AtLeastOnce:
+      return "at_least_once";
+  }
+  return "unknown";
+}
+
+std::optional<Delivery> parse_delivery(std::string_view s) noexcept {
+  std::string t(s);
+  for (char& c : t)
+    if (c == '-') c = '_';
+  for (const Delivery d : {Delivery::AtMostOnce, Delivery::AtLeastOnce})
+    if (iequals(t, to_string(d))) return d;
   return std::nullopt;
 }
 

@@ -156,7 +156,8 @@ void put_group(Writer& w, const GroupStatus& g) {
   w.u8(static_cast<std::uint8_t>(g.mode)).u32(static_cast<std::uint32_t>(g.partitions.size()));
   for (const GroupPartitionStatus& p : g.partitions)
     w.u64(p.position).u64(p.lag).u32(p.owner_pid).u32(static_cast<std::uint32_t>(p.target_seat));
-  w.u64(g.filtered);
+  w.u64(g.filtered).u8(static_cast<std::uint8_t>(g.delivery)).u32(g.max_deliveries);
+  w.u64(g.redelivered).u64(g.dead_lettered).u64(g.unacked_orphans).u32(g.orphans);
 }
 
 void get_group(Reader& r, GroupStatus& g) {
@@ -193,6 +194,16 @@ void get_group(Reader& r, GroupStatus& g) {
     g.partitions.push_back(p);
   }
   g.filtered = r.u64();
+  const std::uint8_t delivery = r.u8();
+  if (delivery > static_cast<std::uint8_t>(Delivery::AtLeastOnce))
+    r.fail("delivery " + std::to_string(delivery) +
+           " is not at_most_once (0) or at_least_once (1)");
+  g.delivery = static_cast<Delivery>(delivery);
+  g.max_deliveries = r.u32();
+  g.redelivered = r.u64();
+  g.dead_lettered = r.u64();
+  g.unacked_orphans = r.u64();
+  g.orphans = r.u32();
 }
 
 void put_status(Writer& w, const TopicStatus& t) {

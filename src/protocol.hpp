@@ -41,7 +41,9 @@ namespace shmbus::detail::proto {
 // 7: GroupStatus carries filtered (tag filters).
 // 8: TopicOptions carry delay_slots; TopicStatus the schedule's counts
 //    (scheduled, overdue, next_due_ns, moved, refused).
-inline constexpr std::uint16_t kVersion = 8;
+// 9: GroupStatus carries delivery, max_deliveries, redelivered,
+//    dead_lettered, unacked_orphans and orphans (at-least-once groups).
+inline constexpr std::uint16_t kVersion = 9;
 inline constexpr std::uint32_t kMaxFrame = 64 * 1024;         // bytes of a request body
 inline constexpr std::uint32_t kMaxReply = 16 * 1024 * 1024;  // a reply (a long topic list)
 inline constexpr std::size_t kMaxString = 1024;

@@ -214,6 +214,8 @@ Layout compute_layout(const TopicOptions& o) noexcept {
         l.bitmap_offset + round_up((std::uint64_t{o.delay_slots} + 63) / 64 * 8, kHotAlign);
     l.size += l.entries_offset + std::uint64_t{o.delay_slots} * l.delay_stride;
   }
+  l.acks_offset = l.control_size;
+  l.control_size += std::uint64_t{o.max_groups} * o.max_members * kAckRecords * sizeof(AckRecord);
   return l;
 }
 
@@ -250,6 +252,7 @@ void Region::init_accessors(const TopicOptions& o, const Layout& l) {
     ring.slots = d + l.slots_offset;
     producers_[p] = reinterpret_cast<ProducerSeat*>(d + l.producers_offset);
   }
+  acks_ = reinterpret_cast<AckRecord*>(control + l.acks_offset);
   schedule_ = {};
   if (o.delay_slots != 0) {
     std::byte* area = data + l.schedule_offset;
@@ -710,35 +713,71 @@ void Region::free_member(std::uint32_t g, std::uint32_t m, std::uint32_t pid) {
   if (g >= options_.max_groups || m >= options_.max_members) return;
   {
     ControlLock lock(*this);
-    // Re-checked under the lock, as in free_producer (block 0's seat).
+    // Re-checked under the lock, as in free_producer (block 0's seat). An
+    // orphan is no one's seat any more: its adopters free it.
     const MemberSeat& first = member(g, m);
-    if (first.state.load(std::memory_order_relaxed) ==
-            static_cast<std::uint32_t>(SeatState::Free) ||
+    const std::uint32_t state = first.state.load(std::memory_order_relaxed);
+    if (state == static_cast<std::uint32_t>(SeatState::Free) ||
+        state == static_cast<std::uint32_t>(SeatState::Orphan) ||
         first.pid.load(std::memory_order_relaxed) != pid)
       return;
     // Relaxed: flags change only under the control lock, which we hold.
     const std::uint32_t flags = group(g).flags.load(std::memory_order_relaxed);
+    // At least once: what it took and did not release stays the group's.
+    bool orphan = false;
+    if ((flags & kGroupAtLeastOnce) != 0)
+      for (std::uint32_t i = 0; i < kAckRecords; ++i)
+        // Relaxed: the holder is dead or is this thread (its destructor).
+        if (acks(g, m)[i].seq1.load(std::memory_order_relaxed) != 0) orphan = true;
+    const auto to = static_cast<std::uint32_t>(orphan ? SeatState::Orphan : SeatState::Free);
     for (std::uint32_t p = partitions(); p-- > 0;) {
       GroupEntry& e = group(g, p);
       MemberSeat& seat = member(g, m, p);
-      // Release: producers that read the cleared hazard (G2) may reuse the slot.
-      seat.held.store(kNone, std::memory_order_release);
+      // Release: producers that read the cleared hazard (G2) may reuse the
+      // slot. An orphan keeps its hazard: its samples are still to be read.
+      if (!orphan) seat.held.store(kNone, std::memory_order_release);
       // Release: pairs with the acquire of a later attach (the seat is cleared).
-      seat.state.store(static_cast<std::uint32_t>(SeatState::Free), std::memory_order_release);
+      seat.state.store(to, std::memory_order_release);
       // Release: pairs with the acquire of members in Ring::gate; a producer
       // that sees the group without members sees the hazard cleared above.
+      // (An at-least-once group is durable: it gates without members.)
       e.members.fetch_sub(1, std::memory_order_release);
       if ((flags & kGroupPrivate) != 0)
         // Release: pairs with the acquire of state in Ring::gate and attach.
         e.state.store(static_cast<std::uint32_t>(SeatState::Free), std::memory_order_release);
     }
+    if (orphan) {
+      // Relaxed: under the lock; release (orphaned): a member that acquires
+      // the new count sees the orphan counted, and then adopts under the
+      // control lock, which orders the rest.
+      group(g).orphans.fetch_add(1, std::memory_order_relaxed);
+      group(g).orphaned.fetch_add(1, std::memory_order_release);
+    }
     // Its partitions go to the members left (it holds nothing any more: it
-    // left, or died and its samples died with it).
+    // left, or died; under at-least-once its samples wait, as an orphan's,
+    // for the partition's next owner).
     if ((flags & kGroupPartitioned) != 0) assign_partitions_locked(g);
   }
   for (std::uint32_t p = 0; p < partitions(); ++p)
     notify(control(p).space_event);
-  notify(control(0).data_event);  // members waiting for a partition look again
+  notify(control(0).data_event);  // members waiting for a partition (or orphans) look again
+}
+
+std::uint64_t Region::orphan_records(std::uint32_t g) const noexcept {
+  std::uint64_t n = 0;
+  if (g >= options_.max_groups) return 0;
+  for (std::uint32_t m = 0; m < options_.max_members; ++m) {
+    // Relaxed: a snapshot for reporting.
+    if (member(g, m).state.load(std::memory_order_relaxed) !=
+        static_cast<std::uint32_t>(SeatState::Orphan))
+      continue;
+    for (std::uint32_t i = 0; i < kAckRecords; ++i) {
+      const AckRecord& r = acks(g, m)[i];
+      if (r.seq1.load(std::memory_order_relaxed) != 0)
+        n += std::max<std::uint32_t>(1, ack_count(r.info.load(std::memory_order_relaxed)));
+    }
+  }
+  return n;
 }
 
 void Region::lock_control() const {

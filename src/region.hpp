@@ -47,6 +47,8 @@ struct Layout {
   // The schedule area (delay_slots > 0; else all 0): its offset in the data
   // segment, bytes per entry, and its bitmap's and entries' offsets in it.
   std::uint64_t schedule_offset, delay_stride, bitmap_offset, entries_offset;
+  // The ack area (layout.hpp) in the control segment, after the last block.
+  std::uint64_t acks_offset;
 };
 
 // A topic's schedule area as mapped (src/schedule.cpp works on it); all null
@@ -162,6 +164,16 @@ class Region {
                                    std::uint32_t p = 0) const noexcept {
     return rings_[p].member(g, m);
   }
+  // Member seat m of group g's kAckRecords ack records (at-least-once groups).
+  [[nodiscard]] AckRecord* acks(std::uint32_t g, std::uint32_t m) const noexcept {
+    return acks_ + (std::size_t{g} * options_.max_members + m) * kAckRecords;
+  }
+  // Group g is at-least-once (block 0's flags).
+  [[nodiscard]] bool at_least_once(std::uint32_t g) const noexcept {
+    // Relaxed: flags are written before the group is published (release of
+    // its state) and never change while it lives.
+    return (group(g).flags.load(std::memory_order_relaxed) & kGroupAtLeastOnce) != 0;
+  }
 
   // Marks the topic deleted (shmbusd, before it unlinks the name) and wakes
   // every sleeper: publishers get Status::TopicDeleted, subscribers once they
@@ -183,7 +195,12 @@ class Region {
   // abandoned so consumers skip them.
   void free_producer(std::uint32_t seat, std::uint32_t pid);
   // Frees a member seat: its hazard no longer gates; wakes blocked producers.
+  // A member of an at-least-once group that still has ack records becomes
+  // an Orphan instead: its hazards keep gating and a live member adopts its
+  // records (Subscriber); see docs/acknowledgements.md.
   void free_member(std::uint32_t group, std::uint32_t member, std::uint32_t pid);
+  // Unacknowledged samples left by dead members of group g (orphan records).
+  [[nodiscard]] std::uint64_t orphan_records(std::uint32_t g) const noexcept;
   // Marks claimed-but-unpublished sequence s of partition p abandoned. False
   // if it was published (or abandoned) meanwhile, or s's slot was never
   // claimed for s.
@@ -232,6 +249,7 @@ class Region {
   std::vector<Ring> rings_;               // one per partition
   std::vector<ProducerSeat*> producers_;  // each partition's seat table
   Schedule schedule_;
+  AckRecord* acks_ = nullptr;
   std::uint32_t max_producers_ = 0;
   bool single_producer_ = false;
   bool read_only_ = false;

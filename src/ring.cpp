@@ -26,12 +26,20 @@ std::uint64_t Ring::gate() const noexcept {
     // first makes the hazards stored before that CAS visible below.
     g = std::min(g, e.cursor.load(std::memory_order_acquire));
     if ((flags & kGroupPrivate) != 0) continue;
-    for (std::uint32_t m = 0; m < max_members; ++m) {
-      // SYNC POINT G2 (acquire): pairs with a member's release of its hazard
-      // (C3, or the hazard store before C4), so the member's reads of the
-      // slot happen before our overwrite.
-      g = std::min(g, member(i, m).held.load(std::memory_order_acquire));
-    }
+    // At-least-once groups: a second pass. An adopter (Subscriber::adopt)
+    // stores its own hazard (release) before it raises the orphan's it took
+    // the samples from, but the orphan's seat may come after its own in this
+    // scan: a pass that read the orphan's raised hazard may have read the
+    // adopter's before it was lowered. The second pass reads the adopter's
+    // after that acquire, so it sees the lowered one (or a later release).
+    const int passes = (flags & kGroupAtLeastOnce) != 0 ? 2 : 1;
+    for (int pass = 0; pass < passes; ++pass)
+      for (std::uint32_t m = 0; m < max_members; ++m) {
+        // SYNC POINT G2 (acquire): pairs with a member's release of its hazard
+        // (C3, or the hazard store before C4), so the member's reads of the
+        // slot happen before our overwrite.
+        g = std::min(g, member(i, m).held.load(std::memory_order_acquire));
+      }
   }
   return g;
 }

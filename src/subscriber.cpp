@@ -123,6 +123,15 @@ Subscriber::Subscriber(std::shared_ptr<detail::Region> region, const SubscriberO
     l.state.is_private = is_private;
   }
   if (!is_private) validate_name("group", options.group);
+  const bool want_acks = options.delivery == Delivery::AtLeastOnce;
+  if (want_acks && is_private)
+    throw Error(ErrorCode::InvalidArgument,
+                "at-least-once delivery needs a named group (its unacknowledged messages go to "
+                "the group's other members): give the subscriber a group name");
+  if (want_acks && (options.max_deliveries < 1 || options.max_deliveries > detail::kMaxDeliveries))
+    throw Error(ErrorCode::InvalidArgument,
+                "max_deliveries " + std::to_string(options.max_deliveries) + " is not 1 to " +
+                    std::to_string(detail::kMaxDeliveries));
   parse_tags(options.tags, tags_);
   for (const std::string& t : tags_)
     tag_hashes_.push_back(tag_hash(t));
@@ -182,9 +191,15 @@ Subscriber::Subscriber(std::shared_ptr<detail::Region> region, const SubscriberO
       e.owner.store(0, std::memory_order_relaxed);
       e.target.store(0, std::memory_order_relaxed);
       e.flags.store((is_private ? detail::kGroupPrivate : 0u) |
-                        (options.durable ? detail::kGroupDurable : 0u) |
-                        (want_partitioned ? detail::kGroupPartitioned : 0u),
+                        (options.durable || want_acks ? detail::kGroupDurable : 0u) |
+                        (want_partitioned ? detail::kGroupPartitioned : 0u) |
+                        (want_acks ? detail::kGroupAtLeastOnce : 0u),
                     std::memory_order_relaxed);
+      e.max_deliveries = want_acks ? options.max_deliveries : 0;
+      e.orphans.store(0, std::memory_order_relaxed);
+      e.orphaned.store(0, std::memory_order_relaxed);
+      e.redelivered.store(0, std::memory_order_relaxed);
+      e.dead_lettered.store(0, std::memory_order_relaxed);
       for (std::uint32_t m = 0; m < r.max_members(); ++m) {
         r.member(g, m, p).state.store(kFree, std::memory_order_relaxed);
         r.member(g, m, p).held.store(detail::kNone, std::memory_order_relaxed);
@@ -194,6 +209,14 @@ Subscriber::Subscriber(std::shared_ptr<detail::Region> region, const SubscriberO
       e.state.store(kActive, std::memory_order_release);
     }
   } else if (!is_private) {
+    if (r.at_least_once(g) != want_acks) {
+      const Delivery d = r.at_least_once(g) ? Delivery::AtLeastOnce : Delivery::AtMostOnce;
+      throw Error(
+          ErrorCode::InvalidArgument,
+          "group '" + options.group + "' of topic '" + topic + "' is " + std::string(to_string(d)) +
+              " (chosen when it was created); join it with delivery " + std::string(to_string(d)) +
+              " (CLI --delivery, Python delivery=), or use another group");
+    }
     const bool partitioned =
         (r.group(g).flags.load(std::memory_order_relaxed) & detail::kGroupPartitioned) != 0;
     if (partitioned != want_partitioned) {
@@ -217,6 +240,17 @@ Subscriber::Subscriber(std::shared_ptr<detail::Region> region, const SubscriberO
                     " member seats taken; create the topic with a larger max_members");
   group_index_ = g;
   member_index_ = m;
+  if (want_acks) {
+    acks_ = r.acks(g, m);
+    // A free seat's records are clear (its last holder released them, or
+    // its adopters did); cleared again all the same (relaxed: ours now,
+    // under the control lock).
+    for (std::uint32_t i = 0; i < detail::kAckRecords; ++i)
+      acks_[i].seq1.store(0, std::memory_order_relaxed);
+    // Bounded: the field is in the control segment, which any member may write.
+    max_deliveries_ = std::clamp<std::uint32_t>(e.max_deliveries, 1, detail::kMaxDeliveries);
+    pending_.reserve(detail::kAckRecords);
+  }
   const bool was_gating =
       !fresh && (e.members.load(std::memory_order_relaxed) > 0 ||
                  (e.flags.load(std::memory_order_relaxed) & detail::kGroupDurable) != 0);
@@ -296,8 +330,11 @@ std::vector<std::uint32_t> Subscriber::owned_partitions() const {
 
 // Out of line: keeps take_from small enough to inline into wait loops.
 Status Subscriber::take_slow(detail::ConsumerLane& l, Sample& out) noexcept {
+  if (acks_ != nullptr && rings_ == 1)
+    if (const Status st = redeliver(out); st != Status::WouldBlock) return st;
   detail::Taken t;
-  const Status st = detail::take(l.ring, l.state, 1, t);
+  const Status st = take_run(l, 1, t);
+  if (st == Status::WouldBlock && acks_ != nullptr && rings_ == 1) check_peers();
   if (st != Status::Ok) return st;
   detail::SlotHeader& slot = l.ring.slot(t.first);
   // Relaxed: the acquire load of its stamp (C1) in take() already made the
@@ -344,14 +381,23 @@ Status scan_lanes(bool lanes, std::uint32_t rings, std::uint32_t& current,
 }
 }  // namespace
 
-template <class Take>
-Status Subscriber::take_next(Take&& take) noexcept {
+template <class Take, class Again>
+Status Subscriber::take_next(Take&& take, Again&& again) noexcept {
   const auto lane_of = [this](std::uint32_t p) -> detail::ConsumerLane& { return lane(p); };
   if (assignment_changed()) [[unlikely]]
     rebalance(false);
+  // At least once: what is to be delivered again first (a partition's new
+  // owner gets what the old one left before anything newer of it).
+  if (acks_ != nullptr)
+    if (const Status st = again(); st != Status::WouldBlock) return st;
   Status st = scan_lanes(lanes_, rings_, current_, burst_left_, kBurst, lane_of, take);
-  if (st == Status::WouldBlock && partitioned_) {
-    rebalance(true);
+  if (st == Status::WouldBlock && (partitioned_ || acks_ != nullptr)) {
+    if (partitioned_)
+      rebalance(true);
+    else
+      check_peers();
+    if (acks_ != nullptr)
+      if (const Status again_st = again(); again_st != Status::WouldBlock) return again_st;
     st = scan_lanes(lanes_, rings_, current_, burst_left_, kBurst, lane_of, take);
   }
   return st;
@@ -399,11 +445,13 @@ void Subscriber::count_filtered(detail::ConsumerLane& l) noexcept {
 }
 
 Status Subscriber::take_any(Sample& out) noexcept {
-  return take_next([&](detail::ConsumerLane& l) { return take_from(l, out); });
+  return take_next([&](detail::ConsumerLane& l) { return take_from(l, out); },
+                   [&] { return redeliver(out); });
 }
 
 Status Subscriber::take_batch_any(Batch& out, std::uint32_t max) noexcept {
-  return take_next([&](detail::ConsumerLane& l) { return take_batch(l, out, max); });
+  return take_next([&](detail::ConsumerLane& l) { return take_batch(l, out, max); },
+                   [&] { return redeliver(out); });
 }
 
 // Partitioned groups (see GroupEntry::owner): a member takes only from the
@@ -439,6 +487,7 @@ void Subscriber::rebalance(bool idle) noexcept {
           expected == me) {
         l.owned = true;
         l.revoking = false;
+        adopt_again_ = acks_ != nullptr;  // what a dead owner left of it comes first
       } else {
         settled = false;  // its owner still holds samples of it
       }
@@ -446,10 +495,22 @@ void Subscriber::rebalance(bool idle) noexcept {
   }
   assignment_seen_ = a;
   unsettled_ = !settled;
-  if (!idle) return;
-  // Nothing to take: now and then, look for members that died without the
-  // daemon seeing it (it may be down), and free their seats: their
-  // partitions then go to the members left.
+  if (idle) check_peers();
+}
+
+// Nothing to take: now and then, look for members that died without the
+// daemon seeing it (it may be down), and free their seats: their
+// partitions then go to the members left, and (at least once) what they
+// held to the group.
+bool Subscriber::peer_check_due() const noexcept {
+  if ((++peer_check_calls_ & 63) != 0) return false;
+  const std::int64_t now =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(detail::Clock::now().time_since_epoch())
+          .count();
+  return now - last_peer_check_ns_ >= kGroupCheck.count();
+}
+
+void Subscriber::check_peers() noexcept {
   const std::int64_t now =
       std::chrono::duration_cast<std::chrono::nanoseconds>(detail::Clock::now().time_since_epoch())
           .count();
@@ -460,7 +521,10 @@ void Subscriber::rebalance(bool idle) noexcept {
     const detail::MemberSeat& seat = r.member(group_index_, m);
     // Acquire: pairs with the seat's release store when it was taken, so the
     // pid is the taker's; free_member re-checks under the control lock.
-    if (m == member_index_ || seat.state.load(std::memory_order_acquire) == kFree) continue;
+    const std::uint32_t st = seat.state.load(std::memory_order_acquire);
+    if (m == member_index_ || st == kFree ||
+        st == static_cast<std::uint32_t>(detail::SeatState::Orphan))
+      continue;
     const std::uint32_t pid = seat.pid.load(std::memory_order_relaxed);
     if (pid == 0 || detail::process_alive(static_cast<pid_t>(pid))) continue;
     try {

@@ -145,6 +145,14 @@ TopicStatus status_of(const std::string& name, const Region& r) {
     gs.members = e.members.load(std::memory_order_relaxed);
     gs.durable = (flags & kGroupDurable) != 0;
     gs.mode = (flags & kGroupPartitioned) != 0 ? GroupMode::Partitioned : GroupMode::Shared;
+    if ((flags & kGroupAtLeastOnce) != 0) {
+      gs.delivery = Delivery::AtLeastOnce;
+      gs.max_deliveries = e.max_deliveries;
+      gs.redelivered = e.redelivered.load(std::memory_order_relaxed);
+      gs.dead_lettered = e.dead_lettered.load(std::memory_order_relaxed);
+      gs.orphans = e.orphans.load(std::memory_order_relaxed);
+      gs.unacked_orphans = r.orphan_records(g);
+    }
     for (std::uint32_t p = 0; p < r.partitions(); ++p) {
       const GroupEntry& ep = r.group(g, p);
       const std::uint64_t tail = t.partitions[p].tail;
@@ -166,8 +174,9 @@ TopicStatus status_of(const std::string& name, const Region& r) {
     }
     for (std::uint32_t m = 0; m < r.max_members(); ++m) {
       const MemberSeat& seat = r.member(g, m);
-      if (seat.state.load(std::memory_order_relaxed) == static_cast<std::uint32_t>(SeatState::Free))
-        continue;
+      if (seat.state.load(std::memory_order_relaxed) !=
+          static_cast<std::uint32_t>(SeatState::Active))
+        continue;  // free, or an orphan (counted above)
       MemberStatus ms;
       ms.seat = m;
       ms.pid = seat.pid.load(std::memory_order_relaxed);

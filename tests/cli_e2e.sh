@@ -253,7 +253,7 @@ expect_match '^ +g +0 +no +4 +1 +0 +shared$' "$out" "describe shows group g at p
 run cli topic describe orders --json
 expect_rc 0 "topic describe --json"
 expect_match '"tail":5' "$out" "describe --json tail"
-expect_match '\{"name":"g","private":false,"members":0,"durable":false,"position":4,"lag":1,"lost":0,"overrun":0,"filtered":0,"mode":"shared","per_partition":\[\{"partition":0,"position":4,"lag":1\}\]\}' \
+expect_match '\{"name":"g","private":false,"members":0,"durable":false,"position":4,"lag":1,"lost":0,"overrun":0,"filtered":0,"mode":"shared","delivery":"at_most_once","per_partition":\[\{"partition":0,"position":4,"lag":1\}\]\}' \
   "$out" "describe --json group g"
 
 # --file: whole file as one message, or line by line; --repeat.
@@ -695,6 +695,32 @@ expect_rc 64 "a malformed tag filter"
 expect_match "is not TAG \|\| TAG" "$err" "the tag filter error says the form"
 run cli topic delete tagged
 expect_rc 0 "topic delete tagged"
+
+# At-least-once groups: sub --delivery at-least-once acknowledges what it printed;
+# a later member joins with the group's delivery; describe shows it.
+run cli topic create acked --slot-size 128
+expect_rc 0 "topic create acked"
+run cli pub acked <<<$'a1\na2\na3'
+expect_rc 0 "pub acked"
+run cli sub acked --group w --delivery at-least-once --from earliest --count 2 -q
+expect_rc 0 "sub --delivery at-least-once"
+expect_out $'a1\na2' "the first two are printed"
+run cli sub acked --group w --count 1 -q
+expect_rc 0 "sub joins the at-least-once group"
+expect_out 'a3' "the third goes to the next member (the first two were acknowledged)"
+run cli group describe acked w
+expect_match '^delivery: +at_least_once ' "$out" "group describe shows the delivery"
+expect_match '^max deliveries: +5$' "$out" "group describe shows max deliveries"
+run cli group describe acked w --json
+expect_match '"delivery":"at_least_once","max_deliveries":5,"redelivered":0,' "$out" \
+  "group describe --json shows the delivery"
+run cli sub acked --group w --delivery at-most-once --timeout 0.2
+expect_rc 64 "joining an at-least-once group as at-most-once"
+expect_match "is at_least_once" "$err" "the error names the group's delivery"
+run cli sub acked --group v --delivery twice --timeout 0.2
+expect_rc 64 "a bad --delivery"
+run cli topic delete acked
+expect_rc 0 "topic delete acked"
 
 # ---- delayed messages ----------------------------------------------------------
 

@@ -100,7 +100,14 @@ int cmd_describe(const Globals& g, const GroupArgs& a) {
                {"lag:", u64(gs.lag)},
                {"lost:", lost_cell(gs)},
                {"filtered:", u64(gs.filtered) + " (taken and not returned: not the members' "
-                                                "tag filter)"}});
+                                                "tag filter)"},
+               {"delivery:", delivery_cell(gs)}});
+  if (gs.delivery == Delivery::AtLeastOnce)
+    print_table({{"max deliveries:", u64(gs.max_deliveries)},
+                 {"redelivered:", u64(gs.redelivered)},
+                 {"dead-lettered:", u64(gs.dead_lettered) + " (to " + a.topic + ".dlq)"},
+                 {"unacked orphans:", u64(gs.unacked_orphans) + " (left by " + u64(gs.orphans) +
+                                          " dead member(s), waiting for a live one)"}});
   if (!gs.member_seats.empty()) {
     std::vector<std::vector<std::string>> rows{{"SEAT", "PID", "HELD", "RECEIVED"}};
     for (const MemberStatus& m : gs.member_seats)

@@ -30,7 +30,9 @@ struct SubArgs {
   bool durable = false;
   bool quiet = false;
   std::string group_mode;  // empty: an existing group's mode, else shared
-  std::string tags;        // a tag filter, "TagA || TagB" (empty: every message)
+  std::string delivery;    // empty: an existing group's, else at-most-once
+  std::uint32_t max_deliveries = kDefaultMaxDeliveries;
+  std::string tags;  // a tag filter, "TagA || TagB" (empty: every message)
   bool show_key = false;
   bool show_partition = false;
   bool show_headers = false;
@@ -65,10 +67,19 @@ int cmd_sub(const Globals& g, const SubArgs& a) {
     const auto mode = parse_group_mode(a.group_mode);
     if (!mode) fail(kExitUsage, "--group-mode '" + a.group_mode + "' is not shared|partitioned");
     so.group_mode = *mode;
-  } else if (!a.group.empty()) {
-    // Joining an existing group: in the mode it was created with.
+  }
+  if (!a.delivery.empty()) {
+    const auto d = parse_delivery(a.delivery);
+    if (!d) fail(kExitUsage, "--delivery '" + a.delivery + "' is not at-most-once|at-least-once");
+    so.delivery = *d;
+  }
+  so.max_deliveries = a.max_deliveries;
+  if (!a.group.empty() && (a.group_mode.empty() || a.delivery.empty())) {
+    // Joining an existing group: in the mode and delivery it was created with.
     try {
-      so.group_mode = bus.describe_group(a.topic, a.group).mode;
+      const GroupStatus existing = bus.describe_group(a.topic, a.group);
+      if (a.group_mode.empty()) so.group_mode = existing.mode;
+      if (a.delivery.empty()) so.delivery = existing.delivery;
     } catch (const Error& e) {
       if (e.code() != ErrorCode::NotFound) throw;
     }
@@ -76,7 +87,9 @@ int cmd_sub(const Globals& g, const SubArgs& a) {
   std::unique_ptr<Subscriber> sub = bus.subscriber(a.topic, so);
   const bool lanes = sub->priorities() != 0;
   // --show-key and --show-headers read in place: receive_copy leaves them out.
-  const bool in_place = a.show_key || a.show_headers;
+  // At least once: a message is released (acknowledged) only once it was
+  // printed and flushed, so a sub killed before that leaves it to the group.
+  const bool in_place = a.show_key || a.show_headers || so.delivery == Delivery::AtLeastOnce;
   Sample sample;
   std::string headers;
   install_stop_handlers();
@@ -221,6 +234,19 @@ void add_sub_command(CommandTree& tree) {
                   "order) (default: the group's mode if it exists, else shared)")
       ->needs(group)
       ->transform(CLI::IsMember({"shared", "partitioned"}, CLI::ignore_case));
+  sub->add_option("--delivery", sa->delivery,
+                  "what a new --group promises when a member dies holding messages: "
+                  "at-most-once (they are lost to the group) or at-least-once (a message is "
+                  "acknowledged once printed; what a dead member held goes to another member, "
+                  "after --max-deliveries to TOPIC.dlq) (default: the group's if it exists, else "
+                  "at-most-once)")
+      ->needs(group)
+      ->transform(CLI::IsMember({"at-most-once", "at-least-once", "at_most_once", "at_least_once"},
+                                CLI::ignore_case));
+  sub->add_option("--max-deliveries", sa->max_deliveries,
+                  "with --delivery at-least-once, for a new group: deliveries of a message "
+                  "before it goes to the dead-letter topic TOPIC.dlq (default: 5)")
+      ->check(CLI::Range(1, 1000));
   sub->add_option("--tags", sa->tags,
                   "a tag filter, 'TagA || TagB' (RocketMQ's expression; '*': every message): "
                   "messages whose tag header is another or none are taken and not printed "

@@ -106,6 +106,7 @@ class Bus {
 
  private:
   friend class detail::Replier;  // a responder's replies go through its topic's Bus
+  friend class Subscriber;       // dead letters (at least once) likewise
   explicit Bus(std::shared_ptr<detail::Connection> c);
   Topic make_topic(const detail::Descriptors& fds, std::string_view name,
                    const TopicOptions& options);

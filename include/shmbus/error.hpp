@@ -54,6 +54,9 @@ enum class Status : std::uint8_t {
   // Sample::reply to a message that is no request: it lacks the reply_to and
   // correlation_id properties of Bus::request (or names no reply topic).
   NotARequest,
+  // Sample::nack of a message delivered max_deliveries times: its dead-letter
+  // topic ("<topic>.dlq") could not be made or opened (the sample stays held).
+  NoDeadLetter,
 };
 
 [[nodiscard]] const char* to_string(Status status) noexcept;

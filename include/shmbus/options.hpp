@@ -95,6 +95,21 @@ enum class GroupMode : std::uint8_t {
   Partitioned = 1,
 };
 
+// What a named group promises when a member dies holding samples
+// (docs/acknowledgements.md). Chosen when the group is created.
+enum class Delivery : std::uint8_t {
+  // A sample a member took and did not release when it died is lost to the
+  // group (the fastest: nothing is recorded).
+  AtMostOnce = 0,
+  // Releasing a sample acknowledges it; what a member took and did not
+  // release before it died (or left) is delivered again to another member,
+  // or to the next that joins, flagged Sample::redelivered(). Sample::nack()
+  // gives one back at once; after max_deliveries deliveries a message goes
+  // to the dead-letter topic "<topic>.dlq". Implies durable.
+  AtLeastOnce = 1,
+};
+inline constexpr std::uint32_t kDefaultMaxDeliveries = 5;
+
 struct SubscriberOptions {
   // Empty: a private group of its own. Named: members of one group compete,
   // each message goes to exactly one member; every group sees every message.
@@ -105,6 +120,13 @@ struct SubscriberOptions {
   // Chosen when the group is created; a member joining an existing group
   // with another mode is refused (InvalidArgument). Private groups ignore it.
   GroupMode group_mode = GroupMode::Shared;
+  // Chosen when the group is created, like group_mode (a member joining with
+  // another is refused). At-least-once needs a named group.
+  Delivery delivery = Delivery::AtMostOnce;
+  // At-least-once: the deliveries of a message (the first and every
+  // redelivery) before it goes to the dead-letter topic, 1 to 1000. Set
+  // when the group is created; members that join later use the group's.
+  std::uint32_t max_deliveries = kDefaultMaxDeliveries;
   // A tag filter, RocketMQ's subscription expression: "TagA || TagB" (tags
   // separated by ||, spaces around them ignored), or "*" or empty for every
   // message. A message whose tag (its property "tag", properties.hpp) is
@@ -130,10 +152,13 @@ struct SubscriberOptions {
     WaitStrategy w) noexcept;                                    // busy_spin|spin_yield|spin_futex
 [[nodiscard]] std::string_view to_string(StartFrom s) noexcept;  // latest|earliest|offset
 [[nodiscard]] std::string_view to_string(GroupMode m) noexcept;  // shared|partitioned
+[[nodiscard]] std::string_view to_string(Delivery d) noexcept;   // at_most_once|at_least_once
 
 [[nodiscard]] std::optional<Policy> parse_policy(std::string_view s) noexcept;
 [[nodiscard]] std::optional<WaitStrategy> parse_wait_strategy(std::string_view s) noexcept;
 [[nodiscard]] std::optional<GroupMode> parse_group_mode(std::string_view s) noexcept;
+// Also with '-' for '_' (the CLI's "at-least-once").
+[[nodiscard]] std::optional<Delivery> parse_delivery(std::string_view s) noexcept;
 
 // A start position as a user writes it: "earliest", "latest" or a decimal offset.
 struct StartPosition {
@@ -148,5 +173,6 @@ inline constexpr std::string_view kWaitStrategyNames =
     "busy_spin (busy), spin_yield (yield) or spin_futex (futex)";
 inline constexpr std::string_view kStartNames = "earliest, latest or an offset";
 inline constexpr std::string_view kGroupModeNames = "shared or partitioned";
+inline constexpr std::string_view kDeliveryNames = "at_most_once or at_least_once";
 
 }  // namespace shmbus

@@ -29,6 +29,7 @@ class Replier;     // src/request.cpp: Sample::reply's publishers
 }  // namespace detail
 
 class Bus;
+class Publisher;
 class Subscriber;
 class Topic;
 
@@ -130,6 +131,22 @@ class Sample {
   // open the reply topic through); TooLarge: more than Bus::kMaxReplySize.
   [[nodiscard]] Status reply(std::span<const std::byte> data) const;
 
+  // At-least-once groups (SubscriberOptions::delivery, docs/acknowledgements.md):
+  // how many times the message was delivered to the group, this time
+  // included (1 the first time; always 1 under at-most-once), and whether
+  // it was delivered before (a member died or left holding it, or nacked it).
+  [[nodiscard]] std::uint32_t delivery_count() const noexcept { return deliveries_; }
+  [[nodiscard]] bool redelivered() const noexcept { return deliveries_ > 1; }
+  // Gives the message back for redelivery at once (the sample is then
+  // empty): the group's next receive returns it again, delivery_count() one
+  // higher. Once it was delivered max_deliveries times, the message goes to
+  // the dead-letter topic "<topic>.dlq" instead (made on first use with the
+  // topic's geometry; properties dlq.topic, dlq.offset, dlq.partition,
+  // dlq.reason, dlq.deliveries added to the message's own). Ok, or
+  // Invalid: empty, or not an at-least-once group's; or the dead-letter
+  // publish's error (then nothing changed: the sample is still held).
+  [[nodiscard]] Status nack();
+
  private:
   friend class Subscriber;
   Subscriber* sub_ = nullptr;
@@ -141,6 +158,7 @@ class Sample {
   std::uint32_t producer_id_ = 0;
   std::uint32_t hold_ = 0;
   std::uint32_t meta_ = 0;  // the key's and properties' bytes (layout.hpp)
+  std::uint32_t deliveries_ = 1;
 };
 
 // A run of consecutive messages taken with one claim. Released as a whole.
@@ -165,6 +183,9 @@ class Batch {
   [[nodiscard]] MessageInfo info(std::size_t i) const noexcept;
   // True when no message of the batch was overwritten (see Sample::intact).
   [[nodiscard]] bool intact() const noexcept;
+  // As Sample's: a redelivered message comes alone, as a batch of one.
+  [[nodiscard]] std::uint32_t delivery_count() const noexcept { return deliveries_; }
+  [[nodiscard]] bool redelivered() const noexcept { return deliveries_ > 1; }
   void release() noexcept;
 
  private:
@@ -174,6 +195,7 @@ class Batch {
   std::uint64_t first_ = 0;
   std::uint32_t count_ = 0;
   std::uint32_t hold_ = 0;
+  std::uint32_t deliveries_ = 1;
 };
 
 class Subscriber {
@@ -243,6 +265,13 @@ class Subscriber {
   // The topic's partitions (1 on a priority topic) and priority lanes (0: none).
   [[nodiscard]] std::uint32_t partitions() const noexcept { return lanes_ ? 1 : rings_; }
   [[nodiscard]] std::uint32_t priorities() const noexcept { return lanes_ ? rings_ : 0; }
+  // The group's delivery mode, and (at least once) its max_deliveries.
+  [[nodiscard]] Delivery delivery() const noexcept {
+    return acks_ != nullptr ? Delivery::AtLeastOnce : Delivery::AtMostOnce;
+  }
+  [[nodiscard]] std::uint32_t max_deliveries() const noexcept { return max_deliveries_; }
+  // At least once: messages this subscriber sent to the dead-letter topic.
+  [[nodiscard]] std::uint64_t dead_lettered() const noexcept { return dead_lettered_; }
   // The group's mode (Shared for a private group).
   [[nodiscard]] GroupMode group_mode() const noexcept {
     return partitioned_ ? GroupMode::Partitioned : GroupMode::Shared;
@@ -279,8 +308,8 @@ class Subscriber {
   Status take_batch_any(Batch& out, std::uint32_t max) noexcept;
   // Both of them: `take(lane)` on the lanes in scan order, after a
   // rebalance the assignment asks for (and, idle, one that looks at peers).
-  template <class Take>
-  Status take_next(Take&& take) noexcept;
+  template <class Take, class Again>
+  Status take_next(Take&& take, Again&& again) noexcept;
   Status take_batch(detail::ConsumerLane& l, Batch& out, std::uint32_t max) noexcept;
   // With a tag filter: takes until a message matches (one at a time for a
   // batch), returning the others; WouldBlock after kFilterRun returned ones,
@@ -295,6 +324,11 @@ class Subscriber {
   // partitions that hold nothing, takes assigned ones their owner let go),
   // and looks for dead members when nothing was there to take.
   void rebalance(bool idle) noexcept;
+  void check_peers() noexcept;
+  // At least once, idle: time to look for dead peers (the clock is read
+  // once every 64 calls: this runs in a wait's spin loop).
+  [[nodiscard]] bool peer_check_due() const noexcept;
+  mutable std::uint32_t peer_check_calls_ = 0;
   void let_go(detail::ConsumerLane& l) noexcept;
   [[nodiscard]] bool assignment_changed() const noexcept {
     // Relaxed: a hint; rebalance() loads it again with acquire.
@@ -313,6 +347,8 @@ class Subscriber {
   // The one release of a sample or batch: its hold, then (partitioned) a
   // partition let go once nothing of it is held.
   void release(detail::ConsumerLane& l, std::uint32_t hold) noexcept {
+    if (acks_ != nullptr) [[unlikely]]
+      acknowledge(l, hold);
     detail::unhold(l.ring, l.state, hold);
     if (l.revoking && l.state.held_count == 0) [[unlikely]]
       let_go(l);
@@ -327,10 +363,51 @@ class Subscriber {
   template <class Attempt>
   Status wait_checked(std::chrono::nanoseconds timeout, Attempt&& attempt) noexcept;
 
+  // ---- at least once (src/acknowledge.cpp, docs/acknowledgements.md) --------
+  // Clears the ack record of a held entry: before unhold releases the
+  // hazard, so a member that dies in between leaves nothing to redeliver.
+  void acknowledge(detail::ConsumerLane& l, std::uint32_t hold) noexcept {
+    const std::uint8_t r = l.state.record_of[hold];
+    // Relaxed: ordered before the hazard's release store in unhold (C3).
+    acks_[r].seq1.store(0, std::memory_order_relaxed);
+    acks_used_ &= ~(std::uint64_t{1} << r);
+  }
+  // detail::take, with an ack record under at least once.
+  Status take_run(detail::ConsumerLane& l, std::uint32_t max, detail::Taken& t) noexcept {
+    if (acks_ == nullptr) [[likely]]
+      return detail::take(l.ring, l.state, max, t);
+    return take_recorded(l, max, t);
+  }
+  Status take_recorded(detail::ConsumerLane& l, std::uint32_t max, detail::Taken& t) noexcept;
+  // A message to deliver again (adopted from a dead member, or nacked):
+  // WouldBlock when there is none.
+  Status redeliver(Sample& out) noexcept;
+  Status redeliver(Batch& out) noexcept;
+  // Takes over the ack records of the group's orphans (control lock) into
+  // pending_, partitioned: of the partitions this member owns.
+  void adopt() noexcept;
+  void adopt_locked() noexcept;
+  Status nack(Sample& s);
+  // Copies a held message to the dead-letter topic; Ok once published.
+  Status dead_letter(detail::ConsumerLane& l, std::uint64_t seq, std::uint32_t deliveries,
+                     std::string_view reason) noexcept;
+  struct Pending {
+    std::uint64_t seq;
+    std::uint32_t lane, hold, deliveries;  // deliveries: this one's count
+  };
+
   std::shared_ptr<detail::Region> region_;
   SubscriberOptions options_;
-  detail::ConsumerLane head_;                     // partition (or lane) 0
-  std::unique_ptr<detail::ConsumerLane[]> rest_;  // partitions 1 .. rings_ - 1
+  detail::AckRecord* acks_ = nullptr;  // this member's records (null: at most once)
+  std::uint64_t acks_used_ = 0;        // which of them hold a run
+  std::uint32_t max_deliveries_ = 0;
+  std::uint64_t orphaned_seen_ = 0;  // GroupEntry::orphaned when this member last adopted
+  bool adopt_again_ = false;         // adopt even if orphaned_seen_ is current
+  std::vector<Pending> pending_;     // to deliver again, oldest first
+  std::uint64_t dead_lettered_ = 0;
+  std::unique_ptr<class Publisher> dead_letters_;  // to "<topic>.dlq", made on first use
+  detail::ConsumerLane head_;                      // partition (or lane) 0
+  std::unique_ptr<detail::ConsumerLane[]> rest_;   // partitions 1 .. rings_ - 1
   std::uint32_t rings_ = 1;
   bool simple_ = true;  // one ring and no tag filter: receive's fast path
   // The tag filter (SubscriberOptions::tags) and its hashes; empty: none.

@@ -44,6 +44,15 @@ struct GroupStatus {
   GroupMode mode = GroupMode::Shared;
   std::vector<GroupPartitionStatus> partitions{};  // one per partition (or lane)
   std::uint64_t filtered = 0;  // taken and not returned: the tag filter did not match
+  // At least once (docs/acknowledgements.md): its limit, messages delivered
+  // again, sent to the dead-letter topic, and left unacknowledged by dead
+  // members, waiting for a live one (orphans: their seats).
+  Delivery delivery = Delivery::AtMostOnce;
+  std::uint32_t max_deliveries = 0;
+  std::uint64_t redelivered = 0;
+  std::uint64_t dead_lettered = 0;
+  std::uint64_t unacked_orphans = 0;
+  std::uint32_t orphans = 0;
 };
 
 // One partition (or priority lane) of a topic.

@@ -10,6 +10,10 @@
     _worker.py <bus> <socket> block-publish <topic>
         fills the (policy 'block') ring, prints "waiting", blocks in publish()
         with no timeout; on Ctrl-C prints "interrupted" and exits 0.
+    _worker.py <bus> <socket> hold-unacked <topic> <group> <n>
+        joins <group> (delivery='at_least_once', start earliest), receives
+        <n> messages and keeps them unreleased, prints "holding" and sleeps
+        until killed.
     _worker.py <bus> <socket> close-in-handler <topic>
         holds a sample, prints "waiting", blocks in receive() with no
         timeout; a SIGUSR1 handler drops the sample and closes the
@@ -57,6 +61,16 @@ def main():
             time.sleep(0.0002)  # be slow enough that the members really compete
         print(json.dumps(got), flush=True)
         return 0
+    if role == "hold-unacked":
+        group, n = sys.argv[5], int(sys.argv[6])
+        sub = bus.subscriber(topic, group=group, start="earliest", delivery="at_least_once")
+        held = [sub.receive(timeout=30) for _ in range(n)]
+        if any(s is None for s in held):
+            print("error: nothing for 30 s", flush=True)
+            return 1
+        print("holding", flush=True)
+        time.sleep(3600)
+        return 1
     if role == "block-receive":
         sub = bus.subscriber(topic)
         print("waiting", flush=True)

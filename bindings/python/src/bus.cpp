@@ -137,6 +137,12 @@ py::dict group_dict(const GroupStatus& g) {
   }
   d["member_seats"] = members;
   d["mode"] = to_string(g.mode);
+  d["delivery"] = to_string(g.delivery);
+  d["max_deliveries"] = g.max_deliveries;
+  d["redelivered"] = g.redelivered;
+  d["dead_lettered"] = g.dead_lettered;
+  d["unacked_orphans"] = g.unacked_orphans;
+  d["orphans"] = g.orphans;
   py::list parts;
   for (const PyGroupPartitionStatus& p : per_partition(g)) {
     py::dict pd;
@@ -277,6 +283,19 @@ void bind_bus(py::module_& m) {
           "per_partition", [](const GroupStatus& g) { return per_partition(g); },
           "The group in each partition (list of GroupPartitionStatus): position, lag, and\n"
           "in a partitioned group its owner.")
+      .def_property_readonly(
+          "delivery", [](const GroupStatus& g) { return to_string(g.delivery); },
+          "'at_most_once' or 'at_least_once' (see Bus.subscriber).")
+      .def_readonly("max_deliveries", &GroupStatus::max_deliveries,
+                    "at_least_once: deliveries before the dead-letter topic (0 otherwise).")
+      .def_readonly("redelivered", &GroupStatus::redelivered,
+                    "Messages delivered again (a member died holding them, or nacked them).")
+      .def_readonly("dead_lettered", &GroupStatus::dead_lettered,
+                    "Messages sent to the dead-letter topic '<topic>.dlq'.")
+      .def_readonly("unacked_orphans", &GroupStatus::unacked_orphans,
+                    "Messages dead members left unacknowledged, waiting for a live member.")
+      .def_readonly("orphans", &GroupStatus::orphans,
+                    "Seats of dead members that left unacknowledged messages.")
       .def_readonly("lost", &GroupStatus::lost, "Messages skipped after being overrun.")
       .def_readonly("filtered", &GroupStatus::filtered,
                     "Messages taken and not returned: the tag filter did not match.")
@@ -524,15 +543,17 @@ for ever). wait: 'futex' (spin `spin` seconds, then sleep), 'yield' or 'busy'.)d
           "subscriber",
           [](PyBus& b, const TopicArg& topic, const std::optional<std::string>& group,
              const py::object& start, bool durable, const std::string& wait, double spin,
-             const std::string& mode, const std::optional<std::string>& tags) {
+             const std::string& mode, const std::optional<std::string>& tags,
+             const std::string& delivery, std::uint32_t max_deliveries) {
             Bus& bus = b.get();
             return make_subscriber(resolve(bus, topic), group, start, durable, wait, spin, mode,
-                                   tags);
+                                   tags, delivery, max_deliveries);
           },
           py::arg("topic"), py::arg("group") = py::none(), py::arg("start") = "latest",
           py::kw_only(), py::arg("durable") = false, py::arg("wait") = "futex",
           py::arg("spin") = 50e-6, py::arg("mode") = "shared", py::arg("tags") = py::none(),
-          R"doc(subscriber(topic: str | Topic, group: str | None = None, start: str | int = 'latest', *, durable: bool = False, wait: str = 'futex', spin: float = 50e-6, mode: str = 'shared', tags: str | None = None) -> Subscriber
+          py::arg("delivery") = "at_most_once", py::arg("max_deliveries") = kDefaultMaxDeliveries,
+          R"doc(subscriber(topic: str | Topic, group: str | None = None, start: str | int = 'latest', *, durable: bool = False, wait: str = 'futex', spin: float = 50e-6, mode: str = 'shared', tags: str | None = None, delivery: str = 'at_most_once', max_deliveries: int = 5) -> Subscriber
 
 A Subscriber of `topic` (a name or a Topic).
 
@@ -548,7 +569,13 @@ consumers), or 'partitioned', each partition owned by one member at a time
 'partitioned' group needs a name.
 tags: a tag filter, RocketMQ's expression "TagA || TagB" ('*' or None: every
 message): messages whose "tag" header is not one of them are taken and not
-returned (counted in filtered). Members of a group should use the same one.)doc")
+returned (counted in filtered). Members of a group should use the same one.
+delivery (chosen when the group is created, like mode): 'at_most_once', or
+'at_least_once': releasing a sample acknowledges it; what a member took and
+did not release before it died (or closed) is delivered again to another
+member, flagged sample.redelivered; sample.nack() gives one back at once;
+after max_deliveries deliveries (set when the group is created) a message
+goes to the dead-letter topic '<topic>.dlq'. Needs a group name.)doc")
       .def(
           "shutdown_daemon",
           [](PyBus& b) { b.ask_daemon([&](Bus& bus) { return bus.shutdown_daemon(); }); },

@@ -101,6 +101,22 @@ class HeldSlots {
     if (exports == 0) return;
     if (--exports == 0 && closed) really_release();
   }
+  // Sample.nack(): gives the message back for redelivery (or to the
+  // dead-letter topic) instead of releasing it; as end(), but refused while
+  // buffers exported from it live (GIL held).
+  Status nack_checked(const char* type_name) {
+    check_process(pid, type_name);
+    if (closed || !holds_slots(value)) return Status::Invalid;
+    if (exports != 0) return Status::TooManyHeld;  // the caller says what to do
+    GilSafeLock lk(sub->mu);
+    const Status st = value.nack();
+    if (st == Status::Ok) {
+      closed = true;
+      --sub->held;
+      sub->finish_close_locked();
+    }
+    return st;
+  }
   // Gives the slots back now (GIL held; takes the subscriber's mutex).
   void really_release() noexcept {
     if (!holds_slots(value) || pid != current_pid()) return;  // never on the parent's behalf
@@ -132,6 +148,7 @@ class PySample : public HeldSlots<Sample> {
   std::uint32_t key_size;
   std::uint32_t partition;
   std::uint32_t priority;
+  std::uint32_t delivery_count;
 
   // The sample, or raises (a fork() child; Closed after release()).
   const Sample& open_or_raise() const;
@@ -220,7 +237,9 @@ py::object wrap_received(const py::object& self, PySubscriber& ps, T& out, Extra
 py::object make_subscriber(const Topic& topic, const std::optional<std::string>& group,
                            const py::handle& start, bool durable, const std::string& wait,
                            double spin, const std::string& mode,
-                           const std::optional<std::string>& tags);
+                           const std::optional<std::string>& tags,
+                           const std::string& delivery = "at_most_once",
+                           std::uint32_t max_deliveries = kDefaultMaxDeliveries);
 
 // Subscriber.receive_batch (batch.cpp).
 py::object receive_batch(const py::object& self, std::int64_t max, std::optional<double> timeout);

@@ -73,7 +73,8 @@ PySample::PySample(py::object o, PySubscriber* s, Sample&& smp) noexcept
       producer_id(value.producer_id()),
       key_size(static_cast<std::uint32_t>(value.key().size())),
       partition(value.partition()),
-      priority(value.priority()) {}
+      priority(value.priority()),
+      delivery_count(value.delivery_count()) {}
 
 PySample::~PySample() {
   if (sub->last_yielded == this) sub->last_yielded = nullptr;
@@ -125,6 +126,43 @@ A Sample must be used from one thread at a time.
       .def_property_readonly(
           "deliver_at_ns", [](const PySample& s) { return ns_or_none(s.deliver_at_ns); },
           "deliver_at in ns since the epoch (time.time_ns()); None when not delayed.")
+      .def_property_readonly(
+          "delivery_count", [](const PySample& s) { return s.delivery_count; },
+          "How many times the message was delivered to the group, this time included\n"
+          "(1 the first time; always 1 under delivery='at_most_once').")
+      .def_property_readonly(
+          "redelivered", [](const PySample& s) { return s.delivery_count > 1; },
+          "True when the message was delivered before (a member died or closed holding it,\n"
+          "or nacked it): at_least_once groups.")
+      .def(
+          "nack",
+          [](PySample& s) {
+            switch (s.nack_checked("Sample")) {
+              case Status::Ok:
+                return;
+              case Status::Invalid:
+                raise(invalid_argument(),
+                      "nack() needs a received, unreleased sample of a group with "
+                      "delivery='at_least_once'");
+              case Status::TooManyHeld:
+                raise(invalid_argument(),
+                      "nack() while buffers exported from the sample (memoryviews, NumPy "
+                      "arrays) are alive: drop them first");
+              case Status::NoDeadLetter:
+              default:
+                raise(exceptions().error,
+                      "nack(): the message was delivered max_deliveries times, and its "
+                      "dead-letter topic '<topic>.dlq' could not be made or published to "
+                      "(the sample is still held)");
+            }
+          },
+          R"doc(nack() -> None
+
+Gives the message back for redelivery at once (the sample is then released):
+the group's next receive returns it again, delivery_count one higher. Once it
+was delivered max_deliveries times it goes to the dead-letter topic
+'<topic>.dlq' instead, with headers dlq.topic, dlq.offset, dlq.partition,
+dlq.reason and dlq.deliveries added to its own.)doc")
       .def_property_readonly(
           "producer_id", [](const PySample& s) { return s.producer_id; },
           "The publishing producer's seat number.")

@@ -169,8 +169,18 @@ void raise_receive_status(Status st, const PySubscriber& ps) {
 py::object make_subscriber(const Topic& topic, const std::optional<std::string>& group,
                            const py::handle& start, bool durable, const std::string& wait,
                            double spin, const std::string& mode,
-                           const std::optional<std::string>& tags) {
+                           const std::optional<std::string>& tags, const std::string& delivery,
+                           std::uint32_t max_deliveries) {
   SubscriberOptions o;
+  const auto d = parse_delivery(delivery);
+  if (!d)
+    raise(invalid_argument(), "delivery='" + delivery + "' is not " + std::string(kDeliveryNames));
+  o.delivery = *d;
+  o.max_deliveries = max_deliveries;
+  if (o.delivery == Delivery::AtLeastOnce && !group)
+    raise(invalid_argument(),
+          "delivery='at_least_once' needs a group name (group=...): what a member leaves "
+          "unacknowledged goes to the group's other members");
   o.group = group.value_or("");
   o.tags = tags.value_or("");
   o.group_mode = group_mode_arg(mode);

@@ -48,7 +48,11 @@ inline constexpr std::uint64_t kMagic = 0x31'53'55'42'4d'48'53'00ULL;  // "\0SHM
 // 8: delayed messages: the schedule area after the last data block
 //    (TopicHeader::delay_slots, schedule_offset, delay_stride; ScheduleHeader,
 //    ScheduleEntry), and kMetaDelayed: a moved message's due time in its slot.
-inline constexpr std::uint32_t kLayoutVersion = 8;
+// 9: at-least-once groups: kGroupAtLeastOnce, GroupEntry::max_deliveries,
+//    orphans, orphaned, redelivered, dead_lettered; SeatState::Orphan; the
+//    ack area (AckRecord per held sample of each member) after the last
+//    control block.
+inline constexpr std::uint32_t kLayoutVersion = 9;
 inline constexpr std::uint64_t kControlMagic = 0x4c'54'43'42'4d'48'53'00ULL;  // "\0SHMBCTL"
 inline constexpr std::size_t kCacheLine = 64;
 // Two lines: keeps adjacent-line prefetch from coupling hot fields.
@@ -65,7 +69,11 @@ struct EventCount {
   std::atomic<std::uint32_t> waiters;
 };
 
-enum class SeatState : std::uint32_t { Free = 0, Claimed = 1, Active = 2 };
+// Orphan: a member of an at-least-once group that died (or left) holding
+// samples it had not acknowledged. Its hazards still gate producers and its
+// ack records wait for a live member to adopt them (docs/acknowledgements.md);
+// the seat is freed once the last is adopted.
+enum class SeatState : std::uint32_t { Free = 0, Claimed = 1, Active = 2, Orphan = 3 };
 
 enum GroupFlags : std::uint32_t {
   kGroupDurable = 1u << 0,
@@ -73,6 +81,10 @@ enum GroupFlags : std::uint32_t {
   // Kafka's consumer groups: each partition owned by one member at a time
   // (GroupEntry::owner, target, assignment). Else members share partitions.
   kGroupPartitioned = 1u << 2,
+  // At-least-once delivery: every sample a member takes is recorded in its
+  // ack records until released (acknowledged); a member that dies leaves
+  // them for the group (SeatState::Orphan). Always with kGroupDurable.
+  kGroupAtLeastOnce = 1u << 3,
 };
 
 // The most partitions (or priority lanes) a topic may have.
@@ -188,7 +200,9 @@ struct alignas(kHotAlign) GroupEntry {
   std::atomic<std::uint32_t> state;    // SeatState
   std::atomic<std::uint32_t> flags;    // GroupFlags
   std::atomic<std::uint32_t> members;  // live members (gates producers when > 0)
-  std::uint32_t reserved0;
+  // At-least-once groups (block 0's copy): deliveries after which a message
+  // goes to the dead-letter topic instead. Written at creation.
+  std::uint32_t max_deliveries;
   char name[kNameMax + 1];
   std::atomic<std::uint64_t> lost;     // messages skipped after being overrun
   std::atomic<std::uint64_t> corrupt;  // messages skipped for an invalid header
@@ -206,8 +220,54 @@ struct alignas(kHotAlign) GroupEntry {
   std::atomic<std::uint64_t> filtered;
   // Claim cursor: the next sequence a member of this group will take.
   alignas(kHotAlign) std::atomic<std::uint64_t> cursor;
+  // At-least-once groups, block 0's copy, written under the control lock
+  // (rare: a death, an adoption, a dead letter), read by members between
+  // takes: orphan seats left, the number of orphanings ever (a member that
+  // saw the same number has nothing new to adopt), messages delivered
+  // again, and messages sent to the dead-letter topic.
+  std::atomic<std::uint32_t> orphans;
+  std::uint32_t reserved1;
+  std::atomic<std::uint64_t> orphaned;
+  std::atomic<std::uint64_t> redelivered;
+  std::atomic<std::uint64_t> dead_lettered;
   // MemberSeat[max_members] follows at offset sizeof(GroupEntry).
 };
+
+// ---- the ack area: at-least-once groups (docs/acknowledgements.md) ----------
+// After the last control block: for every group g and member seat m,
+// kMaxHeld AckRecords at ((g * max_members + m) * kMaxHeld) records in. A
+// member of an at-least-once group writes a record before it claims a run
+// (the cursor CAS) and clears it when it releases the run, so what a dead
+// member had taken and not released is exactly its records. Written only
+// by the seat's holder, and under the control lock by whoever adopts an
+// orphan's records. Untrusted like all of the control segment: an adopter
+// bounds-checks every field.
+inline constexpr std::uint32_t kAckRecords = 64;  // = kMaxHeld (ring.hpp)
+struct AckRecord {
+  // The first sequence of the run + 1; 0: the record is free. Relaxed
+  // stores: the seat's holder orders them before its cursor CAS (release)
+  // and its hazard's release; an adopter reads them under the control lock
+  // after the holder died (its stores are then all visible).
+  std::atomic<std::uint64_t> seq1;
+  // ack_info(partition, count, deliveries).
+  std::atomic<std::uint64_t> info;
+};
+constexpr std::uint64_t ack_info(std::uint32_t partition, std::uint32_t count,
+                                 std::uint32_t deliveries) noexcept {
+  return std::uint64_t{partition & 0xffffu} | std::uint64_t{deliveries & 0xffffu} << 16 |
+         std::uint64_t{count} << 32;
+}
+constexpr std::uint32_t ack_partition(std::uint64_t info) noexcept {
+  return static_cast<std::uint32_t>(info & 0xffffu);
+}
+constexpr std::uint32_t ack_deliveries(std::uint64_t info) noexcept {
+  return static_cast<std::uint32_t>((info >> 16) & 0xffffu);
+}
+constexpr std::uint32_t ack_count(std::uint64_t info) noexcept {
+  return static_cast<std::uint32_t>(info >> 32);
+}
+// The most deliveries a group may allow (its ack records count to 65535).
+inline constexpr std::uint32_t kMaxDeliveries = 1000;
 
 // The bytes a key of n bytes takes before the payload: n, rounded up to 8
 // (64-bit: n may come from a damaged slot).
@@ -346,13 +406,14 @@ static_assert(std::is_standard_layout_v<ProducerSeat>);
 static_assert(std::is_standard_layout_v<MemberSeat>);
 static_assert(std::is_standard_layout_v<ScheduleHeader>);
 static_assert(std::is_standard_layout_v<ScheduleEntry>);
+static_assert(std::is_standard_layout_v<AckRecord>);
 
 // ---- the layout, pinned -----------------------------------------------------
 // Every size and offset another process relies on. A change to any of these
 // structures fails here: update the figures only together with kLayoutVersion
 // (and the note above it), so that an old process refuses the new region
-// instead of misreading it. kLayoutVersion == 8:
-static_assert(kLayoutVersion == 8, "update the pinned layout below with the version");
+// instead of misreading it. kLayoutVersion == 9:
+static_assert(kLayoutVersion == 9, "update the pinned layout below with the version");
 static_assert(sizeof(EventCount) == 8);
 static_assert(offsetof(EventCount, seq) == 0);
 static_assert(offsetof(EventCount, waiters) == 4);
@@ -415,7 +476,7 @@ static_assert(sizeof(GroupEntry) == 256);
 static_assert(offsetof(GroupEntry, state) == 0);
 static_assert(offsetof(GroupEntry, flags) == 4);
 static_assert(offsetof(GroupEntry, members) == 8);
-static_assert(offsetof(GroupEntry, reserved0) == 12);
+static_assert(offsetof(GroupEntry, max_deliveries) == 12);
 static_assert(offsetof(GroupEntry, name) == 16);
 static_assert(offsetof(GroupEntry, lost) == 80);
 static_assert(offsetof(GroupEntry, corrupt) == 88);
@@ -424,6 +485,13 @@ static_assert(offsetof(GroupEntry, target) == 100);
 static_assert(offsetof(GroupEntry, assignment) == 104);
 static_assert(offsetof(GroupEntry, filtered) == 112);
 static_assert(offsetof(GroupEntry, cursor) == 128);
+static_assert(offsetof(GroupEntry, orphans) == 136);
+static_assert(offsetof(GroupEntry, orphaned) == 144);
+static_assert(offsetof(GroupEntry, redelivered) == 152);
+static_assert(offsetof(GroupEntry, dead_lettered) == 160);
+static_assert(sizeof(AckRecord) == 16);
+static_assert(offsetof(AckRecord, seq1) == 0);
+static_assert(offsetof(AckRecord, info) == 8);
 static_assert(sizeof(SlotHeader) == 32);
 static_assert(offsetof(SlotHeader, stamp) == 0);
 static_assert(offsetof(SlotHeader, length) == 8);

@@ -365,7 +365,14 @@ struct ConsumerState {
   std::uint64_t held_min = kNone;
   std::array<std::uint64_t, kMaxHeld> held{};  // sequence held, or kNone
   bool damage_reported = false;                // check_stalled returned Damaged (it does so once)
+  // At-least-once groups: the ack record the next take writes (null: the
+  // group is at-most-once, and take writes none), the partition it goes in
+  // the record with, and for each held entry the record that covers it.
+  AckRecord* record = nullptr;
+  std::uint32_t record_partition = 0;
+  std::array<std::uint8_t, kMaxHeld> record_of{};
 };
+static_assert(kMaxHeld == kAckRecords, "one ack record per held entry");
 
 // Records that seq is held; returns its entry. A free entry must exist.
 [[nodiscard]] inline std::uint32_t hold(ConsumerState& c, std::uint64_t seq) noexcept {
@@ -484,11 +491,21 @@ struct Taken {
         // Release (not relaxed): a producer that reads this value through
         // another member's later CAS must still see our earlier reads done.
         if (c.held_count == 0) c.member->held.store(at, std::memory_order_release);
+        if (c.record != nullptr) {
+          // At least once: the record before the claim, so that a member
+          // that dies right after the CAS leaves it (docs/acknowledgements.md).
+          // Relaxed: ordered before the CAS by its release; read by an
+          // adopter only after this process died, under the control lock.
+          c.record->info.store(ack_info(c.record_partition, k, 1), std::memory_order_relaxed);
+          c.record->seq1.store(at + 1, std::memory_order_relaxed);
+        }
         std::uint64_t expected = at;
         // SYNC POINT C4 (release): pairs with G1; see above.
         if (!c.group->cursor.compare_exchange_strong(expected, at + k, std::memory_order_release,
                                                      std::memory_order_relaxed)) {
-          // Another member took `at`: withdraw the hazard (release, as C3).
+          // Another member took `at`: withdraw the hazard (release, as C3),
+          // and the record (relaxed: as above).
+          if (c.record != nullptr) c.record->seq1.store(0, std::memory_order_relaxed);
           if (c.held_count == 0) c.member->held.store(kNone, std::memory_order_release);
           continue;
         }

@@ -19,6 +19,7 @@ inline Sample& Sample::operator=(Sample&& o) noexcept {
     producer_id_ = o.producer_id_;
     hold_ = o.hold_;
     meta_ = o.meta_;
+    deliveries_ = o.deliveries_;
     o.sub_ = nullptr;
     o.slot_ = nullptr;
   }
@@ -48,6 +49,7 @@ inline Batch& Batch::operator=(Batch&& o) noexcept {
     first_ = o.first_;
     count_ = o.count_;
     hold_ = o.hold_;
+    deliveries_ = o.deliveries_;
     o.sub_ = nullptr;
   }
   return *this;
@@ -149,6 +151,7 @@ inline void Subscriber::fill(Sample& out, detail::ConsumerLane& l, detail::SlotH
   out.timestamp_ns_ = slot.timestamp_ns.load(std::memory_order_relaxed);
   out.producer_id_ = slot.producer_id.load(std::memory_order_relaxed);
   out.hold_ = hold_index;
+  out.deliveries_ = 1;
 }
 
 // The common case inline: one ring, a private group, the next message
@@ -213,13 +216,20 @@ inline Status Subscriber::wait_then(std::chrono::nanoseconds timeout, Attempt&& 
   };
   // A partitioned member wakes now and then to follow its group (a hand-over,
   // a dead member) even when no message comes.
+  // So does a member of an at-least-once group (a dead member's samples).
   const detail::Waited w = detail::wait_for(
       *head_.ring.data_event, options_.wait, timeout, options_.spin, options_.interrupt, ready,
-      partitioned_ ? kGroupCheck : std::chrono::nanoseconds::max());
+      partitioned_ || acks_ != nullptr ? kGroupCheck : std::chrono::nanoseconds::max());
   return detail::status_of(w, result);
 }
 
 inline bool Subscriber::may_have_data() const noexcept {
+  if (acks_ != nullptr &&
+      (!pending_.empty() || adopt_again_ ||
+       // Relaxed: a hint, as in redeliver.
+       head_.state.group->orphaned.load(std::memory_order_relaxed) != orphaned_seen_ ||
+       peer_check_due()))
+    return true;
   if (rings_ == 1) [[likely]]
     return detail::may_have_data(head_.ring, head_.state);
   if (assignment_changed()) return true;
@@ -261,9 +271,11 @@ inline Status Subscriber::receive(Sample& out, std::chrono::nanoseconds timeout)
 
 inline Status Subscriber::take_batch(detail::ConsumerLane& l, Batch& out,
                                      std::uint32_t max) noexcept {
+  if (acks_ != nullptr && rings_ == 1) [[unlikely]]
+    if (const Status st = redeliver(out); st != Status::WouldBlock) return st;
   detail::Taken t;
-  const Status st = detail::take(
-      l.ring, l.state, static_cast<std::uint32_t>(std::min<std::uint64_t>(max, l.ring.count)), t);
+  const Status st =
+      take_run(l, static_cast<std::uint32_t>(std::min<std::uint64_t>(max, l.ring.count)), t);
   if (st != Status::Ok) return st;
   // take() ends a run before an invalid length, so only the first can be bad.
   if (!detail::well_formed(l.ring.slot(t.first), l.ring.slot_size)) [[unlikely]]
@@ -274,6 +286,7 @@ inline Status Subscriber::take_batch(detail::ConsumerLane& l, Batch& out,
   out.first_ = t.first;
   out.count_ = t.count;
   out.hold_ = t.hold;
+  out.deliveries_ = 1;
   return Status::Ok;
 }
 
