@@ -38,30 +38,39 @@ Status Subscriber::take_recorded(detail::ConsumerLane& l, std::uint32_t max,
   return st;
 }
 
+bool Subscriber::adoption_due() const noexcept {
+  // Relaxed: a hint; adopt() reads the records under the control lock.
+  return (adopt_again_ && acks_used_ != kAllRecords) ||
+         head_.state.group->orphaned.load(std::memory_order_relaxed) != orphaned_seen_;
+}
+
 // Samples waiting to be delivered again, or orphans to adopt first.
 Status Subscriber::redeliver(Sample& out) noexcept {
-  // Relaxed: a hint; adopt() reads the records under the control lock.
-  if (adopt_again_ || head_.state.group->orphaned.load(std::memory_order_relaxed) != orphaned_seen_)
-      [[unlikely]]
+  if (adoption_due()) [[unlikely]]
     adopt();
+  if (!stuck_.empty()) [[unlikely]]
+    retry_stuck();
   while (!pending_.empty()) {
     const Pending p = pending_.front();
     pending_.erase(pending_.begin());
     detail::ConsumerLane& l = lane(p.lane);
     detail::SlotHeader& slot = l.ring.slot(p.seq);
-    if (p.deliveries > max_deliveries_) {
-      // Delivered max_deliveries times already (its members died with it).
-      if (dead_letter(l, p.seq, p.deliveries - 1, "max_deliveries") != Status::Ok) {
-        pending_.push_back(p);  // try again later; it stays held
-        return Status::WouldBlock;
-      }
-      release(l, p.hold);
-      continue;
-    }
     // Acquire: as C1 (take). Under overwrite the slot may have moved on
     // since it was adopted: then the message is lost to the group.
     if (!detail::holds(slot.stamp.load(std::memory_order_acquire), p.seq, l.ring.count)) {
       l.state.group->lost.fetch_add(1, std::memory_order_relaxed);  // relaxed: a counter
+      release(l, p.hold);
+      continue;
+    }
+    if (p.deliveries > max_deliveries_) {
+      // Delivered max_deliveries times already (its members died with it).
+      if (dead_letter(l, p.seq, p.deliveries - 1, "max_deliveries") != Status::Ok) {
+        // It stays held (nothing is dropped) and is tried again every second,
+        // without making every receive wait for it.
+        stuck_.push_back(p);
+        stuck_retry_ns_ = monotonic_ns() + kStuckRetry.count();
+        continue;
+      }
       release(l, p.hold);
       continue;
     }
@@ -83,6 +92,20 @@ Status Subscriber::redeliver(Sample& out) noexcept {
     return Status::Ok;
   }
   return Status::WouldBlock;
+}
+
+void Subscriber::retry_stuck() noexcept {
+  if (monotonic_ns() < stuck_retry_ns_) return;
+  std::vector<Pending> again;
+  again.swap(stuck_);
+  for (const Pending& p : again) {
+    detail::ConsumerLane& l = lane(p.lane);
+    if (dead_letter(l, p.seq, p.deliveries - 1, "max_deliveries") == Status::Ok)
+      release(l, p.hold);
+    else
+      stuck_.push_back(p);
+  }
+  stuck_retry_ns_ = monotonic_ns() + kStuckRetry.count();
 }
 
 Status Subscriber::redeliver(Batch& out) noexcept {
@@ -112,13 +135,14 @@ void Subscriber::adopt() noexcept {
     orphaned_seen_ = seen;
     return;
   }
-  try {
-    detail::ControlLock lock(*region_);
-    adopt_locked();
-  } catch (...) {
-    adopt_again_ = true;  // the lock is held by a stuck process: next time
+  // Never wait for the lock here (a receive, maybe of timeout 0): one try;
+  // busy (or held by a stuck process), the next receive tries again.
+  if (!region_->try_lock_control()) {
+    adopt_again_ = true;
     return;
   }
+  adopt_locked();
+  region_->unlock_control();
   orphaned_seen_ = seen;
 }
 
@@ -137,24 +161,29 @@ void Subscriber::adopt_locked() noexcept {
         r.member(group_index_, m).state.load(std::memory_order_relaxed) != kOrphan)
       continue;
     detail::AckRecord* recs = r.acks(group_index_, m);
-    // Oldest first: the order the orphan took them in (per partition).
-    std::vector<std::uint32_t> order;
-    for (std::uint32_t i = 0; i < detail::kAckRecords; ++i)
-      if (recs[i].seq1.load(std::memory_order_relaxed) != 0) order.push_back(i);
-    std::sort(order.begin(), order.end(), [&](std::uint32_t a, std::uint32_t b) {
-      return recs[a].seq1.load(std::memory_order_relaxed) <
-             recs[b].seq1.load(std::memory_order_relaxed);
-    });
-    for (const std::uint32_t i : order) {
-      detail::AckRecord& rec = recs[i];
+    // Oldest first: the order the orphan took them in (per partition). The
+    // records are copied once: the segment is writable by any member, so
+    // nothing below (the sort least of all) reads a field twice.
+    struct Copy {
+      std::uint64_t seq1, info;
+      std::uint32_t index;
+    };
+    std::vector<Copy> order;
+    for (std::uint32_t i = 0; i < detail::kAckRecords; ++i) {
       // Relaxed (the record's fields): the orphan is dead; its stores are
       // all visible, and the control lock orders earlier adopters' too.
-      const std::uint64_t seq1 = rec.seq1.load(std::memory_order_relaxed);
-      const std::uint64_t info = rec.info.load(std::memory_order_relaxed);
+      const std::uint64_t s1 = recs[i].seq1.load(std::memory_order_relaxed);
+      if (s1 != 0) order.push_back({s1, recs[i].info.load(std::memory_order_relaxed), i});
+    }
+    std::sort(order.begin(), order.end(),
+              [](const Copy& a, const Copy& b) { return a.seq1 < b.seq1; });
+    for (const Copy& c : order) {
+      detail::AckRecord& rec = recs[c.index];
+      const std::uint64_t seq1 = c.seq1;
+      const std::uint64_t info = c.info;
       const std::uint32_t p = detail::ack_partition(info);
       const std::uint32_t n = detail::ack_count(info);
       const std::uint32_t d = detail::ack_deliveries(info);
-      if (seq1 == 0) continue;
       if (p >= rings_ || n == 0 || n > lane(p).ring.count) {
         // Not a record a member wrote: drop it, counted.
         rec.seq1.store(0, std::memory_order_relaxed);
@@ -162,7 +191,9 @@ void Subscriber::adopt_locked() noexcept {
         continue;
       }
       detail::ConsumerLane& l = lane(p);
-      if (partitioned_ && !l.owned) continue;  // its partition's owner adopts it
+      // Its partition's owner adopts it (and a partition on its way to
+      // another member is left to that one).
+      if (partitioned_ && (!l.owned || l.revoking)) continue;
       std::uint32_t taken = 0;
       while (taken < n) {
         if (acks_used_ == kAllRecords || l.state.held_count == kMaxHeld) {
@@ -206,8 +237,14 @@ void Subscriber::adopt_locked() noexcept {
         if (detail::ack_partition(recs[i].info.load(std::memory_order_relaxed)) == p)
           oldest = std::min(oldest, s1 - 1);
       }
-      // Release: pairs with G2, after our own hazard's release above.
-      r.member(group_index_, m, p).held.store(oldest, std::memory_order_release);
+      detail::MemberSeat& seat = r.member(group_index_, m, p);
+      // Relaxed: only we (under the lock) write an orphan's hazard.
+      if (seat.held.load(std::memory_order_relaxed) == oldest) continue;
+      // Release (RMW): the hand-over Ring::gate watches for, after our own
+      // hazard's release above and before the orphan's is raised.
+      lane(p).state.group->handovers.fetch_add(1, std::memory_order_release);
+      // Release: pairs with G2.
+      seat.held.store(oldest, std::memory_order_release);
     }
     if (!left) {
       // Nothing left: the seat is free (its hazards are clear above).
@@ -218,6 +255,56 @@ void Subscriber::adopt_locked() noexcept {
     }
     if (adopt_again_) break;
   }
+}
+
+void Subscriber::resume_orphan_locked() noexcept {
+  detail::Region& r = *region_;
+  // Its records, copied once (the segment is untrusted), then cleared: each
+  // message that is still there becomes a held sample of ours with a
+  // record of its own, to be delivered again. The seat's hazards still
+  // cover them all until publish_hazard below sets them to ours.
+  struct Copy {
+    std::uint64_t seq1, info;
+  };
+  std::vector<Copy> records;
+  for (std::uint32_t i = 0; i < detail::kAckRecords; ++i) {
+    // Relaxed: the orphan is dead; we hold the control lock.
+    const std::uint64_t s1 = acks_[i].seq1.load(std::memory_order_relaxed);
+    if (s1 != 0) records.push_back({s1, acks_[i].info.load(std::memory_order_relaxed)});
+    acks_[i].seq1.store(0, std::memory_order_relaxed);
+  }
+  std::sort(records.begin(), records.end(),
+            [](const Copy& a, const Copy& b) { return a.seq1 < b.seq1; });
+  for (const Copy& c : records) {
+    const std::uint32_t p = detail::ack_partition(c.info), n = detail::ack_count(c.info),
+                        d = detail::ack_deliveries(c.info);
+    if (p >= rings_ || n == 0 || n > lane(p).ring.count) {
+      head_.state.group->corrupt.fetch_add(1, std::memory_order_relaxed);  // a counter
+      continue;
+    }
+    detail::ConsumerLane& l = lane(p);
+    for (std::uint32_t k = 0; k < n && acks_used_ != kAllRecords; ++k) {
+      const std::uint64_t s = c.seq1 - 1 + k;
+      // Acquire: as C1. Overwritten meanwhile (overwrite): lost.
+      if (!detail::holds(l.ring.slot(s).stamp.load(std::memory_order_acquire), s, l.ring.count)) {
+        l.state.group->lost.fetch_add(1, std::memory_order_relaxed);  // relaxed: a counter
+        continue;
+      }
+      const std::uint32_t h = detail::hold(l.state, s);
+      const auto ri = static_cast<std::uint32_t>(std::countr_one(acks_used_));
+      acks_used_ |= std::uint64_t{1} << ri;
+      // Relaxed: as take's record stores.
+      acks_[ri].info.store(detail::ack_info(p, 1, d), std::memory_order_relaxed);
+      acks_[ri].seq1.store(s + 1, std::memory_order_relaxed);
+      l.state.record_of[h] = static_cast<std::uint8_t>(ri);
+      pending_.push_back({s, p, h, d + 1});
+    }
+  }
+  // Our hazards (the seat's): release, C3. Same seat, so no hand-over.
+  for (std::uint32_t p = 0; p < rings_; ++p)
+    detail::publish_hazard(lane(p).ring, lane(p).state);
+  head_.state.group->orphans.fetch_sub(1, std::memory_order_relaxed);  // relaxed: under the lock
+  (void)r;
 }
 
 Status Sample::nack() {
@@ -276,8 +363,18 @@ Status Subscriber::dead_letter(detail::ConsumerLane& l, std::uint64_t seq, std::
     }
     detail::SlotHeader& slot = l.ring.slot(seq);
     const detail::Lengths n = detail::lengths(slot, l.ring.slot_size);
-    const Properties own(
-        {detail::payload(slot) + detail::meta_key(n.meta), detail::meta_properties(n.meta)});
+    // A copy of the key, properties and payload first: under overwrite a
+    // producer may be rewriting the slot, and a torn copy must not become a
+    // dead letter (it is lost, like any overwritten message).
+    const std::size_t span = detail::meta_span(n.meta) + n.size;
+    std::vector<std::byte> copy(span);
+    detail::copy_racy(copy.data(), detail::payload(slot), span);
+    std::atomic_thread_fence(std::memory_order_acquire);  // as Sample::intact
+    if (!detail::holds(slot.stamp.load(std::memory_order_relaxed), seq, l.ring.count)) {
+      l.state.group->lost.fetch_add(1, std::memory_order_relaxed);  // relaxed: a counter
+      return Status::Ok;                                            // nothing left to dead-letter
+    }
+    const Properties own({copy.data() + detail::meta_key(n.meta), detail::meta_properties(n.meta)});
     std::vector<Property> props;
     for (const Property& p : own)
       if (p.name.substr(0, 4) != "dlq.") props.push_back(p);
@@ -289,10 +386,17 @@ Status Subscriber::dead_letter(detail::ConsumerLane& l, std::uint64_t seq, std::
     props.push_back({"dlq.reason", reason});
     props.push_back({"dlq.deliveries", count});
     Route route;
-    route.key = {detail::payload(slot), detail::meta_key(n.meta)};
+    route.key = {copy.data(), detail::meta_key(n.meta)};
     route.properties = props;
-    const Status st = dead_letters_->publish(route, {detail::payload(slot, n.meta), n.size},
-                                             std::chrono::seconds(1));
+    const std::span<const std::byte> data{copy.data() + detail::meta_span(n.meta), n.size};
+    // Never waits (a receive or a nack calls this): a dead-letter topic has
+    // no groups until someone reads it, so it is full only if its readers lag.
+    Status st = dead_letters_->try_publish(route, data);
+    if (st == Status::TooLarge || st == Status::InvalidProperties) {
+      // The dlq.* properties do not fit beside the message's own: keep ours.
+      route.properties = std::span<const Property>(props).last(5);
+      st = dead_letters_->try_publish(route, data);
+    }
     if (st != Status::Ok) return st;
   } catch (const Error&) {
     return Status::NoDeadLetter;

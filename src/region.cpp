@@ -811,6 +811,14 @@ void Region::lock_control() const {
   }
 }
 
+bool Region::try_lock_control() const noexcept {
+  std::uint32_t holder = 0;
+  // Acquire: as in lock_control.
+  return rings_[0].control->control_lock.compare_exchange_strong(
+      holder, static_cast<std::uint32_t>(::getpid()), std::memory_order_acquire,
+      std::memory_order_relaxed);
+}
+
 void Region::unlock_control() const noexcept {
   // Release: pairs with the acquire CAS in lock_control.
   rings_[0].control->control_lock.store(0, std::memory_order_release);

@@ -220,6 +220,9 @@ class Region {
   // SystemError once it waited `patience` (set_lock_patience; 10 s unless set).
   void lock_control() const;
   void unlock_control() const noexcept;
+  // One attempt, never waiting (and never taking over a dead holder's lock:
+  // lock_control does that): true when the lock is now ours.
+  [[nodiscard]] bool try_lock_control() const noexcept;
   // The lock is in the control segment, which every subscriber may write: a
   // hostile one can mark it held by a live process for ever. shmbusd, which
   // serves every topic from one thread, waits only briefly and retries later.

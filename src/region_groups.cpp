@@ -80,6 +80,24 @@ std::uint64_t Region::reset_group(const std::string& name, StartPosition to) {
       (void)group(g, p).cursor.exchange(at, std::memory_order_release);
       if (p == 0) target = at;
     }
+    // At least once: a reset is the user's decision about where the group
+    // is, unacknowledged messages of dead members included: they go (else
+    // their hazards would keep holding producers back behind the new position).
+    for (std::uint32_t m = 0; m < options_.max_members; ++m) {
+      // Relaxed: seats change only under the control lock, which we hold.
+      if (member(g, m).state.load(std::memory_order_relaxed) !=
+          static_cast<std::uint32_t>(SeatState::Orphan))
+        continue;
+      for (std::uint32_t i = 0; i < kAckRecords; ++i)
+        acks(g, m)[i].seq1.store(0, std::memory_order_relaxed);  // relaxed: as above
+      for (std::uint32_t p = partitions(); p-- > 0;) {
+        // Release: producers that read the cleared hazard (G2) may reuse the slots.
+        member(g, m, p).held.store(kNone, std::memory_order_release);
+        // Release: pairs with the acquire of a later attach.
+        member(g, m, p).state.store(kFree, std::memory_order_release);
+      }
+    }
+    group(g).orphans.store(0, std::memory_order_relaxed);  // relaxed: under the lock
   }
   for (std::uint32_t p = 0; p < partitions(); ++p)
     notify(control(p).space_event);  // moving forward makes room

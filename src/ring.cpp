@@ -26,20 +26,29 @@ std::uint64_t Ring::gate() const noexcept {
     // first makes the hazards stored before that CAS visible below.
     g = std::min(g, e.cursor.load(std::memory_order_acquire));
     if ((flags & kGroupPrivate) != 0) continue;
-    // At-least-once groups: a second pass. An adopter (Subscriber::adopt)
-    // stores its own hazard (release) before it raises the orphan's it took
-    // the samples from, but the orphan's seat may come after its own in this
-    // scan: a pass that read the orphan's raised hazard may have read the
-    // adopter's before it was lowered. The second pass reads the adopter's
-    // after that acquire, so it sees the lowered one (or a later release).
-    const int passes = (flags & kGroupAtLeastOnce) != 0 ? 2 : 1;
-    for (int pass = 0; pass < passes; ++pass)
+    // At-least-once groups: an adopter (Subscriber::adopt_locked) stores its
+    // own hazard (release), bumps `handovers` (release RMW), then raises the
+    // hazard of the orphan it took the samples from. A scan that read the
+    // raised hazard (acquire) sees the bump at its second load of the count;
+    // a scan whose first load already saw the bump sees the adopter's
+    // lowered hazard. So a scan with the count unchanged missed no hand-over;
+    // one that saw it move scans again (adoptions are rare: after a death).
+    const bool acked = (flags & kGroupAtLeastOnce) != 0;
+    for (;;) {
+      // Acquire (both): pairs with the adopter's release bump.
+      const std::uint32_t before = acked ? e.handovers.load(std::memory_order_acquire) : 0;
+      std::uint64_t h = kNone;
       for (std::uint32_t m = 0; m < max_members; ++m) {
         // SYNC POINT G2 (acquire): pairs with a member's release of its hazard
         // (C3, or the hazard store before C4), so the member's reads of the
         // slot happen before our overwrite.
-        g = std::min(g, member(i, m).held.load(std::memory_order_acquire));
+        h = std::min(h, member(i, m).held.load(std::memory_order_acquire));
       }
+      if (!acked || e.handovers.load(std::memory_order_acquire) == before) {
+        g = std::min(g, h);
+        break;
+      }
+    }
   }
   return g;
 }

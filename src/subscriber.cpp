@@ -1,5 +1,6 @@
 #include "shmbus/subscriber.hpp"
 
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -128,6 +129,12 @@ Subscriber::Subscriber(std::shared_ptr<detail::Region> region, const SubscriberO
     throw Error(ErrorCode::InvalidArgument,
                 "at-least-once delivery needs a named group (its unacknowledged messages go to "
                 "the group's other members): give the subscriber a group name");
+  if (want_acks && r.topic_name().size() + 4 > detail::kNameMax)
+    throw Error(ErrorCode::InvalidArgument,
+                "at-least-once delivery needs a dead-letter topic '" + r.topic_name() +
+                    ".dlq', longer than a topic name may be (" + std::to_string(detail::kNameMax) +
+                    " bytes): use a topic name of at most " + std::to_string(detail::kNameMax - 4) +
+                    " bytes");
   if (want_acks && (options.max_deliveries < 1 || options.max_deliveries > detail::kMaxDeliveries))
     throw Error(ErrorCode::InvalidArgument,
                 "max_deliveries " + std::to_string(options.max_deliveries) + " is not 1 to " +
@@ -233,6 +240,27 @@ Subscriber::Subscriber(std::shared_ptr<detail::Region> region, const SubscriberO
   std::uint32_t m = 0;
   while (m < r.max_members() && r.member(g, m).state.load(std::memory_order_relaxed) != kFree)
     ++m;
+  // At least once, every seat taken and some of them orphans (members died
+  // holding samples, none left to adopt them): take an orphan's seat over,
+  // its samples with it (resume_orphan_locked), if they fit one member's table.
+  bool resume = false;
+  if (m == r.max_members() && want_acks)
+    for (std::uint32_t o = 0; o < r.max_members() && !resume; ++o) {
+      if (r.member(g, o).state.load(std::memory_order_relaxed) !=
+          static_cast<std::uint32_t>(detail::SeatState::Orphan))
+        continue;
+      std::uint64_t messages = 0;
+      for (std::uint32_t i = 0; i < detail::kAckRecords; ++i) {
+        // Relaxed: the orphan is dead; under the control lock.
+        const detail::AckRecord& rec = r.acks(g, o)[i];
+        if (rec.seq1.load(std::memory_order_relaxed) != 0)
+          messages += detail::ack_count(rec.info.load(std::memory_order_relaxed));
+      }
+      if (messages <= detail::kAckRecords) {
+        m = o;
+        resume = true;
+      }
+    }
   if (m == r.max_members())
     throw Error(ErrorCode::ResourceExhausted,
                 "group '" + options.group + "' of topic '" + topic + "' has all " +
@@ -242,14 +270,16 @@ Subscriber::Subscriber(std::shared_ptr<detail::Region> region, const SubscriberO
   member_index_ = m;
   if (want_acks) {
     acks_ = r.acks(g, m);
-    // A free seat's records are clear (its last holder released them, or
-    // its adopters did); cleared again all the same (relaxed: ours now,
-    // under the control lock).
-    for (std::uint32_t i = 0; i < detail::kAckRecords; ++i)
-      acks_[i].seq1.store(0, std::memory_order_relaxed);
     // Bounded: the field is in the control segment, which any member may write.
     max_deliveries_ = std::clamp<std::uint32_t>(e.max_deliveries, 1, detail::kMaxDeliveries);
     pending_.reserve(detail::kAckRecords);
+    if (!resume) {
+      // A free seat's records are clear (its last holder released them, or
+      // its adopters did); cleared again all the same (relaxed: ours now,
+      // under the control lock).
+      for (std::uint32_t i = 0; i < detail::kAckRecords; ++i)
+        acks_[i].seq1.store(0, std::memory_order_relaxed);
+    }
   }
   const bool was_gating =
       !fresh && (e.members.load(std::memory_order_relaxed) > 0 ||
@@ -262,7 +292,9 @@ Subscriber::Subscriber(std::shared_ptr<detail::Region> region, const SubscriberO
     l.state.member = &member;
     member.pid.store(static_cast<std::uint32_t>(::getpid()), std::memory_order_relaxed);
     detail::start_session(member.session);
-    member.held.store(detail::kNone, std::memory_order_relaxed);
+    // Relaxed: published by the state's release below. A resumed orphan's
+    // hazard stays until resume_orphan_locked sets it to ours.
+    if (!resume) member.held.store(detail::kNone, std::memory_order_relaxed);
     member.received.store(0, std::memory_order_relaxed);
     member.state.store(kActive, std::memory_order_release);  // release: as the group's state
     // Relaxed: ordered before the seq_cst fetch_add below, which producers
@@ -280,6 +312,7 @@ Subscriber::Subscriber(std::shared_ptr<detail::Region> region, const SubscriberO
     // (new, sole) member writes, under the control lock we hold.
     l.state.pos = ep.cursor.load(std::memory_order_relaxed);
   }
+  if (resume) resume_orphan_locked();
   partitioned_ =
       !is_private && (e.flags.load(std::memory_order_relaxed) & detail::kGroupPartitioned) != 0;
   if (partitioned_) {
@@ -502,18 +535,18 @@ void Subscriber::rebalance(bool idle) noexcept {
 // daemon seeing it (it may be down), and free their seats: their
 // partitions then go to the members left, and (at least once) what they
 // held to the group.
+std::int64_t Subscriber::monotonic_ns() noexcept {
+  timespec ts{};
+  (void)::clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return std::int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
+}
+
 bool Subscriber::peer_check_due() const noexcept {
-  if ((++peer_check_calls_ & 63) != 0) return false;
-  const std::int64_t now =
-      std::chrono::duration_cast<std::chrono::nanoseconds>(detail::Clock::now().time_since_epoch())
-          .count();
-  return now - last_peer_check_ns_ >= kGroupCheck.count();
+  return monotonic_ns() - last_peer_check_ns_ >= kGroupCheck.count();
 }
 
 void Subscriber::check_peers() noexcept {
-  const std::int64_t now =
-      std::chrono::duration_cast<std::chrono::nanoseconds>(detail::Clock::now().time_since_epoch())
-          .count();
+  const std::int64_t now = monotonic_ns();
   if (now - last_peer_check_ns_ < kGroupCheck.count()) return;
   last_peer_check_ns_ = now;
   detail::Region& r = *region_;

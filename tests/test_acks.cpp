@@ -96,6 +96,79 @@ TEST(AtLeastOnce, AMemberKilledHoldingSamplesHasThemRedelivered) {
   EXPECT_EQ(g.unacked_orphans, 0u);
 }
 
+// Every seat an orphan (max_members 1: the only member died holding
+// samples): the next member takes the orphan's seat over, samples included.
+TEST(AtLeastOnce, AMemberJoiningAGroupOfOrphansOnlyTakesOneOver) {
+  Served env;
+  SharedCounters* sh = make_shared_counters();
+  const pid_t member = spawn([&] {
+    if (!wait_until([&] { return sh->value[1].load() == 1; }, kWait)) return 2;
+    Bus b = Bus::connect(env.f.options());
+    auto sub = b.subscriber("solo", at_least_once());
+    std::vector<Sample> held(2);
+    for (Sample& s : held)
+      if (sub->receive(s, kWait) != Status::Ok) return 3;
+    sh->value[0].store(1);
+    for (;;)
+      ::pause();
+  });
+  Bus bus = Bus::connect(env.f.options());
+  TopicOptions o = ring_options(16, 64);
+  o.max_members = 1;
+  Topic t = bus.create_topic("solo", o);
+  Publisher pub = t.publisher();
+  for (int i = 0; i < 3; ++i)
+    ASSERT_EQ(pub.publish(bytes_of("s" + std::to_string(i)), 1s), Status::Ok);
+  sh->value[1].store(1);
+  ASSERT_TRUE(wait_until([&] { return sh->value[0].load() == 1; }, kWait));
+  ::kill(member, SIGKILL);
+  ASSERT_EQ(wait_child(member, 10s), 128 + SIGKILL);
+  // The daemon makes it an orphan once it sees the pid gone.
+  ASSERT_TRUE(wait_until([&] { return bus.describe_group("solo", "work").orphans == 1; }, kWait));
+  auto sub = bus.subscriber("solo", at_least_once());
+  std::vector<std::uint32_t> count(3, 0);
+  for (int n = 0; n < 3; ++n) {
+    Sample s;
+    ASSERT_EQ(sub->receive(s, kWait), Status::Ok);
+    ASSERT_LT(s.sequence(), 3u);
+    count[s.sequence()] = s.delivery_count();
+  }
+  EXPECT_EQ(count, (std::vector<std::uint32_t>{2, 2, 1}));
+  EXPECT_EQ(bus.describe_group("solo", "work").orphans, 0u);
+}
+
+// A reset moves the group, and what dead members left goes with it.
+TEST(AtLeastOnce, AResetClearsWhatDeadMembersLeft) {
+  Served env;
+  SharedCounters* sh = make_shared_counters();
+  const pid_t member = spawn([&] {
+    if (!wait_until([&] { return sh->value[1].load() == 1; }, kWait)) return 2;
+    Bus b = Bus::connect(env.f.options());
+    auto sub = b.subscriber("reset", at_least_once());
+    Sample s;
+    if (sub->receive(s, kWait) != Status::Ok) return 3;
+    sh->value[0].store(1);
+    for (;;)
+      ::pause();
+  });
+  Bus bus = Bus::connect(env.f.options());
+  Topic t = bus.create_topic("reset", ring_options(4, 64));
+  Publisher pub = t.publisher();
+  ASSERT_EQ(pub.publish(bytes_of("x"), 1s), Status::Ok);
+  sh->value[1].store(1);
+  ASSERT_TRUE(wait_until([&] { return sh->value[0].load() == 1; }, kWait));
+  ::kill(member, SIGKILL);
+  ASSERT_EQ(wait_child(member, 10s), 128 + SIGKILL);
+  ASSERT_TRUE(wait_until([&] { return bus.describe_group("reset", "work").orphans == 1; }, kWait));
+  // The orphan's hazard holds the ring: 3 more fit, the 4th would wait.
+  for (int i = 0; i < 3; ++i)
+    ASSERT_EQ(pub.try_publish(bytes_of("y")), Status::Ok);
+  EXPECT_EQ(pub.try_publish(bytes_of("z")), Status::WouldBlock);
+  bus.reset_group("reset", "work", {StartFrom::Latest, 0});
+  EXPECT_EQ(bus.describe_group("reset", "work").orphans, 0u);
+  EXPECT_EQ(pub.try_publish(bytes_of("z")), Status::Ok);
+}
+
 TEST(AtLeastOnce, AGroupKeepsItsDeliveryModeAndNeedsAName) {
   Served env;
   Bus bus = Bus::connect(env.f.options());

@@ -325,10 +325,11 @@ class Subscriber {
   // and looks for dead members when nothing was there to take.
   void rebalance(bool idle) noexcept;
   void check_peers() noexcept;
-  // At least once, idle: time to look for dead peers (the clock is read
-  // once every 64 calls: this runs in a wait's spin loop).
+  // At least once, idle: time to look for dead peers (a coarse clock read,
+  // a few ns: this runs in a wait's spin loop).
   [[nodiscard]] bool peer_check_due() const noexcept;
-  mutable std::uint32_t peer_check_calls_ = 0;
+  // CLOCK_MONOTONIC_COARSE in ns (vDSO, no system call; a few ms of grain).
+  [[nodiscard]] static std::int64_t monotonic_ns() noexcept;
   void let_go(detail::ConsumerLane& l) noexcept;
   [[nodiscard]] bool assignment_changed() const noexcept {
     // Relaxed: a hint; rebalance() loads it again with acquire.
@@ -383,6 +384,16 @@ class Subscriber {
   // WouldBlock when there is none.
   Status redeliver(Sample& out) noexcept;
   Status redeliver(Batch& out) noexcept;
+  // Orphans to look at: the group's orphaned count moved, or an adoption
+  // stopped early (a full table, a busy lock) and there is room now.
+  [[nodiscard]] bool adoption_due() const noexcept;
+  // Messages whose dead letter failed (no right to make <topic>.dlq, the
+  // daemon down): still held, tried again every kStuckRetry.
+  void retry_stuck() noexcept;
+  static constexpr std::chrono::nanoseconds kStuckRetry = std::chrono::seconds(1);
+  // A joiner that found only orphan seats takes one over, its records
+  // becoming its own (control lock held; see the constructor).
+  void resume_orphan_locked() noexcept;
   // Takes over the ack records of the group's orphans (control lock) into
   // pending_, partitioned: of the partitions this member owns.
   void adopt() noexcept;
@@ -404,6 +415,8 @@ class Subscriber {
   std::uint64_t orphaned_seen_ = 0;  // GroupEntry::orphaned when this member last adopted
   bool adopt_again_ = false;         // adopt even if orphaned_seen_ is current
   std::vector<Pending> pending_;     // to deliver again, oldest first
+  std::vector<Pending> stuck_;       // due for the dead-letter topic, which failed
+  std::int64_t stuck_retry_ns_ = 0;
   std::uint64_t dead_lettered_ = 0;
   std::unique_ptr<class Publisher> dead_letters_;  // to "<topic>.dlq", made on first use
   detail::ConsumerLane head_;                      // partition (or lane) 0

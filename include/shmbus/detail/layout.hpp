@@ -49,7 +49,7 @@ inline constexpr std::uint64_t kMagic = 0x31'53'55'42'4d'48'53'00ULL;  // "\0SHM
 //    (TopicHeader::delay_slots, schedule_offset, delay_stride; ScheduleHeader,
 //    ScheduleEntry), and kMetaDelayed: a moved message's due time in its slot.
 // 9: at-least-once groups: kGroupAtLeastOnce, GroupEntry::max_deliveries,
-//    orphans, orphaned, redelivered, dead_lettered; SeatState::Orphan; the
+//    orphans, handovers, orphaned, redelivered, dead_lettered; SeatState::Orphan; the
 //    ack area (AckRecord per held sample of each member) after the last
 //    control block.
 inline constexpr std::uint32_t kLayoutVersion = 9;
@@ -226,7 +226,10 @@ struct alignas(kHotAlign) GroupEntry {
   // saw the same number has nothing new to adopt), messages delivered
   // again, and messages sent to the dead-letter topic.
   std::atomic<std::uint32_t> orphans;
-  std::uint32_t reserved1;
+  // Each partition's copy: bumped (release) by an adopter before it raises an
+  // orphan's hazard in that partition; Ring::gate rescans a group whose count
+  // moved during its scan (docs/memory-ordering.md, "Hand-over of a hazard").
+  std::atomic<std::uint32_t> handovers;
   std::atomic<std::uint64_t> orphaned;
   std::atomic<std::uint64_t> redelivered;
   std::atomic<std::uint64_t> dead_lettered;
@@ -486,6 +489,7 @@ static_assert(offsetof(GroupEntry, assignment) == 104);
 static_assert(offsetof(GroupEntry, filtered) == 112);
 static_assert(offsetof(GroupEntry, cursor) == 128);
 static_assert(offsetof(GroupEntry, orphans) == 136);
+static_assert(offsetof(GroupEntry, handovers) == 140);
 static_assert(offsetof(GroupEntry, orphaned) == 144);
 static_assert(offsetof(GroupEntry, redelivered) == 152);
 static_assert(offsetof(GroupEntry, dead_lettered) == 160);

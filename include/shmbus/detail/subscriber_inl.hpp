@@ -224,12 +224,7 @@ inline Status Subscriber::wait_then(std::chrono::nanoseconds timeout, Attempt&& 
 }
 
 inline bool Subscriber::may_have_data() const noexcept {
-  if (acks_ != nullptr &&
-      (!pending_.empty() || adopt_again_ ||
-       // Relaxed: a hint, as in redeliver.
-       head_.state.group->orphaned.load(std::memory_order_relaxed) != orphaned_seen_ ||
-       peer_check_due()))
-    return true;
+  if (acks_ != nullptr && (!pending_.empty() || adoption_due() || peer_check_due())) return true;
   if (rings_ == 1) [[likely]]
     return detail::may_have_data(head_.ring, head_.state);
   if (assignment_changed()) return true;
@@ -276,6 +271,8 @@ inline Status Subscriber::take_batch(detail::ConsumerLane& l, Batch& out,
   detail::Taken t;
   const Status st =
       take_run(l, static_cast<std::uint32_t>(std::min<std::uint64_t>(max, l.ring.count)), t);
+  if (st == Status::WouldBlock && acks_ != nullptr && rings_ == 1) [[unlikely]]
+    check_peers();
   if (st != Status::Ok) return st;
   // take() ends a run before an invalid length, so only the first can be bad.
   if (!detail::well_formed(l.ring.slot(t.first), l.ring.slot_size)) [[unlikely]]
