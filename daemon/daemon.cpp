@@ -42,6 +42,20 @@ std::string bus_lock_path(const std::string& bus) {
   return "/dev/shm/shmbus." + bus + "@daemon";
 }
 
+// An exclusive flock, waiting up to a second for it. A daemon that just died
+// may have left a copy of its lock descriptors in a keeper it was forking
+// (between the fork and the keeper's close of everything it inherited), so
+// the lock can stay taken a few ms after its holder is gone; a daemon that
+// really runs holds it for life, and a second start then fails a second later.
+bool flock_soon(int fd) {
+  for (int i = 0; i < 100; ++i) {
+    if (::flock(fd, LOCK_EX | LOCK_NB) == 0) return true;
+    if (errno != EWOULDBLOCK && errno != EINTR) return false;
+    ::usleep(10'000);
+  }
+  return false;
+}
+
 }  // namespace
 
 Daemon::Daemon(Config config) : config_(std::move(config)) {
@@ -88,7 +102,7 @@ void Daemon::take_bus_lock() {
     bus_lock_fd_ = fd;  // closed by the destructor whatever happens below
     struct stat st {};
     if (::fstat(fd, &st) != 0) fail_errno("fstat " + path);
-    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    if (!flock_soon(fd)) {
       // Who holds it wrote "pid socket" into it.
       char buf[512] = {};
       const ssize_t n = ::pread(fd, buf, sizeof buf - 1, 0);
@@ -145,7 +159,7 @@ void Daemon::start() {
   if (const int err = errno; lock_fd_ < 0)
     throw Error(err == ELOOP || err == EPERM ? ErrorCode::PermissionDenied : ErrorCode::SystemError,
                 "the socket lock " + lock_path + " " + why);
-  if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0)
+  if (!flock_soon(lock_fd_))
     throw Error(ErrorCode::AlreadyExists,
                 "another shmbusd already serves " + socket_path_ +
                     "; stop it first (shmbus daemon stop) or use another --socket");

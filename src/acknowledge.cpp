@@ -125,6 +125,26 @@ Status Subscriber::redeliver(Batch& out) noexcept {
   return Status::Ok;
 }
 
+// Holds message s of lane l again, with a record of its own, and queues it
+// for delivery (its `d` deliveries so far, one more to come). A message no
+// longer in its slot (overwrite) is lost. The caller has a free record and
+// hold entry, and publishes the lane's hazard afterwards.
+void Subscriber::hold_again(detail::ConsumerLane& l, std::uint64_t s, std::uint32_t d) noexcept {
+  // Acquire: as C1.
+  if (!detail::holds(l.ring.slot(s).stamp.load(std::memory_order_acquire), s, l.ring.count)) {
+    l.state.group->lost.fetch_add(1, std::memory_order_relaxed);  // relaxed: a counter
+    return;
+  }
+  const std::uint32_t h = detail::hold(l.state, s);
+  const auto ri = static_cast<std::uint32_t>(std::countr_one(acks_used_));
+  acks_used_ |= std::uint64_t{1} << ri;
+  // Relaxed: as take's record stores; published by the hazard's release after.
+  acks_[ri].info.store(detail::ack_info(l.index, 1, d), std::memory_order_relaxed);
+  acks_[ri].seq1.store(s + 1, std::memory_order_relaxed);
+  l.state.record_of[h] = static_cast<std::uint8_t>(ri);
+  pending_.push_back({s, l.index, h, d + 1});
+}
+
 void Subscriber::adopt() noexcept {
   detail::GroupEntry& g0 = *head_.state.group;
   adopt_again_ = false;
@@ -139,8 +159,10 @@ void Subscriber::adopt() noexcept {
   // busy (or held by a stuck process), the next receive tries again.
   if (!region_->try_lock_control()) {
     adopt_again_ = true;
+    lock_busy_ = true;
     return;
   }
+  lock_busy_ = false;
   adopt_locked();
   region_->unlock_control();
   orphaned_seen_ = seen;
@@ -200,21 +222,8 @@ void Subscriber::adopt_locked() noexcept {
           adopt_again_ = true;  // the rest once this member released some
           break;
         }
-        const std::uint64_t s = seq1 - 1 + taken;
+        hold_again(l, seq1 - 1 + taken, d);
         ++taken;
-        // Acquire: as C1. A message no longer in its slot (overwrite) is lost.
-        if (!detail::holds(l.ring.slot(s).stamp.load(std::memory_order_acquire), s, l.ring.count)) {
-          l.state.group->lost.fetch_add(1, std::memory_order_relaxed);  // relaxed: a counter
-          continue;
-        }
-        const std::uint32_t h = detail::hold(l.state, s);
-        const auto ri = static_cast<std::uint32_t>(std::countr_one(acks_used_));
-        acks_used_ |= std::uint64_t{1} << ri;
-        // Relaxed: as take's record stores; published by the hazard's release below.
-        acks_[ri].info.store(detail::ack_info(p, 1, d), std::memory_order_relaxed);
-        acks_[ri].seq1.store(s + 1, std::memory_order_relaxed);
-        l.state.record_of[h] = static_cast<std::uint8_t>(ri);
-        pending_.push_back({s, p, h, d + 1});
       }
       // Our hazard first (release, C3), then the orphan's record.
       detail::publish_hazard(l.ring, l.state);
@@ -283,22 +292,8 @@ void Subscriber::resume_orphan_locked() noexcept {
       continue;
     }
     detail::ConsumerLane& l = lane(p);
-    for (std::uint32_t k = 0; k < n && acks_used_ != kAllRecords; ++k) {
-      const std::uint64_t s = c.seq1 - 1 + k;
-      // Acquire: as C1. Overwritten meanwhile (overwrite): lost.
-      if (!detail::holds(l.ring.slot(s).stamp.load(std::memory_order_acquire), s, l.ring.count)) {
-        l.state.group->lost.fetch_add(1, std::memory_order_relaxed);  // relaxed: a counter
-        continue;
-      }
-      const std::uint32_t h = detail::hold(l.state, s);
-      const auto ri = static_cast<std::uint32_t>(std::countr_one(acks_used_));
-      acks_used_ |= std::uint64_t{1} << ri;
-      // Relaxed: as take's record stores.
-      acks_[ri].info.store(detail::ack_info(p, 1, d), std::memory_order_relaxed);
-      acks_[ri].seq1.store(s + 1, std::memory_order_relaxed);
-      l.state.record_of[h] = static_cast<std::uint8_t>(ri);
-      pending_.push_back({s, p, h, d + 1});
-    }
+    for (std::uint32_t k = 0; k < n && acks_used_ != kAllRecords; ++k)
+      hold_again(l, c.seq1 - 1 + k, d);
   }
   // Our hazards (the seat's): release, C3. Same seat, so no hand-over.
   for (std::uint32_t p = 0; p < rings_; ++p)

@@ -421,8 +421,12 @@ Status Subscriber::take_next(Take&& take, Again&& again) noexcept {
     rebalance(false);
   // At least once: what is to be delivered again first (a partition's new
   // owner gets what the old one left before anything newer of it).
-  if (acks_ != nullptr)
+  if (acks_ != nullptr) {
     if (const Status st = again(); st != Status::WouldBlock) return st;
+    // A partitioned group keeps a key's order: nothing new of a partition
+    // before what a dead owner left of it, so wait for the lock.
+    if (partitioned_ && lock_busy_ && adoption_due()) return Status::WouldBlock;
+  }
   Status st = scan_lanes(lanes_, rings_, current_, burst_left_, kBurst, lane_of, take);
   if (st == Status::WouldBlock && (partitioned_ || acks_ != nullptr)) {
     if (partitioned_)

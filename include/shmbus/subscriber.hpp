@@ -61,6 +61,8 @@ struct MessageInfo {
   // A delayed message's due time (Publisher::publish_at), system-clock ns
   // since the epoch; 0 for a message published at once.
   std::uint64_t deliver_at_ns = 0;
+  // As Sample::delivery_count (1 unless an at-least-once group redelivered it).
+  std::uint32_t delivery_count = 1;
 };
 
 // A received message viewed in place. Valid until released (release() or the
@@ -394,6 +396,7 @@ class Subscriber {
   // A joiner that found only orphan seats takes one over, its records
   // becoming its own (control lock held; see the constructor).
   void resume_orphan_locked() noexcept;
+  void hold_again(detail::ConsumerLane& l, std::uint64_t seq, std::uint32_t deliveries) noexcept;
   // Takes over the ack records of the group's orphans (control lock) into
   // pending_, partitioned: of the partitions this member owns.
   void adopt() noexcept;
@@ -414,6 +417,7 @@ class Subscriber {
   std::uint32_t max_deliveries_ = 0;
   std::uint64_t orphaned_seen_ = 0;  // GroupEntry::orphaned when this member last adopted
   bool adopt_again_ = false;         // adopt even if orphaned_seen_ is current
+  bool lock_busy_ = false;           // the last adoption found the control lock taken
   std::vector<Pending> pending_;     // to deliver again, oldest first
   std::vector<Pending> stuck_;       // due for the dead-letter topic, which failed
   std::int64_t stuck_retry_ns_ = 0;

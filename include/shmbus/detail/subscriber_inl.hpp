@@ -337,6 +337,7 @@ inline Status Subscriber::receive_copy(std::span<std::byte> buffer, MessageInfo&
       info.key_size = detail::meta_key(s.meta_);
       info.properties_size = detail::meta_properties(s.meta_);
       info.deliver_at_ns = s.deliver_at_ns();
+      info.delivery_count = s.delivery_count();
       return Status::Ok;
     }
   });
