@@ -23,6 +23,7 @@
 
 import json
 import select
+import signal
 import struct
 import sys
 import time
@@ -69,7 +70,7 @@ def main():
             print("error: nothing for 30 s", flush=True)
             return 1
         print("holding", flush=True)
-        time.sleep(3600)
+        signal.pause()  # until the parent's SIGKILL
         return 1
     if role == "block-receive":
         sub = bus.subscriber(topic)
@@ -94,8 +95,6 @@ def main():
         print("error: publish returned", flush=True)
         return 1
     if role == "close-in-handler":
-        import signal
-
         sub = bus.subscriber(topic, start="earliest")
         held = [sub.receive(timeout=30)]  # the parent published one message
 
