@@ -70,10 +70,10 @@ Config parse_config(const std::string& text, const std::string& origin) {
   for (const auto& [k, node] : root) {
     const std::string key(k.str());
     if (key != "bus" && key != "socket" && key != "log_level" && key != "defaults" &&
-        key != "topic" && key != "max_connections_per_uid")
-      bad(origin,
-          "unknown key '" + key +
-              "' (known: bus, socket, log_level, max_connections_per_uid, defaults, [[topic]])");
+        key != "topic" && key != "max_connections_per_uid" && key != "data_dir")
+      bad(origin, "unknown key '" + key +
+                      "' (known: bus, socket, data_dir, log_level, max_connections_per_uid, "
+                      "defaults, [[topic]])");
   }
   const auto text_of = [&](const char* key, std::string& out) {
     if (!root[key]) return;
@@ -84,6 +84,9 @@ Config parse_config(const std::string& text, const std::string& origin) {
   text_of("bus", c.bus);
   text_of("socket", c.socket_path);
   text_of("log_level", c.log_level);
+  text_of("data_dir", c.data_dir);
+  if (root["data_dir"] && (c.data_dir.empty() || c.data_dir[0] != '/'))
+    bad(origin, "data_dir '" + c.data_dir + "' must be an absolute path");
   c.max_connections_per_uid =
       u32_of(root, "max_connections_per_uid", c.max_connections_per_uid, origin);
   static const char* const kLevels[] = {"trace", "debug", "info", "warn", "error", "off"};

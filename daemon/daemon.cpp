@@ -18,6 +18,7 @@
 
 #include "daemon.hpp"
 #include "os.hpp"
+#include "region.hpp"
 #include "shmbus/error.hpp"
 #include "shmbus/topic.hpp"
 
@@ -66,6 +67,15 @@ Daemon::Daemon(Config config) : config_(std::move(config)) {
 }
 
 Daemon::~Daemon() {
+  // File topics with a flush interval get their last flush now (a clean
+  // stop); the others are in the page cache, which outlives us.
+  if (flusher_) {
+    flusher_.reset();
+    for (auto& [name, t] : topics_)
+      if (t.region->flush_interval().count() > 0 && !t.damaged && region_intact(*t.region))
+        (void)guarded([&] { (void)t.region->flush(); });
+  }
+  if (data_fd_ >= 0) ::close(data_fd_);
   // The movers stop first, while this daemon still holds the bus's locks: a
   // daemon started after them must never meet a mover of ours mid-move.
   for (auto& [name, t] : topics_)

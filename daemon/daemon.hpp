@@ -6,10 +6,12 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstddef>
 #include <initializer_list>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <string>
 #include <thread>
@@ -54,6 +56,36 @@ struct MoverThread {
   std::thread thread;
 };
 
+// shmbusd's writer of file topics with a flush interval (docs/durability.md):
+// one thread, msync of each topic every interval, off the event loop (a
+// flush can take as long as the disk does). Destroying it stops and joins it.
+class Flusher {
+ public:
+  Flusher();
+  ~Flusher();
+  Flusher(const Flusher&) = delete;
+  Flusher& operator=(const Flusher&) = delete;
+  // Flushes `region` every region->flush_interval() from now (none: ignored).
+  void add(const std::string& topic, std::shared_ptr<detail::Region> region);
+  void remove(const detail::Region* region);
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  struct Entry {
+    std::string topic;
+    std::shared_ptr<detail::Region> region;
+    Clock::time_point due;
+    std::chrono::milliseconds every;
+    std::uint64_t failures;
+  };
+  void run();
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::map<const detail::Region*, Entry> topics_;
+  bool stop_ = false;
+  std::thread thread_;  // last: started once the rest is built
+};
+
 // Who may do something with a topic. Root and the daemon's own uid always may.
 struct Principals {
   std::vector<uid_t> uids;
@@ -69,7 +101,11 @@ struct TopicRule {
 struct Config {
   std::string bus = "default";
   std::string socket_path;  // empty: the default for the bus
-  TopicOptions defaults;    // for create requests that leave a field 0
+  // Where file topics live (docs/durability.md). Empty: $SHMBUS_DATA_DIR,
+  // else detail::default_data_dir(bus). Created 0700 when the first file
+  // topic is; it must be this user's with mode 0700.
+  std::string data_dir;
+  TopicOptions defaults;  // for create requests that leave a field 0
   std::vector<TopicRule> rules;
   std::string log_level = "info";
   int housekeeping_ms = 250;  // dead-process and stuck-sequence scan period
@@ -151,6 +187,8 @@ class Daemon {
     // A topic with delay_slots: its mover (daemon/mover.cpp). Stopped on
     // quarantine and delete.
     std::unique_ptr<MoverThread> mover{};
+    // File topics: messages found torn (checksum mismatch) at adoption.
+    std::uint64_t torn = 0;
   };
   // A reply frame, and the region descriptors that go with it (none, or a
   // topic's data and control segments).
@@ -208,8 +246,22 @@ class Daemon {
   void adopt_kept(std::vector<std::pair<int, int>> kept);
   // Serves a region found at start (kept or named) as topic `name`; `how`
   // says which for the log.
+  // `previous_boot`: a file topic last served before a reboot (its seats
+  // are all freed, storage.cpp).
   void serve_adopted(const std::string& name, std::shared_ptr<detail::Region> region,
-                     const char* how);
+                     const char* how, bool previous_boot = false);
+  // storage.cpp: file topics. The data directory (config, $SHMBUS_DATA_DIR
+  // or the default), opened (and created) on first use; Error when it is
+  // not safe to use.
+  [[nodiscard]] std::string data_dir_path() const;
+  int data_dir_fd();
+  // The file topics in the data directory, served again (at start).
+  void adopt_files();
+  // A file topic from a previous boot: every seat freed (no process of that
+  // boot runs now, whatever the pids say).
+  void forget_boot(const std::string& name, TopicEntry& t);
+  // What a dead mover left, before its seat is freed (start_mover).
+  void recover_schedule(const std::string& name, TopicEntry& t);
   // Every topic's two descriptors, for a new keeper.
   [[nodiscard]] std::vector<std::pair<int, int>> kept_fds() const;
   // Starts a keeper when the one we had is gone, and deposits every topic.
@@ -265,6 +317,9 @@ class Daemon {
   std::atomic<std::uint64_t> housekeeping_rounds_{0};
   std::map<int, Client> clients_;
   std::map<std::string, TopicEntry> topics_;
+  std::string data_dir_;              // data_dir_path(), resolved at start
+  int data_fd_ = -1;                  // data_dir_fd(), once opened
+  std::unique_ptr<Flusher> flusher_;  // once a topic has a flush interval
 };
 
 template <class F>

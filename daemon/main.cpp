@@ -35,7 +35,7 @@ int main(int argc, char** argv) {
       "shmbusd: the shmbus coordinator. Creates topic regions, hands out seats,\n"
       "enforces access rules and cleans up after processes that die. Runs in the\n"
       "foreground and logs to stderr; the data path never goes through it."};
-  std::string config_path, bus, socket, log_level;
+  std::string config_path, bus, socket, log_level, data_dir;
   app.add_option("-c,--config", config_path,
                  "TOML configuration file (topic defaults, access rules)")
       ->check(CLI::ExistingFile);
@@ -43,6 +43,10 @@ int main(int argc, char** argv) {
   app.add_option("-s,--socket", socket,
                  "socket path (default: $SHMBUS_SOCKET, $XDG_RUNTIME_DIR/shmbus/<bus>.sock or "
                  "/tmp/shmbus-<uid>/<bus>.sock)");
+  app.add_option("-d,--data-dir", data_dir,
+                 "directory of the file topics (default: $SHMBUS_DATA_DIR, "
+                 "$XDG_STATE_HOME/shmbus/<bus> or ~/.local/state/shmbus/<bus>); "
+                 "this user's, mode 0700");
   app.add_option("-l,--log-level", log_level, "trace, debug, info, warn, error (default: info)")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
   app.set_version_flag("--version", std::string("shmbusd ") + shmbus::version());
@@ -56,6 +60,7 @@ int main(int argc, char** argv) {
     if (!bus.empty()) config.bus = bus;
     if (!socket.empty()) config.socket_path = socket;
     if (!log_level.empty()) config.log_level = log_level;
+    if (!data_dir.empty()) config.data_dir = data_dir;
     // The keeper is this very binary (the one running, not one found on PATH).
     std::array<char, 4096> self{};
     if (const ssize_t n = ::readlink("/proc/self/exe", self.data(), self.size() - 1); n > 0)
@@ -75,9 +80,11 @@ int main(int argc, char** argv) {
     struct sigaction ignore {};
     ignore.sa_handler = SIG_IGN;
     sigemptyset(&ignore.sa_mask);
-    // SIGPIPE ignored: a client gone mid-reply is an EPIPE we handle, not a death.
+    // SIGPIPE ignored: a client gone mid-reply is an EPIPE we handle, not a
+    // death. SIGXFSZ too: a file topic over RLIMIT_FSIZE is an EFBIG error
+    // at its creation, not the end of the daemon.
     if (sigaction(SIGTERM, &sa, nullptr) != 0 || sigaction(SIGINT, &sa, nullptr) != 0 ||
-        sigaction(SIGPIPE, &ignore, nullptr) != 0)
+        sigaction(SIGPIPE, &ignore, nullptr) != 0 || sigaction(SIGXFSZ, &ignore, nullptr) != 0)
       throw shmbus::Error(shmbus::ErrorCode::SystemError,
                           std::string("sigaction: ") + std::strerror(errno));
     daemon.run();

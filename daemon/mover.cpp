@@ -50,17 +50,21 @@ void Daemon::free_dead_writer(TopicEntry* t, detail::Region& r, std::uint32_t pi
   if (t != nullptr && t->mover) t->mover->rescan();
 }
 
+void Daemon::recover_schedule(const std::string& name, TopicEntry& t) {
+  if (t.region->schedule().header == nullptr || t.damaged) return;
+  detail::Recovered rc;
+  if (!touch(name, t, [&] { rc = detail::Mover::recover(*t.region); })) return;
+  if (rc.retired + rc.requeued + rc.freed + rc.refused != 0)
+    spdlog::info(
+        "topic '{}': schedule recovered: {} moved before the last daemon stopped (retired), "
+        "{} to move again, {} half-written freed, {} invalid freed",
+        name, rc.retired, rc.requeued, rc.freed, rc.refused);
+}
+
 void Daemon::start_mover(const std::string& name, TopicEntry& t, bool recover) {
   if (t.region->schedule().header == nullptr || t.damaged) return;
-  if (recover) {
-    detail::Recovered rc;
-    if (!touch(name, t, [&] { rc = detail::Mover::recover(*t.region); })) return;
-    if (rc.retired + rc.requeued + rc.freed + rc.refused != 0)
-      spdlog::info(
-          "topic '{}': schedule recovered: {} moved before the last daemon stopped (retired), "
-          "{} to move again, {} half-written freed, {} invalid freed",
-          name, rc.retired, rc.requeued, rc.freed, rc.refused);
-  }
+  if (recover) recover_schedule(name, t);
+  if (t.damaged) return;
   t.mover = std::make_unique<MoverThread>(name, t.region);
 }
 

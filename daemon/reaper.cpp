@@ -81,7 +81,7 @@ void Daemon::free_seats_of(const Client& c) {
 }
 
 void Daemon::serve_adopted(const std::string& name, std::shared_ptr<detail::Region> region,
-                           const char* how) {
+                           const char* how, bool previous_boot) {
   region->set_lock_patience(kLockPatience);
   TopicEntry& t = topics_[name] = TopicEntry{std::move(region)};
   std::uint64_t tail = 0;
@@ -92,8 +92,20 @@ void Daemon::serve_adopted(const std::string& name, std::shared_ptr<detail::Regi
         tail = t.region->header().tail.load(std::memory_order_relaxed);
       }))
     spdlog::info("{} topic '{}' (tail {})", how, name, tail);
-  // Before housekeeping frees the dead daemon's seats (schedule.hpp).
-  start_mover(name, t, true);
+  if (previous_boot) {
+    // What the last mover left first, then every seat (its own among them),
+    // then a mover of ours in a seat of its own.
+    recover_schedule(name, t);
+    forget_boot(name, t);
+    start_mover(name, t, false);
+  } else {
+    // Before housekeeping frees the dead daemon's seats (schedule.hpp).
+    start_mover(name, t, true);
+  }
+  if (t.region->flush_interval().count() > 0 && !t.damaged) {
+    if (!flusher_) flusher_ = std::make_unique<Flusher>();
+    flusher_->add(name, t.region);
+  }
 }
 
 void Daemon::adopt_kept(std::vector<std::pair<int, int>> kept) {
@@ -175,6 +187,7 @@ void Daemon::adopt_regions() {
     keeper_.put(data, control, /*may_wait=*/true);
   if (keeper_.fd() >= 0 && watch(keeper_.fd(), EPOLLIN | EPOLLRDHUP))
     watched_keeper_fd_ = keeper_.fd();
+  adopt_files();
   const std::string prefix = "shmbus." + config_.bus + ".";
   DIR* d = ::opendir("/dev/shm");
   if (d == nullptr) {

@@ -109,12 +109,15 @@ detail::Descriptors Daemon::region_fds(const Client& c, const std::string& topic
   // A region by name (adopted from /dev/shm) is a file without seals: a
   // holder of its descriptor could shrink it under everyone who maps it
   // (issue 14). Only processes that could do as much by name get one.
+  // A file topic likewise: a regular file cannot be sealed.
   if (!r.sealed() && c.uid != ::geteuid() && c.uid != 0)
     throw Error(ErrorCode::PermissionDenied,
                 "topic '" + topic + "' is the file " + r.where() +
                     ", which cannot be sealed against resizing, so it is served only to uid " +
-                    std::to_string(::geteuid()) +
-                    " and root; delete the topic and create it again through shmbusd");
+                    std::to_string(::geteuid()) + " and root; " +
+                    (r.storage() == Storage::File
+                         ? std::string("run the process as that user, or use a memory topic")
+                         : std::string("delete the topic and create it again through shmbusd")));
   const int data =
       allowed(c, topic, Right::Publish) ? ::dup(r.data_fd()) : r.reopen_data_read_only();
   if (data < 0) throw Error(ErrorCode::SystemError, "dup: " + detail::errno_text(errno));
@@ -144,7 +147,10 @@ Error Daemon::damaged_error(const std::string& name, const TopicEntry& t) const 
 TopicStatus Daemon::status_or_damaged(const std::string& name, TopicEntry& t) {
   TopicStatus s;
   // A SIGBUS inside status_of leaks the status it was building (see guarded).
-  if (touch(name, t, [&] { s = detail::status_of(name, *t.region); })) return s;
+  if (touch(name, t, [&] { s = detail::status_of(name, *t.region); })) {
+    s.torn = t.torn;
+    return s;
+  }
   s = TopicStatus{};
   s.name = name;
   s.options = detail::options_of(*t.region);  // the validated copies, not the mapping
@@ -188,8 +194,18 @@ Daemon::Outgoing Daemon::on(Client& c, std::uint32_t id, const proto::CreateTopi
     throw Error(ErrorCode::AlreadyExists, "topic '" + m.name + "' already exists on bus '" +
                                               config_.bus + "'; open it, or delete it first");
   // Sealed memfds: no client can resize them (issue 14); the keeper holds
-  // them across a daemon crash.
-  auto region = detail::Region::create_sealed(region_name(config_.bus, m.name), m.name, o);
+  // them across a daemon crash. File topics: two files in the data
+  // directory, which outlive everything (storage.cpp).
+  if (o.storage == Storage::File && reply_topic_pid(m.name) == 0 && c.uid != ::geteuid() &&
+      c.uid != 0)
+    throw Error(ErrorCode::PermissionDenied,
+                "a file topic is served only to shmbusd's own user (uid " +
+                    std::to_string(::geteuid()) +
+                    ") and root: a regular file cannot be sealed against resizing; create a "
+                    "memory topic, or run as that user");
+  const bool file = o.storage == Storage::File;
+  auto region = file ? detail::Region::create_file(data_dir_fd(), data_dir_, m.name, m.name, o)
+                     : detail::Region::create_sealed(region_name(config_.bus, m.name), m.name, o);
   mark_sharing(m.name, *region);
   region->set_lock_patience(kLockPatience);
   // The create right alone gives no descriptor: the creator may neither read
@@ -201,10 +217,16 @@ Daemon::Outgoing Daemon::on(Client& c, std::uint32_t id, const proto::CreateTopi
   TopicEntry& t = topics_[m.name] = TopicEntry{region};
   start_mover(m.name, t, false);
   // A keeper that does not take it is replaced by housekeeping, and given
-  // every topic then.
-  keeper_.put(region->data_fd(), region->control_fd());
-  spdlog::info("pid {} uid {} created topic '{}' ({} x {} B, policy {})", c.pid, c.uid, m.name,
-               o.slot_count, o.slot_size, static_cast<int>(o.policy));
+  // every topic then. A file topic needs none.
+  if (!file) keeper_.put(region->data_fd(), region->control_fd());
+  if (file && o.flush_interval.count() > 0) {
+    if (!flusher_) flusher_ = std::make_unique<Flusher>();
+    flusher_->add(m.name, region);
+  }
+  spdlog::info("pid {} uid {} created topic '{}' ({} x {} B, policy {}{})", c.pid, c.uid, m.name,
+               o.slot_count, o.slot_size, static_cast<int>(o.policy),
+               file ? ", file " + region->where() + ", flush " + flush_name(o.flush_interval)
+                    : std::string());
   return {reply(proto::TopicReply{m.name, detail::options_of(*region)}, id), std::move(fds)};
 }
 
@@ -261,8 +283,13 @@ void Daemon::remove_topic(std::map<std::string, TopicEntry>::iterator it) {
   // Tell everyone who has it mapped before the name goes: waits end, and
   // publishers and (once drained) subscribers get Status::TopicDeleted.
   (void)touch(it->first, it->second, [&] { it->second.region->mark_deleted(); });
-  (void)detail::Region::remove(region_name(config_.bus, it->first));
-  if (it->second.region->sealed()) keeper_.drop(it->second.region->data_fd());
+  const detail::Region& r = *it->second.region;
+  if (flusher_) flusher_->remove(&r);
+  if (r.storage() == Storage::File && !r.dir().empty() && data_fd_ >= 0)
+    (void)detail::Region::remove_file(data_fd_, r.shm_name());
+  else
+    (void)detail::Region::remove(region_name(config_.bus, it->first));
+  if (r.sealed()) keeper_.drop(r.data_fd());
   topics_.erase(it);
 }
 

@@ -81,6 +81,12 @@ Status Subscriber::redeliver(Sample& out) noexcept {
       (void)reject_corrupt(l, p.hold);
       continue;
     }
+    if (!detail::intact(l.ring, slot, p.seq)) {
+      // A file topic's message torn by a power cut: lost, as in take_run.
+      l.state.group->lost.fetch_add(1, std::memory_order_relaxed);  // relaxed: a counter
+      release(l, p.hold);
+      continue;
+    }
     // The record counts this delivery before the application sees it.
     // Relaxed: read by an adopter only after we died, under the control lock.
     acks_[l.state.record_of[p.hold]].info.store(detail::ack_info(l.index, 1, p.deliveries),

@@ -485,6 +485,10 @@ Topic Bus::open_topic(std::string_view name) {
   return make_topic(fds, name, reply.options);
 }
 
+void Bus::flush(std::string_view topic) {
+  open_topic(topic).flush();
+}
+
 void Bus::delete_topic(std::string_view name, bool if_unused) {
   validate_name("topic", name);
   (void)conn_->request<proto::Ok>(proto::DeleteTopic{std::string(name), if_unused});

@@ -96,6 +96,52 @@ std::optional<Delivery> parse_delivery(std::string_view s) noexcept {
   return std::nullopt;
 }
 
+std::string_view to_string(Storage s) noexcept {
+  switch (s) {
+    case Storage::Memory:
+      return "memory";
+    case Storage::File:
+      return "file";
+  }
+  return "unknown";
+}
+
+std::optional<Storage> parse_storage(std::string_view s) noexcept {
+  for (const Storage v : {Storage::Memory, Storage::File})
+    if (iequals(s, to_string(v))) return v;
+  return std::nullopt;
+}
+
+std::optional<std::chrono::milliseconds> parse_flush(std::string_view s) noexcept {
+  if (iequals(s, "none")) return std::chrono::milliseconds(0);
+  constexpr std::string_view kPrefix = "interval:";
+  if (s.size() <= kPrefix.size() || !iequals(s.substr(0, kPrefix.size()), kPrefix))
+    return std::nullopt;
+  s.remove_prefix(kPrefix.size());
+  std::uint64_t v = 0;
+  const char* end = s.data() + s.size();
+  const auto [p, ec] = std::from_chars(s.data(), end, v);
+  if (ec != std::errc{} || p == s.data() || v == 0) return std::nullopt;
+  const std::string_view unit(p, static_cast<std::size_t>(end - p));
+  std::uint64_t scale = 0;
+  if (unit.empty() || iequals(unit, "ms"))
+    scale = 1;
+  else if (iequals(unit, "s"))
+    scale = 1000;
+  else if (iequals(unit, "m"))
+    scale = 60'000;
+  else
+    return std::nullopt;
+  const auto max = static_cast<std::uint64_t>(kMaxFlushInterval.count());
+  if (v > max / scale) return std::nullopt;
+  return std::chrono::milliseconds(static_cast<std::int64_t>(v * scale));
+}
+
+std::string flush_name(std::chrono::milliseconds interval) {
+  if (interval.count() <= 0) return "none";
+  return "interval:" + std::to_string(interval.count()) + "ms";
+}
+
 std::optional<Policy> parse_policy(std::string_view s) noexcept {
   for (const Policy p : {Policy::Block, Policy::Reject, Policy::Overwrite})
     if (iequals(s, to_string(p))) return p;

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <pwd.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -13,6 +14,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <utility>
+#include <vector>
 
 #include "protocol.hpp"
 #include "shmbus/error.hpp"
@@ -158,6 +160,71 @@ std::string dir_of(const std::string& path) {
   const auto slash = path.rfind('/');
   if (slash == std::string::npos) return ".";
   return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+std::uint64_t boot_id_hash() noexcept {
+  const int fd = ::open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  char buf[64];
+  const ssize_t n = ::read(fd, buf, sizeof buf);
+  ::close(fd);
+  if (n <= 0) return 0;
+  // FNV-1a: the id is random already; this only folds it to 64 bits.
+  std::uint64_t h = 0xcbf29ce484222325ULL;
+  for (ssize_t i = 0; i < n; ++i)
+    h = (h ^ static_cast<unsigned char>(buf[i])) * 0x100000001b3ULL;
+  return h == 0 ? 1 : h;
+}
+
+std::string default_data_dir(const std::string& bus) {
+  if (const char* x = std::getenv("XDG_STATE_HOME"); x != nullptr && x[0] == '/')
+    return std::string(x) + "/shmbus/" + bus;
+  std::string home;
+  if (const char* h = std::getenv("HOME"); h != nullptr && h[0] == '/') {
+    home = h;
+  } else {
+    passwd pw{};
+    passwd* found = nullptr;
+    std::vector<char> buf(16384);
+    if (::getpwuid_r(::geteuid(), &pw, buf.data(), buf.size(), &found) == 0 && found != nullptr &&
+        found->pw_dir != nullptr)
+      home = found->pw_dir;
+  }
+  if (home.empty()) home = "/tmp/shmbus-" + std::to_string(::geteuid());
+  return home + "/.local/state/shmbus/" + bus;
+}
+
+int open_data_dir(const std::string& dir, std::string& why) {
+  if (dir.empty() || dir[0] != '/') {
+    why = "the data directory '" + dir + "' is not an absolute path; give one (--data-dir)";
+    return -1;
+  }
+  try {
+    make_dirs(dir, 0700);
+  } catch (const std::exception& e) {
+    why = e.what();
+    return -1;
+  }
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) {
+    const int err = errno;
+    why =
+        "cannot open the data directory " + dir + ": " + errno_text(err) +
+        (err == ELOOP || err == ENOTDIR ? " (a symbolic link or not a directory: remove it)" : "");
+    return -1;
+  }
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || st.st_uid != ::geteuid() || (st.st_mode & 077) != 0) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    why = "the data directory " + dir + " is owned by uid " + std::to_string(st.st_uid) +
+          " with mode " + mode + "; it must be this user's (uid " + std::to_string(::geteuid()) +
+          ") with mode 0700, so nobody else can plant or swap a topic's files: chmod 0700 it, "
+          "or choose another (--data-dir)";
+    ::close(fd);
+    return -1;
+  }
+  return fd;
 }
 
 std::string untrusted_dir(const std::string& dir) {

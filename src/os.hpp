@@ -62,6 +62,20 @@ inline constexpr std::string_view kReplyTopicPrefix = "_reply.";
 // exists must be a directory. Throws Error(SystemError) naming the path and errno.
 void make_dirs(const std::string& dir, mode_t mode);
 
+// ---- file topics (docs/durability.md) ------------------------------------------
+// A hash of the kernel's boot id (/proc/sys/kernel/random/boot_id): changes
+// with every boot. 0 when it cannot be read.
+[[nodiscard]] std::uint64_t boot_id_hash() noexcept;
+// A bus's default data directory: $XDG_STATE_HOME/shmbus/<bus>, else
+// ~/.local/state/shmbus/<bus> (HOME, else the passwd entry).
+[[nodiscard]] std::string default_data_dir(const std::string& bus);
+// Creates `dir` (mkdir -p, 0700) if missing and opens it: it must be a real
+// directory (not a symlink, checked on the opened directory) owned by this
+// user that nobody else may enter (no group or other bits), so nobody else
+// can plant or swap a topic's files. The descriptor (O_CLOEXEC), or -1 with
+// `why` saying what is wrong and what to do.
+[[nodiscard]] int open_data_dir(const std::string& dir, std::string& why);
+
 // ---- the control socket ---------------------------------------------------------
 
 // Whether a bus's socket directory (which also holds the daemon's log and

@@ -130,7 +130,9 @@ void put_spec(Writer& w, const std::string& name, const TopicOptions& o) {
       .u32(o.mode)
       .u32(o.partitions)
       .u32(o.priorities)
-      .u32(o.delay_slots);
+      .u32(o.delay_slots)
+      .u8(static_cast<std::uint8_t>(o.storage))
+      .u32(static_cast<std::uint32_t>(o.flush_interval.count()));
 }
 
 void get_spec(Reader& r, std::string& name, TopicOptions& o) {
@@ -146,6 +148,9 @@ void get_spec(Reader& r, std::string& name, TopicOptions& o) {
   o.partitions = r.u32();
   o.priorities = r.u32();
   o.delay_slots = r.u32();
+  // Checked by whoever uses them (validate_options): any value reads back.
+  o.storage = static_cast<Storage>(r.u8());
+  o.flush_interval = std::chrono::milliseconds(r.u32());
 }
 
 void put_group(Writer& w, const GroupStatus& g) {
@@ -219,6 +224,7 @@ void put_status(Writer& w, const TopicStatus& t) {
   for (const PartitionStatus& p : t.partitions)
     w.u64(p.tail).u64(p.abandoned);
   w.u64(t.scheduled).u64(t.overdue).u64(t.next_due_ns).u64(t.moved).u64(t.refused);
+  w.str(t.path).u64(t.flushed_ns).u64(t.torn);
 }
 
 void get_status(Reader& r, TopicStatus& t) {
@@ -262,6 +268,9 @@ void get_status(Reader& r, TopicStatus& t) {
   t.next_due_ns = r.u64();
   t.moved = r.u64();
   t.refused = r.u64();
+  t.path = r.str();
+  t.flushed_ns = r.u64();
+  t.torn = r.u64();
 }
 
 }  // namespace

@@ -43,7 +43,9 @@ namespace shmbus::detail::proto {
 //    (scheduled, overdue, next_due_ns, moved, refused).
 // 9: GroupStatus carries delivery, max_deliveries, redelivered,
 //    dead_lettered, unacked_orphans and orphans (at-least-once groups).
-inline constexpr std::uint16_t kVersion = 9;
+// 10: TopicOptions carry storage and flush_interval; TopicStatus path,
+//    flushed_ns and torn (file topics).
+inline constexpr std::uint16_t kVersion = 10;
 inline constexpr std::uint32_t kMaxFrame = 64 * 1024;         // bytes of a request body
 inline constexpr std::uint32_t kMaxReply = 16 * 1024 * 1024;  // a reply (a long topic list)
 inline constexpr std::size_t kMaxString = 1024;

@@ -164,6 +164,11 @@ Publisher::~Publisher() {
   detach();
 }
 
+void Publisher::flush() {
+  if (!region_) throw Error(ErrorCode::InvalidArgument, "flush on an empty (moved-from) publisher");
+  detail::flush_region(*region_, region_->topic_name());
+}
+
 void Publisher::detach() noexcept {
   if (head_.state.seat == nullptr || !region_) return;
   try {

@@ -1,6 +1,7 @@
 #include "region.hpp"
 
 #include "os.hpp"
+#include "schedule.hpp"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -72,6 +73,8 @@ ErrorCode code_of_errno(int err) {
     case EPERM:
       return ErrorCode::PermissionDenied;
     case ENOSPC:
+    case EFBIG:
+    case EDQUOT:
     case ENOMEM:
     case EMFILE:
     case ENFILE:
@@ -115,6 +118,13 @@ std::string validate_options(const TopicOptions& o) {
   if (o.delay_slots != 0 && o.slot_size < 8)
     return "delay_slots needs a slot_size of at least 8 bytes (a delayed message carries its "
            "due time in the slot)";
+  if (o.storage != Storage::Memory && o.storage != Storage::File)
+    return "storage must be memory or file";
+  if (o.flush_interval.count() < 0 || o.flush_interval > kMaxFlushInterval)
+    return "flush interval " + std::to_string(o.flush_interval.count()) +
+           " ms must be between 0 (none) and 86400000 (a day)";
+  if (o.flush_interval.count() != 0 && o.storage != Storage::File)
+    return "a flush interval is for file topics; create the topic with storage file";
   const Layout l = compute_layout(o);
   if (l.size + l.control_size > kMaxRegionSize)
     return "slot_count x slot_size x rings makes a region of " +
@@ -178,6 +188,33 @@ int create_sealed_segment(const std::string& name, std::uint64_t size, std::stri
   return -1;
 }
 
+// Creates a file topic's segment `name` in the data directory `dir_fd`:
+// exclusively, never through a link, mode 0600, and with every block
+// allocated now (posix_fallocate), so that a full file system is an error
+// here and never a SIGBUS in a producer writing through the mapping later.
+// -1 and errno on failure (the file removed).
+int create_file_segment(int dir_fd, const std::string& name, std::uint64_t size,
+                        std::string& failed) {
+  const int fd =
+      ::openat(dir_fd, name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    failed = "create";
+    return -1;
+  }
+  failed.clear();
+  int rc = 0;
+  if (::fchmod(fd, 0600) != 0)
+    failed = "set the mode of";
+  else if ((rc = ::posix_fallocate(fd, 0, static_cast<off_t>(size))) != 0)
+    failed = "allocate the disk space of";
+  if (failed.empty()) return fd;
+  const int err = rc != 0 ? rc : errno;
+  ::close(fd);
+  ::unlinkat(dir_fd, name.c_str(), 0);
+  errno = err;
+  return -1;
+}
+
 // Whether fd's file carries the seals that make it unresizable.
 bool has_region_seals(int fd) {
   const int seals = ::fcntl(fd, F_GET_SEALS);  // EINVAL for a file that is no memfd
@@ -192,7 +229,11 @@ std::string control_name(const std::string& shm_name) {
 
 Layout compute_layout(const TopicOptions& o) noexcept {
   Layout l{};
-  l.stride = round_up(kSlotHeaderSize + std::uint64_t{o.slot_size}, kCacheLine);
+  // A file topic's slot ends in its checksum (kSlotTrailer); a memory topic
+  // pays nothing for it.
+  l.stride = round_up(kSlotHeaderSize + std::uint64_t{o.slot_size} +
+                          (o.storage == Storage::File ? kSlotTrailer : 0),
+                      kCacheLine);
   l.group_stride =
       round_up(sizeof(GroupEntry) + std::uint64_t{o.max_members} * sizeof(MemberSeat), kHotAlign);
   l.producers_offset = round_up(sizeof(TopicHeader), kHotAlign);
@@ -249,6 +290,7 @@ void Region::init_accessors(const TopicOptions& o, const Layout& l) {
     ring.max_groups = o.max_groups;
     ring.max_members = o.max_members;
     ring.policy = o.policy;
+    ring.checksummed = o.storage == Storage::File;
     ring.slots = d + l.slots_offset;
     producers_[p] = reinterpret_cast<ProducerSeat*>(d + l.producers_offset);
   }
@@ -274,26 +316,69 @@ void Region::map(Segment& seg, std::uint64_t size, bool writable, const std::str
 
 std::shared_ptr<Region> Region::create(const std::string& shm_name, std::string_view topic,
                                        const TopicOptions& o) {
-  return create_as(shm_name, topic, o, /*sealed=*/false);
+  if (o.storage != Storage::Memory)
+    throw Error(ErrorCode::InvalidArgument,
+                "topic '" + std::string(topic) +
+                    "': a topic without shmbusd lives in /dev/shm; file storage needs the "
+                    "daemon (create it through a Bus)");
+  return create_as(shm_name, topic, o, Place::Named);
 }
 
 std::shared_ptr<Region> Region::create_sealed(const std::string& shm_name, std::string_view topic,
                                               const TopicOptions& o) {
-  return create_as(shm_name, topic, o, /*sealed=*/true);
+  return create_as(shm_name, topic, o, Place::Sealed);
+}
+
+std::shared_ptr<Region> Region::create_file(int dir_fd, const std::string& dir,
+                                            const std::string& file, std::string_view topic,
+                                            const TopicOptions& o) {
+  return create_as(file, topic, o, Place::File, dir_fd, dir);
 }
 
 std::shared_ptr<Region> Region::create_as(const std::string& shm_name, std::string_view topic,
-                                          const TopicOptions& o, bool sealed) {
+                                          const TopicOptions& o, Place place, int dir_fd,
+                                          const std::string& dir) {
   if (auto why = validate_options(o); !why.empty())
     throw Error(ErrorCode::InvalidArgument, "topic '" + std::string(topic) + "': " + why);
+  if ((place == Place::File) != (o.storage == Storage::File))
+    throw Error(ErrorCode::InvalidArgument, "topic '" + std::string(topic) + "': storage " +
+                                                std::string(to_string(o.storage)) +
+                                                " does not match where it is created");
+  const bool sealed = place == Place::Sealed;
   const Layout l = compute_layout(o);
   std::shared_ptr<Region> r(new Region());
   r->shm_name_ = shm_name;
   r->sealed_ = sealed;
+  r->dir_ = place == Place::File ? dir : std::string();
   const std::string where = r->where();
   const std::string cname = control_name(shm_name);
   std::string failed;
-  if (sealed) {
+  if (place == Place::File) {
+    r->data_->fd = create_file_segment(dir_fd, shm_name, l.size, failed);
+    if (r->data_->fd >= 0) {
+      r->control_seg_->fd = create_file_segment(dir_fd, cname, l.control_size, failed);
+      if (r->control_seg_->fd < 0) {
+        const int err = errno;
+        ::unlinkat(dir_fd, shm_name.c_str(), 0);
+        errno = err;
+      }
+    }
+    if (const int err = errno; r->data_->fd < 0 || r->control_seg_->fd < 0) {
+      if (err == EEXIST && failed == "create")
+        throw Error(ErrorCode::AlreadyExists,
+                    where + " exists already (a topic's file left behind); remove it (rm " + where +
+                        "*) or choose another name");
+      const bool full = err == ENOSPC || err == EFBIG || err == EDQUOT;
+      throw Error(code_of_errno(err),
+                  "cannot " + failed + " the files of topic '" + std::string(topic) + "' in " +
+                      dir + " (" + std::to_string(l.size + l.control_size) +
+                      " bytes): " + errno_text(err) +
+                      (full ? "; free space there (a file topic allocates all of its region "
+                              "when it is created, so a full disk never faults a producer), "
+                              "or use fewer or smaller slots"
+                            : ""));
+    }
+  } else if (sealed) {
     // No names to race for: shmbusd's topic table says what exists.
     r->data_->fd = create_sealed_segment(shm_name, l.size, failed);
     if (r->data_->fd >= 0)
@@ -339,7 +424,8 @@ std::shared_ptr<Region> Region::create_as(const std::string& shm_name, std::stri
     map(*r->data_, l.size, true, where);
     map(*r->control_seg_, l.control_size, true, where + std::string(kControlSuffix));
   } catch (...) {
-    if (!sealed) remove(shm_name);
+    if (place == Place::Named) remove(shm_name);
+    if (place == Place::File) remove_file(dir_fd, shm_name);
     throw;
   }
   r->init_accessors(o, l);
@@ -375,6 +461,9 @@ std::shared_ptr<Region> Region::create_as(const std::string& shm_name, std::stri
     h->stride = static_cast<std::uint32_t>(l.stride);
     h->policy = static_cast<std::uint8_t>(o.policy);
     h->single_producer = o.single_producer ? 1 : 0;
+    h->storage = static_cast<std::uint8_t>(o.storage);
+    h->boot = o.storage == Storage::File ? boot_id_hash() : 0;
+    h->flush_interval_ms = static_cast<std::uint32_t>(o.flush_interval.count());
     // Relaxed: published with the rest of the header by M1 below.
     h->shared_control.store((o.mode & 077) != 0 ? 1 : 0, std::memory_order_relaxed);
     h->max_producers = o.max_producers;
@@ -464,6 +553,72 @@ std::shared_ptr<Region> Region::open(const std::string& shm_name) {
   return r;
 }
 
+std::shared_ptr<Region> Region::open_file(int dir_fd, const std::string& dir,
+                                          const std::string& file) {
+  std::shared_ptr<Region> r(new Region());
+  r->shm_name_ = file;
+  r->dir_ = dir;
+  const std::string where = r->where();
+  // Never through a link, and only a regular file of ours that nobody else
+  // may open: the directory is ours (open_data_dir), checked again here.
+  const auto open_own = [&](const std::string& name) {
+    const int fd = ::openat(dir_fd, name.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+      const int err = errno;
+      if (err == ENOENT)
+        throw Error(ErrorCode::Corrupt, dir + "/" + name +
+                                            " is missing; delete the topic (shmbus topic "
+                                            "delete) and create it again");
+      throw os_error("cannot open " + dir + "/" + name, err);
+    }
+    struct stat st {};
+    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != ::geteuid() ||
+        (st.st_mode & 077) != 0) {
+      ::close(fd);
+      throw Error(
+          ErrorCode::PermissionDenied,
+          dir + "/" + name + " is not a regular file of this user with mode 0600; " + "remove it");
+    }
+    return fd;
+  };
+  r->data_->fd = open_own(file);
+  struct stat ds {
+  }, cs{};
+  if (::fstat(r->data_->fd, &ds) != 0) throw os_error("cannot stat " + where, errno);
+  const Layout l = r->attach_data(where, ds);
+  r->control_seg_->fd = open_own(control_name(file));
+  if (::fstat(r->control_seg_->fd, &cs) != 0) throw os_error("cannot stat " + where, errno);
+  r->attach_control(where, cs, l);
+  return r;
+}
+
+bool Region::remove_file(int dir_fd, const std::string& file) {
+  // Control first, as remove().
+  ::unlinkat(dir_fd, control_name(file).c_str(), 0);
+  return ::unlinkat(dir_fd, file.c_str(), 0) == 0;
+}
+
+int Region::flush() noexcept {
+  if (options_.storage != Storage::File) return 0;
+  // What was published before this call is in the mappings now; the time is
+  // taken first, so flushed_ns never claims more than was written.
+  const std::uint64_t now = wall_ns();
+  for (const Segment* seg : {data_.get(), control_seg_.get()})
+    if (::msync(seg->base, seg->size, MS_SYNC) != 0) return errno;
+  // Relaxed: a report; a later flush only raises it.
+  std::atomic<std::uint64_t>& f = control().flushed_ns;
+  std::uint64_t seen = f.load(std::memory_order_relaxed);
+  while (seen < now && !f.compare_exchange_weak(seen, now, std::memory_order_relaxed)) {
+  }
+  return 0;
+}
+
+void flush_region(Region& r, const std::string& topic) {
+  if (const int err = r.flush(); err != 0)
+    throw Error(ErrorCode::SystemError, "cannot write topic '" + topic + "' to disk (msync of " +
+                                            r.where() + "): " + errno_text(err));
+}
+
 std::shared_ptr<Region> Region::from_fd(int data_fd, int control_fd, const std::string& shm_name) {
   std::shared_ptr<Region> r(new Region());
   r->shm_name_ = shm_name;
@@ -511,6 +666,7 @@ void Region::attach_fds(bool must_be_sealed) {
 }
 
 std::string Region::where() const {
+  if (!dir_.empty()) return dir_ + "/" + shm_name_;
   return (sealed_ ? "memfd:" : "/dev/shm/") + shm_name_;
 }
 
@@ -571,6 +727,13 @@ Layout Region::attach_data(const std::string& where, const struct stat& ds) {
   options_.priorities = h->lanes != 0 ? h->partitions : 0;
   options_.delay_slots = h->delay_slots;
   options_.single_producer = h->single_producer == 1;
+  if (h->storage > 1)
+    throw Error(ErrorCode::Corrupt, where + " has an invalid header (storage " +
+                                        std::to_string(h->storage) +
+                                        "); delete it and create the topic again");
+  options_.storage = static_cast<Storage>(h->storage);
+  options_.flush_interval = std::chrono::milliseconds(std::min<std::uint32_t>(
+      h->flush_interval_ms, static_cast<std::uint32_t>(kMaxFlushInterval.count())));
   if (auto why = validate_options(options_); !why.empty())
     throw Error(ErrorCode::Corrupt, where + " has an invalid header (" + why +
                                         "); delete it and create the topic again");

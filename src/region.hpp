@@ -31,6 +31,8 @@ class Region;
 // Topic::options/status return and what shmbusd reports.
 [[nodiscard]] TopicOptions options_of(const Region& r);
 [[nodiscard]] TopicStatus status_of(const std::string& name, const Region& r);
+// Region::flush, or Error(SystemError) naming the topic (Topic and Publisher).
+void flush_region(Region& r, const std::string& topic);
 
 // Gives a seat taken under the control lock a session none of its earlier
 // holders had (ProducerStatus::session tells a re-used seat apart): the
@@ -88,6 +90,33 @@ class Region {
   // named shm_name and control_name(shm_name) for /proc and the messages.
   static std::shared_ptr<Region> create_sealed(const std::string& shm_name, std::string_view topic,
                                                const TopicOptions& options);
+  // A file topic (Storage::File): the files `file` and `file`@control in the
+  // data directory `dir_fd` (os.hpp's open_data_dir; `dir` its path, for
+  // messages and where()), created exclusively, never through a link, mode
+  // 0600, their blocks allocated up front (a full disk is an error here,
+  // never a SIGBUS later). Not sealed: a writable descriptor of a regular
+  // file can truncate it, so shmbusd serves them to its own uid and root.
+  static std::shared_ptr<Region> create_file(int dir_fd, const std::string& dir,
+                                             const std::string& file, std::string_view topic,
+                                             const TopicOptions& options);
+  // Opens and validates a file topic's two files (shmbusd, at start): each a
+  // regular file of this user, mode 0600, never through a link.
+  static std::shared_ptr<Region> open_file(int dir_fd, const std::string& dir,
+                                           const std::string& file);
+  // Unlinks a file topic's two files; mappings stay valid.
+  static bool remove_file(int dir_fd, const std::string& file);
+  // Writes a file topic's mapped segments to disk (msync MS_SYNC) and
+  // records when in ControlHeader::flushed_ns: returns once everything
+  // published before the call is on disk. 0, or the errno of msync; a
+  // memory topic has nothing to write (0).
+  [[nodiscard]] int flush() noexcept;
+  [[nodiscard]] Storage storage() const noexcept { return options_.storage; }
+  [[nodiscard]] std::chrono::milliseconds flush_interval() const noexcept {
+    return options_.flush_interval;
+  }
+  // A file topic opened or created by its files (shmbusd): their directory;
+  // else empty (a client maps a file topic from descriptors).
+  [[nodiscard]] const std::string& dir() const noexcept { return dir_; }
   // Maps and validates a region passed as descriptors and takes ownership of
   // them (closed with the region, or at once if it is refused): shmbusd
   // taking its regions back from its keeper. The name is the memfd's.
@@ -108,7 +137,8 @@ class Region {
   // Both segments are sealed against shrinking and growing (create_sealed):
   // nothing that holds them can make them fault.
   [[nodiscard]] bool sealed() const noexcept { return sealed_; }
-  // Where the region lives, for messages: "/dev/shm/<name>" or "memfd:<name>".
+  // Where the region lives, for messages: "/dev/shm/<name>", "memfd:<name>"
+  // or a file topic's "<data dir>/<name>".
   [[nodiscard]] std::string where() const;
   // Keeps `owner` alive as long as this mapping (a client's daemon connection).
   void set_owner(std::shared_ptr<void> owner) { owner_ = std::move(owner); }
@@ -236,9 +266,12 @@ class Region {
   Region();
   void init_accessors(const TopicOptions& validated, const Layout& layout);
   static void map(Segment& seg, std::uint64_t size, bool writable, const std::string& where);
-  // create and create_sealed: makes the two segments, then initialises them.
+  // create, create_sealed and create_file: makes the two segments, then
+  // initialises them.
+  enum class Place : std::uint8_t { Named, Sealed, File };
   static std::shared_ptr<Region> create_as(const std::string& shm_name, std::string_view topic,
-                                           const TopicOptions& options, bool sealed);
+                                           const TopicOptions& options, Place place,
+                                           int dir_fd = -1, const std::string& dir = {});
   // from_fd and adopt: fstat, map and validate the two descriptors; adopt
   // refuses (before mapping) a pair without the seals.
   void attach_fds(bool must_be_sealed = false);
@@ -246,6 +279,7 @@ class Region {
   void attach_control(const std::string& where, const struct stat& control, const Layout& l);
 
   std::string shm_name_;
+  std::string dir_;  // a file topic's data directory; else empty
   std::unique_ptr<Segment> data_;
   std::unique_ptr<Segment> control_seg_;
   std::shared_ptr<void> owner_;

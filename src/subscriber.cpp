@@ -361,6 +361,23 @@ std::vector<std::uint32_t> Subscriber::owned_partitions() const {
   return out;
 }
 
+Status Subscriber::skip_torn(detail::ConsumerLane& l, std::uint32_t max,
+                             detail::Taken& t) noexcept {
+  for (;;) {
+    if (detail::intact(l.ring, l.ring.slot(t.first), t.first)) return Status::Ok;
+    // Lengths that do not fit are Corrupt, reported by the caller; only a
+    // checksum that does not match over lengths that do is a torn write.
+    if (!detail::well_formed(l.ring.slot(t.first), l.ring.slot_size)) return Status::Ok;
+    // Relaxed: a counter. Released (and, at least once, acknowledged): the
+    // message cannot be delivered, and is lost, not redelivered.
+    l.state.group->lost.fetch_add(1, std::memory_order_relaxed);
+    release(l, t.hold);
+    const Status st =
+        acks_ == nullptr ? detail::take(l.ring, l.state, max, t) : take_recorded(l, max, t);
+    if (st != Status::Ok) return st;
+  }
+}
+
 // Out of line: keeps take_from small enough to inline into wait loops.
 Status Subscriber::take_slow(detail::ConsumerLane& l, Sample& out) noexcept {
   if (acks_ != nullptr && rings_ == 1)

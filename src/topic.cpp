@@ -76,6 +76,10 @@ std::unique_ptr<Subscriber> Topic::subscriber(const SubscriberOptions& options) 
   return s;
 }
 
+void Topic::flush() const {
+  detail::flush_region(*region("flush"), name_);
+}
+
 TopicOptions Topic::options() const {
   return region_ ? detail::options_of(*region_) : created_options_;
 }
@@ -98,6 +102,8 @@ TopicOptions options_of(const Region& r) {
   o.partitions = r.lanes() ? 1 : r.partitions();
   o.priorities = r.lanes() ? r.partitions() : 0;
   o.delay_slots = r.schedule().capacity;
+  o.storage = r.storage();
+  o.flush_interval = r.flush_interval();
   return o;
 }
 
@@ -200,6 +206,9 @@ TopicStatus status_of(const std::string& name, const Region& r) {
     t.moved = sc.header->moved.load(std::memory_order_relaxed);
     t.refused = sc.header->refused.load(std::memory_order_relaxed);
   }
+  if (!r.dir().empty()) t.path = r.where();
+  // Relaxed: a report.
+  t.flushed_ns = r.control().flushed_ns.load(std::memory_order_relaxed);
   return t;
 }
 

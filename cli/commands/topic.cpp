@@ -24,6 +24,8 @@ struct CreateArgs {
   std::uint32_t partitions = 1;
   std::uint32_t priorities = 0;
   std::uint32_t delay_slots = 0;
+  std::string storage = "memory";
+  std::string flush = "none";
 };
 
 std::string lower(std::string s) {
@@ -47,11 +49,14 @@ std::string topic_summary(const TopicStatus& t) {
   // A one-partition topic is described as before partitions existed.
   const std::string rings = o.rings() > 1 ? rings_of(o) + " of " : std::string();
   return strf(
-      "%s%u slots x %u bytes, policy %s, %s; at most %u producers, %u groups, %u members "
-      "per group",
-      rings.c_str(), o.slot_count, o.slot_size, policy_name(o.policy).c_str(),
-      o.single_producer ? "single producer" : "multi-producer", o.max_producers, o.max_groups,
-      o.max_members);
+             "%s%u slots x %u bytes, policy %s, %s; at most %u producers, %u groups, %u members "
+             "per group",
+             rings.c_str(), o.slot_count, o.slot_size, policy_name(o.policy).c_str(),
+             o.single_producer ? "single producer" : "multi-producer", o.max_producers,
+             o.max_groups, o.max_members) +
+         (o.storage == Storage::File
+              ? "; file " + t.path + ", flush " + flush_name(o.flush_interval)
+              : std::string());
 }
 
 void write_topic(JsonWriter& w, const TopicStatus& t) {
@@ -69,6 +74,19 @@ void write_topic(JsonWriter& w, const TopicStatus& t) {
   w.key("producers").uint(t.producers);
   w.key("published").uint(t.published);
   w.key("abandoned").uint(t.abandoned);
+  w.key("storage").string(to_string(o.storage));
+  w.key("flush").string(flush_name(o.flush_interval));
+  w.key("path");
+  if (t.path.empty())
+    w.null();
+  else
+    w.string(t.path);
+  w.key("flushed_ns");
+  if (t.flushed_ns == 0)
+    w.null();
+  else
+    w.uint(t.flushed_ns);
+  w.key("torn").uint(t.torn);
   write_schedule(w, t);
   write_topic_partitions(w, t);
   if (!t.damage.empty()) w.key("damage").string(t.damage);
@@ -96,6 +114,17 @@ int cmd_create(const Globals& g, const CreateArgs& a) {
   o.partitions = a.partitions;
   o.priorities = a.priorities;
   o.delay_slots = a.delay_slots;
+  const auto storage = parse_storage(a.storage);
+  if (!storage)
+    fail(kExitUsage, "storage '" + a.storage + "' is not " + std::string(kStorageNames));
+  o.storage = *storage;
+  const auto flush = parse_flush(a.flush);
+  if (!flush)
+    fail(kExitUsage,
+         "flush '" + a.flush + "' is not " + std::string(kFlushNames) + " (at most a day)");
+  o.flush_interval = *flush;
+  if (o.flush_interval.count() != 0 && o.storage != Storage::File)
+    fail(kExitUsage, "--flush is for file topics: add --storage file");
   Bus bus = connect(g);
   try {
     (void)bus.create_topic(a.name, o);
@@ -184,6 +213,19 @@ int cmd_describe(const Globals& g, const std::string& name, bool json) {
     kv.insert(kv.begin() + 8, {"delay slots:", u64(o.delay_slots)});
     kv.push_back({"scheduled:", schedule_summary(t)});
   }
+  if (o.storage == Storage::File) {
+    kv.push_back({"storage:", "file " + t.path + " (and " + t.path + "@control)"});
+    kv.push_back({"flush:", o.flush_interval.count() == 0
+                                ? std::string("none (the page cache writes it back; survives "
+                                              "any process crash, not a power cut)")
+                                : flush_name(o.flush_interval) + " (shmbusd writes it to disk)"});
+    kv.push_back(
+        {"last flush:", t.flushed_ns == 0 ? std::string("never") : format_time(t.flushed_ns)});
+    if (t.torn != 0)
+      kv.push_back({"torn:", u64(t.torn) + " message(s) torn by a power cut, skipped as lost"});
+  } else {
+    kv.push_back({"storage:", "memory (gone with a reboot)"});
+  }
   print_table(kv);
   if (o.rings() > 1) {
     std::vector<std::vector<std::string>> rows{{ring_word(o), "TAIL", "ABANDONED"}};
@@ -271,6 +313,16 @@ void add_topic_commands(CommandTree& tree) {
                    "highest lane's oldest message first (default: none)")
       ->check(number_above(2, true))
       ->excludes(partitions);
+  create
+      ->add_option("--storage", ca->storage,
+                   "memory (default: shared memory, gone with a reboot) or file (two files in "
+                   "the daemon's --data-dir: messages, group positions and unacknowledged "
+                   "messages survive a restart and a reboot)")
+      ->transform(CLI::IsMember({"memory", "file"}, CLI::ignore_case));
+  create->add_option("--flush", ca->flush,
+                     "file topics: none (default: the page cache writes back; survives any "
+                     "process crash, not a power cut) or interval:N (shmbusd writes to disk "
+                     "every N ms, e.g. interval:100ms, interval:2s)");
   create->add_flag("--if-not-exists", ca->if_not_exists,
                    "succeed (and describe it) when the topic exists already");
 

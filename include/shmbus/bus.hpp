@@ -60,6 +60,9 @@ class Bus {
   void delete_topic(std::string_view name, bool if_unused = false);
   std::vector<TopicStatus> topics();
   TopicStatus describe(std::string_view name);
+  // open_topic(name).flush(): returns once everything published to the file
+  // topic before the call is on disk (Topic::flush).
+  void flush(std::string_view topic);
 
   // Consumer groups, as Kafka's kafka-consumer-groups: a topic's groups are in
   // describe(topic).groups. A private group (no name) goes with its last

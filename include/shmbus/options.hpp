@@ -42,6 +42,18 @@ struct Interrupt {
   std::chrono::nanoseconds every = std::chrono::milliseconds(50);
 };
 
+// Where a topic's region lives (docs/durability.md).
+enum class Storage : std::uint8_t {
+  // Shared memory (a sealed memfd of shmbusd's, or /dev/shm): gone with a
+  // reboot, and with the daemon and its keeper.
+  Memory = 0,
+  // Two files in the bus's data directory (shmbusd --data-dir), mapped
+  // shared: messages, group positions, unacknowledged records and schedules
+  // survive a restart of everything and a reboot; each message carries a
+  // CRC32C, so one torn by a power cut is counted as lost, never returned.
+  File = 1,
+};
+
 struct TopicOptions {
   std::uint32_t slot_count = 1024;  // power of two, >= 2
   std::uint32_t slot_size = 1024;   // bytes of payload per slot
@@ -62,11 +74,21 @@ struct TopicOptions {
   // publish_after) waiting for their due time, at most 1048576. 0: the topic
   // refuses delayed messages (Status::NoSchedule). Not with single_producer.
   std::uint32_t delay_slots = 0;
+  // Memory, or File (shmbusd only): see Storage.
+  Storage storage = Storage::Memory;
+  // File topics: how often shmbusd writes what was published back to disk
+  // (msync), Kafka's flush.ms. 0: never by itself (the page cache writes it
+  // back when the kernel chooses: a process crash loses nothing, a power cut
+  // may); Publisher::flush() and Bus::flush() flush at once either way.
+  // At most kMaxFlushInterval.
+  std::chrono::milliseconds flush_interval{0};
   // The rings the topic has: its priority lanes, else its partitions.
   [[nodiscard]] std::uint32_t rings() const noexcept {
     return priorities != 0 ? priorities : partitions;
   }
 };
+
+inline constexpr std::chrono::milliseconds kMaxFlushInterval = std::chrono::hours(24);
 
 struct PublisherOptions {
   WaitStrategy wait = WaitStrategy::SpinFutex;
@@ -153,12 +175,20 @@ struct SubscriberOptions {
 [[nodiscard]] std::string_view to_string(StartFrom s) noexcept;  // latest|earliest|offset
 [[nodiscard]] std::string_view to_string(GroupMode m) noexcept;  // shared|partitioned
 [[nodiscard]] std::string_view to_string(Delivery d) noexcept;   // at_most_once|at_least_once
+[[nodiscard]] std::string_view to_string(Storage s) noexcept;    // memory|file
 
 [[nodiscard]] std::optional<Policy> parse_policy(std::string_view s) noexcept;
 [[nodiscard]] std::optional<WaitStrategy> parse_wait_strategy(std::string_view s) noexcept;
 [[nodiscard]] std::optional<GroupMode> parse_group_mode(std::string_view s) noexcept;
 // Also with '-' for '_' (the CLI's "at-least-once").
 [[nodiscard]] std::optional<Delivery> parse_delivery(std::string_view s) noexcept;
+[[nodiscard]] std::optional<Storage> parse_storage(std::string_view s) noexcept;
+// A flush policy as a user writes it: "none" (0), or "interval:N" with N a
+// positive count of ms, or of the unit after it (ms, s, m): "interval:100ms",
+// "interval:2s". At most kMaxFlushInterval.
+[[nodiscard]] std::optional<std::chrono::milliseconds> parse_flush(std::string_view s) noexcept;
+// The spelling parse_flush reads back: "none" or "interval:100ms".
+[[nodiscard]] std::string flush_name(std::chrono::milliseconds interval);
 
 // A start position as a user writes it: "earliest", "latest" or a decimal offset.
 struct StartPosition {
@@ -174,5 +204,8 @@ inline constexpr std::string_view kWaitStrategyNames =
 inline constexpr std::string_view kStartNames = "earliest, latest or an offset";
 inline constexpr std::string_view kGroupModeNames = "shared or partitioned";
 inline constexpr std::string_view kDeliveryNames = "at_most_once or at_least_once";
+inline constexpr std::string_view kStorageNames = "memory or file";
+inline constexpr std::string_view kFlushNames =
+    "none or interval:N (N in ms, or with a unit: interval:100ms, interval:2s)";
 
 }  // namespace shmbus

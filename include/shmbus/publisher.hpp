@@ -177,6 +177,11 @@ class Publisher {
   Publisher& operator=(const Publisher&) = delete;
   ~Publisher();
 
+  // A file topic: returns once everything published to the topic before the
+  // call (by this publisher and every other) is on disk, msync; nothing to
+  // do for a memory topic. Not on the hot path: throws Error(SystemError).
+  void flush();
+
   // Copies `data` into the next slot and publishes it. Under Policy::Block waits
   // for room up to the publisher's timeout (Status::Timeout: not accepted).
   // Status::Interrupted: the options' interrupt ended the wait, nothing published.

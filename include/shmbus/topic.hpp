@@ -51,6 +51,10 @@ class Topic {
   // tail, the live producers and their counters, the groups (a snapshot).
   [[nodiscard]] TopicStatus status() const;
   [[nodiscard]] const std::string& name() const noexcept { return name_; }
+  // A file topic (Storage::File): returns once everything published to it
+  // before the call is on disk (msync), and records when (TopicStatus::
+  // flushed_ns). Nothing to do for a memory topic. Throws Error(SystemError).
+  void flush() const;
 
  private:
   friend class Bus;

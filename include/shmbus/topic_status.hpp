@@ -96,6 +96,14 @@ struct TopicStatus {
   std::uint64_t next_due_ns = 0;
   std::uint64_t moved = 0;
   std::uint64_t refused = 0;
+  // File topics (options.storage == Storage::File; docs/durability.md): the
+  // data file's path (its control file is path + "@control"), when it was
+  // last written to disk (system-clock ns; 0: never since it was created),
+  // and the messages shmbusd found torn (checksum mismatch) when it adopted
+  // the topic at its start: readers skip them, counted as lost.
+  std::string path;
+  std::uint64_t flushed_ns = 0;
+  std::uint64_t torn = 0;
   // Empty for an intact topic. Otherwise shmbusd found the topic's region
   // damaged (a file truncated or grown, an access that faulted) and
   // quarantined it: what it found. The counts above are then zero; delete the

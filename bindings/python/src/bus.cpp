@@ -184,6 +184,11 @@ py::dict topic_dict(const TopicStatus& t) {
   d["next_due_ns"] = ns_or_none(t.next_due_ns);
   d["moved"] = t.moved;
   d["refused"] = t.refused;
+  d["storage"] = std::string(to_string(t.options.storage));
+  d["flush"] = flush_name(t.options.flush_interval);
+  d["path"] = t.path.empty() ? py::object(py::none()) : py::object(py::str(t.path));
+  d["flushed_ns"] = ns_or_none(t.flushed_ns);
+  d["torn"] = t.torn;
   py::list parts;
   for (const PyPartitionStatus& p : per_partition(t)) {
     py::dict pd;
@@ -355,6 +360,24 @@ void bind_bus(py::module_& m) {
       .def_readonly("refused", &TopicStatus::refused,
                     "Schedule entries shmbusd found invalid and dropped (logged).")
       .def_property_readonly(
+          "storage", [](const TopicStatus& t) { return std::string(to_string(t.options.storage)); },
+          "'memory' or 'file'.")
+      .def_property_readonly(
+          "flush", [](const TopicStatus& t) { return flush_name(t.options.flush_interval); },
+          "A file topic's flush policy: 'none' or 'interval:<N>ms'.")
+      .def_property_readonly(
+          "path",
+          [](const TopicStatus& t) {
+            return t.path.empty() ? py::object(py::none()) : py::object(py::str(t.path));
+          },
+          "A file topic's data file (its control file is path + '@control'); None for memory.")
+      .def_property_readonly(
+          "flushed_ns", [](const TopicStatus& t) { return ns_or_none(t.flushed_ns); },
+          "When a file topic was last written to disk, ns since the epoch (None: never).")
+      .def_readonly("torn", &TopicStatus::torn,
+                    "Messages shmbusd found torn (checksum mismatch, a power cut) when it\n"
+                    "adopted the file topic; readers skip them, counted as lost.")
+      .def_property_readonly(
           "per_partition", [](const TopicStatus& t) { return per_partition(t); },
           "Each partition's (or priority lane's) tail and abandoned count (list of\n"
           "PartitionStatus).")
@@ -408,10 +431,20 @@ object may be dropped before them.
              const std::string& policy, bool single_producer, std::uint32_t max_producers,
              std::uint32_t max_groups, std::uint32_t max_members, std::uint32_t mode,
              bool if_not_exists, const py::object& partitions, const py::object& priorities,
-             std::uint32_t delay_slots) {
+             std::uint32_t delay_slots, const std::string& storage, const std::string& flush) {
             TopicOptions o;
             set_rings(o, partitions, priorities);
             o.delay_slots = delay_slots;
+            const auto st = parse_storage(storage);
+            if (!st)
+              throw Error(ErrorCode::InvalidArgument,
+                          "storage='" + storage + "' is not " + std::string(kStorageNames));
+            o.storage = *st;
+            const auto every = parse_flush(flush);
+            if (!every)
+              throw Error(ErrorCode::InvalidArgument,
+                          "flush='" + flush + "' is not " + std::string(kFlushNames));
+            o.flush_interval = *every;
             o.slot_count = slots;
             o.slot_size = slot_size;
             o.policy = policy_arg(policy);
@@ -426,8 +459,9 @@ object may be dropped before them.
           py::arg("policy") = "block", py::arg("single_producer") = false, py::kw_only(),
           py::arg("max_producers") = 16, py::arg("max_groups") = 16, py::arg("max_members") = 8,
           py::arg("mode") = 0600, py::arg("if_not_exists") = false, py::arg("partitions") = 1,
-          py::arg("priorities") = 0, py::arg("delay_slots") = 0,
-          R"doc(create_topic(name: str, slots: int = 1024, slot_size: int = 1024, policy: str = 'block', single_producer: bool = False, *, max_producers: int = 16, max_groups: int = 16, max_members: int = 8, mode: int = 0o600, if_not_exists: bool = False, partitions: int = 1, priorities: int = 0, delay_slots: int = 0) -> Topic
+          py::arg("priorities") = 0, py::arg("delay_slots") = 0, py::arg("storage") = "memory",
+          py::arg("flush") = "none",
+          R"doc(create_topic(name: str, slots: int = 1024, slot_size: int = 1024, policy: str = 'block', single_producer: bool = False, *, max_producers: int = 16, max_groups: int = 16, max_members: int = 8, mode: int = 0o600, if_not_exists: bool = False, partitions: int = 1, priorities: int = 0, delay_slots: int = 0, storage: str = 'memory', flush: str = 'none') -> Topic
 
 Creates a topic: `slots` (a power of two >= 2) slots of `slot_size` bytes.
 
@@ -440,6 +474,14 @@ message of the highest lane that has one. Not both.
 delay_slots (0 to 1048576): entries of the topic's schedule of delayed
 messages (Publisher.publish(..., delay=, deliver_at=)); 0: delayed publishes
 raise InvalidArgument. Not with single_producer.
+
+storage: 'memory' (shared memory, gone with a reboot) or 'file' (two files
+in shmbusd's data directory: messages, group positions and unacknowledged
+messages survive a restart of everything and a reboot; each message carries
+a CRC32C, so one torn by a power cut is skipped as lost). flush (file
+topics): 'none' (the page cache writes back: survives any process crash, not
+a power cut) or 'interval:100ms' (shmbusd writes to disk that often); see
+Publisher.flush() and Bus.flush(topic) for a flush on demand.
 
 policy: what a publisher does on a full ring: 'block' (wait), 'reject'
 (refuse at once) or 'overwrite' (overwrite the oldest; slow readers skip and
@@ -491,6 +533,17 @@ per Bus: use a Bus per thread for parallel requests. Replies are at most
       .def_property_readonly(
           "stale_replies", [](PyBus& b) { return b.get().stale_replies(); },
           "Replies that came after their request had timed out (dropped).")
+      .def(
+          "flush",
+          [](PyBus& b, const std::string& name) {
+            b.ask_daemon([&](Bus& bus) {
+              py::gil_scoped_release nogil;  // msync: as long as the disk takes
+              bus.flush(name);
+            });
+          },
+          py::arg("topic"),
+          "flush(topic: str) -> None\n\nReturns once everything published to the file topic "
+          "before the call is on\ndisk (msync); nothing to do for a memory topic.")
       .def(
           "describe",
           [](PyBus& b, const std::string& name) {

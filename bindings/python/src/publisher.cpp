@@ -354,17 +354,31 @@ Close with close() or a with block (deferred until open loans end).
                "close() -> None\n\nFrees the producer seat (once open loans end). Further calls "
                "raise Closed.");
   pub.def(
-         "publish",
-         [](PyPublisher& pp, const py::object& data, const py::object& key,
-            const py::object& partition, const py::object& priority, const py::object& headers,
-            const py::object& delay, const py::object& deliver_at) {
-           (void)publish(pp, data, true, RouteArgs(key, partition, priority, headers, "publish"),
-                         due_arg(delay, deliver_at));
+         "flush",
+         [](PyPublisher& pp) {
+           pp.with_open([&](Publisher& p) {
+             // msync: as long as the disk takes; other threads run meanwhile.
+             py::gil_scoped_release nogil;
+             p.flush();
+           });
          },
-         py::arg("data"), py::arg("key") = py::none(), py::arg("partition") = py::none(),
-         py::arg("priority") = py::none(), py::arg("headers") = py::none(), py::kw_only(),
-         py::arg("delay") = py::none(), py::arg("deliver_at") = py::none(),
-         R"doc(publish(data: Buffer, key: Buffer | str | None = None, partition: int | None = None, priority: int | None = None, headers: dict[str, str] | None = None, *, delay: float | None = None, deliver_at: float | None = None) -> None
+         R"doc(flush() -> None
+
+A file topic (storage='file'): returns once everything published to it before
+the call, by any publisher, is on disk (msync). Nothing to do for a memory
+topic. Raises SystemError when the disk refuses.)doc")
+      .def(
+          "publish",
+          [](PyPublisher& pp, const py::object& data, const py::object& key,
+             const py::object& partition, const py::object& priority, const py::object& headers,
+             const py::object& delay, const py::object& deliver_at) {
+            (void)publish(pp, data, true, RouteArgs(key, partition, priority, headers, "publish"),
+                          due_arg(delay, deliver_at));
+          },
+          py::arg("data"), py::arg("key") = py::none(), py::arg("partition") = py::none(),
+          py::arg("priority") = py::none(), py::arg("headers") = py::none(), py::kw_only(),
+          py::arg("delay") = py::none(), py::arg("deliver_at") = py::none(),
+          R"doc(publish(data: Buffer, key: Buffer | str | None = None, partition: int | None = None, priority: int | None = None, headers: dict[str, str] | None = None, *, delay: float | None = None, deliver_at: float | None = None) -> None
 
 Copies `data` (any C-contiguous buffer) into the next slot and publishes it.
 

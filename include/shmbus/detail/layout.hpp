@@ -52,7 +52,10 @@ inline constexpr std::uint64_t kMagic = 0x31'53'55'42'4d'48'53'00ULL;  // "\0SHM
 //    orphans, handovers, orphaned, redelivered, dead_lettered; SeatState::Orphan; the
 //    ack area (AckRecord per held sample of each member) after the last
 //    control block.
-inline constexpr std::uint32_t kLayoutVersion = 9;
+// 10: file topics (docs/durability.md): TopicHeader::storage (was reserved0),
+//    boot and flush_interval_ms; ControlHeader::flushed_ns; a file topic's
+//    slot ends in kSlotTrailer bytes holding its message's CRC32C.
+inline constexpr std::uint32_t kLayoutVersion = 10;
 inline constexpr std::uint64_t kControlMagic = 0x4c'54'43'42'4d'48'53'00ULL;  // "\0SHMBCTL"
 inline constexpr std::size_t kCacheLine = 64;
 // Two lines: keeps adjacent-line prefetch from coupling hot fields.
@@ -60,6 +63,9 @@ inline constexpr std::size_t kHotAlign = 128;
 inline constexpr std::uint64_t kNone = ~std::uint64_t{0};
 inline constexpr std::size_t kNameMax = 63;  // topic and group names, bytes
 inline constexpr std::size_t kSlotHeaderSize = 32;
+// A file topic's slot ends in this many bytes (within its stride): the
+// message's CRC32C (ring.hpp, slot_checksum), then 4 unused.
+inline constexpr std::size_t kSlotTrailer = 8;
 
 // Sleep/wake without lost wake-ups (see docs/memory-ordering.md, "Event counts").
 // `seq` is the 32-bit futex word (shared, not private, futex); `waiters` says
@@ -114,7 +120,7 @@ struct alignas(kHotAlign) TopicHeader {
   // can forge. Written by the creator, and by shmbusd at adoption, before any
   // client of the daemon maps the region.
   std::atomic<std::uint8_t> shared_control;
-  std::uint8_t reserved0;
+  std::uint8_t storage;  // Storage: 1 (file) adds each slot's checksum trailer
   std::uint32_t max_producers;
   std::uint32_t max_groups;
   std::uint32_t max_members;
@@ -134,6 +140,14 @@ struct alignas(kHotAlign) TopicHeader {
   std::uint64_t schedule_offset;
   std::uint32_t delay_slots;   // schedule entries
   std::uint32_t delay_stride;  // bytes per entry
+  // File topics: a hash of the kernel's boot id when shmbusd last served the
+  // region (written by shmbusd at creation and adoption only). A region
+  // that comes back after a reboot has seat pids that mean nothing now (a
+  // pid may belong to another process), so shmbusd frees every seat.
+  std::uint64_t boot;
+  // File topics: TopicOptions::flush_interval in ms (0: none).
+  std::uint32_t flush_interval_ms;
+  std::uint32_t reserved3;
 
   alignas(kHotAlign) std::atomic<std::uint64_t> tail;  // next sequence to claim
   // 1 once shmbusd deleted the topic (Region::mark_deleted): waits end with
@@ -157,6 +171,10 @@ struct alignas(kHotAlign) ControlHeader {
   // Never taken on the data path.
   std::atomic<std::uint32_t> control_lock;
   std::uint32_t reserved0;
+  // File topics: when everything published before it was last written to
+  // disk (system-clock ns; 0: never), by shmbusd's flusher or a flush().
+  // For reports only (a subscriber may write it too).
+  std::atomic<std::uint64_t> flushed_ns;
 
   alignas(kHotAlign) EventCount data_event;   // consumers sleep here
   alignas(kHotAlign) EventCount space_event;  // producers sleep here (full ring)
@@ -415,8 +433,8 @@ static_assert(std::is_standard_layout_v<AckRecord>);
 // Every size and offset another process relies on. A change to any of these
 // structures fails here: update the figures only together with kLayoutVersion
 // (and the note above it), so that an old process refuses the new region
-// instead of misreading it. kLayoutVersion == 9:
-static_assert(kLayoutVersion == 9, "update the pinned layout below with the version");
+// instead of misreading it. kLayoutVersion == 10:
+static_assert(kLayoutVersion == 10, "update the pinned layout below with the version");
 static_assert(sizeof(EventCount) == 8);
 static_assert(offsetof(EventCount, seq) == 0);
 static_assert(offsetof(EventCount, waiters) == 4);
@@ -432,7 +450,7 @@ static_assert(offsetof(TopicHeader, stride) == 40);
 static_assert(offsetof(TopicHeader, policy) == 44);
 static_assert(offsetof(TopicHeader, single_producer) == 45);
 static_assert(offsetof(TopicHeader, shared_control) == 46);
-static_assert(offsetof(TopicHeader, reserved0) == 47);
+static_assert(offsetof(TopicHeader, storage) == 47);
 static_assert(offsetof(TopicHeader, max_producers) == 48);
 static_assert(offsetof(TopicHeader, max_groups) == 52);
 static_assert(offsetof(TopicHeader, max_members) == 56);
@@ -449,6 +467,8 @@ static_assert(offsetof(TopicHeader, partition_control_size) == 176);
 static_assert(offsetof(TopicHeader, schedule_offset) == 184);
 static_assert(offsetof(TopicHeader, delay_slots) == 192);
 static_assert(offsetof(TopicHeader, delay_stride) == 196);
+static_assert(offsetof(TopicHeader, boot) == 200);
+static_assert(offsetof(TopicHeader, flush_interval_ms) == 208);
 static_assert(offsetof(TopicHeader, tail) == 256);
 static_assert(offsetof(TopicHeader, deleted) == 384);
 static_assert(offsetof(TopicHeader, reserved1) == 388);
@@ -458,6 +478,7 @@ static_assert(offsetof(ControlHeader, magic) == 0);
 static_assert(offsetof(ControlHeader, generation) == 8);
 static_assert(offsetof(ControlHeader, control_lock) == 16);
 static_assert(offsetof(ControlHeader, reserved0) == 20);
+static_assert(offsetof(ControlHeader, flushed_ns) == 24);
 static_assert(offsetof(ControlHeader, data_event) == 128);
 static_assert(offsetof(ControlHeader, space_event) == 256);
 static_assert(offsetof(ControlHeader, join_epoch) == 384);

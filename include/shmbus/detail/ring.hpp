@@ -39,6 +39,9 @@
 
 namespace shmbus::detail {
 
+// CRC32C (src/crc32c.cpp): continues `crc` over n bytes (crc32c(0, ...) to start).
+[[nodiscard]] std::uint32_t crc32c(std::uint32_t crc, const void* data, std::size_t n) noexcept;
+
 // ---- stamps: who owns a slot ---------------------------------------------------
 // Slot `s & mask` holds sequence s. Its stamp says what it holds:
 //   stamp_published(s) = 2s+2  the message s is complete and readable
@@ -112,6 +115,9 @@ struct Ring {
   std::uint32_t max_groups = 0;
   std::uint32_t max_members = 0;
   Policy policy = Policy::Block;
+  // A file topic's ring (Storage::File): each slot ends in its message's
+  // checksum (checksum_of), written before the stamp and checked by readers.
+  bool checksummed = false;
 
   // 3 when the ring has at least four slots, else 0 (see slot()).
   std::uint64_t swap = 0;
@@ -160,6 +166,45 @@ struct Ring {
   // it runs once per ring lap, not per message.
   [[nodiscard]] std::uint64_t gate() const noexcept;
 };
+
+// ---- checksums: file topics (docs/durability.md, "Torn writes") -------------
+// A file topic's slot may reach the disk in pieces: after a power cut its
+// stamp can say "published" over a payload that never got there. Each
+// message therefore carries a CRC32C of its header fields, key, properties
+// and payload, seeded with its sequence (a stale lap's bytes under a new
+// stamp do not match), stored in the slot's trailer before the stamp (P1).
+// A reader that finds a mismatch counts the message lost and skips it.
+[[nodiscard]] inline std::atomic<std::uint32_t>& checksum_of(const Ring& r,
+                                                             SlotHeader& slot) noexcept {
+  return *reinterpret_cast<std::atomic<std::uint32_t>*>(reinterpret_cast<std::byte*>(&slot) +
+                                                        r.stride - kSlotTrailer);
+}
+// The checksum of message s; `len` and `meta` must fit the slot.
+[[nodiscard]] inline std::uint32_t slot_checksum(SlotHeader& slot, std::uint64_t s,
+                                                 std::uint32_t len, std::uint32_t meta,
+                                                 std::uint32_t producer_id, std::uint64_t now,
+                                                 std::uint32_t tag_hash) noexcept {
+  struct {
+    std::uint64_t seq, timestamp;
+    std::uint32_t length, producer, meta, tag;
+  } const fields{s, now, len, producer_id, meta, tag_hash};
+  static_assert(sizeof fields == 32, "no padding bytes in the checksum");
+  return crc32c(crc32c(0, &fields, sizeof fields), payload(slot), meta_span(meta) + len);
+}
+// True when published message s in `slot` is whole: its lengths fit and, in
+// a file topic, its checksum matches. Relaxed loads: the caller made them
+// after the stamp's acquire load (C1), which orders the producer's stores
+// before P1, the checksum's among them.
+[[nodiscard]] inline bool intact(const Ring& r, SlotHeader& slot, std::uint64_t s) noexcept {
+  const std::uint32_t len = slot.length.load(std::memory_order_relaxed);
+  const std::uint32_t meta = slot.meta.load(std::memory_order_relaxed);
+  if (!fits(len, meta, r.slot_size)) return false;
+  if (!r.checksummed) return true;
+  return checksum_of(r, slot).load(std::memory_order_relaxed) ==
+         slot_checksum(slot, s, len, meta, slot.producer_id.load(std::memory_order_relaxed),
+                       slot.timestamp_ns.load(std::memory_order_relaxed),
+                       slot.tag_hash.load(std::memory_order_relaxed));
+}
 
 // ==== producer side ============================================================
 
@@ -310,6 +355,11 @@ inline void commit_as(const Ring& r, ProducerState& p, SlotHeader& slot, std::ui
   slot.tag_hash.store(tag_hash, std::memory_order_relaxed);
   slot.producer_id.store(producer_id, std::memory_order_relaxed);
   slot.timestamp_ns.store(now, std::memory_order_relaxed);
+  // A file topic's checksum, relaxed as the fields above (the caller checked
+  // that size and meta fit the slot).
+  if (r.checksummed) [[unlikely]]
+    checksum_of(r, slot).store(slot_checksum(slot, s, size, meta, producer_id, now, tag_hash),
+                               std::memory_order_relaxed);
   // SYNC POINT P1 (release): pairs with the consumer's acquire load of the
   // stamp (C1); the payload and fields above are visible to a consumer that
   // sees stamp_published(s).
@@ -475,13 +525,15 @@ struct Taken {
     if (st == stamp_published(at)) [[likely]] {
       std::uint32_t k = 1;
       // C1 again (acquire) for each further slot of the run.
-      // A run stops before a slot whose lengths are invalid, so that slot is
-      // taken alone and reported (Subscriber::fill) instead of inside a batch.
-      // Length loads are relaxed: each follows that slot's acquire stamp load (C1).
+      // A run stops before a slot whose lengths are invalid (or, in a file
+      // topic, whose checksum does not match), so that slot is taken alone
+      // and reported or skipped (Subscriber) instead of inside a batch; the
+      // caller checks the first slot. Length loads are relaxed: each
+      // follows that slot's acquire stamp load (C1).
       const std::uint32_t run_max = well_formed(slot, r.slot_size) ? max : 1;
       while (k < run_max &&
              r.slot(at + k).stamp.load(std::memory_order_acquire) == stamp_published(at + k) &&
-             well_formed(r.slot(at + k), r.slot_size))
+             intact(r, r.slot(at + k), at + k))
         ++k;
       if (c.is_private) {
         c.pos = at + k;  // the cursor (our gate) stays at `at` while the messages are held
@@ -552,7 +604,8 @@ struct Taken {
   // Relaxed: ordered after the stamp's acquire load (C1), as in take().
   len = slot.length.load(std::memory_order_relaxed);
   meta = slot.meta.load(std::memory_order_relaxed);
-  if (st != stamp_published(at) || !fits(len, meta, r.slot_size)) [[unlikely]] {
+  // A file topic's checksum is checked on the general path (take_run).
+  if (st != stamp_published(at) || !fits(len, meta, r.slot_size) || r.checksummed) [[unlikely]] {
     not_ready = Status::Invalid;  // not a status to return: take the general path
     return nullptr;
   }
