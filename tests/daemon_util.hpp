@@ -4,6 +4,7 @@
 #pragma once
 
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -68,6 +69,14 @@ class DaemonProcess {
         argv.push_back("--config");
         argv.push_back(config_.c_str());
       }
+      if (!data_dir.empty()) {
+        argv.push_back("--data-dir");
+        argv.push_back(data_dir.c_str());
+      }
+      if (file_size_limit != 0) {
+        const rlimit lim{file_size_limit, file_size_limit};
+        if (::setrlimit(RLIMIT_FSIZE, &lim) != 0) ::_exit(126);
+      }
       argv.push_back(nullptr);
       ::execv(SHMBUSD_PATH, const_cast<char* const*>(argv.data()));
       ::_exit(127);
@@ -109,6 +118,11 @@ class DaemonProcess {
     return false;
   }
   [[nodiscard]] int status() const { return status_; }
+  // File topics' directory (--data-dir); empty: the daemon's default.
+  std::string data_dir;
+  // RLIMIT_FSIZE of the daemon in bytes (0: unchanged): a full disk for
+  // its file topics, without a mount.
+  rlim_t file_size_limit = 0;
 
  private:
   std::string bus_, socket_, config_;
