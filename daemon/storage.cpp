@@ -109,7 +109,8 @@ void Flusher::add(const std::string& topic, std::shared_ptr<detail::Region> regi
   if (every.count() <= 0) return;
   {
     std::lock_guard lock(mutex_);
-    topics_[region.get()] = Entry{topic, std::move(region), Clock::now() + every, every, 0};
+    const detail::Region* key = region.get();  // before the move below
+    topics_[key] = Entry{topic, std::move(region), Clock::now() + every, every, 0};
   }
   wake_.notify_all();
 }

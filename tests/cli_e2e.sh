@@ -22,6 +22,8 @@ tmp=$(mktemp -d /tmp/shmbus-cli-e2e.XXXXXX)
 bus="e2e$$"
 sock="$tmp/bus.sock"
 daemon_pid=""
+# File topics in the test's directory (the autospawned daemon inherits it).
+export SHMBUS_DATA_DIR="$tmp/data"
 passed=0
 
 cleanup() {
@@ -722,6 +724,34 @@ expect_rc 64 "a bad --delivery"
 run cli topic delete acked
 expect_rc 0 "topic delete acked"
 
+# ---- file topics ---------------------------------------------------------------
+# topic create --storage file [--flush interval:N]: two files in the daemon's
+# data directory (SHMBUS_DATA_DIR, inherited by the autospawned daemon);
+# describe shows the storage, the file and the last flush. The topic stays
+# to the end, where a new daemon serves it again.
+run cli topic create durable --slot-size 64 --storage file --flush interval:50ms
+expect_rc 0 "topic create --storage file"
+expect_match "file $tmp/data/durable, flush interval:50ms" "$out" "create says where the file is"
+[[ -f $tmp/data/durable && -f $tmp/data/durable@control ]] ||
+  fail "the topic's files" "$tmp/data/durable and @control" "$(ls -la "$tmp/data" 2>&1)"
+pass
+run cli pub durable <<<$'d1\nd2'
+expect_rc 0 "pub to a file topic"
+run cli topic describe durable
+expect_match "^storage: +file $tmp/data/durable " "$out" "describe shows the storage and the file"
+expect_match '^flush: +interval:50ms ' "$out" "describe shows the flush policy"
+flushed() { cli topic describe durable --json | grep -q '"flushed_ns":[0-9]'; }
+wait_until "shmbusd flushes the topic by itself" flushed
+run cli topic describe durable --json
+expect_match '"storage":"file","flush":"interval:50ms","path":"' "$out" "describe --json storage"
+run cli topic create bad --storage disk
+expect_rc 64 "a bad --storage"
+run cli topic create bad --storage file --flush often
+expect_rc 64 "a bad --flush"
+expect_match "interval:N" "$err" "the --flush error says the form"
+run cli topic create bad --flush interval:10ms
+expect_rc 64 "--flush without --storage file"
+
 # ---- delayed messages ----------------------------------------------------------
 
 run cli topic create delayed --slot-size 64 --delay-slots 4
@@ -812,7 +842,7 @@ expect_rc 0 "daemon status"
 expect_match '^shmbusd is running$' "$out" "daemon status headline"
 expect_match "^socket: +$sock\$" "$out" "daemon status prints the socket"
 expect_match "^pid: +$daemon_pid\$" "$out" "daemon status prints the pid"
-expect_match '^topics: +6$' "$out" "daemon status prints the topic count"
+expect_match '^topics: +7$' "$out" "daemon status prints the topic count"
 
 run cli daemon stop
 expect_rc 0 "daemon stop"
@@ -829,5 +859,16 @@ pass
 
 run cli daemon stop
 expect_rc 5 "daemon stop with no daemon"
+
+# The file topic outlives its daemon: the next command starts one, which
+# serves it again from its files.
+run cli sub durable --from earliest --count 2 -q
+expect_rc 0 "sub on a file topic after the daemon stopped"
+expect_out $'d1\nd2' "a new daemon serves the file topic's messages"
+run cli topic delete durable
+expect_rc 0 "topic delete durable"
+[[ ! -e $tmp/data/durable && ! -e $tmp/data/durable@control ]] ||
+  fail "delete removes the topic's files" "none" "$(ls -la "$tmp/data" 2>&1)"
+pass
 
 echo "cli e2e: $passed passed, 0 failed"

@@ -127,7 +127,8 @@ struct Files {
     const auto members = read<std::uint32_t>(data, offsetof(detail::TopicHeader, max_members));
     for (std::uint32_t g = 0; g < n; ++g) {
       const std::uint64_t at = groups + std::uint64_t{g} * stride;
-      const auto name = read<std::array<char, 64>>(control, at + offsetof(detail::GroupEntry, name));
+      const auto name =
+          read<std::array<char, 64>>(control, at + offsetof(detail::GroupEntry, name));
       if (group != std::string(name.data(), ::strnlen(name.data(), name.size()))) continue;
       for (std::uint32_t m = 0; m < members; ++m) {
         const std::uint64_t seat = at + sizeof(detail::GroupEntry) + m * sizeof(detail::MemberSeat);
@@ -437,6 +438,26 @@ TEST(FileTopic, PlantedLinksAndOpenDirectoriesAreRefused) {
     EXPECT_NE(std::string(e.what()).find("chmod 0700"), std::string::npos) << e.what();
   }
   (void)again.create_topic("mem", ring_options(16, 64));
+}
+
+// shmbusd writes a topic with a flush interval to disk by itself, and says
+// when (describe); a deleted topic's files go with it.
+TEST(FileTopic, AFlushIntervalWritesByItselfAndDeleteRemovesTheFiles) {
+  DurableBus b;
+  ASSERT_TRUE(b.start());
+  Bus bus = Bus::connect(b.f.options());
+  TopicOptions o = file_topic(16, 64);
+  o.flush_interval = 20ms;
+  (void)bus.create_topic("ticker", o);
+  EXPECT_EQ(bus.describe("ticker").options.flush_interval, 20ms);
+  Publisher p = bus.publisher("ticker");
+  ASSERT_EQ(p.publish(bytes_of("tick"), kWait), Status::Ok);
+  std::uint64_t first = 0;
+  ASSERT_TRUE(wait_until([&] { return (first = bus.describe("ticker").flushed_ns) != 0; }, kWait));
+  ASSERT_TRUE(wait_until([&] { return bus.describe("ticker").flushed_ns > first; }, kWait));
+  bus.delete_topic("ticker");
+  EXPECT_FALSE(std::filesystem::exists(b.file("ticker")));
+  EXPECT_FALSE(std::filesystem::exists(b.file("ticker") + "@control"));
 }
 
 // Options a file topic refuses, with what to do.

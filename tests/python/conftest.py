@@ -186,7 +186,17 @@ def busenv():
     # autospawn=False: a connection that may autospawn can start a new daemon
     # while this one shuts down (it sees the hang-up before the socket file is
     # gone), which would outlive the test.
-    boot = shmbus.connect(name, socket=socket, daemon=DAEMON, autospawn=True)
+    # File topics in the test's directory: the autospawned daemon inherits
+    # SHMBUS_DATA_DIR (what a user's environment does for theirs).
+    old_data_dir = os.environ.get("SHMBUS_DATA_DIR")
+    os.environ["SHMBUS_DATA_DIR"] = os.path.join(directory, "data")
+    try:
+        boot = shmbus.connect(name, socket=socket, daemon=DAEMON, autospawn=True)
+    finally:
+        if old_data_dir is None:
+            del os.environ["SHMBUS_DATA_DIR"]
+        else:
+            os.environ["SHMBUS_DATA_DIR"] = old_data_dir
     pid = boot.daemon_pid
     del boot
     bus = shmbus.connect(name, socket=socket, autospawn=False)

@@ -536,10 +536,8 @@ per Bus: use a Bus per thread for parallel requests. Replies are at most
       .def(
           "flush",
           [](PyBus& b, const std::string& name) {
-            b.ask_daemon([&](Bus& bus) {
-              py::gil_scoped_release nogil;  // msync: as long as the disk takes
-              bus.flush(name);
-            });
+            // Without the GIL (ask_daemon): msync takes as long as the disk does.
+            b.ask_daemon([&](Bus& bus) { bus.flush(name); });
           },
           py::arg("topic"),
           "flush(topic: str) -> None\n\nReturns once everything published to the file topic "
