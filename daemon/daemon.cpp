@@ -43,20 +43,6 @@ std::string bus_lock_path(const std::string& bus) {
   return "/dev/shm/shmbus." + bus + "@daemon";
 }
 
-// An exclusive flock, waiting up to a second for it. A daemon that just died
-// may have left a copy of its lock descriptors in a keeper it was forking
-// (between the fork and the keeper's close of everything it inherited), so
-// the lock can stay taken a few ms after its holder is gone; a daemon that
-// really runs holds it for life, and a second start then fails a second later.
-bool flock_soon(int fd) {
-  for (int i = 0; i < 100; ++i) {
-    if (::flock(fd, LOCK_EX | LOCK_NB) == 0) return true;
-    if (errno != EWOULDBLOCK && errno != EINTR) return false;
-    ::usleep(10'000);
-  }
-  return false;
-}
-
 }  // namespace
 
 Daemon::Daemon(Config config) : config_(std::move(config)) {
@@ -67,19 +53,19 @@ Daemon::Daemon(Config config) : config_(std::move(config)) {
 }
 
 Daemon::~Daemon() {
+  // The movers stop first, while this daemon still holds the bus's locks: a
+  // daemon started after them must never meet a mover of ours mid-move.
+  for (auto& [name, t] : topics_)
+    t.mover.reset();
   // File topics with a flush interval get their last flush now (a clean
-  // stop); the others are in the page cache, which outlives us.
+  // stop), after the movers' last moves; the others are in the page cache,
+  // which outlives us.
   if (flusher_) {
     flusher_.reset();
     for (auto& [name, t] : topics_)
       if (t.region->flush_interval().count() > 0 && !t.damaged && region_intact(*t.region))
         (void)guarded([&] { (void)t.region->flush(); });
   }
-  if (data_fd_ >= 0) ::close(data_fd_);
-  // The movers stop first, while this daemon still holds the bus's locks: a
-  // daemon started after them must never meet a mover of ours mid-move.
-  for (auto& [name, t] : topics_)
-    t.mover.reset();
   // The socket file goes first: a client that sees its connection drop checks
   // for it to tell a clean stop (no file: do not restart) from a crash.
   if (listen_fd_ >= 0) ::unlink(socket_path_.c_str());
@@ -91,6 +77,10 @@ Daemon::~Daemon() {
   // Removed while still locked (see take_bus_lock), then released.
   if (owns_bus_lock_) ::unlink(bus_lock_path(config_.bus).c_str());
   if (bus_lock_fd_ >= 0) ::close(bus_lock_fd_);
+  // The data directory's lock last, with the bus's: nothing of ours touches
+  // a file topic any more.
+  if (data_fd_ >= 0) ::close(data_fd_);
+  if (data_lock_fd_ >= 0) ::close(data_lock_fd_);  // releases the flock
 }
 
 void Daemon::take_bus_lock() {
@@ -112,7 +102,7 @@ void Daemon::take_bus_lock() {
     bus_lock_fd_ = fd;  // closed by the destructor whatever happens below
     struct stat st {};
     if (::fstat(fd, &st) != 0) fail_errno("fstat " + path);
-    if (!flock_soon(fd)) {
+    if (!detail::flock_soon(fd)) {
       // Who holds it wrote "pid socket" into it.
       char buf[512] = {};
       const ssize_t n = ::pread(fd, buf, sizeof buf - 1, 0);
@@ -169,7 +159,7 @@ void Daemon::start() {
   if (const int err = errno; lock_fd_ < 0)
     throw Error(err == ELOOP || err == EPERM ? ErrorCode::PermissionDenied : ErrorCode::SystemError,
                 "the socket lock " + lock_path + " " + why);
-  if (!flock_soon(lock_fd_))
+  if (!detail::flock_soon(lock_fd_))
     throw Error(ErrorCode::AlreadyExists,
                 "another shmbusd already serves " + socket_path_ +
                     "; stop it first (shmbus daemon stop) or use another --socket");

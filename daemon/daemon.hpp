@@ -260,8 +260,9 @@ class Daemon {
   // A file topic from a previous boot: every seat freed (no process of that
   // boot runs now, whatever the pids say).
   void forget_boot(const std::string& name, TopicEntry& t);
-  // What a dead mover left, before its seat is freed (start_mover).
-  void recover_schedule(const std::string& name, TopicEntry& t);
+  // What a dead mover left, before its seat is freed (start_mover);
+  // `previous_boot`: every pid in the schedule is dead.
+  void recover_schedule(const std::string& name, TopicEntry& t, bool previous_boot = false);
   // Every topic's two descriptors, for a new keeper.
   [[nodiscard]] std::vector<std::pair<int, int>> kept_fds() const;
   // Starts a keeper when the one we had is gone, and deposits every topic.
@@ -319,6 +320,7 @@ class Daemon {
   std::map<std::string, TopicEntry> topics_;
   std::string data_dir_;              // data_dir_path(), resolved at start
   int data_fd_ = -1;                  // data_dir_fd(), once opened
+  int data_lock_fd_ = -1;             // flock of <data dir>/@lock: one daemon per directory
   std::unique_ptr<Flusher> flusher_;  // once a topic has a flush interval
 };
 

@@ -50,10 +50,10 @@ void Daemon::free_dead_writer(TopicEntry* t, detail::Region& r, std::uint32_t pi
   if (t != nullptr && t->mover) t->mover->rescan();
 }
 
-void Daemon::recover_schedule(const std::string& name, TopicEntry& t) {
+void Daemon::recover_schedule(const std::string& name, TopicEntry& t, bool previous_boot) {
   if (t.region->schedule().header == nullptr || t.damaged) return;
   detail::Recovered rc;
-  if (!touch(name, t, [&] { rc = detail::Mover::recover(*t.region); })) return;
+  if (!touch(name, t, [&] { rc = detail::Mover::recover(*t.region, previous_boot); })) return;
   if (rc.retired + rc.requeued + rc.freed + rc.refused != 0)
     spdlog::info(
         "topic '{}': schedule recovered: {} moved before the last daemon stopped (retired), "

@@ -95,7 +95,7 @@ void Daemon::serve_adopted(const std::string& name, std::shared_ptr<detail::Regi
   if (previous_boot) {
     // What the last mover left first, then every seat (its own among them),
     // then a mover of ours in a seat of its own.
-    recover_schedule(name, t);
+    recover_schedule(name, t, /*previous_boot=*/true);
     forget_boot(name, t);
     start_mover(name, t, false);
   } else {
@@ -400,6 +400,7 @@ void Daemon::quarantine(const std::string& name, TopicEntry& t, std::string why)
   t.stuck.clear();
   if (t.mover) t.mover->damaged = true;
   t.mover.reset();
+  if (flusher_) flusher_->remove(t.region.get());  // never touched again
   spdlog::warn("topic '{}': {}; quarantined (delete it: shmbus topic delete {})", name, t.damage,
                name);
 }

@@ -204,25 +204,33 @@ Daemon::Outgoing Daemon::on(Client& c, std::uint32_t id, const proto::CreateTopi
                     ") and root: a regular file cannot be sealed against resizing; create a "
                     "memory topic, or run as that user");
   const bool file = o.storage == Storage::File;
+  if (file && o.flush_interval.count() > 0 && !flusher_) flusher_ = std::make_unique<Flusher>();
   auto region = file ? detail::Region::create_file(data_dir_fd(), data_dir_, m.name, m.name, o)
                      : detail::Region::create_sealed(region_name(config_.bus, m.name), m.name, o);
+  // A throw below leaves no topic: a memfd has no name, a file topic's files go.
+  struct Undo {
+    const Daemon& d;
+    const detail::Region* r;
+    ~Undo() {
+      if (r != nullptr && r->storage() == Storage::File)
+        (void)detail::Region::remove_file(d.data_fd_, r->shm_name());
+    }
+  } undo{*this, region.get()};
   mark_sharing(m.name, *region);
   region->set_lock_patience(kLockPatience);
   // The create right alone gives no descriptor: the creator may neither read
   // nor write what others will publish there.
   detail::Descriptors fds;
   if (allowed(c, m.name, Right::Publish) || allowed(c, m.name, Right::Subscribe)) {
-    fds = region_fds(c, m.name, *region);  // a throw: not created, then (it had no name)
+    fds = region_fds(c, m.name, *region);
   }
+  undo.r = nullptr;  // created: nothing below throws but the map's allocation
   TopicEntry& t = topics_[m.name] = TopicEntry{region};
   start_mover(m.name, t, false);
   // A keeper that does not take it is replaced by housekeeping, and given
   // every topic then. A file topic needs none.
   if (!file) keeper_.put(region->data_fd(), region->control_fd());
-  if (file && o.flush_interval.count() > 0) {
-    if (!flusher_) flusher_ = std::make_unique<Flusher>();
-    flusher_->add(m.name, region);
-  }
+  if (file && o.flush_interval.count() > 0) flusher_->add(m.name, region);
   spdlog::info("pid {} uid {} created topic '{}' ({} x {} B, policy {}{})", c.pid, c.uid, m.name,
                o.slot_count, o.slot_size, static_cast<int>(o.policy),
                file ? ", file " + region->where() + ", flush " + flush_name(o.flush_interval)
@@ -266,7 +274,9 @@ Daemon::Outgoing Daemon::on(Client& c, std::uint32_t id, const proto::DeleteTopi
   const bool damaged = adopted && it->second.damaged;
   if (adopted) {
     remove_topic(it);
-  } else if (!detail::Region::remove(region_name(config_.bus, m.name))) {
+  } else if (!detail::Region::remove(region_name(config_.bus, m.name)) &&
+             !(data_fd_ >= 0 && detail::Region::remove_file(data_fd_, m.name))) {
+    // (A file topic left unadopted, its files refused at start, likewise.)
     // A region file the daemon did not adopt (stale layout, foreign owner):
     // deleting it is how one gets rid of it.
     find(m.name);  // throws NotFound

@@ -3,6 +3,7 @@
 // torn messages a power cut may have left, and the flusher that writes
 // topics with a flush interval back to disk.
 #include <dirent.h>
+#include <fcntl.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -24,6 +25,7 @@ namespace shmbus::daemon {
 
 namespace {
 
+constexpr const char* kDataLock = "@lock";
 constexpr auto kFree = static_cast<std::uint32_t>(detail::SeatState::Free);
 constexpr auto kOrphan = static_cast<std::uint32_t>(detail::SeatState::Orphan);
 
@@ -32,7 +34,10 @@ constexpr auto kOrphan = static_cast<std::uint32_t>(detail::SeatState::Orphan);
 // now (a pid may have been given to another process). Frees them all, as
 // the reaper frees a dead process's (claims abandoned, at-least-once members
 // with records left as orphans), and clears what sleeping and locking left.
-// Nobody else maps the region yet: shmbusd has not handed it to anyone.
+// Nobody else maps the region: no process of this boot has had it from
+// shmbusd yet. A power cut also writes the two files back in no particular
+// order, so a cursor may be ahead of its partition's tail on disk: it is
+// brought back to the tail (the group then waits there, as it should).
 void forget_previous_boot(detail::Region& r) {
   // Relaxed stores throughout: no other process maps the region now, and
   // the clients that will are handed it over the socket after this.
@@ -41,6 +46,12 @@ void forget_previous_boot(detail::Region& r) {
     c.control_lock.store(0, std::memory_order_relaxed);
     c.data_event.waiters.store(0, std::memory_order_relaxed);
     c.space_event.waiters.store(0, std::memory_order_relaxed);
+    const std::uint64_t tail = r.header(p).tail.load(std::memory_order_relaxed);
+    for (std::uint32_t g = 0; g < r.max_groups(); ++g) {
+      std::atomic<std::uint64_t>& cursor = r.group(g, p).cursor;
+      if (cursor.load(std::memory_order_relaxed) > tail)
+        cursor.store(tail, std::memory_order_relaxed);
+    }
   }
   if (const detail::Schedule& sc = r.schedule(); sc.header != nullptr) {
     sc.header->event.waiters.store(0, std::memory_order_relaxed);
@@ -72,7 +83,10 @@ void forget_previous_boot(detail::Region& r) {
 }
 
 // Published messages whose checksum does not match (torn by a power cut):
-// readers skip them as lost; counted here for the log and describe.
+// readers skip them as lost; counted here for the log and describe. Only
+// for a region from another boot: nobody else maps it yet (after a restart
+// in the same boot producers may be writing, and the page cache tears
+// nothing that a reader could not see whole anyway).
 std::uint64_t count_torn(const detail::Region& r) {
   std::uint64_t torn = 0;
   for (std::uint32_t p = 0; p < r.partitions(); ++p) {
@@ -169,10 +183,28 @@ std::string Daemon::data_dir_path() const {
 int Daemon::data_dir_fd() {
   if (data_fd_ >= 0) return data_fd_;
   std::string why;
-  data_fd_ = detail::open_data_dir(data_dir_, why);
-  if (data_fd_ < 0)
+  const int dir = detail::open_data_dir(data_dir_, why);
+  if (dir < 0)
     throw Error(ErrorCode::PermissionDenied,
                 "cannot use the data directory for file topics: " + why);
+  // One daemon per data directory, whichever its bus: two would serve the
+  // same files (two movers on one schedule; one's delete under the other).
+  // "@lock" is no topic's name ('@' is not allowed in names).
+  const int lock = ::openat(dir, kDataLock, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (lock < 0 || !detail::flock_soon(lock)) {
+    const int err = errno;
+    if (lock >= 0) ::close(lock);
+    ::close(dir);
+    throw Error(
+        err == EWOULDBLOCK ? ErrorCode::InUse : ErrorCode::SystemError,
+        "cannot use the data directory " + data_dir_ + " for file topics: " +
+            (err == EWOULDBLOCK
+                 ? std::string("another shmbusd serves it (it holds ") + data_dir_ + "/" +
+                       kDataLock + "); give each bus its own --data-dir"
+                 : "cannot lock " + data_dir_ + "/" + kDataLock + ": " + detail::errno_text(err)));
+  }
+  data_lock_fd_ = lock;
+  data_fd_ = dir;
   return data_fd_;
 }
 
@@ -189,17 +221,18 @@ void Daemon::adopt_files() {
     spdlog::warn("not adopting file topics: {}", e.what());
     return;
   }
-  const int scan = ::dup(dir);
+  const int scan = ::fcntl(dir, F_DUPFD_CLOEXEC, 0);
   DIR* d = scan < 0 ? nullptr : ::fdopendir(scan);
   if (d == nullptr) {
     if (scan >= 0) ::close(scan);
     spdlog::warn("cannot scan {} for file topics: {}", data_dir_, detail::errno_text(errno));
     return;
   }
+  // 0: unknown (no /proc): then no region is taken for another boot's.
   const std::uint64_t boot = detail::boot_id_hash();
   while (dirent* e = ::readdir(d)) {
     const std::string file = e->d_name;
-    if (file == "." || file == "..") continue;
+    if (file == "." || file == ".." || file == kDataLock) continue;
     if (std::string_view(file).ends_with(detail::kControlSuffix)) continue;
     try {
       validate_name("topic", file);
@@ -218,8 +251,11 @@ void Daemon::adopt_files() {
       bool rebooted = false;
       std::uint64_t torn = 0;
       if (!region_intact(*region) || !guarded([&] {
-            rebooted = region->header().boot != boot;
-            torn = count_torn(*region);
+            const std::uint64_t was = region->header().boot;
+            rebooted = boot != 0 && was != 0 && was != boot;
+            if (rebooted) torn = count_torn(*region);
+            // Made where the boot id was unknown: this boot's from now on.
+            if (was == 0) region->header().boot = boot;
           }))
         throw Error(ErrorCode::Corrupt, "its files do not have the size its header says");
       if (torn != 0)

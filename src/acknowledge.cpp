@@ -21,6 +21,26 @@ namespace {
 constexpr auto kOrphan = static_cast<std::uint32_t>(detail::SeatState::Orphan);
 constexpr auto kFreeSeat = static_cast<std::uint32_t>(detail::SeatState::Free);
 constexpr std::uint64_t kAllRecords = ~std::uint64_t{0};
+
+// A dead member's ack record, read once: the segment is writable by any
+// member, so nothing that decides (the sort least of all) reads a field twice.
+struct RecordCopy {
+  std::uint64_t seq1, info;
+  std::uint32_t index;  // where it is in the table
+};
+// The records in use of a dead member's table, oldest first: the order it
+// took them in (per partition). Relaxed loads: the member is dead, its
+// stores are all visible, and the control lock (the caller's) orders
+// earlier adopters' too.
+std::vector<RecordCopy> sorted_records(const detail::AckRecord* recs) {
+  std::vector<RecordCopy> out;
+  for (std::uint32_t i = 0; i < detail::kAckRecords; ++i)
+    if (const std::uint64_t s1 = recs[i].seq1.load(std::memory_order_relaxed); s1 != 0)
+      out.push_back({s1, recs[i].info.load(std::memory_order_relaxed), i});
+  std::sort(out.begin(), out.end(),
+            [](const RecordCopy& a, const RecordCopy& b) { return a.seq1 < b.seq1; });
+  return out;
+}
 }  // namespace
 
 Status Subscriber::take_recorded(detail::ConsumerLane& l, std::uint32_t max,
@@ -62,19 +82,8 @@ Status Subscriber::redeliver(Sample& out) noexcept {
       release(l, p.hold);
       continue;
     }
-    if (p.deliveries > max_deliveries_) {
-      // Delivered max_deliveries times already (its members died with it).
-      if (dead_letter(l, p.seq, p.deliveries - 1, "max_deliveries") != Status::Ok) {
-        // It stays held (nothing is dropped) and is tried again every second,
-        // without making every receive wait for it.
-        stuck_.push_back(p);
-        stuck_retry_ns_ = monotonic_ns() + kStuckRetry.count();
-        continue;
-      }
-      release(l, p.hold);
-      continue;
-    }
-    // Relaxed: after the acquire above.
+    // Relaxed: after the acquire above. Checked before a dead letter too:
+    // a torn message must not become a whole one in the .dlq.
     const std::uint32_t len = slot.length.load(std::memory_order_relaxed);
     const std::uint32_t meta = slot.meta.load(std::memory_order_relaxed);
     if (!detail::fits(len, meta, l.ring.slot_size)) {
@@ -84,6 +93,18 @@ Status Subscriber::redeliver(Sample& out) noexcept {
     if (!detail::intact(l.ring, slot, p.seq)) {
       // A file topic's message torn by a power cut: lost, as in take_run.
       l.state.group->lost.fetch_add(1, std::memory_order_relaxed);  // relaxed: a counter
+      release(l, p.hold);
+      continue;
+    }
+    if (p.deliveries > max_deliveries_) {
+      // Delivered max_deliveries times already (its members died with it).
+      if (dead_letter(l, p.seq, p.deliveries - 1, "max_deliveries") != Status::Ok) {
+        // It stays held (nothing is dropped) and is tried again every second,
+        // without making every receive wait for it.
+        stuck_.push_back(p);
+        stuck_retry_ns_ = monotonic_ns() + kStuckRetry.count();
+        continue;
+      }
       release(l, p.hold);
       continue;
     }
@@ -189,23 +210,7 @@ void Subscriber::adopt_locked() noexcept {
         r.member(group_index_, m).state.load(std::memory_order_relaxed) != kOrphan)
       continue;
     detail::AckRecord* recs = r.acks(group_index_, m);
-    // Oldest first: the order the orphan took them in (per partition). The
-    // records are copied once: the segment is writable by any member, so
-    // nothing below (the sort least of all) reads a field twice.
-    struct Copy {
-      std::uint64_t seq1, info;
-      std::uint32_t index;
-    };
-    std::vector<Copy> order;
-    for (std::uint32_t i = 0; i < detail::kAckRecords; ++i) {
-      // Relaxed (the record's fields): the orphan is dead; its stores are
-      // all visible, and the control lock orders earlier adopters' too.
-      const std::uint64_t s1 = recs[i].seq1.load(std::memory_order_relaxed);
-      if (s1 != 0) order.push_back({s1, recs[i].info.load(std::memory_order_relaxed), i});
-    }
-    std::sort(order.begin(), order.end(),
-              [](const Copy& a, const Copy& b) { return a.seq1 < b.seq1; });
-    for (const Copy& c : order) {
+    for (const RecordCopy& c : sorted_records(recs)) {
       detail::AckRecord& rec = recs[c.index];
       const std::uint64_t seq1 = c.seq1;
       const std::uint64_t info = c.info;
@@ -278,19 +283,10 @@ void Subscriber::resume_orphan_locked() noexcept {
   // message that is still there becomes a held sample of ours with a
   // record of its own, to be delivered again. The seat's hazards still
   // cover them all until publish_hazard below sets them to ours.
-  struct Copy {
-    std::uint64_t seq1, info;
-  };
-  std::vector<Copy> records;
-  for (std::uint32_t i = 0; i < detail::kAckRecords; ++i) {
-    // Relaxed: the orphan is dead; we hold the control lock.
-    const std::uint64_t s1 = acks_[i].seq1.load(std::memory_order_relaxed);
-    if (s1 != 0) records.push_back({s1, acks_[i].info.load(std::memory_order_relaxed)});
-    acks_[i].seq1.store(0, std::memory_order_relaxed);
-  }
-  std::sort(records.begin(), records.end(),
-            [](const Copy& a, const Copy& b) { return a.seq1 < b.seq1; });
-  for (const Copy& c : records) {
+  const std::vector<RecordCopy> records = sorted_records(acks_);
+  for (std::uint32_t i = 0; i < detail::kAckRecords; ++i)
+    acks_[i].seq1.store(0, std::memory_order_relaxed);  // relaxed: under the control lock
+  for (const RecordCopy& c : records) {
     const std::uint32_t p = detail::ack_partition(c.info), n = detail::ack_count(c.info),
                         d = detail::ack_deliveries(c.info);
     if (p >= rings_ || n == 0 || n > lane(p).ring.count) {

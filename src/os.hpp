@@ -62,6 +62,14 @@ inline constexpr std::string_view kReplyTopicPrefix = "_reply.";
 // exists must be a directory. Throws Error(SystemError) naming the path and errno.
 void make_dirs(const std::string& dir, mode_t mode);
 
+// An exclusive flock(2) of fd, waiting up to 1 s for it. A daemon that just
+// died may have left a copy of its lock descriptors in a keeper it was
+// forking (between the fork and the keeper's close of everything it
+// inherited), so a lock can stay taken a few ms after its holder is gone; a
+// daemon that really runs holds it for life, and a second start then fails
+// a second later. False (errno set) when it stays held or flock fails.
+[[nodiscard]] bool flock_soon(int fd) noexcept;
+
 // ---- file topics (docs/durability.md) ------------------------------------------
 // A hash of the kernel's boot id (/proc/sys/kernel/random/boot_id): changes
 // with every boot. 0 when it cannot be read.

@@ -366,8 +366,10 @@ std::shared_ptr<Region> Region::create_as(const std::string& shm_name, std::stri
     if (const int err = errno; r->data_->fd < 0 || r->control_seg_->fd < 0) {
       if (err == EEXIST && failed == "create")
         throw Error(ErrorCode::AlreadyExists,
-                    where + " exists already (a topic's file left behind); remove it (rm " + where +
-                        "*) or choose another name");
+                    where +
+                        " or its @control file exists already (a topic's file left "
+                        "behind, or planted); remove it (rm " +
+                        where + "*) or choose another name");
       const bool full = err == ENOSPC || err == EFBIG || err == EDQUOT;
       throw Error(code_of_errno(err),
                   "cannot " + failed + " the files of topic '" + std::string(topic) + "' in " +
@@ -428,6 +430,9 @@ std::shared_ptr<Region> Region::create_as(const std::string& shm_name, std::stri
     if (place == Place::File) remove_file(dir_fd, shm_name);
     throw;
   }
+  // A file topic's names on disk too: a flush() after this must not leave
+  // a power cut to lose the files themselves.
+  if (place == Place::File) (void)::fsync(dir_fd);
   r->init_accessors(o, l);
   const std::uint64_t generation =
       std::random_device{}() | (std::uint64_t{std::random_device{}()} << 32);
@@ -450,6 +455,7 @@ std::shared_ptr<Region> Region::create_as(const std::string& shm_name, std::stri
   // Release: before the data segment's magic (M1), which openers acquire
   // first; an opener that sees the data magic sees this too.
   r->control(0).magic.store(kControlMagic, std::memory_order_release);
+  const std::uint64_t boot = o.storage == Storage::File ? boot_id_hash() : 0;
   for (std::uint32_t p = o.rings(); p-- > 0;) {
     auto* h = new (&r->header(p)) TopicHeader{};
     h->layout_version = kLayoutVersion;
@@ -462,7 +468,7 @@ std::shared_ptr<Region> Region::create_as(const std::string& shm_name, std::stri
     h->policy = static_cast<std::uint8_t>(o.policy);
     h->single_producer = o.single_producer ? 1 : 0;
     h->storage = static_cast<std::uint8_t>(o.storage);
-    h->boot = o.storage == Storage::File ? boot_id_hash() : 0;
+    h->boot = boot;
     h->flush_interval_ms = static_cast<std::uint32_t>(o.flush_interval.count());
     // Relaxed: published with the rest of the header by M1 below.
     h->shared_control.store((o.mode & 077) != 0 ? 1 : 0, std::memory_order_relaxed);
@@ -595,7 +601,9 @@ std::shared_ptr<Region> Region::open_file(int dir_fd, const std::string& dir,
 bool Region::remove_file(int dir_fd, const std::string& file) {
   // Control first, as remove().
   ::unlinkat(dir_fd, control_name(file).c_str(), 0);
-  return ::unlinkat(dir_fd, file.c_str(), 0) == 0;
+  const bool removed = ::unlinkat(dir_fd, file.c_str(), 0) == 0;
+  (void)::fsync(dir_fd);  // the names' removal on disk too
+  return removed;
 }
 
 int Region::flush() noexcept {
@@ -603,7 +611,9 @@ int Region::flush() noexcept {
   // What was published before this call is in the mappings now; the time is
   // taken first, so flushed_ns never claims more than was written.
   const std::uint64_t now = wall_ns();
-  for (const Segment* seg : {data_.get(), control_seg_.get()})
+  // The control segment first: a cursor on disk is then never ahead of the
+  // tail written after it (what a power cut between the two could leave).
+  for (const Segment* seg : {control_seg_.get(), data_.get()})
     if (::msync(seg->base, seg->size, MS_SYNC) != 0) return errno;
   // Relaxed: a report; a later flush only raises it.
   std::atomic<std::uint64_t>& f = control().flushed_ns;
@@ -732,8 +742,8 @@ Layout Region::attach_data(const std::string& where, const struct stat& ds) {
                                         std::to_string(h->storage) +
                                         "); delete it and create the topic again");
   options_.storage = static_cast<Storage>(h->storage);
-  options_.flush_interval = std::chrono::milliseconds(std::min<std::uint32_t>(
-      h->flush_interval_ms, static_cast<std::uint32_t>(kMaxFlushInterval.count())));
+  // Over a day is refused by validate_options below, as Corrupt.
+  options_.flush_interval = std::chrono::milliseconds(h->flush_interval_ms);
   if (auto why = validate_options(options_); !why.empty())
     throw Error(ErrorCode::Corrupt, where + " has an invalid header (" + why +
                                         "); delete it and create the topic again");

@@ -204,7 +204,10 @@ void Mover::rescan() noexcept {
   wake(region_->schedule().header->event);
 }
 
-Recovered Mover::recover(const Region& r) noexcept {
+Recovered Mover::recover(const Region& r, bool previous_boot) noexcept {
+  const auto alive = [&](std::uint32_t pid) {
+    return !previous_boot && process_alive(static_cast<pid_t>(pid));
+  };
   Recovered out;
   const Schedule& sc = r.schedule();
   for (std::uint32_t i = 0; i < sc.capacity; ++i) {
@@ -220,13 +223,13 @@ Recovered Mover::recover(const Region& r) noexcept {
       case EntryState::Ready:
         continue;
       case EntryState::Writing:
-        if (process_alive(static_cast<pid_t>(pid))) continue;
+        if (alive(pid)) continue;
         next = 0;
         ++out.freed;
         break;
       case EntryState::Moving: {
         // A mover that still runs (a daemon on its way out) finishes its move.
-        if (pid != self_pid() && process_alive(static_cast<pid_t>(pid))) continue;
+        if (pid != self_pid() && alive(pid)) continue;
         const std::uint64_t t = e.target.load(std::memory_order_relaxed);
         const std::uint32_t p = e.partition.load(std::memory_order_relaxed);
         bool delivered = false;
@@ -322,6 +325,8 @@ Status Mover::move(std::uint32_t i) {
     why = "its message's lengths do not fit the topic's slot";
   else if (part >= region_->partitions())
     why = "it names no partition of the topic";
+  else if (!intact(region_->ring(), msg, kNone))
+    why = "its message's checksum does not match (torn by a power cut)";
   if (why != nullptr) {
     if (e.state.compare_exchange_strong(w, 0, std::memory_order_release,
                                         std::memory_order_relaxed)) {
@@ -496,7 +501,18 @@ Status Publisher::schedule_commit(Loan& l, std::size_t size) noexcept {
   detail::SlotHeader& msg = *l.slot_;
   // Relaxed: published by make_ready's release (E2).
   msg.length.store(static_cast<std::uint32_t>(size), std::memory_order_relaxed);
-  msg.timestamp_ns.store(clock_.now(), std::memory_order_relaxed);
+  const std::uint64_t now = clock_.now();
+  msg.timestamp_ns.store(now, std::memory_order_relaxed);
+  // A file topic's entry carries its message's checksum as a slot does (the
+  // entry's message has the slot's stride, trailer included), seeded with
+  // kNone for "not yet in a ring": the mover checks it before it moves.
+  if (head_.ring.checksummed)
+    detail::checksum_of(head_.ring, msg)
+        .store(detail::slot_checksum(msg, detail::kNone, static_cast<std::uint32_t>(size),
+                                     msg.meta.load(std::memory_order_relaxed),
+                                     msg.producer_id.load(std::memory_order_relaxed), now,
+                                     msg.tag_hash.load(std::memory_order_relaxed)),
+               std::memory_order_relaxed);
   make_ready(sc, l.entry_, self_pid(), l.due_ns_);
   l.slot_ = nullptr;
   l.pub_ = nullptr;

@@ -58,7 +58,9 @@ class Mover {
 
   // Resolves what a dead mover and dead writers left (see the top of this
   // file). Call before the dead daemon's producer seats are freed.
-  static Recovered recover(const Region& r) noexcept;
+  // `previous_boot`: the region comes back after a reboot, so no pid in it
+  // names a process of ours, whether or not one runs under it now.
+  static Recovered recover(const Region& r, bool previous_boot = false) noexcept;
 
   // Moves due messages until stop(): sleeps on the schedule's event until
   // the earliest due time (a futex wait with an absolute CLOCK_REALTIME

@@ -313,9 +313,11 @@ TEST(FileTopic, SurvivesAKillOfEverythingAndAReboot) {
 }
 
 // A power cut: the last messages' bytes never reached the disk, though their
-// stamps did. Simulated by corrupting them in the files while nothing runs.
-// The restarted daemon counts them (describe: torn), a reader skips them as
-// lost and returns every intact message.
+// stamps did. Simulated by corrupting them in the files while nothing runs,
+// and a new boot id (a power cut is a reboot). The restarted daemon counts
+// them (describe: torn); a reader skips them as lost and returns every
+// intact message, one by one and in batches (a torn message within a batch
+// costs only itself).
 TEST(FileTopic, MessagesTornByAPowerCutAreCountedAsLostNeverReturned) {
   DurableBus b;
   const std::string topic = "log";
@@ -325,9 +327,11 @@ TEST(FileTopic, MessagesTornByAPowerCutAreCountedAsLostNeverReturned) {
     Bus bus = Bus::connect(b.f.options());
     (void)bus.create_topic(topic, file_topic(128, 64));
     SubscriberOptions o;
-    o.group = "reader";
     o.durable = true;
     o.start = StartFrom::Earliest;
+    o.group = "reader";
+    (void)bus.subscriber(topic, o);
+    o.group = "batcher";
     (void)bus.subscriber(topic, o);
     Publisher p = bus.publisher(topic);
     for (std::uint64_t i = 0; i < kMessages; ++i) {
@@ -346,31 +350,52 @@ TEST(FileTopic, MessagesTornByAPowerCutAreCountedAsLostNeverReturned) {
   }
   const std::uint64_t ts = files.slot(40) + offsetof(detail::SlotHeader, timestamp_ns);
   files.write<std::uint64_t>(files.data, ts, files.read<std::uint64_t>(files.data, ts) + 1);
+  files.write<std::uint64_t>(files.data, offsetof(detail::TopicHeader, boot), 0x90e4c07);
 
   DaemonProcess again{b.f.bus, b.f.socket};
   again.data_dir = b.data;
   ASSERT_TRUE(again.start());
   Bus bus = Bus::connect(b.f.options());
   EXPECT_EQ(bus.describe(topic).torn, torn.size());
+  std::vector<std::uint64_t> expected;
+  for (std::uint64_t i = 0; i < kMessages; ++i)
+    if (!torn.contains(i)) expected.push_back(i);
   SubscriberOptions o;
   o.group = "reader";
   auto sub = bus.subscriber(topic, o);
   std::vector<std::uint64_t> got;
-  for (;;) {
+  while (got.size() < expected.size()) {
     Sample s;
-    const Status st = sub->receive(s, 200ms);
-    if (st == Status::Timeout) break;
-    ASSERT_EQ(st, Status::Ok);
+    ASSERT_EQ(sub->receive(s, kWait), Status::Ok) << got.size();
     std::uint64_t i = 0;
     ASSERT_TRUE(valid(s, i)) << s.sequence();
     got.push_back(i);
   }
-  std::vector<std::uint64_t> expected;
-  for (std::uint64_t i = 0; i < kMessages; ++i)
-    if (!torn.contains(i)) expected.push_back(i);
+  Sample none;
+  EXPECT_EQ(sub->receive(none, 20ms), Status::Timeout);
   EXPECT_EQ(got, expected);
   EXPECT_EQ(sub->lost(), torn.size());
   EXPECT_EQ(bus.describe_group(topic, "reader").lost, torn.size());
+  // The same in batches of up to 64.
+  o.group = "batcher";
+  auto batcher = bus.subscriber(topic, o);
+  got.clear();
+  while (got.size() < expected.size()) {
+    Batch batch;
+    ASSERT_EQ(batcher->receive_batch(batch, 64, kWait), Status::Ok) << got.size();
+    for (std::size_t k = 0; k < batch.size(); ++k) {
+      Payload m{};
+      ASSERT_EQ(batch.data(k).size(), sizeof m);
+      std::memcpy(&m, batch.data(k).data(), sizeof m);
+      ASSERT_EQ(m.check, check_of(m.index));
+      ASSERT_EQ(m.index, batch.first_sequence() + k);
+      got.push_back(m.index);
+    }
+  }
+  Batch nothing;
+  EXPECT_EQ(batcher->receive_batch(nothing, 64, 20ms), Status::Timeout);
+  EXPECT_EQ(got, expected);
+  EXPECT_EQ(bus.describe_group(topic, "batcher").lost, torn.size());
 }
 
 // A full file system (RLIMIT_FSIZE on the daemon stands for one): creating a
@@ -393,6 +418,14 @@ TEST(FileTopic, AFullFileSystemIsAnErrorAtCreationNeverASigbus) {
   EXPECT_FALSE(std::filesystem::exists(b.file("huge") + "@control"));
   // The daemon is alive and serves: a small file topic, filled and read.
   (void)bus.create_topic("small", file_topic(256, 1024));
+  // Every block allocated, not a sparse file.
+  for (const std::string& f : {b.file("small"), b.file("small") + "@control"}) {
+    struct stat st {};
+    ASSERT_EQ(::stat(f.c_str(), &st), 0);
+    EXPECT_GE(static_cast<std::uint64_t>(st.st_blocks) * 512,
+              static_cast<std::uint64_t>(st.st_size))
+        << f;
+  }
   SubscriberOptions o;
   o.start = StartFrom::Earliest;
   auto sub = bus.subscriber("small", o);
@@ -458,6 +491,61 @@ TEST(FileTopic, AFlushIntervalWritesByItselfAndDeleteRemovesTheFiles) {
   bus.delete_topic("ticker");
   EXPECT_FALSE(std::filesystem::exists(b.file("ticker")));
   EXPECT_FALSE(std::filesystem::exists(b.file("ticker") + "@control"));
+}
+
+// A file topic's schedule of delayed messages is in its data file: a
+// message scheduled an hour ahead is still scheduled after the daemon and
+// its keeper were SIGKILLed and a new daemon adopted the topic.
+TEST(FileTopic, ScheduledMessagesOutliveTheDaemon) {
+  DurableBus b;
+  ASSERT_TRUE(b.start());
+  std::uint64_t due = 0;
+  {
+    Bus bus = Bus::connect(b.f.options());
+    TopicOptions o = file_topic(16, 64);
+    o.delay_slots = 8;
+    (void)bus.create_topic("later", o);
+    Publisher p = bus.publisher("later");
+    ASSERT_EQ(p.publish_after(std::chrono::hours(1), bytes_of("wake up")), Status::Ok);
+    const TopicStatus st = bus.describe("later");
+    EXPECT_EQ(st.scheduled, 1u);
+    due = st.next_due_ns;
+    EXPECT_NE(due, 0u);
+  }
+  b.d.kill9();
+  kill_keeper(b.f.socket);
+  DaemonProcess again{b.f.bus, b.f.socket};
+  again.data_dir = b.data;
+  ASSERT_TRUE(again.start());
+  Bus bus = Bus::connect(b.f.options());
+  const TopicStatus st = bus.describe("later");
+  EXPECT_EQ(st.scheduled, 1u);
+  EXPECT_EQ(st.next_due_ns, due);
+  EXPECT_EQ(st.tail, 0u);
+}
+
+// One daemon per data directory: a second bus's daemon given the same one
+// serves memory topics, and refuses file topics saying why.
+TEST(FileTopic, TwoDaemonsDoNotShareADataDirectory) {
+  DurableBus b;
+  ASSERT_TRUE(b.start());
+  Bus bus = Bus::connect(b.f.options());
+  (void)bus.create_topic("mine", file_topic(16, 64));
+  BusFixture other;
+  DaemonProcess second{other.bus, other.socket};
+  second.data_dir = b.data;
+  ASSERT_TRUE(second.start());
+  Bus bus2 = Bus::connect(other.options());
+  EXPECT_THROW((void)bus2.describe("mine"), Error);  // not adopted twice
+  try {
+    (void)bus2.create_topic("theirs", file_topic(16, 64));
+    FAIL() << "two daemons in one data directory";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::InUse) << e.what();
+    EXPECT_NE(std::string(e.what()).find("another shmbusd serves it"), std::string::npos)
+        << e.what();
+  }
+  (void)bus2.create_topic("theirs", ring_options(16, 64));
 }
 
 // Options a file topic refuses, with what to do.

@@ -505,6 +505,9 @@ struct Taken {
   std::uint64_t first = 0;
   std::uint32_t count = 0;
   std::uint32_t hold = 0;  // the held entry that covers the run
+  // The first message is intact (its lengths fit and, in a file topic, its
+  // checksum matches). When not, the run is that message alone.
+  bool whole = true;
 };
 
 // Takes up to `max` consecutive published messages at the group's position
@@ -527,10 +530,11 @@ struct Taken {
       // C1 again (acquire) for each further slot of the run.
       // A run stops before a slot whose lengths are invalid (or, in a file
       // topic, whose checksum does not match), so that slot is taken alone
-      // and reported or skipped (Subscriber) instead of inside a batch; the
-      // caller checks the first slot. Length loads are relaxed: each
-      // follows that slot's acquire stamp load (C1).
-      const std::uint32_t run_max = well_formed(slot, r.slot_size) ? max : 1;
+      // and reported or skipped (Subscriber, Taken::whole) instead of inside
+      // a batch. Length loads are relaxed: each follows that slot's acquire
+      // stamp load (C1).
+      const bool whole = intact(r, slot, at);
+      const std::uint32_t run_max = whole ? max : 1;
       while (k < run_max &&
              r.slot(at + k).stamp.load(std::memory_order_acquire) == stamp_published(at + k) &&
              intact(r, r.slot(at + k), at + k))
@@ -564,6 +568,7 @@ struct Taken {
       }
       out.first = at;
       out.count = k;
+      out.whole = whole;
       out.hold = hold(c, at);
       count_received(c, k);
       return Status::Ok;

@@ -300,8 +300,9 @@ inline Status Subscriber::receive_batch(Batch& out, std::size_t max,
 namespace detail {
 // The seqlock reader's copy: under Policy::Overwrite a producer may be writing
 // the same bytes. The result is checked against the stamp afterwards and
-// discarded if torn, so the race is benign by design; TSan is told so here and
-// only here.
+// discarded if torn, so the race is benign by design; TSan is told so here
+// and in the CRC32C of a file topic's slot (src/crc32c.cpp), for the same
+// reason.
 #if defined(__clang__) || defined(__GNUC__)
 __attribute__((no_sanitize("thread")))
 #endif
