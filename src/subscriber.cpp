@@ -122,6 +122,7 @@ Subscriber::Subscriber(std::shared_ptr<detail::Region> region, const SubscriberO
     l.index = p;
     l.state.held.fill(detail::kNone);
     l.state.is_private = is_private;
+    l.state.fast_private = is_private && !l.ring.checksummed;
   }
   if (!is_private) validate_name("group", options.group);
   const bool want_acks = options.delivery == Delivery::AtLeastOnce;

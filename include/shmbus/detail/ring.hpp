@@ -410,7 +410,10 @@ struct ConsumerState {
   GroupEntry* group = nullptr;
   MemberSeat* member = nullptr;
   bool is_private = false;  // a private group: one member, consumes without CAS
-  std::uint64_t pos = 0;    // private group: the next sequence to take
+  // is_private, and not a file topic's ring (whose checksums the general
+  // path checks): the receive may take try_take_private's fast path.
+  bool fast_private = false;
+  std::uint64_t pos = 0;  // private group: the next sequence to take
   std::uint32_t held_count = 0;
   std::uint64_t held_min = kNone;
   std::array<std::uint64_t, kMaxHeld> held{};  // sequence held, or kNone
@@ -593,7 +596,8 @@ struct Taken {
 // The common case of take, for a private group: the next message published and
 // well-formed. Returns its slot and length, or nullptr when the general path
 // (take) must decide (not published, abandoned, lapped, a bad length, a full
-// hold table). On success the caller holds it via hold(c, seq) after releasing
+// hold table; never called for a file topic: ConsumerState::fast_private). On
+// success the caller holds it via hold(c, seq) after releasing
 // whatever it must release first (Subscriber::try_receive).
 [[nodiscard]] inline SlotHeader* try_take_private(const Ring& r, ConsumerState& c,
                                                   std::uint32_t& len, std::uint32_t& meta,
@@ -609,8 +613,7 @@ struct Taken {
   // Relaxed: ordered after the stamp's acquire load (C1), as in take().
   len = slot.length.load(std::memory_order_relaxed);
   meta = slot.meta.load(std::memory_order_relaxed);
-  // A file topic's checksum is checked on the general path (take_run).
-  if (st != stamp_published(at) || !fits(len, meta, r.slot_size) || r.checksummed) [[unlikely]] {
+  if (st != stamp_published(at) || !fits(len, meta, r.slot_size)) [[unlikely]] {
     not_ready = Status::Invalid;  // not a status to return: take the general path
     return nullptr;
   }

@@ -176,7 +176,8 @@ inline Status Subscriber::nothing_to_take() const noexcept {
 
 inline Status Subscriber::take_from(detail::ConsumerLane& l, Sample& out) noexcept {
   detail::ConsumerState& state = l.state;
-  if (state.is_private && state.held_count != kMaxHeld) [[likely]] {
+  // A file topic's receive takes the general path, which checks checksums.
+  if (state.fast_private && state.held_count != kMaxHeld) [[likely]] {
     std::uint32_t len = 0, meta = 0;
     Status not_ready = Status::WouldBlock;
     if (detail::SlotHeader* slot = detail::try_take_private(l.ring, state, len, meta, not_ready))
