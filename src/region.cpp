@@ -133,8 +133,36 @@ std::string validate_options(const TopicOptions& o) {
   return {};
 }
 
-// Creates a segment file exclusively with exactly `mode` (fchmod: the umask
-// neither widens nor narrows it), sized and reserved. -1 and errno on failure.
+// Gives a new segment its mode (fchmod: the umask neither widens nor narrows
+// it) and its size, every page or block reserved now: tmpfs and file systems
+// allocate lazily, and touching a page that cannot be backed later would
+// kill the process with SIGBUS. False with `failed` (what could not be done)
+// and errno set.
+bool prepare_segment(int fd, std::uint32_t mode, std::uint64_t size, const char* reserving,
+                     std::string& failed) {
+  int rc = 0;
+  if (::fchmod(fd, static_cast<mode_t>(mode)) != 0)
+    failed = "set the mode of";
+  else if (::ftruncate(fd, static_cast<off_t>(size)) != 0)
+    failed = "size";
+  else if ((rc = ::posix_fallocate(fd, 0, static_cast<off_t>(size))) != 0)
+    failed = reserving;
+  else
+    return true;
+  if (rc != 0) errno = rc;
+  return false;
+}
+
+// Closes a segment that could not be prepared, keeping its errno.
+int give_up(int fd) {
+  const int err = errno;
+  ::close(fd);
+  errno = err;
+  return -1;
+}
+
+// Creates a segment file exclusively with exactly `mode`, sized and
+// reserved. -1 and errno on failure.
 int create_segment(const std::string& name, std::uint64_t size, std::uint32_t mode,
                    std::string& failed) {
   // shm_open adds O_NOFOLLOW | O_CLOEXEC.
@@ -144,21 +172,11 @@ int create_segment(const std::string& name, std::uint64_t size, std::uint32_t mo
     return -1;
   }
   failed.clear();
-  // Reserve the memory now: tmpfs allocates lazily, and touching a page it
-  // cannot back later would kill the process with SIGBUS.
-  int rc = 0;
-  if (::fchmod(fd, static_cast<mode_t>(mode)) != 0)
-    failed = "set the mode of";
-  else if (::ftruncate(fd, static_cast<off_t>(size)) != 0)
-    failed = "size";
-  else if ((rc = ::posix_fallocate(fd, 0, static_cast<off_t>(size))) != 0)
-    failed = "reserve memory for";
-  if (failed.empty()) return fd;
-  const int err = rc != 0 ? rc : errno;
-  ::close(fd);
+  if (prepare_segment(fd, mode, size, "reserve memory for", failed)) return fd;
+  const int err = errno;
   ::shm_unlink(name.c_str());
   errno = err;
-  return -1;
+  return give_up(fd);
 }
 
 // Creates a sealed memfd segment: mode 0600 (a memfd starts 0777, and a
@@ -172,27 +190,17 @@ int create_sealed_segment(const std::string& name, std::uint64_t size, std::stri
     return -1;
   }
   failed.clear();
-  int rc = 0;
-  if (::fchmod(fd, 0600) != 0)
-    failed = "set the mode of";
-  else if (::ftruncate(fd, static_cast<off_t>(size)) != 0)
-    failed = "size";
-  else if ((rc = ::posix_fallocate(fd, 0, static_cast<off_t>(size))) != 0)
-    failed = "reserve";
-  else if (::fcntl(fd, F_ADD_SEALS, kRegionSeals) != 0)
-    failed = "seal";
-  if (failed.empty()) return fd;
-  const int err = rc != 0 ? rc : errno;
-  ::close(fd);
-  errno = err;
-  return -1;
+  if (!prepare_segment(fd, 0600, size, "reserve", failed)) return give_up(fd);
+  if (::fcntl(fd, F_ADD_SEALS, kRegionSeals) == 0) return fd;
+  failed = "seal";
+  return give_up(fd);
 }
 
 // Creates a file topic's segment `name` in the data directory `dir_fd`:
 // exclusively, never through a link, mode 0600, and with every block
-// allocated now (posix_fallocate), so that a full file system is an error
-// here and never a SIGBUS in a producer writing through the mapping later.
-// -1 and errno on failure (the file removed).
+// allocated now, so that a full file system is an error here and never a
+// SIGBUS in a producer writing through the mapping later. -1 and errno on
+// failure (the file removed).
 int create_file_segment(int dir_fd, const std::string& name, std::uint64_t size,
                         std::string& failed) {
   const int fd =
@@ -202,17 +210,11 @@ int create_file_segment(int dir_fd, const std::string& name, std::uint64_t size,
     return -1;
   }
   failed.clear();
-  int rc = 0;
-  if (::fchmod(fd, 0600) != 0)
-    failed = "set the mode of";
-  else if ((rc = ::posix_fallocate(fd, 0, static_cast<off_t>(size))) != 0)
-    failed = "allocate the disk space of";
-  if (failed.empty()) return fd;
-  const int err = rc != 0 ? rc : errno;
-  ::close(fd);
+  if (prepare_segment(fd, 0600, size, "allocate the disk space of", failed)) return fd;
+  const int err = errno;
   ::unlinkat(dir_fd, name.c_str(), 0);
   errno = err;
-  return -1;
+  return give_up(fd);
 }
 
 // Whether fd's file carries the seals that make it unresizable.

@@ -45,24 +45,6 @@ std::span<const std::byte> as_bytes(const Payload& p) {
   return {reinterpret_cast<const std::byte*>(&p), sizeof p};
 }
 
-// A bus whose daemon keeps file topics in a directory of its own (outside
-// the runtime directory, which a reboot empties).
-struct DurableBus {
-  BusFixture f;
-  TempDir data_root;
-  std::string data = data_root.path + "/data";
-  DaemonProcess d{f.bus, f.socket};
-  DurableBus() { d.data_dir = data; }
-  bool start() { return d.start(); }
-  [[nodiscard]] std::string file(const std::string& topic) const { return data + "/" + topic; }
-};
-
-TopicOptions file_topic(std::uint32_t slots, std::uint32_t size) {
-  TopicOptions o = ring_options(slots, size);
-  o.storage = Storage::File;
-  return o;
-}
-
 // SIGKILLs the keeper of the daemon at `socket` (`shmbusd --keeper <socket>.keep ...`).
 void kill_keeper(const std::string& socket) {
   const std::string want = daemon::keeper_path(socket);
@@ -82,6 +64,36 @@ void kill_keeper(const std::string& socket) {
     ::kill(pid, SIGKILL);
     EXPECT_TRUE(wait_until([&] { return process_gone(pid); }, kWait));
   }
+}
+
+// A bus whose daemon keeps file topics in a directory of its own (outside
+// the runtime directory, which a reboot empties).
+struct DurableBus {
+  BusFixture f;
+  TempDir data_root;
+  std::string data = data_root.path + "/data";
+  DaemonProcess d{f.bus, f.socket};
+  std::unique_ptr<DaemonProcess> next;  // the daemon after start_again()
+  DurableBus() { d.data_dir = data; }
+  bool start() { return d.start(); }
+  // SIGKILLs the daemon and its keeper (the first daemon only).
+  void kill_everything() {
+    d.kill9();
+    kill_keeper(f.socket);
+  }
+  // A new daemon for the bus, with the same data directory.
+  bool start_again() {
+    next = std::make_unique<DaemonProcess>(f.bus, f.socket);
+    next->data_dir = data;
+    return next->start();
+  }
+  [[nodiscard]] std::string file(const std::string& topic) const { return data + "/" + topic; }
+};
+
+TopicOptions file_topic(std::uint32_t slots, std::uint32_t size) {
+  TopicOptions o = ring_options(slots, size);
+  o.storage = Storage::File;
+  return o;
 }
 
 // What a reboot leaves of a bus: its file topics, nothing else.
@@ -225,8 +237,7 @@ TEST(FileTopic, SurvivesAKillOfEverythingAndAReboot) {
   ASSERT_TRUE(wait_until([&] { return sh->value[1].load() == 1; }, kWait));
 
   // The daemon first, so that no one frees the worker's seat; then the rest.
-  b.d.kill9();
-  kill_keeper(b.f.socket);
+  b.kill_everything();
   ::kill(worker, SIGKILL);
   ASSERT_EQ(wait_child(worker, kWait), 128 + SIGKILL);
   reboot_leftovers(b);
@@ -239,9 +250,7 @@ TEST(FileTopic, SurvivesAKillOfEverythingAndAReboot) {
   files.write<std::uint32_t>(files.control, seat + offsetof(detail::MemberSeat, pid),
                              static_cast<std::uint32_t>(::getpid()));
 
-  DaemonProcess again{b.f.bus, b.f.socket};
-  again.data_dir = b.data;
-  ASSERT_TRUE(again.start());
+  ASSERT_TRUE(b.start_again());
   Bus bus = Bus::connect(b.f.options());
   EXPECT_THROW((void)bus.describe("scratch"), Error);
   const TopicStatus st = bus.describe(topic);
@@ -339,8 +348,7 @@ TEST(FileTopic, MessagesTornByAPowerCutAreCountedAsLostNeverReturned) {
       ASSERT_EQ(p.publish(as_bytes(m), kWait), Status::Ok);
     }
   }
-  b.d.kill9();
-  kill_keeper(b.f.socket);
+  b.kill_everything();
   const Files files{b.file(topic), b.file(topic) + "@control"};
   // Payload bytes of the last three, and a header field of one more.
   const std::set<std::uint64_t> torn{kMessages - 1, kMessages - 2, kMessages - 3, 40};
@@ -352,9 +360,7 @@ TEST(FileTopic, MessagesTornByAPowerCutAreCountedAsLostNeverReturned) {
   files.write<std::uint64_t>(files.data, ts, files.read<std::uint64_t>(files.data, ts) + 1);
   files.write<std::uint64_t>(files.data, offsetof(detail::TopicHeader, boot), 0x90e4c07);
 
-  DaemonProcess again{b.f.bus, b.f.socket};
-  again.data_dir = b.data;
-  ASSERT_TRUE(again.start());
+  ASSERT_TRUE(b.start_again());
   Bus bus = Bus::connect(b.f.options());
   EXPECT_EQ(bus.describe(topic).torn, torn.size());
   std::vector<std::uint64_t> expected;
@@ -512,11 +518,8 @@ TEST(FileTopic, ScheduledMessagesOutliveTheDaemon) {
     due = st.next_due_ns;
     EXPECT_NE(due, 0u);
   }
-  b.d.kill9();
-  kill_keeper(b.f.socket);
-  DaemonProcess again{b.f.bus, b.f.socket};
-  again.data_dir = b.data;
-  ASSERT_TRUE(again.start());
+  b.kill_everything();
+  ASSERT_TRUE(b.start_again());
   Bus bus = Bus::connect(b.f.options());
   const TopicStatus st = bus.describe("later");
   EXPECT_EQ(st.scheduled, 1u);

@@ -175,6 +175,20 @@ def stop_process(proc, timeout=5):
         raise
 
 
+def spawn_daemon(name, socket, data_dir):
+    """Connects to bus `name` on `socket`, autospawning its shmbusd with
+    SHMBUS_DATA_DIR=data_dir in the environment it inherits."""
+    saved = os.environ.get("SHMBUS_DATA_DIR")
+    os.environ["SHMBUS_DATA_DIR"] = data_dir
+    try:
+        return shmbus.connect(name, socket=socket, daemon=DAEMON, autospawn=True)
+    finally:
+        if saved is None:
+            del os.environ["SHMBUS_DATA_DIR"]
+        else:
+            os.environ["SHMBUS_DATA_DIR"] = saved
+
+
 @pytest.fixture
 def busenv():
     directory = tempfile.mkdtemp(prefix="shmbus-py-")
@@ -188,15 +202,7 @@ def busenv():
     # gone), which would outlive the test.
     # File topics in the test's directory: the autospawned daemon inherits
     # SHMBUS_DATA_DIR (what a user's environment does for theirs).
-    old_data_dir = os.environ.get("SHMBUS_DATA_DIR")
-    os.environ["SHMBUS_DATA_DIR"] = os.path.join(directory, "data")
-    try:
-        boot = shmbus.connect(name, socket=socket, daemon=DAEMON, autospawn=True)
-    finally:
-        if old_data_dir is None:
-            del os.environ["SHMBUS_DATA_DIR"]
-        else:
-            os.environ["SHMBUS_DATA_DIR"] = old_data_dir
+    boot = spawn_daemon(name, socket, os.path.join(directory, "data"))
     pid = boot.daemon_pid
     del boot
     bus = shmbus.connect(name, socket=socket, autospawn=False)

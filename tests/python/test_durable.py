@@ -8,7 +8,7 @@ import os
 import pytest
 
 import shmbus
-from conftest import DAEMON, process_gone, wait_until
+from conftest import process_gone, spawn_daemon, wait_until
 
 
 def test_a_file_topic_is_flushed_and_outlives_its_daemon(busenv):
@@ -36,15 +36,7 @@ def test_a_file_topic_is_flushed_and_outlives_its_daemon(busenv):
     old_pid = bus.daemon_pid
     bus.shutdown_daemon()
     assert wait_until(lambda: process_gone(old_pid), 10)
-    saved = os.environ.get("SHMBUS_DATA_DIR")
-    os.environ["SHMBUS_DATA_DIR"] = data_dir
-    try:
-        again = shmbus.connect(busenv.name, socket=busenv.socket, daemon=DAEMON, autospawn=True)
-    finally:
-        if saved is None:
-            del os.environ["SHMBUS_DATA_DIR"]
-        else:
-            os.environ["SHMBUS_DATA_DIR"] = saved
+    again = spawn_daemon(busenv.name, busenv.socket, data_dir)
     new_pid = again.daemon_pid
     try:
         assert new_pid != old_pid
