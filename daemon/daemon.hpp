@@ -77,6 +77,7 @@ class Flusher {
     Clock::time_point due;
     std::chrono::milliseconds every;
     std::uint64_t failures;
+    std::uint64_t mark;  // change_mark at the last flush (storage.cpp)
   };
   void run();
   std::mutex mutex_;

@@ -124,7 +124,9 @@ void Flusher::add(const std::string& topic, std::shared_ptr<detail::Region> regi
   {
     std::lock_guard lock(mutex_);
     const detail::Region* key = region.get();  // before the move below
-    topics_[key] = Entry{topic, std::move(region), Clock::now() + every, every, 0};
+    // No mark yet: the first flush happens whatever the region holds.
+    topics_[key] =
+        Entry{topic, std::move(region), Clock::now() + every, every, 0, ~std::uint64_t{0}};
   }
   wake_.notify_all();
 }
@@ -132,6 +134,24 @@ void Flusher::add(const std::string& topic, std::shared_ptr<detail::Region> regi
 void Flusher::remove(const detail::Region* region) {
   std::lock_guard lock(mutex_);
   topics_.erase(region);
+}
+
+// What a flush would write, in one number: every partition's tail and every
+// group's cursor in it. Unchanged since the last flush: nothing was
+// published or consumed, and the flusher leaves the disk alone (an idle
+// topic costs no write per interval; a flush would dirty a page itself, by
+// recording flushed_ns). Acknowledgements alone (an at-least-once member's
+// records) do not move it: they reach the disk with the next flush, and a
+// power cut before it delivers those messages again, which at least once
+// allows. Relaxed loads: a hint.
+std::uint64_t change_mark(const detail::Region& r) noexcept {
+  std::uint64_t mark = 0;
+  for (std::uint32_t p = 0; p < r.partitions(); ++p) {
+    mark = mark * 0x100000001b3ULL + r.header(p).tail.load(std::memory_order_relaxed);
+    for (std::uint32_t g = 0; g < r.max_groups(); ++g)
+      mark = mark * 0x100000001b3ULL + r.group(g, p).cursor.load(std::memory_order_relaxed);
+  }
+  return mark;
 }
 
 void Flusher::run() {
@@ -143,30 +163,36 @@ void Flusher::run() {
     wake_.wait_until(lock, next);
     if (stop_) break;
     const auto now = Clock::now();
-    for (auto& [key, e] : topics_) {
-      if (e.due > now) continue;
-      // Not a catch-up burst after a long flush: the next one is an
-      // interval after this one ends.
-      std::shared_ptr<detail::Region> region = e.region;
-      const std::string topic = e.topic;
-      lock.unlock();
-      int err = 0;
-      // Guarded as every access of the daemon's (issue 14): msync of a file
-      // another process truncated fails (ENOMEM) rather than faulting, but
-      // the store of flushed_ns would fault.
-      const bool intact = region_intact(*region) && guarded([&] { err = region->flush(); });
-      lock.lock();
-      const auto it = topics_.find(region.get());
-      if (it == topics_.end()) continue;  // deleted meanwhile (the iterator is void too)
-      it->second.due = Clock::now() + it->second.every;
-      if (!intact || err != 0) {
-        if (it->second.failures++ % 60 == 0)
-          spdlog::warn("topic '{}': cannot write it to disk: {}", topic,
-                       intact ? detail::errno_text(err) : std::string("the region is damaged"));
-      } else {
-        it->second.failures = 0;
-      }
-      break;  // the map may have changed while unlocked: look again
+    const auto due = std::find_if(topics_.begin(), topics_.end(),
+                                  [&](const auto& kv) { return kv.second.due <= now; });
+    if (due == topics_.end()) continue;
+    // Copies: the map may change (a delete) while the lock is dropped.
+    const std::shared_ptr<detail::Region> region = due->second.region;
+    const std::string topic = due->second.topic;
+    const std::uint64_t last_mark = due->second.mark;
+    lock.unlock();
+    int err = 0;
+    std::uint64_t mark = last_mark;
+    // Guarded as every access of the daemon's (issue 14): msync of a file
+    // another process truncated fails (ENOMEM) rather than faulting, but the
+    // loads above and the store of flushed_ns would fault.
+    const bool intact = region_intact(*region) && guarded([&] {
+                          mark = change_mark(*region);
+                          if (mark != last_mark) err = region->flush();
+                        });
+    lock.lock();
+    const auto it = topics_.find(region.get());
+    if (it == topics_.end()) continue;  // deleted meanwhile
+    // Not a catch-up burst after a long flush: the next one is an interval
+    // after this one ends.
+    it->second.due = Clock::now() + it->second.every;
+    if (!intact || err != 0) {
+      if (it->second.failures++ % 60 == 0)
+        spdlog::warn("topic '{}': cannot write it to disk: {}", topic,
+                     intact ? detail::errno_text(err) : std::string("the region is damaged"));
+    } else {
+      it->second.failures = 0;
+      it->second.mark = mark;
     }
   }
 }

@@ -493,10 +493,23 @@ TEST(FileTopic, AFlushIntervalWritesByItselfAndDeleteRemovesTheFiles) {
   ASSERT_EQ(p.publish(bytes_of("tick"), kWait), Status::Ok);
   std::uint64_t first = 0;
   ASSERT_TRUE(wait_until([&] { return (first = bus.describe("ticker").flushed_ns) != 0; }, kWait));
+  // Nothing new: nothing written. Something new: written again.
+  ASSERT_EQ(p.publish(bytes_of("tock"), kWait), Status::Ok);
   ASSERT_TRUE(wait_until([&] { return bus.describe("ticker").flushed_ns > first; }, kWait));
   bus.delete_topic("ticker");
   EXPECT_FALSE(std::filesystem::exists(b.file("ticker")));
   EXPECT_FALSE(std::filesystem::exists(b.file("ticker") + "@control"));
+  // Topics deleted while the flusher may be flushing them (it once stepped
+  // on a deleted entry): the daemon lives on.
+  o.flush_interval = 1ms;
+  for (int i = 0; i < 40; ++i) {
+    const std::string name = "churn" + std::to_string(i % 4);
+    (void)bus.create_topic(name, o);
+    Publisher q = bus.publisher(name);
+    ASSERT_EQ(q.publish(bytes_of("x"), kWait), Status::Ok);
+    bus.delete_topic(name);
+  }
+  EXPECT_EQ(bus.topics().size(), 0u);
 }
 
 // A file topic's schedule of delayed messages is in its data file: a
