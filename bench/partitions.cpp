@@ -80,6 +80,25 @@ struct Shared {
   std::atomic<std::uint64_t> result[1 << 16];
 };
 
+// The pinger's last step: the median round trip, for the parent.
+void store_median(Shared* sh, std::vector<std::uint64_t>& rtt) {
+  std::nth_element(rtt.begin(), rtt.begin() + static_cast<std::ptrdiff_t>(rtt.size() / 2),
+                   rtt.end());
+  // Release: the parent reads it after reaping the pinger (acquire of the load below).
+  sh->result[0].store(rtt[rtt.size() / 2], std::memory_order_release);
+}
+
+void reap(pid_t pid);
+
+// The parent's: waits for both, then half the median round trip (one way); the block goes.
+double one_way_p50(pid_t pinger, pid_t ponger, Shared* sh) {
+  reap(pinger);
+  reap(ponger);
+  const double p50 = static_cast<double>(sh->result[0].load(std::memory_order_acquire)) / 2.0;
+  ::munmap(sh, sizeof(Shared));
+  return p50;
+}
+
 Shared* shared_block() {
   void* p =
       ::mmap(nullptr, sizeof(Shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -245,14 +264,9 @@ double latency_p50(std::uint32_t lanes, std::uint32_t lane, std::uint64_t iters,
       s.release();
       if (i >= warm) rtt.push_back(now_ns() - t0);
     }
-    std::nth_element(rtt.begin(), rtt.begin() + static_cast<std::ptrdiff_t>(rtt.size() / 2),
-                     rtt.end());
-    sh->result[0].store(rtt[rtt.size() / 2], std::memory_order_release);
+    store_median(sh, rtt);
   });
-  reap(pinger);
-  reap(ponger);
-  const double p50 = static_cast<double>(sh->result[0].load()) / 2.0;
-  ::munmap(sh, sizeof(Shared));
+  const double p50 = one_way_p50(pinger, ponger, sh);
   shmbus::Topic::remove(ab);
   shmbus::Topic::remove(ba);
   return p50;
@@ -601,14 +615,9 @@ double bare_line_p50(std::uint64_t iters) {
         __builtin_ia32_pause();
       rtt.push_back(now_ns() - t0);
     }
-    std::nth_element(rtt.begin(), rtt.begin() + static_cast<std::ptrdiff_t>(rtt.size() / 2),
-                     rtt.end());
-    sh->result[0].store(rtt[rtt.size() / 2], std::memory_order_release);
+    store_median(sh, rtt);
   });
-  reap(pinger);
-  reap(ponger);
-  const double p50 = static_cast<double>(sh->result[0].load()) / 2.0;
-  ::munmap(sh, sizeof(Shared));
+  const double p50 = one_way_p50(pinger, ponger, sh);
   return p50;
 }
 
