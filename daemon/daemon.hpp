@@ -323,6 +323,8 @@ class Daemon {
   int data_fd_ = -1;                  // data_dir_fd(), once opened
   int data_lock_fd_ = -1;             // flock of <data dir>/@lock: one daemon per directory
   std::unique_ptr<Flusher> flusher_;  // once a topic has a flush interval
+  // The flusher, started on first use (storage.cpp).
+  Flusher& flusher();
 };
 
 template <class F>

@@ -103,8 +103,7 @@ void Daemon::serve_adopted(const std::string& name, std::shared_ptr<detail::Regi
     start_mover(name, t, true);
   }
   if (t.region->flush_interval().count() > 0 && !t.damaged) {
-    if (!flusher_) flusher_ = std::make_unique<Flusher>();
-    flusher_->add(name, t.region);
+    flusher().add(name, t.region);
   }
 }
 

@@ -204,7 +204,8 @@ Daemon::Outgoing Daemon::on(Client& c, std::uint32_t id, const proto::CreateTopi
                     ") and root: a regular file cannot be sealed against resizing; create a "
                     "memory topic, or run as that user");
   const bool file = o.storage == Storage::File;
-  if (file && o.flush_interval.count() > 0 && !flusher_) flusher_ = std::make_unique<Flusher>();
+  // Started before the files exist: nothing after them may throw but the map.
+  if (file && o.flush_interval.count() > 0) (void)flusher();
   auto region = file ? detail::Region::create_file(data_dir_fd(), data_dir_, m.name, m.name, o)
                      : detail::Region::create_sealed(region_name(config_.bus, m.name), m.name, o);
   // A throw below leaves no topic: a memfd has no name, a file topic's files go.
@@ -230,7 +231,7 @@ Daemon::Outgoing Daemon::on(Client& c, std::uint32_t id, const proto::CreateTopi
   // A keeper that does not take it is replaced by housekeeping, and given
   // every topic then. A file topic needs none.
   if (!file) keeper_.put(region->data_fd(), region->control_fd());
-  if (file && o.flush_interval.count() > 0) flusher_->add(m.name, region);
+  if (file && o.flush_interval.count() > 0) flusher().add(m.name, region);
   spdlog::info("pid {} uid {} created topic '{}' ({} x {} B, policy {}{})", c.pid, c.uid, m.name,
                o.slot_count, o.slot_size, static_cast<int>(o.policy),
                file ? ", file " + region->where() + ", flush " + flush_name(o.flush_interval)

@@ -197,6 +197,11 @@ void Flusher::run() {
   }
 }
 
+Flusher& Daemon::flusher() {
+  if (!flusher_) flusher_ = std::make_unique<Flusher>();
+  return *flusher_;
+}
+
 // ---- the data directory ----------------------------------------------------------
 
 std::string Daemon::data_dir_path() const {

@@ -374,9 +374,7 @@ Status Subscriber::skip_torn(detail::ConsumerLane& l, std::uint32_t max,
     // message cannot be delivered, and is lost, not redelivered.
     l.state.group->lost.fetch_add(1, std::memory_order_relaxed);
     release(l, t.hold);
-    const Status st =
-        acks_ == nullptr ? detail::take(l.ring, l.state, max, t) : take_recorded(l, max, t);
-    if (st != Status::Ok) return st;
+    if (const Status st = take_once(l, max, t); st != Status::Ok) return st;
   }
 }
 

@@ -375,16 +375,20 @@ class Subscriber {
     acks_[r].seq1.store(0, std::memory_order_relaxed);
     acks_used_ &= ~(std::uint64_t{1} << r);
   }
-  // detail::take, with an ack record under at least once.
-  // In a file topic, a first message whose checksum does not match (torn by
+  // take_once; in a file topic, a first message whose checksum does not match (torn by
   // a power cut) is counted lost and skipped (skip_torn): the run returned
   // is whole (detail::take checked the others).
   Status take_run(detail::ConsumerLane& l, std::uint32_t max, detail::Taken& t) noexcept {
-    const Status st =
-        acks_ == nullptr ? detail::take(l.ring, l.state, max, t) : take_recorded(l, max, t);
+    const Status st = take_once(l, max, t);
     if (st == Status::Ok && l.ring.checksummed) [[unlikely]]
       return skip_torn(l, max, t);
     return st;
+  }
+  // detail::take, with an ack record under at least once.
+  Status take_once(detail::ConsumerLane& l, std::uint32_t max, detail::Taken& t) noexcept {
+    if (acks_ == nullptr) [[likely]]
+      return detail::take(l.ring, l.state, max, t);
+    return take_recorded(l, max, t);
   }
   Status skip_torn(detail::ConsumerLane& l, std::uint32_t max, detail::Taken& t) noexcept;
   Status take_recorded(detail::ConsumerLane& l, std::uint32_t max, detail::Taken& t) noexcept;
