@@ -1,5 +1,8 @@
 #include "shmbus/subscriber.hpp"
 
+#include "shmbus/selector.hpp"
+#include "watch.hpp"
+
 #include <time.h>
 #include <unistd.h>
 
@@ -602,6 +605,8 @@ void Subscriber::let_go(detail::ConsumerLane& l) noexcept {
 }
 
 Subscriber::~Subscriber() {
+  while (!selectors_.empty())
+    selectors_.back()->forget(*this);  // takes itself off selectors_
   try {
     // The same release the daemon performs for a dead member: only if the seat
     // is still ours (the daemon may have reclaimed it, judging us dead), so it

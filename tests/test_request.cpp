@@ -235,8 +235,10 @@ TEST(RequestReply, ARequesterKilledMidRequestDoesNotStallTheResponder) {
   Topic t = bus.create_topic("svc", service_options());
   auto responder = t.subscriber({.group = "svc", .start = StartFrom::Earliest});
   sh->value[0].store(1);
-  // The request is in the topic: the requester waits for its reply.
-  ASSERT_TRUE(wait_until([&] { return t.status().tail == 1; }, kWait));
+  // The request is published (not only claimed: a claim the kill cut short
+  // would be abandoned, and no request would come): the requester waits for
+  // its reply.
+  ASSERT_TRUE(wait_until([&] { return responder->ready(); }, kWait));
   ::kill(requester, SIGKILL);
   EXPECT_EQ(wait_child(requester, kWait), 128 + SIGKILL);
   EXPECT_TRUE(wait_until([&] { return reply_topics(bus).empty(); }, kWait))

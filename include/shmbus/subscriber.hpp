@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -26,12 +27,17 @@ namespace detail {
 class Region;      // src/region.hpp: the mapping, kept out of public headers
 class Connection;  // src/bus.cpp: a Bus's daemon connection
 class Replier;     // src/request.cpp: Sample::reply's publishers
+class Watch;       // src/watch.hpp: Subscriber::fd's eventfd
+class Dispatcher;  // src/listener.cpp: a Listener's receiving thread
 }  // namespace detail
 
 class Bus;
+class Listener;
 class Publisher;
+class Selector;
 class Subscriber;
 class Topic;
+struct ListenOptions;
 
 namespace detail {
 // One partition (or priority lane) as a subscriber sees it: its ring, this
@@ -282,11 +288,51 @@ class Subscriber {
   // from these). Every partition for other members.
   [[nodiscard]] std::vector<std::uint32_t> owned_partitions() const;
 
+  // ---- event loops and push consumers (docs/event-loops.md) ----------------
+  // True when a receive may find a message now, or the topic was deleted (a
+  // receive then says so): a look at one stamp per partition, no system call.
+  // A hint: a member of a shared group may find that another took it first.
+  [[nodiscard]] bool ready() const noexcept;
+  // A descriptor for epoll, poll, select, libuv, Boost.Asio or asyncio: it
+  // becomes readable when a receive may find a message. Receive until a call
+  // comes up empty (Status::WouldBlock or Status::Timeout): that call arms it
+  // again, and it stays quiet until the next message. Spurious readiness is
+  // possible (a peer member took the message); read nothing from it. Made on
+  // the first call, owned by the subscriber (do not close it). Waking through
+  // it costs a thread hop more than a sleeping receive (src/watch.hpp).
+  // Throws Error(ResourceExhausted) when no eventfd can be made.
+  [[nodiscard]] int fd();
+  // Calls `handler` for each message on `options.threads` worker threads
+  // until the returned Listener is destroyed (listener.hpp). The subscriber
+  // must outlive the Listener, and must not be used otherwise meanwhile.
+  [[nodiscard]] Listener listen(std::function<void(const Sample&)> handler,
+                                const ListenOptions& options);
+  [[nodiscard]] Listener listen(std::function<void(const Sample&)> handler);
+
  private:
   friend class Sample;
   friend class Batch;
   friend class detail::Replier;
+  friend class Selector;
+  friend class detail::Dispatcher;
   Status reply(const Sample& s, std::span<const std::byte> data);
+  // The event count consumers of this topic sleep on (every partition's).
+  [[nodiscard]] detail::EventCount& data_event() const noexcept { return *head_.ring.data_event; }
+  // may_have_data without the clock of at-least-once peer checks: a message,
+  // a redelivery or an orphan to adopt.
+  [[nodiscard]] bool has_data() const noexcept;
+  // A public receive call's result: an empty one arms fd() again.
+  Status settle(Status st) noexcept {
+    if ((st == Status::WouldBlock || st == Status::Timeout) && watch_ != nullptr) [[unlikely]]
+      rearm();
+    return st;
+  }
+  void rearm() noexcept;
+  // try_receive without settle: the take inside the waits.
+  Status take_one(Sample& out) noexcept;
+  // At least once: gives a held sample back, to be delivered again next
+  // with the same delivery count (a Listener's unhandled samples at stop).
+  void give_back(Sample& s) noexcept;
   // The only constructor's caller; registers the seat (group_index_,
   // member_index_) with shmbusd when the topic came from a Bus.
   friend class Topic;
@@ -454,6 +500,8 @@ class Subscriber {
   // Sample::reply's publishers to reply topics, made on the first reply.
   std::shared_ptr<detail::Connection> bus_;
   std::shared_ptr<detail::Replier> replier_;
+  std::unique_ptr<detail::Watch> watch_;  // fd(), made on first use
+  std::vector<Selector*> selectors_;      // the selectors holding this subscriber
 };
 
 }  // namespace shmbus

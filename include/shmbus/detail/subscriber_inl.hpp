@@ -158,9 +158,16 @@ inline void Subscriber::fill(Sample& out, detail::ConsumerLane& l, detail::SlotH
 // published and well-formed. Everything else (several rings, competing
 // members, skips, a full hold table, a corrupt length) takes the general
 // path, which decides from scratch.
-inline Status Subscriber::try_receive(Sample& out) noexcept {
+inline Status Subscriber::take_one(Sample& out) noexcept {
   const Status st = simple_ ? take_from(head_, out) : take_filtered(out);
   return st == Status::WouldBlock ? nothing_to_take() : st;
+}
+
+inline Status Subscriber::try_receive(Sample& out) noexcept {
+  const Status st = take_one(out);
+  if (st != Status::WouldBlock) [[likely]]
+    return st;
+  return settle(st);
 }
 
 inline Status Subscriber::nothing_to_take() const noexcept {
@@ -225,7 +232,15 @@ inline Status Subscriber::wait_then(std::chrono::nanoseconds timeout, Attempt&& 
 }
 
 inline bool Subscriber::may_have_data() const noexcept {
-  if (acks_ != nullptr && (!pending_.empty() || adoption_due() || peer_check_due())) return true;
+  return has_data() || (acks_ != nullptr && peer_check_due());
+}
+
+inline bool Subscriber::ready() const noexcept {
+  return has_data() || detail::deleted(head_.ring);
+}
+
+inline bool Subscriber::has_data() const noexcept {
+  if (acks_ != nullptr && (!pending_.empty() || adoption_due())) return true;
   if (rings_ == 1) [[likely]]
     return detail::may_have_data(head_.ring, head_.state);
   if (assignment_changed()) return true;
@@ -261,8 +276,8 @@ inline Status Subscriber::wait_checked(std::chrono::nanoseconds timeout,
 
 inline Status Subscriber::receive(Sample& out, std::chrono::nanoseconds timeout) noexcept {
   if (simple_) [[likely]]
-    return wait_checked(timeout, [&] { return take_from(head_, out); });
-  return wait_checked(timeout, [&] { return take_filtered(out); });
+    return settle(wait_checked(timeout, [&] { return take_from(head_, out); }));
+  return settle(wait_checked(timeout, [&] { return take_filtered(out); }));
 }
 
 inline Status Subscriber::take_batch(detail::ConsumerLane& l, Batch& out,
@@ -293,9 +308,10 @@ inline Status Subscriber::receive_batch(Batch& out, std::size_t max,
   if (max == 0) return Status::Invalid;
   const auto limit = static_cast<std::uint32_t>(std::min<std::size_t>(max, head_.ring.count));
   if (simple_) [[likely]]
-    return wait_checked(timeout, [&] { return take_batch(head_, out, limit); });
-  if (!tags_.empty()) return wait_checked(timeout, [&] { return take_batch_filtered(out); });
-  return wait_checked(timeout, [&] { return take_batch_any(out, limit); });
+    return settle(wait_checked(timeout, [&] { return take_batch(head_, out, limit); }));
+  if (!tags_.empty())
+    return settle(wait_checked(timeout, [&] { return take_batch_filtered(out); }));
+  return settle(wait_checked(timeout, [&] { return take_batch_any(out, limit); }));
 }
 
 namespace detail {
@@ -317,10 +333,10 @@ copy_racy(std::byte* dst, const std::byte* src, std::size_t n) noexcept {
 inline Status Subscriber::receive_copy(std::span<std::byte> buffer, MessageInfo& info,
                                        std::chrono::nanoseconds timeout) noexcept {
   if (buffer.size() < head_.ring.slot_size) return Status::TooLarge;
-  return wait_checked(timeout, [&] {
+  return settle(wait_checked(timeout, [&] {
     for (;;) {
       Sample s;
-      const Status st = try_receive(s);
+      const Status st = take_one(s);
       if (st != Status::Ok) return st;
       const auto d = s.data();
       if (head_.ring.policy == Policy::Overwrite)
@@ -342,7 +358,7 @@ inline Status Subscriber::receive_copy(std::span<std::byte> buffer, MessageInfo&
       info.delivery_count = s.delivery_count();
       return Status::Ok;
     }
-  });
+  }));
 }
 
 inline void Subscriber::seek(std::uint64_t sequence) {

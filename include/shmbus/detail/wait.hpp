@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <span>
 
 #include "shmbus/detail/layout.hpp"
 #include "shmbus/error.hpp"
@@ -37,6 +38,13 @@ bool single_cpu_machine() noexcept;
 bool futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected,
                 std::chrono::nanoseconds timeout) noexcept;
 void futex_wake_all(std::atomic<std::uint32_t>& word) noexcept;
+// As futex_wait over several words at once (futex_waitv, Linux 5.16): returns
+// when one of words[i] no longer holds keys[i], when woken, or at the timeout
+// (false then). At most kMaxWaitMany words. On an older kernel it waits on the
+// first word in slices of at most 1 ms, so the others are seen within that.
+inline constexpr std::size_t kMaxWaitMany = 128;
+bool futex_wait_many(std::span<std::atomic<std::uint32_t>* const> words,
+                     std::span<const std::uint32_t> keys, std::chrono::nanoseconds timeout) noexcept;
 
 // A deadline that treats huge timeouts as "never" instead of overflowing.
 class Deadline {
@@ -146,11 +154,13 @@ class InterruptClock {
 // `ready` may have side effects (a successful claim); it is called until it
 // returns true once, and a ready condition wins over a timeout or an interrupt
 // seen at the same turn. Each sleep lasts at most `max_sleep` before `ready`
-// is re-checked.
+// is re-checked. The sleep is on every event count of `events` at once
+// (at most kMaxWaitMany): whichever a notifier bumps ends it.
 template <class Ready>
-Waited wait_for(EventCount& ev, WaitStrategy strategy, std::chrono::nanoseconds timeout,
-                std::chrono::nanoseconds spin_budget, const Interrupt& interrupt, Ready&& ready,
-                std::chrono::nanoseconds max_sleep = std::chrono::nanoseconds::max()) noexcept {
+Waited wait_many(std::span<EventCount* const> events, WaitStrategy strategy,
+                 std::chrono::nanoseconds timeout, std::chrono::nanoseconds spin_budget,
+                 const Interrupt& interrupt, Ready&& ready,
+                 std::chrono::nanoseconds max_sleep = std::chrono::nanoseconds::max()) noexcept {
   const auto start = Clock::now();  // one clock read for every limit
   const Deadline deadline(timeout, start);
   InterruptClock stop(interrupt, start);
@@ -181,29 +191,52 @@ Waited wait_for(EventCount& ev, WaitStrategy strategy, std::chrono::nanoseconds 
       }
     }
   }
+  const std::size_t n = std::min(events.size(), kMaxWaitMany);
   // The sleeper is counted once for the whole sleeping phase, re-checks
   // included: a notifier never sees it gone while it may still sleep.
   // seq_cst: pairs with the fence in notify() (Dekker): each re-check below
   // sees the awaited store, or the notifier sees waiters != 0.
-  ev.waiters.fetch_add(1, std::memory_order_seq_cst);
+  for (std::size_t e = 0; e < n; ++e)
+    events[e]->waiters.fetch_add(1, std::memory_order_seq_cst);
   struct Uncount {
-    EventCount& ev;
+    std::span<EventCount* const> evs;
     // Relaxed: the count only decides whether notifiers call futex_wake.
-    ~Uncount() { ev.waiters.fetch_sub(1, std::memory_order_relaxed); }
-  } uncount{ev};
+    ~Uncount() {
+      for (EventCount* ev : evs)
+        ev->waiters.fetch_sub(1, std::memory_order_relaxed);
+    }
+  } uncount{events.first(n)};
+  std::atomic<std::uint32_t>* words[kMaxWaitMany];
+  std::uint32_t keys[kMaxWaitMany];
+  for (std::size_t e = 0; e < n; ++e)
+    words[e] = &events[e]->seq;
   const auto sleep_cap = std::min(max_sleep, stop.sleep_bound());
   for (;;) {
     // The fence makes the Dekker pairing formal under the C++ model (a fence on
     // each side); on x86 the locked add above already is one, the first time.
     std::atomic_thread_fence(std::memory_order_seq_cst);
     // Acquire: if this reads a value a notifier bumped, the re-check sees its store.
-    const std::uint32_t key = ev.seq.load(std::memory_order_acquire);
+    for (std::size_t e = 0; e < n; ++e)
+      keys[e] = words[e]->load(std::memory_order_acquire);
     if (ready()) return Waited::Ready;
     const auto left = deadline.remaining();
     if (left.count() == 0) return Waited::TimedOut;
     if (stop.armed() && stop.fired(Clock::now())) return Waited::Interrupted;
-    futex_wait(ev.seq, key, std::min(left, sleep_cap));
+    const auto slice = std::min(left, sleep_cap);
+    if (n == 1)
+      futex_wait(*words[0], keys[0], slice);
+    else
+      futex_wait_many({words, n}, {keys, n}, slice);
   }
+}
+
+// wait_many on one event count: how a publisher and a subscriber wait.
+template <class Ready>
+Waited wait_for(EventCount& ev, WaitStrategy strategy, std::chrono::nanoseconds timeout,
+                std::chrono::nanoseconds spin_budget, const Interrupt& interrupt, Ready&& ready,
+                std::chrono::nanoseconds max_sleep = std::chrono::nanoseconds::max()) noexcept {
+  EventCount* const one[1] = {&ev};
+  return wait_many(one, strategy, timeout, spin_budget, interrupt, ready, max_sleep);
 }
 
 }  // namespace shmbus::detail

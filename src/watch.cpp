@@ -1,0 +1,159 @@
+#include "watch.hpp"
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "shmbus/detail/wait.hpp"
+#include "shmbus/error.hpp"
+
+namespace shmbus::detail {
+
+// The process's waker: one thread, started on the first hand-over, that sleeps
+// on the event counts of every armed Watch at once (and on its own word, bumped
+// when the set changes) and signals a Watch whose event moved.
+class Waker {
+ public:
+  static Waker& get() {
+    // One per process: a fork() child (which has no waker thread) makes its
+    // own. The parent's object is left as it is, never used again.
+    static std::atomic<Waker*> instance{nullptr};
+    static std::mutex made;
+    std::lock_guard lk(made);
+    // Relaxed: written and read under `made`.
+    Waker* w = instance.load(std::memory_order_relaxed);
+    if (w == nullptr || w->pid_ != ::getpid()) {
+      w = new Waker();  // lives until the process ends (the thread uses it)
+      instance.store(w, std::memory_order_relaxed);
+    }
+    return *w;
+  }
+
+  void add(Watch& w, EventCount& ev, std::uint32_t key, const std::shared_ptr<void>& keep) {
+    {
+      std::lock_guard lk(mu_);
+      entries_.push_back({&w, &ev, key, keep});
+      if (!started_) {
+        std::thread([this] { run(); }).detach();
+        started_ = true;
+      }
+    }
+    wake(changed_);  // release bump + futex wake: the thread rebuilds its set
+  }
+
+  // Ends `w`'s declarations; once this returns the thread no longer uses `w`.
+  void remove(Watch& w) noexcept {
+    std::lock_guard lk(mu_);
+    std::erase_if(entries_, [&](Entry& e) {
+      if (e.watch != &w) return false;
+      e.ev->waiters.fetch_sub(1, std::memory_order_relaxed);  // relaxed: as Uncount
+      return true;
+    });
+    // Relaxed: the owner's thread is the only other writer, and it is here.
+    w.armed_.store(false, std::memory_order_relaxed);
+  }
+
+ private:
+  struct Entry {
+    Watch* watch;
+    EventCount* ev;
+    std::uint32_t key;
+    std::shared_ptr<void> keep;  // the region stays mapped while we look at ev
+  };
+
+  Waker() = default;
+
+  [[noreturn]] void run() noexcept {
+    std::vector<std::atomic<std::uint32_t>*> words;
+    std::vector<std::uint32_t> keys;
+    for (;;) {
+      words.clear();
+      keys.clear();
+      // Our own word first, its key taken before the set is read: a change
+      // made after this load bumps it, and the wait below returns at once.
+      words.push_back(&changed_.seq);
+      keys.push_back(changed_.seq.load(std::memory_order_acquire));  // pairs with wake()
+      bool over = false;
+      {
+        std::lock_guard lk(mu_);
+        fire_locked();
+        for (const Entry& e : entries_) {
+          if (words.size() == kMaxWaitMany) {
+            over = true;  // the rest are looked at every millisecond
+            break;
+          }
+          words.push_back(&e.ev->seq);
+          keys.push_back(e.key);
+        }
+      }
+      futex_wait_many(words, keys,
+                      over ? std::chrono::milliseconds(1) : std::chrono::milliseconds(1000));
+    }
+  }
+
+  // Signals every Watch whose event moved past its key, and forgets it.
+  void fire_locked() noexcept {
+    std::erase_if(entries_, [](Entry& e) {
+      // Acquire: pairs with the notifier's release bump in wake(), so the
+      // owner, woken by the descriptor, sees what was published.
+      if (e.ev->seq.load(std::memory_order_acquire) == e.key) return false;
+      e.watch->signal();
+      e.ev->waiters.fetch_sub(1, std::memory_order_relaxed);  // relaxed: as Uncount
+      // Release: pairs with arm()'s acquire; the owner arms again only after
+      // this, so it never has two declarations on one event.
+      e.watch->armed_.store(false, std::memory_order_release);
+      return true;
+    });
+  }
+
+  std::mutex mu_;
+  std::vector<Entry> entries_;
+  bool started_ = false;
+  pid_t pid_ = ::getpid();
+  // Bumped (wake()) when an entry is added, so the thread rebuilds its set.
+  EventCount changed_{};
+};
+
+Watch::Watch() : fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+  if (fd_ < 0)
+    throw Error(ErrorCode::ResourceExhausted,
+                std::string("cannot make an eventfd for the subscriber's descriptor: ") +
+                    std::strerror(errno) + " (raise the open-file limit, ulimit -n)");
+}
+
+Watch::~Watch() {
+  disarm();
+  if (owns_) ::close(fd_);
+}
+
+void Watch::signal() noexcept {
+  const std::uint64_t one = 1;
+  // EAGAIN (the counter is at its maximum) still leaves it readable.
+  while (::write(fd_, &one, sizeof one) < 0 && errno == EINTR) {
+  }
+}
+
+void Watch::drain() noexcept {
+  std::uint64_t n = 0;
+  while (::read(fd_, &n, sizeof n) < 0 && errno == EINTR) {
+  }
+}
+
+void Watch::disarm() noexcept {
+  // Acquire: as arm(); nothing armed means the waker holds nothing of ours.
+  if (armed_.load(std::memory_order_acquire)) Waker::get().remove(*this);
+}
+
+void Watch::hand_over(EventCount& ev, std::uint32_t key, const std::shared_ptr<void>& keep) {
+  // Relaxed: the waker reads it under its mutex, which add() takes after this.
+  armed_.store(true, std::memory_order_relaxed);
+  Waker::get().add(*this, ev, key, keep);
+}
+
+}  // namespace shmbus::detail
