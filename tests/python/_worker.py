@@ -14,6 +14,11 @@
         joins <group> (delivery='at_least_once', start earliest), receives
         <n> messages and keeps them unreleased, prints "holding" and sleeps
         until killed.
+    _worker.py <bus> <socket> batch-publish <topic> <n> <form>
+        publishes <n> checksummed 64-byte messages (u64 index, u64 index *
+        0x9E3779B97F4A7C15 mod 2**64, 48 bytes of index & 0xff) with
+        publish_batch: rows of NumPy arrays of 4096 (form "array") or lists
+        of bytes of 512 (form "list"); prints "done <seconds>".
     _worker.py <bus> <socket> close-in-handler <topic>
         holds a sample, prints "waiting", blocks in receive() with no
         timeout; a SIGUSR1 handler drops the sample and closes the
@@ -31,6 +36,17 @@ import time
 import shmbus
 
 STOP = 2**64 - 1
+
+
+def batch_rows(np, first, count):
+    """Rows `first` .. first + count - 1 of the checksummed stream."""
+    idx = np.arange(first, first + count, dtype=np.uint64)
+    rows = np.empty((count, 64), dtype=np.uint8)
+    words = rows.view(np.uint64)
+    words[:, 0] = idx
+    words[:, 1] = idx * np.uint64(0x9E3779B97F4A7C15)
+    rows[:, 16:] = (idx & np.uint64(0xFF)).astype(np.uint8)[:, None]
+    return rows
 
 
 def main():
@@ -61,6 +77,20 @@ def main():
                     return 1
             time.sleep(0.0002)  # be slow enough that the members really compete
         print(json.dumps(got), flush=True)
+        return 0
+    if role == "batch-publish":
+        import numpy as np
+        n, form = int(sys.argv[5]), sys.argv[6]
+        pub = bus.publisher(topic, timeout=60)
+        chunk = 4096 if form == "array" else 512
+        start = time.perf_counter()
+        for first in range(0, n, chunk):
+            rows = batch_rows(np, first, min(chunk, n - first))
+            msgs = rows if form == "array" else [r.tobytes() for r in rows]
+            if pub.publish_batch(msgs) != len(rows):
+                print("error: publish_batch stopped short", flush=True)
+                return 1
+        print("done %.6f" % (time.perf_counter() - start), flush=True)
         return 0
     if role == "hold-unacked":
         group, n = sys.argv[5], int(sys.argv[6])

@@ -26,6 +26,14 @@ Example::
 ``sub.receive_batch(max)`` takes up to `max` consecutive messages as one
 :class:`Batch` (zero copy, one release); ``sub.receive_copy(buf)`` copies the
 next message into a bytearray or NumPy array and frees its slot at once.
+Bulk work without a Python loop: ``pub.publish_batch(array)`` publishes the
+rows of an (n, size) array, ``sub.receive_into(array)`` fills one.
+
+Push and event loops: ``sub.listen(callback, threads=4)`` calls a callback on
+worker threads; ``shmbus.select([s1, s2], timeout)`` waits on several
+subscribers; ``sub.fileno()`` suits select/epoll/``loop.add_reader``; and
+``await sub.receive_async()``, ``async for s in sub``, ``await
+pub.publish_async(data)`` serve asyncio.
 
 Blocking calls release the GIL and can be interrupted with Ctrl-C. Errors are
 :class:`Error` subclasses carrying the C++ library's messages (in the Python
@@ -80,8 +88,10 @@ from ._shmbus import (  # noqa: E402
     GroupStatus,
     InUse,
     InvalidArgument,
+    Listener,
     Loan,
     MemberStatus,
+    Message,
     MessageInfo,
     NotFound,
     PartitionStatus,
@@ -103,6 +113,7 @@ from ._shmbus import (  # noqa: E402
     partition_for_key,
 )
 from ._shmbus import _connect  # noqa: E402
+from ._events import select  # noqa: E402  (also adds the asyncio methods)
 
 try:  # written by the build: where shmbusd is in the build tree (None once installed)
     from ._paths import DAEMON as _BUILD_DAEMON
@@ -114,6 +125,9 @@ from ._shmbus import __version__  # noqa: E402  (the library's, set by CMake)
 __all__ = [
     "connect",
     "partition_for_key",
+    "select",
+    "Listener",
+    "Message",
     "Bus",
     "Topic",
     "TopicStatus",

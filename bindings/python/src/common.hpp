@@ -222,6 +222,16 @@ class BufferArg {
   [[nodiscard]] std::span<std::byte> writable() const noexcept {
     return {static_cast<std::byte*>(view_.buf), static_cast<std::size_t>(view_.len)};
   }
+  // As a table of rows (a view taken with PyBUF_C_CONTIGUOUS, which has a
+  // shape): a 2-D buffer's first dimension, else one row of everything.
+  [[nodiscard]] std::size_t rows() const noexcept {
+    return view_.ndim >= 2 && view_.shape != nullptr ? static_cast<std::size_t>(view_.shape[0])
+                                                     : 1;
+  }
+  [[nodiscard]] int ndim() const noexcept { return view_.ndim; }
+  [[nodiscard]] std::size_t itemsize() const noexcept {
+    return static_cast<std::size_t>(view_.itemsize);
+  }
 
  private:
   Py_buffer view_{};

@@ -42,6 +42,9 @@ class Endpoint {
   std::string topic;
   Policy policy;
   bool closing = false;    // close() was called: no new calls
+  // Set while another thread owns the C++ object (a Listener): no calls, and
+  // raise_closed says why.
+  const char* busy = nullptr;
   std::uint32_t held = 0;  // samples or loans that still hold a slot (under mu)
 
   // The prologue of every call: refuses a fork() child (before locking: see
@@ -51,13 +54,17 @@ class Endpoint {
     return GilSafeLock(mu);
   }
   // The C++ object, or null once closed (mu held).
-  [[nodiscard]] Core* open_locked() noexcept { return closing || !core ? nullptr : &*core; }
+  [[nodiscard]] Core* open_locked() noexcept {
+    return closing || busy != nullptr || !core ? nullptr : &*core;
+  }
   // The C++ object, or raises shmbus.Closed (GIL and mu held).
   Core& open_or_raise() {
     if (Core* c = open_locked()) return *c;
     raise_closed();
   }
   [[noreturn]] void raise_closed() const {
+    if (busy != nullptr && !closing)
+      raise(exceptions().error, std::string("the ") + noun_ + " of topic '" + topic + "' " + busy);
     raise(exceptions().closed, std::string("the ") + noun_ + " of topic '" + topic + "' is closed");
   }
   // f(core) under the lock; raises Closed when closed (GIL held).

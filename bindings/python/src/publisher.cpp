@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -266,6 +267,72 @@ bool publish(PyPublisher& pp, py::handle data, bool wait, const RouteArgs& r,
   raise_publish_status(st, pp, bytes.size(), timeout, &r, due.has_value());
 }
 
+// publish_batch: the messages of a sequence of buffers, or the rows of a 2-D
+// C-contiguous buffer (a NumPy array of shape (n, size)), published in runs
+// under one lock with the GIL released; waits for room as publish() does.
+// How many were published: all, or fewer when the timeout passed (or, under
+// 'reject', the topic was full): those after the count were not.
+std::size_t publish_batch(PyPublisher& pp, const py::handle& messages, bool wait) {
+  std::vector<std::span<const std::byte>> spans;
+  std::vector<std::unique_ptr<BufferArg>> held;  // the list's buffers, viewed in place
+  const char* needs =
+      "publish_batch needs a list (or other sequence) of C-contiguous buffers, or a 2-D "
+      "C-contiguous buffer (a NumPy array of shape (n, size)) whose rows are the messages";
+  if (PyObject_CheckBuffer(messages.ptr()) != 0) {
+    held.push_back(std::make_unique<BufferArg>(messages, PyBUF_C_CONTIGUOUS, needs));
+    const BufferArg& b = *held.back();
+    if (b.ndim() != 2)
+      raise(PyExc_TypeError, std::string(needs) + "; a buffer of " + std::to_string(b.ndim()) +
+                                 " dimension(s) is neither (publish() takes one message)");
+    const auto all = b.bytes();
+    const std::size_t n = b.rows();
+    const std::size_t row = n == 0 ? 0 : all.size() / n;
+    for (std::size_t i = 0; i < n; ++i)
+      spans.push_back(all.subspan(i * row, row));
+  } else {
+    if (!py::isinstance<py::sequence>(messages) || py::isinstance<py::str>(messages))
+      raise(PyExc_TypeError, needs);
+    const auto seq = py::reinterpret_borrow<py::sequence>(messages);
+    const std::size_t n = seq.size();
+    spans.reserve(n);
+    held.reserve(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      held.push_back(std::make_unique<BufferArg>(seq[i], PyBUF_C_CONTIGUOUS, needs));
+      spans.push_back(held.back()->bytes());
+    }
+  }
+  for (std::size_t i = 0; i < spans.size(); ++i)
+    if (spans[i].size() > pp.slot_size)
+      raise(exceptions().too_large, "message " + std::to_string(i) + " of the batch: " +
+                                        too_large(pp, spans[i].size(), nullptr) +
+                                        "; nothing of the batch was published");
+  const std::optional<double> timeout = wait_time(pp, wait);
+  const Deadline deadline(timeout);
+  std::size_t done = 0;
+  while (done < spans.size()) {
+    Status st = pp.with_open([&](Publisher& p) {
+      py::gil_scoped_release nogil;
+      for (; done < spans.size(); ++done)
+        if (const Status s = p.try_publish(spans[done]); s != Status::Ok) return s;
+      return Status::Ok;
+    });
+    if (st == Status::Ok) break;
+    if (st == Status::WouldBlock) {
+      if (deadline.zero()) break;
+      st = wait_until(deadline, pp, [&](Publisher& p, std::chrono::nanoseconds left) {
+        return p.publish(spans[done], left);
+      });
+      if (st == Status::Ok) {
+        ++done;
+        continue;
+      }
+      if (st == Status::Timeout) break;
+    }
+    raise_publish_status(st, pp, spans[done].size(), timeout, nullptr);
+  }
+  return done;
+}
+
 // Takes a loan where `r` routes it; None when the ring is full and `wait` is false.
 py::object take_loan(const py::object& self, std::size_t size, bool wait, const RouteArgs& r) {
   PyPublisher& pp = self.cast<PyPublisher&>();
@@ -354,6 +421,32 @@ Close with close() or a with block (deferred until open loans end).
                "close() -> None\n\nFrees the producer seat (once open loans end). Further calls "
                "raise Closed.");
   pub.def(
+         "publish_batch",
+         [](PyPublisher& pp, const py::object& messages) {
+           return publish_batch(pp, messages, true);
+         },
+         py::arg("messages"),
+         R"doc(publish_batch(messages: Sequence[Buffer] | Buffer) -> int
+
+Publishes many messages in one call: a list (or other sequence) of buffers,
+or the rows of a 2-D C-contiguous buffer (a NumPy array of shape (n, size),
+each row one message), without a Python-level loop. Runs of messages are
+published under one lock with the GIL released.
+
+Returns how many were published, in order: all of them, or fewer when the
+topic stayed full for the publisher's timeout (policy 'block') or was full
+(policy 'reject'); those after the count were not published. TooLarge (before
+anything is published) when a message is larger than the slot size.)doc")
+      .def(
+          "try_publish_batch",
+          [](PyPublisher& pp, const py::object& messages) {
+            return publish_batch(pp, messages, false);
+          },
+          py::arg("messages"),
+          "try_publish_batch(messages) -> int\n\nAs publish_batch, never waiting for room: "
+          "stops at the first message\nthat finds the topic full, and returns how many were "
+          "published.")
+      .def(
          "flush",
          [](PyPublisher& pp) {
            pp.with_open([&](Publisher& p) {

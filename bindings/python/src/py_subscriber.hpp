@@ -244,4 +244,7 @@ py::object make_subscriber(const Topic& topic, const std::optional<std::string>&
 // Subscriber.receive_batch (batch.cpp).
 py::object receive_batch(const py::object& self, std::int64_t max, std::optional<double> timeout);
 
+// Subscriber.listen and the Listener and Message classes (listener.cpp).
+void bind_listener(py::module_& m, py::class_<PySubscriber, ForkSafePtr<PySubscriber>>& sub);
+
 }  // namespace shmbus::python

@@ -1,6 +1,8 @@
 // Subscriber for Python: receive, iteration and the group's counters.
 #include "py_subscriber.hpp"
 
+#include <cstring>
+
 #include <pybind11/eval.h>
 
 #include "wait.hpp"
@@ -95,6 +97,87 @@ py::object receive_copy(PySubscriber& ps, py::handle buffer, std::optional<doubl
                                         std::to_string(slot_size) + " of topic '" + ps.topic +
                                         "' (receive_copy needs room for any message)");
     default:
+      raise_receive_status(st, ps);
+  }
+}
+
+// receive_into: copies up to rows(buffer) messages, one per row of a 2-D
+// buffer (or the one row of a 1-D buffer), waiting up to `timeout` for the
+// first; the rest are those ready. Returns how many (0 on timeout), their
+// sizes in `sizes` (a writable buffer of uint32, one per row) when given.
+std::size_t receive_into(PySubscriber& ps, py::handle buffer, std::optional<double> timeout,
+                         py::handle sizes) {
+  const BufferArg buf(buffer, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS,
+                      "receive_into needs a writable C-contiguous buffer (a NumPy array of "
+                      "shape (n, size), a bytearray for one message)");
+  const auto all = buf.writable();
+  const std::size_t rows = buf.rows();
+  const std::size_t row = rows == 0 ? 0 : all.size() / rows;
+  std::optional<BufferArg> sz;
+  std::span<std::uint32_t> out_sizes;
+  if (!sizes.is_none()) {
+    sz.emplace(sizes, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS,
+               "receive_into: sizes= needs a writable C-contiguous buffer of uint32 "
+               "(np.zeros(n, dtype=np.uint32))");
+    const auto b = sz->writable();
+    if (sz->itemsize() != 4 || b.size() / 4 < rows)
+      raise(PyExc_ValueError, "receive_into: sizes= must hold one uint32 per row (" +
+                                  std::to_string(rows) + "), not " +
+                                  std::to_string(b.size()) + " bytes of items of " +
+                                  std::to_string(sz->itemsize()));
+    out_sizes = {reinterpret_cast<std::uint32_t*>(b.data()), rows};
+  }
+  const std::uint32_t slot_size = ps.with_open([](Subscriber& s) { return s.slot_size(); });
+  if (row < slot_size)
+    raise(exceptions().too_large, "rows of " + std::to_string(row) +
+                                      " bytes are smaller than the slot size " +
+                                      std::to_string(slot_size) + " of topic '" + ps.topic +
+                                      "' (receive_into needs room for any message in each row)");
+  if (rows == 0) return 0;
+  const Deadline deadline(timeout);
+  std::size_t got = 0;
+  const auto put = [&](std::span<const std::byte> d) {
+    std::memcpy(all.data() + got * row, d.data(), d.size());
+    if (!out_sizes.empty()) out_sizes[got] = static_cast<std::uint32_t>(d.size());
+    ++got;
+  };
+  const bool overwrite = ps.policy == Policy::Overwrite;
+  const Status st = attempt_then_wait(
+      deadline, ps,
+      [&](Subscriber& s, std::chrono::nanoseconds left) {
+        return skip_corrupt([&] {
+          if (overwrite) {
+            // Each copy checked against the stamp after it is made (receive_copy).
+            MessageInfo info;
+            Status r = s.receive_copy(all.subspan(got * row, row), info, left);
+            while (r == Status::Ok) {
+              if (!out_sizes.empty()) out_sizes[got] = info.size;
+              if (++got == rows) break;
+              r = s.receive_copy(all.subspan(got * row, row), info, std::chrono::nanoseconds(0));
+            }
+            return got != 0 ? Status::Ok : r;
+          }
+          // Block and reject: runs taken with one claim each, copied, released.
+          Batch b;
+          Status r = s.receive_batch(b, rows - got, left);
+          while (r == Status::Ok) {
+            for (std::size_t i = 0; i < b.size(); ++i)
+              put(b.data(i));
+            b.release();
+            if (got == rows) break;
+            r = s.receive_batch(b, rows - got, std::chrono::nanoseconds(0));
+          }
+          return got != 0 ? Status::Ok : r;
+        });
+      },
+      true);
+  switch (st) {
+    case Status::Ok:
+    case Status::WouldBlock:
+    case Status::Timeout:
+      return got;
+    default:
+      if (got != 0) return got;  // the error comes again with the next call
       raise_receive_status(st, ps);
   }
 }
@@ -283,6 +366,34 @@ non-contiguous buffer; TooLarge when the buffer is smaller than the slot size
 (checked first, whatever the message's size). Under policy 'overwrite' a
 message overwritten while it was copied is skipped (counted in lost), never
 returned. Otherwise raises as receive() does.)doc")
+      .def("receive_into", &receive_into, py::arg("buffer"), py::arg("timeout") = py::none(),
+           py::arg("sizes") = py::none(),
+           R"doc(receive_into(buffer: Buffer, timeout: float | None = None, sizes: Buffer | None = None) -> int
+
+Copies messages into the rows of `buffer` (writable and C-contiguous: a
+NumPy array of shape (n, row_bytes), each row one message; a 1-D buffer is
+one row), without a Python-level loop: waits up to `timeout` seconds (None:
+for ever) for the first, then takes the others that are ready, up to n, in
+runs of one claim each. Returns how many rows were filled (0 when the
+timeout passed). `sizes`, a writable uint32 buffer of at least n items
+(np.zeros(n, dtype=np.uint32)), receives each message's size; without it,
+messages of a fixed size are the rows as they are. Payloads only (no keys).
+TooLarge when a row is smaller than the slot size. Under policy 'overwrite'
+each copy is checked, and one overwritten meanwhile is skipped (lost).)doc")
+      .def(
+          "fileno",
+          [](PySubscriber& ps) { return ps.with_open([](Subscriber& s) { return s.fd(); }); },
+          R"doc(fileno() -> int
+
+A descriptor that becomes readable when a receive may find a message, so
+select, selectors, epoll and asyncio's loop.add_reader take the subscriber
+directly. Receive until a call returns None (nothing ready): that call arms
+it again. Readiness is a hint (a peer member may take the message first);
+never read from the descriptor, and do not close it (the subscriber owns it).)doc")
+      .def_property_readonly(
+          "ready", [](PySubscriber& ps) { return ps.with_open([](Subscriber& s) { return s.ready(); }); },
+          "True when a receive may find a message now (or the topic was deleted), without\n"
+          "waiting: a look at shared memory, no system call.")
       .def(
           "try_receive", [](const py::object& self) { return receive(self, 0.0); },
           "try_receive() -> Sample | None\n\nThe next message if one is ready, else None; never "
@@ -403,6 +514,7 @@ for 'latest'; or for a partition the topic lacks.)doc")
           },
           "How many received samples and batches still hold their slots.")
       .def("__repr__", &subscriber_repr);
+  bind_listener(m, sub);
 
   make_message_info(m);
   for (const char* name : {"SampleIterator", "Subscriber"})
