@@ -56,8 +56,8 @@ struct Shared {
 };
 
 Shared* shared_block() {
-  void* p = ::mmap(nullptr, sizeof(Shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
-                   -1, 0);
+  void* p =
+      ::mmap(nullptr, sizeof(Shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) std::exit(1);
   return new (p) Shared{};
 }
@@ -91,8 +91,9 @@ const char* name_of(Mode m) {
 }
 
 // `n` latencies (ns) of one mode.
-std::vector<std::uint64_t> one_round(shmbus::Subscriber& sub, std::vector<shmbus::Subscriber*>& idle,
-                                     Mode mode, std::size_t n) {
+std::vector<std::uint64_t> one_round(shmbus::Subscriber& sub,
+                                     std::vector<shmbus::Subscriber*>& idle, Mode mode,
+                                     std::size_t n) {
   std::vector<std::uint64_t> lat;
   lat.reserve(n);
   shmbus::Sample s;
@@ -124,7 +125,8 @@ std::vector<std::uint64_t> one_round(shmbus::Subscriber& sub, std::vector<shmbus
       const int ep = ::epoll_create1(EPOLL_CLOEXEC);
       epoll_event e{};
       e.events = EPOLLIN;
-      if (::epoll_ctl(ep, EPOLL_CTL_ADD, sub.fd(), &e) != 0) die("epoll_ctl", shmbus::Status::Invalid);
+      if (::epoll_ctl(ep, EPOLL_CTL_ADD, sub.fd(), &e) != 0)
+        die("epoll_ctl", shmbus::Status::Invalid);
       while (lat.size() < n) {
         epoll_event out[1];
         if (::epoll_wait(ep, out, 1, 10'000) != 1) die("epoll_wait", shmbus::Status::Timeout);
@@ -162,7 +164,8 @@ std::vector<std::uint64_t> one_round(shmbus::Subscriber& sub, std::vector<shmbus
 
 double pct(std::vector<std::uint64_t> v, double q) {
   std::sort(v.begin(), v.end());
-  return static_cast<double>(v[std::min(v.size() - 1, static_cast<std::size_t>(q * static_cast<double>(v.size())))]);
+  return static_cast<double>(
+      v[std::min(v.size() - 1, static_cast<std::size_t>(q * static_cast<double>(v.size())))]);
 }
 
 double throughput(std::uint64_t n) {
@@ -214,12 +217,17 @@ int main(int argc, char** argv) {
   std::uint64_t tput = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
-    if (a == "--rounds") rounds = std::atoi(argv[i + 1]);
-    else if (a == "--samples") samples = std::strtoul(argv[i + 1], nullptr, 10);
-    else if (a == "--interval-us") interval_us = std::atol(argv[i + 1]);
-    else if (a == "--throughput") tput = std::strtoull(argv[i + 1], nullptr, 10);
+    if (a == "--rounds")
+      rounds = std::atoi(argv[i + 1]);
+    else if (a == "--samples")
+      samples = std::strtoul(argv[i + 1], nullptr, 10);
+    else if (a == "--interval-us")
+      interval_us = std::atol(argv[i + 1]);
+    else if (a == "--throughput")
+      tput = std::strtoull(argv[i + 1], nullptr, 10);
     else {
-      std::fprintf(stderr, "usage: %s [--rounds N] [--samples N] [--interval-us N] [--throughput N]\n",
+      std::fprintf(stderr,
+                   "usage: %s [--rounds N] [--samples N] [--interval-us N] [--throughput N]\n",
                    argv[0]);
       return 64;
     }
@@ -283,9 +291,10 @@ int main(int argc, char** argv) {
   for (int k = 0; k < 4; ++k) {
     std::vector<double> rs = ratio_p50[k];
     std::sort(rs.begin(), rs.end());
-    std::printf("  %-9s p50 %7.1f us  p90 %7.1f  p99 %7.1f   p50 / receive's (median of rounds) %.2fx\n",
-                name_of(modes[k]), pct(all[k], 0.5) / 1e3, pct(all[k], 0.9) / 1e3,
-                pct(all[k], 0.99) / 1e3, rs[rs.size() / 2]);
+    std::printf(
+        "  %-9s p50 %7.1f us  p90 %7.1f  p99 %7.1f   p50 / receive's (median of rounds) %.2fx\n",
+        name_of(modes[k]), pct(all[k], 0.5) / 1e3, pct(all[k], 0.9) / 1e3, pct(all[k], 0.99) / 1e3,
+        rs[rs.size() / 2]);
   }
   sub.reset();
   idle.clear();

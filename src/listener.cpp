@@ -34,12 +34,12 @@ class Dispatcher {
         at_least_once_(sub.delivery() == Delivery::AtLeastOnce) {
     if (threads_ == 0 || threads_ > kMaxThreads)
       throw Error(ErrorCode::InvalidArgument, "ListenOptions::threads must be 1 to " +
-                                       std::to_string(kMaxThreads) + ", not " +
-                                       std::to_string(threads_));
+                                                  std::to_string(kMaxThreads) + ", not " +
+                                                  std::to_string(threads_));
     if (max_ > kMaxInFlight)
-      throw Error(ErrorCode::InvalidArgument, "ListenOptions::max_in_flight must be at most " +
-                                       std::to_string(kMaxInFlight) + " (0: 4 per thread), not " +
-                                       std::to_string(max_));
+      throw Error(ErrorCode::InvalidArgument,
+                  "ListenOptions::max_in_flight must be at most " + std::to_string(kMaxInFlight) +
+                      " (0: 4 per thread), not " + std::to_string(max_));
     if (!handler_) throw Error(ErrorCode::InvalidArgument, "Subscriber::listen needs a handler");
     const std::uint32_t queues = by_key_ ? threads_ : 1;
     for (std::uint32_t q = 0; q < queues; ++q)
@@ -151,8 +151,8 @@ class Dispatcher {
     if (by_key_) {
       const auto k = s.key();
       q = (k.empty() ? s.partition()
-                     : std::hash<std::string_view>{}(std::string_view(
-                           reinterpret_cast<const char*>(k.data()), k.size()))) %
+                     : std::hash<std::string_view>{}(
+                           std::string_view(reinterpret_cast<const char*>(k.data()), k.size()))) %
           threads_;
     }
     queues_[q]->enqueue(std::move(s));
@@ -192,13 +192,13 @@ class Dispatcher {
         // Acquire: pairs with stop()'s release.
         if (stopping_.load(std::memory_order_acquire)) return;
         if (take() || settled) continue;
-        const Waited w = wait_many(
-            events, sub_.options_.wait, std::chrono::milliseconds(50), sub_.options_.spin,
-            kNoInterrupt, [&] {
-              // Relaxed: hints, each looked at again after the wait.
-              return stopping_.load(std::memory_order_relaxed) || returned_.size_approx() != 0 ||
-                     (in_flight_ < max_ && sub_.may_have_data());
-            });
+        const Waited w = wait_many(events, sub_.options_.wait, std::chrono::milliseconds(50),
+                                   sub_.options_.spin, kNoInterrupt, [&] {
+                                     // Relaxed: hints, each looked at again after the wait.
+                                     return stopping_.load(std::memory_order_relaxed) ||
+                                            returned_.size_approx() != 0 ||
+                                            (in_flight_ < max_ && sub_.may_have_data());
+                                   });
         if (w == Waited::TimedOut && in_flight_ < max_) {
           // Idle for a while: a receive's own upkeep (a stuck position, dead
           // peers, a partition hand-over), done by a receive that waits 0.

@@ -41,8 +41,8 @@ Selector::~Selector() {
 
 void Selector::add(Subscriber& s) {
   if (std::find(subs_.begin(), subs_.end(), &s) != subs_.end())
-    throw Error(ErrorCode::InvalidArgument, "the subscriber of group '" + s.group() +
-                                     "' is in this selector already");
+    throw Error(ErrorCode::InvalidArgument,
+                "the subscriber of group '" + s.group() + "' is in this selector already");
   detail::EventCount* ev = &s.data_event();
   if (std::find(events_.begin(), events_.end(), ev) == events_.end() &&
       events_.size() == kMaxTopics)
@@ -91,8 +91,8 @@ void Selector::rebuild_events() {
   if (fd_) {
     for (detail::EventCount* ev : evs) {
       // watches_ is empty until fd() was first called, else as events_.
-      const auto at = static_cast<std::size_t>(
-          std::find(events_.begin(), events_.end(), ev) - events_.begin());
+      const auto at =
+          static_cast<std::size_t>(std::find(events_.begin(), events_.end(), ev) - events_.begin());
       ws.push_back(at < watches_.size() ? std::move(watches_[at])
                                         : std::make_unique<detail::Watch>(fd_->fd()));
     }

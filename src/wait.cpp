@@ -79,8 +79,8 @@ bool futex_wait_many(std::span<std::atomic<std::uint32_t>* const> words,
     no_waitv.store(true, std::memory_order_relaxed);
   }
   // One word (or no futex_waitv): sleep on the first, others seen within 1 ms.
-  const auto slice = n == 1 ? timeout : std::min<std::chrono::nanoseconds>(
-                                            timeout, std::chrono::milliseconds(1));
+  const auto slice =
+      n == 1 ? timeout : std::min<std::chrono::nanoseconds>(timeout, std::chrono::milliseconds(1));
   if (!futex_wait(*words[0], keys[0], slice)) return slice < timeout;
   return true;
 }

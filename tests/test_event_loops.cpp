@@ -106,8 +106,7 @@ TEST(Listener, ThreeWorkersHandleEveryMessageExactlyOnce) {
       lo);
   EXPECT_TRUE(l.running());
   sh->value[0].store(1);
-  ASSERT_TRUE(wait_until([&] { return l.handled() + bad.load() >= kCount; }, kWait))
-      << l.handled();
+  ASSERT_TRUE(wait_until([&] { return l.handled() + bad.load() >= kCount; }, kWait)) << l.handled();
   EXPECT_EQ(wait_child(child, 10s), 0);
   l.stop();
   EXPECT_FALSE(l.running());
@@ -195,8 +194,7 @@ TEST(Listener, DestroyedMidStreamLosesNothingUnderAtLeastOnce) {
     first += c.load();
   EXPECT_GE(first, kCount / 4);
   Listener l2 = sub->listen(handler, lo);
-  ASSERT_TRUE(wait_until(
-      [&] { return first + l2.handled() + bad.load() >= kCount; }, kWait))
+  ASSERT_TRUE(wait_until([&] { return first + l2.handled() + bad.load() >= kCount; }, kWait))
       << first << " + " << l2.handled();
   EXPECT_EQ(wait_child(child, 10s), 0);
   l2.stop();
@@ -506,8 +504,8 @@ TEST(EventLoop, APublishAsTheDescriptorIsArmedMakesItReadable) {
   for (std::uint64_t i = 0; i < kRounds; ++i) {
     Sample none;
     ASSERT_EQ(sub->try_receive(none), Status::WouldBlock);  // arms fd
-    EXPECT_TRUE(sel.wait(0ns).empty());                      // arms sfd
-    sh->value[1].store(i + 1);                               // publish now
+    EXPECT_TRUE(sel.wait(0ns).empty());                     // arms sfd
+    sh->value[1].store(i + 1);                              // publish now
     bool sub_readable = false, sel_readable = false;
     while (!sub_readable || !sel_readable) {
       pollfd p[2] = {{fd, POLLIN, 0}, {sfd, POLLIN, 0}};

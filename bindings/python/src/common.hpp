@@ -225,8 +225,7 @@ class BufferArg {
   // As a table of rows (a view taken with PyBUF_C_CONTIGUOUS, which has a
   // shape): a 2-D buffer's first dimension, else one row of everything.
   [[nodiscard]] std::size_t rows() const noexcept {
-    return view_.ndim >= 2 && view_.shape != nullptr ? static_cast<std::size_t>(view_.shape[0])
-                                                     : 1;
+    return view_.ndim >= 2 && view_.shape != nullptr ? static_cast<std::size_t>(view_.shape[0]) : 1;
   }
   [[nodiscard]] int ndim() const noexcept { return view_.ndim; }
   [[nodiscard]] std::size_t itemsize() const noexcept {

@@ -41,7 +41,7 @@ class Endpoint {
   Holder core;  // empty once closed and nothing holds a slot
   std::string topic;
   Policy policy;
-  bool closing = false;    // close() was called: no new calls
+  bool closing = false;  // close() was called: no new calls
   // Set while another thread owns the C++ object (a Listener): no calls, and
   // raise_closed says why.
   const char* busy = nullptr;

@@ -447,15 +447,15 @@ anything is published) when a message is larger than the slot size.)doc")
           "stops at the first message\nthat finds the topic full, and returns how many were "
           "published.")
       .def(
-         "flush",
-         [](PyPublisher& pp) {
-           pp.with_open([&](Publisher& p) {
-             // msync: as long as the disk takes; other threads run meanwhile.
-             py::gil_scoped_release nogil;
-             p.flush();
-           });
-         },
-         R"doc(flush() -> None
+          "flush",
+          [](PyPublisher& pp) {
+            pp.with_open([&](Publisher& p) {
+              // msync: as long as the disk takes; other threads run meanwhile.
+              py::gil_scoped_release nogil;
+              p.flush();
+            });
+          },
+          R"doc(flush() -> None
 
 A file topic (storage='file'): returns once everything published to it before
 the call, by any publisher, is on disk (msync). Nothing to do for a memory

@@ -122,9 +122,8 @@ std::size_t receive_into(PySubscriber& ps, py::handle buffer, std::optional<doub
     const auto b = sz->writable();
     if (sz->itemsize() != 4 || b.size() / 4 < rows)
       raise(PyExc_ValueError, "receive_into: sizes= must hold one uint32 per row (" +
-                                  std::to_string(rows) + "), not " +
-                                  std::to_string(b.size()) + " bytes of items of " +
-                                  std::to_string(sz->itemsize()));
+                                  std::to_string(rows) + "), not " + std::to_string(b.size()) +
+                                  " bytes of items of " + std::to_string(sz->itemsize()));
     out_sizes = {reinterpret_cast<std::uint32_t*>(b.data()), rows};
   }
   const std::uint32_t slot_size = ps.with_open([](Subscriber& s) { return s.slot_size(); });
@@ -366,9 +365,10 @@ non-contiguous buffer; TooLarge when the buffer is smaller than the slot size
 (checked first, whatever the message's size). Under policy 'overwrite' a
 message overwritten while it was copied is skipped (counted in lost), never
 returned. Otherwise raises as receive() does.)doc")
-      .def("receive_into", &receive_into, py::arg("buffer"), py::arg("timeout") = py::none(),
-           py::arg("sizes") = py::none(),
-           R"doc(receive_into(buffer: Buffer, timeout: float | None = None, sizes: Buffer | None = None) -> int
+      .def(
+          "receive_into", &receive_into, py::arg("buffer"), py::arg("timeout") = py::none(),
+          py::arg("sizes") = py::none(),
+          R"doc(receive_into(buffer: Buffer, timeout: float | None = None, sizes: Buffer | None = None) -> int
 
 Copies messages into the rows of `buffer` (writable and C-contiguous: a
 NumPy array of shape (n, row_bytes), each row one message; a 1-D buffer is
@@ -391,7 +391,8 @@ directly. Receive until a call returns None (nothing ready): that call arms
 it again. Readiness is a hint (a peer member may take the message first);
 never read from the descriptor, and do not close it (the subscriber owns it).)doc")
       .def_property_readonly(
-          "ready", [](PySubscriber& ps) { return ps.with_open([](Subscriber& s) { return s.ready(); }); },
+          "ready",
+          [](PySubscriber& ps) { return ps.with_open([](Subscriber& s) { return s.ready(); }); },
           "True when a receive may find a message now (or the topic was deleted), without\n"
           "waiting: a look at shared memory, no system call.")
       .def(

@@ -44,7 +44,8 @@ void futex_wake_all(std::atomic<std::uint32_t>& word) noexcept;
 // first word in slices of at most 1 ms, so the others are seen within that.
 inline constexpr std::size_t kMaxWaitMany = 128;
 bool futex_wait_many(std::span<std::atomic<std::uint32_t>* const> words,
-                     std::span<const std::uint32_t> keys, std::chrono::nanoseconds timeout) noexcept;
+                     std::span<const std::uint32_t> keys,
+                     std::chrono::nanoseconds timeout) noexcept;
 
 // A deadline that treats huge timeouts as "never" instead of overflowing.
 class Deadline {
