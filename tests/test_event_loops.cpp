@@ -316,6 +316,24 @@ TEST(Selector, FourTopicsFedByFourProcessesEveryMessageSeen) {
   EXPECT_THROW(sel.add(*subs[1]), Error);
 }
 
+// A child that publishes message i to `topic` once sh.value[1] reaches i + 1
+// (after sh.value[0] is set), `rounds` times: the parent cues each publish
+// right as its waiter is about to sleep.
+pid_t on_cue_producer(const Served& env, SharedCounters& sh, const std::string& topic,
+                      std::uint64_t rounds) {
+  return spawn([&env, &sh, topic, rounds] {
+    if (!wait_until([&] { return sh.value[0].load() != 0; }, kWait)) return 2;
+    Bus b = Bus::connect(env.f.options());
+    Publisher pub = b.publisher(topic);
+    for (std::uint64_t i = 0; i < rounds; ++i) {
+      if (!wait_until([&] { return sh.value[1].load() == i + 1; }, kWait)) return 3;
+      const Payload p{i, check_of(i)};
+      if (pub.publish(bytes(p), kWait) != Status::Ok) return 4;
+    }
+    return 0;
+  });
+}
+
 // A producer that publishes one message each time the selector says it is
 // about to wait: the publish lands anywhere in the selector's way to sleep
 // (its spin, its declaration, the futex call). A lost wake-up would leave
@@ -324,17 +342,7 @@ TEST(Selector, APublishAsTheSelectorGoesToSleepWakesIt) {
   Served env;
   SharedCounters* sh = make_shared_counters();
   constexpr std::uint64_t kRounds = 300;
-  const pid_t child = spawn([&] {
-    if (!wait_until([&] { return sh->value[0].load() != 0; }, kWait)) return 2;
-    Bus b = Bus::connect(env.f.options());
-    Publisher pub = b.publisher("edge");
-    for (std::uint64_t i = 0; i < kRounds; ++i) {
-      if (!wait_until([&] { return sh->value[1].load() == i + 1; }, kWait)) return 3;
-      const Payload p{i, check_of(i)};
-      if (pub.publish(bytes(p), kWait) != Status::Ok) return 4;
-    }
-    return 0;
-  });
+  const pid_t child = on_cue_producer(env, *sh, "edge", kRounds);
   Bus bus = Bus::connect(env.f.options());
   bus.create_topic("edge", ring_options(16, 64));
   bus.create_topic("quiet", ring_options(16, 64));
@@ -481,17 +489,7 @@ TEST(EventLoop, APublishAsTheDescriptorIsArmedMakesItReadable) {
   Served env;
   SharedCounters* sh = make_shared_counters();
   constexpr std::uint64_t kRounds = 300;
-  const pid_t child = spawn([&] {
-    if (!wait_until([&] { return sh->value[0].load() != 0; }, kWait)) return 2;
-    Bus b = Bus::connect(env.f.options());
-    Publisher pub = b.publisher("edge");
-    for (std::uint64_t i = 0; i < kRounds; ++i) {
-      if (!wait_until([&] { return sh->value[1].load() == i + 1; }, kWait)) return 3;
-      const Payload p{i, check_of(i)};
-      if (pub.publish(bytes(p), kWait) != Status::Ok) return 4;
-    }
-    return 0;
-  });
+  const pid_t child = on_cue_producer(env, *sh, "edge", kRounds);
   Bus bus = Bus::connect(env.f.options());
   bus.create_topic("edge", ring_options(16, 64));
   auto sub = bus.subscriber("edge", earliest());
