@@ -114,7 +114,11 @@ class Dispatcher {
         o = Outcome::Threw;
       }
     }
-    returned_.enqueue(Returned{std::move(s), o});
+    Returned r{std::move(s), o};
+    // enqueue returns false when it cannot allocate: try again (the sample
+    // must reach the dispatcher, the only thread that may release it).
+    while (!returned_.enqueue(std::move(r)))
+      std::this_thread::yield();
     notify(done_event_);  // the dispatcher may be asleep waiting for room
   }
 
@@ -139,7 +143,7 @@ class Dispatcher {
         return;
       case Outcome::Threw:
         if (at_least_once_ && r.sample.nack() != Status::Ok)
-          sub_.give_back(r.sample);  // the dead letter failed: deliver it again, not lose it
+          sub_.give_back(r.sample, 1);  // the dead letter failed: tried again, never lost
         r.sample.release();
         return;
     }
@@ -155,7 +159,11 @@ class Dispatcher {
                            std::string_view(reinterpret_cast<const char*>(k.data()), k.size()))) %
           threads_;
     }
-    queues_[q]->enqueue(std::move(s));
+    if (!queues_[q]->enqueue(std::move(s))) {
+      --in_flight_;  // no memory for the queue: the sample goes back to the group
+      if (at_least_once_) sub_.give_back(s);
+      else finish(s);  // handled here rather than lost
+    }
   }
 
   bool settle_returned() noexcept {
@@ -165,6 +173,7 @@ class Dispatcher {
       settle(r);
       any = true;
     }
+    if (any) no_room_ = false;
     return any;
   }
 
@@ -177,8 +186,14 @@ class Dispatcher {
       if (st == Status::Ok) {
         route(s);
         any = true;
+      } else if (st == Status::TooManyHeld) {
+        no_room_ = true;  // the caller holds samples too: wait for a return
+        break;
+      } else if (st == Status::TopicDeleted) {
+        ended_ = true;  // and drained: nothing more will come
+        break;
       } else if (st != Status::Corrupt) {
-        break;  // WouldBlock, TooManyHeld (the caller holds some), TopicDeleted
+        break;  // WouldBlock
       }
     }
     return any;
@@ -191,7 +206,7 @@ class Dispatcher {
         const bool settled = settle_returned();
         // Acquire: pairs with stop()'s release.
         if (stopping_.load(std::memory_order_acquire)) return;
-        if (take() || settled) continue;
+        if ((!ended_ && take()) || settled) continue;
         const Waited w = wait_many(events, sub_.options_.wait, std::chrono::milliseconds(50),
                                    sub_.options_.spin, kNoInterrupt, [&] {
                                      // Relaxed: hints, each looked at again after the wait.
@@ -199,7 +214,7 @@ class Dispatcher {
                                             returned_.size_approx() != 0 ||
                                             (in_flight_ < max_ && sub_.may_have_data());
                                    });
-        if (w == Waited::TimedOut && in_flight_ < max_) {
+        if (w == Waited::TimedOut && in_flight_ < max_ && !no_room_ && !ended_) {
           // Idle for a while: a receive's own upkeep (a stuck position, dead
           // peers, a partition hand-over), done by a receive that waits 0.
           Sample s;
@@ -219,6 +234,8 @@ class Dispatcher {
   bool by_key_;
   bool at_least_once_;
   std::uint32_t in_flight_ = 0;  // the dispatcher's (then the owner's)
+  bool no_room_ = false;         // the subscriber's hold table is full: wait for a return
+  bool ended_ = false;           // the topic was deleted and drained
   bool stopped_ = false;         // the owner's
   std::atomic<bool> stopping_{false};
   EventCount done_event_{};  // workers bump it after returning a sample
@@ -265,7 +282,7 @@ Listener Subscriber::listen(std::function<void(const Sample&)> handler) {
   return listen(std::move(handler), ListenOptions{});
 }
 
-void Subscriber::give_back(Sample& s) noexcept {
+void Subscriber::give_back(Sample& s, std::uint32_t more) noexcept {
   if (!s) return;
   if (acks_ == nullptr) {
     s.release();
@@ -274,7 +291,8 @@ void Subscriber::give_back(Sample& s) noexcept {
   try {
     // Next to be delivered, still held (its record and hazard stay), as nack
     // but with the same delivery count: it was never handed to anyone.
-    pending_.insert(pending_.begin(), Pending{s.seq_, s.lane_->index, s.hold_, s.deliveries_});
+    pending_.insert(pending_.begin(),
+                    Pending{s.seq_, s.lane_->index, s.hold_, s.deliveries_ + more});
     s.slot_ = nullptr;
     s.sub_ = nullptr;
   } catch (...) {

@@ -219,6 +219,8 @@ Status Subscriber::reply(const Sample& s, std::span<const std::byte> data) {
   // Only a reply topic: a request cannot make a responder publish elsewhere.
   if (!to || !id || detail::reply_topic_pid(*to) == 0) return Status::NotARequest;
   if (!bus_) return Status::Invalid;
+  // A Listener's handlers reply from several worker threads at once.
+  std::lock_guard lk(reply_mu_);
   if (!replier_) replier_ = std::make_shared<detail::Replier>(bus_);
   return replier_->reply(*to, *id, data);
 }

@@ -74,8 +74,10 @@ bool futex_wait_many(std::span<std::atomic<std::uint32_t>* const> words,
     timespec abs{static_cast<time_t>(at / 1'000'000'000), static_cast<long>(at % 1'000'000'000)};
     const long rc = ::syscall(SYS_futex_waitv, v, static_cast<unsigned>(n), 0u, &abs,
                               static_cast<int>(CLOCK_MONOTONIC));
-    if (rc >= 0) return true;
-    if (errno != ENOSYS) return errno != ETIMEDOUT;
+    if (rc >= 0 || errno == EAGAIN || errno == EINTR) return true;  // woken, or moved already
+    if (errno == ETIMEDOUT) return false;
+    // ENOSYS (before Linux 5.16), or a kernel that refuses the call otherwise:
+    // the one-word fallback from now on, never a call that fails at once.
     no_waitv.store(true, std::memory_order_relaxed);
   }
   // One word (or no futex_waitv): sleep on the first, others seen within 1 ms.

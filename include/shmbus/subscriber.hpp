@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
@@ -331,8 +332,10 @@ class Subscriber {
   // try_receive without settle: the take inside the waits.
   Status take_one(Sample& out) noexcept;
   // At least once: gives a held sample back, to be delivered again next
-  // with the same delivery count (a Listener's unhandled samples at stop).
-  void give_back(Sample& s) noexcept;
+  // with its delivery count plus `more` (a Listener's unhandled samples at
+  // stop: 0; one whose nack failed: 1, so it goes the dead-letter way again,
+  // retried every kStuckRetry, not at once).
+  void give_back(Sample& s, std::uint32_t more = 0) noexcept;
   // The only constructor's caller; registers the seat (group_index_,
   // member_index_) with shmbusd when the topic came from a Bus.
   friend class Topic;
@@ -500,6 +503,7 @@ class Subscriber {
   // Sample::reply's publishers to reply topics, made on the first reply.
   std::shared_ptr<detail::Connection> bus_;
   std::shared_ptr<detail::Replier> replier_;
+  std::mutex reply_mu_;  // reply() may be called from a Listener's workers at once
   std::unique_ptr<detail::Watch> watch_;  // fd(), made on first use
   std::vector<Selector*> selectors_;      // the selectors holding this subscriber
 };
