@@ -161,8 +161,10 @@ class Dispatcher {
     }
     if (!queues_[q]->enqueue(std::move(s))) {
       --in_flight_;  // no memory for the queue: the sample goes back to the group
-      if (at_least_once_) sub_.give_back(s);
-      else finish(s);  // handled here rather than lost
+      if (at_least_once_)
+        sub_.give_back(s);
+      else
+        finish(s);  // handled here rather than lost
     }
   }
 

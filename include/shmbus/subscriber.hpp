@@ -503,7 +503,7 @@ class Subscriber {
   // Sample::reply's publishers to reply topics, made on the first reply.
   std::shared_ptr<detail::Connection> bus_;
   std::shared_ptr<detail::Replier> replier_;
-  std::mutex reply_mu_;  // reply() may be called from a Listener's workers at once
+  std::mutex reply_mu_;                   // reply() may be called from a Listener's workers at once
   std::unique_ptr<detail::Watch> watch_;  // fd(), made on first use
   std::vector<Selector*> selectors_;      // the selectors holding this subscriber
 };
