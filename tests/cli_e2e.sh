@@ -65,6 +65,12 @@ fail() {  # WHAT EXPECTED GOT
   echo "  got:      $3" >&2
   [[ -z ${out-} ]] || echo "  stdout:   $out" >&2
   [[ -z ${err-} ]] || echo "  stderr:   $err" >&2
+  # The autospawned daemon's log (beside its socket), for a failure that
+  # depends on what the daemon went through (a restart, a sanitizer report).
+  if [[ -f $sock.log ]]; then
+    echo "  daemon log ($sock.log, last 40 lines):" >&2
+    tail -n 40 "$sock.log" | sed 's/^/    /' >&2
+  fi
   echo "cli e2e: $passed passed, 1 failed"
   exit 1
 }
