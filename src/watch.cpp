@@ -23,16 +23,12 @@ class Waker {
   static Waker& get() {
     // One per process: a fork() child (which has no waker thread) makes its
     // own. The parent's object is left as it is, never used again.
-    static std::atomic<Waker*> instance{nullptr};
+    static Waker* instance = nullptr;  // read and written under `made` only
     static std::mutex made;
     std::lock_guard lk(made);
-    // Relaxed: written and read under `made`.
-    Waker* w = instance.load(std::memory_order_relaxed);
-    if (w == nullptr || w->pid_ != ::getpid()) {
-      w = new Waker();  // lives until the process ends (the thread uses it)
-      instance.store(w, std::memory_order_relaxed);
-    }
-    return *w;
+    if (instance == nullptr || instance->pid_ != ::getpid())
+      instance = new Waker();  // lives until the process ends (the thread uses it)
+    return *instance;
   }
 
   void add(Watch& w, EventCount& ev, std::uint32_t key, const std::shared_ptr<void>& keep) {

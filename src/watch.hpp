@@ -57,7 +57,7 @@ class Watch {
     try {
       hand_over(ev, key, keep);
     } catch (...) {
-      ev.waiters.fetch_sub(1, std::memory_order_relaxed);
+      ev.waiters.fetch_sub(1, std::memory_order_relaxed);  // relaxed: as Uncount
       throw;
     }
   }
