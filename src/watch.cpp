@@ -34,11 +34,13 @@ class Waker {
   void add(Watch& w, EventCount& ev, std::uint32_t key, const std::shared_ptr<void>& keep) {
     {
       std::lock_guard lk(mu_);
-      entries_.push_back({&w, &ev, key, keep});
       if (!started_) {
-        std::thread([this] { run(); }).detach();
+        std::thread([this] { run(); }).detach();  // may throw: nothing taken yet
         started_ = true;
       }
+      entries_.push_back({&w, &ev, key, keep});  // may throw: nothing taken
+      // Release: pairs with arm()'s acquire (the owner's next look).
+      w.armed_.store(true, std::memory_order_release);
     }
     wake(changed_);  // release bump + futex wake: the thread rebuilds its set
   }
@@ -51,7 +53,7 @@ class Waker {
       e.ev->waiters.fetch_sub(1, std::memory_order_relaxed);  // relaxed: as Uncount
       return true;
     });
-    // Relaxed: the owner's thread is the only other writer, and it is here.
+    // Relaxed: written under the mutex, by the owner's thread (it is here).
     w.armed_.store(false, std::memory_order_relaxed);
   }
 
@@ -99,11 +101,15 @@ class Waker {
       // Acquire: pairs with the notifier's release bump in wake(), so the
       // owner, woken by the descriptor, sees what was published.
       if (e.ev->seq.load(std::memory_order_acquire) == e.key) return false;
-      e.watch->signal();
       e.ev->waiters.fetch_sub(1, std::memory_order_relaxed);  // relaxed: as Uncount
-      // Release: pairs with arm()'s acquire; the owner arms again only after
-      // this, so it never has two declarations on one event.
+      // Disarmed before the signal: the owner, woken by it, must find the
+      // descriptor disarmed, or its arm() would return at once and leave the
+      // descriptor readable with nothing watched (a busy loop of wakes).
+      // Release: pairs with arm()'s acquire. An arm() that runs before the
+      // signal waits for our mutex in add(), so this entry is gone by then
+      // and the owner never has two declarations on one event.
       e.watch->armed_.store(false, std::memory_order_release);
+      e.watch->signal();
       return true;
     });
   }
@@ -142,14 +148,14 @@ void Watch::drain() noexcept {
 }
 
 void Watch::disarm() noexcept {
-  // Acquire: as arm(); nothing armed means the waker holds nothing of ours.
-  if (armed_.load(std::memory_order_acquire)) Waker::get().remove(*this);
+  // Not armed is not enough: the waker disarms before it signals. Its mutex
+  // is, as it signals under it.
+  if (handed_) Waker::get().remove(*this);
 }
 
 void Watch::hand_over(EventCount& ev, std::uint32_t key, const std::shared_ptr<void>& keep) {
-  // Relaxed: the waker reads it under its mutex, which add() takes after this.
-  armed_.store(true, std::memory_order_relaxed);
-  Waker::get().add(*this, ev, key, keep);
+  handed_ = true;
+  Waker::get().add(*this, ev, key, keep);  // arms, once the declaration is taken
 }
 
 }  // namespace shmbus::detail

@@ -41,8 +41,14 @@ class Watch {
   // notifier bumps `ev`.
   template <class Empty>
   void arm(EventCount& ev, const std::shared_ptr<void>& keep, Empty&& empty) {
+    // Drained first, armed or not (a shared descriptor is drained by its
+    // owner, Selector::wait): a signal still there is stale. The waker
+    // disarms before it signals, so a live declaration has not signalled
+    // yet, and one that fired is seen disarmed below once its signal was
+    // drained here (the eventfd orders the two): that wake is not lost, as
+    // the look below finds what it announced.
+    if (owns_) drain();
     if (armed_.load(std::memory_order_acquire)) return;  // pairs with the waker's release
-    if (owns_) drain();  // a shared descriptor is drained by its owner (Selector::wait)
     // seq_cst: pairs with the fence in notify() (Dekker), as in wait_many:
     // the look below sees a publish, or its notifier sees the sleeper.
     ev.waiters.fetch_add(1, std::memory_order_seq_cst);
@@ -69,9 +75,12 @@ class Watch {
   friend class Waker;
   int fd_ = -1;
   bool owns_ = true;
-  // True while the waker waits on this descriptor's behalf. Written by the
-  // owner (true, before the hand-over) and the waker (false, after it
-  // signalled); release/acquire so the owner sees the signal's effects.
+  // Set by the owner at its first hand-over: from then on the waker may be
+  // about to signal fd_ (it disarms first), so disarm() must take its mutex.
+  bool handed_ = false;
+  // True while the waker waits on this descriptor's behalf. Written under
+  // the waker's mutex only: true when it takes the declaration, false when it
+  // ends it (before it signals); read by the owner, release/acquire.
   std::atomic<bool> armed_{false};
 };
 
