@@ -222,7 +222,8 @@ TEST(Faults, PartitionedGroupRebalancesWithTheDaemonDown) {
     setup.create_topic("t", o);
   }
   // [0..2] member a, b, c joined; [3] daemon dead; [4] c: leave; [5] c left;
-  // [6] taken in all; [7] taken by b; [8] errors; [16..] per-message counts
+  // [6] taken in all; [7] taken by b; [8] errors; [9] b has the region
+  // (the daemon is killed only then); [16..] per-message counts
   // live in `counts`.
   Shared* sh = shared_block();
   void* mem = ::mmap(nullptr, kTotal * sizeof(std::atomic<std::uint32_t>), PROT_READ | PROT_WRITE,
@@ -269,12 +270,14 @@ TEST(Faults, PartitionedGroupRebalancesWithTheDaemonDown) {
   const pid_t b = spawn([&]() -> int {
     Bus bb = Bus::connect(opts);
     Topic t = bb.open_topic("t");  // the region, while the daemon still runs
+    sh->v[9].store(1);
     if (!wait_until([&] { return sh->v[3].load() != 0; }, 60s)) return 40;
     auto sub = t.subscriber(so);  // joins with the daemon dead
     sh->v[1].store(1);
     return consume(*sub, true, false);
   });
-  ASSERT_TRUE(wait_until([&] { return sh->v[0].load() == 1 && sh->v[2].load() == 1; }, 20s));
+  ASSERT_TRUE(wait_until(
+      [&] { return sh->v[0].load() == 1 && sh->v[2].load() == 1 && sh->v[9].load() == 1; }, 20s));
   Bus bus = Bus::connect(f.options());
   PublisherOptions po;
   po.timeout = 30s;
