@@ -7,7 +7,7 @@ packages=(build-essential cmake ninja-build pkg-config
           libboost-dev libconcurrentqueue-dev libbenchmark-dev libgtest-dev
           libspdlog-dev libcli11-dev libtomlplusplus-dev clang libclang-rt-14-dev
           pybind11-dev python3-dev python3-pytest python3-numpy
-          librdkafka-dev)
+          librdkafka-dev nats-server libnats-dev)
 
 missing=()
 for p in "${packages[@]}"; do

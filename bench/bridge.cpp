@@ -1,0 +1,333 @@
+// Issue 19: what shmbus-bridge moves through NATS JetStream, beside what the
+// bare C client publishes to the same server in the same run, so the bridge's
+// cost is a ratio. In interleaved rounds (the host's state moves between them):
+//
+//   bare     nats.c js_PublishAsync of N messages to a stream, async acks,
+//            until js_PublishAsyncComplete
+//   out      N messages published to bus A's topic, until the out bridge had
+//            every one acknowledged by JetStream (the stream holds N more)
+//   a->b     N messages published to bus A, until bus B's subscriber has them
+//            all: out bridge, JetStream, in bridge
+//   latency  paced messages (--interval-us apart) A -> NATS -> B, publish
+//            timestamp to receipt on B (one host: one CLOCK_MONOTONIC)
+//
+// nats-server (-js, a temporary store, a free port) and the two shmbusd are
+// started here; the bridges run in this process (the bridge library), each on
+// its own threads, as shmbus-bridge runs them.
+//
+//   build/release/bench/shmbus-bridge-bench [--rounds 3] [--messages 50000]
+//       [--sizes 64,4096] [--latency-samples 2000] [--interval-us 500]
+#include <nats/nats.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "bridge.hpp"
+#include "nats_server.hpp"
+#include "shmbus/shmbus.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+std::uint64_t now_ns() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000ULL +
+         static_cast<std::uint64_t>(ts.tv_nsec);
+}
+
+[[noreturn]] void die(const std::string& what) {
+  std::fprintf(stderr, "bridge-bench: %s\n", what.c_str());
+  std::exit(1);
+}
+
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+std::uint64_t stream_messages(jsCtx* js, const std::string& stream) {
+  jsStreamInfo* si = nullptr;
+  std::uint64_t n = 0;
+  if (js_GetStreamInfo(&si, js, stream.c_str(), nullptr, nullptr) == NATS_OK) {
+    n = si->State.Msgs;
+    jsStreamInfo_Destroy(si);
+  }
+  return n;
+}
+
+// The bare C client: N async publishes with acks, as fast as it goes.
+double bare_rate(jsCtx* js, const std::string& subject, std::size_t size, std::uint64_t n) {
+  std::vector<char> payload(size, 'x');
+  jsPubOptions po;
+  jsPubOptions_Init(&po);
+  const auto t0 = Clock::now();
+  for (std::uint64_t i = 0; i < n; ++i) {
+    std::memcpy(payload.data(), &i, sizeof i);
+    natsStatus s;
+    while ((s = js_PublishAsync(js, subject.c_str(), payload.data(), static_cast<int>(size),
+                                &po)) == NATS_TIMEOUT) {
+      // MaxPending reached and StallWait passed: wait and go on.
+    }
+    if (s != NATS_OK) die(std::string("js_PublishAsync: ") + natsStatus_GetText(s));
+  }
+  jsPubOptions done;
+  jsPubOptions_Init(&done);
+  done.MaxWait = 60'000;
+  if (const natsStatus s = js_PublishAsyncComplete(js, &done); s != NATS_OK)
+    die(std::string("js_PublishAsyncComplete: ") + natsStatus_GetText(s));
+  return static_cast<double>(n) / seconds_since(t0);
+}
+
+struct Bridges {
+  shmbus::BusOptions a, b;
+  std::unique_ptr<shmbus::bridge::Bridge> out, in;
+  std::thread out_thread, in_thread;
+  void start(const std::string& url, const std::string& subject) {
+    shmbus::bridge::Config co;
+    co.servers = {url};
+    co.status_interval = 0ms;
+    shmbus::bridge::OutRoute o;
+    o.topic = "orders";
+    o.subject = subject;
+    o.stream = shmbus::bridge::stream_name_for(subject);
+    co.outs.push_back(o);
+    shmbus::bridge::Config ci = co;
+    ci.outs.clear();
+    shmbus::bridge::InRoute in_route;
+    in_route.subject = subject;
+    in_route.topic = "orders";
+    in_route.durable = "bench-in";
+    in_route.stream = o.stream;
+    ci.ins.push_back(in_route);
+    out = std::make_unique<shmbus::bridge::Bridge>(co, a);
+    in = std::make_unique<shmbus::bridge::Bridge>(ci, b);
+    out_thread = std::thread([this] {
+      if (out->run() != 0) die("the out bridge failed to start");
+    });
+    in_thread = std::thread([this] {
+      if (in->run() != 0) die("the in bridge failed to start");
+    });
+  }
+  void stop() {
+    out->stop();
+    in->stop();
+    out_thread.join();
+    in_thread.join();
+    out.reset();
+    in.reset();
+  }
+};
+
+struct Args {
+  int rounds = 3;
+  std::uint64_t messages = 50'000;
+  std::vector<std::size_t> sizes{64, 4096};
+  int latency_samples = 2000;
+  int interval_us = 500;
+};
+
+Args parse(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    const std::string k = argv[i];
+    const auto next = [&]() -> std::string {
+      if (i + 1 >= argc) die("missing value after " + k);
+      return argv[++i];
+    };
+    if (k == "--rounds") {
+      a.rounds = std::stoi(next());
+    } else if (k == "--messages") {
+      a.messages = std::stoull(next());
+    } else if (k == "--sizes") {
+      a.sizes.clear();
+      std::string v = next();
+      for (std::size_t p = 0; p < v.size();) {
+        const std::size_t c = v.find(',', p);
+        a.sizes.push_back(std::stoul(v.substr(p, c - p)));
+        p = c == std::string::npos ? v.size() : c + 1;
+      }
+    } else if (k == "--latency-samples") {
+      a.latency_samples = std::stoi(next());
+    } else if (k == "--interval-us") {
+      a.interval_us = std::stoi(next());
+    } else {
+      die("unknown argument " + k +
+          " (--rounds N --messages N --sizes 64,4096 --latency-samples N --interval-us N)");
+    }
+  }
+  return a;
+}
+
+double percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[static_cast<std::size_t>(p * static_cast<double>(v.size() - 1))];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Args args = parse(argc, argv);
+  spdlog::set_level(spdlog::level::warn);
+  shmbus::test::NatsServer server;
+  if (!server.start()) die("nats-server did not start:\n" + server.log());
+  natsConnection* nc = nullptr;
+  if (natsConnection_ConnectTo(&nc, server.url().c_str()) != NATS_OK) die("cannot connect");
+  jsOptions jo;
+  jsOptions_Init(&jo);
+  jo.PublishAsync.MaxPending = 4096;  // as the bridge's default max_in_flight
+  jsCtx* js = nullptr;
+  if (natsConnection_JetStream(&js, nc, &jo) != NATS_OK) die("no JetStream context");
+
+  std::printf("# shmbus-bridge against the bare nats.c client, one nats-server -js (file store)\n");
+  std::printf("# %llu messages a round, %d rounds, interleaved\n",
+              static_cast<unsigned long long>(args.messages), args.rounds);
+  std::printf("%-6s %-5s %12s %12s %12s %8s %8s\n", "size", "round", "bare msg/s", "out msg/s",
+              "a->b msg/s", "out/bare", "a->b/bare");
+  int topic_no = 0;
+  for (const std::size_t size : args.sizes) {
+    std::vector<double> ratio_out, ratio_ab;
+    for (int r = 0; r < args.rounds; ++r) {
+      const std::string tag = std::to_string(size) + "_" + std::to_string(r);
+      // Bare: its own stream, the same storage and window the bridge uses.
+      const std::string bare_subject = "bench.bare." + tag;
+      {
+        jsStreamConfig sc;
+        jsStreamConfig_Init(&sc);
+        const std::string name = "BARE_" + tag;
+        const char* subj[] = {bare_subject.c_str()};
+        sc.Name = name.c_str();
+        sc.Subjects = subj;
+        sc.SubjectsLen = 1;
+        sc.Storage = js_FileStorage;
+        sc.Duplicates = std::chrono::nanoseconds(120s).count();
+        jsStreamInfo* si = nullptr;
+        if (js_AddStream(&si, js, &sc, nullptr, nullptr) != NATS_OK) die("add stream");
+        jsStreamInfo_Destroy(si);
+      }
+      const double bare = bare_rate(js, bare_subject, size, args.messages);
+
+      // The bridges: two buses, one topic each.
+      shmbus::BusOptions a, b;
+      a.bus = "bridge-bench-a-" + std::to_string(::getpid()) + "-" + std::to_string(topic_no);
+      b.bus = "bridge-bench-b-" + std::to_string(::getpid()) + "-" + std::to_string(topic_no++);
+      a.daemon_path = b.daemon_path = SHMBUSD_PATH;
+      shmbus::Bus bus_a = shmbus::Bus::connect(a), bus_b = shmbus::Bus::connect(b);
+      shmbus::TopicOptions to;
+      to.slot_count = 4096;
+      to.slot_size = static_cast<std::uint32_t>(std::max<std::size_t>(size, 64) + 256);
+      bus_a.create_topic("orders", to);
+      bus_b.create_topic("orders", to);
+      shmbus::SubscriberOptions so;
+      so.group = "bench";
+      so.durable = true;
+      so.start = shmbus::StartFrom::Earliest;
+      auto sub = bus_b.subscriber("orders", so);
+      const std::string subject = "bench.bridge." + tag;
+      Bridges br{a, b, {}, {}, {}, {}};
+      br.start(server.url(), subject);
+      // Wait until the out bridge joined (its group exists with a member).
+      const auto joined = [&] {
+        for (const auto& g : bus_a.open_topic("orders").status().groups)
+          if (g.name == "bridge-out" && g.members > 0) return true;
+        return false;
+      };
+      const auto until = Clock::now() + 30s;
+      while (!joined())
+        if (Clock::now() > until) die("the out bridge did not join");
+      shmbus::PublisherOptions po;
+      po.timeout = 60s;
+      shmbus::Publisher pub = bus_a.publisher("orders", po);
+      std::vector<std::byte> payload(size, std::byte{'x'});
+      const std::string stream = shmbus::bridge::stream_name_for(subject);
+      const auto t0 = Clock::now();
+      std::uint64_t got = 0;
+      shmbus::Sample s;
+      double out_rate = 0;
+      bool out_done = false;
+      for (std::uint64_t i = 0; i < args.messages; ++i) {
+        std::memcpy(payload.data(), &i, sizeof i);
+        if (pub.publish(payload) != shmbus::Status::Ok) die("local publish");
+        while (sub->try_receive(s) == shmbus::Status::Ok) {
+          ++got;
+          s.release();
+        }
+      }
+      while (got < args.messages) {
+        if (sub->receive(s, 100ms) == shmbus::Status::Ok) {
+          ++got;
+          s.release();
+        }
+        if (!out_done && stream_messages(js, stream) >= args.messages) {
+          out_rate = static_cast<double>(args.messages) / seconds_since(t0);
+          out_done = true;
+        }
+        if (seconds_since(t0) > 300) die("a->b did not finish in 300 s");
+      }
+      const double ab = static_cast<double>(args.messages) / seconds_since(t0);
+      if (!out_done) out_rate = ab;  // done by the time B had them all
+      br.stop();
+      std::printf("%-6zu %-5d %12.0f %12.0f %12.0f %8.2f %8.2f\n", size, r, bare, out_rate, ab,
+                  out_rate / bare, ab / bare);
+      std::fflush(stdout);
+      ratio_out.push_back(out_rate / bare);
+      ratio_ab.push_back(ab / bare);
+    }
+    std::printf("%-6zu median out/bare %.2f, a->b/bare %.2f\n", size, percentile(ratio_out, 0.5),
+                percentile(ratio_ab, 0.5));
+  }
+
+  // Latency: paced messages through the whole path.
+  {
+    shmbus::BusOptions a, b;
+    a.bus = "bridge-bench-a-" + std::to_string(::getpid()) + "-lat";
+    b.bus = "bridge-bench-b-" + std::to_string(::getpid()) + "-lat";
+    a.daemon_path = b.daemon_path = SHMBUSD_PATH;
+    shmbus::Bus bus_a = shmbus::Bus::connect(a), bus_b = shmbus::Bus::connect(b);
+    shmbus::TopicOptions to;
+    to.slot_count = 1024;
+    to.slot_size = 256;
+    bus_a.create_topic("orders", to);
+    bus_b.create_topic("orders", to);
+    shmbus::SubscriberOptions so;
+    so.group = "bench";
+    so.durable = true;
+    so.start = shmbus::StartFrom::Earliest;
+    auto sub = bus_b.subscriber("orders", so);
+    Bridges br{a, b, {}, {}, {}, {}};
+    br.start(server.url(), "bench.latency");
+    shmbus::Publisher pub = bus_a.publisher("orders");
+    std::vector<double> us;
+    // Warm up (the stream and the consumer are made by the first messages).
+    for (int i = 0; i < args.latency_samples + 200; ++i) {
+      const std::uint64_t t = now_ns();
+      if (pub.publish(std::as_bytes(std::span(&t, 1))) != shmbus::Status::Ok) die("publish");
+      shmbus::Sample s;
+      if (sub->receive(s, 10s) != shmbus::Status::Ok) die("latency: a message did not arrive");
+      std::uint64_t sent = 0;
+      std::memcpy(&sent, s.data().data(), sizeof sent);
+      if (i >= 200) us.push_back(static_cast<double>(now_ns() - sent) / 1000.0);
+      std::this_thread::sleep_for(std::chrono::microseconds(args.interval_us));
+    }
+    br.stop();
+    std::printf(
+        "latency A -> NATS -> B, 8 B, one at a time: p50 %.0f us, p99 %.0f us, max %.0f us "
+        "(%zu samples)\n",
+        percentile(us, 0.5), percentile(us, 0.99), percentile(us, 1.0), us.size());
+  }
+  jsCtx_Destroy(js);
+  natsConnection_Destroy(nc);
+  nats_Close();
+  return 0;
+}
