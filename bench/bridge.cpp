@@ -4,7 +4,7 @@
 //
 //   bare     nats.c js_PublishAsync of N messages to a stream, async acks,
 //            until js_PublishAsyncComplete
-//   out      N messages published to bus A's topic, until the out bridge had
+//   out      N messages published to bus A's topic, the out bridge alone, until it had
 //            every one acknowledged by JetStream (the stream holds N more)
 //   a->b     N messages published to bus A, until bus B's subscriber has them
 //            all: out bridge, JetStream, in bridge
@@ -93,7 +93,7 @@ struct Bridges {
   shmbus::BusOptions a, b;
   std::unique_ptr<shmbus::bridge::Bridge> out, in;
   std::thread out_thread, in_thread;
-  void start(const std::string& url, const std::string& subject) {
+  void start(const std::string& url, const std::string& subject, bool with_in = true) {
     shmbus::bridge::Config co;
     co.servers = {url};
     co.status_interval = 0ms;
@@ -111,23 +111,97 @@ struct Bridges {
     in_route.stream = o.stream;
     ci.ins.push_back(in_route);
     out = std::make_unique<shmbus::bridge::Bridge>(co, a);
-    in = std::make_unique<shmbus::bridge::Bridge>(ci, b);
     out_thread = std::thread([this] {
       if (out->run() != 0) die("the out bridge failed to start");
     });
+    if (!with_in) return;
+    in = std::make_unique<shmbus::bridge::Bridge>(ci, b);
     in_thread = std::thread([this] {
       if (in->run() != 0) die("the in bridge failed to start");
     });
   }
   void stop() {
     out->stop();
-    in->stop();
+    if (in) in->stop();
     out_thread.join();
-    in_thread.join();
+    if (in_thread.joinable()) in_thread.join();
     out.reset();
     in.reset();
   }
 };
+
+// One round through the bridges: N messages published to bus A, timed until
+// the stream holds them all (out only: no in bridge runs meanwhile) or until
+// bus B's subscriber has them all (a->b). A fresh pair of buses and a stream
+// of its own each time.
+double bridge_round(const std::string& url, jsCtx* js, std::size_t size, std::uint64_t n,
+                    bool with_in, const std::string& tag) {
+  static int serial = 0;
+  const std::string id = std::to_string(::getpid()) + "-" + std::to_string(serial++);
+  shmbus::BusOptions a, b;
+  a.bus = "bridge-bench-a-" + id;
+  b.bus = "bridge-bench-b-" + id;
+  a.daemon_path = b.daemon_path = SHMBUSD_PATH;
+  shmbus::Bus bus_a = shmbus::Bus::connect(a), bus_b = shmbus::Bus::connect(b);
+  shmbus::TopicOptions to;
+  to.slot_count = 4096;
+  to.slot_size = static_cast<std::uint32_t>(std::max<std::size_t>(size, 64) + 256);
+  bus_a.create_topic("orders", to);
+  bus_b.create_topic("orders", to);
+  shmbus::SubscriberOptions so;
+  so.group = "bench";
+  so.durable = true;
+  so.start = shmbus::StartFrom::Earliest;
+  auto sub = bus_b.subscriber("orders", so);
+  const std::string subject = std::string("bench.") + (with_in ? "ab." : "out.") + tag;
+  const std::string stream = shmbus::bridge::stream_name_for(subject);
+  Bridges br{a, b, {}, {}, {}, {}};
+  br.start(url, subject, with_in);
+  // The out bridge has joined once its group has a member.
+  const auto joined = [&] {
+    for (const auto& g : bus_a.open_topic("orders").status().groups)
+      if (g.name == "bridge-out" && g.members > 0) return true;
+    return false;
+  };
+  const auto until = Clock::now() + 30s;
+  while (!joined())
+    if (Clock::now() > until) die("the out bridge did not join");
+  shmbus::PublisherOptions po;
+  po.timeout = 60s;
+  shmbus::Publisher pub = bus_a.publisher("orders", po);
+  std::vector<std::byte> payload(size, std::byte{'x'});
+  const auto t0 = Clock::now();
+  std::uint64_t got = 0;
+  shmbus::Sample s;
+  const auto take = [&] {
+    while (with_in && sub->try_receive(s) == shmbus::Status::Ok) {
+      ++got;
+      s.release();
+    }
+  };
+  for (std::uint64_t i = 0; i < n; ++i) {
+    std::memcpy(payload.data(), &i, sizeof i);
+    if (pub.publish(payload) != shmbus::Status::Ok) die("local publish");
+    if ((i & 255) == 0) take();
+  }
+  for (;;) {
+    if (with_in) {
+      if (sub->receive(s, 100ms) == shmbus::Status::Ok) {
+        ++got;
+        s.release();
+        take();
+      }
+      if (got >= n) break;
+    } else {
+      if (stream_messages(js, stream) >= n) break;
+      std::this_thread::sleep_for(2ms);  // a JetStream API request per look: not too often
+    }
+    if (seconds_since(t0) > 300) die("a bridge round did not finish in 300 s");
+  }
+  const double rate = static_cast<double>(n) / seconds_since(t0);
+  br.stop();
+  return rate;
+}
 
 struct Args {
   int rounds = 3;
@@ -195,7 +269,6 @@ int main(int argc, char** argv) {
               static_cast<unsigned long long>(args.messages), args.rounds);
   std::printf("%-6s %-5s %12s %12s %12s %8s %8s\n", "size", "round", "bare msg/s", "out msg/s",
               "a->b msg/s", "out/bare", "a->b/bare");
-  int topic_no = 0;
   for (const std::size_t size : args.sizes) {
     std::vector<double> ratio_out, ratio_ab;
     for (int r = 0; r < args.rounds; ++r) {
@@ -218,66 +291,8 @@ int main(int argc, char** argv) {
       }
       const double bare = bare_rate(js, bare_subject, size, args.messages);
 
-      // The bridges: two buses, one topic each.
-      shmbus::BusOptions a, b;
-      a.bus = "bridge-bench-a-" + std::to_string(::getpid()) + "-" + std::to_string(topic_no);
-      b.bus = "bridge-bench-b-" + std::to_string(::getpid()) + "-" + std::to_string(topic_no++);
-      a.daemon_path = b.daemon_path = SHMBUSD_PATH;
-      shmbus::Bus bus_a = shmbus::Bus::connect(a), bus_b = shmbus::Bus::connect(b);
-      shmbus::TopicOptions to;
-      to.slot_count = 4096;
-      to.slot_size = static_cast<std::uint32_t>(std::max<std::size_t>(size, 64) + 256);
-      bus_a.create_topic("orders", to);
-      bus_b.create_topic("orders", to);
-      shmbus::SubscriberOptions so;
-      so.group = "bench";
-      so.durable = true;
-      so.start = shmbus::StartFrom::Earliest;
-      auto sub = bus_b.subscriber("orders", so);
-      const std::string subject = "bench.bridge." + tag;
-      Bridges br{a, b, {}, {}, {}, {}};
-      br.start(server.url(), subject);
-      // Wait until the out bridge joined (its group exists with a member).
-      const auto joined = [&] {
-        for (const auto& g : bus_a.open_topic("orders").status().groups)
-          if (g.name == "bridge-out" && g.members > 0) return true;
-        return false;
-      };
-      const auto until = Clock::now() + 30s;
-      while (!joined())
-        if (Clock::now() > until) die("the out bridge did not join");
-      shmbus::PublisherOptions po;
-      po.timeout = 60s;
-      shmbus::Publisher pub = bus_a.publisher("orders", po);
-      std::vector<std::byte> payload(size, std::byte{'x'});
-      const std::string stream = shmbus::bridge::stream_name_for(subject);
-      const auto t0 = Clock::now();
-      std::uint64_t got = 0;
-      shmbus::Sample s;
-      double out_rate = 0;
-      bool out_done = false;
-      for (std::uint64_t i = 0; i < args.messages; ++i) {
-        std::memcpy(payload.data(), &i, sizeof i);
-        if (pub.publish(payload) != shmbus::Status::Ok) die("local publish");
-        while (sub->try_receive(s) == shmbus::Status::Ok) {
-          ++got;
-          s.release();
-        }
-      }
-      while (got < args.messages) {
-        if (sub->receive(s, 100ms) == shmbus::Status::Ok) {
-          ++got;
-          s.release();
-        }
-        if (!out_done && stream_messages(js, stream) >= args.messages) {
-          out_rate = static_cast<double>(args.messages) / seconds_since(t0);
-          out_done = true;
-        }
-        if (seconds_since(t0) > 300) die("a->b did not finish in 300 s");
-      }
-      const double ab = static_cast<double>(args.messages) / seconds_since(t0);
-      if (!out_done) out_rate = ab;  // done by the time B had them all
-      br.stop();
+      const double out_rate = bridge_round(server.url(), js, size, args.messages, false, tag);
+      const double ab = bridge_round(server.url(), js, size, args.messages, true, tag);
       std::printf("%-6zu %-5d %12.0f %12.0f %12.0f %8.2f %8.2f\n", size, r, bare, out_rate, ab,
                   out_rate / bare, ab / bare);
       std::fflush(stdout);

@@ -15,8 +15,10 @@
 #include <concurrentqueue/blockingconcurrentqueue.h>
 #include <charconv>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <mutex>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -186,6 +188,7 @@ struct OutWorker {
   std::unique_ptr<Subscriber> sub;
   std::uint64_t generation = 0;
   bool priorities = false;
+  std::uint32_t lanes = 1;  // partitions, or priority lanes
   moodycamel::BlockingConcurrentQueue<Ack> acks;
   std::deque<Held> held;
   std::int64_t in_flight = 0;
@@ -222,6 +225,7 @@ struct OutWorker {
     const TopicStatus st = t.status();
     generation = st.generation;
     priorities = st.options.priorities > 1;
+    lanes = st.options.rings();
     SubscriberOptions so;
     so.group = r.group;
     so.durable = true;  // the group holds messages back while the bridge is down
@@ -254,9 +258,11 @@ struct OutWorker {
     const std::span<const std::byte> key = b.key(i);
     if (s == NATS_OK && !key.empty())
       s = natsMsgHeader_Set(m, kHeaderKey, percent_encode(key).c_str());
-    const std::string part = std::to_string(info.partition);
-    if (s == NATS_OK)
-      s = natsMsgHeader_Set(m, priorities ? kHeaderPriority : kHeaderPartition, part.c_str());
+    // Each header costs nats.c an allocation and the server bytes to parse
+    // and store: one-ring topics leave the partition out (it is always 0).
+    if (s == NATS_OK && lanes > 1)
+      s = natsMsgHeader_Set(m, priorities ? kHeaderPriority : kHeaderPartition,
+                            std::to_string(info.partition).c_str());
     if (s == NATS_OK)
       s = natsMsgHeader_Set(
           m, kHeaderTimestamp,
@@ -268,8 +274,6 @@ struct OutWorker {
     const Properties props = b.properties(i);
     if (s == NATS_OK && props.begin() != props.end())
       s = natsMsgHeader_Set(m, kHeaderProperties, encode_properties(props).c_str());
-    if (s == NATS_OK)
-      s = natsMsgHeader_Set(m, kHeaderOrigin, (br.bus_opts.bus + "/" + r.topic).c_str());
     if (s != NATS_OK) {
       natsMsg_Destroy(m);
       return nullptr;
@@ -482,8 +486,11 @@ struct InWorker {
   moodycamel::BlockingConcurrentQueue<natsMsg*> queue;
   std::mutex mu;
   std::condition_variable room;
-  std::int64_t queued = 0;  // under mu
+  std::int64_t queued = 0;         // under mu
+  std::set<std::uint64_t> marked;  // last_marked() at start
   std::thread fetcher, publisher;
+  static constexpr std::uint64_t kMarkScan = 256;
+  static constexpr std::size_t kRecent = 65536;
 
   InWorker(Bridge::Impl& b, const InRoute& route)
       : br(b), r(route), name(route.subject + "->" + route.topic) {}
@@ -503,11 +510,40 @@ struct InWorker {
     lanes = o.priorities;
     delays = o.delay_slots > 0;
     pub.emplace(t.publisher());
+    marked = last_marked(t);
+    if (!marked.empty())
+      spdlog::info(
+          "in {}: the topic holds {} recent message(s) of stream {} (up to sequence {}); "
+          "those JetStream delivers again are skipped",
+          name, marked.size(), r.stream, *marked.rbegin());
     jsOptions jo;
     jsOptions_Init(&jo);
     jo.Wait = 5000;
     if (const natsStatus s = natsConnection_JetStream(&js, br.nc, &jo); s != NATS_OK)
       throw Error(ErrorCode::SystemError, "JetStream context: " + text_of(s));
+  }
+
+  // The stream sequences marked in the last kMarkScan messages of each
+  // partition. A restarted bridge skips them when JetStream delivers them
+  // again: the previous one published them but died before its acks.
+  std::set<std::uint64_t> last_marked(const Topic& t) const {
+    const TopicStatus st = t.status();
+    auto look = t.subscriber();  // a private group of its own, gone with it
+    for (std::uint32_t p = 0; p < st.partitions.size(); ++p)
+      look->seek(p, st.partitions[p].tail > kMarkScan ? st.partitions[p].tail - kMarkScan : 0);
+    const std::string prefix = r.stream + "/";
+    std::set<std::uint64_t> found;
+    Sample s;
+    for (std::size_t n = 0; n < kMarkScan * st.partitions.size() + 16; ++n) {
+      if (look->try_receive(s) != Status::Ok) break;
+      const auto v = s.properties().get(kMarkProperty);
+      std::uint64_t seq = 0;
+      if (v && v->substr(0, prefix.size()) == prefix &&
+          std::from_chars(v->data() + prefix.size(), v->data() + v->size(), seq).ec == std::errc{})
+        found.insert(seq);
+      s.release();
+    }
+    return found;
   }
 
   bool subscribe(std::string& why) {
@@ -517,8 +553,10 @@ struct InWorker {
     jsSubOptions_Init(&so);
     so.Stream = r.stream.c_str();
     so.Config.Durable = r.durable.c_str();
-    so.Config.AckPolicy = js_AckAll;  // one ack covers every message before it
-    so.Config.AckWait = std::chrono::nanoseconds(60s).count();
+    so.Config.AckPolicy = js_AckExplicit;  // see publish_loop
+    // What a dead bridge held comes again after this; a live one waiting
+    // for room says "in progress" every 3 s.
+    so.Config.AckWait = std::chrono::nanoseconds(10s).count();
     so.Config.DeliverPolicy = js_DeliverAll;
     so.Config.MaxAckPending = 4 * static_cast<std::int64_t>(r.batch) + 1024;
     jsErrCode e = static_cast<jsErrCode>(0);
@@ -572,11 +610,7 @@ struct InWorker {
 
   // Publishes one message locally, waiting while the topic is full. False:
   // refused for good (logged), or stopping.
-  // `waiting` is called once if the publish has to wait for room: the
-  // messages handled so far are acknowledged then, so a long wait never
-  // holds their acks back past AckWait.
-  template <class Waiting>
-  bool publish_local(natsMsg* m, Waiting&& waiting) {
+  bool publish_local(natsMsg* m, std::uint64_t seq) {
     std::string key;
     if (const char* k = header(m, kHeaderKey)) {
       auto d = percent_decode(k);
@@ -589,10 +623,22 @@ struct InWorker {
       if (!d) return refuse(m, "its Shmbus-Properties header is malformed or over the limits");
       props = std::move(*d);
     }
+    // The marker (kMarkProperty, "stream/sequence") goes with the message, so
+    // a restarted bridge finds where it was (last_marked). An incoming one
+    // (bridged twice) is replaced; a message with every property in use goes
+    // without it.
+    std::erase_if(props, [](const auto& p) { return p.first == kMarkProperty; });
     std::vector<Property> views;
-    views.reserve(props.size());
-    for (const auto& [n, v] : props)
+    views.reserve(props.size() + 1);
+    std::size_t encoded = 0;
+    for (const auto& [n, v] : props) {
       views.push_back({n, v});
+      encoded += 4 + n.size() + v.size();
+    }
+    const std::string mark = r.stream + "/" + std::to_string(seq);
+    if (views.size() < kMaxProperties &&
+        encoded + 4 + std::strlen(kMarkProperty) + mark.size() <= kMaxPropertyBytes)
+      views.push_back({kMarkProperty, mark});
     Route route;
     route.key = std::as_bytes(std::span(key.data(), key.size()));
     route.properties = views;
@@ -604,7 +650,6 @@ struct InWorker {
     const auto data = std::as_bytes(
         std::span(natsMsg_GetData(m), static_cast<std::size_t>(natsMsg_GetDataLength(m))));
     auto last_progress = Clock::now();
-    bool waited = false;
     for (;;) {
       const Status st =
           later
@@ -618,11 +663,7 @@ struct InWorker {
       if (st != Status::Timeout && st != Status::WouldBlock)
         return refuse(m, std::string("the local topic refused it: ") + std::string(to_string(st)));
       if (br.stopping.load(std::memory_order_relaxed)) return false;  // relaxed: a flag polled
-      if (!waited) {
-        waiting();
-        waited = true;
-      }
-      if (Clock::now() - last_progress > 10s) {
+      if (Clock::now() - last_progress > 3s) {
         // Still full: tell JetStream we are working on it (resets AckWait).
         natsMsg_InProgress(m, nullptr);
         last_progress = Clock::now();
@@ -647,22 +688,14 @@ struct InWorker {
   }
 
   void publish_loop() {
-    std::uint64_t last_seq = 0;  // stream sequence of the last message published here
-    MsgPtr unacked;              // the last message handled, not yet acknowledged
-    std::uint32_t since_ack = 0;
-    const auto ack = [&] {
-      if (unacked.m == nullptr) return;
-      if (natsMsg_Ack(unacked.m, nullptr) == NATS_OK)
-        c.acked.fetch_add(since_ack, std::memory_order_relaxed);  // relaxed: a statistic
-      unacked = MsgPtr();
-      since_ack = 0;
-    };
+    // Stream sequences published lately (here, or found marked in the topic
+    // at start): a message delivered again is skipped if it is one of them.
+    // Copies come after their original in the queue, so the original is
+    // always in here first.
+    std::set<std::uint64_t> recent = std::move(marked);
     while (!br.stopping.load(std::memory_order_relaxed)) {  // relaxed: a flag polled
       natsMsg* raw = nullptr;
-      if (!queue.wait_dequeue_timed(raw, unacked.m != nullptr ? 2ms : 50ms)) {
-        ack();  // idle: acknowledge what was handled
-        continue;
-      }
+      if (!queue.wait_dequeue_timed(raw, 50ms)) continue;
       MsgPtr m(raw);
       {
         std::lock_guard lk(mu);
@@ -678,22 +711,26 @@ struct InWorker {
         jsMsgMetaData_Destroy(meta);
       }
       if (delivered > 1) c.redelivered.fetch_add(1, std::memory_order_relaxed);
-      if (seq != 0 && seq <= last_seq) {
-        // Delivered again while the first copy was queued (AckWait passed):
-        // published already. The next ack covers it.
+      if (seq != 0 && recent.count(seq) != 0) {
+        // Published already: delivered again after AckWait, or the bridge
+        // before us died between its publish and its ack.
         c.duplicates.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
       } else {
-        if (!publish_local(m.m, ack)) {
+        if (!publish_local(m.m, seq)) {
           if (br.stopping.load(std::memory_order_relaxed)) break;  // unpublished: not acked
           continue;                                                // refused and terminated
         }
-        last_seq = seq;
+        recent.insert(seq);
+        if (recent.size() > kRecent) recent.erase(recent.begin());
         c.forwarded.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
       }
-      unacked = std::move(m);
-      if (++since_ack >= 64) ack();
+      // Explicit, per message, and not waited for (a publish to the server,
+      // batched by nats.c's flusher). AckPolicy all would be fewer acks, but
+      // it would also ack a dead bridge's unacknowledged messages, which
+      // JetStream delivers again only after AckWait, behind newer ones.
+      if (natsMsg_Ack(m.m, nullptr) == NATS_OK)
+        c.acked.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
     }
-    ack();
   }
 };
 

@@ -87,7 +87,9 @@ inline constexpr const char* kHeaderTimestamp = "Shmbus-Timestamp";  // system-c
 inline constexpr const char* kHeaderProducer = "Shmbus-Producer";
 inline constexpr const char* kHeaderDue = "Shmbus-Due";  // system-clock ns
 inline constexpr const char* kHeaderProperties = "Shmbus-Properties";
-inline constexpr const char* kHeaderOrigin = "Shmbus-Origin";  // bus/topic
+// The property an [[in]] adds to each message it publishes locally:
+// "stream/sequence", how a restarted bridge finds where it was.
+inline constexpr const char* kMarkProperty = "nats.seq";
 
 // ---- the bridge -------------------------------------------------------------------
 
