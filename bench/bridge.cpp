@@ -89,6 +89,26 @@ double bare_rate(jsCtx* js, const std::string& subject, std::size_t size, std::u
   return static_cast<double>(n) / seconds_since(t0);
 }
 
+// Two buses with an "orders" topic each, and a durable subscriber on B's.
+struct Buses {
+  shmbus::Bus a, b;
+  std::unique_ptr<shmbus::Subscriber> sub;
+  Buses(const shmbus::BusOptions& oa, const shmbus::BusOptions& ob, std::uint32_t slots,
+        std::uint32_t slot_size)
+      : a(shmbus::Bus::connect(oa)), b(shmbus::Bus::connect(ob)) {
+    shmbus::TopicOptions to;
+    to.slot_count = slots;
+    to.slot_size = slot_size;
+    a.create_topic("orders", to);
+    b.create_topic("orders", to);
+    shmbus::SubscriberOptions so;
+    so.group = "bench";
+    so.durable = true;
+    so.start = shmbus::StartFrom::Earliest;
+    sub = b.subscriber("orders", so);
+  }
+};
+
 struct Bridges {
   shmbus::BusOptions a, b;
   std::unique_ptr<shmbus::bridge::Bridge> out, in;
@@ -142,17 +162,9 @@ double bridge_round(const std::string& url, jsCtx* js, std::size_t size, std::ui
   a.bus = "bridge-bench-a-" + id;
   b.bus = "bridge-bench-b-" + id;
   a.daemon_path = b.daemon_path = SHMBUSD_PATH;
-  shmbus::Bus bus_a = shmbus::Bus::connect(a), bus_b = shmbus::Bus::connect(b);
-  shmbus::TopicOptions to;
-  to.slot_count = 4096;
-  to.slot_size = static_cast<std::uint32_t>(std::max<std::size_t>(size, 64) + 256);
-  bus_a.create_topic("orders", to);
-  bus_b.create_topic("orders", to);
-  shmbus::SubscriberOptions so;
-  so.group = "bench";
-  so.durable = true;
-  so.start = shmbus::StartFrom::Earliest;
-  auto sub = bus_b.subscriber("orders", so);
+  Buses buses(a, b, 4096, static_cast<std::uint32_t>(std::max<std::size_t>(size, 64) + 256));
+  shmbus::Bus& bus_a = buses.a;
+  auto& sub = buses.sub;
   const std::string subject = std::string("bench.") + (with_in ? "ab." : "out.") + tag;
   const std::string stream = shmbus::bridge::stream_name_for(subject);
   Bridges br{a, b, {}, {}, {}, {}};
@@ -309,17 +321,9 @@ int main(int argc, char** argv) {
     a.bus = "bridge-bench-a-" + std::to_string(::getpid()) + "-lat";
     b.bus = "bridge-bench-b-" + std::to_string(::getpid()) + "-lat";
     a.daemon_path = b.daemon_path = SHMBUSD_PATH;
-    shmbus::Bus bus_a = shmbus::Bus::connect(a), bus_b = shmbus::Bus::connect(b);
-    shmbus::TopicOptions to;
-    to.slot_count = 1024;
-    to.slot_size = 256;
-    bus_a.create_topic("orders", to);
-    bus_b.create_topic("orders", to);
-    shmbus::SubscriberOptions so;
-    so.group = "bench";
-    so.durable = true;
-    so.start = shmbus::StartFrom::Earliest;
-    auto sub = bus_b.subscriber("orders", so);
+    Buses buses(a, b, 1024, 256);
+    shmbus::Bus& bus_a = buses.a;
+    auto& sub = buses.sub;
     Bridges br{a, b, {}, {}, {}, {}};
     br.start(server.url(), "bench.latency");
     shmbus::Publisher pub = bus_a.publisher("orders");

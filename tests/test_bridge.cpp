@@ -222,41 +222,44 @@ class Checker {
   std::map<std::uint64_t, std::uint64_t> last_;
 };
 
-// Messages the stream holds (0 when it cannot say).
-std::uint64_t stream_messages(const std::string& url, const std::string& stream) {
+// What `ask` reads through a JetStream context on a connection of its own
+// (0 when the server cannot say).
+template <class Ask>
+std::uint64_t ask_jetstream(const std::string& url, Ask&& ask) {
   natsConnection* nc = nullptr;
   if (natsConnection_ConnectTo(&nc, url.c_str()) != NATS_OK) return 0;
   jsCtx* js = nullptr;
   std::uint64_t n = 0;
   if (natsConnection_JetStream(&js, nc, nullptr) == NATS_OK) {
-    jsStreamInfo* si = nullptr;
-    if (js_GetStreamInfo(&si, js, stream.c_str(), nullptr, nullptr) == NATS_OK) {
-      n = si->State.Msgs;
-      jsStreamInfo_Destroy(si);
-    }
+    n = ask(js);
     jsCtx_Destroy(js);
   }
   natsConnection_Destroy(nc);
   return n;
 }
 
-// The pull consumer's delivered stream sequence (0 when it cannot say).
+// Messages the stream holds.
+std::uint64_t stream_messages(const std::string& url, const std::string& stream) {
+  return ask_jetstream(url, [&](jsCtx* js) -> std::uint64_t {
+    jsStreamInfo* si = nullptr;
+    if (js_GetStreamInfo(&si, js, stream.c_str(), nullptr, nullptr) != NATS_OK) return 0;
+    const std::uint64_t n = si->State.Msgs;
+    jsStreamInfo_Destroy(si);
+    return n;
+  });
+}
+
+// The pull consumer's delivered stream sequence.
 std::uint64_t consumer_delivered(const std::string& url, const std::string& stream,
                                  const std::string& durable) {
-  natsConnection* nc = nullptr;
-  if (natsConnection_ConnectTo(&nc, url.c_str()) != NATS_OK) return 0;
-  jsCtx* js = nullptr;
-  std::uint64_t n = 0;
-  if (natsConnection_JetStream(&js, nc, nullptr) == NATS_OK) {
+  return ask_jetstream(url, [&](jsCtx* js) -> std::uint64_t {
     jsConsumerInfo* ci = nullptr;
-    if (js_GetConsumerInfo(&ci, js, stream.c_str(), durable.c_str(), nullptr, nullptr) == NATS_OK) {
-      n = ci->Delivered.Stream;
-      jsConsumerInfo_Destroy(ci);
-    }
-    jsCtx_Destroy(js);
-  }
-  natsConnection_Destroy(nc);
-  return n;
+    if (js_GetConsumerInfo(&ci, js, stream.c_str(), durable.c_str(), nullptr, nullptr) != NATS_OK)
+      return 0;
+    const std::uint64_t n = ci->Delivered.Stream;
+    jsConsumerInfo_Destroy(ci);
+    return n;
+  });
 }
 
 // Two hosts, their topics, a checker on B, the out bridge on A (joined) and
