@@ -4,6 +4,9 @@
 //
 //   bare     nats.c js_PublishAsync of N messages to a stream, async acks,
 //            until js_PublishAsyncComplete
+//   ids      the same, each message with what the bridge adds to it: a
+//            Nats-Msg-Id (JetStream's duplicate window looks each one up), a
+//            timestamp and a producer header
 //   out      N messages published to bus A's topic, the out bridge alone, until it had
 //            every one acknowledged by JetStream (the stream holds N more)
 //   a->b     N messages published to bus A, until bus B's subscriber has them
@@ -15,8 +18,12 @@
 // started here; the bridges run in this process (the bridge library), each on
 // its own threads, as shmbus-bridge runs them.
 //
+// Each phase prints msg/s and CPU microseconds a message: this process (every
+// thread) and the nats-server together. On two shared cores the rate moves
+// with the neighbours; the CPU a message much less.
+//
 //   build/release/bench/shmbus-bridge-bench [--rounds 3] [--messages 50000]
-//       [--sizes 64,4096] [--latency-samples 2000] [--interval-us 500]
+//       [--sizes 64,4096] [--latency-samples 2000] [--interval-us 500] [--no-ab]
 #include <nats/nats.h>
 #include <spdlog/spdlog.h>
 
@@ -27,9 +34,14 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "bridge.hpp"
 #include "nats_server.hpp"
@@ -56,6 +68,48 @@ double seconds_since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
+// CPU time used by this process (every thread: publishers, bridges, nats.c)
+// and by the nats-server, in seconds. On two shared cores wall-clock rates
+// move with the neighbours; CPU time per message moves much less.
+pid_t g_server_pid = -1;
+double cpu_seconds() {
+  rusage ru{};
+  ::getrusage(RUSAGE_SELF, &ru);
+  double t = static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+             static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+  std::ifstream f("/proc/" + std::to_string(g_server_pid) + "/stat");
+  std::string line;
+  std::getline(f, line);
+  // Fields after the command's closing parenthesis; utime and stime are the
+  // 14th and 15th of the line (12th and 13th after it).
+  const std::size_t close = line.rfind(')');
+  if (close != std::string::npos) {
+    std::istringstream rest(line.substr(close + 2));
+    std::string field;
+    unsigned long long ut = 0, st = 0;
+    for (int i = 1; i <= 13 && rest >> field; ++i) {
+      if (i == 12) ut = std::stoull(field);
+      if (i == 13) st = std::stoull(field);
+    }
+    t += static_cast<double>(ut + st) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+  }
+  return t;
+}
+
+// One timed phase: messages a second, and CPU microseconds a message.
+struct Result {
+  double rate = 0;
+  double cpu_us = 0;
+};
+struct Meter {
+  Clock::time_point t0 = Clock::now();
+  double c0 = cpu_seconds();
+  [[nodiscard]] Result done(std::uint64_t n) const {
+    const double wall = seconds_since(t0);
+    return {static_cast<double>(n) / wall, (cpu_seconds() - c0) * 1e6 / static_cast<double>(n)};
+  }
+};
+
 std::uint64_t stream_messages(jsCtx* js, const std::string& stream) {
   jsStreamInfo* si = nullptr;
   std::uint64_t n = 0;
@@ -67,11 +121,11 @@ std::uint64_t stream_messages(jsCtx* js, const std::string& stream) {
 }
 
 // The bare C client: N async publishes with acks, as fast as it goes.
-double bare_rate(jsCtx* js, const std::string& subject, std::size_t size, std::uint64_t n) {
+Result bare_rate(jsCtx* js, const std::string& subject, std::size_t size, std::uint64_t n) {
   std::vector<char> payload(size, 'x');
   jsPubOptions po;
   jsPubOptions_Init(&po);
-  const auto t0 = Clock::now();
+  const Meter meter;
   for (std::uint64_t i = 0; i < n; ++i) {
     std::memcpy(payload.data(), &i, sizeof i);
     natsStatus s;
@@ -86,7 +140,46 @@ double bare_rate(jsCtx* js, const std::string& subject, std::size_t size, std::u
   done.MaxWait = 60'000;
   if (const natsStatus s = js_PublishAsyncComplete(js, &done); s != NATS_OK)
     die(std::string("js_PublishAsyncComplete: ") + natsStatus_GetText(s));
-  return static_cast<double>(n) / seconds_since(t0);
+  return meter.done(n);
+}
+
+// The bare C client sending what the bridge sends for a one-partition topic:
+// the same payload with a Nats-Msg-Id (as long as the bridge's), a
+// timestamp and a producer header. The Msg-Id is what costs: JetStream looks
+// every one up in its duplicate window.
+Result bare_ids_rate(jsCtx* js, const std::string& subject, std::size_t size, std::uint64_t n) {
+  static int serial = 0;
+  const std::string prefix = "bridge-bench-a-" + std::to_string(::getpid()) + "/orders/" +
+                             std::to_string(++serial) + "/0/";
+  std::vector<char> payload(size, 'x');
+  jsPubOptions po;
+  jsPubOptions_Init(&po);
+  const Meter meter;
+  for (std::uint64_t i = 0; i < n; ++i) {
+    std::memcpy(payload.data(), &i, sizeof i);
+    natsMsg* m = nullptr;
+    if (natsMsg_Create(&m, subject.c_str(), nullptr, payload.data(), static_cast<int>(size)) !=
+        NATS_OK)
+      die("natsMsg_Create");
+    const std::string id = prefix + std::to_string(i);
+    if (natsMsgHeader_Set(m, "Nats-Msg-Id", id.c_str()) != NATS_OK ||
+        natsMsgHeader_Set(m, shmbus::bridge::kHeaderTimestamp, std::to_string(now_ns()).c_str()) !=
+            NATS_OK ||
+        natsMsgHeader_Set(m, shmbus::bridge::kHeaderProducer, "1") != NATS_OK)
+      die("natsMsgHeader_Set");
+    natsStatus s;
+    while ((s = js_PublishMsgAsync(js, &m, &po)) == NATS_TIMEOUT) {
+      // MaxPending reached and StallWait passed: wait and go on.
+    }
+    natsMsg_Destroy(m);  // nullptr once nats.c took it
+    if (s != NATS_OK) die(std::string("js_PublishMsgAsync: ") + natsStatus_GetText(s));
+  }
+  jsPubOptions done;
+  jsPubOptions_Init(&done);
+  done.MaxWait = 60'000;
+  if (const natsStatus s = js_PublishAsyncComplete(js, &done); s != NATS_OK)
+    die(std::string("js_PublishAsyncComplete: ") + natsStatus_GetText(s));
+  return meter.done(n);
 }
 
 // Two buses with an "orders" topic each, and a durable subscriber on B's.
@@ -154,7 +247,7 @@ struct Bridges {
 // the stream holds them all (out only: no in bridge runs meanwhile) or until
 // bus B's subscriber has them all (a->b). A fresh pair of buses and a stream
 // of its own each time.
-double bridge_round(const std::string& url, jsCtx* js, std::size_t size, std::uint64_t n,
+Result bridge_round(const std::string& url, jsCtx* js, std::size_t size, std::uint64_t n,
                     bool with_in, const std::string& tag) {
   static int serial = 0;
   const std::string id = std::to_string(::getpid()) + "-" + std::to_string(serial++);
@@ -182,7 +275,7 @@ double bridge_round(const std::string& url, jsCtx* js, std::size_t size, std::ui
   po.timeout = 60s;
   shmbus::Publisher pub = bus_a.publisher("orders", po);
   std::vector<std::byte> payload(size, std::byte{'x'});
-  const auto t0 = Clock::now();
+  const Meter meter;
   std::uint64_t got = 0;
   shmbus::Sample s;
   const auto take = [&] {
@@ -208,11 +301,11 @@ double bridge_round(const std::string& url, jsCtx* js, std::size_t size, std::ui
       if (stream_messages(js, stream) >= n) break;
       std::this_thread::sleep_for(2ms);  // a JetStream API request per look: not too often
     }
-    if (seconds_since(t0) > 300) die("a bridge round did not finish in 300 s");
+    if (seconds_since(meter.t0) > 300) die("a bridge round did not finish in 300 s");
   }
-  const double rate = static_cast<double>(n) / seconds_since(t0);
+  const Result r = meter.done(n);
   br.stop();
-  return rate;
+  return r;
 }
 
 struct Args {
@@ -221,6 +314,7 @@ struct Args {
   std::vector<std::size_t> sizes{64, 4096};
   int latency_samples = 2000;
   int interval_us = 500;
+  bool ab = true;  // --no-ab: leave out the a->b rounds (profiling the out path)
 };
 
 Args parse(int argc, char** argv) {
@@ -247,9 +341,11 @@ Args parse(int argc, char** argv) {
       a.latency_samples = std::stoi(next());
     } else if (k == "--interval-us") {
       a.interval_us = std::stoi(next());
+    } else if (k == "--no-ab") {
+      a.ab = false;
     } else {
       die("unknown argument " + k +
-          " (--rounds N --messages N --sizes 64,4096 --latency-samples N --interval-us N)");
+          " (--rounds N --messages N --sizes 64,4096 --latency-samples N --interval-us N --no-ab)");
     }
   }
   return a;
@@ -268,6 +364,7 @@ int main(int argc, char** argv) {
   spdlog::set_level(spdlog::level::warn);
   shmbus::test::NatsServer server;
   if (!server.start()) die("nats-server did not start:\n" + server.log());
+  g_server_pid = server.pid();
   natsConnection* nc = nullptr;
   if (natsConnection_ConnectTo(&nc, server.url().c_str()) != NATS_OK) die("cannot connect");
   jsOptions jo;
@@ -279,10 +376,12 @@ int main(int argc, char** argv) {
   std::printf("# shmbus-bridge against the bare nats.c client, one nats-server -js (file store)\n");
   std::printf("# %llu messages a round, %d rounds, interleaved\n",
               static_cast<unsigned long long>(args.messages), args.rounds);
-  std::printf("%-6s %-5s %12s %12s %12s %8s %8s\n", "size", "round", "bare msg/s", "out msg/s",
-              "a->b msg/s", "out/bare", "a->b/bare");
+  std::printf("# msg/s, then CPU us a message (this process and the nats-server together)\n");
+  std::printf("%-5s %-3s %9s %9s %9s %9s %6s %6s %6s %6s %8s %8s %8s\n", "size", "rnd", "bare",
+              "ids", "out", "a->b", "bare", "ids", "out", "a->b", "out/bare", "out/ids",
+              "a->b/bare");
   for (const std::size_t size : args.sizes) {
-    std::vector<double> ratio_out, ratio_ab;
+    std::vector<double> ratio_out, ratio_ids, ratio_ab, cpu_out;
     for (int r = 0; r < args.rounds; ++r) {
       const std::string tag = std::to_string(size) + "_" + std::to_string(r);
       // Bare: its own stream, the same storage and window the bridge uses.
@@ -301,18 +400,25 @@ int main(int argc, char** argv) {
         if (js_AddStream(&si, js, &sc, nullptr, nullptr) != NATS_OK) die("add stream");
         jsStreamInfo_Destroy(si);
       }
-      const double bare = bare_rate(js, bare_subject, size, args.messages);
-
-      const double out_rate = bridge_round(server.url(), js, size, args.messages, false, tag);
-      const double ab = bridge_round(server.url(), js, size, args.messages, true, tag);
-      std::printf("%-6zu %-5d %12.0f %12.0f %12.0f %8.2f %8.2f\n", size, r, bare, out_rate, ab,
-                  out_rate / bare, ab / bare);
+      const Result bare = bare_rate(js, bare_subject, size, args.messages);
+      const Result ids = bare_ids_rate(js, bare_subject, size, args.messages);
+      const Result out = bridge_round(server.url(), js, size, args.messages, false, tag);
+      const Result ab =
+          args.ab ? bridge_round(server.url(), js, size, args.messages, true, tag) : Result{0, 0};
+      std::printf("%-5zu %-3d %9.0f %9.0f %9.0f %9.0f %6.1f %6.1f %6.1f %6.1f %8.2f %8.2f %8.2f\n",
+                  size, r, bare.rate, ids.rate, out.rate, ab.rate, bare.cpu_us, ids.cpu_us,
+                  out.cpu_us, ab.cpu_us, out.rate / bare.rate, out.rate / ids.rate,
+                  ab.rate / bare.rate);
       std::fflush(stdout);
-      ratio_out.push_back(out_rate / bare);
-      ratio_ab.push_back(ab / bare);
+      ratio_out.push_back(out.rate / bare.rate);
+      ratio_ids.push_back(out.rate / ids.rate);
+      ratio_ab.push_back(ab.rate / bare.rate);
+      cpu_out.push_back(out.cpu_us / ids.cpu_us);
     }
-    std::printf("%-6zu median out/bare %.2f, a->b/bare %.2f\n", size, percentile(ratio_out, 0.5),
-                percentile(ratio_ab, 0.5));
+    std::printf(
+        "%-5zu median: out/bare %.2f, out/ids %.2f, a->b/bare %.2f; CPU a message out/ids %.2f\n",
+        size, percentile(ratio_out, 0.5), percentile(ratio_ids, 0.5), percentile(ratio_ab, 0.5),
+        percentile(cpu_out, 0.5));
   }
 
   // Latency: paced messages through the whole path.

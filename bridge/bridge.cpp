@@ -2,8 +2,8 @@
 //
 // Threads: per [[out]], one thread owns the at-least-once Subscriber; it
 // publishes to JetStream asynchronously and learns the outcome of each
-// publish from a moodycamel queue filled by nats.c's ack callback (a thread
-// of nats.c's). Per [[in]], a fetch thread pulls batches from the durable
+// publish from a moodycamel queue filled by the handler of its ack
+// subscription (a thread of nats.c's). Per [[in]], a fetch thread pulls batches from the durable
 // consumer into a moodycamel queue, and a publish thread publishes them into
 // the local topic and acknowledges them. The main thread prints the status.
 #include "bridge.hpp"
@@ -172,6 +172,7 @@ struct OutWorker {
   // it was acknowledged. state: 0 sent, 1 acknowledged, 2 failed.
   struct Held {
     Batch batch;
+    Clock::time_point sent;
     std::uint32_t partition = 0;
     std::uint64_t first = 0;
     std::uint32_t count = 0;
@@ -194,29 +195,75 @@ struct OutWorker {
   std::int64_t in_flight = 0;
   bool recovering = false;
   std::thread th;
+  // The acks. Each message goes out with the reply subject
+  // "<inbox>.<partition>.<offset>", and JetStream answers there; one wildcard
+  // subscription takes every answer. The reply names the message, so nats.c
+  // keeps nothing per message (its async publish keeps the message, an inbox
+  // and a map entry until the ack, and builds a JSON tree for each ack: a
+  // quarter of the bridge's CPU). An ack that does not come within kAckWait
+  // counts as a failure, as with nats.c's MaxWait.
+  static constexpr auto kAckWait = 5s;
+  natsSubscription* ack_sub = nullptr;
+  std::string inbox;      // "_INBOX.<nuid>."
+  std::string id_prefix;  // message_id_prefix(bus, topic, generation)
+  std::string reply_buf, id_buf;
+  Clock::time_point next_expiry{};
+  std::mutex done_mu;
+  std::condition_variable done_cv;
+  bool ack_sub_done = false;  // under done_mu: nats.c has returned from on_ack for good
 
   OutWorker(Bridge::Impl& b, const OutRoute& route)
       : br(b), r(route), name(route.topic + "->" + route.subject) {}
 
   ~OutWorker() {
+    close_acks();
     if (js != nullptr) jsCtx_Destroy(js);
   }
 
-  static void on_ack(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, void* closure) {
+  static void on_ack(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
     auto* w = static_cast<OutWorker*>(closure);
     Ack a;
-    const char* id = header(msg, "Nats-Msg-Id");
-    if (id != nullptr && parse_message_id(id, a.partition, a.offset)) {
-      a.ok = pa != nullptr && pae == nullptr;
-      a.duplicate = pa != nullptr && pa->Duplicate;
-      if (pae != nullptr) {
-        a.err = pae->Err;
-        a.code = static_cast<int>(pae->ErrCode);
+    const char* subject = natsMsg_GetSubject(msg);
+    const std::string_view subj = subject != nullptr ? subject : "";
+    // The subject is the server's echo of our reply subject; the payload is
+    // the server's JSON. Both are checked before use (parse_*).
+    if (subj.size() > w->inbox.size() && subj.starts_with(w->inbox) &&
+        parse_ack_token(subj.substr(w->inbox.size()), a.partition, a.offset)) {
+      if (natsMsg_IsNoResponders(msg)) {
+        a.err = NATS_NO_RESPONDERS;  // no stream takes the subject (yet): failed
+      } else {
+        const int n = natsMsg_GetDataLength(msg);
+        const char* d = natsMsg_GetData(msg);
+        const PubAck pa = parse_pub_ack(
+            d != nullptr && n > 0 ? std::string_view(d, static_cast<std::size_t>(n)) : "");
+        a.ok = pa.ok;
+        a.duplicate = pa.duplicate;
+        a.code = pa.err_code;
+        if (!pa.ok) a.err = NATS_ERR;
       }
       if (!w->acks.enqueue(a))
-        spdlog::error("out {}: no memory for an ack; it stays in flight", w->name);
+        spdlog::error("out {}: no memory for an ack; it times out and is sent again", w->name);
     }
     natsMsg_Destroy(msg);
+  }
+  static void on_ack_sub_done(void* closure) {
+    auto* w = static_cast<OutWorker*>(closure);
+    std::lock_guard lk(w->done_mu);
+    w->ack_sub_done = true;
+    w->done_cv.notify_all();
+  }
+
+  // Ends the ack subscription and waits until nats.c is out of on_ack for
+  // good (its completion callback), so `this` may go.
+  void close_acks() {
+    if (ack_sub == nullptr) return;
+    if (natsSubscription_Unsubscribe(ack_sub) == NATS_OK) {
+      std::unique_lock lk(done_mu);
+      if (!done_cv.wait_for(lk, 10s, [&] { return ack_sub_done; }))
+        spdlog::warn("out {}: nats.c did not close the ack subscription in 10 s", name);
+    }
+    natsSubscription_Destroy(ack_sub);
+    ack_sub = nullptr;
   }
 
   // Sets up the subscriber and the JetStream context; throws Error.
@@ -234,27 +281,52 @@ struct OutWorker {
     // messages because it crashed a few times.
     so.max_deliveries = 1000;
     so.start = StartFrom::Earliest;
+    // The network is milliseconds away: spinning for a message on an empty
+    // ring would only take the core from nats.c and the server. Sleep at once.
+    so.spin = std::chrono::nanoseconds(0);
     sub = t.subscriber(so);
+    id_prefix = message_id_prefix(br.bus_opts.bus, r.topic, generation);
     jsOptions jo;
     jsOptions_Init(&jo);
-    jo.PublishAsync.MaxPending = r.max_in_flight + 256;
-    jo.PublishAsync.AckHandler = &OutWorker::on_ack;
-    jo.PublishAsync.AckHandlerClosure = this;
     jo.Wait = 5000;
     if (const natsStatus s = natsConnection_JetStream(&js, br.nc, &jo); s != NATS_OK)
       throw Error(ErrorCode::SystemError, "JetStream context: " + text_of(s));
+    natsInbox* ib = nullptr;
+    if (const natsStatus s = natsInbox_Create(&ib); s != NATS_OK)
+      throw Error(ErrorCode::SystemError, "an inbox: " + text_of(s));
+    inbox = std::string(ib) + ".";
+    natsInbox_Destroy(ib);
+    natsStatus s = natsConnection_Subscribe(&ack_sub, br.nc, (inbox + "*.*").c_str(),
+                                            &OutWorker::on_ack, this);
+    // More acks than messages in flight can be pending only if late ones
+    // pile up; beyond this nats.c drops them and the messages time out.
+    if (s == NATS_OK)
+      s = natsSubscription_SetPendingLimits(
+          ack_sub, std::max(65536, 4 * static_cast<int>(r.max_in_flight)), 64 << 20);
+    if (s == NATS_OK) s = natsSubscription_SetOnCompleteCB(ack_sub, &on_ack_sub_done, this);
+    if (s != NATS_OK) throw Error(ErrorCode::SystemError, "the ack subscription: " + text_of(s));
   }
 
-  natsMsg* build(const Batch& b, std::size_t i, std::int64_t clock_shift) {
+  // One message for JetStream; with_reply: for the async path (acks to our
+  // inbox), else for js_PublishMsg (which sets its own).
+  natsMsg* build(const Batch& b, std::size_t i, std::int64_t clock_shift, bool with_reply) {
     const MessageInfo info = b.info(i);
     const std::span<const std::byte> data = b.data(i);
+    // "<partition>.<offset>": the reply's tail; with '/' the id's.
+    char tail[48];
+    char* e = std::to_chars(tail, tail + 20, info.partition).ptr;
+    *e++ = '.';
+    e = std::to_chars(e, tail + sizeof tail - 1, info.sequence).ptr;
+    *e = '\0';
+    if (with_reply) reply_buf.assign(inbox).append(tail);
+    id_buf.assign(id_prefix).append(tail);
+    id_buf[id_prefix.size() + static_cast<std::size_t>(std::strchr(tail, '.') - tail)] = '/';
     natsMsg* m = nullptr;
-    if (natsMsg_Create(&m, r.subject.c_str(), nullptr, reinterpret_cast<const char*>(data.data()),
+    if (natsMsg_Create(&m, r.subject.c_str(), with_reply ? reply_buf.c_str() : nullptr,
+                       reinterpret_cast<const char*>(data.data()),
                        static_cast<int>(data.size())) != NATS_OK)
       return nullptr;
-    const std::string id =
-        message_id(br.bus_opts.bus, r.topic, generation, info.partition, info.sequence);
-    natsStatus s = natsMsgHeader_Set(m, "Nats-Msg-Id", id.c_str());
+    natsStatus s = natsMsgHeader_Set(m, "Nats-Msg-Id", id_buf.c_str());
     const std::span<const std::byte> key = b.key(i);
     if (s == NATS_OK && !key.empty())
       s = natsMsgHeader_Set(m, kHeaderKey, percent_encode(key).c_str());
@@ -287,10 +359,8 @@ struct OutWorker {
     h.partition = b.partition();
     h.first = b.first_sequence();
     h.state.assign(h.count, 0);
+    h.sent = Clock::now();
     const std::int64_t shift = wall_minus_mono();
-    jsPubOptions po;
-    jsPubOptions_Init(&po);
-    po.MaxWait = 5000;  // an ack that does not come in 5 s comes back as an error
     for (std::uint32_t i = 0; i < h.count; ++i) {
       if (recovering) {
         // After a failure nothing more goes out asynchronously: the rest
@@ -300,9 +370,11 @@ struct OutWorker {
         ++h.failed;
         continue;
       }
-      natsMsg* m = build(b, i, shift);
-      const natsStatus s = m == nullptr ? NATS_NO_MEMORY : js_PublishMsgAsync(js, &m, &po);
-      natsMsg_Destroy(m);  // nullptr once nats.c took it
+      natsMsg* m = build(b, i, shift, true);
+      // Buffered by nats.c (also while it reconnects, up to its reconnect
+      // buffer); the ack comes to on_ack.
+      const natsStatus s = m == nullptr ? NATS_NO_MEMORY : natsConnection_PublishMsg(br.nc, m);
+      natsMsg_Destroy(m);
       if (s != NATS_OK) {
         h.state[i] = 2;
         ++h.resolved;
@@ -364,7 +436,29 @@ struct OutWorker {
       resolve(a);
       any = acks.try_dequeue(a);
     }
+    expire();
     settle_front();
+  }
+
+  // Messages sent kAckWait ago without an answer failed (the ack was lost,
+  // say, in a reconnect): they are sent again, in order. A late ack for one
+  // finds it resolved and is ignored. Looked at every 100 ms.
+  void expire() {
+    const auto now = Clock::now();
+    if (now < next_expiry) return;
+    next_expiry = now + 100ms;
+    for (Held& h : held) {
+      if (now - h.sent < kAckWait) break;  // held is in the order sent
+      if (h.resolved == h.count) continue;
+      for (std::uint8_t& st : h.state) {
+        if (st != 0) continue;
+        st = 2;
+        ++h.resolved;
+        ++h.failed;
+        --in_flight;
+      }
+      fail(NATS_TIMEOUT, 0);
+    }
   }
 
   // After a failure, once nothing is in flight: every failed message again,
@@ -380,7 +474,7 @@ struct OutWorker {
         for (int attempt = 0;; ++attempt) {
           // Relaxed: a flag polled.
           if (br.stopping.load(std::memory_order_relaxed)) return;
-          MsgPtr m(build(h.batch, i, shift));
+          MsgPtr m(build(h.batch, i, shift, false));
           jsPubAck* pa = nullptr;
           jsErrCode e = static_cast<jsErrCode>(0);
           const natsStatus s =
@@ -467,6 +561,7 @@ struct OutWorker {
       spdlog::info("out {}: {} message(s) not acknowledged by JetStream go back to group {}", name,
                    kept, r.group);
     sub.reset();
+    close_acks();
   }
 };
 
@@ -837,6 +932,8 @@ Bridge::~Bridge() {
   }
   // Subscriptions first (they need the connection), then the connection
   // (after which no ack callback runs), then the workers.
+  for (auto& w : impl_->outs)
+    w->close_acks();  // done in finish() unless run() never started the worker
   for (auto& w : impl_->ins)
     if (w->nsub != nullptr) {
       natsSubscription_Destroy(w->nsub);

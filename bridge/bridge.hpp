@@ -61,13 +61,33 @@ struct Config {
 // ---- the message id and headers (headers.cpp) ------------------------------------
 
 // "<bus>/<topic>/<generation hex>/<partition>/<offset>": the same message,
-// re-sent after a crash, has the same id and JetStream drops it.
+// re-sent after a crash, has the same id and JetStream drops it. The prefix
+// is everything up to and including the third '/', the same for a route.
+[[nodiscard]] std::string message_id_prefix(const std::string& bus, const std::string& topic,
+                                            std::uint64_t generation);
 [[nodiscard]] std::string message_id(const std::string& bus, const std::string& topic,
                                      std::uint64_t generation, std::uint32_t partition,
                                      std::uint64_t offset);
 // Reads partition and offset back from an id (false when it is not one).
 [[nodiscard]] bool parse_message_id(std::string_view id, std::uint32_t& partition,
                                     std::uint64_t& offset) noexcept;
+
+// A JetStream publish acknowledgement, read from the server's JSON reply:
+// {"stream":"S","seq":N[,"duplicate":true]} when stored, or
+// {"error":{"code":C,"err_code":E,"description":"..."}}. Anything else (not
+// an object, no seq, over kMaxPubAck bytes) is a failure with err_code 0.
+struct PubAck {
+  bool ok = false;
+  bool duplicate = false;  // dropped by the duplicate window: stored before
+  std::uint64_t seq = 0;   // the stream sequence when ok
+  int err_code = 0;        // JetStream's err_code when it sent an error
+};
+inline constexpr std::size_t kMaxPubAck = 4096;
+[[nodiscard]] PubAck parse_pub_ack(std::string_view json) noexcept;
+// The out bridge's reply subjects end in "<partition>.<offset>": the ack
+// names the message it is for without a lookup. false when malformed.
+[[nodiscard]] bool parse_ack_token(std::string_view token, std::uint32_t& partition,
+                                   std::uint64_t& offset) noexcept;
 
 // Percent-encoding of bytes for a header value: everything but
 // [A-Za-z0-9-_.~] as %XX. decode returns nullopt for a malformed input.

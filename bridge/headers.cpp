@@ -1,6 +1,7 @@
 // What travels in NATS headers: the message id, keys and properties as text.
 // Everything read back is untrusted (it came over the network): each decoder
 // bounds what it accepts and says no rather than guess.
+#include <algorithm>
 #include <charconv>
 #include <cstdio>
 
@@ -8,12 +9,71 @@
 
 namespace shmbus::bridge {
 
+std::string message_id_prefix(const std::string& bus, const std::string& topic,
+                              std::uint64_t generation) {
+  char gen[24];
+  std::snprintf(gen, sizeof gen, "/%llx/", static_cast<unsigned long long>(generation));
+  return bus + "/" + topic + gen;
+}
+
 std::string message_id(const std::string& bus, const std::string& topic, std::uint64_t generation,
                        std::uint32_t partition, std::uint64_t offset) {
-  char tail[64];
-  std::snprintf(tail, sizeof tail, "/%llx/%u/%llu", static_cast<unsigned long long>(generation),
-                partition, static_cast<unsigned long long>(offset));
-  return bus + "/" + topic + tail;
+  return message_id_prefix(bus, topic, generation) + std::to_string(partition) + "/" +
+         std::to_string(offset);
+}
+
+namespace {
+// The unsigned decimal right after `"name":` (spaces allowed around ':'), or
+// nullopt. Reads at most 20 digits.
+std::optional<std::uint64_t> json_number(std::string_view json, std::string_view quoted_name) {
+  const std::size_t at = json.find(quoted_name);
+  if (at == std::string_view::npos) return std::nullopt;
+  std::size_t i = at + quoted_name.size();
+  while (i < json.size() && json[i] == ' ')
+    ++i;
+  if (i >= json.size() || json[i] != ':') return std::nullopt;
+  ++i;
+  while (i < json.size() && json[i] == ' ')
+    ++i;
+  std::uint64_t v = 0;
+  const auto r = std::from_chars(json.data() + i, json.data() + std::min(json.size(), i + 20), v);
+  if (r.ec != std::errc{}) return std::nullopt;
+  return v;
+}
+}  // namespace
+
+PubAck parse_pub_ack(std::string_view json) noexcept {
+  PubAck a;
+  if (json.size() > kMaxPubAck || json.size() < 2 || json.front() != '{' || json.back() != '}')
+    return a;
+  if (json.find("\"error\"") != std::string_view::npos) {
+    const auto code = json_number(json, "\"err_code\"");
+    a.err_code = code && *code <= 1'000'000 ? static_cast<int>(*code) : 0;
+    return a;
+  }
+  const auto seq = json_number(json, "\"seq\"");
+  if (!seq || json.find("\"stream\"") == std::string_view::npos) return a;
+  a.ok = true;
+  a.seq = *seq;
+  const std::size_t d = json.find("\"duplicate\"");
+  if (d != std::string_view::npos) {
+    std::string_view rest = json.substr(d + 11);
+    while (!rest.empty() && (rest.front() == ' ' || rest.front() == ':'))
+      rest.remove_prefix(1);
+    a.duplicate = rest.starts_with("true");
+  }
+  return a;
+}
+
+bool parse_ack_token(std::string_view token, std::uint32_t& partition,
+                     std::uint64_t& offset) noexcept {
+  const std::size_t dot = token.find('.');
+  if (dot == std::string_view::npos || dot == 0 || dot + 1 >= token.size()) return false;
+  const char* end = token.data() + token.size();
+  const auto rp = std::from_chars(token.data(), token.data() + dot, partition);
+  const auto ro = std::from_chars(token.data() + dot + 1, end, offset);
+  return rp.ec == std::errc{} && rp.ptr == token.data() + dot && ro.ec == std::errc{} &&
+         ro.ptr == end;
 }
 
 bool parse_message_id(std::string_view id, std::uint32_t& partition,
