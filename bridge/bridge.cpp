@@ -1,11 +1,10 @@
 // The bridge's two directions and its connection (docs/bridge.md).
 //
 // Threads: per [[out]], one thread owns the at-least-once Subscriber; it
-// publishes to JetStream asynchronously and learns the outcome of each
-// publish from a moodycamel queue filled by the handler of its ack
-// subscription (a thread of nats.c's). Per [[in]], a fetch thread pulls batches from the durable
-// consumer into a moodycamel queue, and a publish thread publishes them into
-// the local topic and acknowledges them. The main thread prints the status.
+// publishes to JetStream asynchronously and takes the outcome of each publish
+// from a synchronous subscription of its own, which nats.c's reader fills. Per [[in]], a fetch
+// thread pulls batches from the durable consumer into a moodycamel queue, and a publish thread
+// publishes them into the local topic and acknowledges them. The main thread prints the status.
 #include "bridge.hpp"
 
 #include <nats/nats.h>
@@ -159,7 +158,7 @@ struct Bridge::Impl {
 // ---- out: local topic -> JetStream -------------------------------------------------------
 
 struct OutWorker {
-  // One publish's outcome, from nats.c's callback thread to ours.
+  // One publish's outcome, read off its ack.
   struct Ack {
     std::uint32_t partition = 0;
     std::uint64_t offset = 0;
@@ -190,7 +189,6 @@ struct OutWorker {
   std::uint64_t generation = 0;
   bool priorities = false;
   std::uint32_t lanes = 1;  // partitions, or priority lanes
-  moodycamel::BlockingConcurrentQueue<Ack> acks;
   std::deque<Held> held;
   std::int64_t in_flight = 0;
   bool recovering = false;
@@ -200,17 +198,16 @@ struct OutWorker {
   // subscription takes every answer. The reply names the message, so nats.c
   // keeps nothing per message (its async publish keeps the message, an inbox
   // and a map entry until the ack, and builds a JSON tree for each ack: a
-  // quarter of the bridge's CPU). An ack that does not come within kAckWait
-  // counts as a failure, as with nats.c's MaxWait.
+  // third of the bridge's CPU). The subscription is synchronous and this
+  // thread reads it between batches: no thread of nats.c's to wake for each
+  // ack. An ack that does not come within kAckWait counts as a failure, as
+  // with nats.c's MaxWait.
   static constexpr auto kAckWait = 5s;
   natsSubscription* ack_sub = nullptr;
   std::string inbox;      // "_INBOX.<nuid>."
   std::string id_prefix;  // message_id_prefix(bus, topic, generation)
   std::string reply_buf, id_buf;
   Clock::time_point next_expiry{};
-  std::mutex done_mu;
-  std::condition_variable done_cv;
-  bool ack_sub_done = false;  // under done_mu: nats.c has returned from on_ack for good
 
   OutWorker(Bridge::Impl& b, const OutRoute& route)
       : br(b), r(route), name(route.topic + "->" + route.subject) {}
@@ -220,48 +217,33 @@ struct OutWorker {
     if (js != nullptr) jsCtx_Destroy(js);
   }
 
-  static void on_ack(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
-    auto* w = static_cast<OutWorker*>(closure);
-    Ack a;
+  // Reads one ack. The subject is the server's echo of our reply subject,
+  // the payload the server's JSON: both are checked (parse_*); an answer
+  // that names no message of ours is dropped.
+  bool read_ack(natsMsg* msg, Ack& a) const {
     const char* subject = natsMsg_GetSubject(msg);
     const std::string_view subj = subject != nullptr ? subject : "";
-    // The subject is the server's echo of our reply subject; the payload is
-    // the server's JSON. Both are checked before use (parse_*).
-    if (subj.size() > w->inbox.size() && subj.starts_with(w->inbox) &&
-        parse_ack_token(subj.substr(w->inbox.size()), a.partition, a.offset)) {
-      if (natsMsg_IsNoResponders(msg)) {
-        a.err = NATS_NO_RESPONDERS;  // no stream takes the subject (yet): failed
-      } else {
-        const int n = natsMsg_GetDataLength(msg);
-        const char* d = natsMsg_GetData(msg);
-        const PubAck pa = parse_pub_ack(
-            d != nullptr && n > 0 ? std::string_view(d, static_cast<std::size_t>(n)) : "");
-        a.ok = pa.ok;
-        a.duplicate = pa.duplicate;
-        a.code = pa.err_code;
-        if (!pa.ok) a.err = NATS_ERR;
-      }
-      if (!w->acks.enqueue(a))
-        spdlog::error("out {}: no memory for an ack; it times out and is sent again", w->name);
+    if (subj.size() <= inbox.size() || !subj.starts_with(inbox) ||
+        !parse_ack_token(subj.substr(inbox.size()), a.partition, a.offset))
+      return false;
+    if (natsMsg_IsNoResponders(msg)) {
+      a.err = NATS_NO_RESPONDERS;  // no stream takes the subject (yet): failed
+      return true;
     }
-    natsMsg_Destroy(msg);
-  }
-  static void on_ack_sub_done(void* closure) {
-    auto* w = static_cast<OutWorker*>(closure);
-    std::lock_guard lk(w->done_mu);
-    w->ack_sub_done = true;
-    w->done_cv.notify_all();
+    const int n = natsMsg_GetDataLength(msg);
+    const char* d = natsMsg_GetData(msg);
+    const PubAck pa = parse_pub_ack(
+        d != nullptr && n > 0 ? std::string_view(d, static_cast<std::size_t>(n)) : "");
+    a.ok = pa.ok;
+    a.duplicate = pa.duplicate;
+    a.code = pa.err_code;
+    if (!pa.ok) a.err = NATS_ERR;
+    return true;
   }
 
-  // Ends the ack subscription and waits until nats.c is out of on_ack for
-  // good (its completion callback), so `this` may go.
   void close_acks() {
     if (ack_sub == nullptr) return;
-    if (natsSubscription_Unsubscribe(ack_sub) == NATS_OK) {
-      std::unique_lock lk(done_mu);
-      if (!done_cv.wait_for(lk, 10s, [&] { return ack_sub_done; }))
-        spdlog::warn("out {}: nats.c did not close the ack subscription in 10 s", name);
-    }
+    natsSubscription_Unsubscribe(ack_sub);  // fails only once the connection is closed
     natsSubscription_Destroy(ack_sub);
     ack_sub = nullptr;
   }
@@ -296,14 +278,12 @@ struct OutWorker {
       throw Error(ErrorCode::SystemError, "an inbox: " + text_of(s));
     inbox = std::string(ib) + ".";
     natsInbox_Destroy(ib);
-    natsStatus s = natsConnection_Subscribe(&ack_sub, br.nc, (inbox + "*.*").c_str(),
-                                            &OutWorker::on_ack, this);
+    natsStatus s = natsConnection_SubscribeSync(&ack_sub, br.nc, (inbox + "*.*").c_str());
     // More acks than messages in flight can be pending only if late ones
     // pile up; beyond this nats.c drops them and the messages time out.
     if (s == NATS_OK)
       s = natsSubscription_SetPendingLimits(
           ack_sub, std::max(65536, 4 * static_cast<int>(r.max_in_flight)), 64 << 20);
-    if (s == NATS_OK) s = natsSubscription_SetOnCompleteCB(ack_sub, &on_ack_sub_done, this);
     if (s != NATS_OK) throw Error(ErrorCode::SystemError, "the ack subscription: " + text_of(s));
   }
 
@@ -372,7 +352,7 @@ struct OutWorker {
       }
       natsMsg* m = build(b, i, shift, true);
       // Buffered by nats.c (also while it reconnects, up to its reconnect
-      // buffer); the ack comes to on_ack.
+      // buffer); the ack comes to ack_sub.
       const natsStatus s = m == nullptr ? NATS_NO_MEMORY : natsConnection_PublishMsg(br.nc, m);
       natsMsg_Destroy(m);
       if (s != NATS_OK) {
@@ -429,12 +409,18 @@ struct OutWorker {
     c.in_flight.store(in_flight, std::memory_order_relaxed);  // relaxed: a statistic
   }
 
+  // Takes the acks that came, waiting up to `wait` for the first.
   void drain_acks(std::chrono::milliseconds wait) {
-    Ack a;
-    bool any = wait.count() > 0 ? acks.wait_dequeue_timed(a, wait) : acks.try_dequeue(a);
-    while (any) {
-      resolve(a);
-      any = acks.try_dequeue(a);
+    auto timeout = static_cast<std::int64_t>(wait.count());
+    for (;;) {
+      natsMsg* raw = nullptr;
+      const natsStatus s = natsSubscription_NextMsg(&raw, ack_sub, timeout);
+      timeout = 0;                            // the rest only if there already
+      if (s == NATS_SLOW_CONSUMER) continue;  // acks dropped: those messages time out
+      if (s != NATS_OK) break;                // none (or closing)
+      MsgPtr m(raw);
+      Ack a;
+      if (read_ack(m.m, a)) resolve(a);
     }
     expire();
     settle_front();
