@@ -23,45 +23,144 @@ std::string message_id(const std::string& bus, const std::string& topic, std::ui
 }
 
 namespace {
-// The unsigned decimal right after `"name":` (spaces allowed around ':'), or
-// nullopt. Reads at most 20 digits.
-std::optional<std::uint64_t> json_number(std::string_view json, std::string_view quoted_name) {
-  const std::size_t at = json.find(quoted_name);
-  if (at == std::string_view::npos) return std::nullopt;
-  std::size_t i = at + quoted_name.size();
-  while (i < json.size() && json[i] == ' ')
-    ++i;
-  if (i >= json.size() || json[i] != ':') return std::nullopt;
-  ++i;
-  while (i < json.size() && json[i] == ' ')
-    ++i;
-  std::uint64_t v = 0;
-  const auto r = std::from_chars(json.data() + i, json.data() + std::min(json.size(), i + 20), v);
-  if (r.ec != std::errc{}) return std::nullopt;
-  return v;
-}
+// A strict reader of small JSON objects, enough for JetStream's publish acks:
+// keys are matched as keys (never inside values), numbers are whole unsigned
+// decimals that fit 64 bits, and anything it does not follow fails the whole
+// read. Nesting is bounded; every read checks the end of the text.
+class JsonScan {
+ public:
+  explicit JsonScan(std::string_view t) noexcept : t_(t) {}
+
+  // Walks an object, calling member(key) with the scan at the member's value;
+  // member reads (or skips) the value and says whether it could.
+  template <class F>
+  bool object(F&& member) noexcept {
+    if (!eat('{')) return false;
+    if (eat('}')) return true;
+    for (;;) {
+      std::string_view key;
+      if (!string(key) || !eat(':') || !member(key)) return false;
+      if (eat('}')) return true;
+      if (!eat(',')) return false;
+    }
+  }
+  // A string's raw contents (escapes left as they are: the keys and values
+  // compared here have none).
+  bool string(std::string_view& out) noexcept {
+    ws();
+    if (i_ >= t_.size() || t_[i_] != '"') return false;
+    const std::size_t start = ++i_;
+    while (i_ < t_.size()) {
+      const auto c = static_cast<unsigned char>(t_[i_]);
+      if (c == '"') {
+        out = t_.substr(start, i_ - start);
+        ++i_;
+        return true;
+      }
+      if (c < 0x20) return false;
+      i_ += c == '\\' ? 2 : 1;
+    }
+    return false;
+  }
+  bool number(std::uint64_t& v) noexcept {
+    ws();
+    const char* end = t_.data() + t_.size();
+    const auto r = std::from_chars(t_.data() + i_, end, v);  // no sign, no overflow
+    if (r.ec != std::errc{}) return false;
+    i_ = static_cast<std::size_t>(r.ptr - t_.data());
+    return i_ >= t_.size() || (t_[i_] != '.' && t_[i_] != 'e' && t_[i_] != 'E');
+  }
+  bool literal(std::string_view word) noexcept {
+    ws();
+    if (!t_.substr(i_).starts_with(word)) return false;
+    i_ += word.size();
+    return true;
+  }
+  // Skips one value of any kind, at most `depth` levels deep.
+  bool skip(int depth) noexcept {
+    ws();
+    if (i_ >= t_.size()) return false;
+    const char c = t_[i_];
+    if (c == '"') {
+      std::string_view ignored;
+      return string(ignored);
+    }
+    if (c == '{') return depth > 0 && object([&](std::string_view) { return skip(depth - 1); });
+    if (c == '[') {
+      if (depth == 0) return false;
+      ++i_;
+      if (eat(']')) return true;
+      for (;;) {
+        if (!skip(depth - 1)) return false;
+        if (eat(']')) return true;
+        if (!eat(',')) return false;
+      }
+    }
+    if (literal("true") || literal("false") || literal("null")) return true;
+    const std::size_t start = i_;  // a number of any form: its characters
+    while (i_ < t_.size() &&
+           std::string_view("+-.eE0123456789").find(t_[i_]) != std::string_view::npos)
+      ++i_;
+    return i_ > start;
+  }
+  [[nodiscard]] bool at_end() noexcept {
+    ws();
+    return i_ == t_.size();
+  }
+
+ private:
+  void ws() noexcept {
+    while (i_ < t_.size() && (t_[i_] == ' ' || t_[i_] == '\t' || t_[i_] == '\n' || t_[i_] == '\r'))
+      ++i_;
+  }
+  bool eat(char c) noexcept {
+    ws();
+    if (i_ >= t_.size() || t_[i_] != c) return false;
+    ++i_;
+    return true;
+  }
+  std::string_view t_;
+  std::size_t i_ = 0;
+};
+constexpr int kMaxJsonDepth = 4;
 }  // namespace
 
 PubAck parse_pub_ack(std::string_view json) noexcept {
   PubAck a;
+  // The server writes it compactly: not even whitespace around it.
   if (json.size() > kMaxPubAck || json.size() < 2 || json.front() != '{' || json.back() != '}')
     return a;
-  if (json.find("\"error\"") != std::string_view::npos) {
-    const auto code = json_number(json, "\"err_code\"");
-    a.err_code = code && *code <= 1'000'000 ? static_cast<int>(*code) : 0;
+  JsonScan j(json);
+  bool stream = false, seq = false, error = false, duplicate = false, code = false;
+  std::uint64_t seq_v = 0, code_v = 0;
+  const bool read = j.object([&](std::string_view key) {
+    if (key == "stream") {
+      std::string_view v;
+      return stream = j.string(v);
+    }
+    if (key == "seq") return seq = j.number(seq_v);
+    if (key == "duplicate") {
+      if (j.literal("true")) return duplicate = true;
+      return j.literal("false");
+    }
+    if (key == "error") {
+      error = true;
+      return j.object([&](std::string_view k) {
+        if (k == "err_code") return code = j.number(code_v);
+        return j.skip(kMaxJsonDepth);
+      });
+    }
+    return j.skip(kMaxJsonDepth);
+  }) && j.at_end();
+  if (!read) return a;
+  if (error) {
+    a.err_code = code && code_v <= 1'000'000 ? static_cast<int>(code_v) : 0;
     return a;
   }
-  const auto seq = json_number(json, "\"seq\"");
-  if (!seq || json.find("\"stream\"") == std::string_view::npos) return a;
+  if (!stream || !seq) return a;
   a.ok = true;
-  a.seq = *seq;
-  const std::size_t d = json.find("\"duplicate\"");
-  if (d != std::string_view::npos) {
-    std::string_view rest = json.substr(d + 11);
-    while (!rest.empty() && (rest.front() == ' ' || rest.front() == ':'))
-      rest.remove_prefix(1);
-    a.duplicate = rest.starts_with("true");
-  }
+  a.seq = seq_v;
+  a.duplicate = duplicate;
   return a;
 }
 
