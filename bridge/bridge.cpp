@@ -570,7 +570,9 @@ struct InWorker {
   std::int64_t queued = 0;         // under mu
   std::set<std::uint64_t> marked;  // last_marked() at start
   std::thread fetcher, publisher;
-  static constexpr std::uint64_t kMarkScan = 256;
+  // JetStream holds at most this many of our deliveries unacknowledged; so a
+  // dead bridge published at most this many that come again.
+  [[nodiscard]] std::uint64_t max_ack_pending() const { return 4 * std::uint64_t{r.batch} + 1024; }
   static constexpr std::size_t kRecent = 65536;
 
   InWorker(Bridge::Impl& b, const InRoute& route)
@@ -604,18 +606,21 @@ struct InWorker {
       throw Error(ErrorCode::SystemError, "JetStream context: " + text_of(s));
   }
 
-  // The stream sequences marked in the last kMarkScan messages of each
-  // partition. A restarted bridge skips them when JetStream delivers them
-  // again: the previous one published them but died before its acks.
+  // The stream sequences marked in the last max_ack_pending() messages of
+  // each partition (as far as the ring still holds them). A restarted bridge
+  // skips them when JetStream delivers them again: the previous one
+  // published them but died before its acks reached the server. Those are
+  // its last publishes, and there are at most max_ack_pending() of them.
   std::set<std::uint64_t> last_marked(const Topic& t) const {
     const TopicStatus st = t.status();
+    const std::uint64_t scan = max_ack_pending();
     auto look = t.subscriber();  // a private group of its own, gone with it
     for (std::uint32_t p = 0; p < st.partitions.size(); ++p)
-      look->seek(p, st.partitions[p].tail > kMarkScan ? st.partitions[p].tail - kMarkScan : 0);
+      look->seek(p, st.partitions[p].tail > scan ? st.partitions[p].tail - scan : 0);
     const std::string prefix = r.stream + "/";
     std::set<std::uint64_t> found;
     Sample s;
-    for (std::size_t n = 0; n < kMarkScan * st.partitions.size() + 16; ++n) {
+    for (std::size_t n = 0; n < scan * st.partitions.size() + 16; ++n) {
       if (look->try_receive(s) != Status::Ok) break;
       const auto v = s.properties().get(kMarkProperty);
       std::uint64_t seq = 0;
@@ -639,7 +644,7 @@ struct InWorker {
     // for room says "in progress" every 3 s.
     so.Config.AckWait = std::chrono::nanoseconds(10s).count();
     so.Config.DeliverPolicy = js_DeliverAll;
-    so.Config.MaxAckPending = 4 * static_cast<std::int64_t>(r.batch) + 1024;
+    so.Config.MaxAckPending = static_cast<std::int64_t>(max_ack_pending());
     jsErrCode e = static_cast<jsErrCode>(0);
     const natsStatus s =
         js_PullSubscribe(&nsub, js, r.subject.c_str(), r.durable.c_str(), nullptr, &so, &e);

@@ -249,17 +249,48 @@ std::uint64_t stream_messages(const std::string& url, const std::string& stream)
   });
 }
 
-// The pull consumer's delivered stream sequence.
-std::uint64_t consumer_delivered(const std::string& url, const std::string& stream,
-                                 const std::string& durable) {
+// What `field` reads off the pull consumer's info (0 when the server cannot say).
+template <class Field>
+std::uint64_t consumer_info(const std::string& url, const std::string& stream,
+                            const std::string& durable, Field&& field) {
   return ask_jetstream(url, [&](jsCtx* js) -> std::uint64_t {
     jsConsumerInfo* ci = nullptr;
     if (js_GetConsumerInfo(&ci, js, stream.c_str(), durable.c_str(), nullptr, nullptr) != NATS_OK)
       return 0;
-    const std::uint64_t n = ci->Delivered.Stream;
+    const std::uint64_t n = field(*ci);
     jsConsumerInfo_Destroy(ci);
     return n;
   });
+}
+
+// The pull consumer's delivered stream sequence.
+std::uint64_t consumer_delivered(const std::string& url, const std::string& stream,
+                                 const std::string& durable) {
+  return consumer_info(url, stream, durable,
+                       [](const jsConsumerInfo& ci) { return ci.Delivered.Stream; });
+}
+
+// Deliveries of the in bridge's consumer not acknowledged yet.
+std::uint64_t consumer_ack_pending(const std::string& url) {
+  return consumer_info(url, "hostA_orders", "bridge-in-b", [](const jsConsumerInfo& ci) {
+    return static_cast<std::uint64_t>(ci.NumAckPending);
+  });
+}
+
+// True once the in bridge's consumer delivered everything and every delivery
+// was acknowledged (no re-delivery can come any more).
+bool consumer_settled(const std::string& url) {
+  return consumer_info(url, "hostA_orders", "bridge-in-b", [](const jsConsumerInfo& ci) {
+           return static_cast<std::uint64_t>(ci.NumAckPending == 0 && ci.NumPending == 0);
+         }) == 1;
+}
+
+// The last value of `counter` in a bridge's log ("status: ... name=N ..."),
+// or -1 when none.
+std::int64_t last_counter(const std::string& log, const std::string& counter) {
+  const std::size_t at = log.rfind(" " + counter + "=");
+  if (at == std::string::npos) return -1;
+  return std::stoll(log.substr(at + counter.size() + 2));
 }
 
 // Two hosts, their topics, a checker on B, the out bridge on A (joined) and
@@ -332,6 +363,79 @@ TEST(Bridge, TheOutBridgeSigkilledFiveTimesLosesAndDuplicatesNothing) {
   EXPECT_EQ(h.checker->duplicates, 0u) << h.logs();
   EXPECT_EQ(h.checker->bad, 0u);
   EXPECT_EQ(stream_messages(nats.url(), "hostA_orders"), kN);  // the window dropped re-sends
+}
+
+// The in bridge dies between local publishes and their acks: JetStream
+// delivers those again (after AckWait) to the next bridge, which finds them
+// marked in the topic (nats.seq) and skips them.
+TEST(Bridge, TheInBridgeSigkilledFiveTimesLosesAndDuplicatesNothing) {
+  NatsServer nats;
+  ASSERT_TRUE(nats.start()) << nats.log();
+  TwoHosts h;
+  ASSERT_TRUE(h.start({nats.url()})) << h.logs();
+  constexpr std::uint64_t kChunk = 4000, kKills = 5;
+  for (std::uint64_t k = 0; k < kKills; ++k) {
+    const std::uint64_t before = consumer_delivered(nats.url(), "hostA_orders", "bridge-in-b");
+    h.producer->publish(k * kChunk, (k + 1) * kChunk);
+    // Mid-stream: once this bridge pulled part of this chunk.
+    ASSERT_TRUE(wait_until(
+        [&] { return consumer_delivered(nats.url(), "hostA_orders", "bridge-in-b") > before; },
+        60s))
+        << h.logs();
+    h.in->kill9();
+    h.in->start();
+  }
+  h.producer->publish(kKills * kChunk, (kKills + 1) * kChunk);
+  constexpr std::uint64_t kN = (kKills + 1) * kChunk;
+  h.checker->take_until(kN, 240s);
+  // Every re-delivery made (they come AckWait after a kill) and acknowledged:
+  // anything published twice is on B by now.
+  ASSERT_TRUE(wait_until([&] { return consumer_settled(nats.url()); }, 120s)) << h.logs();
+  h.checker->take_rest(500ms);
+  EXPECT_EQ(h.checker->distinct_, kN) << h.logs();
+  EXPECT_EQ(h.checker->duplicates, 0u) << h.logs();
+  EXPECT_EQ(h.checker->bad, 0u);
+}
+
+// Forces what the marker is for: the in bridge published messages locally
+// but JetStream never saw their acks, and the bridge died. Bus B is full
+// and the bridge's queue holds a pull's worth; the server is stopped
+// (SIGSTOP), the checker makes room, the bridge publishes what it queued
+// (acks to a server that reads nothing); then the server and the bridge are
+// SIGKILLed (the acks die in the server's socket) and both restarted.
+// JetStream delivers those messages again after AckWait: the new bridge
+// must find them marked in the topic and skip every one.
+TEST(Bridge, TheInBridgeDeadBeforeJetStreamSawItsAcksPublishesNothingTwice) {
+  NatsServer nats;
+  ASSERT_TRUE(nats.start()) << nats.log();
+  TwoHosts h;
+  ASSERT_TRUE(h.start({nats.url()})) << h.logs();
+  constexpr std::uint64_t kN = 8000;  // bus B holds 4 x 1024
+  h.producer->publish(0, kN);
+  // B full and the bridge's queue full: 2 x batch waiting (and one blocked).
+  ASSERT_TRUE(wait_until([&] { return consumer_ack_pending(nats.url()) >= 512; }, 120s))
+      << h.logs();
+  ASSERT_EQ(::kill(nats.pid(), SIGSTOP), 0);
+  const std::uint64_t tail_at_stop = h.b.bus->describe("orders").tail;
+  h.checker->take_until(2000, 60s);  // room for what the bridge queued
+  ASSERT_TRUE(
+      wait_until([&] { return h.b.bus->describe("orders").tail >= tail_at_stop + 400; }, 60s))
+      << h.logs();
+  const std::uint64_t published_unacked = h.b.bus->describe("orders").tail - tail_at_stop;
+  h.in->kill9();
+  nats.kill9();  // SIGKILL ends a stopped process too
+  ASSERT_TRUE(nats.start()) << nats.log();
+  h.in->start();
+  h.checker->take_until(kN, 240s);
+  ASSERT_TRUE(wait_until([&] { return consumer_settled(nats.url()); }, 120s)) << h.logs();
+  h.checker->take_rest(500ms);
+  EXPECT_EQ(h.checker->distinct_, kN) << h.logs();
+  EXPECT_EQ(h.checker->duplicates, 0u) << h.logs();
+  EXPECT_EQ(h.checker->bad, 0u);
+  // The skipping happened, and for all of them (the status line at stop).
+  ASSERT_EQ(h.in->stop(), 0) << h.logs();
+  EXPECT_GE(last_counter(h.in->log(), "duplicates"), static_cast<std::int64_t>(published_unacked))
+      << h.in->log();
 }
 
 TEST(Bridge, NatsServerSigkilledAndRestartedLosesNothing) {
