@@ -23,6 +23,8 @@
 #include <thread>
 #include <vector>
 
+#include "wait_child.hpp"
+
 namespace shmbus::test {
 
 // A TCP port nothing listens on now (bound to 127.0.0.1:0, then closed).
@@ -136,18 +138,11 @@ class NatsServer {
     ::waitpid(pid_, nullptr, 0);
     pid_ = -1;
   }
+  // SIGTERM, and SIGKILL if it has not exited within 10 s.
   void stop() {
     if (pid_ <= 0) return;
     ::kill(pid_, SIGTERM);
-    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    while (::waitpid(pid_, nullptr, WNOHANG) == 0) {
-      if (std::chrono::steady_clock::now() > until) {
-        kill9();
-        return;
-      }
-      // Polling a child's exit: waitpid has no timeout of its own.
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
+    (void)wait_child(pid_, std::chrono::seconds(10));
     pid_ = -1;
   }
   [[nodiscard]] bool running() {

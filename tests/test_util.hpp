@@ -17,6 +17,8 @@
 #include <string>
 #include <thread>
 
+#include "wait_child.hpp"
+
 namespace shmbus::test {
 
 inline std::string unique_name(const std::string& base) {
@@ -64,24 +66,6 @@ inline pid_t spawn(const std::function<int()>& body) {
     ::_exit(rc);
   }
   return pid;
-}
-
-// Waits for a child up to `timeout`; kills it and returns -1 if it is late.
-inline int wait_child(pid_t pid, std::chrono::milliseconds timeout) {
-  const auto until = std::chrono::steady_clock::now() + timeout;
-  int status = 0;
-  for (;;) {
-    const pid_t r = ::waitpid(pid, &status, WNOHANG);
-    if (r == pid) break;
-    if (std::chrono::steady_clock::now() > until) {
-      ::kill(pid, SIGKILL);
-      ::waitpid(pid, &status, 0);
-      return -1;
-    }
-    // Polling a child's exit: waitpid has no timeout of its own.
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
 // A process-shared counter in an anonymous shared mapping, for handshakes
