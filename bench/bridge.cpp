@@ -7,6 +7,9 @@
 //   ids      the same, each message with what the bridge adds to it: a
 //            Nats-Msg-Id (JetStream's duplicate window looks each one up), a
 //            timestamp and a producer header
+//   e2e      the same, and a durable pull consumer takes them meanwhile as the
+//            in bridge does (explicit acks, pulls of 256), until it had all N:
+//            the bare client doing the two bridges' work
 //   out      N messages published to bus A's topic, the out bridge alone, until it had
 //            every one acknowledged by JetStream (the stream holds N more)
 //   a->b     N messages published to bus A, until bus B's subscriber has them
@@ -147,8 +150,41 @@ Result bare_rate(jsCtx* js, const std::string& subject, std::size_t size, std::u
 // the same payload with a Nats-Msg-Id (as long as the bridge's), a
 // timestamp and a producer header. The Msg-Id is what costs: JetStream looks
 // every one up in its duplicate window.
-Result bare_ids_rate(jsCtx* js, const std::string& subject, std::size_t size, std::uint64_t n) {
+//
+// With `consume`, a durable pull consumer takes them meanwhile as the in
+// bridge does (explicit acks, pulls of 256), and the time runs until it had
+// all N: the bare client doing what the two bridges do.
+Result bare_ids_rate(jsCtx* js, const std::string& stream, const std::string& subject,
+                     std::size_t size, std::uint64_t n, bool consume = false) {
   static int serial = 0;
+  std::atomic<std::uint64_t> taken{0};
+  std::thread consumer;
+  natsSubscription* pull = nullptr;
+  if (consume) {
+    jsSubOptions so;
+    jsSubOptions_Init(&so);
+    so.Stream = stream.c_str();
+    so.Config.AckPolicy = js_AckExplicit;
+    so.Config.DeliverPolicy = js_DeliverNew;
+    so.Config.MaxAckPending = 4 * 256 + 1024;
+    const std::string durable = "bare-e2e-" + std::to_string(serial);
+    jsErrCode e = static_cast<jsErrCode>(0);
+    if (js_PullSubscribe(&pull, js, subject.c_str(), durable.c_str(), nullptr, &so, &e) != NATS_OK)
+      die("js_PullSubscribe");
+    consumer = std::thread([&] {
+      const auto until = Clock::now() + 300s;
+      while (taken.load(std::memory_order_relaxed) < n && Clock::now() < until) {
+        natsMsgList list{};
+        jsErrCode fe = static_cast<jsErrCode>(0);
+        if (natsSubscription_Fetch(&list, pull, 256, 500, &fe) != NATS_OK) continue;
+        for (int i = 0; i < list.Count; ++i)
+          natsMsg_Ack(list.Msgs[i], nullptr);
+        // Relaxed: a count read by the publisher's thread only to end the wait.
+        taken.fetch_add(static_cast<std::uint64_t>(list.Count), std::memory_order_relaxed);
+        natsMsgList_Destroy(&list);
+      }
+    });
+  }
   const std::string prefix = "bridge-bench-a-" + std::to_string(::getpid()) + "/orders/" +
                              std::to_string(++serial) + "/0/";
   std::vector<char> payload(size, 'x');
@@ -179,7 +215,16 @@ Result bare_ids_rate(jsCtx* js, const std::string& subject, std::size_t size, st
   done.MaxWait = 60'000;
   if (const natsStatus s = js_PublishAsyncComplete(js, &done); s != NATS_OK)
     die(std::string("js_PublishAsyncComplete: ") + natsStatus_GetText(s));
-  return meter.done(n);
+  if (consume) {
+    consumer.join();
+    if (taken.load(std::memory_order_relaxed) < n) die("the bare consumer did not get them all");
+  }
+  const Result r = meter.done(n);
+  if (pull != nullptr) {
+    natsSubscription_Unsubscribe(pull);  // deletes the durable (made by this subscribe)
+    natsSubscription_Destroy(pull);
+  }
+  return r;
 }
 
 // Two buses with an "orders" topic each, and a durable subscriber on B's.
@@ -377,11 +422,11 @@ int main(int argc, char** argv) {
   std::printf("# %llu messages a round, %d rounds, interleaved\n",
               static_cast<unsigned long long>(args.messages), args.rounds);
   std::printf("# msg/s, then CPU us a message (this process and the nats-server together)\n");
-  std::printf("%-5s %-3s %9s %9s %9s %9s %6s %6s %6s %6s %8s %8s %8s\n", "size", "rnd", "bare",
-              "ids", "out", "a->b", "bare", "ids", "out", "a->b", "out/bare", "out/ids",
-              "a->b/bare");
+  std::printf("%-5s %-3s %8s %8s %8s %8s %8s %5s %5s %5s %5s %5s %8s %8s %9s %9s\n", "size", "rnd",
+              "bare", "ids", "e2e", "out", "a->b", "bare", "ids", "e2e", "out", "a->b", "out/bare",
+              "out/ids", "a->b/bare", "a->b/e2e");
   for (const std::size_t size : args.sizes) {
-    std::vector<double> ratio_out, ratio_ids, ratio_ab, cpu_out;
+    std::vector<double> ratio_out, ratio_ids, ratio_ab, ratio_e2e, cpu_out;
     for (int r = 0; r < args.rounds; ++r) {
       const std::string tag = std::to_string(size) + "_" + std::to_string(r);
       // Bare: its own stream, the same storage and window the bridge uses.
@@ -401,24 +446,34 @@ int main(int argc, char** argv) {
         jsStreamInfo_Destroy(si);
       }
       const Result bare = bare_rate(js, bare_subject, size, args.messages);
-      const Result ids = bare_ids_rate(js, bare_subject, size, args.messages);
+      const std::string bare_stream = "BARE_" + tag;
+      const Result ids = bare_ids_rate(js, bare_stream, bare_subject, size, args.messages);
+      const Result e2e =
+          args.ab ? bare_ids_rate(js, bare_stream, bare_subject, size, args.messages, true)
+                  : Result{0, 0};
       const Result out = bridge_round(server.url(), js, size, args.messages, false, tag);
       const Result ab =
           args.ab ? bridge_round(server.url(), js, size, args.messages, true, tag) : Result{0, 0};
-      std::printf("%-5zu %-3d %9.0f %9.0f %9.0f %9.0f %6.1f %6.1f %6.1f %6.1f %8.2f %8.2f %8.2f\n",
-                  size, r, bare.rate, ids.rate, out.rate, ab.rate, bare.cpu_us, ids.cpu_us,
-                  out.cpu_us, ab.cpu_us, out.rate / bare.rate, out.rate / ids.rate,
-                  ab.rate / bare.rate);
+      const double ab_e2e = e2e.rate > 0 ? ab.rate / e2e.rate : 0;
+      std::printf(
+          "%-5zu %-3d %8.0f %8.0f %8.0f %8.0f %8.0f %5.1f %5.1f %5.1f %5.1f %5.1f %8.2f %8.2f "
+          "%9.2f "
+          "%9.2f\n",
+          size, r, bare.rate, ids.rate, e2e.rate, out.rate, ab.rate, bare.cpu_us, ids.cpu_us,
+          e2e.cpu_us, out.cpu_us, ab.cpu_us, out.rate / bare.rate, out.rate / ids.rate,
+          ab.rate / bare.rate, ab_e2e);
       std::fflush(stdout);
       ratio_out.push_back(out.rate / bare.rate);
       ratio_ids.push_back(out.rate / ids.rate);
       ratio_ab.push_back(ab.rate / bare.rate);
+      ratio_e2e.push_back(ab_e2e);
       cpu_out.push_back(out.cpu_us / ids.cpu_us);
     }
     std::printf(
-        "%-5zu median: out/bare %.2f, out/ids %.2f, a->b/bare %.2f; CPU a message out/ids %.2f\n",
+        "%-5zu median: out/bare %.2f, out/ids %.2f, a->b/bare %.2f, a->b/e2e %.2f; CPU a message "
+        "out/ids %.2f\n",
         size, percentile(ratio_out, 0.5), percentile(ratio_ids, 0.5), percentile(ratio_ab, 0.5),
-        percentile(cpu_out, 0.5));
+        percentile(ratio_e2e, 0.5), percentile(cpu_out, 0.5));
   }
 
   // Latency: paced messages through the whole path.
