@@ -367,7 +367,12 @@ void Daemon::drop(int fd) {
   if (it == clients_.end()) return;
   const Client& c = it->second;
   free_seats_of(c);
-  spdlog::debug("client pid {} disconnected ({} seats)", c.pid, c.seats.size());
+  // Its reports go with it: a killed program leaves none behind.
+  reports_held_ -= c.reports.size();
+  for (const ComponentReport& r : c.reports)
+    report_bytes_ -= proto::encoded_size(r);
+  spdlog::debug("client pid {} disconnected ({} seats, {} reports)", c.pid, c.seats.size(),
+                c.reports.size());
   if (auto n = connections_of_.find(c.uid); n != connections_of_.end() && --n->second == 0)
     connections_of_.erase(n);
   // Closing removes it from the epoll set too; a failure here only means that

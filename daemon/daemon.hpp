@@ -23,6 +23,7 @@
 #include "protocol.hpp"
 #include "shmbus/error.hpp"
 #include "shmbus/options.hpp"
+#include "shmbus/report.hpp"
 
 namespace shmbus::detail {
 class Region;
@@ -172,6 +173,9 @@ class Daemon {
     proto::FrameBuffer inbox;  // the same splitter the fuzz target runs
     std::vector<Seat> seats;
     bool broken = false;  // a reply could not be sent: drop after this request
+    // Component reports (Report requests), one per name, in the order first
+    // made; they go with the connection (drop).
+    std::vector<ComponentReport> reports{};
   };
   std::map<uid_t, std::uint32_t> connections_of_;  // live clients per uid
   struct TopicEntry {
@@ -223,6 +227,8 @@ class Daemon {
   Outgoing on(Client& c, std::uint32_t id, const proto::Shutdown& m);
   Outgoing on(Client& c, std::uint32_t id, const proto::DeleteGroup& m);
   Outgoing on(Client& c, std::uint32_t id, const proto::ResetGroup& m);
+  Outgoing on(Client& c, std::uint32_t id, const proto::Report& m);
+  Outgoing on(Client& c, std::uint32_t id, const proto::ListReports& m);
   Outgoing attach(Client& c, std::uint32_t id, const std::string& name, bool producer,
                   std::uint32_t a, std::uint32_t b);
   TopicEntry& find(const std::string& name);
@@ -318,6 +324,9 @@ class Daemon {
   std::atomic<bool> stopping_{false};
   std::atomic<std::uint64_t> housekeeping_rounds_{0};
   std::map<int, Client> clients_;
+  // The reports all clients hold together: how many (at most kMaxReports)
+  // and their encoded size (at most kMaxReportBytes).
+  std::size_t reports_held_ = 0, report_bytes_ = 0;
   std::map<std::string, TopicEntry> topics_;
   std::string data_dir_;              // data_dir_path(), resolved at start
   int data_fd_ = -1;                  // data_dir_fd(), once opened

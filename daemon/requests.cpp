@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 
 #include "daemon.hpp"
@@ -378,6 +379,70 @@ Daemon::Outgoing Daemon::attach(Client& c, std::uint32_t id, const std::string& 
     c.seats.push_back(seat);
   }
   return {reply(proto::Ok{}, id)};
+}
+
+// Component reports: anyone who may connect may report (a report describes
+// only the reporter, by the pid and uid of its connection) and list them.
+// parse_request has checked names and counts (validate_report).
+Daemon::Outgoing Daemon::on(Client& c, std::uint32_t id, const proto::Report& m) {
+  const auto same = std::find_if(c.reports.begin(), c.reports.end(),
+                                 [&](const ComponentReport& e) { return e.name == m.name; });
+  const bool added = same == c.reports.end();
+  if (added && c.reports.size() >= kMaxReportsPerConnection)
+    throw Error(ErrorCode::ResourceExhausted,
+                "this connection (pid " + std::to_string(c.pid) + ") holds " +
+                    std::to_string(c.reports.size()) + " component reports, the most one may (" +
+                    std::to_string(kMaxReportsPerConnection) +
+                    "); report again under a name it holds (that replaces the report), or "
+                    "from another Bus");
+  if (added && reports_held_ >= kMaxReports)
+    throw Error(ErrorCode::ResourceExhausted,
+                "shmbusd holds " + std::to_string(reports_held_) +
+                    " component reports, the most it keeps (" + std::to_string(kMaxReports) +
+                    "); they go when the programs that made them close their Bus or exit "
+                    "(shmbus stat lists them)");
+  ComponentReport next{
+      m.name,
+      m.kind,
+      static_cast<std::uint32_t>(c.pid),
+      static_cast<std::uint32_t>(c.uid),
+      static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                     std::chrono::system_clock::now().time_since_epoch())
+                                     .count()),
+      m.counters};
+  // The list must go out whole without waiting (kMaxReportBytes); checked
+  // for a replacement too, which may be longer than what it replaces.
+  const std::size_t size = proto::encoded_size(next);
+  const std::size_t was = added ? 0 : proto::encoded_size(*same);
+  if (report_bytes_ - was + size > kMaxReportBytes)
+    throw Error(ErrorCode::ResourceExhausted,
+                "component reports take " + std::to_string(report_bytes_) +
+                    " bytes in shmbusd, and this one (" + std::to_string(size) +
+                    " bytes) would take them over the " + std::to_string(kMaxReportBytes) +
+                    " it keeps (kMaxReportBytes); report fewer or shorter counters, or wait for "
+                    "other programs' reports to go (they go when their Bus closes)");
+  if (added) {
+    spdlog::debug("pid {} uid {} reports component '{}' ({})", c.pid, c.uid, m.name, m.kind);
+    c.reports.push_back(std::move(next));  // first: the counts stay right if it throws
+    ++reports_held_;
+  } else {
+    *same = std::move(next);
+  }
+  report_bytes_ = report_bytes_ - was + size;
+  return {reply(proto::Ok{}, id)};
+}
+
+Daemon::Outgoing Daemon::on(Client&, std::uint32_t id, const proto::ListReports&) {
+  proto::ReportList list;
+  list.reports.reserve(reports_held_);
+  for (const auto& [fd, client] : clients_)
+    list.reports.insert(list.reports.end(), client.reports.begin(), client.reports.end());
+  // By name, then pid: the order `shmbus stat` prints (connections have no order).
+  std::sort(list.reports.begin(), list.reports.end(),
+            [](const ComponentReport& a, const ComponentReport& b) {
+              return a.name != b.name ? a.name < b.name : a.pid < b.pid;
+            });
+  return {reply(list, id)};
 }
 
 Daemon::Outgoing Daemon::on(Client& c, std::uint32_t id, const proto::Shutdown&) {

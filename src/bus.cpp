@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <climits>
@@ -154,22 +155,36 @@ class Connection {
   // handed to the caller through `fds` (closed when `fds` is null).
   template <class M, class Q>
   M request(const Q& q, Descriptors* fds = nullptr) {
-    if (::getpid() != owner_pid_)
-      throw Error(ErrorCode::InvalidArgument,
-                  "this Bus was connected by process " + std::to_string(owner_pid_) +
-                      " before a fork; call Bus::connect() again in this process");
+    check_owner();
     std::lock_guard lock(mu_);
-    for (int attempt = 0;; ++attempt) {
-      if (fd_ < 0 && !reconnect_locked(true))
-        throw Error(ErrorCode::DaemonUnavailable,
-                    "shmbusd on " + path_ + " is gone and could not be restarted");
-      const std::uint32_t id = next_id_++;
-      Received r = exchange_locked(frame_of(q, id));
-      if (r.error.empty()) return accept_locked<M>(r, id, fds);
-      drop_connection_locked();
-      if (!r.closed || attempt > 0)
-        throw Error(ErrorCode::DaemonUnavailable, r.error + " (socket " + path_ + ")");
+    return request_locked<M>(q, fds);
+  }
+
+  // Sends a component report and remembers it, the last one of each name, to
+  // send it again after a reconnect (a restarted daemon has none). Remembered
+  // too when the daemon could not be reached (delivered at the reconnect, up
+  // to the daemon's per-connection limit); one the daemon refused changes
+  // nothing here, as it changed nothing there.
+  void report(const proto::Report& r) {
+    check_owner();
+    std::lock_guard lock(mu_);
+    // One lock hold for the request and the record: concurrent reports of one
+    // name leave the record equal to what the daemon has.
+    const auto remember = [&] {
+      auto it = std::find_if(reports_.begin(), reports_.end(),
+                             [&](const proto::Report& x) { return x.name == r.name; });
+      if (it != reports_.end())
+        *it = r;
+      else if (reports_.size() < kMaxReportsPerConnection)
+        reports_.push_back(r);
+    };
+    try {
+      (void)request_locked<proto::Ok>(r);
+    } catch (const Error& e) {
+      if (e.code() == ErrorCode::DaemonUnavailable) remember();
+      throw;
     }
+    remember();
   }
 
   // Registers a seat this process took, so that the daemon frees it if the
@@ -208,6 +223,29 @@ class Connection {
   }
 
  private:
+  void check_owner() const {
+    if (::getpid() != owner_pid_)
+      throw Error(ErrorCode::InvalidArgument,
+                  "this Bus was connected by process " + std::to_string(owner_pid_) +
+                      " before a fork; call Bus::connect() again in this process");
+  }
+
+  // request() with mu_ held.
+  template <class M, class Q>
+  M request_locked(const Q& q, Descriptors* fds = nullptr) {
+    for (int attempt = 0;; ++attempt) {
+      if (fd_ < 0 && !reconnect_locked(true))
+        throw Error(ErrorCode::DaemonUnavailable,
+                    "shmbusd on " + path_ + " is gone and could not be restarted");
+      const std::uint32_t id = next_id_++;
+      Received r = exchange_locked(frame_of(q, id));
+      if (r.error.empty()) return accept_locked<M>(r, id, fds);
+      drop_connection_locked();
+      if (!r.closed || attempt > 0)
+        throw Error(ErrorCode::DaemonUnavailable, r.error + " (socket " + path_ + ")");
+    }
+  }
+
   // Connects (starting a daemon if allowed and needed), says hello, and
   // re-registers the seats this process holds. Holds mu_.
   bool reconnect_locked(bool spawn) {
@@ -266,6 +304,11 @@ class Connection {
       if (a.error.empty() && proto::decode_reply<proto::Ok>(a.body).message) kept.push_back(s);
     }
     seats_ = std::move(kept);
+    // Send the component reports again, as they were last made. One the new
+    // daemon refuses (its limits are full) stays remembered, for the next
+    // reconnect; the program's next report() of that name says why.
+    for (const proto::Report& rep : reports_)
+      (void)exchange_locked(frame_of(rep, next_id_++));
     return true;
   }
 
@@ -413,6 +456,7 @@ class Connection {
   int fd_ = -1;
   std::uint32_t next_id_ = 1;
   std::vector<SeatRecord> seats_;
+  std::vector<proto::Report> reports_;  // the last report of each name (report())
   std::string spawn_error_ = "autospawn disabled";
   // Set when the socket was refused (its directory, or the daemon's uid):
   // the error to throw instead of "no daemon answers", with spawn_error_.
@@ -537,6 +581,17 @@ void Bus::reset_group(std::string_view topic, std::string_view group, StartPosit
 void Bus::shutdown_daemon() {
   conn_->daemon_stopped();  // before the request: the hang-up may come at once
   (void)conn_->request<proto::Ok>(proto::Shutdown{});
+}
+
+void Bus::report(std::string_view name, std::string_view kind,
+                 std::span<const ReportCounter> counters) {
+  validate_report(name, kind, counters);  // before anything is sent
+  conn_->report(proto::Report{std::string(name), std::string(kind),
+                              std::vector<ReportCounter>(counters.begin(), counters.end())});
+}
+
+std::vector<ComponentReport> Bus::reports() {
+  return conn_->request<proto::ReportList>(proto::ListReports{}).reports;
 }
 
 const std::string& Bus::socket_path() const noexcept {

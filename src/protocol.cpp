@@ -26,6 +26,9 @@ bool known_type(std::uint16_t t) noexcept {
     case Type::Shutdown:
     case Type::DeleteGroup:
     case Type::ResetGroup:
+    case Type::Report:
+    case Type::ListReports:
+    case Type::ReportList:
       return true;
   }
   return false;
@@ -273,6 +276,23 @@ void get_status(Reader& r, TopicStatus& t) {
   t.torn = r.u64();
 }
 
+void put_counters(Writer& w, const std::vector<ReportCounter>& counters) {
+  w.u32(static_cast<std::uint32_t>(counters.size()));
+  for (const ReportCounter& c : counters)
+    w.str(c.name).u64(c.value);
+}
+
+void get_counters(Reader& r, std::vector<ReportCounter>& counters) {
+  const std::uint32_t n = r.count(kMaxCounters);
+  counters.clear();
+  for (std::uint32_t i = 0; i < n && r.ok(); ++i) {
+    ReportCounter c;
+    c.name = r.str();
+    c.value = r.u64();
+    counters.push_back(std::move(c));
+  }
+}
+
 }  // namespace
 
 // ---- messages ----------------------------------------------------------------
@@ -354,6 +374,57 @@ void AttachMember::decode(Reader& r) {
   member = r.u32();
 }
 
+void Report::encode(Writer& w) const {
+  w.str(name).str(kind);
+  put_counters(w, counters);
+}
+void Report::decode(Reader& r) {
+  name = r.str();
+  kind = r.str();
+  get_counters(r, counters);
+}
+void Report::check() const {
+  validate_report(name, kind, counters);
+}
+
+void ReportList::encode(Writer& w) const {
+  w.u32(static_cast<std::uint32_t>(reports.size()));
+  for (const ComponentReport& e : reports) {
+    w.str(e.name).str(e.kind).u32(e.pid).u32(e.uid).u64(e.updated_ns);
+    put_counters(w, e.counters);
+  }
+}
+std::size_t encoded_size(const ComponentReport& e) noexcept {
+  // Strings as the Writer puts them: u16 length + bytes, cut at kMaxString.
+  const auto str = [](const std::string& s) { return 2 + std::min(s.size(), kMaxString); };
+  std::size_t n = str(e.name) + str(e.kind) + 4 + 4 + 8 + 4;
+  for (const ReportCounter& c : e.counters)
+    n += str(c.name) + 8;
+  return n;
+}
+
+void ReportList::decode(Reader& r) {
+  const std::uint32_t n = r.count(kMaxReportEntries);
+  reports.clear();
+  for (std::uint32_t i = 0; i < n && r.ok(); ++i) {
+    ComponentReport& e = reports.emplace_back();
+    e.name = r.str();
+    e.kind = r.str();
+    e.pid = r.u32();
+    e.uid = r.u32();
+    e.updated_ns = r.u64();
+    get_counters(r, e.counters);
+    if (!r.ok()) break;
+    // What the daemon refuses in a Report is not printed from its reply
+    // either (names go to terminals and into JSON keys).
+    try {
+      validate_report(e.name, e.kind, e.counters);
+    } catch (const Error& bad) {
+      r.fail("report " + std::to_string(i) + ": " + bad.what());
+    }
+  }
+}
+
 void ErrorReply::encode(Writer& w) const {
   w.u8(static_cast<std::uint8_t>(code)).str(message);
 }
@@ -425,13 +496,14 @@ bool parse_as(Reader& r, Request& q, Problem& why) {
     why.message = "request " + why.message;
     return false;
   }
-  if constexpr (requires { m.name; }) {
-    try {
+  try {
+    if constexpr (requires { m.check(); })
+      m.check();
+    else if constexpr (requires { m.name; })
       validate_name("topic", m.name);
-    } catch (const Error& e) {
-      why = {e.code(), e.what()};
-      return false;
-    }
+  } catch (const Error& e) {
+    why = {e.code(), e.what()};
+    return false;
   }
   q.message = std::move(m);
   return true;
@@ -478,6 +550,10 @@ bool parse_request(std::span<const std::byte> body, Request& q, Problem& why) {
       return parse_as<DeleteGroup>(r, q, why);
     case Type::ResetGroup:
       return parse_as<ResetGroup>(r, q, why);
+    case Type::Report:
+      return parse_as<Report>(r, q, why);
+    case Type::ListReports:
+      return parse_as<ListReports>(r, q, why);
     default:
       why.message = "request type " + std::to_string(r.type()) + " is a reply, not a request";
       return false;
@@ -524,6 +600,7 @@ template Reply<HelloReply> decode_reply<HelloReply>(std::span<const std::byte>);
 template Reply<TopicReply> decode_reply<TopicReply>(std::span<const std::byte>);
 template Reply<TopicList> decode_reply<TopicList>(std::span<const std::byte>);
 template Reply<Description> decode_reply<Description>(std::span<const std::byte>);
+template Reply<ReportList> decode_reply<ReportList>(std::span<const std::byte>);
 
 // ---- FrameBuffer -------------------------------------------------------------
 

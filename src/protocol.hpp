@@ -25,6 +25,7 @@
 
 #include "shmbus/error.hpp"
 #include "shmbus/options.hpp"
+#include "shmbus/report.hpp"
 #include "shmbus/topic_status.hpp"
 
 namespace shmbus::detail::proto {
@@ -45,6 +46,10 @@ namespace shmbus::detail::proto {
 //    dead_lettered, unacked_orphans and orphans (at-least-once groups).
 // 10: TopicOptions carry storage and flush_interval; TopicStatus path,
 //    flushed_ns and torn (file topics).
+// Report, ListReports and ReportList (types 50-52) came without a new
+// version: they change no message that was there before, so clients and
+// daemons of version 10 that predate them still speak to each other; such a
+// daemon answers them "unknown request type 50" (InvalidArgument).
 inline constexpr std::uint16_t kVersion = 10;
 inline constexpr std::uint32_t kMaxFrame = 64 * 1024;         // bytes of a request body
 inline constexpr std::uint32_t kMaxReply = 16 * 1024 * 1024;  // a reply (a long topic list)
@@ -53,6 +58,9 @@ inline constexpr std::size_t kHeaderSize = 8;      // version, type, request id
 inline constexpr std::uint32_t kMaxGroups = 4096;  // entries in one TopicStatus list
 inline constexpr std::uint32_t kMaxTopics = 1 << 20;
 inline constexpr std::uint32_t kMaxPartitions = 1024;  // entries in one partition list
+// Component reports (shmbus/report.hpp): counters in one, entries in a list.
+inline constexpr std::uint32_t kMaxCounters = kMaxReportCounters;
+inline constexpr std::uint32_t kMaxReportEntries = kMaxReports;
 
 enum class Type : std::uint16_t {
   Error = 0,
@@ -73,6 +81,9 @@ enum class Type : std::uint16_t {
   Shutdown = 30,
   DeleteGroup = 40,
   ResetGroup = 41,
+  Report = 50,
+  ListReports = 51,
+  ReportList = 52,
 };
 
 [[nodiscard]] bool known_type(std::uint16_t t) noexcept;
@@ -234,6 +245,26 @@ struct ResetGroup {
   void decode(Reader& r);
 };
 
+// A component's counters for `shmbus stat` (shmbus/report.hpp): replaces the
+// same connection's earlier report of that name. Fields: name, kind,
+// u32 count (at most kMaxCounters), count x (string name, u64 value).
+struct Report {
+  static constexpr Type kType = Type::Report;
+  std::string name, kind;
+  std::vector<ReportCounter> counters;
+  void encode(Writer& w) const;
+  void decode(Reader& r);
+  // validate_report: parse_request refuses a report it throws for.
+  void check() const;
+  bool operator==(const Report&) const = default;
+};
+
+struct ListReports {
+  static constexpr Type kType = Type::ListReports;
+  void encode(Writer&) const {}
+  void decode(Reader&) {}
+};
+
 struct Shutdown {
   static constexpr Type kType = Type::Shutdown;
   void encode(Writer&) const {}
@@ -286,6 +317,18 @@ struct Description {
   void decode(Reader& r);
 };
 
+// Answers ListReports: u32 count (at most kMaxReportEntries), each entry
+// string name, string kind, u32 pid, u32 uid, u64 updated_ns, then its
+// counters as in Report. Entries are checked as the daemon checks a Report.
+struct ReportList {
+  static constexpr Type kType = Type::ReportList;
+  std::vector<ComponentReport> reports;
+  void encode(Writer& w) const;
+  void decode(Reader& r);
+};
+// The bytes one entry takes in a ReportList (what kMaxReportBytes bounds).
+[[nodiscard]] std::size_t encoded_size(const ComponentReport& e) noexcept;
+
 // ---- frames ------------------------------------------------------------------
 
 template <class M>
@@ -296,10 +339,10 @@ template <class M>
 }
 
 // A request as the daemon understands it, decoded and checked: every field
-// present, nothing left over, topic names valid.
+// present, nothing left over, topic names (and reports) valid.
 using RequestMessage =
     std::variant<Hello, CreateTopic, OpenTopic, DeleteTopic, ListTopics, Describe, AttachProducer,
-                 AttachMember, Shutdown, DeleteGroup, ResetGroup>;
+                 AttachMember, Shutdown, DeleteGroup, ResetGroup, Report, ListReports>;
 struct Request {
   std::uint32_t id = 0;  // readable even when the request is refused (0 if not)
   RequestMessage message;

@@ -6,33 +6,71 @@
 #include "connection.hpp"
 #include "region.hpp"
 #include "schedule.hpp"
+#include "shmbus/report.hpp"
 
 namespace shmbus {
 
-void validate_name(std::string_view what, std::string_view name) {
-  const auto fail = [&](const std::string& why) {
-    throw Error(ErrorCode::InvalidArgument,
-                std::string(what) + " name '" + std::string(name) + "' " + why + "; use 1 to " +
-                    std::to_string(detail::kNameMax) + " characters from A-Z a-z 0-9 . _ -");
-  };
-  if (name.empty()) fail("is empty");
-  if (name.size() > detail::kNameMax) fail("is too long (" + std::to_string(name.size()) + ")");
+namespace {
+
+// What is wrong with `name` under the rule of topic names ("" when nothing):
+// the words that follow the name in the error.
+std::string name_problem(std::string_view name) {
+  if (name.empty()) return "is empty";
+  if (name.size() > detail::kNameMax) return "is too long (" + std::to_string(name.size()) + ")";
   for (const char ch : name) {
     const auto c = static_cast<unsigned char>(ch);
     const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
                     c == '.' || c == '_' || c == '-';
     if (ok) continue;
-    if (c == '/') fail("contains '/'");
-    if (c < 0x20 || c >= 0x7f) fail("contains a non-printable byte");
-    fail(std::string("contains '") + ch + "'");
+    if (c == '/') return "contains '/'";
+    if (c < 0x20 || c >= 0x7f) return "contains a non-printable byte";
+    return std::string("contains '") + ch + "'";
   }
-  if (name == "." || name == "..") fail("is reserved");
+  if (name == "." || name == "..") return "is reserved";
+  return {};
+}
+
+std::string allowed_characters() {
+  return "use 1 to " + std::to_string(detail::kNameMax) + " characters from A-Z a-z 0-9 . _ -";
+}
+
+}  // namespace
+
+void validate_name(std::string_view what, std::string_view name) {
+  if (const std::string why = name_problem(name); !why.empty())
+    throw Error(ErrorCode::InvalidArgument, std::string(what) + " name '" + std::string(name) +
+                                                "' " + why + "; " + allowed_characters());
   // A bus name is part of every region name (shmbus.<bus>.<topic>): a '.' in it
   // would let one bus's names be read as another's.
   if (what == "bus" && name.find('.') != std::string_view::npos)
     throw Error(
         ErrorCode::InvalidArgument,
         "bus name '" + std::string(name) + "' contains '.'; use A-Z a-z 0-9 _ - for bus names");
+}
+
+void validate_report(std::string_view name, std::string_view kind,
+                     std::span<const ReportCounter> counters) {
+  const auto check = [](const std::string& what, std::string_view value) {
+    if (const std::string why = name_problem(value); !why.empty())
+      throw Error(ErrorCode::InvalidArgument,
+                  what + " '" + std::string(value) + "' " + why + "; " + allowed_characters());
+  };
+  check("component name", name);
+  const std::string component = "component '" + std::string(name) + "'";
+  check(component + ": kind", kind);
+  if (counters.size() > kMaxReportCounters)
+    throw Error(ErrorCode::InvalidArgument,
+                component + " has " + std::to_string(counters.size()) + " counters; at most " +
+                    std::to_string(kMaxReportCounters) +
+                    " (kMaxReportCounters) are reported: leave some out or report them under "
+                    "another component name");
+  for (std::size_t i = 0; i < counters.size(); ++i) {
+    check(component + ": counter name", counters[i].name);
+    for (std::size_t k = 0; k < i; ++k)
+      if (counters[k].name == counters[i].name)
+        throw Error(ErrorCode::InvalidArgument, component + ": counter '" + counters[i].name +
+                                                    "' is reported twice; name each counter once");
+  }
 }
 
 std::string region_name(std::string_view bus, std::string_view topic) {

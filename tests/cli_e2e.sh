@@ -362,11 +362,15 @@ expect_match '^\{"time":[0-9.]+,"bus":"'"$bus"'","interval_s":[0-9.]+,"topics":\
   "stat --json object"
 expect_match '"name":"orders","slots":8,"slot_size":64,"policy":"block","tail":5,"producers":0,"msgs_per_sec":0\.000' \
   "$out" "stat --json reports orders"
+# Component reports (Bus::report; tests/test_daemon.cpp Reports.* shows one):
+# the key is always there, [] with none.
+expect_match '"components":\[\]\}$' "$out" "stat --json has an empty components list"
 run cli stat --once --interval 0.2
 expect_rc 0 "stat --once"
 expect_match '^TOPIC +MSGS/S +BYTES/S +TAIL +PRODUCERS +GROUPS$' "$out" "stat table header"
 expect_match '^orders +0\.0 +0 B/s +5 +0 +1$' "$out" "stat row of orders"
 expect_match '^orders +g +0 +4 +1 +0 +0\.0 +shared$' "$out" "stat group row with its lag"
+expect_no_match '^COMPONENT' "$out" "stat prints no component table without reports"
 expect_no_match 'Ctrl-C' "$err" "stat --once does not say how to quit"
 
 # On a terminal, stat (which runs until stopped) says how to quit.

@@ -3,8 +3,10 @@
 // against a child that drops to another uid.
 #include <dirent.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/mman.h>
 
+#include <functional>
 #include <thread>
 
 #include "daemon.hpp"
@@ -555,6 +557,382 @@ TEST(DaemonRobustness, SeatsAClientFreedAreForgottenNotPiledUp) {
   Topic t = bus.create_topic("cycle", o);
   Publisher p = t.publisher();
   EXPECT_EQ(bus.describe("cycle").producers, 1u);
+}
+
+}  // namespace
+}  // namespace shmbus::test
+
+namespace shmbus::test {
+namespace {
+
+// ---- component reports (Bus::report, docs/daemon.md) ---------------------------
+
+using Counters = std::vector<ReportCounter>;
+
+// The reports named `name` among what the daemon lists.
+std::vector<ComponentReport> named(Bus& bus, const std::string& name) {
+  std::vector<ComponentReport> out;
+  for (ComponentReport& r : bus.reports())
+    if (r.name == name) out.push_back(std::move(r));
+  return out;
+}
+
+std::uint64_t now_ns() {
+  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                        std::chrono::system_clock::now().time_since_epoch())
+                                        .count());
+}
+
+std::string message_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return std::string(to_string(e.code())) + ": " + e.what();
+  }
+  return "no error";
+}
+
+TEST(Reports, AReportIsListedWithTheReportersPidAndReplacedByItsNextOne) {
+  BusFixture f;
+  DaemonProcess d(f.bus, f.socket);
+  ASSERT_TRUE(d.start());
+  Bus bus = Bus::connect(f.options());
+  EXPECT_TRUE(bus.reports().empty());
+  const std::uint64_t before = now_ns();
+  bus.report("bridge-1", "bridge", Counters{{"forwarded", 12}, {"in_flight", 3}});
+  auto got = bus.reports();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].name, "bridge-1");
+  EXPECT_EQ(got[0].kind, "bridge");
+  EXPECT_EQ(got[0].pid, static_cast<std::uint32_t>(::getpid()));
+  EXPECT_EQ(got[0].uid, static_cast<std::uint32_t>(::geteuid()));
+  EXPECT_EQ(got[0].counters, (Counters{{"forwarded", 12}, {"in_flight", 3}}));
+  EXPECT_GE(got[0].updated_ns, before);
+  EXPECT_LE(got[0].updated_ns, now_ns());
+  const std::uint64_t first = got[0].updated_ns;
+
+  // The same name again replaces it: other counters, other kind, later time.
+  bus.report("bridge-1", "nats-bridge", Counters{{"forwarded", 20}, {"acked", 19}});
+  got = bus.reports();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].kind, "nats-bridge");
+  EXPECT_EQ(got[0].counters, (Counters{{"forwarded", 20}, {"acked", 19}}));
+  EXPECT_GE(got[0].updated_ns, first);
+
+  // Another name is another entry; the list is by name.
+  bus.report("a-first", "tool", {});
+  got = bus.reports();
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].name, "a-first");
+  EXPECT_TRUE(got[0].counters.empty());
+  EXPECT_EQ(got[1].name, "bridge-1");
+
+  // A copy of the Bus is the same connection: its report of the name replaces.
+  {
+    Bus copy = bus;
+    copy.report("a-first", "tool", Counters{{"runs", 1}});
+  }
+  EXPECT_EQ(named(bus, "a-first").at(0).counters, (Counters{{"runs", 1}}));
+
+  // Another Bus is another connection: its report of the same name stands
+  // beside ours, and goes when that Bus closes.
+  {
+    Bus other = Bus::connect(f.options());
+    other.report("bridge-1", "bridge", Counters{{"forwarded", 1}});
+    EXPECT_EQ(named(bus, "bridge-1").size(), 2u);
+  }
+  EXPECT_TRUE(wait_until([&] { return named(bus, "bridge-1").size() == 1; }, 10s));
+  EXPECT_EQ(named(bus, "bridge-1").at(0).counters, (Counters{{"forwarded", 20}, {"acked", 19}}));
+}
+
+TEST(Reports, AKilledReportersReportsGoWithIt) {
+  BusFixture f;
+  DaemonProcess d(f.bus, f.socket);
+  ASSERT_TRUE(d.start());
+  SharedCounters* sh = make_shared_counters();
+  const BusOptions opts = f.options();
+  // Forked before this process has a Bus (a single-threaded parent).
+  const pid_t child = spawn([&]() -> int {
+    Bus b = Bus::connect(opts);
+    b.report("victim", "bridge", Counters{{"forwarded", 7}});
+    b.report("victim-2", "bridge", Counters{{"forwarded", 8}});
+    sh->value[0].store(1, std::memory_order_release);  // pairs with the parent's acquire
+    wait_until([] { return false; }, 60s);
+    return 0;
+  });
+  ASSERT_TRUE(wait_until([&] { return sh->value[0].load(std::memory_order_acquire) == 1; }, 20s));
+  Bus bus = Bus::connect(f.options());
+  bus.report("survivor", "tool", Counters{{"x", 1}});
+  const auto victim = named(bus, "victim");
+  ASSERT_EQ(victim.size(), 1u);
+  EXPECT_EQ(victim[0].pid, static_cast<std::uint32_t>(child));
+  EXPECT_EQ(victim[0].counters, (Counters{{"forwarded", 7}}));
+  EXPECT_EQ(named(bus, "victim-2").size(), 1u);
+
+  ::kill(child, SIGKILL);
+  EXPECT_EQ(wait_child(child, 10s), 128 + SIGKILL);
+  // The kernel closes its socket; the daemon drops its reports with it.
+  EXPECT_TRUE(wait_until(
+      [&] {
+        const auto all = bus.reports();
+        return all.size() == 1 && all[0].name == "survivor";
+      },
+      10s))
+      << bus.reports().size() << " reports left";
+  ::munmap(sh, sizeof(SharedCounters));
+}
+
+TEST(Reports, BadReportsAreRefusedBeforeAnythingIsSent) {
+  BusFixture f;
+  DaemonProcess d(f.bus, f.socket);
+  ASSERT_TRUE(d.start());
+  Bus bus = Bus::connect(f.options());
+  Counters many;
+  for (std::size_t i = 0; i <= kMaxReportCounters; ++i)
+    many.push_back({std::string("c").append(std::to_string(i)), i});
+  const auto bad = [&](std::string_view name, std::string_view kind, const Counters& c,
+                       const std::string& expect) {
+    const std::string m = message_of([&] { bus.report(name, kind, c); });
+    EXPECT_NE(m.find("InvalidArgument"), std::string::npos) << m;
+    EXPECT_NE(m.find(expect), std::string::npos) << m;
+  };
+  bad("b", "bridge", many,
+      "component 'b' has 33 counters; at most 32 (kMaxReportCounters) are reported");
+  bad("my bridge", "bridge", {},
+      "component name 'my bridge' contains ' '; use 1 to 63 "
+      "characters from A-Z a-z 0-9 . _ -");
+  bad("", "bridge", {}, "component name '' is empty");
+  bad(std::string(64, 'n'), "bridge", {}, "is too long (64)");
+  bad("b", "", {}, "component 'b': kind '' is empty");
+  bad("b", "bridge", Counters{{"in/flight", 1}}, "component 'b': counter name 'in/flight'");
+  bad("b", "bridge", Counters{{"x", 1}, {"x", 2}}, "component 'b': counter 'x' is reported twice");
+  EXPECT_TRUE(bus.reports().empty());
+  // Nothing was sent: with the daemon gone, a bad report is still
+  // InvalidArgument, where a good one finds no daemon.
+  d.kill9();
+  EXPECT_EQ(code_of([&] { bus.report("b", "bridge", many); }), ErrorCode::InvalidArgument);
+  EXPECT_EQ(code_of([&] { bus.report("b", "bridge", {}); }), ErrorCode::DaemonUnavailable);
+}
+
+TEST(Reports, TheDaemonChecksReportsItselfAndBoundsThem) {
+  BusFixture f;
+  DaemonProcess d(f.bus, f.socket);
+  ASSERT_TRUE(d.start());
+  {
+    // A client that speaks the protocol itself gets the same refusals.
+    RawClient raw(f.socket);
+    proto::Report r{"b", "bridge", {}};
+    for (std::size_t i = 0; i <= kMaxReportCounters; ++i)
+      r.counters.push_back({std::string("c").append(std::to_string(i)), i});
+    raw.send_raw(proto::frame(r, 1));
+    auto [type, code, msg] = raw.reply();
+    EXPECT_EQ(code, static_cast<int>(ErrorCode::InvalidArgument));
+    EXPECT_NE(msg.find("count 33 is over the limit of 32"), std::string::npos) << msg;
+    raw.send_raw(proto::frame(proto::Report{"b c", "bridge", {}}, 2));
+    std::tie(type, code, msg) = raw.reply();
+    EXPECT_EQ(code, static_cast<int>(ErrorCode::InvalidArgument));
+    EXPECT_NE(msg.find("component name 'b c' contains ' '"), std::string::npos) << msg;
+  }
+  // 16 names on one connection; the 17th is the daemon's refusal, and a
+  // name it holds may still be reported again.
+  Bus bus = Bus::connect(f.options());
+  for (std::size_t i = 0; i < kMaxReportsPerConnection; ++i)
+    bus.report(std::string("r").append(std::to_string(i)), "tool", Counters{{"n", i}});
+  const std::string m = message_of([&] { bus.report("r16", "tool", {}); });
+  EXPECT_NE(m.find("ResourceExhausted: this connection (pid " + std::to_string(::getpid()) +
+                   ") holds 16 component reports, the most one may (16)"),
+            std::string::npos)
+      << m;
+  bus.report("r3", "tool", Counters{{"n", 333}});
+  EXPECT_EQ(bus.reports().size(), kMaxReportsPerConnection);
+  EXPECT_EQ(named(bus, "r3").at(0).counters, (Counters{{"n", 333}}));
+}
+
+TEST(Reports, AtMost256InTheDaemonAndAClosedBusMakesRoom) {
+  BusFixture f;
+  DaemonProcess d(f.bus, f.socket);
+  ASSERT_TRUE(d.start());
+  std::vector<Bus> buses;
+  for (std::size_t b = 0; b < kMaxReports / kMaxReportsPerConnection; ++b) {
+    buses.push_back(Bus::connect(f.options()));
+    for (std::size_t i = 0; i < kMaxReportsPerConnection; ++i)
+      buses.back().report(std::string("r").append(std::to_string(b * kMaxReportsPerConnection + i)),
+                          "tool", Counters{{"n", i}});
+  }
+  Bus last = Bus::connect(f.options());
+  const std::string m = message_of([&] { last.report("one-more", "tool", {}); });
+  EXPECT_NE(m.find("ResourceExhausted: shmbusd holds 256 component reports, the most it keeps "
+                   "(256)"),
+            std::string::npos)
+      << m;
+  EXPECT_EQ(last.reports().size(), kMaxReports);
+  // A report of a name already held is a replacement, not one more.
+  buses.front().report("r0", "tool", Counters{{"n", 100}});
+  buses.pop_back();  // its 16 reports go with its connection
+  EXPECT_TRUE(wait_until(
+      [&] {
+        try {
+          last.report("one-more", "tool", {});
+          return true;
+        } catch (const Error&) {
+          return false;
+        }
+      },
+      10s));
+  EXPECT_EQ(last.reports().size(), kMaxReports - kMaxReportsPerConnection + 1);
+}
+
+TEST(Reports, TheirBytesAreBoundedSoTheLargestListStillArrives) {
+  BusFixture f;
+  DaemonProcess d(f.bus, f.socket);
+  ASSERT_TRUE(d.start());
+  // Reports as large as they may be: 63-character names, 32 counters each.
+  const auto big = [](std::size_t n) {
+    std::string s = std::to_string(n) + "-";
+    s.resize(63, 'x');
+    return s;
+  };
+  Counters counters;
+  for (std::size_t i = 0; i < kMaxReportCounters; ++i)
+    counters.push_back({big(i), ~std::uint64_t{0} - i});
+  const std::size_t each = proto::encoded_size({big(0), big(0), 0, 0, 0, counters});
+  const std::size_t fit = kMaxReportBytes / each;  // 52 of 2486 bytes
+  std::vector<Bus> buses;
+  std::string refusal;
+  for (std::size_t n = 0; refusal.empty() && n <= fit; ++n) {
+    if (n % kMaxReportsPerConnection == 0) buses.push_back(Bus::connect(f.options()));
+    refusal = message_of([&] { buses.back().report(big(n), big(n), counters); });
+    if (refusal == "no error") {
+      refusal.clear();
+    } else {
+      EXPECT_EQ(n, fit) << refusal;
+    }
+  }
+  EXPECT_NE(refusal.find("ResourceExhausted: component reports take " + std::to_string(fit * each) +
+                         " bytes in shmbusd, and this one (" + std::to_string(each) +
+                         " bytes) would take them over the 131072"),
+            std::string::npos)
+      << refusal;
+  // All of them come back in one reply (128 KiB), which the daemon sends
+  // without waiting for the client.
+  Bus reader = Bus::connect(f.options());
+  const auto all = reader.reports();
+  ASSERT_EQ(all.size(), fit);
+  for (const ComponentReport& r : all)
+    EXPECT_EQ(r.counters, counters);
+  // Room a shorter replacement makes is room for another report, and a
+  // replacement that grows is held to the bound too.
+  buses.front().report(big(0), "small", Counters(counters.begin(), counters.begin() + 1));
+  buses.back().report(big(fit), big(fit), counters);
+  EXPECT_EQ(code_of([&] { buses.front().report(big(0), big(0), counters); }),
+            ErrorCode::ResourceExhausted);
+  EXPECT_EQ(reader.reports().size(), fit + 1);
+}
+
+TEST(Reports, TheBusReportsAgainAfterTheDaemonRestarts) {
+  BusFixture f;
+  auto d = std::make_unique<DaemonProcess>(f.bus, f.socket);
+  ASSERT_TRUE(d->start());
+  Bus bus = Bus::connect(f.options());
+  bus.report("bridge-1", "bridge", Counters{{"forwarded", 5}});
+  d->kill9();
+  // Made while no daemon answers: refused now, delivered at the reconnect.
+  EXPECT_EQ(code_of([&] {
+              bus.report("late", "bridge", Counters{{"forwarded", 6}});
+            }),
+            ErrorCode::DaemonUnavailable);
+  d = std::make_unique<DaemonProcess>(f.bus, f.socket);
+  ASSERT_TRUE(d->start());
+  // The Bus's monitor reconnects by itself and sends both again; another
+  // connection sees them.
+  Bus observer = Bus::connect(f.options());
+  EXPECT_TRUE(wait_until([&] { return observer.reports().size() == 2; }, 20s));
+  const auto got = observer.reports();
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].name, "bridge-1");
+  EXPECT_EQ(got[0].pid, static_cast<std::uint32_t>(::getpid()));
+  EXPECT_EQ(got[0].counters, (Counters{{"forwarded", 5}}));
+  EXPECT_EQ(got[1].name, "late");
+}
+
+// `shmbus stat` (the real command line, built beside shmbusd) shows them.
+std::string cli_path() {
+  std::string p = SHMBUSD_PATH;
+  return p.substr(0, p.rfind("/daemon/")) + "/cli/shmbus";
+}
+
+// Runs the command line with `args`; its exit status and stdout.
+std::pair<int, std::string> run_cli(const std::vector<std::string>& args) {
+  int out[2];
+  if (::pipe2(out, O_CLOEXEC) != 0) return {-2, "pipe2 failed"};
+  const std::string path = cli_path();
+  std::vector<const char*> argv{path.c_str()};
+  for (const std::string& a : args)
+    argv.push_back(a.c_str());
+  argv.push_back(nullptr);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    if (::dup2(out[1], 1) < 0) ::_exit(126);
+    ::execv(path.c_str(), const_cast<char* const*>(argv.data()));
+    ::_exit(127);
+  }
+  ::close(out[1]);
+  std::string text;
+  char buf[4096];
+  const auto until = std::chrono::steady_clock::now() + 30s;
+  for (;;) {
+    pollfd p{out[0], POLLIN, 0};
+    if (::poll(&p, 1, 1000) < 0 && errno != EINTR) break;
+    if (std::chrono::steady_clock::now() > until) break;
+    if ((p.revents & (POLLIN | POLLHUP)) == 0) continue;
+    const ssize_t n = ::read(out[0], buf, sizeof buf);
+    if (n <= 0) break;
+    text.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(out[0]);
+  return {wait_child(pid, 30s), text};
+}
+
+TEST(Reports, ShmbusStatShowsThemAsATableAndInJson) {
+  ASSERT_EQ(::access(cli_path().c_str(), X_OK), 0) << cli_path() << ": build shmbus-cli";
+  BusFixture f;
+  DaemonProcess d(f.bus, f.socket);
+  ASSERT_TRUE(d.start());
+  const std::vector<std::string> common{"--bus",      f.bus, "--socket", f.socket,
+                                        "--interval", "0.1", "--once"};
+  auto with = [&](std::vector<std::string> extra) {
+    extra.insert(extra.begin(), "stat");
+    extra.insert(extra.end(), common.begin(), common.end());
+    return run_cli(extra);
+  };
+  // None yet: an empty list in JSON, no table.
+  auto [rc, out] = with({"--json"});
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("\"components\":[]"), std::string::npos) << out;
+  std::tie(rc, out) = with({});
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_EQ(out.find("COMPONENT"), std::string::npos) << out;
+
+  Bus bus = Bus::connect(f.options());
+  bus.report("bridge-1", "bridge", Counters{{"forwarded", 123}, {"acked", 120}});
+  bus.report("idle", "tool", {});
+  std::tie(rc, out) = with({"--json"});
+  EXPECT_EQ(rc, 0) << out;
+  const std::string pid = std::to_string(::getpid());
+  EXPECT_NE(out.find("\"components\":[{\"name\":\"bridge-1\",\"kind\":\"bridge\",\"pid\":" + pid +
+                     ",\"uid\":" + std::to_string(::geteuid()) + ",\"updated_ns\":"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("\"counters\":{\"forwarded\":123,\"acked\":120}},{\"name\":\"idle\""),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("\"counters\":{}}]}"), std::string::npos) << out;
+  std::tie(rc, out) = with({});
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("\nCOMPONENT  KIND    PID"), std::string::npos) << out;
+  EXPECT_NE(out.find("\nbridge-1   bridge  " + pid), std::string::npos) << out;
+  EXPECT_NE(out.find("forwarded=123 acked=120\n"), std::string::npos) << out;
+  EXPECT_NE(out.find("\nidle       tool    " + pid), std::string::npos) << out;
 }
 
 }  // namespace

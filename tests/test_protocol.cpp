@@ -386,6 +386,179 @@ TEST(Protocol, BadRepliesAreSystemErrorsSayingWhy) {
   EXPECT_NE(list.problem.message.find("count 4294967295 is over the limit"), std::string::npos);
 }
 
+// ---- component reports ---------------------------------------------------------
+
+proto::Report some_report(std::size_t counters = 3) {
+  proto::Report r{"bridge-1", "bridge", {}};
+  for (std::size_t i = 0; i < counters; ++i)
+    r.counters.push_back({std::string("c").append(std::to_string(i)), (1ULL << 63) + i});
+  return r;
+}
+
+ComponentReport some_entry(const std::string& name, std::uint32_t pid) {
+  return {name,
+          "bridge",
+          pid,
+          1000,
+          1'700'000'000'123'456'789ULL,
+          {{"forwarded", 123}, {"in_flight", 0}, {"acked", ~0ULL}}};
+}
+
+TEST(ProtocolReports, ReportAndListRoundTrip) {
+  EXPECT_EQ(parsed<proto::Report>(body(some_report())), some_report());
+  EXPECT_EQ(parsed<proto::Report>(body(some_report(0))), some_report(0));  // no counters
+  EXPECT_EQ(parsed<proto::Report>(body(some_report(kMaxReportCounters))),
+            some_report(kMaxReportCounters));
+  (void)parsed<proto::ListReports>(body(proto::ListReports{}));
+  const proto::ReportList list{
+      {some_entry("a", 1), some_entry("b", 0xffffffff), {"empty", "x", 7, 0, 0, {}}}};
+  EXPECT_EQ(replied<proto::ReportList>(body(list)).reports, list.reports);
+  EXPECT_TRUE(replied<proto::ReportList>(body(proto::ReportList{})).reports.empty());
+  // The wire format, byte for byte: name, kind, u32 count, (string, u64) each.
+  const Bytes b = body(proto::Report{"n", "k", {{"v", 5}}}, 1);
+  const Bytes fields(b.begin() + proto::kHeaderSize, b.end());
+  const Bytes expect = {std::byte{1},   std::byte{0}, std::byte{'n'}, std::byte{1}, std::byte{0},
+                        std::byte{'k'}, std::byte{1}, std::byte{0},   std::byte{0}, std::byte{0},
+                        std::byte{1},   std::byte{0}, std::byte{'v'}, std::byte{5}, std::byte{0},
+                        std::byte{0},   std::byte{0}, std::byte{0},   std::byte{0}, std::byte{0},
+                        std::byte{0}};
+  EXPECT_EQ(fields, expect);
+  std::uint16_t type = 0;
+  std::memcpy(&type, b.data() + 2, 2);
+  EXPECT_EQ(type, 50);
+}
+
+TEST(ProtocolReports, EncodedSizeIsWhatAnEntryTakesInTheList) {
+  const ComponentReport a = some_entry("a", 1), b = some_entry(std::string(63, 'b'), 2);
+  EXPECT_EQ(body(proto::ReportList{{a, b}}).size(),
+            proto::kHeaderSize + 4 + proto::encoded_size(a) + proto::encoded_size(b));
+  EXPECT_EQ(proto::encoded_size({"n", "k", 0, 0, 0, {}}), 2u + 1 + 2 + 1 + 4 + 4 + 8 + 4);
+}
+
+TEST(ProtocolReports, TruncatedReportsAndListsAreRefusedSayingWhere) {
+  const Bytes full = body(some_report());
+  for (std::size_t n = proto::kHeaderSize; n < full.size(); ++n) {
+    const proto::Problem why =
+        refused(Bytes(full.begin(), full.begin() + static_cast<std::ptrdiff_t>(n)));
+    EXPECT_EQ(why.code, ErrorCode::InvalidArgument);
+    EXPECT_TRUE(why.message.find("is malformed: frame truncated at byte") != std::string::npos ||
+                why.message.find("overruns the frame") != std::string::npos)
+        << why.message;
+  }
+  const Bytes list = body(proto::ReportList{{some_entry("a", 1), some_entry("b", 2)}});
+  for (std::size_t n = proto::kHeaderSize; n < list.size(); ++n) {
+    const auto r = proto::decode_reply<proto::ReportList>(
+        Bytes(list.begin(), list.begin() + static_cast<std::ptrdiff_t>(n)));
+    EXPECT_FALSE(r.message);
+    EXPECT_EQ(r.problem.code, ErrorCode::SystemError);
+    EXPECT_NE(r.problem.message.find("is malformed"), std::string::npos) << r.problem.message;
+  }
+}
+
+TEST(ProtocolReports, LeftoversAreRefused) {
+  Bytes b = body(some_report());
+  b.push_back(std::byte{0});
+  EXPECT_NE(refused(b).message.find("has trailing bytes"), std::string::npos);
+  Bytes l = body(proto::ListReports{});
+  l.push_back(std::byte{0});
+  EXPECT_NE(refused(l).message.find("has trailing bytes"), std::string::npos);
+  Bytes r = body(proto::ReportList{{some_entry("a", 1)}});
+  r.push_back(std::byte{0});
+  EXPECT_NE(proto::decode_reply<proto::ReportList>(r).problem.message.find("has trailing bytes"),
+            std::string::npos);
+}
+
+TEST(ProtocolReports, TooManyCountersOrEntriesAreRefusedBeforeAnythingIsRead) {
+  // 33 counters, every one present: refused for the count.
+  const proto::Problem why = refused(body(some_report(kMaxReportCounters + 1)));
+  EXPECT_EQ(why.code, ErrorCode::InvalidArgument);
+  EXPECT_NE(why.message.find("count 33 is over the limit of 32"), std::string::npos) << why.message;
+  // A count no one sends, with nothing behind it.
+  proto::Writer w(proto::Type::Report);
+  w.str("n").str("k").u32(0xffffffff);
+  EXPECT_NE(refused(body_of(w.finish(1))).message.find("count 4294967295 is over the limit"),
+            std::string::npos);
+  proto::Writer l(proto::Type::ReportList);
+  l.u32(kMaxReports + 1);
+  const auto r = proto::decode_reply<proto::ReportList>(body_of(l.finish(1)));
+  EXPECT_NE(r.problem.message.find("count 257 is over the limit of 256"), std::string::npos)
+      << r.problem.message;
+  // An entry of too many counters inside a list.
+  ComponentReport big = some_entry("big", 1);
+  for (std::size_t i = 0; i < kMaxReportCounters; ++i)
+    big.counters.push_back({std::string("x").append(std::to_string(i)), i});
+  const auto rb = proto::decode_reply<proto::ReportList>(body(proto::ReportList{{big}}));
+  EXPECT_FALSE(rb.message);
+  EXPECT_NE(rb.problem.message.find("is over the limit of 32"), std::string::npos);
+}
+
+TEST(ProtocolReports, BadNamesAndOverlongStringsAreRefusedSayingWhat) {
+  const auto refusal = [](proto::Report r) {
+    const proto::Problem why = refused(body(r));
+    EXPECT_EQ(why.code, ErrorCode::InvalidArgument);
+    return why.message;
+  };
+  proto::Report r = some_report();
+  r.name = "my bridge";
+  EXPECT_EQ(refusal(r),
+            "component name 'my bridge' contains ' '; use 1 to 63 characters from A-Z a-z 0-9 . "
+            "_ -");
+  r = some_report();
+  r.name = "";
+  EXPECT_NE(refusal(r).find("component name '' is empty"), std::string::npos);
+  r = some_report();
+  r.name = std::string(64, 'n');
+  EXPECT_NE(refusal(r).find("is too long (64)"), std::string::npos);
+  r = some_report();
+  r.kind = "bri\tdge";
+  EXPECT_NE(refusal(r).find("component 'bridge-1': kind 'bri\tdge' contains a non-printable"),
+            std::string::npos);
+  r = some_report();
+  r.counters[1].name = "in/flight";
+  EXPECT_NE(refusal(r).find("component 'bridge-1': counter name 'in/flight' contains '/'"),
+            std::string::npos);
+  r = some_report();
+  r.counters[2].name = r.counters[0].name;
+  EXPECT_NE(refusal(r).find("component 'bridge-1': counter 'c0' is reported twice"),
+            std::string::npos);
+  // A string over the protocol's limit, its bytes present: refused for its length.
+  proto::Writer w(proto::Type::Report);
+  w.str("n");
+  Bytes b = body_of(w.finish(1));
+  const auto n = static_cast<std::uint16_t>(proto::kMaxString + 1);
+  b.push_back(static_cast<std::byte>(n & 0xff));
+  b.push_back(static_cast<std::byte>(n >> 8));
+  b.resize(b.size() + n, std::byte{'k'});
+  b.resize(b.size() + 4, std::byte{0});  // no counters
+  EXPECT_NE(refused(b).message.find("string of 1025 bytes is over the 1024-byte limit"),
+            std::string::npos);
+  // A reply's entries are checked as a request's: a bad name never reaches a terminal.
+  ComponentReport bad = some_entry("ok", 1);
+  bad.counters[0].name = "\x1b[2J";
+  const auto rb = proto::decode_reply<proto::ReportList>(body(proto::ReportList{{bad}}));
+  EXPECT_FALSE(rb.message);
+  EXPECT_EQ(rb.problem.code, ErrorCode::SystemError);
+  EXPECT_NE(rb.problem.message.find("report 0: component 'ok': counter name"), std::string::npos)
+      << rb.problem.message;
+  EXPECT_NE(refused(body(proto::ReportList{})).message.find("is a reply"), std::string::npos);
+}
+
+TEST(ProtocolReports, ValidateReportIsWhatTheBusChecksBeforeSending) {
+  std::vector<ReportCounter> c(kMaxReportCounters + 1);
+  for (std::size_t i = 0; i < c.size(); ++i)
+    c[i].name = std::string("k").append(std::to_string(i));
+  try {
+    validate_report("bridge-1", "bridge", c);
+    FAIL() << "33 counters accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::InvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("has 33 counters; at most 32"), std::string::npos);
+  }
+  c.pop_back();
+  validate_report("bridge-1", "bridge", c);  // 32 are fine
+  validate_report("a", "b", {});
+}
+
 // ---- the splitter --------------------------------------------------------------
 
 TEST(Protocol, FrameBufferSplitsAStreamFedInAnyPieces) {

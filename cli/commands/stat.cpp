@@ -1,5 +1,7 @@
 // shmbus stat: per topic messages/s and bytes/s, per group position, lag and
-// messages/s, from two status snapshots of the daemon an interval apart.
+// messages/s, from two status snapshots of the daemon an interval apart; and
+// the counters programs beside the bus report (Bus::report), as they are in
+// the second snapshot.
 #include <unistd.h>
 
 #include <algorithm>
@@ -14,7 +16,9 @@
 
 #include "../output.hpp"
 #include "commands.hpp"
+#include "shmbus/error.hpp"
 #include "shmbus/options.hpp"
+#include "shmbus/report.hpp"
 #include "shmbus/topic_status.hpp"
 
 namespace shmbus::cli {
@@ -33,14 +37,41 @@ struct StatArgs {
 struct Snapshot {
   Clock::time_point at;
   std::map<std::string, TopicStatus> topics;
+  std::vector<ComponentReport> components;  // by name, then pid (as the daemon sends them)
 };
+
+// The daemon's component reports. A daemon older than component reports
+// refuses the request as an unknown type (InvalidArgument): then none, and
+// the user is told once.
+std::vector<ComponentReport> component_reports(Bus& bus) {
+  try {
+    return bus.reports();
+  } catch (const Error& e) {
+    if (e.code() != ErrorCode::InvalidArgument) throw;
+    static bool told = false;
+    if (!told)
+      note(std::string("component reports not shown: ") + e.what() +
+           " (a shmbusd older than this shmbus; restart it to see them)");
+    told = true;
+    return {};
+  }
+}
 
 Snapshot take_snapshot(Bus& bus) {
   Snapshot s;
   for (auto& t : bus.topics())
     s.topics.emplace(t.name, std::move(t));
+  s.components = component_reports(bus);
   s.at = Clock::now();
   return s;
+}
+
+// "forwarded=12 acked=10", in the order reported ("-": none).
+std::string counters_cell(const ComponentReport& c) {
+  std::string out;
+  for (const ReportCounter& k : c.counters)
+    out += (out.empty() ? "" : " ") + k.name + "=" + u64(k.value);
+  return out.empty() ? "-" : out;
 }
 
 // Payload bytes published between two snapshots of one topic, from the
@@ -192,6 +223,25 @@ void render_stat(const Globals& g, const Snapshot& prev, const Snapshot& cur, bo
     w.end_object();
   }
   w.end_array();
+  // Always present ([] when none), so scripts need not test for it.
+  std::vector<std::vector<std::string>> crows{{"COMPONENT", "KIND", "PID", "COUNTERS"}};
+  w.key("components").begin_array();
+  for (const ComponentReport& c : cur.components) {
+    crows.push_back({c.name, c.kind, u64(c.pid), counters_cell(c)});
+    w.begin_object();
+    w.key("name").string(c.name);
+    w.key("kind").string(c.kind);
+    w.key("pid").uint(c.pid);
+    w.key("uid").uint(c.uid);
+    w.key("updated_ns").uint(c.updated_ns);
+    // Counter names are unique within a report (validate_report), so an object.
+    w.key("counters").begin_object();
+    for (const ReportCounter& k : c.counters)
+      w.key(k.name).uint(k.value);
+    w.end_object();
+    w.end_object();
+  }
+  w.end_array();
   w.end_object();
   if (json) {
     std::printf("%s\n", w.str().c_str());
@@ -216,6 +266,10 @@ void render_stat(const Globals& g, const Snapshot& prev, const Snapshot& cur, bo
   if (drows.size() > 1) {
     std::printf("\n");
     print_table(drows);
+  }
+  if (crows.size() > 1) {
+    std::printf("\n");
+    print_table(crows);
   }
   std::printf("\nMSGS/S: change of the tail (claimed sequences) per second.\n");
   std::printf("%s\n", kBytesNote);
@@ -257,7 +311,9 @@ void add_stat_command(CommandTree& tree) {
   CLI::App* stat = tree.leaf(&tree.app(), "stat",
                              "per topic: messages/s, bytes/s, and per group: lag; for topics of "
                              "several partitions also each partition's tail and each group's "
-                             "position, lag and owner there; refreshed every interval until "
+                             "position, lag and owner there; the counters programs beside the "
+                             "bus report (shmbus-bridge, say: COMPONENT KIND PID COUNTERS, "
+                             "values as of the second snapshot); refreshed every interval until "
                              "Ctrl-C",
                              [&g, st] { return cmd_stat(g, *st); });
   // The note, then the exit codes every command's help ends with.

@@ -14,6 +14,7 @@
 
 #include "shmbus/options.hpp"
 #include "shmbus/publisher.hpp"
+#include "shmbus/report.hpp"
 #include "shmbus/topic.hpp"
 #include "shmbus/topic_status.hpp"
 
@@ -101,6 +102,26 @@ class Bus {
                                  std::span<const std::byte> data, std::chrono::nanoseconds timeout);
   // Replies to earlier requests that came after they had timed out (dropped).
   [[nodiscard]] std::uint64_t stale_replies() const noexcept;
+
+  // Component reports (shmbus/report.hpp, docs/daemon.md): shows `counters`
+  // in `shmbus stat` under `name` (of `kind`, a word such as "bridge") until
+  // this Bus closes (its last copy, and everything opened through it:
+  // topics, publishers, subscribers) or this process dies; a later call with
+  // the same name replaces it. The values are a snapshot: report again, say
+  // once a second, to keep them current (shmbus-bridge does). After a
+  // reconnect (shmbusd restarted) the Bus sends the last report of each name
+  // again, values as they were then; a report made while no daemon answered
+  // is sent at the reconnect too (the call still throws DaemonUnavailable).
+  // Throws Error(InvalidArgument) for a bad name, kind or counter (the rule of
+  // topic names; at most kMaxReportCounters counters, each name once) before
+  // anything is sent, and the daemon's error otherwise: ResourceExhausted
+  // beyond kMaxReportsPerConnection names on this Bus, or kMaxReports or
+  // kMaxReportBytes in the daemon. Thread-safe like the Bus's other requests.
+  void report(std::string_view name, std::string_view kind,
+              std::span<const ReportCounter> counters);
+  // Every process's reports (anyone who may connect may list them), by name
+  // then pid; pid and uid are the reporter's as the kernel told the daemon.
+  std::vector<ComponentReport> reports();
 
   // Asks the daemon to exit (only root or the daemon's own user may).
   void shutdown_daemon();

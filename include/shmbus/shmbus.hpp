@@ -8,6 +8,7 @@
 #include "shmbus/partition.hpp"
 #include "shmbus/properties.hpp"
 #include "shmbus/publisher.hpp"
+#include "shmbus/report.hpp"
 #include "shmbus/selector.hpp"
 #include "shmbus/subscriber.hpp"
 #include "shmbus/topic.hpp"

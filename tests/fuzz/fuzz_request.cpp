@@ -2,8 +2,9 @@
 // protocol, the daemon's and the client's. The first byte picks the path:
 //   0     the daemon's: FrameBuffer (the splitter it runs) + parse_request,
 //         the rest of the input fed in pieces whose sizes the input chooses
-//   1..5  the client's reply decoders: decode_reply<Ok, HelloReply,
-//         TopicReply, TopicList, Description> over the rest as one body
+//   1..6  the client's reply decoders: decode_reply<Ok, HelloReply,
+//         TopicReply, TopicList, Description, ReportList> over the rest as
+//         one body
 //   else  parse_request over the rest as one body
 // Nothing may crash, hang, leak or read out of bounds (ASan/UBSan); a decoder
 // either accepts or says why not.
@@ -76,6 +77,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       break;
     case 5:
       as_reply<Description>(bytes);
+      break;
+    case 6:
+      as_reply<ReportList>(bytes);
       break;
     default: {
       Request q;

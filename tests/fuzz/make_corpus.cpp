@@ -61,6 +61,15 @@ TopicStatus some_status() {
   return t;
 }
 
+ComponentReport some_report(std::uint32_t pid) {
+  return {"bridge-1",
+          "bridge",
+          pid,
+          1000,
+          1'700'000'000'000'000'000ULL,
+          {{"forwarded", 12}, {"in_flight", 2}}};
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -93,6 +102,9 @@ int main(int argc, char** argv) {
       {"stream_attach_m", selector(0) + framed(AttachMember{"orders", 1, 2})},
       {"stream_shutdown", selector(0) + framed(Shutdown{})},
       {"stream_delete_group", selector(0) + framed(DeleteGroup{"orders", "billing"})},
+      {"stream_report",
+       selector(0) + framed(Report{"bridge-1", "bridge", {{"forwarded", 12}, {"acked", 10}}})},
+      {"stream_list_reports", selector(0) + framed(ListReports{})},
       {"stream_reset_group",
        selector(0) + framed(ResetGroup{"orders", "billing", {StartFrom::Offset, 7}})},
       {"stream_many", selector(0) + hello + framed(ListTopics{}, 2) + framed(Describe{"a"}, 3)},
@@ -106,7 +118,10 @@ int main(int argc, char** argv) {
       {"reply_list", selector(4) + body(TopicList{{some_status(), TopicStatus{}}})},
       {"reply_list_empty", selector(4) + body(TopicList{})},
       {"reply_description", selector(5) + body(Description{some_status()})},
-      {"body_create", selector(6) + body(CreateTopic{"orders", o})},
+      {"reply_report_list", selector(6) + body(ReportList{{some_report(4242), some_report(4243)}})},
+      {"reply_report_list_empty", selector(6) + body(ReportList{})},
+      {"body_create", selector(7) + body(CreateTopic{"orders", o})},
+      {"body_report", selector(7) + body(Report{"bridge-1", "bridge", {{"forwarded", 12}}})},
   };
   for (const auto& [name, bytes] : seeds) {
     const std::string path = dir + "/" + name;
