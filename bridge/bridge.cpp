@@ -21,6 +21,7 @@
 #include <sstream>
 #include <thread>
 
+#include "shmbus/detail/layout.hpp"  // kNameMax: report names follow topic names
 #include "shmbus/error.hpp"
 #include "shmbus/publisher.hpp"
 #include "shmbus/subscriber.hpp"
@@ -139,6 +140,18 @@ bool number(const char* text, std::uint64_t& out) {
 struct OutWorker;
 struct InWorker;
 
+// One route's counters, as the status line and `shmbus stat` show them.
+std::vector<ReportCounter> route_counters(const RouteCounters& c, bool out) {
+  // Relaxed loads: statistics.
+  const auto v = [](const auto& a) { return a.load(std::memory_order_relaxed); };
+  return {{"forwarded", v(c.forwarded)},
+          {"acked", v(c.acked)},
+          {"redelivered", v(c.redelivered)},
+          {"in_flight", static_cast<std::uint64_t>(std::max<std::int64_t>(0, v(c.in_flight)))},
+          {"duplicates", v(c.duplicates)},
+          out ? ReportCounter{"resent", v(c.resent)} : ReportCounter{"refused", v(c.refused)}};
+}
+
 struct Bridge::Impl {
   Config cfg;
   BusOptions bus_opts;
@@ -151,8 +164,15 @@ struct Bridge::Impl {
   std::vector<std::unique_ptr<OutWorker>> outs;
   std::vector<std::unique_ptr<InWorker>> ins;
 
+  // The name each route's counters go under in `shmbus stat` (its local
+  // topic, made unique), outs first; empty past what a connection may hold.
+  std::vector<std::string> report_names;
+  bool report_failed = false;  // logged once
+
   int open_bus(std::string& why);
   int connect_nats(std::string& why);
+  void name_reports();
+  void report();
 };
 
 // ---- out: local topic -> JetStream -------------------------------------------------------
@@ -822,6 +842,52 @@ struct InWorker {
 
 // ---- the bridge -------------------------------------------------------------------------
 
+void Bridge::Impl::name_reports() {
+  std::set<std::string> used;
+  const auto unique = [&](const std::string& topic) {
+    std::string n = topic;
+    for (int i = 2; !used.insert(n).second; ++i) {
+      const std::string suffix = "-" + std::to_string(i);
+      n.assign(topic, 0, detail::kNameMax - suffix.size());
+      n.append(suffix);
+    }
+    return n;
+  };
+  for (const auto& w : outs)
+    report_names.push_back(report_names.size() < kMaxReportsPerConnection ? unique(w->r.topic)
+                                                                          : std::string());
+  for (const auto& w : ins)
+    report_names.push_back(report_names.size() < kMaxReportsPerConnection ? unique(w->r.topic)
+                                                                          : std::string());
+  if (report_names.size() > kMaxReportsPerConnection)
+    spdlog::warn("shmbus stat shows the counters of the first {} routes only (all are in the log)",
+                 kMaxReportsPerConnection);
+}
+
+// Sends every route's counters to shmbusd for `shmbus stat` (kind
+// bridge-out or bridge-in). They go from there when this process does.
+void Bridge::Impl::report() {
+  const std::uint64_t rc = reconnects.load(std::memory_order_relaxed);  // relaxed: a statistic
+  try {
+    std::size_t i = 0;
+    const auto send = [&](const RouteCounters& c, bool out) {
+      const std::string& name = report_names[i++];
+      if (name.empty()) return;
+      auto counters = route_counters(c, out);
+      counters.push_back({"reconnects", rc});
+      bus->report(name, out ? "bridge-out" : "bridge-in", counters);
+    };
+    for (const auto& w : outs)
+      send(w->c, true);
+    for (const auto& w : ins)
+      send(w->c, false);
+  } catch (const Error& e) {
+    if (!report_failed)
+      spdlog::warn("counters not shown in shmbus stat: {} (they stay in this log)", e.what());
+    report_failed = true;
+  }
+}
+
 int Bridge::Impl::open_bus(std::string& why) {
   try {
     bus.emplace(Bus::connect(bus_opts));
@@ -984,8 +1050,14 @@ int Bridge::run() {
     w->fetcher = std::thread([p = w.get()] { p->fetch_loop(); });
     w->publisher = std::thread([p = w.get()] { p->publish_loop(); });
   }
+  b.name_reports();
   auto next = Clock::now() + b.cfg.status_interval;
+  auto next_report = Clock::now();
   while (!b.stopping.load(std::memory_order_relaxed)) {  // relaxed: a flag polled
+    if (Clock::now() >= next_report) {
+      b.report();  // once a second: `shmbus stat` samples about that often
+      next_report = Clock::now() + 1s;
+    }
     nap(b.stopping, 100ms);
     if (b.cfg.status_interval.count() > 0 && Clock::now() >= next) {
       spdlog::info("status: {}", status());
@@ -1005,17 +1077,17 @@ int Bridge::run() {
 std::string Bridge::status() const {
   const Impl& b = *impl_;
   std::ostringstream s;
-  // Relaxed loads throughout: statistics.
-  const auto v = [](const auto& a) { return a.load(std::memory_order_relaxed); };
-  s << "reconnects=" << v(b.reconnects);
+  s << "reconnects=" << b.reconnects.load(std::memory_order_relaxed);  // relaxed: a statistic
+  const auto route = [&](const char* dir, const std::string& name, const RouteCounters& c,
+                         bool out) {
+    s << " | " << dir << " " << name;
+    for (const ReportCounter& k : route_counters(c, out))
+      s << " " << k.name << "=" << k.value;
+  };
   for (const auto& w : b.outs)
-    s << " | out " << w->name << " forwarded=" << v(w->c.forwarded) << " acked=" << v(w->c.acked)
-      << " redelivered=" << v(w->c.redelivered) << " in_flight=" << v(w->c.in_flight)
-      << " duplicates=" << v(w->c.duplicates) << " resent=" << v(w->c.resent);
+    route("out", w->name, w->c, true);
   for (const auto& w : b.ins)
-    s << " | in " << w->name << " forwarded=" << v(w->c.forwarded) << " acked=" << v(w->c.acked)
-      << " redelivered=" << v(w->c.redelivered) << " in_flight=" << v(w->c.in_flight)
-      << " duplicates=" << v(w->c.duplicates) << " refused=" << v(w->c.refused);
+    route("in", w->name, w->c, false);
   return s.str();
 }
 

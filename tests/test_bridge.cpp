@@ -293,6 +293,17 @@ std::int64_t last_counter(const std::string& log, const std::string& counter) {
   return std::stoll(log.substr(at + counter.size() + 2));
 }
 
+// True when process `pid` reports `counter` = `value` for topic "orders"
+// (a route of kind `kind`) to the bus's daemon.
+bool reported(Bus& bus, const std::string& kind, pid_t pid, const std::string& counter,
+              std::uint64_t value) {
+  for (const ComponentReport& r : bus.reports())
+    if (r.name == "orders" && r.kind == kind && r.pid == static_cast<std::uint32_t>(pid))
+      for (const ReportCounter& c : r.counters)
+        if (c.name == counter && c.value == value) return true;
+  return false;
+}
+
 // Two hosts, their topics, a checker on B, the out bridge on A (joined) and
 // the in bridge on B.
 struct TwoHosts {
@@ -333,9 +344,17 @@ TEST(Bridge, HundredThousandKeyedMessagesArriveOnceInKeyOrder) {
   EXPECT_EQ(h.checker->bad, 0u);
   EXPECT_EQ(h.checker->out_of_order, 0u);
   EXPECT_EQ(stream_messages(nats.url(), "hostA_orders"), kN);
+  // Both bridges' counters reach `shmbus stat` through their daemons (the
+  // bridges report once a second).
+  EXPECT_TRUE(
+      wait_until([&] { return reported(*h.a.bus, "bridge-out", h.out->pid(), "acked", kN); }, 30s));
+  EXPECT_TRUE(wait_until(
+      [&] { return reported(*h.b.bus, "bridge-in", h.in->pid(), "forwarded", kN); }, 30s));
   EXPECT_EQ(h.out->stop(), 0) << h.logs();
   EXPECT_EQ(h.in->stop(), 0) << h.logs();
   EXPECT_NE(h.out->log().find("acked=100000"), std::string::npos) << h.out->log();
+  // Gone with the process.
+  EXPECT_TRUE(wait_until([&] { return h.a.bus->reports().empty(); }, 30s));
 }
 
 TEST(Bridge, TheOutBridgeSigkilledFiveTimesLosesAndDuplicatesNothing) {
