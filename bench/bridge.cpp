@@ -123,6 +123,15 @@ std::uint64_t stream_messages(jsCtx* js, const std::string& stream) {
   return n;
 }
 
+// Waits (up to 60 s) until every async publish of `js` has its ack.
+void wait_acks(jsCtx* js) {
+  jsPubOptions done;
+  jsPubOptions_Init(&done);
+  done.MaxWait = 60'000;
+  if (const natsStatus s = js_PublishAsyncComplete(js, &done); s != NATS_OK)
+    die(std::string("js_PublishAsyncComplete: ") + natsStatus_GetText(s));
+}
+
 // The bare C client: N async publishes with acks, as fast as it goes.
 Result bare_rate(jsCtx* js, const std::string& subject, std::size_t size, std::uint64_t n) {
   std::vector<char> payload(size, 'x');
@@ -138,11 +147,7 @@ Result bare_rate(jsCtx* js, const std::string& subject, std::size_t size, std::u
     }
     if (s != NATS_OK) die(std::string("js_PublishAsync: ") + natsStatus_GetText(s));
   }
-  jsPubOptions done;
-  jsPubOptions_Init(&done);
-  done.MaxWait = 60'000;
-  if (const natsStatus s = js_PublishAsyncComplete(js, &done); s != NATS_OK)
-    die(std::string("js_PublishAsyncComplete: ") + natsStatus_GetText(s));
+  wait_acks(js);
   return meter.done(n);
 }
 
@@ -210,11 +215,7 @@ Result bare_ids_rate(jsCtx* js, const std::string& stream, const std::string& su
     natsMsg_Destroy(m);  // nullptr once nats.c took it
     if (s != NATS_OK) die(std::string("js_PublishMsgAsync: ") + natsStatus_GetText(s));
   }
-  jsPubOptions done;
-  jsPubOptions_Init(&done);
-  done.MaxWait = 60'000;
-  if (const natsStatus s = js_PublishAsyncComplete(js, &done); s != NATS_OK)
-    die(std::string("js_PublishAsyncComplete: ") + natsStatus_GetText(s));
+  wait_acks(js);
   if (consume) {
     consumer.join();
     if (taken.load(std::memory_order_relaxed) < n) die("the bare consumer did not get them all");
