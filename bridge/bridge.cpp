@@ -312,15 +312,13 @@ struct OutWorker {
   natsMsg* build(const Batch& b, std::size_t i, std::int64_t clock_shift, bool with_reply) {
     const MessageInfo info = b.info(i);
     const std::span<const std::byte> data = b.data(i);
-    // "<partition>.<offset>": the reply's tail; with '/' the id's.
-    char tail[48];
-    char* e = std::to_chars(tail, tail + 20, info.partition).ptr;
-    *e++ = '.';
-    e = std::to_chars(e, tail + sizeof tail - 1, info.sequence).ptr;
-    *e = '\0';
-    if (with_reply) reply_buf.assign(inbox).append(tail);
-    id_buf.assign(id_prefix).append(tail);
-    id_buf[id_prefix.size() + static_cast<std::size_t>(std::strchr(tail, '.') - tail)] = '/';
+    // Both strings are reused: no allocation once they are long enough.
+    if (with_reply) {
+      reply_buf.assign(inbox);
+      append_position(reply_buf, info.partition, '.', info.sequence);
+    }
+    id_buf.assign(id_prefix);
+    append_position(id_buf, info.partition, '/', info.sequence);
     natsMsg* m = nullptr;
     if (natsMsg_Create(&m, r.subject.c_str(), with_reply ? reply_buf.c_str() : nullptr,
                        reinterpret_cast<const char*>(data.data()),

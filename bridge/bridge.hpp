@@ -68,6 +68,10 @@ struct Config {
 [[nodiscard]] std::string message_id(const std::string& bus, const std::string& topic,
                                      std::uint64_t generation, std::uint32_t partition,
                                      std::uint64_t offset);
+// Appends "<partition><separator><offset>": with '/' the tail of a message id
+// (after its prefix), with '.' that of the out bridge's reply subjects.
+void append_position(std::string& out, std::uint32_t partition, char separator,
+                     std::uint64_t offset);
 // Reads partition and offset back from an id (false when it is not one).
 [[nodiscard]] bool parse_message_id(std::string_view id, std::uint32_t& partition,
                                     std::uint64_t& offset) noexcept;

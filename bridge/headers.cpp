@@ -16,11 +16,35 @@ std::string message_id_prefix(const std::string& bus, const std::string& topic,
   return bus + "/" + topic + gen;
 }
 
+void append_position(std::string& out, std::uint32_t partition, char separator,
+                     std::uint64_t offset) {
+  char buf[48];  // 10 + 1 + 20 digits
+  char* e = std::to_chars(buf, buf + 10, partition).ptr;
+  *e++ = separator;
+  e = std::to_chars(e, buf + sizeof buf, offset).ptr;
+  out.append(buf, e);
+}
+
 std::string message_id(const std::string& bus, const std::string& topic, std::uint64_t generation,
                        std::uint32_t partition, std::uint64_t offset) {
-  return message_id_prefix(bus, topic, generation) + std::to_string(partition) + "/" +
-         std::to_string(offset);
+  std::string id = message_id_prefix(bus, topic, generation);
+  append_position(id, partition, '/', offset);
+  return id;
 }
+
+namespace {
+// Reads "<partition><separator><offset>", both whole unsigned decimals.
+bool parse_position(std::string_view text, char separator, std::uint32_t& partition,
+                    std::uint64_t& offset) noexcept {
+  const std::size_t at = text.find(separator);
+  if (at == std::string_view::npos || at == 0 || at + 1 >= text.size()) return false;
+  const char* end = text.data() + text.size();
+  const auto rp = std::from_chars(text.data(), text.data() + at, partition);
+  const auto ro = std::from_chars(text.data() + at + 1, end, offset);
+  return rp.ec == std::errc{} && rp.ptr == text.data() + at && ro.ec == std::errc{} &&
+         ro.ptr == end;
+}
+}  // namespace
 
 namespace {
 // A strict reader of small JSON objects, enough for JetStream's publish acks:
@@ -166,13 +190,7 @@ PubAck parse_pub_ack(std::string_view json) noexcept {
 
 bool parse_ack_token(std::string_view token, std::uint32_t& partition,
                      std::uint64_t& offset) noexcept {
-  const std::size_t dot = token.find('.');
-  if (dot == std::string_view::npos || dot == 0 || dot + 1 >= token.size()) return false;
-  const char* end = token.data() + token.size();
-  const auto rp = std::from_chars(token.data(), token.data() + dot, partition);
-  const auto ro = std::from_chars(token.data() + dot + 1, end, offset);
-  return rp.ec == std::errc{} && rp.ptr == token.data() + dot && ro.ec == std::errc{} &&
-         ro.ptr == end;
+  return parse_position(token, '.', partition, offset);
 }
 
 bool parse_message_id(std::string_view id, std::uint32_t& partition,
@@ -181,11 +199,7 @@ bool parse_message_id(std::string_view id, std::uint32_t& partition,
   if (b == std::string_view::npos || b == 0) return false;
   const std::size_t a = id.rfind('/', b - 1);
   if (a == std::string_view::npos) return false;
-  const std::string_view p = id.substr(a + 1, b - a - 1), o = id.substr(b + 1);
-  const auto rp = std::from_chars(p.data(), p.data() + p.size(), partition);
-  const auto ro = std::from_chars(o.data(), o.data() + o.size(), offset);
-  return rp.ec == std::errc{} && rp.ptr == p.data() + p.size() && ro.ec == std::errc{} &&
-         ro.ptr == o.data() + o.size() && !p.empty() && !o.empty();
+  return parse_position(id.substr(a + 1), '/', partition, offset);  // "<p>/<o>": one '/' left
 }
 
 namespace {

@@ -328,6 +328,15 @@ struct TwoHosts {
     return wait_until([&] { return has_member(*a.bus, "orders", "bridge-out", out->pid()); }, 60s);
   }
   std::string logs() const { return "out bridge:\n" + out->log() + "\nin bridge:\n" + in->log(); }
+  // Takes whatever else arrives on B within `quiet` (copies would), then
+  // expects each of the n messages there exactly once, intact.
+  void expect_each_once(std::uint64_t n, std::chrono::milliseconds quiet = 500ms,
+                        const std::string& more_logs = "") {
+    checker->take_rest(quiet);
+    EXPECT_EQ(checker->distinct_, n) << logs() << more_logs;
+    EXPECT_EQ(checker->duplicates, 0u) << logs();
+    EXPECT_EQ(checker->bad, 0u);
+  }
 };
 
 TEST(Bridge, HundredThousandKeyedMessagesArriveOnceInKeyOrder) {
@@ -338,10 +347,7 @@ TEST(Bridge, HundredThousandKeyedMessagesArriveOnceInKeyOrder) {
   constexpr std::uint64_t kN = 100'000;
   h.producer->publish(0, kN);
   h.checker->take_until(kN, 240s);
-  h.checker->take_rest(300ms);
-  EXPECT_EQ(h.checker->distinct_, kN) << h.logs();
-  EXPECT_EQ(h.checker->duplicates, 0u);
-  EXPECT_EQ(h.checker->bad, 0u);
+  h.expect_each_once(kN, 300ms);
   EXPECT_EQ(h.checker->out_of_order, 0u);
   EXPECT_EQ(stream_messages(nats.url(), "hostA_orders"), kN);
   // Both bridges' counters reach `shmbus stat` through their daemons (the
@@ -377,10 +383,7 @@ TEST(Bridge, TheOutBridgeSigkilledFiveTimesLosesAndDuplicatesNothing) {
   h.producer->publish(kKills * kChunk, (kKills + 1) * kChunk);
   constexpr std::uint64_t kN = (kKills + 1) * kChunk;
   h.checker->take_until(kN, 240s);
-  h.checker->take_rest(500ms);
-  EXPECT_EQ(h.checker->distinct_, kN) << h.logs();
-  EXPECT_EQ(h.checker->duplicates, 0u) << h.logs();
-  EXPECT_EQ(h.checker->bad, 0u);
+  h.expect_each_once(kN);
   EXPECT_EQ(stream_messages(nats.url(), "hostA_orders"), kN);  // the window dropped re-sends
 }
 
@@ -410,10 +413,7 @@ TEST(Bridge, TheInBridgeSigkilledFiveTimesLosesAndDuplicatesNothing) {
   // Every re-delivery made (they come AckWait after a kill) and acknowledged:
   // anything published twice is on B by now.
   ASSERT_TRUE(wait_until([&] { return consumer_settled(nats.url()); }, 120s)) << h.logs();
-  h.checker->take_rest(500ms);
-  EXPECT_EQ(h.checker->distinct_, kN) << h.logs();
-  EXPECT_EQ(h.checker->duplicates, 0u) << h.logs();
-  EXPECT_EQ(h.checker->bad, 0u);
+  h.expect_each_once(kN);
 }
 
 // Forces what the marker is for: the in bridge published messages locally
@@ -447,10 +447,7 @@ TEST(Bridge, TheInBridgeDeadBeforeJetStreamSawItsAcksPublishesNothingTwice) {
   h.in->start();
   h.checker->take_until(kN, 240s);
   ASSERT_TRUE(wait_until([&] { return consumer_settled(nats.url()); }, 120s)) << h.logs();
-  h.checker->take_rest(500ms);
-  EXPECT_EQ(h.checker->distinct_, kN) << h.logs();
-  EXPECT_EQ(h.checker->duplicates, 0u) << h.logs();
-  EXPECT_EQ(h.checker->bad, 0u);
+  h.expect_each_once(kN);
   // The skipping happened, and for all of them (the status line at stop).
   ASSERT_EQ(h.in->stop(), 0) << h.logs();
   EXPECT_GE(last_counter(h.in->log(), "duplicates"), static_cast<std::int64_t>(published_unacked))
@@ -470,10 +467,7 @@ TEST(Bridge, NatsServerSigkilledAndRestartedLosesNothing) {
   ASSERT_TRUE(nats.restart()) << nats.log();
   h.producer->publish(kN / 2, kN);
   h.checker->take_until(kN, 240s);
-  h.checker->take_rest(500ms);
-  EXPECT_EQ(h.checker->distinct_, kN) << h.logs() << nats.log();
-  EXPECT_EQ(h.checker->duplicates, 0u) << h.logs();
-  EXPECT_EQ(h.checker->bad, 0u);
+  h.expect_each_once(kN, 500ms, nats.log());
 }
 
 TEST(Bridge, AClusterNodeSigkilledTheBridgesFailOver) {
@@ -491,10 +485,7 @@ TEST(Bridge, AClusterNodeSigkilledTheBridgesFailOver) {
   cluster.node(0).kill9();
   h.producer->publish(kN / 2, kN);
   h.checker->take_until(kN, 240s);
-  h.checker->take_rest(500ms);
-  EXPECT_EQ(h.checker->distinct_, kN) << h.logs();
-  EXPECT_EQ(h.checker->duplicates, 0u) << h.logs();
-  EXPECT_EQ(h.checker->bad, 0u);
+  h.expect_each_once(kN);
 }
 
 TEST(Bridge, AFullLocalTopicSlowsThePullAndDropsNothing) {
